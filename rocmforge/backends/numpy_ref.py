@@ -1,0 +1,247 @@
+"""The numpy reference backend: every op in float32 (float64 where the reduction is cheap), the oracle.
+
+Each op's reference is a function named after its `Op` (`MUL_MAT`, `SET_ROWS`, ...) taking the source
+arrays and the node's params; `REF` maps ops to them. `NumpyBackend` executes whole graphs with them.
+Quantized weights are dequantized once at bind time through `rocmforge.quant` (a weight used only by
+GET_ROWS stays in its blocks and only the gathered rows are dequantized).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from .. import quant
+from ..ir.graph import Graph, Tensor
+from ..ir.ops import Op
+from ..profile import OpTiming
+
+NP_DTYPES = {"f32": np.float32, "f16": np.float16, "i32": np.int32}
+
+
+class QuantRows:
+    """A quantized 2-D weight kept in its GGUF blocks; rows are dequantized on demand."""
+
+    def __init__(self, raw: np.ndarray, qtype: quant.QType, shape: tuple[int, int]) -> None:
+        self.raw = np.asarray(raw).reshape(shape[0], quant.row_bytes(qtype, shape[1]))
+        self.qtype, self.shape = qtype, shape
+
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        return quant.dequantize(self.raw[idx], self.qtype, (len(idx), self.shape[1]))
+
+    def full(self) -> np.ndarray:
+        return quant.dequantize(self.raw, self.qtype, self.shape)
+
+
+# ---- op references (numpy order: last dim contiguous) ------------------------------------------------
+
+def GET_ROWS(a: np.ndarray | QuantRows, idx: np.ndarray) -> np.ndarray:
+    # f32 [n, D]
+    if isinstance(a, QuantRows):
+        return a.rows(idx)
+    return np.asarray(a)[idx].astype(np.float32)
+
+
+def MUL_MAT(w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    # (w [N, K], x [..., K]) -> f32 [..., N]; f32 products, BLAS accumulation as ggml's f32 path does
+    x2 = x.reshape(-1, x.shape[-1]).astype(np.float32, copy=False)
+    y = x2 @ w.astype(np.float32, copy=False).T
+    return y.reshape(*x.shape[:-1], w.shape[0])
+
+
+def ADD(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a.astype(np.float32) + b.astype(np.float32)).astype(np.float32)
+
+
+def MUL(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a.astype(np.float32) * b.astype(np.float32)).astype(np.float32)
+
+
+def SCALE(a: np.ndarray, *, s: float) -> np.ndarray:
+    return (a.astype(np.float32) * np.float32(s)).astype(np.float32)
+
+
+def RMS_NORM(a: np.ndarray, *, eps: float) -> np.ndarray:
+    a64 = a.astype(np.float64)
+    ms = np.mean(a64 * a64, axis=-1, keepdims=True)
+    return (a64 / np.sqrt(ms + eps)).astype(np.float32)
+
+
+def rope_angles(pos: np.ndarray, n_dims: int, base: float, freq_scale: float) -> np.ndarray:
+    """theta[t, i] = pos[t] * freq_scale * base^(-2i/n_dims), i < n_dims/2 (float64)."""
+    inv_freq = base ** (-np.arange(0, n_dims, 2, dtype=np.float64) / n_dims)
+    return pos.astype(np.float64)[:, None] * freq_scale * inv_freq[None, :]
+
+
+def ROPE(x: np.ndarray, pos: np.ndarray, *, n_dims: int, neox: bool, base: float,
+         freq_scale: float = 1.0) -> np.ndarray:
+    # x f32 [T, H, D]: normal mode rotates pairs (2i, 2i+1); NEOX rotates (i, i + n_dims/2)
+    theta = rope_angles(pos, n_dims, base, freq_scale)[:, None, :]  # [T, 1, n_dims/2]
+    cos, sin = np.cos(theta), np.sin(theta)
+    out = x.astype(np.float64).copy()
+    if neox:
+        x0, x1 = out[..., : n_dims // 2].copy(), out[..., n_dims // 2: n_dims].copy()
+        out[..., : n_dims // 2] = x0 * cos - x1 * sin
+        out[..., n_dims // 2: n_dims] = x0 * sin + x1 * cos
+    else:
+        x0, x1 = out[..., 0:n_dims:2].copy(), out[..., 1:n_dims:2].copy()
+        out[..., 0:n_dims:2] = x0 * cos - x1 * sin
+        out[..., 1:n_dims:2] = x0 * sin + x1 * cos
+    return out.astype(np.float32)
+
+
+def VIEW(a: np.ndarray, *, shape: tuple, strides: tuple, offset: int) -> np.ndarray:
+    flat = a.reshape(-1)  # a view when a is contiguous (sources of views are)
+    item = flat.itemsize
+    return np.lib.stride_tricks.as_strided(flat[offset:], shape=shape, strides=[s * item for s in strides],
+                                           writeable=False)
+
+
+def RESHAPE(a: np.ndarray, *, shape: tuple) -> np.ndarray:
+    return a.reshape(shape)
+
+
+def CONT(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a).copy()
+
+
+def CPY(a: np.ndarray, *, dtype: str) -> np.ndarray:
+    return a.astype(NP_DTYPES[dtype])
+
+
+def SET_ROWS(dst: np.ndarray, src: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    # overwrite (never add) rows idx of dst, in place; the result is dst
+    if idx.size and (idx.min() < 0 or idx.max() >= dst.shape[0]):
+        raise IndexError(f"SET_ROWS: row index out of range [0, {dst.shape[0]}): {idx.min()}..{idx.max()}")
+    dst[idx] = src.astype(dst.dtype)
+    return dst
+
+
+def SOFT_MAX(a: np.ndarray, mask: np.ndarray | None = None, *, scale: float = 1.0) -> np.ndarray:
+    # mask [m, n] repeats over rows: row r of a (second-to-last axis) takes mask row r % m
+    z = a.astype(np.float64) * scale
+    if mask is not None:
+        reps = z.shape[-2] // mask.shape[0]
+        z = z + np.tile(mask.astype(np.float64), (reps, 1))
+    z = z - np.max(z, axis=-1, keepdims=True)
+    e = np.exp(z)
+    return (e / np.sum(e, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def SILU(a: np.ndarray) -> np.ndarray:
+    a64 = a.astype(np.float64)
+    return (a64 / (1.0 + np.exp(-a64))).astype(np.float32)
+
+
+def SWIGLU(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+    g = gate.astype(np.float64)
+    return (g / (1.0 + np.exp(-g)) * up.astype(np.float64)).astype(np.float32)
+
+
+def FLASH_ATTN_EXT(q: np.ndarray, k: np.ndarray, v: np.ndarray, pos: np.ndarray, *,
+                   scale: float) -> np.ndarray:
+    # q [T, H, D], k/v [C, Hkv, D]; query t sees cache rows 0..pos[t]; head h uses kv head h // (H/Hkv)
+    n_tok, n_head, hd = q.shape
+    n_kv_head = k.shape[1]
+    n_kv = int(pos.max()) + 1
+    if n_kv > k.shape[0] or pos.min() < 0:
+        raise IndexError(f"FLASH_ATTN_EXT: position {int(pos.max())} outside the cache of {k.shape[0]}")
+    g = n_head // n_kv_head
+    qg = q.astype(np.float64).reshape(n_tok, n_kv_head, g, hd)
+    kk = k[:n_kv].astype(np.float64)
+    vv = v[:n_kv].astype(np.float64)
+    s = np.einsum("tkgd,ckd->kgtc", qg, kk) * scale  # [Hkv, G, T, n_kv]
+    visible = np.arange(n_kv)[None, :] <= pos[:, None]  # [T, n_kv]
+    s = np.where(visible, s, -np.inf)
+    s -= s.max(axis=-1, keepdims=True)
+    p = np.exp(s)
+    p /= p.sum(axis=-1, keepdims=True)
+    o = np.einsum("kgtc,ckd->tkgd", p, vv)
+    return o.reshape(n_tok, n_head, hd).astype(np.float32)
+
+
+def ARGMAX(a: np.ndarray) -> np.ndarray:
+    return np.argmax(a, axis=-1).astype(np.int32)
+
+
+REF: dict[Op, Callable[..., np.ndarray]] = {op: globals()[op.value] for op in Op if op is not Op.NONE}
+
+
+def run_op(t: Tensor, srcs: list[Any]) -> np.ndarray:
+    """Evaluate one node on numpy arrays of its sources."""
+    return REF[t.op](*srcs, **t.params)
+
+
+# ---- the backend -----------------------------------------------------------------------------------
+
+class NumpyBackend:
+    """Executes graphs with the references above; weights and state (KV cache) are bound once."""
+
+    name = "numpy"
+    device_name = "CPU (numpy)"
+
+    def __init__(self) -> None:
+        self.weights: dict[str, Any] = {}
+        self.state: dict[str, np.ndarray] = {}
+        self.weight_bytes = 0
+
+    def bind_weights(self, graph: Graph, source: Callable[[str], tuple[np.ndarray, quant.QType]]) -> None:
+        """Bind every weight leaf of graph not yet bound; source(name) gives (raw bytes, ggml type)."""
+        uses: dict[str, set[Op]] = {}
+        for t in graph.ops():
+            for s in t.src:
+                if s.kind == "weight":
+                    uses.setdefault(s.name, set()).add(t.op)
+        for w in graph.leaves("weight"):
+            if w.name in self.weights:
+                continue
+            raw, qtype = source(w.name)
+            if uses.get(w.name) == {Op.GET_ROWS} and len(w.shape) == 2:
+                self.weights[w.name] = QuantRows(raw, qtype, w.shape)
+            else:
+                self.weights[w.name] = quant.dequantize(raw, qtype, w.shape)
+            self.weight_bytes += int(np.asarray(raw).nbytes)
+
+    def alloc_state(self, graph: Graph) -> None:
+        for s in graph.leaves("state"):
+            if s.name not in self.state:
+                self.state[s.name] = np.zeros(s.shape, NP_DTYPES[s.dtype])
+
+    def reset_state(self) -> None:
+        for a in self.state.values():
+            a[...] = 0
+
+    def prepare(self, graph: Graph) -> Graph:
+        self.alloc_state(graph)
+        return graph
+
+    def run(self, graph: Graph, inputs: Mapping[str, np.ndarray], timed: bool = False
+            ) -> tuple[dict[str, np.ndarray], list[OpTiming]]:
+        vals: dict[int, Any] = {}
+        timings: list[OpTiming] = []
+        for t in graph.nodes:
+            if t.kind == "input":
+                if t.name not in inputs:
+                    raise KeyError(f"graph {graph.name!r} needs input {t.name!r}")
+                a = np.asarray(inputs[t.name], dtype=NP_DTYPES[t.dtype])
+                if a.shape != t.shape:
+                    raise ValueError(f"input {t.name!r}: shape {a.shape}, graph wants {t.shape}")
+                vals[t.id] = a
+            elif t.kind == "weight":
+                vals[t.id] = self.weights[t.name]
+            elif t.kind == "state":
+                vals[t.id] = self.state[t.name]
+            else:
+                t0 = time.perf_counter() if timed else 0.0
+                vals[t.id] = run_op(t, [vals[s.id] for s in t.src])
+                if timed:
+                    timings.append(OpTiming(t.name, t.op.value, t.shape, (time.perf_counter() - t0) * 1e6))
+        outs = {name: np.array(vals[t.id]) for name, t in graph.outputs.items()}
+        return outs, timings
+
+    def memory(self) -> dict[str, int]:
+        return {"weights": self.weight_bytes,
+                "kv_cache": sum(a.nbytes for a in self.state.values())}

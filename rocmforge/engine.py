@@ -1,0 +1,232 @@
+"""Engine: load a GGUF once, build fixed-shape graphs, bind weights once, prefill, step and generate."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import ModelConfig
+from .gguf import GGUFFile, open_model
+from .ir.graph import Graph
+from .models import GraphSpec, build_graph
+from .profile import OpTiming
+from .tokenizer import Tokenizer
+
+MAX_UBATCH = 512  # prompt tokens per prefill graph run
+
+
+class ContextOverflowError(ValueError):
+    """More tokens than the engine's max_ctx (the KV cache size)."""
+
+
+@dataclass
+class StepResult:
+    """One decode step: the greedy next token, its logits, per-op timings and memory counters."""
+
+    token: int
+    logits: np.ndarray  # f32 [n_vocab]
+    timings: list[OpTiming]
+    memory: dict[str, int]
+    position: int  # position of the token that was fed
+
+
+@dataclass
+class Generated:
+    """One generated token and the text it completes (may be empty until UTF-8 is whole)."""
+
+    token: int
+    text: str
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    prefill_s: float = 0.0
+    new_tokens: int = 0
+    decode_s: float = 0.0
+    timings: list[OpTiming] = field(default_factory=list)
+    stop_reason: str = ""
+
+    @property
+    def prefill_tps(self) -> float:
+        return self.prompt_tokens / self.prefill_s if self.prefill_s else 0.0
+
+    @property
+    def decode_tps(self) -> float:
+        return self.new_tokens / self.decode_s if self.decode_s else 0.0
+
+
+def _make_backend(backend: str):
+    from .backends.numpy_ref import NumpyBackend
+
+    if backend == "numpy":
+        return NumpyBackend()
+    if backend not in ("hip", "auto"):
+        raise ValueError(f"unknown backend {backend!r}: choose 'auto', 'numpy' or 'hip'")
+    try:
+        from .backends.hip import HipBackend, gpu_available
+    except ImportError as e:  # the hip package itself failed to import
+        if backend == "hip":
+            raise RuntimeError(f"the HIP backend is unavailable: {e}") from e
+        ok, why = False, str(e)
+    else:
+        ok, why = gpu_available()
+        if ok:
+            return HipBackend()
+    if backend == "hip":
+        raise RuntimeError(f"backend='hip' needs a GPU through CuPy: {why}")
+    print(f"rocmforge: no usable GPU ({why}); using the numpy backend", file=sys.stderr)
+    return NumpyBackend()
+
+
+class Engine:
+    """A model bound to a backend with a KV cache of max_ctx rows."""
+
+    def __init__(self, model: GGUFFile, backend: str = "auto", max_ctx: int = 2048,
+                 kv_dtype: str = "f32") -> None:
+        self.model = model
+        self.config = ModelConfig.from_gguf(model)
+        self.tokenizer = Tokenizer.from_gguf(model)
+        if max_ctx < 1:
+            raise ValueError(f"max_ctx must be positive, got {max_ctx}")
+        self.max_ctx = int(max_ctx)
+        self.kv_dtype = kv_dtype
+        self.backend = _make_backend(backend)
+        self.weight_spec = {n: (t.shape, t.ggml_type.name.lower()) for n, t in model.tensors.items()}
+        self._graphs: dict[tuple[int, bool], Graph] = {}
+        self.n_past = 0
+        self.next_token: int | None = None
+        self.last_stats = GenerationStats()
+        self.graph(1)  # decode graph: binds every weight and allocates the KV cache once
+
+    @classmethod
+    def from_gguf(cls, path_or_name: str | Path, backend: str = "auto", max_ctx: int = 2048,
+                  kv_dtype: str = "f32") -> Engine:
+        """Open a GGUF file (or a known model name, fetched on first use) and bind it to a backend."""
+        return cls(open_model(path_or_name), backend=backend, max_ctx=max_ctx, kv_dtype=kv_dtype)
+
+    # ---- graphs -------------------------------------------------------------------------------------
+    def graph(self, n_tokens: int, all_logits: bool = False) -> Graph:
+        """The (cached) graph for n_tokens per run; binding is incremental, so weights load once."""
+        key = (n_tokens, all_logits and n_tokens > 1)
+        if key not in self._graphs:
+            spec = GraphSpec(n_tokens, self.max_ctx, self.kv_dtype, key[1])
+            g = build_graph(self.config, self.weight_spec, spec)
+            self.backend.bind_weights(g, self._weight_source)
+            self._graphs[key] = self.backend.prepare(g)
+        return self._graphs[key]
+
+    def _weight_source(self, name: str):
+        return self.model.raw(name), self.model.tensors[name].ggml_type
+
+    def _check_room(self, n: int) -> None:
+        if self.n_past + n > self.max_ctx:
+            raise ContextOverflowError(
+                f"{self.n_past} tokens in the cache + {n} new exceed max_ctx={self.max_ctx}; "
+                f"reset() or make the engine with a larger max_ctx")
+
+    def _run(self, tokens: Sequence[int], all_logits: bool, timed: bool):
+        n = len(tokens)
+        toks = np.asarray(tokens, dtype=np.int64)
+        if toks.size and (toks.min() < 0 or toks.max() >= self.config.n_vocab):
+            raise ValueError(f"token id out of range [0, {self.config.n_vocab})")
+        g = self.graph(n, all_logits)
+        pos = np.arange(self.n_past, self.n_past + n, dtype=np.int32)
+        outs, timings = self.backend.run(g, {"inp_tokens": toks.astype(np.int32), "inp_pos": pos}, timed)
+        self.n_past += n
+        return outs, timings
+
+    # ---- public API ---------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget the context: position 0, KV cache cleared."""
+        self.n_past = 0
+        self.next_token = None
+        self.backend.reset_state()
+
+    def prefill(self, token_ids: Sequence[int], all_logits: bool = False) -> np.ndarray:
+        """Feed tokens at the next positions; f32 logits [n, n_vocab] with all_logits, else [n_vocab]."""
+        ids = [int(t) for t in token_ids]
+        if not ids:
+            raise ValueError("prefill needs at least one token")
+        self._check_room(len(ids))
+        rows = []
+        for i in range(0, len(ids), MAX_UBATCH):
+            chunk = ids[i:i + MAX_UBATCH]
+            outs, _ = self._run(chunk, all_logits, timed=False)
+            rows.append(outs["logits"])
+        logits = np.concatenate(rows) if all_logits else rows[-1][-1]
+        self.next_token = int(np.argmax(logits[-1] if all_logits else logits))
+        return logits
+
+    def step(self, token: int | None = None, timed: bool = True) -> StepResult:
+        """Decode one token (default: the greedy choice after the last call) at the next position."""
+        if token is None:
+            if self.next_token is None:
+                raise RuntimeError("step() without a token needs a prefill() first")
+            token = self.next_token
+        self._check_room(1)
+        position = self.n_past
+        outs, timings = self._run([token], False, timed)
+        self.next_token = int(outs["argmax"][0])
+        return StepResult(self.next_token, outs["logits"][0], timings, self.memory(), position)
+
+    def memory(self) -> dict[str, int]:
+        return self.backend.memory()
+
+    def generate(self, prompt: str | Sequence[int], max_new_tokens: int = 64, temperature: float = 0.0,
+                 top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
+                 stop: Sequence[str] = ()) -> Iterator[Generated]:
+        """Yield tokens and their text as they come; continues the current context (reset() first)."""
+        ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
+        rng = np.random.default_rng(seed)
+        stats = self.last_stats = GenerationStats(prompt_tokens=len(ids))
+        self._check_room(len(ids) + max(max_new_tokens - 1, 0))
+        t0 = time.perf_counter()
+        logits = self.prefill(ids)
+        stats.prefill_s = time.perf_counter() - t0
+        decoder = self.tokenizer.stream_decoder()
+        text = ""
+        stop_ids = set(self.tokenizer.stop_ids)
+        t0 = time.perf_counter()
+        for i in range(max_new_tokens):
+            tok = sample(logits, temperature, top_k, top_p, rng)
+            stats.new_tokens += 1
+            if tok in stop_ids:
+                stats.stop_reason = "eos"
+                break
+            piece = decoder.add(tok)
+            text += piece
+            yield Generated(tok, piece)
+            if any(s in text for s in stop):
+                stats.stop_reason = "stop string"
+                break
+            if i == max_new_tokens - 1:
+                stats.stop_reason = "max tokens"
+                break
+            res = self.step(tok)
+            stats.timings.extend(res.timings)
+            logits = res.logits
+        stats.decode_s = time.perf_counter() - t0
+
+
+def sample(logits: np.ndarray, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
+           rng: np.random.Generator | None = None) -> int:
+    """Greedy at temperature 0, else top-k / top-p (nucleus) sampling from softmax(logits / T)."""
+    if temperature <= 0:
+        return int(np.argmax(logits))
+    rng = rng or np.random.default_rng()
+    z = logits.astype(np.float64) / temperature
+    order = np.argsort(-z, kind="stable")
+    if top_k > 0:
+        order = order[:top_k]
+    p = np.exp(z[order] - z[order[0]])
+    p /= p.sum()
+    if top_p < 1.0:
+        keep = int(np.searchsorted(np.cumsum(p), top_p) + 1)
+        order, p = order[:keep], p[:keep] / p[:keep].sum()
+    return int(order[rng.choice(len(order), p=p)])

@@ -1,0 +1,240 @@
+"""Graph: nodes recorded by a ggml-style builder. Nothing here computes; backends execute graphs.
+
+Leaves are inputs (written every run: token ids, positions), weights (bound once, named after their GGUF
+tensor) and state (persistent device buffers such as the KV cache, outside any arena). Every other node
+records (op, sources, params). Builder order is a valid execution order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .ops import ALIASING, IRError, Op, Shape, infer
+
+LEAF_KINDS = ("input", "weight", "state")
+
+
+@dataclass(eq=False)
+class Tensor:
+    """One node: a leaf or an op over earlier nodes."""
+
+    id: int
+    name: str
+    op: Op
+    shape: Shape
+    dtype: str
+    src: tuple[Tensor, ...] = ()
+    params: dict[str, Any] = field(default_factory=dict)
+    kind: str = "op"  # "op" or one of LEAF_KINDS
+
+    @property
+    def n_elements(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.kind != "op"
+
+    def key(self) -> tuple:
+        """Identity of the computation (op, sources, params): equal keys compute equal values."""
+        if self.is_leaf:
+            return (self.kind, self.name)
+        return (self.op, tuple(s.id for s in self.src), _freeze(self.params))
+
+    def __repr__(self) -> str:
+        return f"Tensor({self.name!r}, {self.op.value}, {self.shape}, {self.dtype})"
+
+
+def _freeze(v: Any) -> Any:
+    if isinstance(v, dict):
+        return tuple(sorted((k, _freeze(x)) for k, x in v.items()))
+    if isinstance(v, list | tuple):
+        return tuple(_freeze(x) for x in v)
+    return v
+
+
+def contiguous_strides(shape: Sequence[int]) -> tuple[int, ...]:
+    strides, acc = [], 1
+    for n in reversed(shape):
+        strides.append(acc)
+        acc *= n
+    return tuple(reversed(strides))
+
+
+class Graph:
+    """A list of nodes in execution order, with named outputs."""
+
+    def __init__(self, name: str = "graph") -> None:
+        self.name = name
+        self.nodes: list[Tensor] = []
+        self.outputs: dict[str, Tensor] = {}
+        self._names: set[str] = set()
+
+    # ---- leaves -------------------------------------------------------------------------------------
+    def _add(self, t: Tensor) -> Tensor:
+        if t.name in self._names:
+            raise IRError(f"duplicate node name {t.name!r}")
+        self._names.add(t.name)
+        self.nodes.append(t)
+        return t
+
+    def _leaf(self, kind: str, name: str, shape: Sequence[int], dtype: str) -> Tensor:
+        if any(int(n) <= 0 for n in shape):
+            raise IRError(f"{name}: bad shape {tuple(shape)}")
+        return self._add(Tensor(len(self.nodes), name, Op.NONE, tuple(int(n) for n in shape), dtype,
+                                kind=kind))
+
+    def input(self, name: str, shape: Sequence[int], dtype: str = "f32") -> Tensor:
+        return self._leaf("input", name, shape, dtype)
+
+    def weight(self, name: str, shape: Sequence[int], dtype: str) -> Tensor:
+        return self._leaf("weight", name, shape, dtype)
+
+    def state(self, name: str, shape: Sequence[int], dtype: str = "f32") -> Tensor:
+        return self._leaf("state", name, shape, dtype)
+
+    # ---- ops ----------------------------------------------------------------------------------------
+    def op(self, op: Op, srcs: Sequence[Tensor], name: str, **params: Any) -> Tensor:
+        for s in srcs:
+            if s.id >= len(self.nodes) or self.nodes[s.id] is not s:
+                raise IRError(f"{name}: source {s.name!r} is not a node of this graph")
+        try:
+            shape, dtype = infer(op, [s.shape for s in srcs], [s.dtype for s in srcs], params)
+        except IRError as e:
+            raise IRError(f"{name}: {e}") from None
+        return self._add(Tensor(len(self.nodes), name, op, shape, dtype, tuple(srcs), dict(params)))
+
+    def get_rows(self, a: Tensor, idx: Tensor, name: str) -> Tensor:
+        return self.op(Op.GET_ROWS, [a, idx], name)
+
+    def mul_mat(self, w: Tensor, x: Tensor, name: str) -> Tensor:
+        return self.op(Op.MUL_MAT, [w, x], name)
+
+    def add(self, a: Tensor, b: Tensor, name: str) -> Tensor:
+        return self.op(Op.ADD, [a, b], name)
+
+    def mul(self, a: Tensor, b: Tensor, name: str) -> Tensor:
+        return self.op(Op.MUL, [a, b], name)
+
+    def scale(self, a: Tensor, s: float, name: str) -> Tensor:
+        return self.op(Op.SCALE, [a], name, s=float(s))
+
+    def rms_norm(self, a: Tensor, eps: float, name: str) -> Tensor:
+        return self.op(Op.RMS_NORM, [a], name, eps=float(eps))
+
+    def rope(self, x: Tensor, pos: Tensor, name: str, *, n_dims: int, neox: bool, base: float,
+             freq_scale: float = 1.0) -> Tensor:
+        return self.op(Op.ROPE, [x, pos], name, n_dims=int(n_dims), neox=bool(neox), base=float(base),
+                       freq_scale=float(freq_scale))
+
+    def view(self, a: Tensor, shape: Sequence[int], name: str, strides: Sequence[int] | None = None,
+             offset: int = 0) -> Tensor:
+        """A strided window (element strides and offset) onto a's storage; no copy."""
+        if strides is None:
+            strides = contiguous_strides(shape)
+        return self.op(Op.VIEW, [a], name, shape=tuple(int(n) for n in shape),
+                       strides=tuple(int(s) for s in strides), offset=int(offset))
+
+    def view_1d(self, a: Tensor, n: int, offset: int, name: str) -> Tensor:
+        return self.view(a, (n,), name, (1,), offset)
+
+    def view_2d(self, a: Tensor, n0: int, n1: int, stride0: int, offset: int, name: str) -> Tensor:
+        """n0 rows of n1 elements, rows stride0 apart."""
+        return self.view(a, (n0, n1), name, (stride0, 1), offset)
+
+    def view_3d(self, a: Tensor, n0: int, n1: int, n2: int, stride0: int, stride1: int, offset: int,
+                name: str) -> Tensor:
+        return self.view(a, (n0, n1, n2), name, (stride0, stride1, 1), offset)
+
+    def reshape(self, a: Tensor, shape: Sequence[int], name: str) -> Tensor:
+        if a.op is Op.VIEW and tuple(a.params["strides"]) != contiguous_strides(a.shape):
+            raise IRError(f"{name}: reshape of a non-contiguous view {a.name!r}; use cont first")
+        return self.op(Op.RESHAPE, [a], name, shape=tuple(int(n) for n in shape))
+
+    def cont(self, a: Tensor, name: str) -> Tensor:
+        return self.op(Op.CONT, [a], name)
+
+    def cpy(self, a: Tensor, dtype: str, name: str) -> Tensor:
+        return self.op(Op.CPY, [a], name, dtype=dtype)
+
+    def set_rows(self, dst: Tensor, src: Tensor, idx: Tensor, name: str) -> Tensor:
+        """Overwrite rows idx of dst with src (converted to dst's dtype); the result is dst itself."""
+        return self.op(Op.SET_ROWS, [dst, src, idx], name)
+
+    def soft_max(self, a: Tensor, name: str, mask: Tensor | None = None, scale: float = 1.0) -> Tensor:
+        return self.op(Op.SOFT_MAX, [a] if mask is None else [a, mask], name, scale=float(scale))
+
+    def silu(self, a: Tensor, name: str) -> Tensor:
+        return self.op(Op.SILU, [a], name)
+
+    def swiglu(self, gate: Tensor, up: Tensor, name: str) -> Tensor:
+        return self.op(Op.SWIGLU, [gate, up], name)
+
+    def flash_attn_ext(self, q: Tensor, k: Tensor, v: Tensor, pos: Tensor, scale: float, name: str) -> Tensor:
+        """Causal attention by position: query i sees cache rows 0..pos[i]; GQA by head groups."""
+        return self.op(Op.FLASH_ATTN_EXT, [q, k, v, pos], name, scale=float(scale))
+
+    def argmax(self, a: Tensor, name: str) -> Tensor:
+        return self.op(Op.ARGMAX, [a], name)
+
+    # ---- outputs and inspection ---------------------------------------------------------------------
+    def output(self, t: Tensor, name: str | None = None) -> Tensor:
+        self.outputs[name or t.name] = t
+        return t
+
+    def leaves(self, kind: str) -> list[Tensor]:
+        return [t for t in self.nodes if t.kind == kind]
+
+    @property
+    def inputs(self) -> dict[str, Tensor]:
+        return {t.name: t for t in self.leaves("input")}
+
+    def __getitem__(self, name: str) -> Tensor:
+        for t in self.nodes:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def ops(self) -> list[Tensor]:
+        return [t for t in self.nodes if not t.is_leaf]
+
+    def storage_root(self, t: Tensor) -> Tensor:
+        """The node whose buffer t lives in (views, reshapes and set_rows alias their first source)."""
+        while t.op in ALIASING:
+            t = t.src[0]
+        return t
+
+    def signature(self) -> list[tuple]:
+        """(op, name, shape, dtype, source names, params) per node: equal signatures, equal graphs."""
+        return [(t.op.value, t.name, t.shape, t.dtype, tuple(s.name for s in t.src), _freeze(t.params))
+                for t in self.nodes]
+
+    def table(self, kinds: Iterable[str] = ("input", "weight", "state", "op")) -> str:
+        """The graph as a text table: op, name, shape, dtype, sources."""
+        kinds = set(kinds)
+        rows = [("#", "op", "name", "shape", "dtype", "sources")]
+        for t in self.nodes:
+            if t.kind in kinds:
+                op = t.op.value if not t.is_leaf else t.kind.upper()
+                rows.append((str(t.id), op, t.name, "x".join(map(str, t.shape)), t.dtype,
+                             ", ".join(s.name for s in t.src)))
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r[:5], widths, strict=True)) + "  " + r[5] for r in rows]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def to_frame(self):
+        """The graph as a pandas DataFrame (one row per node)."""
+        import pandas as pd
+
+        return pd.DataFrame([{"id": t.id, "op": t.op.value, "kind": t.kind, "name": t.name,
+                              "shape": t.shape, "dtype": t.dtype,
+                              "sources": [s.name for s in t.src]} for t in self.nodes])

@@ -1,0 +1,197 @@
+"""The IR's operations: ggml's op names, with the shape and dtype rule of each.
+
+Shapes are numpy order (last dimension contiguous), so a ggml tensor with ne = [K, N] is (N, K) here.
+Every rule takes the source shapes/dtypes and the params and returns the result's (shape, dtype), raising
+`IRError` for a mismatch. Backends implement the semantics; `backends/numpy_ref.py` is the definition.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable, Sequence
+
+FLOAT_DTYPES = ("f32", "f16")
+# dtype names: activations are f32/f16/i32; weights may also carry any GGML type name ("q4_0", "q6_k", ...)
+ACT_DTYPES = ("f32", "f16", "i32")
+
+
+class IRError(ValueError):
+    """A graph that cannot be built: wrong shapes, dtypes or params."""
+
+
+class Op(enum.Enum):
+    NONE = "NONE"  # a leaf: input, weight or persistent state (KV cache)
+    GET_ROWS = "GET_ROWS"  # (a [R, D], idx i32 [n]) -> f32 [n, D]
+    MUL_MAT = "MUL_MAT"  # (w [N, K], x [..., K]) -> f32 [..., N]   (x @ w.T, ggml's mul_mat(w, x))
+    ADD = "ADD"  # (a, b) -> a + b, b broadcast to a
+    MUL = "MUL"  # (a, b) -> a * b, b broadcast to a
+    SCALE = "SCALE"  # (a; s) -> a * s
+    RMS_NORM = "RMS_NORM"  # (a; eps) -> a / sqrt(mean(a^2, last) + eps)
+    ROPE = "ROPE"  # (x [T, H, D], pos i32 [T]; n_dims, neox, base, freq_scale)
+    VIEW = "VIEW"  # (a; shape, strides, offset) in elements of a's storage
+    RESHAPE = "RESHAPE"  # (a; shape) of a contiguous a
+    CONT = "CONT"  # (a) -> contiguous copy (of a view)
+    CPY = "CPY"  # (a; dtype) -> a converted to dtype
+    SET_ROWS = "SET_ROWS"  # (dst [R, ...], src [n, ...], idx i32 [n]) -> dst with rows idx overwritten
+    SOFT_MAX = "SOFT_MAX"  # (a [..., n], mask? [m, n]; scale) -> softmax(a * scale + mask) over last dim
+    SILU = "SILU"  # (a) -> a * sigmoid(a)
+    SWIGLU = "SWIGLU"  # (gate, up) -> silu(gate) * up
+    FLASH_ATTN_EXT = "FLASH_ATTN_EXT"  # (q [T, H, D], k [C, Hkv, D], v [C, Hkv, D], pos i32 [T]; scale)
+    ARGMAX = "ARGMAX"  # (a [..., n]) -> i32 [...]
+
+
+Shape = tuple[int, ...]
+Rule = Callable[[Sequence[Shape], Sequence[str], dict], tuple[Shape, str]]
+
+
+def _need(cond: bool, op: Op, msg: str) -> None:
+    if not cond:
+        raise IRError(f"{op.value}: {msg}")
+
+
+def _broadcastable(a: Shape, b: Shape) -> bool:
+    if len(b) > len(a):
+        return False
+    return all(db in (1, da) for da, db in zip(a[::-1], b[::-1], strict=False))
+
+
+def _float(op: Op, dt: str, what: str) -> None:
+    _need(dt in FLOAT_DTYPES, op, f"{what} must be f32 or f16, got {dt}")
+
+
+def _i32(op: Op, dt: str, what: str) -> None:
+    _need(dt == "i32", op, f"{what} must be i32, got {dt}")
+
+
+def _get_rows(s, d, p):
+    _need(len(s[0]) == 2 and len(s[1]) == 1, Op.GET_ROWS, f"want a [R, D] and idx [n], got {s[0]} {s[1]}")
+    _i32(Op.GET_ROWS, d[1], "idx")
+    return (s[1][0], s[0][1]), "f32"
+
+
+def _mul_mat(s, d, p):
+    w, x = s
+    _need(len(w) == 2, Op.MUL_MAT, f"weight must be 2-D, got {w}")
+    _need(len(x) >= 1 and x[-1] == w[1], Op.MUL_MAT, f"inner sizes differ: w {w} x {x}")
+    _float(Op.MUL_MAT, d[1], "x")
+    return (*x[:-1], w[0]), "f32"
+
+
+def _binary(op: Op):
+    def rule(s, d, p):
+        _need(_broadcastable(s[0], s[1]), op, f"{s[1]} does not broadcast to {s[0]}")
+        _float(op, d[0], "a")
+        _float(op, d[1], "b")
+        return s[0], "f32"
+
+    return rule
+
+
+def _unary_f32(op: Op):
+    def rule(s, d, p):
+        _float(op, d[0], "a")
+        return s[0], "f32"
+
+    return rule
+
+
+def _rope(s, d, p):
+    x, pos = s
+    _need(len(x) == 3, Op.ROPE, f"x must be [T, H, D], got {x}")
+    _need(pos == (x[0],), Op.ROPE, f"pos must be [{x[0]}], got {pos}")
+    _i32(Op.ROPE, d[1], "pos")
+    n_dims = p["n_dims"]
+    _need(0 < n_dims <= x[2] and n_dims % 2 == 0, Op.ROPE, f"n_dims {n_dims} vs head dim {x[2]}")
+    return x, "f32"
+
+
+def _view(s, d, p):
+    shape, strides, offset = tuple(p["shape"]), tuple(p["strides"]), p["offset"]
+    _need(len(shape) == len(strides), Op.VIEW, "shape and strides differ in length")
+    _need(offset >= 0 and all(n > 0 for n in shape), Op.VIEW, f"bad view {shape} at {offset}")
+    last = offset + sum((n - 1) * st for n, st in zip(shape, strides, strict=True))
+    _need(last < math.prod(s[0]), Op.VIEW, f"view {shape}/{strides}+{offset} runs past source {s[0]}")
+    return shape, d[0]
+
+
+def _reshape(s, d, p):
+    shape = tuple(p["shape"])
+    _need(math.prod(shape) == math.prod(s[0]), Op.RESHAPE, f"{s[0]} -> {shape} changes the size")
+    return shape, d[0]
+
+
+def _cont(s, d, p):
+    return s[0], d[0]
+
+
+def _cpy(s, d, p):
+    _need(p["dtype"] in ACT_DTYPES, Op.CPY, f"unknown dtype {p['dtype']}")
+    return s[0], p["dtype"]
+
+
+def _set_rows(s, d, p):
+    dst, src, idx = s
+    _need(dst[1:] == src[1:], Op.SET_ROWS, f"row shapes differ: dst {dst} src {src}")
+    _need(idx == (src[0],), Op.SET_ROWS, f"idx must be [{src[0]}], got {idx}")
+    _i32(Op.SET_ROWS, d[2], "idx")
+    return dst, d[0]
+
+
+def _soft_max(s, d, p):
+    _float(Op.SOFT_MAX, d[0], "a")
+    if len(s) > 1:
+        m = s[1]
+        _need(len(m) == 2 and m[-1] == s[0][-1], Op.SOFT_MAX, f"mask {m} does not fit {s[0]}")
+        _need(len(s[0]) >= 2 and s[0][-2] % m[0] == 0, Op.SOFT_MAX, f"mask rows {m[0]} vs {s[0]}")
+    return s[0], "f32"
+
+
+def _swiglu(s, d, p):
+    _need(s[0] == s[1], Op.SWIGLU, f"gate {s[0]} and up {s[1]} differ")
+    return s[0], "f32"
+
+
+def _flash_attn(s, d, p):
+    q, k, v, pos = s
+    _need(len(q) == 3 and len(k) == 3 and k == v, Op.FLASH_ATTN_EXT, f"q {q} k {k} v {v}")
+    _need(q[2] == k[2] and q[1] % k[1] == 0, Op.FLASH_ATTN_EXT, f"heads/dims differ: q {q} k {k}")
+    _need(pos == (q[0],), Op.FLASH_ATTN_EXT, f"pos must be [{q[0]}], got {pos}")
+    _i32(Op.FLASH_ATTN_EXT, d[3], "pos")
+    return q, "f32"
+
+
+def _argmax(s, d, p):
+    _float(Op.ARGMAX, d[0], "a")
+    return s[0][:-1], "i32"
+
+
+RULES: dict[Op, Rule] = {
+    Op.GET_ROWS: _get_rows,
+    Op.MUL_MAT: _mul_mat,
+    Op.ADD: _binary(Op.ADD),
+    Op.MUL: _binary(Op.MUL),
+    Op.SCALE: _unary_f32(Op.SCALE),
+    Op.RMS_NORM: _unary_f32(Op.RMS_NORM),
+    Op.ROPE: _rope,
+    Op.VIEW: _view,
+    Op.RESHAPE: _reshape,
+    Op.CONT: _cont,
+    Op.CPY: _cpy,
+    Op.SET_ROWS: _set_rows,
+    Op.SOFT_MAX: _soft_max,
+    Op.SILU: _unary_f32(Op.SILU),
+    Op.SWIGLU: _swiglu,
+    Op.FLASH_ATTN_EXT: _flash_attn,
+    Op.ARGMAX: _argmax,
+}
+
+# ops whose result is the storage of (a view of) their first source, not a new buffer
+ALIASING = frozenset({Op.VIEW, Op.RESHAPE, Op.SET_ROWS})
+# element-wise ops that may write their result over their first source
+INPLACE_OK = frozenset({Op.ADD, Op.MUL, Op.SCALE, Op.SILU, Op.SWIGLU})
+
+
+def infer(op: Op, shapes: Sequence[Shape], dtypes: Sequence[str], params: dict) -> tuple[Shape, str]:
+    """Result shape and dtype of `op` on sources of these shapes/dtypes."""
+    return RULES[op](list(shapes), list(dtypes), params)
