@@ -189,7 +189,7 @@ class Engine:
         t0 = time.perf_counter()
         logits = self.prefill(ids)
         stats.prefill_s = time.perf_counter() - t0
-        decoder = self.tokenizer.stream_decoder()
+        decoder = self.tokenizer.stream()
         text = ""
         stop_ids = set(self.tokenizer.stop_ids)
         t0 = time.perf_counter()
@@ -199,13 +199,14 @@ class Engine:
             if tok in stop_ids:
                 stats.stop_reason = "eos"
                 break
-            piece = decoder.add(tok)
+            last = i == max_new_tokens - 1
+            piece = decoder.push(tok) + (decoder.flush() if last else "")
             text += piece
             yield Generated(tok, piece)
             if any(s in text for s in stop):
                 stats.stop_reason = "stop string"
                 break
-            if i == max_new_tokens - 1:
+            if last:
                 stats.stop_reason = "max tokens"
                 break
             res = self.step(tok)

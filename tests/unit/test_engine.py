@@ -1,0 +1,118 @@
+"""Engine behaviour on tiny random GGUF models (numpy backend): fixed graphs, context limits, consistency."""
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as Q
+
+from rocmforge.config import ModelConfig
+from rocmforge.engine import ContextOverflowError, Engine, sample
+from rocmforge.gguf import GGUFFile
+from rocmforge.models import GraphSpec, build_graph
+from rocmforge.synth import write_tiny_model
+
+
+@pytest.fixture(scope="module", params=[("llama", Q.F32, True), ("qwen2", Q.Q8_0, False)],
+                ids=["llama-f32-tied", "qwen2-q8_0"])
+def tiny(request, tmp_path_factory):
+    arch, wtype, tied = request.param
+    return write_tiny_model(tmp_path_factory.mktemp("m") / f"{arch}.gguf", arch, wtype=wtype, tied=tied)
+
+
+def test_decode_graph_is_the_same_at_every_position(tiny):
+    eng = Engine.from_gguf(tiny, backend="numpy", max_ctx=600)
+    g = eng.graph(1)
+    sig = g.signature()
+    eng.prefill(list(range(5)))
+    eng.step()
+    assert eng.n_past == 6
+    eng.prefill(list(np.arange(494) % 200))  # jump ahead to position 500
+    res = eng.step()
+    assert res.position == 500
+    assert eng.graph(1) is g and g.signature() == sig
+    spec = GraphSpec(1, 600)
+    assert build_graph(eng.config, eng.weight_spec, spec).signature() == sig  # no position inside
+    assert len([k for k in eng._graphs if k[0] == 1]) == 1
+
+
+def test_going_past_max_ctx_raises_naming_it(tiny):
+    eng = Engine.from_gguf(tiny, backend="numpy", max_ctx=8)
+    eng.prefill([1, 2, 3, 4, 5, 6])
+    eng.step()
+    eng.step()
+    with pytest.raises(ContextOverflowError, match="max_ctx=8"):
+        eng.step()
+    with pytest.raises(ContextOverflowError, match="max_ctx=8"):
+        Engine.from_gguf(tiny, backend="numpy", max_ctx=8).prefill(list(range(9)))
+    eng.reset()
+    assert eng.n_past == 0
+    eng.prefill([1, 2])  # room again after reset
+
+
+def test_prefill_all_logits_equals_token_by_token(tiny):
+    ids = [5, 17, 99, 3, 250, 42, 7]
+    eng = Engine.from_gguf(tiny, backend="numpy", max_ctx=32)
+    full = eng.prefill(ids, all_logits=True)
+    assert full.shape == (len(ids), eng.config.n_vocab)
+    eng.reset()
+    rows = [eng.prefill(ids[:1])] + [eng.step(t).logits for t in ids[1:]]
+    np.testing.assert_allclose(np.stack(rows), full, rtol=1e-4, atol=1e-4)
+    eng.reset()
+    np.testing.assert_allclose(eng.prefill(ids), full[-1], rtol=1e-5, atol=1e-5)
+
+
+def test_reset_clears_the_cache(tiny):
+    eng = Engine.from_gguf(tiny, backend="numpy", max_ctx=32)
+    a = eng.prefill([1, 2, 3])
+    eng.reset()
+    np.testing.assert_array_equal(eng.prefill([1, 2, 3]), a)
+
+
+def test_step_reports_timings_and_memory(tiny):
+    eng = Engine.from_gguf(tiny, backend="numpy", max_ctx=64)
+    eng.prefill([1, 2, 3])
+    res = eng.step()
+    n_ops = len(eng.graph(1).ops())
+    assert len(res.timings) == n_ops and all(t.us >= 0 for t in res.timings)
+    assert {t.op for t in res.timings} >= {"MUL_MAT", "FLASH_ATTN_EXT", "SET_ROWS", "ROPE", "RMS_NORM"}
+    cfg = eng.config
+    kv = 2 * cfg.n_layer * 64 * cfg.n_head_kv * cfg.head_dim * 4
+    assert res.memory["kv_cache"] == kv
+    assert res.memory["weights"] > 0
+    assert res.token == int(np.argmax(res.logits))
+
+
+def test_generate_greedy_is_deterministic_and_streams_text(tiny):
+    eng = Engine.from_gguf(tiny, backend="numpy", max_ctx=64)
+    out1 = list(eng.generate("the cat", max_new_tokens=8))
+    eng.reset()
+    out2 = list(eng.generate("the cat", max_new_tokens=8))
+    assert [g.token for g in out1] == [g.token for g in out2]
+    assert 0 < len(out1) <= 8
+    assert "".join(g.text for g in out1) == eng.tokenizer.decode([g.token for g in out1])
+    assert eng.last_stats.prompt_tokens == len(eng.tokenizer.encode("the cat"))
+
+
+def test_bad_token_ids_and_empty_prompt(tiny):
+    eng = Engine.from_gguf(tiny, backend="numpy", max_ctx=16)
+    with pytest.raises(ValueError, match="out of range"):
+        eng.prefill([eng.config.n_vocab])
+    with pytest.raises(ValueError):
+        eng.prefill([])
+    with pytest.raises(ValueError, match="backend"):
+        Engine.from_gguf(tiny, backend="tpu")
+
+
+def test_single_parse_for_config_tokenizer_and_weights(tiny):
+    before = GGUFFile.parse_count
+    eng = Engine.from_gguf(tiny, backend="numpy", max_ctx=16)
+    eng.prefill([1, 2])
+    assert GGUFFile.parse_count == before + 1
+    assert isinstance(eng.config, ModelConfig)
+
+
+def test_sampling_rules():
+    logits = np.array([0.0, 5.0, 4.0, -1.0], np.float32)
+    assert sample(logits) == 1
+    rng = np.random.default_rng(0)
+    assert {sample(logits, 1.0, top_k=2, rng=rng) for _ in range(200)} == {1, 2}
+    assert {sample(logits, 1.0, top_p=0.5, rng=rng) for _ in range(50)} == {1}
