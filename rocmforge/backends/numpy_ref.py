@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .. import quant
+from ..ir import alloc, passes
 from ..ir.graph import Graph, Tensor
 from ..ir.ops import Op
 from ..profile import OpTiming
@@ -177,16 +178,42 @@ def run_op(t: Tensor, srcs: list[Any]) -> np.ndarray:
 
 # ---- the backend -----------------------------------------------------------------------------------
 
+class _Prepared:
+    """A graph ready to run: the graph given, the graph run (optimized), its plan and arena slices."""
+
+    def __init__(self, source: Graph, graph: Graph, plan: alloc.Plan | None) -> None:
+        self.source, self.graph, self.plan = source, graph, plan
+        self.bufs: dict[int, np.ndarray] = {}  # node id -> its result's slice of the arena
+
+    def bind(self, arena: np.ndarray) -> None:
+        if self.plan is None:
+            return
+        nodes = self.graph.nodes
+        self.bufs = {i: arena[off: off + self.plan.nbytes[i]].view(NP_DTYPES[nodes[i].dtype])
+                     .reshape(nodes[i].shape) for i, off in self.plan.offsets.items()}
+
+
 class NumpyBackend:
-    """Executes graphs with the references above; weights and state (KV cache) are bound once."""
+    """Executes graphs with the references above; weights and state (KV cache) are bound once.
+
+    With `plan=True` (the default) `prepare` runs the IR passes (`optimize`, default: same as plan) and
+    the arena planner: every intermediate is written into its planned slice of one uint8 arena, which is
+    allocated at prepare time (shared by all prepared graphs, sized to the largest plan) and never per
+    run; in-place ops write over their source's slice. `NumpyBackend(plan=False)` runs the graph as given,
+    one fresh array per node, for comparison.
+    """
 
     name = "numpy"
     device_name = "CPU (numpy)"
 
-    def __init__(self) -> None:
+    def __init__(self, plan: bool = True, optimize: bool | None = None) -> None:
         self.weights: dict[str, Any] = {}
         self.state: dict[str, np.ndarray] = {}
         self.weight_bytes = 0
+        self.use_plan = plan
+        self.optimize = plan if optimize is None else optimize
+        self.arena = np.empty(0, np.uint8)
+        self._prepared: dict[int, _Prepared] = {}  # id(graph given or run) -> its preparation
 
     def bind_weights(self, graph: Graph, source: Callable[[str], tuple[np.ndarray, quant.QType]]) -> None:
         """Bind every weight leaf of graph not yet bound; source(name) gives (raw bytes, ggml type)."""
@@ -214,12 +241,38 @@ class NumpyBackend:
         for a in self.state.values():
             a[...] = 0
 
+    def _lookup(self, graph: Graph) -> _Prepared | None:
+        p = self._prepared.get(id(graph))
+        return p if p is not None and graph in (p.source, p.graph) else None
+
     def prepare(self, graph: Graph) -> Graph:
+        """Allocate state, optimize and plan graph, size the arena; returns the graph to run."""
         self.alloc_state(graph)
-        return graph
+        p = self._lookup(graph)
+        if p is None:
+            g = passes.optimize(graph)[0] if self.optimize else graph
+            p = _Prepared(graph, g, alloc.plan(g) if self.use_plan else None)
+            self._prepared[id(graph)] = self._prepared[id(g)] = p
+            if p.plan is not None and p.plan.arena_bytes > self.arena.nbytes:
+                self.arena = np.empty(p.plan.arena_bytes, np.uint8)  # grow once; rebind every plan
+                for q in set(self._prepared.values()):
+                    q.bind(self.arena)
+            else:
+                p.bind(self.arena)
+        return p.graph
+
+    def plan_of(self, graph: Graph) -> alloc.Plan | None:
+        """The arena plan graph runs with (None before prepare or with plan=False)."""
+        p = self._lookup(graph)
+        return p.plan if p is not None else None
 
     def run(self, graph: Graph, inputs: Mapping[str, np.ndarray], timed: bool = False
             ) -> tuple[dict[str, np.ndarray], list[OpTiming]]:
+        p = self._lookup(graph)
+        if p is None:
+            self.prepare(graph)
+            p = self._lookup(graph)
+        graph, bufs = p.graph, p.bufs
         vals: dict[int, Any] = {}
         timings: list[OpTiming] = []
         for t in graph.nodes:
@@ -236,7 +289,12 @@ class NumpyBackend:
                 vals[t.id] = self.state[t.name]
             else:
                 t0 = time.perf_counter() if timed else 0.0
-                vals[t.id] = run_op(t, [vals[s.id] for s in t.src])
+                out = run_op(t, [vals[s.id] for s in t.src])
+                buf = bufs.get(t.id)
+                if buf is not None:  # into its arena slice (in place: the source's slice)
+                    np.copyto(buf, out, casting="no")
+                    out = buf
+                vals[t.id] = out
                 if timed:
                     timings.append(OpTiming(t.name, t.op.value, t.shape, (time.perf_counter() - t0) * 1e6))
         outs = {name: np.array(vals[t.id]) for name, t in graph.outputs.items()}
@@ -244,4 +302,5 @@ class NumpyBackend:
 
     def memory(self) -> dict[str, int]:
         return {"weights": self.weight_bytes,
-                "kv_cache": sum(a.nbytes for a in self.state.values())}
+                "kv_cache": sum(a.nbytes for a in self.state.values()),
+                "arena": int(self.arena.nbytes)}

@@ -225,7 +225,8 @@ class Graph:
                 rows.append((str(t.id), op, t.name, "x".join(map(str, t.shape)), t.dtype,
                              ", ".join(s.name for s in t.src)))
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r[:5], widths, strict=True)) + "  " + r[5] for r in rows]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r[:5], widths, strict=True)) + "  " + r[5]
+                 for r in rows]
         return "\n".join(lines)
 
     def __str__(self) -> str:

@@ -20,7 +20,8 @@ def build_graph(cfg: ModelConfig, weights: WeightSpec, spec: GraphSpec) -> Graph
     try:
         build = BUILDERS[cfg.arch]
     except KeyError:
-        raise ValueError(f"architecture {cfg.arch!r} is not supported (supported: {sorted(BUILDERS)})")
+        raise ValueError(
+            f"architecture {cfg.arch!r} is not supported (supported: {sorted(BUILDERS)})") from None
     return build(cfg, weights, spec)
 
 
