@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -61,9 +62,11 @@ class GenerationStats:
         return self.new_tokens / self.decode_s if self.decode_s else 0.0
 
 
-def _make_backend(backend: str):
+def _make_backend(backend):
     from .backends.numpy_ref import NumpyBackend
 
+    if not isinstance(backend, str):
+        return backend  # a backend object, e.g. NumpyBackend(plan=False)
     if backend == "numpy":
         return NumpyBackend()
     if backend not in ("hip", "auto"):
@@ -85,9 +88,12 @@ def _make_backend(backend: str):
 
 
 class Engine:
-    """A model bound to a backend with a KV cache of max_ctx rows."""
+    """A model bound to a backend with a KV cache of max_ctx rows.
 
-    def __init__(self, model: GGUFFile, backend: str = "auto", max_ctx: int = 2048,
+    backend: "auto" (the GPU when CuPy finds one, else numpy), "numpy", "hip", or a backend object.
+    """
+
+    def __init__(self, model: GGUFFile, backend: Any = "auto", max_ctx: int = 2048,
                  kv_dtype: str = "f32") -> None:
         self.model = model
         self.config = ModelConfig.from_gguf(model)
@@ -105,7 +111,7 @@ class Engine:
         self.graph(1)  # decode graph: binds every weight and allocates the KV cache once
 
     @classmethod
-    def from_gguf(cls, path_or_name: str | Path, backend: str = "auto", max_ctx: int = 2048,
+    def from_gguf(cls, path_or_name: str | Path, backend: Any = "auto", max_ctx: int = 2048,
                   kv_dtype: str = "f32") -> Engine:
         """Open a GGUF file (or a known model name, fetched on first use) and bind it to a backend."""
         return cls(open_model(path_or_name), backend=backend, max_ctx=max_ctx, kv_dtype=kv_dtype)

@@ -70,3 +70,20 @@ def test_tokenizer_gives_the_reference_ids(engine_refs):
         ids = eng.tokenizer.encode(entry["prompt"], add_bos=add_bos, parse_special=entry["special"])
         assert ids == entry["prompt_ids"]
         assert eng.tokenizer.decode(entry["gen_ids"]) == entry["gen_text"]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_same_tokens_and_logits_with_and_without_passes(name):
+    from rocmforge.backends.numpy_ref import NumpyBackend
+
+    refs = load_refs(name)
+    toks = refs.tokens(refs.texts[0])[:48]
+    runs = []
+    for backend in (NumpyBackend(plan=False), NumpyBackend(plan=True)):
+        eng = Engine.from_gguf(name, backend=backend, max_ctx=128)
+        logits = [eng.prefill(toks, all_logits=True)]
+        steps = [eng.step(timed=False) for _ in range(6)]
+        runs.append((np.concatenate(logits + [s.logits[None] for s in steps]), [s.token for s in steps]))
+    assert runs[1][1] == runs[0][1]
+    np.testing.assert_array_equal(runs[1][0], runs[0][0])
+    assert backend.plan_of(eng.graph(1)).arena_bytes > 0
