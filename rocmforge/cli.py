@@ -1,0 +1,180 @@
+"""`rocmforge` command line: `models list|fetch`, `info`.
+
+Each subcommand is a `cmd_<name>(args) -> int` function registered in `build_parser()`; to add one
+(e.g. `generate`), write the function and an `add_parser` block there. Expected failures (bad file,
+unknown model, no network) print one line on stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import gguf as gguf_pkg
+import numpy as np
+
+from rocmforge import __version__, hub
+from rocmforge.config import ModelConfig
+from rocmforge.gguf import GGUFError, GGUFFile, open_model
+
+__all__ = ["main", "build_parser", "model_info"]
+
+EXIT_ERROR = 2
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # unreachable
+
+
+# -- models ---------------------------------------------------------------------------------------
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    rows = []
+    for e in hub.list_models():
+        default = " (default)" if e.name == hub.DEFAULT_MODEL else ""
+        state = "cached" if hub.is_cached(e.name) else "not cached"
+        rows.append((e.name + default, e.arch, e.quant, _size(e.size), state, e.description))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:5], widths, strict=True)) + "  " + r[5])
+    print(f"cache: {hub.cache_dir() / 'models'}")
+    return 0
+
+
+def cmd_models_fetch(args: argparse.Namespace) -> int:
+    path = hub.fetch(args.name, force=args.force, progress=not args.quiet)
+    print(path)
+    return 0
+
+
+# -- info -----------------------------------------------------------------------------------------
+
+
+def _scalar(v: Any) -> Any:
+    # metadata scalars are JSON-ready; anything else (an array where a scalar belongs) shown as text
+    return v if v is None or isinstance(v, int | float | str | bool) else repr(v)
+
+
+def model_info(f: GGUFFile) -> dict[str, Any]:
+    """Everything `rocmforge info` shows, as JSON-ready data."""
+    cfg = ModelConfig.from_gguf(f)
+    by_type: dict[str, dict[str, int]] = {}
+    for t in f.tensors.values():
+        d = by_type.setdefault(t.ggml_type.name, {"count": 0, "bytes": 0})
+        d["count"] += 1
+        d["bytes"] += t.n_bytes
+    try:
+        file_type = gguf_pkg.LlamaFileType(cfg.file_type).name if cfg.file_type is not None else None
+    except ValueError:
+        file_type = str(cfg.file_type)
+    tokens = f.get("tokenizer.ggml.tokens")
+    merges = f.get("tokenizer.ggml.merges")
+    seq = (list, np.ndarray)
+    return {
+        "path": str(f.path),
+        "file_size": f.file_size,
+        "gguf_version": f.version,
+        "architecture": cfg.arch,
+        "name": cfg.name,
+        "file_type": file_type,
+        "config": dataclasses.asdict(cfg),
+        "tensors": {
+            "count": len(f.tensors),
+            "bytes": f.tensor_bytes,
+            "by_type": dict(sorted(by_type.items(), key=lambda kv: -kv[1]["bytes"])),
+        },
+        "tokenizer": {
+            "model": f.get("tokenizer.ggml.model"),
+            "pre": f.get("tokenizer.ggml.pre"),
+            "vocab_size": len(tokens) if isinstance(tokens, seq) else None,
+            "merges": len(merges) if isinstance(merges, seq) else None,
+            "bos_token_id": _scalar(f.get("tokenizer.ggml.bos_token_id")),
+            "eos_token_id": _scalar(f.get("tokenizer.ggml.eos_token_id")),
+            "add_bos_token": _scalar(f.get("tokenizer.ggml.add_bos_token")),
+            "has_chat_template": isinstance(f.get("tokenizer.chat_template"), str),
+        },
+    }
+
+
+def _print_info(info: dict[str, Any]) -> None:
+    cfg, ten, tok = info["config"], info["tensors"], info["tokenizer"]
+    print(f"file          {info['path']} ({_size(info['file_size'])}, GGUF v{info['gguf_version']})")
+    print(f"architecture  {info['architecture']}")
+    print(f"name          {info['name']}")
+    print(f"file type     {info['file_type']}")
+    print("hyper-parameters")
+    for k, v in cfg.items():
+        if k not in ("arch", "name"):
+            print(f"  {k:<13} {v}")
+    print(f"tensors       {ten['count']}, {ten['bytes']} bytes ({_size(ten['bytes'])})")
+    for name, d in ten["by_type"].items():
+        print(f"  {name:<8} {d['count']:>5} tensors  {d['bytes']:>12} bytes  ({_size(d['bytes'])})")
+    print("tokenizer")
+    for k, v in tok.items():
+        print(f"  {k:<17} {v}")
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    with open_model(args.model) as f:
+        info = model_info(f)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        _print_info(info)
+    return 0
+
+
+# -- entry point ----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rocmforge", description="Run and study GGUF LLMs (numpy / HIP).")
+    p.add_argument("--version", action="version", version=f"rocmforge {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    models = sub.add_parser("models", help="list or fetch the known models")
+    msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    ml = msub.add_parser("list", help="known models and whether they are cached")
+    ml.set_defaults(func=cmd_models_list)
+    mf = msub.add_parser("fetch", help="download a known model into the cache")
+    mf.add_argument("name", metavar="NAME", help=f"one of: {', '.join(hub.REGISTRY)}")
+    mf.add_argument("--force", action="store_true", help="download again even if cached")
+    mf.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    mf.set_defaults(func=cmd_models_fetch)
+
+    info = sub.add_parser("info", help="architecture, hyper-parameters, tensors and tokenizer of a model")
+    info.add_argument("model", nargs="?", default=hub.DEFAULT_MODEL, metavar="MODEL",
+                      help=f"known model name or GGUF path (default: {hub.DEFAULT_MODEL})")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(func=cmd_info)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (GGUFError, hub.HubError, FileNotFoundError) as e:
+        msg = " ".join(str(e).split())  # always one line
+        print(f"rocmforge: error: {msg}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("rocmforge: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `rocmforge info --json | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
