@@ -1,4 +1,4 @@
-"""`rocmforge` command line: `models list|fetch`, `info`.
+"""`rocmforge` command line: `models list|fetch`, `info`, `generate`.
 
 Each subcommand is a `cmd_<name>(args) -> int` function registered in `build_parser()`; to add one
 (e.g. `generate`), write the function and an `add_parser` block there. Expected failures (bad file,
@@ -137,6 +137,37 @@ def cmd_info(args: argparse.Namespace) -> int:
 # -- entry point ----------------------------------------------------------------------------------
 
 
+# -- generate -------------------------------------------------------------------------------------
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from rocmforge.engine import ContextOverflowError, Engine
+    from rocmforge.profile import top_ops
+
+    eng = Engine.from_gguf(args.model, backend=args.backend, max_ctx=args.max_ctx)
+    prompt = args.prompt
+    if args.chat:
+        prompt = eng.tokenizer.apply_chat_template([{"role": "user", "content": prompt}])
+    try:
+        print(args.prompt if not args.chat else "", end="", flush=True)
+        for chunk in eng.generate(prompt, max_new_tokens=args.max_tokens, temperature=args.temp,
+                                  top_k=args.top_k, top_p=args.top_p, seed=args.seed):
+            print(chunk.text, end="", flush=True)
+    except ContextOverflowError:
+        print()  # end the streamed line before the one-line error
+        raise
+    print()
+    st = eng.last_stats
+    print(f"\n[{eng.backend.device_name}] prefill: {st.prompt_tokens} tokens, {st.prefill_tps:.1f} t/s | "
+          f"decode: {st.new_tokens} tokens, {st.decode_tps:.1f} t/s ({st.stop_reason})", file=sys.stderr)
+    if st.timings:
+        ops = top_ops(st.timings, 5)
+        print("costliest ops over the decode steps:", file=sys.stderr)
+        for op, row in ops.iterrows():
+            ms, n, share = row["sum"] / 1e3, int(row["count"]), 100 * row["share"]
+            print(f"  {op:16s} {ms:9.2f} ms  x{n:<6d} {share:5.1f}%", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rocmforge", description="Run and study GGUF LLMs (numpy / HIP).")
     p.add_argument("--version", action="version", version=f"rocmforge {__version__}")
@@ -157,6 +188,20 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"known model name or GGUF path (default: {hub.DEFAULT_MODEL})")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(func=cmd_info)
+
+    gen = sub.add_parser("generate", help="generate text, then print tokens/s and the costliest ops")
+    gen.add_argument("prompt", metavar="PROMPT")
+    gen.add_argument("--model", default=hub.DEFAULT_MODEL, metavar="NAME|PATH",
+                     help=f"known model name or GGUF path (default: {hub.DEFAULT_MODEL})")
+    gen.add_argument("--backend", default="auto", choices=("auto", "numpy", "hip"))
+    gen.add_argument("--max-tokens", type=int, default=64)
+    gen.add_argument("--max-ctx", type=int, default=2048, help="KV cache size in tokens")
+    gen.add_argument("--temp", type=float, default=0.0, help="0 = greedy")
+    gen.add_argument("--top-k", type=int, default=40)
+    gen.add_argument("--top-p", type=float, default=0.95)
+    gen.add_argument("--seed", type=int, default=None)
+    gen.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+    gen.set_defaults(func=cmd_generate)
     return p
 
 
@@ -164,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (GGUFError, hub.HubError, FileNotFoundError) as e:
+    except (GGUFError, hub.HubError, FileNotFoundError, ValueError, RuntimeError) as e:
         msg = " ".join(str(e).split())  # always one line
         print(f"rocmforge: error: {msg}", file=sys.stderr)
         return EXIT_ERROR

@@ -187,11 +187,15 @@ class Engine:
     def generate(self, prompt: str | Sequence[int], max_new_tokens: int = 64, temperature: float = 0.0,
                  top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
                  stop: Sequence[str] = ()) -> Iterator[Generated]:
-        """Yield tokens and their text as they come; continues the current context (reset() first)."""
+        """Yield tokens and their text as they come; continues the current context (reset() first).
+
+        A prompt that does not fit in max_ctx raises ContextOverflowError; generation stops when the KV
+        cache is full (stop_reason says so), at a stop token or string, or after max_new_tokens.
+        """
         ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
         rng = np.random.default_rng(seed)
         stats = self.last_stats = GenerationStats(prompt_tokens=len(ids))
-        self._check_room(len(ids) + max(max_new_tokens - 1, 0))
+        self._check_room(len(ids))  # the prompt must fit; generation stops when the cache is full
         t0 = time.perf_counter()
         logits = self.prefill(ids)
         stats.prefill_s = time.perf_counter() - t0
@@ -214,6 +218,9 @@ class Engine:
                 break
             if last:
                 stats.stop_reason = "max tokens"
+                break
+            if self.n_past >= self.max_ctx:
+                stats.stop_reason = f"max_ctx={self.max_ctx} reached"
                 break
             res = self.step(tok)
             stats.timings.extend(res.timings)

@@ -197,3 +197,27 @@ def test_info_real_models(capsys: pytest.CaptureFixture[str], name: str, want: d
     with GGUFFile.open(path) as f:
         assert ("output.weight" in f.tensors) == want["output"]
         assert ("blk.0.attn_q.bias" in f.tensors) == want["has_qkv_bias"]
+
+
+# -- generate -------------------------------------------------------------------------------------
+
+def test_generate_streams_text_then_speed_and_costliest_ops(tmp_path: Path, capsys) -> None:
+    from rocmforge.synth import write_tiny_model
+
+    model = write_tiny_model(tmp_path / "tiny.gguf")
+    rc, out, err = _run(capsys, "generate", "--model", str(model), "--backend", "numpy",
+                        "--max-tokens", "5", "the cat")
+    assert rc == 0
+    assert out.startswith("the cat")
+    assert re.search(r"prefill: \d+ tokens, [\d.]+ t/s \| decode: \d+ tokens, [\d.]+ t/s", err)
+    assert "MUL_MAT" in err and "costliest ops" in err
+
+
+def test_generate_prompt_longer_than_context_is_one_line_error(tmp_path: Path, capsys) -> None:
+    from rocmforge.synth import write_tiny_model
+
+    model = write_tiny_model(tmp_path / "tiny.gguf")
+    rc, out, err = _run(capsys, "generate", "--model", str(model), "--backend", "numpy", "--max-ctx", "4",
+                        "the cat sat on the mat")
+    assert rc == 2
+    assert "max_ctx=4" in _one_line_error(err)

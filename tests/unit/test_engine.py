@@ -116,3 +116,14 @@ def test_sampling_rules():
     rng = np.random.default_rng(0)
     assert {sample(logits, 1.0, top_k=2, rng=rng) for _ in range(200)} == {1, 2}
     assert {sample(logits, 1.0, top_p=0.5, rng=rng) for _ in range(50)} == {1}
+
+
+def test_generate_stops_when_the_cache_is_full(tiny):
+    eng = Engine.from_gguf(tiny, backend="numpy", max_ctx=10)
+    prompt = [5, 6, 7, 8]
+    out = list(eng.generate(prompt, max_new_tokens=50))
+    assert eng.n_past == 10 and len(out) <= 7
+    assert eng.last_stats.stop_reason in ("max_ctx=10 reached", "eos")
+    eng.reset()
+    with pytest.raises(ContextOverflowError, match="max_ctx=10"):
+        list(eng.generate(list(range(11)), max_new_tokens=1))
