@@ -168,6 +168,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from rocmforge import bench
+    from rocmforge.engine import Engine
+
+    eng = Engine.from_gguf(args.model, backend=args.backend, max_ctx=max(args.p + 1, args.n + 1, 16))
+    recs = bench.bench(eng, pp=[args.p] if args.p else [], tg=[args.n] if args.n else [], reps=args.r)
+    if args.o:
+        bench.write_jsonl(recs, args.o)
+    print("| model | backend | device | test | t/s |\n|---|---|---|---|---|")
+    for r in recs:
+        test = f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"
+        print(f"| {r['model_type']} | {r['backends']} | {r['gpu_info']} | {test} | "
+              f"{r['avg_ts']:.2f} ± {r['stddev_ts']:.2f} |")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rocmforge", description="Run and study GGUF LLMs (numpy / HIP).")
     p.add_argument("--version", action="version", version=f"rocmforge {__version__}")
@@ -202,6 +218,15 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=None)
     gen.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     gen.set_defaults(func=cmd_generate)
+
+    b = sub.add_parser("bench", help="llama-bench-style pp/tg runs (JSONL with llama-bench's fields)")
+    b.add_argument("--model", default=hub.DEFAULT_MODEL, metavar="NAME|PATH")
+    b.add_argument("--backend", default="auto", choices=("auto", "numpy", "hip"))
+    b.add_argument("-p", type=int, default=512, help="prompt tokens (0: skip pp)")
+    b.add_argument("-n", type=int, default=128, help="generated tokens (0: skip tg)")
+    b.add_argument("-r", type=int, default=3, help="repetitions after one warm-up")
+    b.add_argument("-o", metavar="FILE.jsonl", help="write records in llama-bench's JSONL fields")
+    b.set_defaults(func=cmd_bench)
     return p
 
 

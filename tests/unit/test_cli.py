@@ -221,3 +221,20 @@ def test_generate_prompt_longer_than_context_is_one_line_error(tmp_path: Path, c
                         "the cat sat on the mat")
     assert rc == 2
     assert "max_ctx=4" in _one_line_error(err)
+
+
+def test_bench_writes_llama_bench_fields(tmp_path: Path, capsys) -> None:
+    from rocmforge.llamacpp import read_bench_jsonl
+    from rocmforge.synth import write_tiny_model
+
+    model = write_tiny_model(tmp_path / "tiny.gguf")
+    out_file = tmp_path / "b.jsonl"
+    rc, out, _ = _run(capsys, "bench", "--model", str(model), "--backend", "numpy", "-p", "8", "-n", "3",
+                      "-r", "2", "-o", str(out_file))
+    assert rc == 0 and "| pp8 |" in out and "| tg3 |" in out
+    df = read_bench_jsonl(out_file)
+    assert df["test"].tolist() == ["pp8", "tg3"]
+    assert all(len(s) == 2 for s in df["samples_ns"])
+    for _, r in df.iterrows():
+        n = r["n_prompt"] + r["n_gen"]
+        assert r["avg_ts"] == pytest.approx(sum(n / (ns * 1e-9) for ns in r["samples_ns"]) / 2)

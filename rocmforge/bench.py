@@ -1,0 +1,75 @@
+"""llama-bench-compatible runs of the engine: pp<N> (prompt processing) and tg<N> (token generation).
+
+Records use llama-bench's JSONL field names (n_prompt, n_gen, avg_ns, avg_ts, samples_ts, ...), so a
+rocmforge run and a llama-bench run of the same model load into one DataFrame and plot side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .engine import Engine
+
+
+def _record(eng: Engine, n_prompt: int, n_gen: int, samples_ns: list[int]) -> dict:
+    n_tok = n_prompt + n_gen
+    ts = [n_tok / (ns * 1e-9) for ns in samples_ns]
+    cfg = eng.config
+    return {
+        "build_commit": f"rocmforge-{__version__}", "build_number": 0,
+        "gpu_info": eng.backend.device_name, "backends": eng.backend.name,
+        "model_filename": str(eng.model.path), "model_type": f"{cfg.arch} {cfg.name}",
+        "model_size": int(sum(t.n_bytes for t in eng.model.tensors.values())),
+        "model_n_params": int(sum(t.n_elements for t in eng.model.tensors.values())),
+        "type_k": eng.kv_dtype, "type_v": eng.kv_dtype, "n_prompt": n_prompt, "n_gen": n_gen,
+        "n_depth": 0, "test_time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "avg_ns": int(np.mean(samples_ns)), "stddev_ns": int(np.std(samples_ns)),
+        "avg_ts": float(np.mean(ts)), "stddev_ts": float(np.std(ts)),
+        "samples_ns": samples_ns, "samples_ts": ts,
+    }
+
+
+def run_pp(eng: Engine, n_prompt: int, reps: int = 3, seed: int = 0) -> dict:
+    """Prefill n_prompt random tokens into an empty cache; one warm-up run, then reps timed runs."""
+    toks = np.random.default_rng(seed).integers(0, eng.config.n_vocab, n_prompt).tolist()
+    samples = []
+    for i in range(reps + 1):
+        eng.reset()
+        t0 = time.perf_counter_ns()
+        eng.prefill(toks)
+        if i:
+            samples.append(time.perf_counter_ns() - t0)
+    return _record(eng, n_prompt, 0, samples)
+
+
+def run_tg(eng: Engine, n_gen: int, reps: int = 3, seed: int = 0) -> dict:
+    """Decode n_gen tokens one at a time from an empty cache (as llama-bench's tg test does)."""
+    tok = int(np.random.default_rng(seed).integers(0, eng.config.n_vocab))
+    samples = []
+    for i in range(reps + 1):
+        eng.reset()
+        t0 = time.perf_counter_ns()
+        t = tok
+        for _ in range(n_gen):
+            t = eng.step(t, timed=False).token
+        if i:
+            samples.append(time.perf_counter_ns() - t0)
+    return _record(eng, 0, n_gen, samples)
+
+
+def bench(eng: Engine, pp: Iterable[int] = (512,), tg: Iterable[int] = (128,), reps: int = 3) -> list[dict]:
+    """llama-bench's default tests on this engine: pp512 and tg128."""
+    return [run_pp(eng, n, reps) for n in pp] + [run_tg(eng, n, reps) for n in tg]
+
+
+def write_jsonl(records: Iterable[dict], path: str | Path) -> None:
+    with open(path, "w") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
