@@ -1,0 +1,177 @@
+// attention.hip: FLASH_ATTN_EXT: causal attention by position with grouped KV heads (GQA), online softmax.
+// q [T, H, D] f32; k, v [C, Hkv, D] f32 or f16, read through their view strides (the KV cache);
+// query t sees cache rows 0..pos[t]; head h reads kv head h / (H / Hkv). Out [T, H, D] f32.
+//
+// Launch: grid (ceil(T * G / BQ), Hkv, n_splits), block 128. A block's BQ "rows" are (token, head) pairs
+// of one KV group, so the G heads sharing a KV head read each K/V tile once. It walks KV tiles of BKV rows
+// (K, V converted to f32 in shared memory), scores q.k for its rows, and keeps per-row running max / sum
+// / output (online softmax): no T x C score matrix ever exists. Decode fills the GPU by splitting the
+// cache into n_splits chunks (grid z); each chunk writes an unnormalised partial (o, m, l) and
+// flash_attn_combine merges them. With n_splits == 1 (prefill) the block writes the output directly.
+// Chunks past the block's largest position do no work.
+// Tunables: RF_HEAD_DIM (compile-time D); BQ and BKV follow from D so shared memory stays under 48 KB.
+// Floor: K and V rows 0..max(pos) read once per KV head and query tile, q read, out written.
+#include "rf_compat.h"
+
+#ifndef RF_HEAD_DIM
+#define RF_HEAD_DIM 128
+#endif
+#define FA_D RF_HEAD_DIM
+#define FA_THREADS 128
+#define FA_BQ (FA_D <= 64 ? 32 : (FA_D <= 128 ? 16 : 8))
+#define FA_BKV (FA_D <= 128 ? 32 : 16)
+#define FA_TPR (FA_THREADS / FA_BQ)                 // threads per row: 4, 8, 16
+#define FA_CPT (FA_BKV / FA_TPR)                    // KV columns per thread
+#define FA_DPT ((FA_D + FA_TPR - 1) / FA_TPR)       // output dims per thread
+
+template <typename Tkv>
+__device__ void flash_attn(const float* __restrict__ q, const Tkv* __restrict__ k, const Tkv* __restrict__ v,
+                           const int* __restrict__ pos, float* __restrict__ out, float* __restrict__ part_o,
+                           float* __restrict__ part_m, float* __restrict__ part_l, int T, int H, int Hkv,
+                           rf_i64 row_stride, rf_i64 head_stride, int C, int chunk, float scale) {
+    __shared__ float qs[FA_BQ][FA_D + 1];
+    __shared__ float ks[FA_BKV][FA_D + 1];
+    __shared__ float vs[FA_BKV][FA_D];
+    __shared__ float ps[FA_BQ][FA_BKV + 1];
+    __shared__ int rpos[FA_BQ];
+
+    const int G = H / Hkv;
+    const int hk = blockIdx.y, split = blockIdx.z;
+    const int row0 = blockIdx.x * FA_BQ, n_rows = T * G;
+    const int tid = threadIdx.x, r = tid / FA_TPR, sub = tid % FA_TPR;
+
+    if (tid < FA_BQ) rpos[tid] = row0 + tid < n_rows ? pos[(row0 + tid) / G] : -1;
+    for (int e = tid; e < FA_BQ * FA_D; e += FA_THREADS) {
+        const int rr = e / FA_D, d = e % FA_D, gr = row0 + rr;
+        float val = 0.0f;
+        if (gr < n_rows) val = q[((rf_i64)(gr / G) * H + hk * G + gr % G) * FA_D + d] * scale;
+        qs[rr][d] = val;
+    }
+    __syncthreads();
+    int maxpos = -1;
+    for (int i = 0; i < FA_BQ; ++i) maxpos = max(maxpos, rpos[i]);
+    const int kv_begin = split * chunk;
+    const int kv_end = min(min(kv_begin + chunk, maxpos + 1), C);
+    const int my_pos = rpos[r];
+
+    float m_i = -RF_INF, l_i = 0.0f;
+    float o[FA_DPT];
+#pragma unroll
+    for (int i = 0; i < FA_DPT; ++i) o[i] = 0.0f;
+
+    for (int kv0 = kv_begin; kv0 < kv_end; kv0 += FA_BKV) {
+        for (int e = tid; e < FA_BKV * FA_D; e += FA_THREADS) {
+            const int c = e / FA_D, d = e % FA_D, kv = kv0 + c;
+            float kk = 0.0f, vv = 0.0f;
+            if (kv < kv_end) {
+                const rf_i64 off = (rf_i64)kv * row_stride + (rf_i64)hk * head_stride + d;
+                kk = rf_io<Tkv>::load(k, off);
+                vv = rf_io<Tkv>::load(v, off);
+            }
+            ks[c][d] = kk;
+            vs[c][d] = vv;
+        }
+        __syncthreads();
+
+        float s[FA_CPT];
+        float tmax = -RF_INF;
+#pragma unroll
+        for (int j = 0; j < FA_CPT; ++j) {
+            const int c = sub + FA_TPR * j, kv = kv0 + c;
+            float acc = 0.0f;
+#pragma unroll 8
+            for (int d = 0; d < FA_D; ++d) acc += qs[r][d] * ks[c][d];
+            s[j] = (kv < kv_end && kv <= my_pos) ? acc : -RF_INF;
+            tmax = fmaxf(tmax, s[j]);
+        }
+        tmax = rf_group_max(tmax, FA_TPR);
+        const float m_new = fmaxf(m_i, tmax);
+        float corr = 1.0f, psum = 0.0f;
+        if (m_new == -RF_INF) {  // nothing visible to this row yet
+#pragma unroll
+            for (int j = 0; j < FA_CPT; ++j) s[j] = 0.0f;
+        } else {
+            corr = expf(m_i - m_new);
+#pragma unroll
+            for (int j = 0; j < FA_CPT; ++j) {
+                s[j] = expf(s[j] - m_new);
+                psum += s[j];
+            }
+        }
+        psum = rf_group_sum(psum, FA_TPR);
+        l_i = l_i * corr + psum;
+        m_i = m_new;
+#pragma unroll
+        for (int j = 0; j < FA_CPT; ++j) ps[r][sub + FA_TPR * j] = s[j];
+        __syncthreads();
+#pragma unroll
+        for (int i = 0; i < FA_DPT; ++i) {
+            const int d = sub + FA_TPR * i;
+            float acc = o[i] * corr;
+            if (d < FA_D) {
+#pragma unroll 8
+                for (int c = 0; c < FA_BKV; ++c) acc += ps[r][c] * vs[c][d];
+            }
+            o[i] = acc;
+        }
+        __syncthreads();
+    }
+
+    const int gr = row0 + r;
+    if (gr >= n_rows) return;
+    const int t = gr / G, h = hk * G + gr % G;
+    if (gridDim.z == 1) {
+        const float inv = 1.0f / l_i;
+#pragma unroll
+        for (int i = 0; i < FA_DPT; ++i) {
+            const int d = sub + FA_TPR * i;
+            if (d < FA_D) out[((rf_i64)t * H + h) * FA_D + d] = o[i] * inv;
+        }
+    } else {
+        const rf_i64 pr = ((rf_i64)split * T + t) * H + h;
+#pragma unroll
+        for (int i = 0; i < FA_DPT; ++i) {
+            const int d = sub + FA_TPR * i;
+            if (d < FA_D) part_o[pr * FA_D + d] = o[i];
+        }
+        if (sub == 0) {
+            part_m[pr] = m_i;
+            part_l[pr] = l_i;
+        }
+    }
+}
+
+#define FA_ENTRY(t, Tkv)                                                                               \
+    RF_KERNEL void __launch_bounds__(FA_THREADS)                                                       \
+        flash_attn_##t(const float* q, const Tkv* k, const Tkv* v, const int* pos, float* out,          \
+                       float* part_o,                                                                  \
+                       float* part_m, float* part_l, int T, int H, int Hkv, rf_i64 row_stride,         \
+                       rf_i64 head_stride, int C, int chunk, float scale) {                            \
+        flash_attn<Tkv>(q, k, v, pos, out, part_o, part_m, part_l, T, H, Hkv, row_stride, head_stride, C, \
+                        chunk, scale);                                                                 \
+    }
+FA_ENTRY(f32, float)
+FA_ENTRY(f16, rf_u16)
+
+// merge the n_splits partials of each (token, head): grid (T * H), block 128 over the head dims
+RF_KERNEL void __launch_bounds__(FA_THREADS)
+    flash_attn_combine(const float* part_o, const float* part_m, const float* part_l, float* out, int TH,
+                       int n_splits) {
+    const rf_i64 th = blockIdx.x;
+    float M = -RF_INF;
+    for (int s = 0; s < n_splits; ++s) M = fmaxf(M, part_m[(rf_i64)s * TH + th]);
+    float L = 0.0f;
+    for (int s = 0; s < n_splits; ++s) {
+        const float m = part_m[(rf_i64)s * TH + th];
+        if (m != -RF_INF) L += expf(m - M) * part_l[(rf_i64)s * TH + th];
+    }
+    const float inv = 1.0f / L;
+    for (int d = threadIdx.x; d < FA_D; d += blockDim.x) {
+        float acc = 0.0f;
+        for (int s = 0; s < n_splits; ++s) {
+            const float m = part_m[(rf_i64)s * TH + th];
+            if (m != -RF_INF) acc += expf(m - M) * part_o[((rf_i64)s * TH + th) * FA_D + d];
+        }
+        out[th * FA_D + d] = acc * inv;
+    }
+}

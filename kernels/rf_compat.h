@@ -1,0 +1,201 @@
+// rf_compat.h: the portability layer every rocmforge kernel includes first.
+//
+// One source, four compilers:
+//   hipRTC (ROCm, run time)     __HIPCC_RTC__ : HIP builtins are implicit, no system headers at all
+//   clang / hipcc (HIP, offline) __HIPCC__     : <hip/hip_runtime.h> gives the builtins
+//   NVRTC (CUDA, run time)      otherwise      : CUDA builtins are implicit; no cuda_fp16.h (not
+//                                                 reachable without a toolkit include path)
+//   RF_HOST_EMU                 tests only      : a host C++ emulation; the harness supplies the header
+// Halves are carried as raw uint16 bits (rf_u16) everywhere and converted with rf_h2f / rf_f2h, so no
+// half type from either vendor's headers is needed.
+// RF_WARP (the wave size) comes from the device properties as -DRF_WARP=32|64: 32 on RDNA3 and NVIDIA,
+// 64 on CDNA. Kernels never assume 32.
+#pragma once
+
+#if defined(RF_HOST_EMU)
+#include "rf_host_emu.h"
+#elif defined(__HIPCC_RTC__) || defined(__HIPCC__) || defined(__HIP__)
+#define RF_HIP 1
+#if !defined(__HIPCC_RTC__)
+#include <hip/hip_runtime.h>
+#endif
+#else
+#define RF_CUDA 1
+#endif
+
+#ifndef RF_WARP
+#if defined(RF_HIP) && defined(__AMDGCN_WAVEFRONT_SIZE)
+#define RF_WARP __AMDGCN_WAVEFRONT_SIZE
+#else
+#define RF_WARP 32
+#endif
+#endif
+
+// fixed-width integers without <stdint.h> (not available under the run-time compilers)
+typedef unsigned char rf_u8;
+typedef signed char rf_i8;
+typedef unsigned short rf_u16;
+typedef short rf_i16;
+typedef unsigned int rf_u32;
+typedef int rf_i32;
+typedef long long rf_i64;
+typedef unsigned long long rf_u64;
+
+#define RF_DEV __device__ __forceinline__
+#define RF_KERNEL extern "C" __global__
+
+#define RF_INF __int_as_float(0x7f800000)
+
+// dynamic shared memory (size given at launch) as an array of `type`
+#if defined(RF_HOST_EMU)
+#define RF_DYN_SHARED(type, name) type* name = (type*)rfemu_dyn_shared()
+#else
+#define RF_DYN_SHARED(type, name) extern __shared__ type name[]
+#endif
+
+// ---- warp shuffles ----------------------------------------------------------------------------------
+RF_DEV float rf_shfl_xor(float v, int mask, int width = RF_WARP) {
+#if defined(RF_HIP)
+    return __shfl_xor(v, mask, width);
+#elif defined(RF_CUDA)
+    return __shfl_xor_sync(0xffffffffu, v, mask, width);
+#else
+    return rfemu_shfl_xor_f(v, mask, width);
+#endif
+}
+
+RF_DEV int rf_shfl_xor(int v, int mask, int width = RF_WARP) {
+#if defined(RF_HIP)
+    return __shfl_xor(v, mask, width);
+#elif defined(RF_CUDA)
+    return __shfl_xor_sync(0xffffffffu, v, mask, width);
+#else
+    return rfemu_shfl_xor_i(v, mask, width);
+#endif
+}
+
+// orders shared-memory accesses among the lanes of a warp
+RF_DEV void rf_syncwarp() {
+#if defined(RF_CUDA)
+    __syncwarp();
+#elif defined(RF_HIP)
+    __builtin_amdgcn_wave_barrier();  // a wave's LDS accesses complete in order; stop compiler reordering
+#else
+    rfemu_syncwarp();
+#endif
+}
+
+// reductions over groups of `width` consecutive lanes (width a power of two <= RF_WARP)
+RF_DEV float rf_group_sum(float v, int width = RF_WARP) {
+    for (int m = width >> 1; m > 0; m >>= 1) v += rf_shfl_xor(v, m, width);
+    return v;
+}
+
+RF_DEV float rf_group_max(float v, int width = RF_WARP) {
+    for (int m = width >> 1; m > 0; m >>= 1) v = fmaxf(v, rf_shfl_xor(v, m, width));
+    return v;
+}
+
+RF_DEV float rf_warp_sum(float v) { return rf_group_sum(v, RF_WARP); }
+RF_DEV float rf_warp_max(float v) { return rf_group_max(v, RF_WARP); }
+
+// reductions over the whole block (blockDim.x a multiple of RF_WARP); every thread gets the result.
+// sh: at least 32 floats of shared memory; it may be reused right after the call returns.
+RF_DEV float rf_block_sum(float v, float* sh) {
+    const int lane = threadIdx.x % RF_WARP, warp = threadIdx.x / RF_WARP;
+    v = rf_warp_sum(v);
+    __syncthreads();
+    if (lane == 0) sh[warp] = v;
+    __syncthreads();
+    v = lane < (int)(blockDim.x / RF_WARP) ? sh[lane] : 0.0f;
+    return rf_warp_sum(v);
+}
+
+RF_DEV float rf_block_max(float v, float* sh) {
+    const int lane = threadIdx.x % RF_WARP, warp = threadIdx.x / RF_WARP;
+    v = rf_warp_max(v);
+    __syncthreads();
+    if (lane == 0) sh[warp] = v;
+    __syncthreads();
+    v = lane < (int)(blockDim.x / RF_WARP) ? sh[lane] : -RF_INF;
+    return rf_warp_max(v);
+}
+
+// ---- int8 dot product: c + sum_i a.i8[i] * b.i8[i] ---------------------------------------------------
+RF_DEV int rf_dp4a(int a, int b, int c) {
+#if defined(RF_CUDA)
+    int r;
+    asm("dp4a.s32.s32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+    return r;
+#elif defined(RF_HIP) && (defined(__gfx1100__) || defined(__gfx1101__) || defined(__gfx1102__) || \
+                          defined(__gfx1103__) || defined(__gfx1150__) || defined(__gfx1151__) || \
+                          defined(__gfx1200__) || defined(__gfx1201__))
+    return __builtin_amdgcn_sudot4(true, a, true, b, c, false);  // RDNA3/4: v_dot4_i32_iu8
+#elif defined(RF_HIP) && (defined(__gfx906__) || defined(__gfx908__) || defined(__gfx90a__) || \
+                          defined(__gfx940__) || defined(__gfx941__) || defined(__gfx942__) || \
+                          defined(__gfx950__) || defined(__gfx1030__) || defined(__gfx1031__) || \
+                          defined(__gfx1032__))
+    return __builtin_amdgcn_sdot4(a, b, c, false);  // CDNA / RDNA2: v_dot4_i32_i8
+#else
+    return c + (rf_i8)(a) * (rf_i8)(b) + (rf_i8)(a >> 8) * (rf_i8)(b >> 8) +
+           (rf_i8)(a >> 16) * (rf_i8)(b >> 16) + (rf_i8)(a >> 24) * (rf_i8)(b >> 24);
+#endif
+}
+
+// ---- fp16 / bf16 <-> f32 on raw bits -----------------------------------------------------------------
+RF_DEV float rf_h2f(rf_u16 h) {
+#if defined(RF_CUDA)
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+#elif defined(RF_HIP)
+    union { rf_u16 u; _Float16 f; } c;
+    c.u = h;
+    return (float)c.f;
+#else
+    return rfemu_h2f(h);
+#endif
+}
+
+RF_DEV rf_u16 rf_f2h(float f) {  // round to nearest even, as numpy's astype(float16)
+#if defined(RF_CUDA)
+    rf_u16 h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+#elif defined(RF_HIP)
+    union { rf_u16 u; _Float16 f; } c;
+    c.f = (_Float16)f;
+    return c.u;
+#else
+    return rfemu_f2h(f);
+#endif
+}
+
+RF_DEV float rf_bf2f(rf_u16 b) { return __uint_as_float((rf_u32)b << 16); }
+
+// the two halves of a 32-bit word (low half first, as stored)
+RF_DEV float rf_h2f_lo(rf_u32 w) { return rf_h2f((rf_u16)(w & 0xffffu)); }
+RF_DEV float rf_h2f_hi(rf_u32 w) { return rf_h2f((rf_u16)(w >> 16)); }
+
+// ---- loads of unaligned little-endian words from 2-byte aligned addresses ------------------------------
+RF_DEV rf_u32 rf_ld_u32_a2(const rf_u8* p) {
+    const rf_u16* q = (const rf_u16*)p;
+    return (rf_u32)q[0] | ((rf_u32)q[1] << 16);
+}
+
+RF_DEV rf_u32 rf_ld_u32_a4(const rf_u8* p) { return *(const rf_u32*)p; }
+
+// element type tags for templates: activations are f32, f16 (raw bits) or i32
+template <typename T> struct rf_io;
+template <> struct rf_io<float> {
+    static RF_DEV float load(const float* p, rf_i64 i) { return p[i]; }
+    static RF_DEV void store(float* p, rf_i64 i, float v) { p[i] = v; }
+};
+template <> struct rf_io<rf_u16> {
+    static RF_DEV float load(const rf_u16* p, rf_i64 i) { return rf_h2f(p[i]); }
+    static RF_DEV void store(rf_u16* p, rf_i64 i, float v) { p[i] = rf_f2h(v); }
+};
+template <> struct rf_io<int> {
+    static RF_DEV float load(const int* p, rf_i64 i) { return (float)p[i]; }
+    static RF_DEV void store(int* p, rf_i64 i, float v) { p[i] = (int)v; }  // truncates, as astype
+};

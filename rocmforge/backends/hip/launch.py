@@ -1,0 +1,550 @@
+"""One launcher per Op, named after it, each beside the numpy reference's semantics (numpy_ref.py).
+
+A launcher takes the launch context, the preallocated output (a `DevTensor`, contiguous) and the
+sources, plus the node's params, and enqueues kernels; nothing is synchronized. VIEW and RESHAPE
+launch nothing: they return a new `DevTensor` over the source's storage. Sources may be strided views:
+a launcher whose kernel wants contiguous input copies it first (`contiguous`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .modules import ModuleCache
+
+ITEMSIZE = {"f32": 4, "f16": 2, "i32": 4}
+NP_DTYPE = {"f32": np.float32, "f16": np.float16, "i32": np.int32}
+# GGUF weight types the kernels read natively (their names as the IR writes them)
+NATIVE_WEIGHTS = ("f32", "f16", "bf16", "q4_0", "q4_1", "q5_0", "q8_0", "q4_k", "q6_k")
+# (elements, bytes) per block
+BLOCK = {
+    "f32": (1, 4),
+    "f16": (1, 2),
+    "bf16": (1, 2),
+    "q4_0": (32, 18),
+    "q4_1": (32, 20),
+    "q5_0": (32, 22),
+    "q8_0": (32, 34),
+    "q4_k": (256, 144),
+    "q6_k": (256, 210),
+    "i32": (1, 4),
+}
+
+MMV_MAX_TOKENS = 4  # up to this many tokens MUL_MAT runs the mat-vec kernel once per token
+# weight types with an int8 (dp4a) mat-vec; x is quantized in the kernel, K * 2.25 bytes of shared memory
+Q8_MATVEC = ("q4_0", "q4_1", "q5_0", "q8_0", "q4_k", "q6_k")
+Q8_MAX_K = 21504  # 48 KB of shared memory
+# types whose rows the staged f32 mat-vec reads in 16-byte chunks (rows a multiple of 16 bytes)
+STAGED_MATVEC = ("q4_0", "q4_1", "q5_0", "q8_0")
+EW_BLOCK = 256
+
+
+@dataclass
+class DevTensor:
+    """A tensor on the device: `shape`/`strides` (elements) over `buf` (a CuPy array) from byte `offset`.
+
+    dtype is an activation dtype (f32, f16, i32) or, for weights in GGUF blocks, the type's name (q4_0,
+    bf16, ...; then strides are unused and rows are `row_bytes` apart).
+    """
+
+    buf: Any
+    offset: int
+    shape: tuple[int, ...]
+    dtype: str
+    strides: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.strides:
+            self.strides = contiguous_strides(self.shape)
+
+    @property
+    def ptr(self) -> int:
+        return int(self.buf.data.ptr) + self.offset
+
+    @property
+    def n_elements(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def itemsize(self) -> int:
+        return ITEMSIZE[self.dtype]
+
+    @property
+    def row_bytes(self) -> int:
+        bs, ts = BLOCK[self.dtype]
+        return self.shape[-1] // bs * ts
+
+    @property
+    def nbytes(self) -> int:
+        if self.dtype in ITEMSIZE:
+            return self.n_elements * self.itemsize
+        return math.prod(self.shape[:-1]) * self.row_bytes
+
+    @property
+    def is_contiguous(self) -> bool:
+        return all(
+            s == c
+            for n, s, c in zip(self.shape, self.strides, contiguous_strides(self.shape), strict=True)
+            if n > 1
+        )
+
+    def with_shape(self, shape: Sequence[int]) -> DevTensor:
+        return DevTensor(self.buf, self.offset, tuple(shape), self.dtype)
+
+
+def contiguous_strides(shape: Sequence[int]) -> tuple[int, ...]:
+    strides, acc = [], 1
+    for n in reversed(shape):
+        strides.append(acc)
+        acc *= n
+    return tuple(reversed(strides))
+
+
+@dataclass
+class Ctx:
+    """What launchers need: compiled modules, the device's shape, tunables, temporary buffers."""
+
+    mods: ModuleCache
+    warp: int
+    n_sm: int
+    tunables: dict[str, int] = field(default_factory=dict)
+    mmv_max_tokens: int = MMV_MAX_TOKENS
+    # opt-in decode mat-vec variants (both measured slower than the plain f32 kernel on an H100)
+    q8_matvec: bool = False  # int8 activations (dp4a) for quantized weights
+    staged_matvec: bool = False  # f32, rows staged through shared memory in 16-byte chunks
+
+    def k(self, file: str, name: str, **defines: Any) -> Any:
+        return self.mods.get(file, **defines).fn(name)
+
+    def empty(self, shape: Sequence[int], dtype: str) -> DevTensor:
+        import cupy
+
+        shape = tuple(int(n) for n in shape)
+        nbytes = max(1, math.prod(shape)) * ITEMSIZE[dtype]
+        return DevTensor(cupy.empty(nbytes, dtype=np.uint8), 0, shape, dtype)
+
+    def mmv_defines(self) -> dict[str, int]:
+        return {k: v for k, v in self.tunables.items() if k.startswith(("RF_MMV_", "RF_MMVQ_", "RF_MMVS_"))}
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _i32(v: int) -> np.int32:
+    return np.int32(v)
+
+
+def _i64(v: int) -> np.int64:
+    return np.int64(v)
+
+
+def _f32(v: float) -> np.float32:
+    return np.float32(v)
+
+
+def _grid_1d(ctx: Ctx, n: int) -> tuple[int]:
+    return (max(1, min(-(-n // EW_BLOCK), ctx.n_sm * 32)),)
+
+
+def _row_block(ctx: Ctx, n: int) -> int:
+    """Threads for a one-row-per-block reduction: up to 256, a multiple of the warp."""
+    return min(256, max(ctx.warp, -(-n // ctx.warp) * ctx.warp))
+
+
+def _collapse(shape: Sequence[int], strides: Sequence[int]) -> tuple[list[int], list[int]]:
+    """Merge dims that are contiguous with their inner neighbour; drop size-1 dims."""
+    dims = [(n, s) for n, s in zip(shape, strides, strict=True) if n != 1] or [(1, 1)]
+    out = [dims[-1]]
+    for n, s in reversed(dims[:-1]):
+        n0, s0 = out[-1]
+        if s == n0 * s0:
+            out[-1] = (n * n0, s0)
+        else:
+            out.append((n, s))
+    out.reverse()
+    return [n for n, _ in out], [s for _, s in out]
+
+
+def copy_strided(ctx: Ctx, out: DevTensor, a: DevTensor) -> None:
+    """out (contiguous, out.dtype) = a (any strided view of f32/f16/i32), converting the type."""
+    shape, strides = _collapse(a.shape, a.strides)
+    if len(shape) > 4:
+        raise NotImplementedError(f"copy of a view with {len(shape)} non-mergeable dims")
+    shape = [1] * (4 - len(shape)) + shape
+    strides = [0] * (4 - len(strides)) + strides
+    n = a.n_elements
+    f = ctx.k("elementwise.hip", f"copy_{a.dtype}_{out.dtype}")
+    f(
+        _grid_1d(ctx, n),
+        (EW_BLOCK,),
+        (
+            a.ptr,
+            out.ptr,
+            _i64(n),
+            _i32(shape[3]),
+            _i32(shape[2]),
+            _i32(shape[1]),
+            _i64(strides[3]),
+            _i64(strides[2]),
+            _i64(strides[1]),
+            _i64(strides[0]),
+        ),
+    )
+
+
+def contiguous(ctx: Ctx, a: DevTensor, dtype: str | None = None, align: int = 4) -> DevTensor:
+    """a itself when contiguous, of `dtype` and `align`-byte aligned; else a contiguous copy."""
+    dtype = dtype or a.dtype
+    if a.is_contiguous and a.dtype == dtype and a.ptr % align == 0:
+        return a
+    out = ctx.empty(a.shape, dtype)
+    copy_strided(ctx, out, a)
+    return out
+
+
+def _float_in(ctx: Ctx, a: DevTensor) -> DevTensor:
+    """a contiguous as f32 or f16 (i32 is converted to f32)."""
+    return contiguous(ctx, a, "f32" if a.dtype == "i32" else a.dtype)
+
+
+# ---- weights --------------------------------------------------------------------------------------------
+
+
+def weight_kernel_type(w: DevTensor) -> str:
+    """The kernel suffix for a weight (or float activation used as one): `_s` = element-wise float rows."""
+    t = w.dtype
+    if t not in NATIVE_WEIGHTS:
+        raise NotImplementedError(f"no kernel reads weight type {t}")
+    if t in ("f32", "f16", "bf16") and (w.shape[-1] % 8 or w.ptr % 16):
+        return t + "_s"
+    return t
+
+
+def _as_weight(ctx: Ctx, w: DevTensor) -> DevTensor:
+    if w.dtype in ("f32", "f16") and not w.is_contiguous:
+        return contiguous(ctx, w)
+    if w.dtype == "i32":
+        return contiguous(ctx, w, "f32")
+    return w
+
+
+# ---- the ops ------------------------------------------------------------------------------------------
+
+
+def GET_ROWS(ctx: Ctx, out: DevTensor, a: DevTensor, idx: DevTensor) -> None:
+    a = _as_weight(ctx, a) if a.dtype != "i32" else contiguous(ctx, a)
+    idx = contiguous(ctx, idx)
+    R, D = a.shape
+    n = idx.shape[0]
+    grid = (-(-D // (8 * 128)), n)
+    if a.dtype == "i32":
+        ctx.k("get_rows.hip", "get_rows_i32")(grid, (128,), (a.ptr, _i32(R), idx.ptr, out.ptr, _i32(D)))
+        return
+    f = ctx.k("get_rows.hip", f"get_rows_{weight_kernel_type(a)}")
+    f(grid, (128,), (a.ptr, _i64(a.row_bytes), _i32(R), idx.ptr, out.ptr, _i32(D)))
+
+
+def MUL_MAT(ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor) -> None:
+    w = _as_weight(ctx, w)
+    x = contiguous(ctx, x, "f32", align=16)
+    N, K = w.shape
+    M = x.n_elements // K
+    kt = weight_kernel_type(w)
+    if (
+        M <= ctx.mmv_max_tokens
+        and ctx.staged_matvec
+        and kt in STAGED_MATVEC
+        and w.row_bytes % 16 == 0
+        and w.ptr % 16 == 0
+    ):
+        d = ctx.mmv_defines()
+        blocks = -(-N // (d.get("RF_MMVS_ROWS", 2) * d.get("RF_MMVS_WARPS", 4)))
+        f = ctx.k("mul_mat_vec.hip", f"mul_mat_vec_s_{kt}", **d)
+        f(
+            (blocks, M),
+            (d.get("RF_MMVS_WARPS", 4) * ctx.warp,),
+            (w.ptr, _i64(w.row_bytes), x.ptr, _i64(K), out.ptr, _i64(N), _i32(N), _i32(K)),
+        )
+        return
+    if M <= ctx.mmv_max_tokens and ctx.q8_matvec and kt in Q8_MATVEC and K <= Q8_MAX_K:
+        d = ctx.mmv_defines()
+        blocks = -(-N // (d.get("RF_MMVQ_ROWS", 2) * d.get("RF_MMVQ_WARPS", 8)))
+        threads = d.get("RF_MMVQ_WARPS", 8) * ctx.warp
+        f = ctx.k("mul_mat_vec.hip", f"mul_mat_vec_q_{kt}", **d)
+        f(
+            (blocks, M),
+            (threads,),
+            (w.ptr, _i64(w.row_bytes), x.ptr, _i64(K), out.ptr, _i64(N), _i32(N), _i32(K)),
+            shared_mem=K * 9 // 4,
+        )
+        return
+    if M <= ctx.mmv_max_tokens:
+        d = ctx.mmv_defines()
+        rows = d.get("RF_MMV_ROWS", 2)
+        threads = d.get("RF_MMV_WARPS", 4) * ctx.warp
+        f = ctx.k("mul_mat_vec.hip", f"mul_mat_vec_{kt}", **d)
+        f(
+            (-(-N // rows), M),
+            (threads,),
+            (w.ptr, _i64(w.row_bytes), x.ptr, _i64(K), out.ptr, _i64(N), _i32(N), _i32(K)),
+        )
+        return
+    f = ctx.k("mul_mat.hip", f"mul_mat_{kt}")
+    f(
+        (-(-N // 64), -(-M // 64)),
+        (256,),
+        (w.ptr, _i64(w.row_bytes), x.ptr, out.ptr, _i32(M), _i32(N), _i32(K)),
+    )
+
+
+def _binary(ctx: Ctx, op: str, out: DevTensor, a: DevTensor, b: DevTensor) -> None:
+    a, b = _float_in(ctx, a), _float_in(ctx, b)
+    n = a.n_elements
+    ash = list(a.shape) or [1]
+    bsh = [1] * (len(ash) - len(b.shape)) + list(b.shape)
+    if b.n_elements == n:
+        mode, dims = 1, [[1, 1]] * 4
+    elif b.n_elements == ash[-1] and bsh[-1] == ash[-1]:
+        mode, dims = 2, [[ash[-1], ash[-1]]] + [[1, 1]] * 3
+    else:
+        mode = 0
+        merged: list[list[int]] = []  # [a_n, b_n] innermost first; merge runs of "same" or "broadcast"
+        for an, bn in zip(reversed(ash), reversed(bsh), strict=True):
+            if an == 1:
+                continue
+            if merged and ((bn == an and merged[-1][0] == merged[-1][1]) or (bn == 1 and merged[-1][1] == 1)):
+                merged[-1] = [merged[-1][0] * an, merged[-1][1] * bn]
+            else:
+                merged.append([an, bn])
+        if len(merged) > 4:
+            raise NotImplementedError(f"{op}: broadcast of {b.shape} to {a.shape} needs more than 4 dims")
+        dims = merged + [[1, 1]] * (4 - len(merged))
+    f = ctx.k("elementwise.hip", f"{op}_{a.dtype}_{b.dtype}")
+    f(
+        _grid_1d(ctx, n),
+        (EW_BLOCK,),
+        (
+            a.ptr,
+            b.ptr,
+            out.ptr,
+            _i64(n),
+            _i32(mode),
+            _i32(dims[0][0]),
+            _i32(dims[1][0]),
+            _i32(dims[2][0]),
+            _i32(dims[0][1]),
+            _i32(dims[1][1]),
+            _i32(dims[2][1]),
+            _i32(dims[3][1]),
+        ),
+    )
+
+
+def ADD(ctx: Ctx, out: DevTensor, a: DevTensor, b: DevTensor) -> None:
+    _binary(ctx, "add", out, a, b)
+
+
+def MUL(ctx: Ctx, out: DevTensor, a: DevTensor, b: DevTensor) -> None:
+    _binary(ctx, "mul", out, a, b)
+
+
+def SCALE(ctx: Ctx, out: DevTensor, a: DevTensor, *, s: float) -> None:
+    a = _float_in(ctx, a)
+    n = a.n_elements
+    ctx.k("elementwise.hip", f"scale_{a.dtype}")(
+        _grid_1d(ctx, n), (EW_BLOCK,), (a.ptr, out.ptr, _i64(n), _f32(s))
+    )
+
+
+def SILU(ctx: Ctx, out: DevTensor, a: DevTensor) -> None:
+    a = _float_in(ctx, a)
+    n = a.n_elements
+    ctx.k("elementwise.hip", f"silu_{a.dtype}")(_grid_1d(ctx, n), (EW_BLOCK,), (a.ptr, out.ptr, _i64(n)))
+
+
+def SWIGLU(ctx: Ctx, out: DevTensor, gate: DevTensor, up: DevTensor) -> None:
+    gate, up = _float_in(ctx, gate), _float_in(ctx, up)
+    n = gate.n_elements
+    f = ctx.k("elementwise.hip", f"swiglu_{gate.dtype}_{up.dtype}")
+    f(_grid_1d(ctx, n), (EW_BLOCK,), (gate.ptr, up.ptr, out.ptr, _i64(n)))
+
+
+def RMS_NORM(ctx: Ctx, out: DevTensor, a: DevTensor, *, eps: float) -> None:
+    a = _float_in(ctx, a)
+    n = a.shape[-1]
+    rows = a.n_elements // n
+    f = ctx.k("norm.hip", f"rms_norm_{a.dtype}")
+    f((rows,), (_row_block(ctx, n),), (a.ptr, out.ptr, _i32(n), _f32(eps)))
+
+
+def ROPE(
+    ctx: Ctx,
+    out: DevTensor,
+    x: DevTensor,
+    pos: DevTensor,
+    *,
+    n_dims: int,
+    neox: bool,
+    base: float,
+    freq_scale: float = 1.0,
+) -> None:
+    x, pos = _float_in(ctx, x), contiguous(ctx, pos)
+    T, H, D = x.shape
+    n = x.n_elements
+    f = ctx.k("rope.hip", f"rope_{x.dtype}")
+    f(
+        _grid_1d(ctx, n),
+        (EW_BLOCK,),
+        (
+            x.ptr,
+            pos.ptr,
+            out.ptr,
+            _i32(H),
+            _i32(D),
+            _i64(n),
+            _i32(n_dims),
+            _i32(int(neox)),
+            _f32(base),
+            _f32(freq_scale),
+        ),
+    )
+
+
+def VIEW(ctx: Ctx, a: DevTensor, *, shape: tuple, strides: tuple, offset: int) -> DevTensor:
+    if a.dtype not in ITEMSIZE or not a.is_contiguous:
+        raise NotImplementedError(f"VIEW of a {a.dtype} tensor that is not a contiguous activation")
+    return DevTensor(a.buf, a.offset + offset * a.itemsize, tuple(shape), a.dtype, tuple(strides))
+
+
+def RESHAPE(ctx: Ctx, a: DevTensor, *, shape: tuple) -> DevTensor:
+    if not a.is_contiguous:
+        raise NotImplementedError("RESHAPE of a non-contiguous view")
+    return DevTensor(a.buf, a.offset, tuple(shape), a.dtype)
+
+
+def CONT(ctx: Ctx, out: DevTensor, a: DevTensor) -> None:
+    copy_strided(ctx, out, a)
+
+
+def CPY(ctx: Ctx, out: DevTensor, a: DevTensor, *, dtype: str) -> None:
+    copy_strided(ctx, out, a)
+
+
+def SET_ROWS(ctx: Ctx, out: DevTensor, dst: DevTensor, src: DevTensor, idx: DevTensor) -> None:
+    # out is dst (the op aliases its first source): rows idx of dst are overwritten in place
+    if not dst.is_contiguous:
+        raise NotImplementedError("SET_ROWS into a non-contiguous view")
+    src = _float_in(ctx, src)
+    idx = contiguous(ctx, idx)
+    R = dst.shape[0]
+    W = dst.n_elements // R
+    n = idx.shape[0]
+    f = ctx.k("set_rows.hip", f"set_rows_{src.dtype}_{dst.dtype}")
+    f((-(-W // 256), n), (256,), (dst.ptr, src.ptr, idx.ptr, _i32(R), _i32(W)))
+
+
+def SOFT_MAX(
+    ctx: Ctx, out: DevTensor, a: DevTensor, mask: DevTensor | None = None, *, scale: float = 1.0
+) -> None:
+    a = _float_in(ctx, a)
+    n = a.shape[-1]
+    rows = a.n_elements // n
+    if mask is not None:
+        mask = _float_in(ctx, mask)
+        mptr, m, mt = mask.ptr, mask.shape[0], mask.dtype
+    else:
+        mptr, m, mt = 0, 1, "f32"
+    f = ctx.k("softmax.hip", f"soft_max_{a.dtype}_{mt}")
+    f((rows,), (_row_block(ctx, n),), (a.ptr, mptr, _i32(m), out.ptr, _i32(n), _f32(scale)))
+
+
+def fa_tiles(head_dim: int) -> tuple[int, int]:
+    """(BQ, BKV) of attention.hip for this head dim (mirrors its macros)."""
+    bq = 32 if head_dim <= 64 else (16 if head_dim <= 128 else 8)
+    return bq, (32 if head_dim <= 128 else 16)
+
+
+def attn_splits(ctx: Ctx, T: int, H: int, Hkv: int, C: int, head_dim: int) -> tuple[int, int]:
+    """(n_splits, chunk): split the cache when the (token, head) tiles alone leave the GPU idle."""
+    bq, bkv = fa_tiles(head_dim)
+    blocks = -(-(T * (H // Hkv)) // bq) * Hkv
+    target = 2 * ctx.n_sm
+    n = 1 if blocks >= target else min(cdiv(target, blocks), cdiv(C, bkv))
+    chunk = cdiv(cdiv(C, n), bkv) * bkv
+    return cdiv(C, chunk), chunk
+
+
+def FLASH_ATTN_EXT(
+    ctx: Ctx, out: DevTensor, q: DevTensor, k: DevTensor, v: DevTensor, pos: DevTensor, *, scale: float
+) -> None:
+    q = contiguous(ctx, q, "f32")
+    pos = contiguous(ctx, pos)
+    T, H, D = q.shape
+    C, Hkv, _ = k.shape
+    if k.dtype != v.dtype or k.strides != v.strides or k.strides[2] != 1 or k.dtype not in ("f32", "f16"):
+        k, v = contiguous(ctx, k, "f32"), contiguous(ctx, v, "f32")
+    n_splits, chunk = attn_splits(ctx, T, H, Hkv, C, D)
+    mod = ctx.mods.get("attention.hip", RF_HEAD_DIM=D)
+    bq, _ = fa_tiles(D)
+    grid = (-(-(T * (H // Hkv)) // bq), Hkv, n_splits)
+    common = (
+        _i32(T),
+        _i32(H),
+        _i32(Hkv),
+        _i64(k.strides[0]),
+        _i64(k.strides[1]),
+        _i32(C),
+        _i32(chunk),
+        _f32(scale),
+    )
+    if n_splits == 1:
+        mod.fn(f"flash_attn_{k.dtype}")(
+            grid, (128,), (q.ptr, k.ptr, v.ptr, pos.ptr, out.ptr, 0, 0, 0, *common)
+        )
+        return
+    po = ctx.empty((n_splits, T, H, D), "f32")
+    pm = ctx.empty((n_splits, T, H), "f32")
+    pl = ctx.empty((n_splits, T, H), "f32")
+    mod.fn(f"flash_attn_{k.dtype}")(
+        grid, (128,), (q.ptr, k.ptr, v.ptr, pos.ptr, out.ptr, po.ptr, pm.ptr, pl.ptr, *common)
+    )
+    mod.fn("flash_attn_combine")(
+        (T * H,), (128,), (po.ptr, pm.ptr, pl.ptr, out.ptr, _i32(T * H), _i32(n_splits))
+    )
+
+
+def ARGMAX(ctx: Ctx, out: DevTensor, a: DevTensor) -> None:
+    a = _float_in(ctx, a)
+    n = a.shape[-1]
+    rows = a.n_elements // n
+    ctx.k("argmax.hip", f"argmax_{a.dtype}")((rows,), (_row_block(ctx, n),), (a.ptr, out.ptr, _i32(n)))
+
+
+LAUNCH: dict[str, Callable[..., Any]] = {
+    name: globals()[name]
+    for name in (
+        "GET_ROWS",
+        "MUL_MAT",
+        "ADD",
+        "MUL",
+        "SCALE",
+        "RMS_NORM",
+        "ROPE",
+        "VIEW",
+        "RESHAPE",
+        "CONT",
+        "CPY",
+        "SET_ROWS",
+        "SOFT_MAX",
+        "SILU",
+        "SWIGLU",
+        "FLASH_ATTN_EXT",
+        "ARGMAX",
+    )
+}

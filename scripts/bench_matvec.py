@@ -1,0 +1,339 @@
+"""Benchmark the quantized mat-vec kernels (decode MUL_MAT) against the GPU's copy bandwidth.
+
+Prints the GPU's name, the device-to-device copy bandwidth (bytes read + written, 1 GiB buffers, median
+of device-event timings), then for each weight type and LLaMA-7B / Qwen2-0.5B layer shape the kernel
+time (median after warm-up), the achieved weight bandwidth (weight bytes / time) and its share of the
+copy bandwidth, and the error against the numpy reference on a slice of rows (nmse).
+
+Timing: several copies of each weight rotate so that L2 cannot serve them (weights too small for that,
+16 copies under 2x L2, are instead evicted before each launch by reading a large buffer). Launches queue
+behind a spin kernel so that events time the GPU, not Python's launch cost. `us` is the median over
+batches of 10 back-to-back launches (as a decode step runs them) of the batch's mean per launch, from
+device events around each batch; `us/ev` is the median of per-launch times from events between
+launches (an event between kernels costs the stream a few us on some systems: the empty-kernel line
+shows both). Evicted weights are timed one launch at a time (both columns: events around each launch).
+
+This is a benchmark, not a test: it asserts nothing. Usage:
+    python scripts/bench_matvec.py [--types Q4_0,Q8_0] [--shapes llama,qwen] [--sweep] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rocmforge import quant  # noqa: E402
+from rocmforge.backends.hip import launch as L  # noqa: E402
+from rocmforge.backends.hip.backend import HipBackend  # noqa: E402
+
+Q = quant.QType
+TYPES = [Q.Q4_0, Q.Q8_0, Q.Q4_K, Q.Q6_K, Q.Q5_0, Q.Q4_1, Q.F16]
+SHAPES = {  # numpy (N, K): y[N] = w[N, K] @ x[K]
+    "llama": [(4096, 4096), (11008, 4096), (4096, 11008), (32000, 4096)],
+    "qwen": [(896, 896), (128, 896), (4864, 896), (896, 4864), (151936, 896)],
+}
+# offsets of the f16 scale fields in each block (set to valid values after random fill)
+SCALE_FIELDS = {Q.Q4_0: [0], Q.Q4_1: [0, 2], Q.Q5_0: [0], Q.Q8_0: [0], Q.Q4_K: [0, 2], Q.Q6_K: [208]}
+GOAL_SHAPES = [(11008, 4096), (4096, 11008)]  # ggml [4096, 11008] both ways: the 75% goal
+EVICT_BYTES = 256 << 20  # read between launches of weights too small to rotate
+# staged f32 kernel variants (warps, rows per warp, chunks in flight per lane), the plain f32 kernel and
+# the int8 kernel for reference
+SWEEP = [
+    dict(kind="staged", RF_MMVS_WARPS=w, RF_MMVS_ROWS=r, RF_MMVS_DEPTH=d)
+    for w, r, d in [(4, 2, 2), (4, 2, 1), (4, 4, 2), (4, 1, 4), (8, 2, 2), (4, 2, 4), (2, 2, 2), (4, 1, 2)]
+]
+SWEEP += [
+    dict(kind="f32", RF_MMV_ROWS=2, RF_MMV_WARPS=4, RF_MMV_UNROLL=1),
+    dict(kind="int8", RF_MMVQ_WARPS=8, RF_MMVQ_ROWS=2, RF_MMVQ_UNROLL=2),
+]
+KINDS = {
+    "staged": dict(staged_matvec=True, q8_matvec=False),
+    "f32": dict(staged_matvec=False, q8_matvec=False),
+    "int8": dict(staged_matvec=False, q8_matvec=True),
+}
+
+
+def use(be: HipBackend, tun: dict) -> None:
+    """Select a sweep entry's kernel kind and tunables on the backend."""
+    for k, v in KINDS[tun.get("kind", "staged")].items():
+        setattr(be.ctx, k, v)
+    be.ctx.tunables = {k: v for k, v in tun.items() if k != "kind"}
+
+
+BATCH = 10
+
+HELPER_SRC = r"""
+extern "C" __global__ void spin(long long cycles) {
+    long long t0 = clock64();
+    while (clock64() - t0 < cycles) { }
+}
+// read a large buffer (clean lines replace whatever L2 holds); writes only if the sum is NaN
+extern "C" __global__ void l2_evict(const float4* p, long long n, float* sink) {
+    float s = 0.0f;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += stride) {
+        float4 v = p[i];
+        s += v.x + v.y + v.z + v.w;
+    }
+    if (s != s) sink[0] = s;
+}
+"""
+
+
+class Timer:
+    """Queue launches behind a spin kernel; time each launch alone with its own pair of events."""
+
+    def __init__(self, cp, evict_bytes: int) -> None:
+        self.cp = cp
+        mod = cp.RawModule(code=HELPER_SRC)
+        self.spin, self.evict_k = mod.get_function("spin"), mod.get_function("l2_evict")
+        self.evict_buf = cp.zeros(evict_bytes // 4, dtype=np.float32)
+        self.sink = cp.zeros(1, dtype=np.float32)
+        self.spin((1,), (1,), (np.int64(1000),))
+        self.evict()
+        cp.cuda.Device().synchronize()
+
+    def evict(self) -> None:
+        n = self.evict_buf.size // 4
+        self.evict_k((1024,), (256,), (self.evict_buf, np.int64(n), self.sink))
+
+    def time(self, launch, n: int, flush: bool = False, spin_cycles: int = 4_000_000) -> list[float]:
+        """Per-launch times in microseconds of launch(i), i < n: chained events between back-to-back
+        launches, or (flush) a pair of events around each launch after an L2 eviction pass."""
+        cp = self.cp
+        self.spin((1,), (1,), (np.int64(spin_cycles),))
+        if not flush:
+            evs = [cp.cuda.Event() for _ in range(n + 1)]
+            evs[0].record()
+            for i in range(n):
+                launch(i)
+                evs[i + 1].record()
+            evs[-1].synchronize()
+            return [cp.cuda.get_elapsed_time(evs[i], evs[i + 1]) * 1e3 for i in range(n)]
+        return self._pairs(launch, n)
+
+    def _pairs(self, launch, n: int) -> list[float]:
+        cp = self.cp
+        pairs = [(cp.cuda.Event(), cp.cuda.Event()) for _ in range(n)]
+        for i in range(n):
+            self.evict()
+            pairs[i][0].record()
+            launch(i)
+            pairs[i][1].record()
+        pairs[-1][1].synchronize()
+        return [cp.cuda.get_elapsed_time(a, b) * 1e3 for a, b in pairs]
+
+    def time_batched(
+        self, launch, n_batches: int, batch: int = BATCH, spin_cycles: int = 4_000_000
+    ) -> list[float]:
+        """Mean time per launch (us) of each batch of back-to-back launch(i), events around batches."""
+        cp = self.cp
+        self.spin((1,), (1,), (np.int64(spin_cycles),))
+        evs = [cp.cuda.Event() for _ in range(n_batches + 1)]
+        evs[0].record()
+        for b in range(n_batches):
+            for i in range(batch):
+                launch(b * batch + i)
+            evs[b + 1].record()
+        evs[-1].synchronize()
+        return [cp.cuda.get_elapsed_time(evs[b], evs[b + 1]) * 1e3 / batch for b in range(n_batches)]
+
+
+def copy_bandwidth(cp, timer: Timer, nbytes: int) -> tuple[float, float]:
+    """Device-to-device copy as (kernel, memcpy): bytes read + written per second (median of events)."""
+    a = cp.ones(nbytes // 16, dtype=np.complex128)  # 16-byte elements: one vector load/store per thread
+    b = cp.empty_like(a)
+    for _ in range(3):
+        b[...] = a
+    ts = timer.time(lambda i: b.__setitem__(Ellipsis, a), 20)
+    stream = cp.cuda.get_current_stream().ptr
+    kind = cp.cuda.runtime.memcpyDeviceToDevice
+
+    def memcpy(i: int) -> None:
+        cp.cuda.runtime.memcpyAsync(b.data.ptr, a.data.ptr, a.nbytes, kind, stream)
+
+    tm = timer.time(memcpy, 20)
+    return 2 * a.nbytes / (statistics.median(ts) * 1e-6), 2 * a.nbytes / (statistics.median(tm) * 1e-6)
+
+
+def make_weights(cp, qt: quant.QType, N: int, K: int, copies: int, rng: np.random.Generator):
+    """`copies` device buffers of valid random GGUF blocks (random bits, valid f16 scales)."""
+    nbytes = quant.row_bytes(qt, K) * N
+    bufs = []
+    for _ in range(copies):
+        if qt == Q.F16:
+            buf = cp.random.standard_normal(N * K, dtype=np.float32).astype(np.float16).view(np.uint8)
+        else:
+            buf = cp.random.randint(0, 256, nbytes).astype(np.uint8)
+            ts = quant.type_size(qt)
+            blocks = buf.reshape(-1, ts)
+            for off in SCALE_FIELDS[qt]:
+                sc = (cp.random.uniform(0.001, 0.05, blocks.shape[0], dtype=np.float32)).astype(np.float16)
+                blocks[:, off : off + 2] = sc.view(np.uint8).reshape(-1, 2)
+        bufs.append(buf)
+    return bufs
+
+
+def bench_one(
+    be: HipBackend, timer: Timer, qt: quant.QType, N: int, K: int, rng, reps: int, rot_bytes: int
+) -> dict:
+    cp = be.cp
+    nbytes = quant.row_bytes(qt, K) * N
+    copies = max(2, min(16, -(-rot_bytes // nbytes)))
+    flush = copies * nbytes < rot_bytes
+    bufs = make_weights(cp, qt, N, K, copies, rng)
+    xh = rng.standard_normal(K).astype(np.float32)
+    x = L.DevTensor(cp.asarray(xh).view(np.uint8), 0, (1, K), "f32")
+    y = L.DevTensor(cp.empty(N * 4, dtype=np.uint8), 0, (1, N), "f32")
+    ws = [L.DevTensor(b, 0, (N, K), qt.name.lower()) for b in bufs]
+    L.MUL_MAT(be.ctx, y, ws[0], x)  # compile + check
+    cp.cuda.Device().synchronize()
+    rows = min(N, 64)
+    wh = cp.asnumpy(bufs[0][: quant.row_bytes(qt, K) * rows])
+    ref = quant.dequantize(wh, qt, (rows, K)) @ xh
+    got = cp.asnumpy(y.buf).view(np.float32)[:rows]
+    err = float(np.sum((got - ref) ** 2) / max(np.sum(ref**2), 1e-30))
+
+    def launch(i: int) -> None:
+        L.MUL_MAT(be.ctx, y, ws[i % copies], x)
+
+    for i in range(3):  # warm-up
+        launch(i)
+    t_ev = statistics.median(timer.time(launch, reps, flush))
+    t = t_ev if flush else statistics.median(timer.time_batched(launch, max(3, reps // BATCH)))
+    bufs.clear()
+    ws.clear()
+    cp.get_default_memory_pool().free_all_blocks()
+    return {
+        "type": qt.name,
+        "N": N,
+        "K": K,
+        "bytes": nbytes,
+        "us": t,
+        "us_ev": t_ev,
+        "gbps": nbytes / (t * 1e-6) / 1e9,
+        "nmse": err,
+        "copies": copies,
+        "flush": flush,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--types", default=",".join(t.name for t in TYPES))
+    ap.add_argument("--shapes", default="llama,qwen")
+    ap.add_argument("--reps", type=int, default=50)
+    ap.add_argument("--sweep", action="store_true", help="first try the tunable variants on the goal shapes")
+    ap.add_argument("--tunables", default="", help="e.g. RF_MMV_ROWS=4,RF_MMV_WARPS=4")
+    ap.add_argument("--json", default="")
+    args = ap.parse_args()
+
+    be = HipBackend()
+    cp = be.cp
+    timer = Timer(cp, EVICT_BYTES)
+    try:
+        l2 = int(cp.cuda.Device().attributes["L2CacheSize"])
+    except Exception:
+        l2 = 50 << 20
+    rot_bytes = 2 * l2
+    rng = np.random.default_rng(0)
+    free, total = cp.cuda.runtime.memGetInfo()
+    copy_bytes = min(1 << 30, free // 8)
+    bw_kernel, bw_memcpy = copy_bandwidth(cp, timer, copy_bytes)
+    bw = max(bw_kernel, bw_memcpy)
+    print(f"GPU: {be.device_name} ({be.arch}, warp {be.warp}, {be.ctx.n_sm} CUs/SMs, L2 {l2 >> 20} MiB)")
+    print(
+        f"copy bandwidth (read + write, {copy_bytes >> 20} MiB): kernel {bw_kernel / 1e9:.0f} GB/s, "
+        f"memcpy {bw_memcpy / 1e9:.0f} GB/s; using {bw / 1e9:.0f} GB/s"
+    )
+
+    def empty_launch(i: int) -> None:
+        timer.spin((1,), (32,), (np.int64(0),))
+
+    empty = [
+        statistics.median(timer.time_batched(empty_launch, 5)),
+        statistics.median(timer.time(empty_launch, 30)),
+        statistics.median(timer.time(empty_launch, 30, True)),
+    ]
+    print(
+        f"empty kernel: {empty[0]:.2f} us in batches, {empty[1]:.2f} us with events between launches, "
+        f"{empty[2]:.2f} us alone after an eviction pass"
+    )
+    results: dict = {
+        "gpu": be.device_name,
+        "arch": be.arch,
+        "copy_gbps": bw / 1e9,
+        "copy_kernel_gbps": bw_kernel / 1e9,
+        "copy_memcpy_gbps": bw_memcpy / 1e9,
+        "empty_us": empty,
+        "sweep": [],
+        "table": [],
+    }
+
+    if args.sweep:
+        print(
+            "\nsweep of mat-vec variants, % of copy bandwidth for Q4_0 then Q8_0 at "
+            + ", ".join(f"{n}x{k}" for n, k in GOAL_SHAPES)
+            + ":"
+        )
+        best = None
+        for tun in SWEEP:
+            use(be, tun)
+            row = []
+            for qt in (Q.Q4_0, Q.Q8_0):
+                for N, K in GOAL_SHAPES:
+                    r = bench_one(be, timer, qt, N, K, rng, args.reps, rot_bytes)
+                    row.append(r["gbps"] * 1e9 / bw)
+                    results["sweep"].append({**tun, **r})
+            score = min(row)
+            name = f"{tun['kind']:7}" + ",".join(
+                f"{k.split('_')[-1]}={v}" for k, v in tun.items() if k != "kind"
+            )
+            print(f"  {name:30} " + " ".join(f"{100 * p:5.1f}%" for p in row) + f"   min {100 * score:.1f}%")
+            if best is None or score > best[0]:
+                best = (score, tun)
+        print(f"best: {best[1]}")
+        use(be, best[1])
+        results["best_tunables"] = best[1]
+    if args.tunables:
+        be.ctx.tunables = {k: int(v) for k, v in (kv.split("=") for kv in args.tunables.split(","))}
+
+    types = [Q[t] for t in args.types.split(",")]
+    kind = ("staged f32 for Q4_0/Q4_1/Q5_0/Q8_0 (16-byte rows), " if be.ctx.staged_matvec else "") + (
+        "int8 (dp4a) for other quantized types" if be.ctx.q8_matvec else "f32 otherwise"
+    )
+    print(f"\nmat-vec: {kind}; tunables {be.ctx.tunables or 'default'}; GPU {be.device_name}")
+    print(
+        f"{'type':6} {'N x K':>13} {'MB':>8} {'us':>9} {'us/ev':>8} {'GB/s':>8} {'% copy':>7} {'nmse':>9} "
+        f"{'L2':>6}"
+    )
+    t0 = time.time()
+    for set_name in args.shapes.split(","):
+        for N, K in SHAPES[set_name]:
+            for qt in types:
+                if K % quant.block_size(qt):
+                    print(f"{qt.name:6} {N:>6}x{K:<6} {'n/a: K is not a multiple of the block size':>40}")
+                    continue
+                r = bench_one(be, timer, qt, N, K, rng, args.reps, rot_bytes)
+                results["table"].append(r)
+                print(
+                    f"{qt.name:6} {N:>6}x{K:<6} {r['bytes'] / 1e6:8.2f} {r['us']:9.2f} {r['us_ev']:8.2f} "
+                    f"{r['gbps']:8.0f} "
+                    f"{100 * r['gbps'] * 1e9 / bw:6.1f}% {r['nmse']:9.1e} {'evict' if r['flush'] else 'rot'}",
+                    flush=True,
+                )
+    print(f"({time.time() - t0:.0f} s)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

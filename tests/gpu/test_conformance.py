@@ -1,0 +1,534 @@
+"""One conformance table: every Op on the HIP backend against the numpy reference (numpy_ref.py).
+
+Each case builds a small graph, draws fresh random inputs (and random valid GGUF blocks for weights),
+runs it on both backends and compares by normalized MSE, sum((out - ref)^2) / sum(ref^2), with a bound
+per case (1e-6 for f32 paths, 1e-4 where f16 values are involved; integer results must match exactly).
+The HIP backend NaN-fills every op result before its launch (debug_poison), so an element a kernel
+forgets to write shows up as NaN. As ggml's test-backend-ops does, the table covers odd sizes, every
+weight type for MUL_MAT and GET_ROWS, decode (1 token) and prefill (7, 64 tokens) shapes, and attention
+at several context lengths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+
+from rocmforge import quant
+from rocmforge.backends.numpy_ref import NumpyBackend
+from rocmforge.ir.graph import Graph
+
+try:
+    from rocmforge.backends.hip import HipBackend, gpu_available
+
+    _OK, _WHY = gpu_available()
+except ImportError as e:  # pragma: no cover - the package itself failed to import
+    _OK, _WHY = False, f"the HIP backend failed to import: {e}"
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not _OK, reason=f"no GPU: {_WHY}")]
+
+Q = quant.QType
+WEIGHT_TYPES = [Q.F32, Q.F16, Q.BF16, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q8_0, Q.Q4_K, Q.Q6_K]
+F32_TOL, F16_TOL = 1e-6, 1e-4
+
+
+@dataclass
+class Built:
+    graph: Graph
+    inputs: dict[str, np.ndarray]
+    weights: dict[str, tuple[np.ndarray, quant.QType]]
+    tol: float
+    ctx: dict[str, Any] = field(default_factory=dict)  # HIP launch-context overrides for this case
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    make: Callable[[np.random.Generator], Built]
+
+
+CASES: list[Case] = []
+
+
+def case(cid: str):
+    def deco(fn: Callable[[np.random.Generator], Built]) -> Callable[[np.random.Generator], Built]:
+        CASES.append(Case(cid, fn))
+        return fn
+
+    return deco
+
+
+def _normal(rng, shape, dtype="f32", scale=1.0) -> np.ndarray:
+    a = rng.standard_normal(shape).astype(np.float32) * np.float32(scale)
+    return a.astype(np.float16) if dtype == "f16" else a
+
+
+def _tol(*dtypes: str) -> float:
+    return F16_TOL if "f16" in dtypes else F32_TOL
+
+
+def _min_row(qt: quant.QType) -> int:
+    return quant.block_size(qt)
+
+
+# ---- GET_ROWS -------------------------------------------------------------------------------------------
+
+
+def _get_rows_weight(qt: quant.QType, R: int, D: int, n: int):
+    def make(rng):
+        g = Graph()
+        w = g.weight("w", (R, D), qt.name.lower())
+        idx = g.input("idx", (n,), "i32")
+        g.output(g.get_rows(w, idx, "out"))
+        raw = quant.random_blocks(qt, (R, D), rng)
+        return Built(g, {"idx": rng.integers(0, R, n).astype(np.int32)}, {"w": (raw, qt)}, F32_TOL)
+
+    return make
+
+
+for _qt in WEIGHT_TYPES:
+    _bs = quant.block_size(_qt)
+    for _R, _D in [(37, max(256, _bs) if _bs > 1 else 96), (9, 3 * max(_bs, 32) if _bs > 1 else 13)]:
+        if _D % max(_bs, 1):
+            continue
+        CASES.append(Case(f"GET_ROWS-{_qt.name}-{_R}x{_D}", _get_rows_weight(_qt, _R, _D, 5)))
+
+
+def _get_rows_act(dtype: str):
+    def make(rng):
+        g = Graph()
+        a = g.input("a", (11, 7), dtype)
+        idx = g.input("idx", (4,), "i32")
+        g.output(g.get_rows(a, idx, "out"))
+        av = (
+            rng.integers(-1000, 1000, (11, 7)).astype(np.int32)
+            if dtype == "i32"
+            else _normal(rng, (11, 7), dtype)
+        )
+        return Built(g, {"a": av, "idx": np.array([10, 0, 3, 3], np.int32)}, {}, _tol(dtype))
+
+    return make
+
+
+for _dt in ("f32", "f16", "i32"):
+    CASES.append(Case(f"GET_ROWS-act-{_dt}", _get_rows_act(_dt)))
+
+
+# ---- MUL_MAT ------------------------------------------------------------------------------------------
+
+
+def _mul_mat(qt: quant.QType, N: int, K: int, xshape: tuple[int, ...], xdtype: str = "f32", **ctx):
+    def make(rng):
+        g = Graph()
+        w = g.weight("w", (N, K), qt.name.lower())
+        x = g.input("x", (*xshape, K), xdtype)
+        g.output(g.mul_mat(w, x, "out"))
+        raw = quant.random_blocks(qt, (N, K), rng)
+        return Built(g, {"x": _normal(rng, (*xshape, K), xdtype)}, {"w": (raw, qt)}, _tol(xdtype), ctx)
+
+    return make
+
+
+def _mm_shapes(qt: quant.QType) -> list[tuple[int, int]]:
+    bs = quant.block_size(qt)
+    if bs == 256:
+        return [(45, 512), (130, 256)]
+    if bs == 32:
+        return [(67, 160), (130, 256)]  # K = 5 blocks: an odd number of blocks per row
+    return [(37, 96), (19, 13)]  # float rows: a multiple of 8, and an odd length
+
+
+for _qt in WEIGHT_TYPES:
+    for _N, _K in _mm_shapes(_qt):
+        for _T in (1, 3, 7, 64):
+            CASES.append(Case(f"MUL_MAT-{_qt.name}-{_N}x{_K}-T{_T}", _mul_mat(_qt, _N, _K, (_T,))))
+CASES.append(Case("MUL_MAT-Q4_0-batched-x3d", _mul_mat(Q.Q4_0, 33, 64, (2, 5))))
+CASES.append(Case("MUL_MAT-Q8_0-x-f16-T1", _mul_mat(Q.Q8_0, 33, 64, (1,), "f16")))
+CASES.append(Case("MUL_MAT-Q8_0-x-f16-T9", _mul_mat(Q.Q8_0, 33, 64, (9,), "f16")))
+CASES.append(Case("MUL_MAT-Q8_0-896x896-T1", _mul_mat(Q.Q8_0, 896, 896, (1,))))
+CASES.append(Case("MUL_MAT-Q4_K-256x1024-T1", _mul_mat(Q.Q4_K, 256, 1024, (1,))))
+# the f32-activation mat-vec (float weights use it always; quantized ones for K > 21504 or on request)
+for _qt in WEIGHT_TYPES[3:]:
+    for _N, _K in _mm_shapes(_qt)[:1]:
+        CASES.append(
+            Case(
+                f"MUL_MAT-f32x-{_qt.name}-{_N}x{_K}-T2",
+                _mul_mat(_qt, _N, _K, (2,), q8_matvec=False, staged_matvec=False),
+            )
+        )
+CASES.append(Case("MUL_MAT-Q8_0-64x22528-T1-longK", _mul_mat(Q.Q8_0, 64, 22528, (1,))))
+# the opt-in mat-vec variants: int8 (x quantized in two int8 levels) and staged (rows through shared memory)
+for _qt in (Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q8_0, Q.Q4_K, Q.Q6_K):
+    CASES.append(
+        Case(
+            f"MUL_MAT-int8-{_qt.name}-{_mm_shapes(_qt)[0][0]}x{_mm_shapes(_qt)[0][1]}-T1",
+            _mul_mat(_qt, *_mm_shapes(_qt)[0], (1,), q8_matvec=True, staged_matvec=False),
+        )
+    )
+for _qt in (Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q8_0):
+    for _N, _K in [(37, 256), (21, 2304), (5, 4096)]:
+        CASES.append(
+            Case(f"MUL_MAT-staged-{_qt.name}-{_N}x{_K}-T1", _mul_mat(_qt, _N, _K, (1,), staged_matvec=True))
+        )
+
+
+@case("MUL_MAT-act-f32-w")
+def _mul_mat_act(rng):
+    g = Graph()
+    w = g.input("w", (21, 40), "f32")
+    x = g.input("x", (6, 40), "f32")
+    g.output(g.mul_mat(w, x, "out"))
+    return Built(g, {"w": _normal(rng, (21, 40)), "x": _normal(rng, (6, 40))}, {}, F32_TOL)
+
+
+# ---- element-wise --------------------------------------------------------------------------------------
+
+
+def _binary(op: str, ashape, bshape, adt="f32", bdt="f32"):
+    def make(rng):
+        g = Graph()
+        a, b = g.input("a", ashape, adt), g.input("b", bshape, bdt)
+        g.output(getattr(g, op)(a, b, "out"))
+        return Built(g, {"a": _normal(rng, ashape, adt), "b": _normal(rng, bshape, bdt)}, {}, _tol(adt, bdt))
+
+    return make
+
+
+for _op in ("add", "mul"):
+    for _as, _bs2, _adt, _bdt in [
+        ((7, 33), (33,), "f32", "f32"),
+        ((7, 33), (7, 33), "f32", "f32"),
+        ((3, 5, 6), (5, 1), "f32", "f32"),
+        ((2, 3, 4, 5), (3, 1, 5), "f32", "f32"),
+        ((2, 3, 4, 5), (2, 1, 4, 1), "f32", "f32"),
+        ((1000,), (1,), "f32", "f32"),
+        ((7, 33), (33,), "f32", "f16"),
+        ((4, 9), (4, 9), "f16", "f32"),
+    ]:
+        CASES.append(Case(f"{_op.upper()}-{_as}-{_bs2}-{_adt}-{_bdt}", _binary(_op, _as, _bs2, _adt, _bdt)))
+
+
+def _unary(op: str, shape, dt="f32", **params):
+    def make(rng):
+        g = Graph()
+        a = g.input("a", shape, dt)
+        g.output(getattr(g, op)(a, *params.values(), "out") if op == "scale" else getattr(g, op)(a, "out"))
+        return Built(g, {"a": _normal(rng, shape, dt, 3.0)}, {}, _tol(dt))
+
+    return make
+
+
+for _shape, _dt in [((7, 33), "f32"), ((1001,), "f32"), ((3, 4, 5), "f16")]:
+    CASES.append(Case(f"SCALE-{_shape}-{_dt}", _unary("scale", _shape, _dt, s=-0.37)))
+    CASES.append(Case(f"SILU-{_shape}-{_dt}", _unary("silu", _shape, _dt)))
+
+
+def _swiglu(shape, gdt="f32", udt="f32"):
+    def make(rng):
+        g = Graph()
+        a, b = g.input("g", shape, gdt), g.input("u", shape, udt)
+        g.output(g.swiglu(a, b, "out"))
+        return Built(
+            g, {"g": _normal(rng, shape, gdt, 3.0), "u": _normal(rng, shape, udt)}, {}, _tol(gdt, udt)
+        )
+
+    return make
+
+
+for _shape, _g, _u in [((7, 130), "f32", "f32"), ((1, 4864), "f32", "f32"), ((3, 5), "f16", "f32")]:
+    CASES.append(Case(f"SWIGLU-{_shape}-{_g}-{_u}", _swiglu(_shape, _g, _u)))
+
+
+def _rms_norm(shape, dt="f32"):
+    def make(rng):
+        g = Graph()
+        a = g.input("a", shape, dt)
+        g.output(g.rms_norm(a, 1e-6, "out"))
+        return Built(g, {"a": _normal(rng, shape, dt, 2.0)}, {}, _tol(dt))
+
+    return make
+
+
+for _shape, _dt in [
+    ((3, 896), "f32"),
+    ((5, 7), "f32"),
+    ((1, 4097), "f32"),
+    ((2, 64), "f16"),
+    ((2, 3, 40), "f32"),
+]:
+    CASES.append(Case(f"RMS_NORM-{_shape}-{_dt}", _rms_norm(_shape, _dt)))
+
+
+def _rope(T, H, D, n_dims, neox, base, freq_scale, max_pos, dt="f32"):
+    def make(rng):
+        g = Graph()
+        x, pos = g.input("x", (T, H, D), dt), g.input("pos", (T,), "i32")
+        g.output(g.rope(x, pos, "out", n_dims=n_dims, neox=neox, base=base, freq_scale=freq_scale))
+        return Built(
+            g,
+            {"x": _normal(rng, (T, H, D), dt), "pos": rng.integers(0, max_pos, T).astype(np.int32)},
+            {},
+            _tol(dt),
+        )
+
+    return make
+
+
+for _args in [
+    (5, 3, 64, 64, False, 10000.0, 1.0, 4096),
+    (5, 3, 64, 64, True, 1e6, 1.0, 32768),
+    (1, 14, 64, 64, True, 1e6, 1.0, 100),
+    (4, 2, 40, 32, False, 10000.0, 0.5, 2000),
+    (3, 2, 40, 24, True, 500000.0, 0.25, 9000),
+    (2, 2, 16, 16, False, 10000.0, 1.0, 50, "f16"),
+]:
+    CASES.append(Case(f"ROPE-{'-'.join(map(str, _args))}", _rope(*_args)))
+
+
+# ---- views, copies, rows ----------------------------------------------------------------------------------
+
+
+@case("VIEW-strided-then-CONT")
+def _view_cont(rng):
+    g = Graph()
+    a = g.input("a", (6, 10), "f32")
+    v = g.view(a, (3, 4), "v", strides=(20, 2), offset=1)
+    g.output(g.cont(v, "out"))
+    g.output(g.view(a, (2, 10), "v2", offset=20))  # a contiguous window, returned as is
+    return Built(g, {"a": _normal(rng, (6, 10))}, {}, F32_TOL)
+
+
+@case("CONT-3d-transposed-view")
+def _view3(rng):
+    g = Graph()
+    a = g.input("a", (3, 4, 5), "f32")
+    g.output(g.cont(g.view(a, (4, 3, 5), "v", strides=(5, 20, 1)), "out"))
+    return Built(g, {"a": _normal(rng, (3, 4, 5))}, {}, F32_TOL)
+
+
+@case("RESHAPE-then-ADD")
+def _reshape(rng):
+    g = Graph()
+    a, b = g.input("a", (6, 10), "f32"), g.input("b", (3, 20), "f32")
+    r = g.reshape(a, (3, 20), "r")
+    g.output(r, "reshaped")
+    g.output(g.add(r, b, "out"))
+    return Built(g, {"a": _normal(rng, (6, 10)), "b": _normal(rng, (3, 20))}, {}, F32_TOL)
+
+
+def _cpy(src_dt: str, dst_dt: str, strided: bool):
+    def make(rng):
+        g = Graph()
+        a = g.input("a", (6, 10), src_dt)
+        src = g.view(a, (5, 4), "v", strides=(10, 2), offset=3) if strided else a
+        g.output(g.cpy(src, dst_dt, "out"))
+        if src_dt == "i32":
+            av = rng.integers(-70000, 70000, (6, 10)).astype(np.int32)
+        else:
+            av = _normal(rng, (6, 10), src_dt, 300.0 if dst_dt == "i32" else 1.0)
+        return Built(g, {"a": av}, {}, _tol(src_dt, dst_dt))
+
+    return make
+
+
+for _s, _d, _st in [
+    ("f32", "f16", False),
+    ("f16", "f32", False),
+    ("f32", "f16", True),
+    ("f32", "i32", False),
+    ("i32", "f32", True),
+    ("f16", "f16", True),
+    ("f32", "f32", True),
+    ("i32", "i32", False),
+]:
+    CASES.append(Case(f"CPY-{_s}-{_d}-{'strided' if _st else 'contig'}", _cpy(_s, _d, _st)))
+
+
+def _set_rows(dst_dt: str, R: int, W: int, n: int):
+    def make(rng):
+        g = Graph()
+        d0 = g.input("dst", (R, W), "f32")
+        dst = g.cont(d0, "dst_copy") if dst_dt == "f32" else g.cpy(d0, dst_dt, "dst_copy")
+        src, idx = g.input("src", (n, W), "f32"), g.input("idx", (n,), "i32")
+        g.output(g.set_rows(dst, src, idx, "out"))
+        rows = rng.permutation(R)[:n].astype(np.int32)
+        return Built(
+            g, {"dst": _normal(rng, (R, W)), "src": _normal(rng, (n, W)), "idx": rows}, {}, _tol(dst_dt)
+        )
+
+    return make
+
+
+for _args in [("f32", 16, 24, 3), ("f16", 16, 24, 3), ("f32", 300, 128, 1), ("f16", 40, 600, 7)]:
+    CASES.append(Case(f"SET_ROWS-{'-'.join(map(str, _args))}", _set_rows(*_args)))
+
+
+# ---- softmax, argmax ------------------------------------------------------------------------------------
+
+
+def _soft_max(shape, mask_shape=None, mdt="f32", scale=1.0, adt="f32"):
+    def make(rng):
+        g = Graph()
+        a = g.input("a", shape, adt)
+        inputs = {"a": _normal(rng, shape, adt, 2.0)}
+        m = None
+        if mask_shape:
+            m = g.input("m", mask_shape, mdt)
+            mv = np.where(rng.random(mask_shape) < 0.3, -np.inf, rng.standard_normal(mask_shape))
+            mv[:, 0] = 0.0  # every row keeps a visible column
+            inputs["m"] = mv.astype(np.float16 if mdt == "f16" else np.float32)
+        g.output(g.soft_max(a, "out", mask=m, scale=scale))
+        return Built(g, inputs, {}, _tol(mdt, adt) if mask_shape else _tol(adt))
+
+    return make
+
+
+for _args in [
+    ((4, 3, 10), None, "f32", 0.7),
+    ((4, 3, 10), (3, 10), "f32", 1.0),
+    ((6, 33), (2, 33), "f16", 0.125),
+    ((2, 151), None, "f32", 1.0),
+    ((1, 5000), None, "f32", 1.0),
+    ((3,), None, "f32", 2.0),
+    ((2, 17), None, "f32", 1.0, "f16"),
+]:
+    CASES.append(Case(f"SOFT_MAX-{'-'.join(map(str, _args))}", _soft_max(*_args)))
+
+
+def _argmax(shape, dt="f32"):
+    def make(rng):
+        g = Graph()
+        a = g.input("a", shape, dt)
+        g.output(g.argmax(a, "out"))
+        return Built(g, {"a": _normal(rng, shape, dt)}, {}, 0.0)
+
+    return make
+
+
+for _shape, _dt in [
+    ((3, 1000), "f32"),
+    ((1, 151936), "f32"),
+    ((5, 7), "f32"),
+    ((2, 300), "f16"),
+    ((2, 3, 9), "f32"),
+]:
+    CASES.append(Case(f"ARGMAX-{_shape}-{_dt}", _argmax(_shape, _dt)))
+
+
+# ---- attention ------------------------------------------------------------------------------------------
+
+
+def _attn(
+    T: int,
+    H: int,
+    Hkv: int,
+    D: int,
+    C: int,
+    first_pos: int,
+    kv_dt: str = "f32",
+    pad: int = 0,
+    shuffle: bool = False,
+):
+    """q [T, H, D] at positions first_pos.. over a [C, Hkv*D(+pad)] cache viewed as [C, Hkv, D]."""
+
+    def make(rng):
+        g = Graph()
+        W = Hkv * D + pad
+        q = g.input("q", (T, H, D), "f32")
+        kc, vc = g.input("kc", (C, W), kv_dt), g.input("vc", (C, W), kv_dt)
+        pos = g.input("pos", (T,), "i32")
+        k = g.view_3d(kc, C, Hkv, D, W, D, 0, "k")
+        v = g.view_3d(vc, C, Hkv, D, W, D, 0, "v")
+        g.output(g.flash_attn_ext(q, k, v, pos, D**-0.5, "out"))
+        p = np.arange(first_pos, first_pos + T, dtype=np.int32)
+        if shuffle:
+            p = rng.permutation(p)
+        inputs = {
+            "q": _normal(rng, (T, H, D), scale=2.0),
+            "kc": _normal(rng, (C, W), kv_dt),
+            "vc": _normal(rng, (C, W), kv_dt),
+            "pos": p,
+        }
+        return Built(g, inputs, {}, _tol(kv_dt))
+
+    return make
+
+
+for _args in [
+    (1, 14, 2, 64, 1, 0),
+    (1, 14, 2, 64, 100, 99),
+    (1, 14, 2, 64, 1024, 700),
+    (1, 32, 32, 128, 4096, 4095, "f16"),
+    (1, 4, 4, 128, 300, 37, "f32", 16),
+    (7, 14, 2, 64, 256, 200),
+    (7, 4, 1, 128, 64, 0, "f16"),
+    (64, 14, 2, 64, 64, 0),
+    (64, 4, 2, 128, 512, 300, "f32", 0, True),
+    (3, 2, 1, 256, 100, 90),
+    (5, 6, 3, 80, 50, 10, "f16"),
+]:
+    CASES.append(Case(f"FLASH_ATTN_EXT-{'-'.join(map(str, _args))}", _attn(*_args)))
+
+
+# ---- the table ----------------------------------------------------------------------------------------
+
+
+def test_every_op_is_in_the_table():
+    from rocmforge.ir.ops import Op
+
+    covered = {c.id.split("-")[0] for c in CASES}
+    assert {op.value for op in Op if op is not Op.NONE} <= covered
+
+
+@pytest.fixture(scope="module")
+def hip():
+    be = HipBackend()
+    be.debug_poison = True
+    return be
+
+
+def nmse(out: np.ndarray, ref: np.ndarray) -> float:
+    o, r = out.astype(np.float64), ref.astype(np.float64)
+    fin = np.isfinite(r)
+    if not np.array_equal(np.isfinite(o), fin) or not np.array_equal(o[~fin], r[~fin]):
+        return float("inf")
+    den = float(np.sum(r[fin] ** 2))
+    return float(np.sum((o[fin] - r[fin]) ** 2)) / max(den, 1e-30)
+
+
+@pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])
+def test_conformance(c: Case, hip):
+    rng = np.random.default_rng()
+    b = c.make(rng)
+    prefix = f"{c.id}/"
+    weights = {prefix + k: v for k, v in b.weights.items()}
+    for t in b.graph.leaves("weight"):  # unique names: the HIP backend binds each name once
+        t.name = prefix + t.name
+    ref_be = NumpyBackend()
+    for be in (ref_be, hip):
+        be.bind_weights(b.graph, lambda name: weights[name])
+        be.prepare(b.graph)
+    ref, _ = ref_be.run(b.graph, b.inputs)
+    saved = {k: getattr(hip.ctx, k) for k in b.ctx}
+    try:
+        for k, v in b.ctx.items():
+            setattr(hip.ctx, k, v)
+        out, timings = hip.run(b.graph, b.inputs, timed=True)
+    finally:
+        for k, v in saved.items():
+            setattr(hip.ctx, k, v)
+    assert len(timings) == len(b.graph.ops())
+    for name, r in ref.items():
+        o = out[name]
+        assert o.shape == r.shape and o.dtype == r.dtype, (
+            f"{name}: {o.shape} {o.dtype} vs {r.shape} {r.dtype}"
+        )
+        if r.dtype.kind in "iu" or b.tol == 0.0:
+            np.testing.assert_array_equal(o, r, err_msg=name)
+            continue
+        err = nmse(o, r)
+        assert err <= b.tol, f"{name}: nmse {err:.3e} > {b.tol:.0e} (NaN in output: {np.isnan(o).sum()})"

@@ -1,0 +1,171 @@
+"""Every kernel compiles, without a GPU, for both targets with the defines the runtime uses.
+
+(a) sm_90 with NVRTC from the `nvidia-cuda-nvrtc` + `cuda-bindings` wheels, on the source exactly as
+    `modules.py` hands it to CuPy (includes inlined); the PTX must hold every entry point a launcher calls.
+(b) gfx1100 with clang-15 (`-x hip --offload-arch=gfx1100 --cuda-device-only -nogpulib`, Debian's
+    libamdhip64-dev headers): the assembly must be gfx1100 code with wave32 kernels, every entry point
+    there. Also CDNA (gfx90a, wave64, RF_WARP=64), so no kernel assumes a 32-wide warp.
+Each toolchain's tests skip with the reason when it is missing; scripts/ci_install_toolchains.sh
+installs both.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from rocmforge.backends.hip.launch import NATIVE_WEIGHTS, Q8_MATVEC, STAGED_MATVEC
+from rocmforge.backends.hip.modules import KERNEL_DIR, assemble_source, compile_options
+
+FILES = sorted(p.name for p in KERNEL_DIR.glob("*.hip"))
+HEAD_DIMS = (64, 80, 128, 256)  # attention is compiled once per head dim
+_WTYPES = [t + s for t in NATIVE_WEIGHTS for s in (("", "_s") if t in ("f32", "f16", "bf16") else ("",))]
+_ACT2 = [f"{a}_{b}" for a in ("f32", "f16") for b in ("f32", "f16")]
+ENTRY_POINTS = {
+    "mul_mat_vec.hip": [f"mul_mat_vec_{t}" for t in _WTYPES]
+    + [f"mul_mat_vec_q_{t}" for t in Q8_MATVEC]
+    + [f"mul_mat_vec_s_{t}" for t in STAGED_MATVEC],
+    "mul_mat.hip": [f"mul_mat_{t}" for t in _WTYPES],
+    "get_rows.hip": [f"get_rows_{t}" for t in _WTYPES] + ["get_rows_i32"],
+    "elementwise.hip": [f"{op}_{p}" for op in ("add", "mul") for p in _ACT2]
+    + [f"swiglu_{p}" for p in _ACT2]
+    + [f"{op}_{t}" for op in ("scale", "silu") for t in ("f32", "f16")]
+    + [f"copy_{a}_{b}" for a in ("f32", "f16", "i32") for b in ("f32", "f16", "i32")],
+    "norm.hip": ["rms_norm_f32", "rms_norm_f16"],
+    "rope.hip": ["rope_f32", "rope_f16"],
+    "set_rows.hip": [f"set_rows_{p}" for p in _ACT2],
+    "softmax.hip": [f"soft_max_{p}" for p in _ACT2],
+    "argmax.hip": ["argmax_f32", "argmax_f16"],
+    "attention.hip": ["flash_attn_f32", "flash_attn_f16", "flash_attn_combine"],
+}
+
+
+def _variants(warp: int) -> list[tuple[str, dict]]:
+    out = []
+    for f in FILES:
+        if f == "attention.hip":
+            out += [(f, {"RF_WARP": warp, "RF_HEAD_DIM": d}) for d in HEAD_DIMS]
+        else:
+            out.append((f, {"RF_WARP": warp}))
+    return out
+
+
+def _id(v: tuple[str, dict]) -> str:
+    return v[0] + "".join(f"-{k}={x}" for k, x in v[1].items() if k != "RF_WARP")
+
+
+def test_every_kernel_file_has_its_entry_points_listed():
+    assert set(FILES) == set(ENTRY_POINTS)
+
+
+# ---- (a) NVRTC, sm_90 ---------------------------------------------------------------------------------
+
+
+def _nvrtc():
+    try:
+        from cuda.bindings import nvrtc
+    except ImportError as e:
+        pytest.skip(f"NVRTC not available (pip install nvidia-cuda-nvrtc cuda-bindings): {e}")
+    try:
+        nvrtc.nvrtcVersion()
+    except Exception as e:  # the bindings are there but libnvrtc is not
+        pytest.skip(f"libnvrtc not loadable: {e}")
+    return nvrtc
+
+
+@pytest.mark.parametrize("variant", _variants(32), ids=_id)
+def test_nvrtc_sm90(variant):
+    nvrtc = _nvrtc()
+    fname, defines = variant
+    src = assemble_source(fname)
+    err, prog = nvrtc.nvrtcCreateProgram(src.encode(), fname.encode(), 0, [], [])
+    assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS
+    opts = [b"--gpu-architecture=sm_90", *(o.encode() for o in compile_options(defines))]
+    (res,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
+    _, n = nvrtc.nvrtcGetProgramLogSize(prog)
+    log = b" " * n
+    nvrtc.nvrtcGetProgramLog(prog, log)
+    assert res == nvrtc.nvrtcResult.NVRTC_SUCCESS, log.decode(errors="replace")
+    _, n = nvrtc.nvrtcGetPTXSize(prog)
+    ptx = b" " * n
+    nvrtc.nvrtcGetPTX(prog, ptx)
+    ptx = ptx.decode(errors="replace")
+    assert ".target sm_90" in ptx
+    entries = set(re.findall(r"\.entry\s+(\w+)\s*\(", ptx))
+    missing = set(ENTRY_POINTS[fname]) - entries
+    assert not missing, f"{fname}: no entry point for {sorted(missing)}"
+    nvrtc.nvrtcDestroyProgram(prog)
+
+
+# ---- (b) clang-15, gfx1100 (and gfx90a) -----------------------------------------------------------
+
+
+def _clang() -> str:
+    exe = shutil.which("clang-15")
+    if exe is None:
+        pytest.skip("clang-15 not installed (scripts/ci_install_toolchains.sh)")
+    if not Path("/usr/include/hip/hip_runtime.h").exists():
+        pytest.skip("HIP headers not installed (apt-get install libamdhip64-dev)")
+    return exe
+
+
+def _clang_compile(exe: str, fname: str, defines: dict, arch: str, tmp_path: Path) -> str:
+    out = tmp_path / (fname + ".s")
+    cmd = [
+        exe,
+        "-x",
+        "hip",
+        f"--offload-arch={arch}",
+        "--cuda-device-only",
+        "-nogpulib",
+        "--rocm-path=/usr",
+        "-S",
+        "-O3",
+        *compile_options(defines),
+        "-I",
+        str(KERNEL_DIR),
+        str(KERNEL_DIR / fname),
+        "-o",
+        str(out),
+    ]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    assert p.returncode == 0, f"{' '.join(cmd)}\n{p.stderr}"
+    return out.read_text()
+
+
+def _kernels_in(asm: str) -> dict[str, int]:
+    """kernel name -> .amdhsa_wavefront_size32 value, from the .amdhsa_kernel blocks."""
+    out = {}
+    for m in re.finditer(r"\.amdhsa_kernel (\w+)(.*?)\.end_amdhsa_kernel", asm, re.S):
+        w = re.search(r"\.amdhsa_wavefront_size32 (\d)", m.group(2))
+        out[m.group(1)] = int(w.group(1)) if w else 0
+    return out
+
+
+@pytest.mark.parametrize("variant", _variants(32), ids=_id)
+def test_clang_gfx1100_wave32(variant, tmp_path):
+    exe = _clang()
+    fname, defines = variant
+    asm = _clang_compile(exe, fname, defines, "gfx1100", tmp_path)
+    assert '.amdgcn_target "amdgcn-amd-amdhsa--gfx1100"' in asm
+    kernels = _kernels_in(asm)
+    missing = set(ENTRY_POINTS[fname]) - set(kernels)
+    assert not missing, f"{fname}: no kernel for {sorted(missing)}"
+    assert all(v == 1 for v in kernels.values()), f"not wave32: {[k for k, v in kernels.items() if v != 1]}"
+
+
+@pytest.mark.parametrize(
+    "variant", [v for v in _variants(64) if v[1].get("RF_HEAD_DIM", 128) == 128], ids=_id
+)
+def test_clang_gfx90a_wave64(variant, tmp_path):
+    exe = _clang()
+    fname, defines = variant
+    asm = _clang_compile(exe, fname, defines, "gfx90a", tmp_path)
+    assert '.amdgcn_target "amdgcn-amd-amdhsa--gfx90a' in asm
+    kernels = _kernels_in(asm)
+    assert set(ENTRY_POINTS[fname]) <= set(kernels)
+    assert all(v == 0 for v in kernels.values())  # wave64 kernels
