@@ -217,11 +217,7 @@ class NumpyBackend:
 
     def bind_weights(self, graph: Graph, source: Callable[[str], tuple[np.ndarray, quant.QType]]) -> None:
         """Bind every weight leaf of graph not yet bound; source(name) gives (raw bytes, ggml type)."""
-        uses: dict[str, set[Op]] = {}
-        for t in graph.ops():
-            for s in t.src:
-                if s.kind == "weight":
-                    uses.setdefault(s.name, set()).add(t.op)
+        uses = graph.weight_uses()
         for w in graph.leaves("weight"):
             if w.name in self.weights:
                 continue

@@ -185,6 +185,15 @@ class Graph:
         self.outputs[name or t.name] = t
         return t
 
+    def weight_uses(self) -> dict[str, set[Op]]:
+        """Weight name -> the ops that read it (backends keep GET_ROWS/MUL_MAT-only weights in blocks)."""
+        uses: dict[str, set[Op]] = {}
+        for t in self.ops():
+            for s in t.src:
+                if s.kind == "weight":
+                    uses.setdefault(s.name, set()).add(t.op)
+        return uses
+
     def leaves(self, kind: str) -> list[Tensor]:
         return [t for t in self.nodes if t.kind == kind]
 

@@ -127,3 +127,14 @@ def test_generate_stops_when_the_cache_is_full(tiny):
     eng.reset()
     with pytest.raises(ContextOverflowError, match="max_ctx=10"):
         list(eng.generate(list(range(11)), max_new_tokens=1))
+
+
+def test_hip_backend_without_a_gpu_says_what_is_missing(tiny):
+    from rocmforge.backends.hip import gpu_available
+
+    ok, why = gpu_available()
+    if ok:
+        pytest.skip("a GPU is present")
+    with pytest.raises(RuntimeError, match="needs a GPU") as e:
+        Engine.from_gguf(tiny, backend="hip")
+    assert why in str(e.value)

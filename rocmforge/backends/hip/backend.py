@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from ... import quant
+from ...ir import alloc, passes
 from ...ir.graph import Graph, Tensor
-from ...ir.ops import ALIASING, Op
+from ...ir.ops import Op
 from ...profile import OpTiming
 from .launch import ITEMSIZE, LAUNCH, NATIVE_WEIGHTS, NP_DTYPE, Ctx, DevTensor
 from .modules import ModuleCache
@@ -74,6 +75,10 @@ class _Plan:
     outputs: dict[str, DevTensor]
     arena: Any
     arena_bytes: int
+    ir_plan: Any = None  # the ir.alloc.Plan the offsets come from
+    runs: int = 0
+    device_graph: Any = None  # captured launches of every step, replayed when not timed
+    capture_failed: str = ""
     poison: list[tuple[Any, int]] = field(default_factory=list)
 
 
@@ -112,6 +117,9 @@ class HipBackend:
         self.state: dict[str, DevTensor] = {}
         self.weight_bytes = 0
         self.debug_poison = False  # NaN-fill every op result before its launch (tests)
+        self.replay = True  # untimed runs replay a captured device graph after one eager run
+        # every launch, copy and capture goes to this stream (blocking: ordered with the default stream)
+        self.stream = cupy.cuda.Stream(non_blocking=False)
         self._plans: dict[int, tuple[Graph, _Plan]] = {}
 
     # ---- weights and state ------------------------------------------------------------------------------
@@ -124,11 +132,7 @@ class HipBackend:
 
     def bind_weights(self, graph: Graph, source: Callable[[str], tuple[np.ndarray, quant.QType]]) -> None:
         """Upload every weight leaf not yet bound; source(name) gives (raw bytes, ggml type)."""
-        uses: dict[str, set[Op]] = {}
-        for t in graph.ops():
-            for s in t.src:
-                if s.kind == "weight":
-                    uses.setdefault(s.name, set()).add(t.op)
+        uses = graph.weight_uses()
         for w in graph.leaves("weight"):
             if w.name in self.weights:
                 continue
@@ -166,40 +170,26 @@ class HipBackend:
 
     # ---- planning -----------------------------------------------------------------------------------------
     def prepare(self, graph: Graph) -> Graph:
-        """Allocate state and plan the graph (arena offsets, views); returns the graph itself."""
+        """Allocate state, optimize the graph, plan its arena (ir.alloc) and resolve every node to a
+        device tensor; returns the graph to run. One arena allocation per graph, none per run."""
         self.alloc_state(graph)
-        self._plans[id(graph)] = (graph, self._plan(graph))
-        return graph
+        entry = self._plans.get(id(graph))
+        if entry is not None and entry[0] is graph:
+            return graph
+        g = passes.optimize(graph)[0]
+        p = self._plan(g)
+        self._plans[id(graph)] = (graph, p)
+        self._plans[id(g)] = (g, p)
+        return g
+
+    def plan_of(self, graph: Graph) -> alloc.Plan | None:
+        """The ir.alloc plan the graph runs with (None before prepare)."""
+        entry = self._plans.get(id(graph))
+        return entry[1].ir_plan if entry is not None and entry[0] is graph else None
 
     def _plan(self, graph: Graph) -> _Plan:
-        # storage root of every node, and the last node index that touches each root
-        root: dict[int, int] = {}
-        for t in graph.nodes:
-            root[t.id] = root[t.src[0].id] if t.op in ALIASING else t.id
-        last: dict[int, int] = {}
-        for i, t in enumerate(graph.nodes):
-            for s in t.src:
-                last[root[s.id]] = i
-        for t in graph.outputs.values():
-            last[root[t.id]] = len(graph.nodes)
-
-        # first-fit arena offsets for op results (not aliases), freed after their last use
-        offsets: dict[int, int] = {}
-        live: list[tuple[int, int, int]] = []  # (offset, size, root id)
-        arena_bytes = 0
-        for i, t in enumerate(graph.nodes):
-            live = [x for x in live if last.get(x[2], i) >= i]
-            if t.kind != "op" or t.op in ALIASING:
-                continue
-            size = -(-max(1, t.n_elements * ITEMSIZE[t.dtype]) // ALIGN) * ALIGN
-            off = 0
-            for o, s, _ in sorted(live):
-                if off + size <= o:
-                    break
-                off = max(off, o + s)
-            offsets[t.id] = off
-            live.append((off, size, t.id))
-            arena_bytes = max(arena_bytes, off + size)
+        ir_plan = alloc.plan(graph, alignment=ALIGN)
+        offsets, arena_bytes = ir_plan.offsets, ir_plan.arena_bytes
         arena = self.cp.empty(max(1, arena_bytes), dtype=np.uint8)
 
         dev: dict[int, DevTensor] = {}
@@ -228,7 +218,7 @@ class HipBackend:
                 dev[t.id] = out
                 steps.append(_Step(t, out, srcs, LAUNCH[t.op.value]))
         outputs = {name: dev[t.id] for name, t in graph.outputs.items()}
-        return _Plan(steps, inputs, outputs, arena, arena_bytes)
+        return _Plan(steps, inputs, outputs, arena, arena_bytes, ir_plan)
 
     def _get_plan(self, graph: Graph) -> _Plan:
         entry = self._plans.get(id(graph))
@@ -252,6 +242,40 @@ class HipBackend:
         view = np.lib.stride_tricks.as_strided(host, shape=t.shape, strides=[s * item for s in t.strides])
         return np.array(view)
 
+    def _launch_all(self, plan: _Plan, timed: bool) -> list:
+        events: list = []
+        for st in plan.steps:
+            if st.launch is None:
+                events.append(None)
+                continue
+            if self.debug_poison and st.node.op is not Op.SET_ROWS and st.node.id not in plan.ir_plan.inplace:
+                self._poison(st.out)
+            if timed:
+                e0, e1 = self.cp.cuda.Event(), self.cp.cuda.Event()
+                e0.record()
+            self.ctx.begin_node((id(plan), st.node.id))
+            st.launch(self.ctx, st.out, *st.srcs, **st.node.params)
+            if timed:
+                e1.record()
+                events.append((e0, e1))
+        self.ctx.begin_node(None)
+        return events
+
+    def _capture(self, plan: _Plan) -> Any:
+        """Record every launch of the plan as one device graph (CUDA/HIP graph) to replay."""
+        try:
+            with self.stream:
+                self.stream.begin_capture()
+                try:
+                    self._launch_all(plan, timed=False)
+                finally:
+                    g = self.stream.end_capture()
+            return g
+        except Exception as e:  # a launcher that cannot be captured: stay eager for this graph
+            plan.capture_failed = f"{type(e).__name__}: {e}"
+            log.warning("graph capture failed (%s); running eagerly", plan.capture_failed)
+            return None
+
     def run(
         self, graph: Graph, inputs: Mapping[str, np.ndarray], timed: bool = False
     ) -> tuple[dict[str, np.ndarray], list[OpTiming]]:
@@ -264,21 +288,17 @@ class HipBackend:
                 raise ValueError(f"input {name!r}: shape {a.shape}, graph wants {buf.shape}")
             if a.size:
                 buf.buf[: a.nbytes].set(a.reshape(-1).view(np.uint8))
-        events = []
-        for st in plan.steps:
-            if st.launch is None:
-                events.append(None)
-                continue
-            if self.debug_poison and st.node.op is not Op.SET_ROWS:
-                self._poison(st.out)
-            if timed:
-                e0, e1 = self.cp.cuda.Event(), self.cp.cuda.Event()
-                e0.record()
-            st.launch(self.ctx, st.out, *st.srcs, **st.node.params)
-            if timed:
-                e1.record()
-                events.append((e0, e1))
-        self.device.synchronize()
+        eager = timed or self.debug_poison or not self.replay or bool(plan.capture_failed)
+        if not eager and plan.device_graph is None and plan.runs > 0:
+            plan.device_graph = self._capture(plan)
+        with self.stream:
+            if not eager and plan.device_graph is not None:
+                plan.device_graph.launch(self.stream)
+                events = []
+            else:
+                events = self._launch_all(plan, timed)
+        plan.runs += 1
+        self.stream.synchronize()
         timings: list[OpTiming] = []
         if timed:
             for st, ev in zip(plan.steps, events, strict=True):

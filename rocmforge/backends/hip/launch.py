@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ...ir.graph import contiguous_strides
 from .modules import ModuleCache
 
 ITEMSIZE = {"f32": 4, "f16": 2, "i32": 4}
@@ -97,14 +98,6 @@ class DevTensor:
         return DevTensor(self.buf, self.offset, tuple(shape), self.dtype)
 
 
-def contiguous_strides(shape: Sequence[int]) -> tuple[int, ...]:
-    strides, acc = [], 1
-    for n in reversed(shape):
-        strides.append(acc)
-        acc *= n
-    return tuple(reversed(strides))
-
-
 @dataclass
 class Ctx:
     """What launchers need: compiled modules, the device's shape, tunables, temporary buffers."""
@@ -117,16 +110,36 @@ class Ctx:
     # opt-in decode mat-vec variants (both measured slower than the plain f32 kernel on an H100)
     q8_matvec: bool = False  # int8 activations (dp4a) for quantized weights
     staged_matvec: bool = False  # f32, rows staged through shared memory in 16-byte chunks
+    _scratch: dict[Any, Any] = field(default_factory=dict)  # (node key, k) -> persistent scratch
+    _node: Any = None
+    _n_scratch: int = 0
 
     def k(self, file: str, name: str, **defines: Any) -> Any:
         return self.mods.get(file, **defines).fn(name)
 
     def empty(self, shape: Sequence[int], dtype: str) -> DevTensor:
+        """Scratch for a launcher. Inside a node (begin_node) it is the node's own buffer, kept across
+        runs: no allocation per step, and fixed pointers, so a captured device graph can replay it."""
         import cupy
 
         shape = tuple(int(n) for n in shape)
         nbytes = max(1, math.prod(shape)) * ITEMSIZE[dtype]
-        return DevTensor(cupy.empty(nbytes, dtype=np.uint8), 0, shape, dtype)
+        if self._node is None:
+            return DevTensor(cupy.empty(nbytes, dtype=np.uint8), 0, shape, dtype)
+        key = (self._node, self._n_scratch)
+        self._n_scratch += 1
+        buf = self._scratch.get(key)
+        if buf is None or buf.nbytes < nbytes:
+            buf = self._scratch[key] = cupy.empty(nbytes, dtype=np.uint8)
+        return DevTensor(buf, 0, shape, dtype)
+
+    def begin_node(self, key: Any) -> None:
+        """Scratch taken until the next begin_node belongs to the node `key` (None: temporary)."""
+        self._node, self._n_scratch = key, 0
+
+    @property
+    def scratch_bytes(self) -> int:
+        return sum(b.nbytes for b in self._scratch.values())
 
     def mmv_defines(self) -> dict[str, int]:
         return {k: v for k, v in self.tunables.items() if k.startswith(("RF_MMV_", "RF_MMVQ_", "RF_MMVS_"))}
