@@ -33,7 +33,8 @@ QUICKSTART = [
     ("code", "text = ''.join(c.text for c in eng.generate('The capital of France is', max_new_tokens=12))\n"
              "print(repr(text))\n"
              "st = eng.last_stats\n"
-             "print(f'{eng.backend.device_name}: prefill {st.prefill_tps:.1f} t/s, decode {st.decode_tps:.1f} t/s')"),
+             "print(f'{eng.backend.device_name}: prefill {st.prefill_tps:.1f} t/s, '\n"
+             "      f'decode {st.decode_tps:.1f} t/s')"),
     ("md", "**Measurement.** One more step, with a timing record per executed node:"),
     ("code", "res = eng.step()\n"
              "df = timings_frame(res.timings)\n"
