@@ -161,7 +161,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
           f"decode: {st.new_tokens} tokens, {st.decode_tps:.1f} t/s ({st.stop_reason})", file=sys.stderr)
     if st.timings:
         ops = top_ops(st.timings, 5)
-        print("costliest ops over the decode steps:", file=sys.stderr)
+        print("costliest ops of one decode step:", file=sys.stderr)
         for op, row in ops.iterrows():
             ms, n, share = row["sum"] / 1e3, int(row["count"]), 100 * row["share"]
             print(f"  {op:16s} {ms:9.2f} ms  x{n:<6d} {share:5.1f}%", file=sys.stderr)
