@@ -95,11 +95,11 @@ def test_nvrtc_sm90(variant):
     opts = [b"--gpu-architecture=sm_90", *(o.encode() for o in compile_options(defines))]
     (res,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
     _, n = nvrtc.nvrtcGetProgramLogSize(prog)
-    log = b" " * n
+    log = bytearray(n)  # writable: never an interned bytes object
     nvrtc.nvrtcGetProgramLog(prog, log)
     assert res == nvrtc.nvrtcResult.NVRTC_SUCCESS, log.decode(errors="replace")
     _, n = nvrtc.nvrtcGetPTXSize(prog)
-    ptx = b" " * n
+    ptx = bytearray(n)
     nvrtc.nvrtcGetPTX(prog, ptx)
     ptx = ptx.decode(errors="replace")
     assert ".target sm_90" in ptx
