@@ -310,8 +310,9 @@ class HipBackend:
     def memory(self) -> dict[str, int]:
         pool = self.cp.get_default_memory_pool()
         free, total = self.cp.cuda.runtime.memGetInfo()
-        acts = 0
-        for _, plan in self._plans.values():
+        plans = {id(p): p for _, p in self._plans.values()}.values()  # a plan is keyed by both graphs
+        acts = self.ctx.scratch_bytes
+        for plan in plans:
             acts += plan.arena_bytes + sum(t.buf.nbytes for t in plan.inputs.values())
         return {
             "weights": self.weight_bytes,
