@@ -21,7 +21,11 @@
 // thread: RF_MMV_UNROLL units in flight per row, weights loaded before any arithmetic; the partial sums
 // are reduced over the warp (shuffles) and then over the warps (shared memory). x stays f32 (no
 // activation quantization), weights are dequantized in registers, accumulation is f32.
-// Tunables (-D): RF_MMV_ROWS (2), RF_MMV_WARPS (4), RF_MMV_UNROLL (1).
+// Tunables (-D): RF_MMV_ROWS (2), RF_MMV_WARPS (4; the launcher picks 8 for Q4_0/Q8_0 rows of K >= 8192),
+// RF_MMV_UNROLL (1), RF_MMV_FAST (rf_quant.h: 1, the four-shift Q4_0 dot; 2 adds a one-permute Q8_0 dot,
+// normalized MSE ~1e-9 instead of ~1e-13). Measured on an H100 (scripts/bench_matvec.py --sweep): ROWS 1
+// or 4, UNROLL 2-4, a one-unit-ahead software pipeline, 12-16 blocks per SM through launch bounds, and a
+// variant with warp-owned rows (no block barrier) were all slower.
 //
 // mul_mat_vec_s_<type> (Q4_0, Q4_1, Q5_0, Q8_0 with rows a multiple of 16 bytes, opt-in):
 // the f32 kernel's arithmetic, but each warp owns RF_MMVS_ROWS rows and stages them through shared

@@ -46,6 +46,25 @@ RF_DEV float rf_byte256(rf_u32 q, int k) {
     return __uint_as_float(((t & 0x007F8000u) ^ 0x00400000u) | 0x3F800000u);
 }
 
+// Mat-vec dot variants (mul_mat_vec.hip's f32 kernels): RF_MMV_FAST 1 uses the four-shift Q4_0 dot
+// (f32 accumulation; nibbles as 1 + n/256 or 1 + n/16), 2 also the one-permute Q8_0 dot (bytes as
+// 1 + b/32768: ~15 bits of each product survive the cancellation against sum x).
+#ifndef RF_MMV_FAST
+#define RF_MMV_FAST 1
+#endif
+
+// the bits `mask` of t (inside the mantissa) over 1.0f
+RF_DEV float rf_mbits(rf_u32 t, rf_u32 mask) { return __uint_as_float((t & mask) | 0x3F800000u); }
+
+// byte k of q in bits 8-15 of 1.0f: 1 + byte / 32768
+RF_DEV float rf_byte_f15(rf_u32 q, int k) {
+#if defined(RF_CUDA)
+    return __uint_as_float(__byte_perm(q, 0x3F800000u, 0x7604u + 16u * (rf_u32)k));
+#else
+    return __uint_as_float((((q >> (8 * k)) & 0xFFu) << 8) | 0x3F800000u);
+#endif
+}
+
 RF_DEV float rf_u16f(const rf_u8* p) { return rf_h2f(*(const rf_u16*)p); }
 
 RF_DEV float4 rf_ld4(const float* p) { return *(const float4*)p; }
@@ -110,7 +129,7 @@ struct QT_Q4_0 {
     }
     // unit u: block u/4, qs bytes 4i..4i+3 (i = u%4): elements 4i..4i+3 and 16+4i..16+4i+3
     struct W { float d; rf_u32 q; };
-    struct X { float4 lo, hi; float sum; };
+    struct X { float4 lo, hi; float sum, k; };
     RF_DEV static void load_w(const rf_u8* row, int u, W& w) {
         const rf_u8* b = row + (u >> 2) * BYTES;
         w.d = rf_u16f(b);
@@ -120,9 +139,31 @@ struct QT_Q4_0 {
         const float* p = x + 32 * (u >> 2) + 4 * (u & 3);
         v.lo = rf_ld4(p);
         v.hi = rf_ld4(p + 16);
+#if RF_MMV_FAST
+        const float slo = rf_sum4(v.lo), shi = rf_sum4(v.hi);
+        v.sum = slo + shi;
+        v.k = 264.0f * slo + 24.0f * shi;  // see dot
+#else
         v.sum = rf_sum4(v.lo) + rf_sum4(v.hi);
+        v.k = 0.0f;
+#endif
     }
     RF_DEV static float dot(const W& w, const X& v) {
+#if RF_MMV_FAST
+        // four shifts serve eight nibbles: after q << 15, << 7, >> 1, >> 9 the low nibbles (elements
+        // 4i..4i+3) sit at bits 15-18 (1 + n / 256) and the high ones (16+4i..) at 19-22 (1 + n / 16):
+        // one logic op per element. sum((n - 8) x) = 256 (slo - Slo) + 16 (shi - Shi) - 8 (Slo + Shi).
+        const rf_u32 t0 = w.q << 15, t1 = w.q << 7, t2 = w.q >> 1, t3 = w.q >> 9;
+        float a = rf_mbits(t0, 0x00078000u) * v.lo.x;
+        float b = rf_mbits(t0, 0x00780000u) * v.hi.x;
+        a += rf_mbits(t1, 0x00078000u) * v.lo.y;
+        b += rf_mbits(t1, 0x00780000u) * v.hi.y;
+        a += rf_mbits(t2, 0x00078000u) * v.lo.z;
+        b += rf_mbits(t2, 0x00780000u) * v.hi.z;
+        a += rf_mbits(t3, 0x00078000u) * v.lo.w;
+        b += rf_mbits(t3, 0x00780000u) * v.hi.w;
+        return w.d * (256.0f * a + (16.0f * b - v.k));
+#else
         float s = 0.0f;
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
@@ -130,6 +171,7 @@ struct QT_Q4_0 {
             s += rf_nib16(w.q, 8 * k + 4) * rf_get(v.hi, k);
         }
         return w.d * (16.0f * s - 24.0f * v.sum);  // sum((n - 8) x) = 16 (s - sum x) - 8 sum x
+#endif
     }
     static constexpr int QUNIT = 8;
     typedef QX8 QX;
@@ -265,6 +307,18 @@ struct QT_Q8_0 {
         v.sum = rf_sum4(v.a) + rf_sum4(v.b);
     }
     RF_DEV static float dot(const W& w, const X& v) {
+#if RF_MMV_FAST >= 2
+        // byte b + 128 into bits 8-15 of 1.0f with one byte permute: 1 + (b + 128) / 32768;
+        // sum(b x) = 32768 (s - sum x) - 128 sum x
+        const rf_u32 qa = w.q0 ^ 0x80808080u, qb = w.q1 ^ 0x80808080u;
+        float s = 0.0f;
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            s += rf_byte_f15(qa, k) * rf_get(v.a, k);
+            s += rf_byte_f15(qb, k) * rf_get(v.b, k);
+        }
+        return w.d * (32768.0f * s - 32896.0f * v.sum);
+#else
         float s = 0.0f;
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
@@ -272,6 +326,7 @@ struct QT_Q8_0 {
             s += rf_byte256(w.q1, k) * rf_get(v.b, k);
         }
         return w.d * (256.0f * s - 384.0f * v.sum);  // sum(b x) = 256 (s - sum x) - 128 sum x
+#endif
     }
     static constexpr int QUNIT = 8;
     struct QX { int a, b, a2, b2; float d; };
