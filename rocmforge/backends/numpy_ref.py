@@ -17,10 +17,8 @@ import numpy as np
 from .. import quant
 from ..ir import alloc, passes
 from ..ir.graph import Graph, Tensor
-from ..ir.ops import Op
+from ..ir.ops import NP_DTYPES, Op
 from ..profile import OpTiming
-
-NP_DTYPES = {"f32": np.float32, "f16": np.float16, "i32": np.int32}
 
 
 class QuantRows:

@@ -20,10 +20,9 @@ import math
 from dataclasses import dataclass, field
 
 from .graph import Graph, Tensor, contiguous_strides
-from .ops import ALIASING, INPLACE_OK, Op
+from .ops import ALIASING, INPLACE_OK, ITEMSIZE, Op
 
 ALIGNMENT = 256  # bytes; every buffer starts on this boundary
-ITEMSIZE = {"f32": 4, "f16": 2, "i32": 4}
 VIEW_OPS = frozenset({Op.VIEW, Op.RESHAPE})  # alias without reading (SET_ROWS reads and writes)
 
 

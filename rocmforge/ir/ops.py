@@ -11,9 +11,13 @@ import enum
 import math
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 FLOAT_DTYPES = ("f32", "f16")
 # dtype names: activations are f32/f16/i32; weights may also carry any GGML type name ("q4_0", "q6_k", ...)
 ACT_DTYPES = ("f32", "f16", "i32")
+NP_DTYPES = {"f32": np.float32, "f16": np.float16, "i32": np.int32}  # activation dtype -> numpy
+ITEMSIZE = {k: np.dtype(v).itemsize for k, v in NP_DTYPES.items()}
 
 
 class IRError(ValueError):

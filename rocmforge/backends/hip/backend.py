@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,9 +20,9 @@ import numpy as np
 from ... import quant
 from ...ir import alloc, passes
 from ...ir.graph import Graph, Tensor
-from ...ir.ops import Op
+from ...ir.ops import ITEMSIZE, NP_DTYPES, Op
 from ...profile import OpTiming
-from .launch import ITEMSIZE, LAUNCH, NATIVE_WEIGHTS, NP_DTYPE, Ctx, DevTensor
+from .launch import LAUNCH, NATIVE_WEIGHTS, Ctx, DevTensor
 from .modules import ModuleCache
 
 log = logging.getLogger("rocmforge.hip")
@@ -79,7 +79,6 @@ class _Plan:
     runs: int = 0
     device_graph: Any = None  # captured launches of every step, replayed when not timed
     capture_failed: str = ""
-    poison: list[tuple[Any, int]] = field(default_factory=list)
 
 
 class HipBackend:
@@ -238,7 +237,7 @@ class HipBackend:
             raise NotImplementedError(f"download of a {t.dtype} tensor")
         item = ITEMSIZE[t.dtype]
         span = 1 + sum((n - 1) * s for n, s in zip(t.shape, t.strides, strict=True)) if t.n_elements else 0
-        host = self.cp.asnumpy(t.buf[t.offset : t.offset + span * item]).view(NP_DTYPE[t.dtype])
+        host = self.cp.asnumpy(t.buf[t.offset : t.offset + span * item]).view(NP_DTYPES[t.dtype])
         view = np.lib.stride_tricks.as_strided(host, shape=t.shape, strides=[s * item for s in t.strides])
         return np.array(view)
 
@@ -283,7 +282,7 @@ class HipBackend:
         for name, buf in plan.inputs.items():
             if name not in inputs:
                 raise KeyError(f"graph {graph.name!r} needs input {name!r}")
-            a = np.ascontiguousarray(inputs[name], dtype=NP_DTYPE[buf.dtype])
+            a = np.ascontiguousarray(inputs[name], dtype=NP_DTYPES[buf.dtype])
             if a.shape != buf.shape:
                 raise ValueError(f"input {name!r}: shape {a.shape}, graph wants {buf.shape}")
             if a.size:

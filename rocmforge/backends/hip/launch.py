@@ -16,10 +16,9 @@ from typing import Any
 import numpy as np
 
 from ...ir.graph import contiguous_strides
+from ...ir.ops import ITEMSIZE
 from .modules import ModuleCache
 
-ITEMSIZE = {"f32": 4, "f16": 2, "i32": 4}
-NP_DTYPE = {"f32": np.float32, "f16": np.float16, "i32": np.int32}
 # GGUF weight types the kernels read natively (their names as the IR writes them)
 NATIVE_WEIGHTS = ("f32", "f16", "bf16", "q4_0", "q4_1", "q5_0", "q8_0", "q4_k", "q6_k")
 # (elements, bytes) per block
