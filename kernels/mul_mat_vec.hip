@@ -351,3 +351,324 @@ RF_MMVQ_ENTRY(q5_0, QT_Q5_0)
 RF_MMVQ_ENTRY(q8_0, QT_Q8_0)
 RF_MMVQ_ENTRY(q4_k, QT_Q4_K)
 RF_MMVQ_ENTRY(q6_k, QT_Q6_K)
+
+// ---- int8 x in shared memory, warps streaming row groups (mul_mat_vec_x_<type>: Q4_0, Q8_0) -------------
+// Launch: grid (B, T) with B <= n_SM * RF_MMVX_BPS blocks, chosen by the launcher so that every warp gets
+// the same number of row groups; block RF_MMVX_WARPS * RF_WARP threads; dynamic shared memory
+// K * (1 or 2) + K / 4 bytes. The block quantizes x to int8 once (in blocks of 32, as q8_1; with
+// RF_MMVX_LEVELS 2 a second int8 level holds the rounding error: f32-like accuracy), then each warp
+// walks its groups of RF_MMVX_ROWS rows, 8-element units across its lanes, the next step's weights in
+// flight while this step is computed: one stream of loads per warp from start to end, no block barrier.
+// RF_MMVX_SHFL 1: pairs of blocks (Q4_0 36 B, Q8_0 68 B: 4-byte aligned when K % 64 == 0) are read as
+// aligned 32-bit words, lane j of 8 taking word j + 1 (lane 0 also word 0), and shuffles hand each
+// lane its unaligned half-words and scale: 1.1 (Q4_0) or 2.1 (Q8_0) loads per unit instead of 3 or 5.
+// Tunables (-D): RF_MMVX_WARPS (4), RF_MMVX_ROWS (2), RF_MMVX_LEVELS (2), RF_MMVX_SHFL (1); the
+// launcher's RF_MMVX_BPS (blocks per SM).
+#ifndef RF_MMVX_WARPS
+#define RF_MMVX_WARPS 8
+#endif
+#ifndef RF_MMVX_ROWS
+#define RF_MMVX_ROWS 2
+#endif
+#ifndef RF_MMVX_LEVELS
+#define RF_MMVX_LEVELS 1
+#endif
+#ifndef RF_MMVX_SHFL
+#define RF_MMVX_SHFL 1
+#endif
+#define MMVX_THREADS (RF_MMVX_WARPS * RF_WARP)
+
+// x [K] f32 -> shared q1 (q2) [K / 4] int8 x 4, ds [K / 32] = (scale, f32 sum). NIB (4-bit weights): unit
+// u = 4b + i reads ints u and K / 8 + u (elements 4i.. and 16 + 4i.. of block b), so consecutive lanes
+// read consecutive banks; otherwise the ints are in element order.
+template <bool NIB>
+RF_DEV void mmvx_quantize(const float* __restrict__ x, int K, int* q1, int* q2, float2* ds) {
+    const int n4 = K / 4;
+    for (int base = 0; base < n4; base += QX_BATCH * MMVX_THREADS) {  // uniform trip count: shuffles
+        float4 v[QX_BATCH];  // all of this pass's loads in flight before any arithmetic
+#pragma unroll
+        for (int k = 0; k < QX_BATCH; ++k) {
+            const int t = base + k * MMVX_THREADS + (int)threadIdx.x;
+            v[k] = t < n4 ? rf_ld4(x + 4 * t) : float4{0.0f, 0.0f, 0.0f, 0.0f};
+        }
+#pragma unroll
+        for (int k = 0; k < QX_BATCH; ++k) {
+            const int t = base + k * MMVX_THREADS + (int)threadIdx.x;
+            const float amax = rf_group_max(
+                fmaxf(fmaxf(fabsf(v[k].x), fabsf(v[k].y)), fmaxf(fabsf(v[k].z), fabsf(v[k].w))), 8);
+            const float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+            const int a = (int)rintf(v[k].x * id), b = (int)rintf(v[k].y * id);
+            const int c = (int)rintf(v[k].z * id), e = (int)rintf(v[k].w * id);
+#if RF_MMVX_LEVELS == 2
+            const float id2 = 254.0f * id;
+            const int a2 = rf_q2(v[k].x, a, d, id2), b2 = rf_q2(v[k].y, b, d, id2);
+            const int c2 = rf_q2(v[k].z, c, d, id2), e2 = rf_q2(v[k].w, e, d, id2);
+            const float qs = 254.0f * (float)(a + b + c + e) + (float)(a2 + b2 + c2 + e2);
+#else
+            const float qs = (float)(a + b + c + e);
+#endif
+            // the block sum of x as quantized, so that offsets (Q4_0's -8) multiply the same x as the dot
+            const float sum = rf_group_sum(qs, 8) * (RF_MMVX_LEVELS == 2 ? d * RF_Q2_SCALE : d);
+            if (t < n4) {
+                const int blk = t >> 3, j = t & 7;
+                const int at = NIB ? (j < 4 ? 4 * blk + j : n4 / 2 + 4 * blk + j - 4) : t;
+                q1[at] = rf_pack4(a, b, c, e);
+#if RF_MMVX_LEVELS == 2
+                q2[at] = rf_pack4(a2, b2, c2, e2);
+                if (j == 0) ds[blk] = float2{d * RF_Q2_SCALE, sum};
+#else
+                if (j == 0) ds[blk] = float2{d, sum};
+#endif
+            }
+        }
+    }
+}
+
+// the int8 dot of 4 + 4 weights against x, both levels combined: sum in units of ds.x
+RF_DEV int mmvx_idot(int w0, int w1, const int* q1, const int* q2, int i0, int i1) {
+    const int s = rf_dp4a(w0, q1[i0], rf_dp4a(w1, q1[i1], 0));
+#if RF_MMVX_LEVELS == 2
+    return 254 * s + rf_dp4a(w0, q2[i0], rf_dp4a(w1, q2[i1], 0));
+#else
+    (void)q2;
+    return s;
+#endif
+}
+
+// Q4_0, pair of blocks A B = words w0..w8: A's d in w0's low half, its qs from w0's high half to w4's low
+// half; B's d in w4's high half, its qs in w5..w8. Unit u = 8 (pair) + j: j < 4 unit j of A, else of B.
+// A warp step covers RF_WARP units = RF_WARP / 8 pairs; `p` points at this lane's pair.
+struct MX_Q4_0 {
+    static constexpr bool NIB = true;
+    static constexpr int PAIR = 36, STEP = PAIR * RF_WARP / 8;
+    struct Raw { rf_u32 a, b; };
+    typedef QT_Q4_0 QT;  // the f32-x arithmetic (RF_MMVX_F32)
+    typedef QT::W W;     // d, q
+    RF_DEV static void load(const rf_u8* p, int j, Raw& r) {
+#if RF_MMVX_SHFL
+        r.a = ((const rf_u32*)p)[j + 1];
+        r.b = j == 0 ? ((const rf_u32*)p)[0] : 0u;
+#else
+        const rf_u8* b = p + (j >> 2) * 18;
+        r.a = rf_ld_u32_a2(b + 2 + 4 * (j & 3));
+        r.b = *(const rf_u16*)b;
+#endif
+    }
+    RF_DEV static W decode(const Raw& r, int lane) {  // every lane of the warp, together
+#if RF_MMVX_SHFL
+        const int j = lane & 7;
+        const rf_u32 prev = (rf_u32)rf_shfl_up((int)r.a, 1);  // lane j - 1's word j
+        const rf_u32 wj = j == 0 ? r.b : prev;
+        const rf_u32 dw = (rf_u32)rf_shfl((int)(j == 0 ? r.b : r.a), (lane & ~7) + (j < 4 ? 0 : 3));
+        return W{rf_h2f((rf_u16)(j < 4 ? dw : dw >> 16)), j < 4 ? (wj >> 16) | (r.a << 16) : r.a};
+#else
+        (void)lane;
+        return W{rf_h2f((rf_u16)r.b), r.a};
+#endif
+    }
+    RF_DEV static float dot(const W& w, const int* q1, const int* q2, const float2* ds, int K, int u) {
+        const int s = mmvx_idot((int)(w.q & 0x0F0F0F0Fu), (int)((w.q >> 4) & 0x0F0F0F0Fu), q1, q2, u,
+                                K / 8 + u);
+        const float2 xd = ds[u >> 2];
+        return w.d * (xd.x * (float)s - 2.0f * xd.y);  // -8 * sum(x) over the block, a quarter per unit
+    }
+};
+
+// Q8_0, pair of blocks A B = words w0..w16: A's d in w0's low half, its qs from w0's high half to w8's low
+// half; B's d in w8's high half, its qs in w9..w16. Lane j loads w(2j + 1), w(2j + 2), lane 0 also w0.
+struct MX_Q8_0 {
+    static constexpr bool NIB = false;
+    static constexpr int PAIR = 68, STEP = PAIR * RF_WARP / 8;
+    struct Raw { rf_u32 a, b, c; };
+    typedef QT_Q8_0 QT;
+    typedef QT::W W;  // d, q0, q1
+    RF_DEV static void load(const rf_u8* p, int j, Raw& r) {
+#if RF_MMVX_SHFL
+        r.a = ((const rf_u32*)p)[2 * j + 1];
+        r.b = ((const rf_u32*)p)[2 * j + 2];
+        r.c = j == 0 ? ((const rf_u32*)p)[0] : 0u;
+#else
+        const rf_u8* b = p + (j >> 2) * 34;
+        r.a = rf_ld_u32_a2(b + 2 + 8 * (j & 3));
+        r.b = rf_ld_u32_a2(b + 6 + 8 * (j & 3));
+        r.c = *(const rf_u16*)b;
+#endif
+    }
+    RF_DEV static W decode(const Raw& r, int lane) {
+#if RF_MMVX_SHFL
+        const int j = lane & 7;
+        const rf_u32 prev = (rf_u32)rf_shfl_up((int)r.b, 1);  // lane j - 1's word 2j
+        const rf_u32 w2j = j == 0 ? r.c : prev;
+        const rf_u32 dw = (rf_u32)rf_shfl((int)(j == 0 ? r.c : r.b), (lane & ~7) + (j < 4 ? 0 : 3));
+        const float d = rf_h2f((rf_u16)(j < 4 ? dw : dw >> 16));
+        return j < 4 ? W{d, (w2j >> 16) | (r.a << 16), (r.a >> 16) | (r.b << 16)} : W{d, r.a, r.b};
+#else
+        (void)lane;
+        return W{rf_h2f((rf_u16)r.c), r.a, r.b};
+#endif
+    }
+    RF_DEV static float dot(const W& w, const int* q1, const int* q2, const float2* ds, int K, int u) {
+        (void)K;
+        const int s = mmvx_idot((int)w.q0, (int)w.q1, q1, q2, 2 * u, 2 * u + 1);
+        return w.d * ds[u >> 2].x * (float)s;
+    }
+};
+
+#ifndef RF_MMVX_UNROLL
+#define RF_MMVX_UNROLL 4  // warp steps whose weights are loaded before any of them is computed
+#endif
+#ifndef RF_MMVX_F32
+#define RF_MMVX_F32 0  // 1: x stays f32 (no quantization, no shared memory), rf_quant.h's dots
+#endif
+#ifndef RF_MMVX_PIPE
+#define RF_MMVX_PIPE 0  // 1: the next chunk's weights load while this one is computed; 2: only the first
+                        // chunk's, while x is quantized (1 and 2 load chunk 0 before the quantization)
+#endif
+#ifndef RF_MMVX_KSPLIT
+#define RF_MMVX_KSPLIT 1  // warps of a block sharing one row group, each a contiguous share of K
+#endif
+
+template <class T>
+__device__ void mmvx(const rf_u8* __restrict__ w, rf_i64 row_bytes, const float* __restrict__ x,
+                     rf_i64 x_stride, float* __restrict__ y, rf_i64 y_stride, int N, int K) {
+    constexpr int R = RF_MMVX_ROWS, U = RF_MMVX_UNROLL, KS = RF_MMVX_KSPLIT, GPB = RF_MMVX_WARPS / KS;
+    RF_DYN_SHARED(int, smem);
+    __shared__ float red[RF_MMVX_WARPS][R];  // partial row sums when KS > 1
+    int* q1 = smem;
+    int* q2 = smem + K / 4;  // with 2 levels
+    float2* ds = (float2*)(smem + (RF_MMVX_LEVELS == 2 ? K / 2 : K / 4));
+    const int warp = threadIdx.x / RF_WARP, lane = threadIdx.x % RF_WARP, j = lane & 7;
+    const int part = warp % KS, gl = warp / KS;
+    const int n_units = K / 8, full = n_units / RF_WARP, steps = (n_units + RF_WARP - 1) / RF_WARP;
+    const int per = (steps + KS - 1) / KS, s0 = min(steps, part * per), s1 = min(steps, s0 + per);
+    const int groups = (N + R - 1) / R, n_bg = (groups + GPB - 1) / GPB;
+    x += blockIdx.y * x_stride;
+    y += blockIdx.y * y_stride;
+    typedef typename T::Raw Chunk[U][R];
+    const rf_u8* p[R];
+    auto start = [&](int g) {  // this lane's first word of its share of the group's rows
+#pragma unroll
+        for (int i = 0; i < R; ++i)
+            p[i] = w + (rf_i64)min(g * R + i, N - 1) * row_bytes + (lane >> 3) * T::PAIR + s0 * T::STEP;
+    };
+    auto load = [&](Chunk& c) {  // U whole steps of weights, all loads issued back to back
+#pragma unroll
+        for (int k = 0; k < U; ++k) {
+#pragma unroll
+            for (int i = 0; i < R; ++i) T::load(p[i] + k * T::STEP, j, c[k][i]);
+        }
+#pragma unroll
+        for (int i = 0; i < R; ++i) p[i] += U * T::STEP;
+    };
+    const int chunks = max(0, min(s1, full) - s0) / U;
+    Chunk cur;
+    const int g0 = blockIdx.x * GPB + gl;
+    if (RF_MMVX_PIPE && g0 < groups && chunks > 0) {  // the first weights in flight while x is quantized
+        start(g0);
+        load(cur);
+    }
+    if (!RF_MMVX_F32) {
+        mmvx_quantize<T::NIB>(x, K, q1, q2, ds);
+        __syncthreads();
+    }
+
+    for (int bg = blockIdx.x; bg < n_bg; bg += gridDim.x) {  // block-uniform
+        const int g = bg * GPB + gl;
+        float acc[R];
+#pragma unroll
+        for (int i = 0; i < R; ++i) acc[i] = 0.0f;
+        if (g < groups) {  // warp-uniform
+            const bool first_loaded = RF_MMVX_PIPE && g == g0 && chunks > 0;  // cur: chunk 0, p past it
+            if (!first_loaded) start(g);
+            if (RF_MMVX_PIPE == 1 && !first_loaded && chunks > 0) load(cur);
+            int st = s0;
+            for (int c = 0; c < chunks; ++c, st += U) {
+                Chunk nxt;
+                if (RF_MMVX_PIPE == 1) {
+                    if (c + 1 < chunks) load(nxt);  // the next chunk in flight while this one is computed
+                } else if (c > 0 || !first_loaded) {
+                    load(cur);
+                }
+#pragma unroll
+                for (int k = 0; k < U; ++k) {
+                    const int u = (st + k) * RF_WARP + lane;
+#if RF_MMVX_F32
+                    typename T::QT::X xv;
+                    T::QT::load_x(x, u, xv);
+#pragma unroll
+                    for (int i = 0; i < R; ++i) acc[i] += T::QT::dot(T::decode(cur[k][i], lane), xv);
+#else
+#pragma unroll
+                    for (int i = 0; i < R; ++i)
+                        acc[i] += T::dot(T::decode(cur[k][i], lane), q1, q2, ds, K, u);
+#endif
+                }
+                if (RF_MMVX_PIPE == 1) {
+#pragma unroll
+                    for (int k = 0; k < U; ++k) {
+#pragma unroll
+                        for (int i = 0; i < R; ++i) cur[k][i] = nxt[k][i];
+                    }
+                }
+            }
+            for (; st < s1; ++st) {  // the rest one step at a time; a last partial step adds zeros
+                const int u = st * RF_WARP + lane;
+                const bool ok = u < n_units;
+                typename T::Raw raw[R];
+#pragma unroll
+                for (int i = 0; i < R; ++i) {
+                    raw[i] = typename T::Raw{};
+                    if (ok) T::load(p[i], j, raw[i]);
+                    p[i] += T::STEP;
+                }
+#if RF_MMVX_F32
+                typename T::QT::X xv;
+                T::QT::load_x(x, ok ? u : 0, xv);
+#endif
+#pragma unroll
+                for (int i = 0; i < R; ++i) {
+#if RF_MMVX_F32
+                    const float v = T::QT::dot(T::decode(raw[i], lane), xv);
+#else
+                    const float v = T::dot(T::decode(raw[i], lane), q1, q2, ds, K, ok ? u : 0);
+#endif
+                    acc[i] += ok ? v : 0.0f;
+                }
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < R; ++i) acc[i] = rf_warp_sum(acc[i]);
+        if (KS == 1) {
+#pragma unroll
+            for (int i = 0; i < R; ++i) {
+                if (lane == 0 && g < groups && g * R + i < N) y[g * R + i] = acc[i];
+            }
+        } else {
+            if (lane == 0) {
+#pragma unroll
+                for (int i = 0; i < R; ++i) red[warp][i] = acc[i];
+            }
+            __syncthreads();
+            if (part == 0 && lane < R && g < groups && g * R + lane < N) {
+                float v = 0.0f;
+#pragma unroll
+                for (int k = 0; k < KS; ++k) v += red[warp + k][lane];
+                y[g * R + lane] = v;
+            }
+            __syncthreads();
+        }
+    }
+}
+
+#ifndef RF_MMVX_MINB
+#define RF_MMVX_MINB 1  // blocks per SM the register allocation must allow
+#endif
+#define RF_MMVX_ENTRY(name, T)                                                                         \
+    RF_KERNEL void __launch_bounds__(MMVX_THREADS, RF_MMVX_MINB)                                       \
+        mul_mat_vec_x_##name(const rf_u8* w, rf_i64 row_bytes, const float* x, rf_i64 x_stride, float* y, \
+                             rf_i64 y_stride, int N, int K) {                                          \
+        mmvx<T>(w, row_bytes, x, x_stride, y, y_stride, N, K);                                         \
+    }
+
+RF_MMVX_ENTRY(q4_0, MX_Q4_0)
+RF_MMVX_ENTRY(q8_0, MX_Q8_0)

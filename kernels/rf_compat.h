@@ -74,6 +74,23 @@ RF_DEV int rf_shfl_xor(int v, int mask, int width = RF_WARP) {
 #endif
 }
 
+// v of lane `src` (indexed) and of lane (this - delta) (lanes below delta keep their own v)
+RF_DEV int rf_shfl(int v, int src, int width = RF_WARP) {
+#if defined(RF_HIP)
+    return __shfl(v, src, width);
+#else
+    return __shfl_sync(0xffffffffu, v, src, width);
+#endif
+}
+
+RF_DEV int rf_shfl_up(int v, int delta, int width = RF_WARP) {
+#if defined(RF_HIP)
+    return __shfl_up(v, delta, width);
+#else
+    return __shfl_up_sync(0xffffffffu, v, delta, width);
+#endif
+}
+
 // orders shared-memory accesses among the lanes of a warp
 RF_DEV void rf_syncwarp() {
 #if defined(RF_CUDA)

@@ -39,6 +39,7 @@ TYPES = [Q.Q4_0, Q.Q8_0, Q.Q4_K, Q.Q6_K, Q.Q5_0, Q.Q4_1, Q.F16]
 SHAPES = {  # numpy (N, K): y[N] = w[N, K] @ x[K]
     "llama": [(4096, 4096), (11008, 4096), (4096, 11008), (32000, 4096)],
     "qwen": [(896, 896), (128, 896), (4864, 896), (896, 4864), (151936, 896)],
+    "goal": [(11008, 4096), (4096, 11008)],
 }
 # offsets of the f16 scale fields in each block (set to valid values after random fill)
 SCALE_FIELDS = {Q.Q4_0: [0], Q.Q4_1: [0, 2], Q.Q5_0: [0], Q.Q8_0: [0], Q.Q4_K: [0, 2], Q.Q6_K: [208]}
@@ -50,10 +51,32 @@ SWEEP = [
     dict(kind="f32", RF_MMV_FAST=f, RF_MMV_ROWS=2, RF_MMV_WARPS=w, RF_MMV_UNROLL=1)
     for f, w in [(0, 4), (1, 4), (1, 8), (2, 4), (2, 8)]
 ]
+# --sweep x8: the int8-x streaming kernel (mul_mat_vec_x) against the default f32 kernel
+SWEEP_X8 = [dict(kind="f32")] + [
+    dict(
+        kind="x8",
+        RF_MMVX_LEVELS=lv,
+        RF_MMVX_ROWS=r,
+        RF_MMVX_UNROLL=u,
+        RF_MMVX_WARPS=w,
+        RF_MMVX_BPS=b,
+        RF_MMVX_PIPE=pp,
+    )
+    for lv, r, u, w, b, pp in [
+        (1, 2, 4, 8, 4, 0),
+        (1, 2, 4, 8, 4, 2),
+        (1, 4, 2, 8, 4, 2),
+        (1, 2, 4, 4, 8, 2),
+        (1, 2, 8, 8, 4, 2),
+        (2, 2, 4, 8, 4, 2),
+        (1, 2, 4, 8, 4, 1),
+    ]
+]
 KINDS = {
-    "staged": dict(staged_matvec=True, q8_matvec=False),
-    "f32": dict(staged_matvec=False, q8_matvec=False),
-    "int8": dict(staged_matvec=False, q8_matvec=True),
+    "staged": dict(staged_matvec=True, q8_matvec=False, x8_matvec=False),
+    "f32": dict(staged_matvec=False, q8_matvec=False, x8_matvec=False),
+    "int8": dict(staged_matvec=False, q8_matvec=True, x8_matvec=False),
+    "x8": dict(staged_matvec=False, q8_matvec=False, x8_matvec=True),
 }
 
 
@@ -82,6 +105,7 @@ extern "C" __global__ void l2_evict(const float4* p, long long n, float* sink) {
     if (s != s) sink[0] = s;
 }
 """
+READ_BLOCKS_PER_SM = 8  # read floor: l2_evict over the weight bytes, n_SM * 8 blocks of 256 threads
 
 
 class Timer:
@@ -126,6 +150,27 @@ class Timer:
             pairs[i][1].record()
         pairs[-1][1].synchronize()
         return [cp.cuda.get_elapsed_time(a, b) * 1e3 for a, b in pairs]
+
+    def time_graph(self, launch, n: int, reps: int = 10) -> list[float]:
+        """Mean time per launch (us) of a captured device graph of n back-to-back launch(i), as decode
+        replays its steps: events around each replay, after one warm-up replay."""
+        cp = self.cp
+        stream = cp.cuda.Stream(non_blocking=True)
+        with stream:
+            stream.begin_capture()
+            for i in range(n):
+                launch(i)
+            graph = stream.end_capture()
+            graph.launch(stream)
+            out = []
+            for _ in range(reps):
+                a, b = cp.cuda.Event(), cp.cuda.Event()
+                a.record(stream)
+                graph.launch(stream)
+                b.record(stream)
+                b.synchronize()
+                out.append(cp.cuda.get_elapsed_time(a, b) * 1e3 / n)
+        return out
 
     def time_batched(
         self, launch, n_batches: int, batch: int = BATCH, spin_cycles: int = 4_000_000
@@ -190,13 +235,12 @@ def bench_one(
     x = L.DevTensor(cp.asarray(xh).view(np.uint8), 0, (1, K), "f32")
     y = L.DevTensor(cp.empty(N * 4, dtype=np.uint8), 0, (1, N), "f32")
     ws = [L.DevTensor(b, 0, (N, K), qt.name.lower()) for b in bufs]
-    L.MUL_MAT(be.ctx, y, ws[0], x)  # compile + check
+    y.buf.view(np.float32)[...] = np.nan  # poisoned: rows the kernel skips show
+    L.MUL_MAT(be.ctx, y, ws[0], x)  # compile + check, every row
     cp.cuda.Device().synchronize()
-    rows = min(N, 64)
-    wh = cp.asnumpy(bufs[0][: quant.row_bytes(qt, K) * rows])
-    ref = quant.dequantize(wh, qt, (rows, K)) @ xh
-    got = cp.asnumpy(y.buf).view(np.float32)[:rows]
-    err = float(np.sum((got - ref) ** 2) / max(np.sum(ref**2), 1e-30))
+    ref = quant.dequantize(cp.asnumpy(bufs[0]), qt, (N, K)).astype(np.float64) @ xh.astype(np.float64)
+    got = cp.asnumpy(y.buf).view(np.float32)
+    err = float(np.sum((got - ref) ** 2) / max(np.sum(ref**2), 1e-30))  # NaN if any row is unwritten
 
     def launch(i: int) -> None:
         L.MUL_MAT(be.ctx, y, ws[i % copies], x)
@@ -205,6 +249,20 @@ def bench_one(
         launch(i)
     t_ev = statistics.median(timer.time(launch, reps, flush))
     t = t_ev if flush else statistics.median(timer.time_batched(launch, max(3, reps // BATCH)))
+    t_graph = float("nan") if flush else statistics.median(timer.time_graph(launch, 4 * copies))
+
+    def read(i: int) -> None:  # the floor: a plain 16-byte-load read of the same bytes
+        b = bufs[i % copies]
+        timer.evict_k((be.ctx.n_sm * READ_BLOCKS_PER_SM,), (256,), (b, np.int64(nbytes // 16), timer.sink))
+
+    if nbytes % 16 == 0:
+        for i in range(3):
+            read(i)
+        rd = timer.time(read, reps, flush) if flush else timer.time_batched(read, max(3, reps // BATCH))
+        t_read = statistics.median(rd)
+        t_read_graph = float("nan") if flush else statistics.median(timer.time_graph(read, 4 * copies))
+    else:
+        t_read = t_read_graph = float("nan")
     bufs.clear()
     ws.clear()
     cp.get_default_memory_pool().free_all_blocks()
@@ -215,6 +273,10 @@ def bench_one(
         "bytes": nbytes,
         "us": t,
         "us_ev": t_ev,
+        "read_us": t_read,
+        "graph_us": t_graph,
+        "read_graph_us": t_read_graph,
+        "graph_gbps": nbytes / (t_graph * 1e-6) / 1e9,
         "gbps": nbytes / (t * 1e-6) / 1e9,
         "nmse": err,
         "copies": copies,
@@ -227,8 +289,16 @@ def main() -> None:
     ap.add_argument("--types", default=",".join(t.name for t in TYPES))
     ap.add_argument("--shapes", default="llama,qwen")
     ap.add_argument("--reps", type=int, default=50)
-    ap.add_argument("--sweep", action="store_true", help="first try the tunable variants on the goal shapes")
+    ap.add_argument(
+        "--sweep",
+        nargs="?",
+        const="f32",
+        default="",
+        choices=["f32", "x8"],
+        help="first try the tunable variants (f32 kernel, or x8 against f32) on the goal shapes",
+    )
     ap.add_argument("--tunables", default="", help="e.g. RF_MMV_ROWS=4,RF_MMV_WARPS=4")
+    ap.add_argument("--kind", default="", choices=["", *KINDS], help="kernel kind for the table")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
 
@@ -276,19 +346,19 @@ def main() -> None:
 
     if args.sweep:
         print(
-            "\nsweep of mat-vec variants, % of copy bandwidth for Q4_0 then Q8_0 at "
-            + ", ".join(f"{n}x{k}" for n, k in GOAL_SHAPES)
-            + ":"
+            "\nsweep of mat-vec variants, % of copy bandwidth (in a device graph, and in a stream) for "
+            "Q4_0 then Q8_0 at " + ", ".join(f"{n}x{k}" for n, k in GOAL_SHAPES) + ":"
         )
         best = None
         per_type: dict = {}
-        for tun in SWEEP:
+        for tun in SWEEP_X8 if args.sweep == "x8" else SWEEP:
             use(be, tun)
-            row, errs = [], []
+            row, srow, errs = [], [], []
             for qt in (Q.Q4_0, Q.Q8_0):
                 for N, K in GOAL_SHAPES:
                     r = bench_one(be, timer, qt, N, K, rng, args.reps, rot_bytes)
-                    row.append(r["gbps"] * 1e9 / bw)
+                    row.append(r["graph_gbps"] * 1e9 / bw)
+                    srow.append(r["gbps"] * 1e9 / bw)
                     errs.append(r["nmse"])
                     results["sweep"].append({**tun, **r})
                 sc = min(row[-2:])
@@ -299,8 +369,11 @@ def main() -> None:
                 f"{k.split('_')[-1]}={v}" for k, v in tun.items() if k != "kind"
             )
             print(
-                f"  {name:36} " + " ".join(f"{100 * p:5.1f}%" for p in row) + f"   min {100 * score:.1f}%"
-                f"  nmse<={max(errs):.0e}",
+                f"  {name:36} graph "
+                + " ".join(f"{100 * p:5.1f}%" for p in row)
+                + "  stream "
+                + " ".join(f"{100 * p:5.1f}%" for p in srow)
+                + f"  min {100 * score:.1f}%  nmse<={max(errs):.0e}",
                 flush=True,
             )
             if best is None or score > best[0]:
@@ -310,17 +383,21 @@ def main() -> None:
         print(f"best: {best[1]}")
         use(be, best[1])
         results["best_tunables"] = best[1]
+    if args.kind:
+        use(be, {"kind": args.kind})
     if args.tunables:
         be.ctx.tunables = {k: int(v) for k, v in (kv.split("=") for kv in args.tunables.split(","))}
 
     types = [Q[t] for t in args.types.split(",")]
-    kind = ("staged f32 for Q4_0/Q4_1/Q5_0/Q8_0 (16-byte rows), " if be.ctx.staged_matvec else "") + (
-        "int8 (dp4a) for other quantized types" if be.ctx.q8_matvec else "f32 otherwise"
+    kind = (
+        ("staged f32 for Q4_0/Q4_1/Q5_0/Q8_0 (16-byte rows), " if be.ctx.staged_matvec else "")
+        + ("int8-x streaming for Q4_0/Q8_0, " if be.ctx.x8_matvec else "")
+        + ("int8 (dp4a) for other quantized types" if be.ctx.q8_matvec else "f32 otherwise")
     )
     print(f"\nmat-vec: {kind}; tunables {be.ctx.tunables or 'default'}; GPU {be.device_name}")
     print(
-        f"{'type':6} {'N x K':>13} {'MB':>8} {'us':>9} {'us/ev':>8} {'GB/s':>8} {'% copy':>7} {'nmse':>9} "
-        f"{'L2':>6}"
+        f"{'type':6} {'N x K':>13} {'MB':>8} {'us':>8} {'% copy':>7} {'graph us':>9} {'GB/s':>6} "
+        f"{'% copy':>7} {'read us':>8} {'nmse':>8} {'L2':>6}"
     )
     t0 = time.time()
     for set_name in filter(None, args.shapes.split(",")):
@@ -332,9 +409,10 @@ def main() -> None:
                 r = bench_one(be, timer, qt, N, K, rng, args.reps, rot_bytes)
                 results["table"].append(r)
                 print(
-                    f"{qt.name:6} {N:>6}x{K:<6} {r['bytes'] / 1e6:8.2f} {r['us']:9.2f} {r['us_ev']:8.2f} "
-                    f"{r['gbps']:8.0f} "
-                    f"{100 * r['gbps'] * 1e9 / bw:6.1f}% {r['nmse']:9.1e} {'evict' if r['flush'] else 'rot'}",
+                    f"{qt.name:6} {N:>6}x{K:<6} {r['bytes'] / 1e6:8.2f} {r['us']:8.2f} "
+                    f"{100 * r['gbps'] * 1e9 / bw:6.1f}% {r['graph_us']:9.2f} {r['graph_gbps']:6.0f} "
+                    f"{100 * r['graph_gbps'] * 1e9 / bw:6.1f}% {r['read_graph_us']:8.2f} "
+                    f"{r['nmse']:8.1e} {'evict' if r['flush'] else 'rot'}",
                     flush=True,
                 )
     print(f"({time.time() - t0:.0f} s)")

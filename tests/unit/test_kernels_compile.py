@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from rocmforge.backends.hip.launch import NATIVE_WEIGHTS, Q8_MATVEC, STAGED_MATVEC
+from rocmforge.backends.hip.launch import NATIVE_WEIGHTS, Q8_MATVEC, STAGED_MATVEC, X8_MATVEC
 from rocmforge.backends.hip.modules import KERNEL_DIR, assemble_source, compile_options
 
 FILES = sorted(p.name for p in KERNEL_DIR.glob("*.hip"))
@@ -29,7 +29,8 @@ _ACT2 = [f"{a}_{b}" for a in ("f32", "f16") for b in ("f32", "f16")]
 ENTRY_POINTS = {
     "mul_mat_vec.hip": [f"mul_mat_vec_{t}" for t in _WTYPES]
     + [f"mul_mat_vec_q_{t}" for t in Q8_MATVEC]
-    + [f"mul_mat_vec_s_{t}" for t in STAGED_MATVEC],
+    + [f"mul_mat_vec_s_{t}" for t in STAGED_MATVEC]
+    + [f"mul_mat_vec_x_{t}" for t in X8_MATVEC],
     "mul_mat.hip": [f"mul_mat_{t}" for t in _WTYPES],
     "get_rows.hip": [f"get_rows_{t}" for t in _WTYPES] + ["get_rows_i32"],
     "elementwise.hip": [f"{op}_{p}" for op in ("add", "mul") for p in _ACT2]

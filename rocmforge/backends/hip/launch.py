@@ -41,6 +41,7 @@ Q8_MATVEC = ("q4_0", "q4_1", "q5_0", "q8_0", "q4_k", "q6_k")
 Q8_MAX_K = 21504  # 48 KB of shared memory
 # types whose rows the staged f32 mat-vec reads in 16-byte chunks (rows a multiple of 16 bytes)
 STAGED_MATVEC = ("q4_0", "q4_1", "q5_0", "q8_0")
+X8_MATVEC = ("q4_0", "q8_0")
 # plain f32 mat-vec: 8 warps a block instead of 4 for these types when K >= MMV_WIDE_K (measured on an
 # H100: Q8_0 4096x11008 64% -> 69% of copy bandwidth, Q4_0 44% -> 45%; with K = 4096 4 warps stay faster)
 MMV_WIDE_TYPES = ("q4_0", "q8_0")
@@ -113,6 +114,7 @@ class Ctx:
     # opt-in decode mat-vec variants (both measured slower than the plain f32 kernel on an H100)
     q8_matvec: bool = False  # int8 activations (dp4a) for quantized weights
     staged_matvec: bool = False  # f32, rows staged through shared memory in 16-byte chunks
+    x8_matvec: bool = False  # int8 x in shared memory, warps streaming row groups (Q4_0, Q8_0)
     _scratch: dict[Any, Any] = field(default_factory=dict)  # (node key, k) -> persistent scratch
     _node: Any = None
     _n_scratch: int = 0
@@ -145,7 +147,11 @@ class Ctx:
         return sum(b.nbytes for b in self._scratch.values())
 
     def mmv_defines(self) -> dict[str, int]:
-        return {k: v for k, v in self.tunables.items() if k.startswith(("RF_MMV_", "RF_MMVQ_", "RF_MMVS_"))}
+        return {
+            k: v
+            for k, v in self.tunables.items()
+            if k.startswith(("RF_MMV_", "RF_MMVQ_", "RF_MMVS_", "RF_MMVX_"))
+        }
 
 
 def cdiv(a: int, b: int) -> int:
@@ -288,6 +294,16 @@ def MUL_MAT(ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor) -> None:
             (w.ptr, _i64(w.row_bytes), x.ptr, _i64(K), out.ptr, _i64(N), _i32(N), _i32(K)),
         )
         return
+    if (
+        M <= ctx.mmv_max_tokens
+        and ctx.x8_matvec
+        and kt in X8_MATVEC
+        and K <= Q8_MAX_K
+        and K % 64 == 0
+        and w.ptr % 4 == 0
+    ):
+        _mul_mat_vec_x(ctx, out, w, x, kt, N, K, M)
+        return
     if M <= ctx.mmv_max_tokens and ctx.q8_matvec and kt in Q8_MATVEC and K <= Q8_MAX_K:
         d = ctx.mmv_defines()
         blocks = -(-N // (d.get("RF_MMVQ_ROWS", 2) * d.get("RF_MMVQ_WARPS", 8)))
@@ -318,6 +334,27 @@ def MUL_MAT(ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor) -> None:
         (-(-N // 64), -(-M // 64)),
         (256,),
         (w.ptr, _i64(w.row_bytes), x.ptr, out.ptr, _i32(M), _i32(N), _i32(K)),
+    )
+
+
+def _mul_mat_vec_x(
+    ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, kt: str, N: int, K: int, M: int
+) -> None:
+    """mul_mat_vec_x: as many blocks as fit at once (RF_MMVX_BPS per SM), fewer where that evens out the
+    row groups per warp."""
+    d = ctx.mmv_defines()
+    warps, rows = d.get("RF_MMVX_WARPS", 8), d.get("RF_MMVX_ROWS", 2)
+    bps = d.pop("RF_MMVX_BPS", 4)
+    levels = d.get("RF_MMVX_LEVELS", 1)
+    block_groups = cdiv(cdiv(N, rows), warps // d.get("RF_MMVX_KSPLIT", 1))
+    rounds = cdiv(block_groups, ctx.n_sm * bps)
+    blocks = cdiv(block_groups, rounds)
+    f = ctx.k("mul_mat_vec.hip", f"mul_mat_vec_x_{kt}", **d)
+    f(
+        (blocks, M),
+        (warps * ctx.warp,),
+        (w.ptr, _i64(w.row_bytes), x.ptr, _i64(K), out.ptr, _i64(N), _i32(N), _i32(K)),
+        shared_mem=0 if d.get("RF_MMVX_F32", 0) else K * levels + K // 4,
     )
 
 
