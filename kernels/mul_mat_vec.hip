@@ -1,7 +1,8 @@
 // mul_mat_vec.hip: MUL_MAT for one token (decode): y[n] = sum_k w[n, k] * x[k], w in its GGUF blocks.
 //
-// Three kernels; the launcher uses mul_mat_vec_<type> unless asked for another (on an H100 the other
-// two measured slower: see scripts/bench_matvec.py --sweep).
+// Four kernels; the launcher uses mul_mat_vec_<type> unless asked for another: mul_mat_vec_q and _s
+// measured slower on an H100; mul_mat_vec_x (at the end of this file) is faster for large Q4_0 / Q8_0
+// weights but quantizes x to int8 (see scripts/bench_matvec.py --sweep).
 //
 // mul_mat_vec_q_<type> (quantized weights, opt-in): int8 dot products (dp4a).
 // Launch: grid (ceil(N / (RF_MMVQ_WARPS * RF_MMVQ_ROWS)), T), block RF_MMVQ_WARPS * RF_WARP threads,
@@ -353,17 +354,27 @@ RF_MMVQ_ENTRY(q4_k, QT_Q4_K)
 RF_MMVQ_ENTRY(q6_k, QT_Q6_K)
 
 // ---- int8 x in shared memory, warps streaming row groups (mul_mat_vec_x_<type>: Q4_0, Q8_0) -------------
-// Launch: grid (B, T) with B <= n_SM * RF_MMVX_BPS blocks, chosen by the launcher so that every warp gets
-// the same number of row groups; block RF_MMVX_WARPS * RF_WARP threads; dynamic shared memory
-// K * (1 or 2) + K / 4 bytes. The block quantizes x to int8 once (in blocks of 32, as q8_1; with
-// RF_MMVX_LEVELS 2 a second int8 level holds the rounding error: f32-like accuracy), then each warp
-// walks its groups of RF_MMVX_ROWS rows, 8-element units across its lanes, the next step's weights in
-// flight while this step is computed: one stream of loads per warp from start to end, no block barrier.
+// Opt-in (HipBackend(int8_activations=True)), for weights of >= 8192 rows (launch.py X8_MIN_N).
+// Launch: grid (B, T), B <= n_SM * RF_MMVX_BPS blocks, as few as give every warp the same number of row
+// groups; block RF_MMVX_WARPS * RF_WARP threads; dynamic shared memory K * levels + K / 4 bytes for x,
+// plus RF_MMVX_ASYNC chunks of RF_MMVX_ROWS rows per warp for the ring.
+// The block quantizes x to int8 once (blocks of 32 with scale and sum, as llama.cpp's q8_1: normalized
+// MSE ~3e-5; RF_MMVX_LEVELS 2 adds a second int8 level for the rounding error: ~1e-9). Then each warp
+// walks its groups of RF_MMVX_ROWS rows in chunks of RF_MMVX_UNROLL warp steps (a step: 8-element units
+// across the lanes), no block barrier after the quantization. RF_MMVX_ASYNC D >= 2: each warp keeps a
+// ring of D chunks in shared memory that async copies (cp.async, 16 B) fill D - 1 chunks ahead, across
+// its groups, so memory stays busy while it computes and registers hold no loads in flight (rows must be
+// 16-byte multiples: K % 256 == 0; otherwise, and with D = 0, a chunk loads into registers first).
 // RF_MMVX_SHFL 1: pairs of blocks (Q4_0 36 B, Q8_0 68 B: 4-byte aligned when K % 64 == 0) are read as
-// aligned 32-bit words, lane j of 8 taking word j + 1 (lane 0 also word 0), and shuffles hand each
-// lane its unaligned half-words and scale: 1.1 (Q4_0) or 2.1 (Q8_0) loads per unit instead of 3 or 5.
-// Tunables (-D): RF_MMVX_WARPS (4), RF_MMVX_ROWS (2), RF_MMVX_LEVELS (2), RF_MMVX_SHFL (1); the
-// launcher's RF_MMVX_BPS (blocks per SM).
+// aligned 32-bit words, lane j of 8 taking word j + 1 (lane 0 also word 0), and shuffles hand each lane
+// its unaligned half-words and scale: 1.1 (Q4_0) or 2.1 (Q8_0) loads per unit instead of 3 or 5.
+// Bytes: the weights once; x (K * 4) once per block from L2. Measured on an H100 (bench_matvec.py, in a
+// device graph, % of copy bandwidth): Q4_0 11008x4096 60-64% (f32 kernel 50%), 32000x4096 80% (55%);
+// Q8_0 11008x4096 81-83% (77%). With N = 4096 it is no faster than the f32 kernel. Tried and slower: a
+// one-chunk software pipeline in registers, L2 prefetch instructions, split K across warps, f32 x.
+// Tunables (-D, the launcher's per-type defaults in launch.py X8_DEFAULTS): RF_MMVX_WARPS, RF_MMVX_ROWS,
+// RF_MMVX_UNROLL, RF_MMVX_ASYNC, RF_MMVX_MINB (blocks per SM for the register budget), RF_MMVX_LEVELS,
+// RF_MMVX_SHFL, RF_MMVX_QB (x loads in flight while quantizing); the launcher's RF_MMVX_BPS.
 #ifndef RF_MMVX_WARPS
 #define RF_MMVX_WARPS 8
 #endif
@@ -376,6 +387,9 @@ RF_MMVQ_ENTRY(q6_k, QT_Q6_K)
 #ifndef RF_MMVX_SHFL
 #define RF_MMVX_SHFL 1
 #endif
+#ifndef RF_MMVX_QB
+#define RF_MMVX_QB 4  // float4 loads of x per thread in flight while x is quantized
+#endif
 #define MMVX_THREADS (RF_MMVX_WARPS * RF_WARP)
 
 // x [K] f32 -> shared q1 (q2) [K / 4] int8 x 4, ds [K / 32] = (scale, f32 sum). NIB (4-bit weights): unit
@@ -384,15 +398,15 @@ RF_MMVQ_ENTRY(q6_k, QT_Q6_K)
 template <bool NIB>
 RF_DEV void mmvx_quantize(const float* __restrict__ x, int K, int* q1, int* q2, float2* ds) {
     const int n4 = K / 4;
-    for (int base = 0; base < n4; base += QX_BATCH * MMVX_THREADS) {  // uniform trip count: shuffles
-        float4 v[QX_BATCH];  // all of this pass's loads in flight before any arithmetic
+    for (int base = 0; base < n4; base += RF_MMVX_QB * MMVX_THREADS) {  // uniform trip count: shuffles
+        float4 v[RF_MMVX_QB];  // all of this pass's loads in flight before any arithmetic
 #pragma unroll
-        for (int k = 0; k < QX_BATCH; ++k) {
+        for (int k = 0; k < RF_MMVX_QB; ++k) {
             const int t = base + k * MMVX_THREADS + (int)threadIdx.x;
             v[k] = t < n4 ? rf_ld4(x + 4 * t) : float4{0.0f, 0.0f, 0.0f, 0.0f};
         }
 #pragma unroll
-        for (int k = 0; k < QX_BATCH; ++k) {
+        for (int k = 0; k < RF_MMVX_QB; ++k) {
             const int t = base + k * MMVX_THREADS + (int)threadIdx.x;
             const float amax = rf_group_max(
                 fmaxf(fmaxf(fabsf(v[k].x), fabsf(v[k].y)), fmaxf(fabsf(v[k].z), fabsf(v[k].w))), 8);
@@ -442,8 +456,7 @@ struct MX_Q4_0 {
     static constexpr bool NIB = true;
     static constexpr int PAIR = 36, STEP = PAIR * RF_WARP / 8;
     struct Raw { rf_u32 a, b; };
-    typedef QT_Q4_0 QT;  // the f32-x arithmetic (RF_MMVX_F32)
-    typedef QT::W W;     // d, q
+    typedef QT_Q4_0::W W;  // d, q
     RF_DEV static void load(const rf_u8* p, int j, Raw& r) {
 #if RF_MMVX_SHFL
         r.a = ((const rf_u32*)p)[j + 1];
@@ -480,8 +493,7 @@ struct MX_Q8_0 {
     static constexpr bool NIB = false;
     static constexpr int PAIR = 68, STEP = PAIR * RF_WARP / 8;
     struct Raw { rf_u32 a, b, c; };
-    typedef QT_Q8_0 QT;
-    typedef QT::W W;  // d, q0, q1
+    typedef QT_Q8_0::W W;  // d, q0, q1
     RF_DEV static void load(const rf_u8* p, int j, Raw& r) {
 #if RF_MMVX_SHFL
         r.a = ((const rf_u32*)p)[2 * j + 1];
@@ -515,147 +527,116 @@ struct MX_Q8_0 {
 };
 
 #ifndef RF_MMVX_UNROLL
-#define RF_MMVX_UNROLL 4  // warp steps whose weights are loaded before any of them is computed
+#define RF_MMVX_UNROLL 4  // warp steps per chunk (the unit of loading)
 #endif
-#ifndef RF_MMVX_F32
-#define RF_MMVX_F32 0  // 1: x stays f32 (no quantization, no shared memory), rf_quant.h's dots
-#endif
-#ifndef RF_MMVX_PIPE
-#define RF_MMVX_PIPE 0  // 1: the next chunk's weights load while this one is computed; 2: only the first
-                        // chunk's, while x is quantized (1 and 2 load chunk 0 before the quantization)
-#endif
-#ifndef RF_MMVX_KSPLIT
-#define RF_MMVX_KSPLIT 1  // warps of a block sharing one row group, each a contiguous share of K
-#endif
+#ifndef RF_MMVX_ASYNC
+#define RF_MMVX_ASYNC 0  // 0: a chunk's weights into registers, then computed; D >= 2: a ring of D chunks
+#endif                   // per warp in shared memory, filled by async copies D - 1 chunks ahead
 
 template <class T>
 __device__ void mmvx(const rf_u8* __restrict__ w, rf_i64 row_bytes, const float* __restrict__ x,
                      rf_i64 x_stride, float* __restrict__ y, rf_i64 y_stride, int N, int K) {
-    constexpr int R = RF_MMVX_ROWS, U = RF_MMVX_UNROLL, KS = RF_MMVX_KSPLIT, GPB = RF_MMVX_WARPS / KS;
+    constexpr int R = RF_MMVX_ROWS, U = RF_MMVX_UNROLL, D = RF_MMVX_ASYNC;
+    constexpr int CB = U * T::STEP;  // bytes of a row in one chunk (a multiple of 16)
     RF_DYN_SHARED(int, smem);
-    __shared__ float red[RF_MMVX_WARPS][R];  // partial row sums when KS > 1
     int* q1 = smem;
     int* q2 = smem + K / 4;  // with 2 levels
     float2* ds = (float2*)(smem + (RF_MMVX_LEVELS == 2 ? K / 2 : K / 4));
     const int warp = threadIdx.x / RF_WARP, lane = threadIdx.x % RF_WARP, j = lane & 7;
-    const int part = warp % KS, gl = warp / KS;
     const int n_units = K / 8, full = n_units / RF_WARP, steps = (n_units + RF_WARP - 1) / RF_WARP;
-    const int per = (steps + KS - 1) / KS, s0 = min(steps, part * per), s1 = min(steps, s0 + per);
-    const int groups = (N + R - 1) / R, n_bg = (groups + GPB - 1) / GPB;
+    const int chunks = full / U, groups = (N + R - 1) / R, gstride = gridDim.x * RF_MMVX_WARPS;
+    const int g0 = blockIdx.x * RF_MMVX_WARPS + warp;
     x += blockIdx.y * x_stride;
     y += blockIdx.y * y_stride;
-    typedef typename T::Raw Chunk[U][R];
-    const rf_u8* p[R];
-    auto start = [&](int g) {  // this lane's first word of its share of the group's rows
-#pragma unroll
-        for (int i = 0; i < R; ++i)
-            p[i] = w + (rf_i64)min(g * R + i, N - 1) * row_bytes + (lane >> 3) * T::PAIR + s0 * T::STEP;
-    };
-    auto load = [&](Chunk& c) {  // U whole steps of weights, all loads issued back to back
+    auto row_of = [&](int g, int i) { return w + (rf_i64)min(g * R + i, N - 1) * row_bytes; };
+    auto dot_chunk = [&](const typename T::Raw (&raw)[U][R], int st, float (&acc)[R]) {
 #pragma unroll
         for (int k = 0; k < U; ++k) {
+            const int u = (st + k) * RF_WARP + lane;
 #pragma unroll
-            for (int i = 0; i < R; ++i) T::load(p[i] + k * T::STEP, j, c[k][i]);
+            for (int i = 0; i < R; ++i) acc[i] += T::dot(T::decode(raw[k][i], lane), q1, q2, ds, K, u);
         }
-#pragma unroll
-        for (int i = 0; i < R; ++i) p[i] += U * T::STEP;
     };
-    const int chunks = max(0, min(s1, full) - s0) / U;
-    Chunk cur;
-    const int g0 = blockIdx.x * GPB + gl;
-    if (RF_MMVX_PIPE && g0 < groups && chunks > 0) {  // the first weights in flight while x is quantized
-        start(g0);
-        load(cur);
-    }
-    if (!RF_MMVX_F32) {
-        mmvx_quantize<T::NIB>(x, K, q1, q2, ds);
-        __syncthreads();
-    }
 
-    for (int bg = blockIdx.x; bg < n_bg; bg += gridDim.x) {  // block-uniform
-        const int g = bg * GPB + gl;
+#if RF_MMVX_ASYNC
+    // this warp's ring: D chunks of R rows, after x's quantized copy (16-byte aligned)
+    rf_u8* ring = (rf_u8*)smem + ((RF_MMVX_LEVELS == 2 ? 2 * K : K) + K / 4 + 15) / 16 * 16 +
+                  warp * (D * R * CB);
+    const int n_mine = g0 < groups ? (groups - g0 + gstride - 1) / gstride : 0;
+    const int items = n_mine * chunks;  // (group, chunk) pairs of this warp, in order
+    auto issue = [&](int t) {           // async copies of item t into its ring slot
+        if (t < items) {
+            const int g = g0 + (t / chunks) * gstride, c = t % chunks;
+            rf_u8* dst = ring + (t % D) * (R * CB);
+#pragma unroll
+            for (int i = 0; i < R; ++i) {
+                const rf_u8* src = row_of(g, i) + (rf_i64)c * CB;
+                for (int o = 16 * lane; o < CB; o += 16 * RF_WARP) rf_cp_async16(dst + i * CB + o, src + o);
+            }
+        }
+        rf_cp_async_commit();  // one group per item, empty past the end: the counts stay uniform
+    };
+#pragma unroll
+    for (int t = 0; t < D - 1; ++t) issue(t);  // in flight while x is quantized
+#endif
+    mmvx_quantize<T::NIB>(x, K, q1, q2, ds);
+    __syncthreads();
+
+#if RF_MMVX_ASYNC
+    int t = 0;
+#endif
+    for (int g = g0; g < groups; g += gstride) {  // warp-uniform
         float acc[R];
 #pragma unroll
         for (int i = 0; i < R; ++i) acc[i] = 0.0f;
-        if (g < groups) {  // warp-uniform
-            const bool first_loaded = RF_MMVX_PIPE && g == g0 && chunks > 0;  // cur: chunk 0, p past it
-            if (!first_loaded) start(g);
-            if (RF_MMVX_PIPE == 1 && !first_loaded && chunks > 0) load(cur);
-            int st = s0;
-            for (int c = 0; c < chunks; ++c, st += U) {
-                Chunk nxt;
-                if (RF_MMVX_PIPE == 1) {
-                    if (c + 1 < chunks) load(nxt);  // the next chunk in flight while this one is computed
-                } else if (c > 0 || !first_loaded) {
-                    load(cur);
-                }
+        for (int c = 0; c < chunks; ++c) {
+#if RF_MMVX_ASYNC
+            issue(t + D - 1);
+            rf_cp_async_wait<D - 1>();  // item t has landed
+            rf_syncwarp();
+            const rf_u8* slot = ring + (t % D) * (R * CB) + (lane >> 3) * T::PAIR;
 #pragma unroll
-                for (int k = 0; k < U; ++k) {
-                    const int u = (st + k) * RF_WARP + lane;
-#if RF_MMVX_F32
-                    typename T::QT::X xv;
-                    T::QT::load_x(x, u, xv);
+            for (int k = 0; k < U; ++k) {  // shared-memory words, read as they are used
+                const int u = (c * U + k) * RF_WARP + lane;
 #pragma unroll
-                    for (int i = 0; i < R; ++i) acc[i] += T::QT::dot(T::decode(cur[k][i], lane), xv);
-#else
-#pragma unroll
-                    for (int i = 0; i < R; ++i)
-                        acc[i] += T::dot(T::decode(cur[k][i], lane), q1, q2, ds, K, u);
-#endif
-                }
-                if (RF_MMVX_PIPE == 1) {
-#pragma unroll
-                    for (int k = 0; k < U; ++k) {
-#pragma unroll
-                        for (int i = 0; i < R; ++i) cur[k][i] = nxt[k][i];
-                    }
+                for (int i = 0; i < R; ++i) {
+                    typename T::Raw r;
+                    T::load(slot + i * CB + k * T::STEP, j, r);
+                    acc[i] += T::dot(T::decode(r, lane), q1, q2, ds, K, u);
                 }
             }
-            for (; st < s1; ++st) {  // the rest one step at a time; a last partial step adds zeros
-                const int u = st * RF_WARP + lane;
-                const bool ok = u < n_units;
-                typename T::Raw raw[R];
-#pragma unroll
-                for (int i = 0; i < R; ++i) {
-                    raw[i] = typename T::Raw{};
-                    if (ok) T::load(p[i], j, raw[i]);
-                    p[i] += T::STEP;
-                }
-#if RF_MMVX_F32
-                typename T::QT::X xv;
-                T::QT::load_x(x, ok ? u : 0, xv);
-#endif
-#pragma unroll
-                for (int i = 0; i < R; ++i) {
-#if RF_MMVX_F32
-                    const float v = T::QT::dot(T::decode(raw[i], lane), xv);
+            rf_syncwarp();  // every lane has read the slot before it is refilled
+            ++t;
 #else
-                    const float v = T::dot(T::decode(raw[i], lane), q1, q2, ds, K, ok ? u : 0);
+            typename T::Raw raw[U][R];  // every load of the chunk issued before any arithmetic
+#pragma unroll
+            for (int k = 0; k < U; ++k) {
+#pragma unroll
+                for (int i = 0; i < R; ++i)
+                    T::load(row_of(g, i) + (rf_i64)(c * U + k) * T::STEP + (lane >> 3) * T::PAIR, j, raw[k][i]);
+            }
+            dot_chunk(raw, c * U, acc);
 #endif
-                    acc[i] += ok ? v : 0.0f;
-                }
+        }
+        for (int st = chunks * U; st < steps; ++st) {  // the rest one step at a time, from global memory;
+            const int u = st * RF_WARP + lane;           // a last partial step adds zeros
+            const bool ok = u < n_units;
+            typename T::Raw raw[R];
+#pragma unroll
+            for (int i = 0; i < R; ++i) {
+                raw[i] = typename T::Raw{};
+                if (ok) T::load(row_of(g, i) + (rf_i64)st * T::STEP + (lane >> 3) * T::PAIR, j, raw[i]);
+            }
+#pragma unroll
+            for (int i = 0; i < R; ++i) {
+                const float v = T::dot(T::decode(raw[i], lane), q1, q2, ds, K, ok ? u : 0);
+                acc[i] += ok ? v : 0.0f;
             }
         }
 #pragma unroll
-        for (int i = 0; i < R; ++i) acc[i] = rf_warp_sum(acc[i]);
-        if (KS == 1) {
-#pragma unroll
-            for (int i = 0; i < R; ++i) {
-                if (lane == 0 && g < groups && g * R + i < N) y[g * R + i] = acc[i];
-            }
-        } else {
-            if (lane == 0) {
-#pragma unroll
-                for (int i = 0; i < R; ++i) red[warp][i] = acc[i];
-            }
-            __syncthreads();
-            if (part == 0 && lane < R && g < groups && g * R + lane < N) {
-                float v = 0.0f;
-#pragma unroll
-                for (int k = 0; k < KS; ++k) v += red[warp + k][lane];
-                y[g * R + lane] = v;
-            }
-            __syncthreads();
+        for (int i = 0; i < R; ++i) {
+            const float v = rf_warp_sum(acc[i]);
+            if (lane == 0 && g * R + i < N) y[g * R + i] = v;
         }
     }
 }

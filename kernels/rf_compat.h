@@ -91,6 +91,30 @@ RF_DEV int rf_shfl_up(int v, int delta, int width = RF_WARP) {
 #endif
 }
 
+// 16-byte copies global -> shared that run while the thread goes on (sm_80+: cp.async, in groups: commit
+// closes a group, wait<N> returns once at most N groups are still in flight); elsewhere a plain copy
+RF_DEV void rf_cp_async16(void* smem, const void* gmem) {
+#if defined(RF_CUDA) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"((rf_u32)__cvta_generic_to_shared(smem)),
+                 "l"(gmem));
+#else
+    *(uint4*)smem = *(const uint4*)gmem;
+#endif
+}
+
+RF_DEV void rf_cp_async_commit() {
+#if defined(RF_CUDA) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;");
+#endif
+}
+
+template <int N>
+RF_DEV void rf_cp_async_wait() {
+#if defined(RF_CUDA) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;" ::"n"(N));
+#endif
+}
+
 // orders shared-memory accesses among the lanes of a warp
 RF_DEV void rf_syncwarp() {
 #if defined(RF_CUDA)

@@ -178,38 +178,43 @@ for _qt in (Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q8_0):
         )
 
 
-# int8-x streaming mat-vec (opt-in, Q4_0/Q8_0, K % 64 == 0). One int8 level is int8 arithmetic (F16_TOL);
-# its nmse is ~3e-5 on average but a random variable with a long tail when K spans only a few blocks of
-# 32 (one outlier sets a block's step), so those shapes run with two levels and the f32 bound. K = 64 and
-# 576 end in a partial warp step (576: no whole chunk at all), 4096 runs whole chunks.
+# int8-x streaming mat-vec (opt-in, Q4_0/Q8_0, K % 64 == 0; x8_min_n = 0 so that small N use it too). One
+# int8 level is int8 arithmetic (F16_TOL); its nmse is ~3e-5 on average but a random variable with a long
+# tail when K spans only a few blocks of 32 (one outlier sets a block's step), so those shapes run with
+# two levels and the f32 bound. K = 64 and 576 end in a partial warp step and have rows that are not
+# 16-byte multiples (chunks load into registers); 2304 and 4096 fill the async shared-memory ring.
 _X8_SHAPES = [
     (129, 576, 3, {}),
     (1000, 4096, 1, {}),
     (67, 2304, 2, {}),
     (37, 64, 1, {"RF_MMVX_LEVELS": 2}),
-    (129, 576, 1, {"RF_MMVX_LEVELS": 2, "RF_MMVX_PIPE": 1}),
-    (129, 576, 1, {"RF_MMVX_LEVELS": 2, "RF_MMVX_PIPE": 2}),
+    (129, 576, 1, {"RF_MMVX_LEVELS": 2}),
 ]
 _X8_SHAPES += [
     (515, 2304, 1, t)
     for t in [
         {"RF_MMVX_LEVELS": 2},
-        {"RF_MMVX_F32": 1},
-        {"RF_MMVX_PIPE": 1, "RF_MMVX_ROWS": 1},
-        {"RF_MMVX_PIPE": 2},
-        {"RF_MMVX_ROWS": 4, "RF_MMVX_UNROLL": 2, "RF_MMVX_WARPS": 4, "RF_MMVX_BPS": 2},
-        {"RF_MMVX_KSPLIT": 2, "RF_MMVX_LEVELS": 2},
+        {"RF_MMVX_ASYNC": 0, "RF_MMVX_LEVELS": 2},
+        {"RF_MMVX_ASYNC": 2, "RF_MMVX_ROWS": 2, "RF_MMVX_UNROLL": 4, "RF_MMVX_LEVELS": 2},
+        {"RF_MMVX_ASYNC": 4, "RF_MMVX_ROWS": 1, "RF_MMVX_UNROLL": 2, "RF_MMVX_MINB": 8},
+        {"RF_MMVX_SHFL": 0, "RF_MMVX_ASYNC": 0, "RF_MMVX_WARPS": 4, "RF_MMVX_BPS": 2},
     ]
 ]
 for _qt in (Q.Q4_0, Q.Q8_0):
     for _N, _K, _T, _tun in _X8_SHAPES:
-        _exact = _tun.get("RF_MMVX_LEVELS") == 2 or _tun.get("RF_MMVX_F32")
         _tid = "".join(f"-{k[8:]}={v}" for k, v in _tun.items())
         CASES.append(
             Case(
                 f"MUL_MAT-x8-{_qt.name}-{_N}x{_K}-T{_T}{_tid}",
                 _mul_mat(
-                    _qt, _N, _K, (_T,), tol=F32_TOL if _exact else F16_TOL, x8_matvec=True, tunables=_tun
+                    _qt,
+                    _N,
+                    _K,
+                    (_T,),
+                    tol=F32_TOL if _tun.get("RF_MMVX_LEVELS") == 2 else F16_TOL,
+                    x8_matvec=True,
+                    x8_min_n=0,
+                    tunables=_tun,
                 ),
             )
         )

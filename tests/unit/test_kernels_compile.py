@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from rocmforge.backends.hip.launch import NATIVE_WEIGHTS, Q8_MATVEC, STAGED_MATVEC, X8_MATVEC
+from rocmforge.backends.hip.launch import NATIVE_WEIGHTS, Q8_MATVEC, STAGED_MATVEC, X8_DEFAULTS, X8_MATVEC
 from rocmforge.backends.hip.modules import KERNEL_DIR, assemble_source, compile_options
 
 FILES = sorted(p.name for p in KERNEL_DIR.glob("*.hip"))
@@ -53,6 +53,8 @@ def _variants(warp: int) -> list[tuple[str, dict]]:
             out += [(f, {"RF_WARP": warp, "RF_HEAD_DIM": d}) for d in HEAD_DIMS]
         else:
             out.append((f, {"RF_WARP": warp}))
+    for t in X8_MATVEC:  # the int8-x mat-vec with the launcher's per-type defines
+        out.append(("mul_mat_vec.hip", {"RF_WARP": warp, **X8_DEFAULTS[t]}))
     return out
 
 

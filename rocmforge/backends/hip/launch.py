@@ -102,6 +102,19 @@ class DevTensor:
         return DevTensor(self.buf, self.offset, tuple(shape), self.dtype)
 
 
+# mul_mat_vec_x: bytes of a row that one warp step covers (RF_WARP / 8 pairs of blocks) per 32-lane warp
+X8_PAIR_BYTES = {"q4_0": 36, "q8_0": 68}
+X8_MAX_SMEM = 48 * 1024  # dynamic shared memory without the opt-in attribute
+# per-type defaults (tunables override) and the smallest N that uses the kernel, from bench_matvec.py on an
+# H100 (data/bench/matvec_h100_sweep_async.json): with fewer rows than ~2 per resident warp the f32
+# kernel is as fast or faster (Q8_0 4096x11008: 64% of copy bandwidth against 74%)
+X8_DEFAULTS = {
+    "q4_0": {"RF_MMVX_ROWS": 4, "RF_MMVX_UNROLL": 2, "RF_MMVX_ASYNC": 3, "RF_MMVX_MINB": 4, "RF_MMVX_BPS": 4},
+    "q8_0": {"RF_MMVX_ROWS": 1, "RF_MMVX_UNROLL": 4, "RF_MMVX_ASYNC": 3, "RF_MMVX_MINB": 6, "RF_MMVX_BPS": 6},
+}
+X8_MIN_N = 8192
+
+
 @dataclass
 class Ctx:
     """What launchers need: compiled modules, the device's shape, tunables, temporary buffers."""
@@ -115,6 +128,7 @@ class Ctx:
     q8_matvec: bool = False  # int8 activations (dp4a) for quantized weights
     staged_matvec: bool = False  # f32, rows staged through shared memory in 16-byte chunks
     x8_matvec: bool = False  # int8 x in shared memory, warps streaming row groups (Q4_0, Q8_0)
+    x8_min_n: int = X8_MIN_N  # ... for weights of at least this many rows
     _scratch: dict[Any, Any] = field(default_factory=dict)  # (node key, k) -> persistent scratch
     _node: Any = None
     _n_scratch: int = 0
@@ -297,6 +311,7 @@ def MUL_MAT(ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor) -> None:
     if (
         M <= ctx.mmv_max_tokens
         and ctx.x8_matvec
+        and N >= ctx.x8_min_n
         and kt in X8_MATVEC
         and K <= Q8_MAX_K
         and K % 64 == 0
@@ -341,20 +356,26 @@ def _mul_mat_vec_x(
     ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, kt: str, N: int, K: int, M: int
 ) -> None:
     """mul_mat_vec_x: as many blocks as fit at once (RF_MMVX_BPS per SM), fewer where that evens out the
-    row groups per warp."""
-    d = ctx.mmv_defines()
+    row groups per warp. The async ring needs 16-byte aligned rows; otherwise chunks load into registers."""
+    d = {**X8_DEFAULTS[kt], **ctx.mmv_defines()}
     warps, rows = d.get("RF_MMVX_WARPS", 8), d.get("RF_MMVX_ROWS", 2)
     bps = d.pop("RF_MMVX_BPS", 4)
     levels = d.get("RF_MMVX_LEVELS", 1)
-    block_groups = cdiv(cdiv(N, rows), warps // d.get("RF_MMVX_KSPLIT", 1))
-    rounds = cdiv(block_groups, ctx.n_sm * bps)
-    blocks = cdiv(block_groups, rounds)
+    ring = d.get("RF_MMVX_ASYNC", 0)
+    chunk_bytes = d.get("RF_MMVX_UNROLL", 4) * X8_PAIR_BYTES[kt] * ctx.warp // 8
+    x_bytes = cdiv(K * levels + K // 4, 16) * 16
+    if ring and (w.row_bytes % 16 or w.ptr % 16 or x_bytes + warps * ring * rows * chunk_bytes > X8_MAX_SMEM):
+        ring = d["RF_MMVX_ASYNC"] = 0
+    smem = x_bytes + warps * ring * rows * chunk_bytes
+    groups = cdiv(N, rows)
+    rounds = cdiv(groups, ctx.n_sm * bps * warps)
+    blocks = cdiv(groups, rounds * warps)
     f = ctx.k("mul_mat_vec.hip", f"mul_mat_vec_x_{kt}", **d)
     f(
         (blocks, M),
         (warps * ctx.warp,),
         (w.ptr, _i64(w.row_bytes), x.ptr, _i64(K), out.ptr, _i64(N), _i32(N), _i32(K)),
-        shared_mem=0 if d.get("RF_MMVX_F32", 0) else K * levels + K // 4,
+        shared_mem=smem,
     )
 
 
