@@ -5,16 +5,13 @@
 //   clang / hipcc (HIP, offline) __HIPCC__     : <hip/hip_runtime.h> gives the builtins
 //   NVRTC (CUDA, run time)      otherwise      : CUDA builtins are implicit; no cuda_fp16.h (not
 //                                                 reachable without a toolkit include path)
-//   RF_HOST_EMU                 tests only      : a host C++ emulation; the harness supplies the header
 // Halves are carried as raw uint16 bits (rf_u16) everywhere and converted with rf_h2f / rf_f2h, so no
 // half type from either vendor's headers is needed.
 // RF_WARP (the wave size) comes from the device properties as -DRF_WARP=32|64: 32 on RDNA3 and NVIDIA,
 // 64 on CDNA. Kernels never assume 32.
 #pragma once
 
-#if defined(RF_HOST_EMU)
-#include "rf_host_emu.h"
-#elif defined(__HIPCC_RTC__) || defined(__HIPCC__) || defined(__HIP__)
+#if defined(__HIPCC_RTC__) || defined(__HIPCC__) || defined(__HIP__)
 #define RF_HIP 1
 #if !defined(__HIPCC_RTC__)
 #include <hip/hip_runtime.h>
@@ -47,30 +44,22 @@ typedef unsigned long long rf_u64;
 #define RF_INF __int_as_float(0x7f800000)
 
 // dynamic shared memory (size given at launch) as an array of `type`
-#if defined(RF_HOST_EMU)
-#define RF_DYN_SHARED(type, name) type* name = (type*)rfemu_dyn_shared()
-#else
 #define RF_DYN_SHARED(type, name) extern __shared__ type name[]
-#endif
 
 // ---- warp shuffles ----------------------------------------------------------------------------------
 RF_DEV float rf_shfl_xor(float v, int mask, int width = RF_WARP) {
 #if defined(RF_HIP)
     return __shfl_xor(v, mask, width);
-#elif defined(RF_CUDA)
-    return __shfl_xor_sync(0xffffffffu, v, mask, width);
 #else
-    return rfemu_shfl_xor_f(v, mask, width);
+    return __shfl_xor_sync(0xffffffffu, v, mask, width);
 #endif
 }
 
 RF_DEV int rf_shfl_xor(int v, int mask, int width = RF_WARP) {
 #if defined(RF_HIP)
     return __shfl_xor(v, mask, width);
-#elif defined(RF_CUDA)
-    return __shfl_xor_sync(0xffffffffu, v, mask, width);
 #else
-    return rfemu_shfl_xor_i(v, mask, width);
+    return __shfl_xor_sync(0xffffffffu, v, mask, width);
 #endif
 }
 
@@ -119,10 +108,8 @@ RF_DEV void rf_cp_async_wait() {
 RF_DEV void rf_syncwarp() {
 #if defined(RF_CUDA)
     __syncwarp();
-#elif defined(RF_HIP)
-    __builtin_amdgcn_wave_barrier();  // a wave's LDS accesses complete in order; stop compiler reordering
 #else
-    rfemu_syncwarp();
+    __builtin_amdgcn_wave_barrier();  // a wave's LDS accesses complete in order; stop compiler reordering
 #endif
 }
 
@@ -189,12 +176,10 @@ RF_DEV float rf_h2f(rf_u16 h) {
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
     return f;
-#elif defined(RF_HIP)
+#else
     union { rf_u16 u; _Float16 f; } c;
     c.u = h;
     return (float)c.f;
-#else
-    return rfemu_h2f(h);
 #endif
 }
 
@@ -203,12 +188,10 @@ RF_DEV rf_u16 rf_f2h(float f) {  // round to nearest even, as numpy's astype(flo
     rf_u16 h;
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
     return h;
-#elif defined(RF_HIP)
+#else
     union { rf_u16 u; _Float16 f; } c;
     c.f = (_Float16)f;
     return c.u;
-#else
-    return rfemu_f2h(f);
 #endif
 }
 
