@@ -11,11 +11,15 @@ import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import __version__
 from .engine import Engine
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _record(eng: Engine, n_prompt: int, n_gen: int, samples_ns: list[int]) -> dict:
@@ -73,3 +77,26 @@ def write_jsonl(records: Iterable[dict], path: str | Path) -> None:
     with open(path, "w") as f:
         for r in records:
             f.write(json.dumps(r) + "\n")
+
+
+# ---- mat-vec micro-benchmark records (scripts/bench_matvec.py --json) -------------------------------------
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"  # the repository's recorded runs
+
+
+def load_matvec(path: str | Path, kernel: str | None = None) -> pd.DataFrame:
+    """One row per (type, shape) of a bench_matvec.py JSON file, with the card, the kernel label and the
+    achieved share of the copy bandwidth measured in the same run: `pct_copy` from back-to-back stream
+    launches, `pct_copy_graph` inside a captured device graph (as decode replays its steps)."""
+    import pandas as pd
+
+    rec = json.loads(Path(path).read_text())
+    df = pd.DataFrame(rec["table"])
+    df["gpu"] = rec["gpu"]
+    df["kernel"] = kernel or Path(path).stem
+    df["shape"] = df["N"].astype(str) + "x" + df["K"].astype(str)
+    df["MB"] = df["bytes"] / 1e6
+    df["pct_copy"] = 100 * df["gbps"] / rec["copy_gbps"]
+    df["pct_copy_graph"] = 100 * df["graph_gbps"] / rec["copy_gbps"]
+    df.attrs["copy_gbps"] = rec["copy_gbps"]
+    return df

@@ -1,0 +1,34 @@
+"""The recorded mat-vec benchmark files load into one frame, with shares of the copy bandwidth that follow
+from their own fields (and the goal shapes present for both kernels)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from rocmforge.bench import DATA_DIR, load_matvec
+
+FILES = sorted((DATA_DIR / "bench").glob("matvec_h100_*.json"))
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
+def test_load_matvec(path):
+    rec = json.loads(path.read_text())
+    df = load_matvec(path, "k")
+    assert len(df) == len(rec["table"]) > 0
+    assert set(df.kernel) == {"k"} and set(df.gpu) == {rec["gpu"]}
+    np.testing.assert_allclose(df.pct_copy, 100 * df.bytes / (df.us * 1e-6) / 1e9 / rec["copy_gbps"])
+    rot = df[~df.flush]
+    np.testing.assert_allclose(
+        rot.pct_copy_graph, 100 * rot.bytes / (rot.graph_us * 1e-6) / 1e9 / rec["copy_gbps"]
+    )
+    assert (df[df.flush].graph_us.isna()).all()  # evicted (small) weights are timed one launch at a time
+    assert (df.nmse < 1e-4).all()  # every recorded kernel was checked on every row
+
+
+def test_goal_shapes_recorded_for_both_kernels():
+    f32 = load_matvec(DATA_DIR / "bench" / "matvec_h100_f32.json")
+    x8 = load_matvec(DATA_DIR / "bench" / "matvec_h100_x8.json")
+    for df in (f32, x8):
+        got = set(zip(df.type, df["shape"], strict=True))
+        assert {("Q4_0", "11008x4096"), ("Q8_0", "11008x4096"), ("Q4_0", "4096x11008")} <= got
