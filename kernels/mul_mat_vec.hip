@@ -529,6 +529,9 @@ struct MX_Q8_0 {
 #ifndef RF_MMVX_UNROLL
 #define RF_MMVX_UNROLL 4  // warp steps per chunk (the unit of loading)
 #endif
+#ifndef RF_MMVX_SPREAD
+#define RF_MMVX_SPREAD 1  // 1: row groups dealt round the blocks; 0: consecutive groups to a block's warps
+#endif
 #ifndef RF_MMVX_ASYNC
 #define RF_MMVX_ASYNC 0  // 0: a chunk's weights into registers, then computed; D >= 2: a ring of D chunks
 #endif                   // per warp in shared memory, filled by async copies D - 1 chunks ahead
@@ -545,7 +548,8 @@ __device__ void mmvx(const rf_u8* __restrict__ w, rf_i64 row_bytes, const float*
     const int warp = threadIdx.x / RF_WARP, lane = threadIdx.x % RF_WARP, j = lane & 7;
     const int n_units = K / 8, full = n_units / RF_WARP, steps = (n_units + RF_WARP - 1) / RF_WARP;
     const int chunks = full / U, groups = (N + R - 1) / R, gstride = gridDim.x * RF_MMVX_WARPS;
-    const int g0 = blockIdx.x * RF_MMVX_WARPS + warp;
+    // SPREAD: group g to block g % gridDim.x, so every block (and SM) gets within one group of the others
+    const int g0 = RF_MMVX_SPREAD ? warp * gridDim.x + blockIdx.x : blockIdx.x * RF_MMVX_WARPS + warp;
     x += blockIdx.y * x_stride;
     y += blockIdx.y * y_stride;
     auto row_of = [&](int g, int i) { return w + (rf_i64)min(g * R + i, N - 1) * row_bytes; };

@@ -198,6 +198,7 @@ _X8_SHAPES += [
         {"RF_MMVX_ASYNC": 2, "RF_MMVX_ROWS": 2, "RF_MMVX_UNROLL": 4, "RF_MMVX_LEVELS": 2},
         {"RF_MMVX_ASYNC": 4, "RF_MMVX_ROWS": 1, "RF_MMVX_UNROLL": 2, "RF_MMVX_MINB": 8},
         {"RF_MMVX_SHFL": 0, "RF_MMVX_ASYNC": 0, "RF_MMVX_WARPS": 4, "RF_MMVX_BPS": 2},
+        {"RF_MMVX_SPREAD": 0, "RF_MMVX_LEVELS": 2},
     ]
 ]
 for _qt in (Q.Q4_0, Q.Q8_0):

@@ -355,8 +355,9 @@ def MUL_MAT(ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor) -> None:
 def _mul_mat_vec_x(
     ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, kt: str, N: int, K: int, M: int
 ) -> None:
-    """mul_mat_vec_x: as many blocks as fit at once (RF_MMVX_BPS per SM), fewer where that evens out the
-    row groups per warp. The async ring needs 16-byte aligned rows; otherwise chunks load into registers."""
+    """mul_mat_vec_x: as many blocks as fit at once (RF_MMVX_BPS per SM), row groups dealt round them (or,
+    RF_MMVX_SPREAD=0, the fewest blocks that give every warp the same number of groups). The async ring
+    needs 16-byte aligned rows; otherwise chunks load into registers."""
     d = {**X8_DEFAULTS[kt], **ctx.mmv_defines()}
     warps, rows = d.get("RF_MMVX_WARPS", 8), d.get("RF_MMVX_ROWS", 2)
     bps = d.pop("RF_MMVX_BPS", 4)
@@ -368,8 +369,10 @@ def _mul_mat_vec_x(
         ring = d["RF_MMVX_ASYNC"] = 0
     smem = x_bytes + warps * ring * rows * chunk_bytes
     groups = cdiv(N, rows)
-    rounds = cdiv(groups, ctx.n_sm * bps * warps)
-    blocks = cdiv(groups, rounds * warps)
+    if d.get("RF_MMVX_SPREAD", 1):  # every resident block, groups dealt round them
+        blocks = min(ctx.n_sm * bps, groups)
+    else:  # fewest blocks that give every warp the same number of groups
+        blocks = cdiv(groups, cdiv(groups, ctx.n_sm * bps * warps) * warps)
     f = ctx.k("mul_mat_vec.hip", f"mul_mat_vec_x_{kt}", **d)
     f(
         (blocks, M),
