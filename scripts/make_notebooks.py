@@ -140,7 +140,7 @@ MATVEC = [
            "with f32 activations every 4-bit weight costs a dequantization and a multiply-add in registers, "
            "and the kernel runs out of issue slots before memory is busy (ncu: ~75% issue utilization, DRAM "
            "~40%). Int8 activations cut the instructions per weight by about half and lift Q4_0 to 60% at "
-           "11008x4096 and 79% at 32000x4096 (Q8_0 to 82%), at the price of llama.cpp's activation "
+           "11008x4096 and 79% at 32000x4096 (Q8_0 to 84% and 91%), at the price of llama.cpp's activation "
            "rounding (nmse ~3e-5 instead of ~1e-11). The smaller the matrix, the more a fixed start-up "
            "cost (quantizing x, filling the pipeline, the last partial wave) weighs: 25 MB at 3 TB/s is only "
            "8.5 us of streaming. Q4_0 at the LLaMA-7B FFN shapes is the open gap (goal 75%).\n\n"
