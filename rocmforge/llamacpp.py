@@ -48,14 +48,26 @@ def _lse(x: np.ndarray) -> np.ndarray:
     return (m + np.log(np.exp(x - m).sum(axis=-1, keepdims=True)))[..., 0]
 
 
+def dlogp(logits: np.ndarray, tokens: np.ndarray, ref: dict[str, np.ndarray]) -> np.ndarray:
+    """|d log p(next token)| in nats at positions 0..n-2, our logits [n, n_vocab] against a recorded run."""
+    nxt = tokens[1:]
+    ours = logits[np.arange(len(nxt)), nxt].astype(np.float64) - _lse(logits)[:-1]
+    return np.abs(ours - _logp_next(ref))
+
+
+def _logp_next(run: dict[str, np.ndarray]) -> np.ndarray:
+    return run["next_logit"].astype(np.float64) - run["lse"][:-1].astype(np.float64)
+
+
+def dlogp_between(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> np.ndarray:
+    """|d log p(next token)| per position between two recorded runs (e.g. llama.cpp quantized vs F32)."""
+    return np.abs(_logp_next(a) - _logp_next(b))
+
+
 def distance(logits: np.ndarray, tokens: np.ndarray, ref: dict[str, np.ndarray]) -> dict[str, float]:
     """Teacher-forced distance of our logits [n, n_vocab] from a recorded run: mean |d log p(next)| in
     nats over positions 0..n-2, and top-1 agreement (%) over all positions."""
-    lse = _lse(logits)
-    nxt = tokens[1:]
-    ours = logits[np.arange(len(nxt)), nxt].astype(np.float64) - lse[:-1]
-    theirs = ref["next_logit"].astype(np.float64) - ref["lse"][:-1].astype(np.float64)
-    d = np.abs(ours - theirs)
+    d = dlogp(logits, tokens, ref)
     top1 = np.argmax(logits, axis=-1) == ref["top_ids"][:, 0]
     return {"mean_abs_dlogp": float(d.mean()), "max_abs_dlogp": float(d.max()),
             "top1_agree_pct": float(100.0 * top1.mean()), "n": int(len(tokens))}
@@ -63,8 +75,7 @@ def distance(logits: np.ndarray, tokens: np.ndarray, ref: dict[str, np.ndarray])
 
 def distance_between(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, float]:
     """The same figures between two recorded runs (e.g. llama.cpp quantized vs F32)."""
-    d = np.abs((a["next_logit"].astype(np.float64) - a["lse"][:-1]) -
-               (b["next_logit"].astype(np.float64) - b["lse"][:-1]))
+    d = dlogp_between(a, b)
     top1 = a["top_ids"][:, 0] == b["top_ids"][:, 0]
     return {"mean_abs_dlogp": float(d.mean()), "max_abs_dlogp": float(d.max()),
             "top1_agree_pct": float(100.0 * top1.mean()), "n": int(len(top1))}
