@@ -232,10 +232,69 @@ END_TO_END = [
 ]
 
 
+LOADING = [
+    ("md", "# Phase 1 study: one parse of the GGUF file\n\n"
+           "**Question.** The roadmap's first phase: a model file should be parsed once, and that one parse "
+           "should serve the configuration, the tokenizer and the weights. How many parses does building an "
+           "engine take, what does each step of loading cost, and how does the parse compare with the "
+           "reference reader of the `gguf` package (`gguf.GGUFReader`) on the same files?"),
+    ("code", "import statistics\n"
+             "import time\n\n"
+             "import gguf\n"
+             "import pandas as pd\n"
+             "from rocmforge.config import ModelConfig\n"
+             "from rocmforge.engine import Engine\n"
+             "from rocmforge.gguf import GGUFFile, open_model\n"
+             "from rocmforge.tokenizer import Tokenizer\n\n"
+             "before = GGUFFile.parse_count\n"
+             "eng = Engine.from_gguf('smollm2-135m', backend='numpy', max_ctx=256)\n"
+             "print('parses to build an engine:', GGUFFile.parse_count - before)"),
+    ("md", "**Measurement.** The steps of loading one by one (SmolLM2-135M, numpy backend, page cache warm), "
+           "each the median of 3:"),
+    ("code", "def median_s(fn, n=3):\n"
+             "    ts = []\n"
+             "    for _ in range(n):\n"
+             "        t0 = time.perf_counter()\n"
+             "        fn()\n"
+             "        ts.append(time.perf_counter() - t0)\n"
+             "    return statistics.median(ts)\n\n"
+             "f = open_model('smollm2-135m')\n"
+             "steps = pd.Series({\n"
+             "    'parse (header, metadata, tensor index)': median_s(lambda: open_model('smollm2-135m')),\n"
+             "    'ModelConfig from the parsed metadata': median_s(lambda: ModelConfig.from_gguf(f)),\n"
+             "    'Tokenizer from the parsed metadata': median_s(lambda: Tokenizer.from_gguf(f)),\n"
+             "    'Engine (graph, weights bound, KV cache)': median_s(\n"
+             "        lambda: Engine(f, backend='numpy', max_ctx=256), n=1),\n"
+             "}, name='seconds')\n"
+             "ax = steps.plot.barh(logx=True, title='loading SmolLM2-135M, step by step (s, log)')\n"
+             "steps.to_frame()"),
+    ("md", "The parse against `gguf.GGUFReader` on both models (the same files):"),
+    ("code", "rows = []\n"
+             "for name in ('smollm2-135m', 'qwen2.5-0.5b'):\n"
+             "    path = open_model(name).path\n"
+             "    rows.append({'model': name, 'file MB': path.stat().st_size / 1e6,\n"
+             "                 'rocmforge parse s': median_s(lambda: GGUFFile(path)),\n"
+             "                 'gguf.GGUFReader s': median_s(lambda: gguf.GGUFReader(path))})\n"
+             "df = pd.DataFrame(rows).set_index('model')\n"
+             "df['speed-up'] = df['gguf.GGUFReader s'] / df['rocmforge parse s']\n"
+             "ax = df[['rocmforge parse s', 'gguf.GGUFReader s']].plot.bar(logy=True, rot=0,\n"
+             "                                                            title='parse time (s, log)')\n"
+             "df.round(3)"),
+    ("md", "**What it shows.** Building an engine parses the file once: the configuration and the "
+           "tokenizer are read from the parsed metadata, and the weights are views into one memory map, "
+           "so parsing costs a few hundredths to a few tenths of a second and does not grow with the "
+           "weight bytes. The general-purpose reader in `gguf` builds numpy views for every field and every "
+           "array element (the vocabularies hold 49k-152k strings) and takes seconds on the same files. "
+           "The cost that "
+           "remains in loading is binding the weights to the backend (on numpy: dequantizing them to f32), "
+           "which happens once per engine, not per step."),
+]
+
+
 if __name__ == "__main__":
     NB.mkdir(exist_ok=True)
-    names = {"00_quickstart": QUICKSTART, "03_quantized_matvec": MATVEC, "05_memory_plan": MEMORY_PLAN,
-             "06_end_to_end": END_TO_END}
+    names = {"00_quickstart": QUICKSTART, "01_single_pass_loading": LOADING, "03_quantized_matvec": MATVEC,
+             "05_memory_plan": MEMORY_PLAN, "06_end_to_end": END_TO_END}
     only = sys.argv[1:]  # regenerate just these (executed notebooks keep their outputs otherwise)
     for name, cells in names.items():
         if not only or name in only:
