@@ -128,6 +128,11 @@ class Engine:
             self._graphs[key] = self.backend.prepare(g)
         return self._graphs[key]
 
+    @property
+    def graph_keys(self) -> list[tuple[int, bool]]:
+        """(n_tokens, all_logits) of every graph built so far: one decode graph serves every position."""
+        return list(self._graphs)
+
     def _weight_source(self, name: str):
         return self.model.raw(name), self.model.tensors[name].ggml_type
 

@@ -291,10 +291,91 @@ LOADING = [
 ]
 
 
+FIXED_SHAPES = [
+    ("md", "# Phase 2 study: one fixed-shape decode graph for every position\n\n"
+           "**Question.** The roadmap's second phase: a decode graph whose shapes change with the position "
+           "must be rebuilt every token. Does rocmforge decode every position with one graph, and where "
+           "does the position enter if not in the shapes?"),
+    ("code", "import time\n\n"
+             "import pandas as pd\n"
+             "from rocmforge.engine import Engine\n\n"
+             "eng = Engine.from_gguf('smollm2-135m', backend='numpy', max_ctx=256)\n"
+             "g = eng.graph(1)\n"
+             "sig = g.signature()\n"
+             "eng.prefill(eng.tokenizer.encode('The capital of France is'))\n"
+             "times = []\n"
+             "for _ in range(40):\n"
+             "    t0 = time.perf_counter()\n"
+             "    res = eng.step(timed=False)\n"
+             "    times.append({'position': res.position, 'ms': 1e3 * (time.perf_counter() - t0)})\n"
+             "print('graphs built (n_tokens, all_logits):', eng.graph_keys)\n"
+             "print('decode graph unchanged after 40 steps:', eng.graph(1) is g and g.signature() == sig)"),
+    ("md", "**Where the position goes.** It is an input (`inp_pos`), not a shape: layer 0's KV cache is a "
+           "state tensor of `max_ctx` rows; SET_ROWS writes this token's row at `inp_pos`, and attention "
+           "reads the whole cache through fixed-shape views, masking rows past the position. The nodes "
+           "that touch layer 0's K cache:"),
+    ("code", "df = g.to_frame()\n"
+             "touch = df[df.sources.astype(str).str.contains('cache_k_l0|blk.0.cache_k') |\n"
+             "           (df.name == 'cache_k_l0')]\n"
+             "touch[['op', 'name', 'shape', 'dtype', 'sources']]"),
+    ("md", "**Measurement.** The step time against the position (numpy backend; the attention works over "
+           "all `max_ctx` rows, so the cost does not grow with the position, and nothing is rebuilt):"),
+    ("code", "t = pd.DataFrame(times).set_index('position')\n"
+             "ax = t.ms.plot(marker='.', ylim=(0, 2 * t.ms.max()), title='decode step time vs position')\n"
+             "ax.set_ylabel('ms');\n"
+             "t.ms.describe()[['count', 'mean', 'min', 'max']].round(1)"),
+    ("md", "**What it shows.** One decode graph, built once, served all 40 positions (the graph list "
+           "holds just it and the prompt's prefill graph); its signature did not change. The position "
+           "reaches the kernels as data, so the GPU backend can also capture the step once and replay "
+           "it (its decode runs as a replayed device graph). The price of fixed shapes is that attention "
+           "covers the whole cache every step; the decode attention kernel splits that work over the KV "
+           "length and masks by position."),
+]
+
+STATIC_BINDING = [
+    ("md", "# Phase 4 study: weights bound once\n\n"
+           "**Question.** The roadmap's fourth phase: weights never change, so they should be bound to the "
+           "backend once, not per step. Does any step bind, convert or allocate anything again?"),
+    ("code", "import time\n\n"
+             "import pandas as pd\n"
+             "from rocmforge.engine import Engine\n\n"
+             "t0 = time.perf_counter()\n"
+             "eng = Engine.from_gguf('smollm2-135m', backend='numpy', max_ctx=256)\n"
+             "t_bind = time.perf_counter() - t0\n"
+             "bound = dict(eng.backend.weights)  # name -> the array the backend computes with\n"
+             "print(f'engine built (graph + {len(bound)} weights bound) in {t_bind:.2f} s')"),
+    ("md", "**Measurement.** Decode 50 tokens, then run a prompt of a new length (a new prefill graph), "
+           "recording the memory counters of every step:"),
+    ("code", "eng.prefill(eng.tokenizer.encode('Once upon a time'))\n"
+             "rows = []\n"
+             "for i in range(50):\n"
+             "    t0 = time.perf_counter()\n"
+             "    res = eng.step(timed=False)\n"
+             "    rows.append({'step': i, 'ms': 1e3 * (time.perf_counter() - t0), **res.memory})\n"
+             "eng.reset()\n"
+             "eng.prefill(eng.tokenizer.encode('A different prompt, of another length, on purpose.'))\n"
+             "same = all(eng.backend.weights[k] is v for k, v in bound.items())\n"
+             "print('weights bound:', len(eng.backend.weights), '| the same arrays as at load:', same)\n"
+             "mem = pd.DataFrame(rows).set_index('step')\n"
+             "mem.drop(columns='ms').nunique().rename('distinct values over 50 steps').to_frame()"),
+    ("code", "ax = (mem.drop(columns='ms') / 2**20).plot(logy=True, title='memory counters per step (MiB)')\n"
+             "ax.set_ylabel('MiB (log)');"),
+    ("md", "**What it shows.** Binding happens once, when the engine is built (here the numpy backend "
+           "dequantizes every weight to f32 then); a new graph (the second prompt length) reuses the same "
+           "bound arrays, and the counters (weights: the GGUF bytes bound; KV cache; the planned activation "
+           "arena) hold one value "
+           "each over all steps: no step allocates or converts. On the GPU the same holds for CuPy's memory "
+           "pool: `tests/gpu/test_engine_gpu.py` checks that its used and total bytes are identical before "
+           "and after 1,000 decode steps (passed on an NVIDIA H100)."),
+]
+
+
 if __name__ == "__main__":
     NB.mkdir(exist_ok=True)
-    names = {"00_quickstart": QUICKSTART, "01_single_pass_loading": LOADING, "03_quantized_matvec": MATVEC,
-             "05_memory_plan": MEMORY_PLAN, "06_end_to_end": END_TO_END}
+    names = {"00_quickstart": QUICKSTART, "01_single_pass_loading": LOADING,
+             "02_fixed_shape_graphs": FIXED_SHAPES, "03_quantized_matvec": MATVEC,
+             "04_static_weight_binding": STATIC_BINDING, "05_memory_plan": MEMORY_PLAN,
+             "06_end_to_end": END_TO_END}
     only = sys.argv[1:]  # regenerate just these (executed notebooks keep their outputs otherwise)
     for name, cells in names.items():
         if not only or name in only:

@@ -31,7 +31,7 @@ def test_decode_graph_is_the_same_at_every_position(tiny):
     assert eng.graph(1) is g and g.signature() == sig
     spec = GraphSpec(1, 600)
     assert build_graph(eng.config, eng.weight_spec, spec).signature() == sig  # no position inside
-    assert len([k for k in eng._graphs if k[0] == 1]) == 1
+    assert eng.graph_keys == [(1, False), (5, False), (494, False)]  # one decode graph, one per prompt size
 
 
 def test_going_past_max_ctx_raises_naming_it(tiny):
