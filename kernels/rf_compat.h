@@ -46,39 +46,20 @@ typedef unsigned long long rf_u64;
 // dynamic shared memory (size given at launch) as an array of `type`
 #define RF_DYN_SHARED(type, name) extern __shared__ type name[]
 
-// ---- warp shuffles ----------------------------------------------------------------------------------
-RF_DEV float rf_shfl_xor(float v, int mask, int width = RF_WARP) {
+// ---- warp shuffles (int or float v) -------------------------------------------------------------------
 #if defined(RF_HIP)
-    return __shfl_xor(v, mask, width);
+#define RF_SHFL(kind, v, arg, width) __shfl##kind(v, arg, width)
 #else
-    return __shfl_xor_sync(0xffffffffu, v, mask, width);
+#define RF_SHFL(kind, v, arg, width) __shfl##kind##_sync(0xffffffffu, v, arg, width)
 #endif
-}
 
-RF_DEV int rf_shfl_xor(int v, int mask, int width = RF_WARP) {
-#if defined(RF_HIP)
-    return __shfl_xor(v, mask, width);
-#else
-    return __shfl_xor_sync(0xffffffffu, v, mask, width);
-#endif
-}
-
-// v of lane `src` (indexed) and of lane (this - delta) (lanes below delta keep their own v)
-RF_DEV int rf_shfl(int v, int src, int width = RF_WARP) {
-#if defined(RF_HIP)
-    return __shfl(v, src, width);
-#else
-    return __shfl_sync(0xffffffffu, v, src, width);
-#endif
-}
-
-RF_DEV int rf_shfl_up(int v, int delta, int width = RF_WARP) {
-#if defined(RF_HIP)
-    return __shfl_up(v, delta, width);
-#else
-    return __shfl_up_sync(0xffffffffu, v, delta, width);
-#endif
-}
+// v of lane (this ^ mask), of lane `src`, of lane (this - delta) (lanes below delta keep their own v)
+template <class T>
+RF_DEV T rf_shfl_xor(T v, int mask, int width = RF_WARP) { return RF_SHFL(_xor, v, mask, width); }
+template <class T>
+RF_DEV T rf_shfl(T v, int src, int width = RF_WARP) { return RF_SHFL(, v, src, width); }
+template <class T>
+RF_DEV T rf_shfl_up(T v, int delta, int width = RF_WARP) { return RF_SHFL(_up, v, delta, width); }
 
 // 16-byte copies global -> shared that run while the thread goes on (sm_80+: cp.async, in groups: commit
 // closes a group, wait<N> returns once at most N groups are still in flight); elsewhere a plain copy
