@@ -75,6 +75,25 @@ RF_DEV float rf_get(const float4& a, int k) { return k == 0 ? a.x : k == 1 ? a.y
 
 #define RF_NIB_LO 0x0F0F0F0F
 
+// the x of an 8-element unit u = 4b + i of a 4/5-bit block type (qs byte j holds elements j and 16 + j):
+// elements 4i..4i+3 (lo) and 16+4i..16+4i+3 (hi) of block b
+RF_DEV void rf_load_x_nib(const float* x, int u, float4& lo, float4& hi) {
+    const float* p = x + 32 * (u >> 2) + 4 * (u & 3);
+    lo = rf_ld4(p);
+    hi = rf_ld4(p + 16);
+}
+
+// 16 * sum(nibble * x) over such a unit: low nibbles of q against lo, high nibbles against hi
+RF_DEV float rf_dot_nib16(rf_u32 q, const float4& lo, const float4& hi) {
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        s += rf_nib16(q, 8 * k) * rf_get(lo, k);
+        s += rf_nib16(q, 8 * k + 4) * rf_get(hi, k);
+    }
+    return s;
+}
+
 // x quantized for the dp4a path (shared memory): q1, q2 (4 int8 per int), d scale and s sum per block of 32
 struct RfQx {
     const int* q1;
@@ -136,9 +155,7 @@ struct QT_Q4_0 {
         w.q = rf_ld_u32_a2(b + 2 + 4 * (u & 3));
     }
     RF_DEV static void load_x(const float* x, int u, X& v) {
-        const float* p = x + 32 * (u >> 2) + 4 * (u & 3);
-        v.lo = rf_ld4(p);
-        v.hi = rf_ld4(p + 16);
+        rf_load_x_nib(x, u, v.lo, v.hi);
 #if RF_MMV_FAST
         const float slo = rf_sum4(v.lo), shi = rf_sum4(v.hi);
         v.sum = slo + shi;
@@ -164,12 +181,7 @@ struct QT_Q4_0 {
         b += rf_mbits(t3, 0x00780000u) * v.hi.w;
         return w.d * (256.0f * a + (16.0f * b - v.k));
 #else
-        float s = 0.0f;
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            s += rf_nib16(w.q, 8 * k) * rf_get(v.lo, k);
-            s += rf_nib16(w.q, 8 * k + 4) * rf_get(v.hi, k);
-        }
+        const float s = rf_dot_nib16(w.q, v.lo, v.hi);
         return w.d * (16.0f * s - 24.0f * v.sum);  // sum((n - 8) x) = 16 (s - sum x) - 8 sum x
 #endif
     }
@@ -205,18 +217,11 @@ struct QT_Q4_1 {
         w.q = rf_ld_u32_a4(b + 4 + 4 * (u & 3));
     }
     RF_DEV static void load_x(const float* x, int u, X& v) {
-        const float* p = x + 32 * (u >> 2) + 4 * (u & 3);
-        v.lo = rf_ld4(p);
-        v.hi = rf_ld4(p + 16);
+        rf_load_x_nib(x, u, v.lo, v.hi);
         v.sum = rf_sum4(v.lo) + rf_sum4(v.hi);
     }
     RF_DEV static float dot(const W& w, const X& v) {
-        float s = 0.0f;
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            s += rf_nib16(w.q, 8 * k) * rf_get(v.lo, k);
-            s += rf_nib16(w.q, 8 * k + 4) * rf_get(v.hi, k);
-        }
+        const float s = rf_dot_nib16(w.q, v.lo, v.hi);
         return rf_h2f_lo(w.dm) * 16.0f * (s - v.sum) + rf_h2f_hi(w.dm) * v.sum;
     }
     static constexpr int QUNIT = 8;
@@ -255,11 +260,7 @@ struct QT_Q5_0 {
         w.qh = rf_ld_u32_a2(b + 2) >> (4 * i);  // bit k: element 4i+k; bit 16+k: element 16+4i+k
         w.q = rf_ld_u32_a2(b + 6 + 4 * i);
     }
-    RF_DEV static void load_x(const float* x, int u, X& v) {
-        const float* p = x + 32 * (u >> 2) + 4 * (u & 3);
-        v.lo = rf_ld4(p);
-        v.hi = rf_ld4(p + 16);
-    }
+    RF_DEV static void load_x(const float* x, int u, X& v) { rf_load_x_nib(x, u, v.lo, v.hi); }
     RF_DEV static float dot(const W& w, const X& v) {
         float s = 0.0f;
 #pragma unroll
