@@ -74,11 +74,14 @@ class _Plan:
     inputs: dict[str, DevTensor]
     outputs: dict[str, DevTensor]
     arena: Any
-    arena_bytes: int
-    ir_plan: Any = None  # the ir.alloc.Plan the offsets come from
+    ir_plan: Any  # the ir.alloc.Plan the offsets come from
     runs: int = 0
     device_graph: Any = None  # captured launches of every step, replayed when not timed
     capture_failed: str = ""
+
+    @property
+    def arena_bytes(self) -> int:
+        return self.ir_plan.arena_bytes
 
 
 class HipBackend:
@@ -222,7 +225,7 @@ class HipBackend:
                 dev[t.id] = out
                 steps.append(_Step(t, out, srcs, LAUNCH[t.op.value]))
         outputs = {name: dev[t.id] for name, t in graph.outputs.items()}
-        return _Plan(steps, inputs, outputs, arena, arena_bytes, ir_plan)
+        return _Plan(steps, inputs, outputs, arena, ir_plan)
 
     def _get_plan(self, graph: Graph) -> _Plan:
         entry = self._plans.get(id(graph))
