@@ -3,18 +3,23 @@
 Prints the GPU's name, the device-to-device copy bandwidth (bytes read + written, 1 GiB buffers, median
 of device-event timings), then for each weight type and LLaMA-7B / Qwen2-0.5B layer shape the kernel
 time (median after warm-up), the achieved weight bandwidth (weight bytes / time) and its share of the
-copy bandwidth, and the error against the numpy reference on a slice of rows (nmse).
+copy bandwidth, a plain 16-byte read of the same bytes, and the error against the numpy reference over
+every output row (nmse; the output is NaN-poisoned first, so a skipped row shows as nan).
 
 Timing: several copies of each weight rotate so that L2 cannot serve them (weights too small for that,
-16 copies under 2x L2, are instead evicted before each launch by reading a large buffer). Launches queue
-behind a spin kernel so that events time the GPU, not Python's launch cost. `us` is the median over
-batches of 10 back-to-back launches (as a decode step runs them) of the batch's mean per launch, from
-device events around each batch; `us/ev` is the median of per-launch times from events between
-launches (an event between kernels costs the stream a few us on some systems: the empty-kernel line
-shows both). Evicted weights are timed one launch at a time (both columns: events around each launch).
+16 copies under 2x L2, are instead evicted before each launch by reading a large buffer).
+`graph us`: a device graph of 4 x copies launches is captured and replayed, the median per launch over
+replays (as decode replays its steps). `us`: launches queued behind a spin kernel, the median over
+batches of 10 back-to-back stream launches of the batch's mean per launch (adds the launch gaps: the
+empty-kernel line gives their size). Evicted weights are timed one launch at a time with events around
+each (no graph figure).
+
+Kernel kinds (--kind, or chosen by --sweep): f32 (the default mat-vec), x8 (int8 activations,
+mul_mat_vec_x, for Q4_0/Q8_0 of >= 8192 rows), int8 and staged (older variants).
 
 This is a benchmark, not a test: it asserts nothing. Usage:
-    python scripts/bench_matvec.py [--types Q4_0,Q8_0] [--shapes llama,qwen] [--sweep] [--json out.json]
+    python scripts/bench_matvec.py [--types Q4_0,Q8_0] [--shapes llama,qwen,goal] [--kind x8]
+                                   [--sweep [f32|x8]] [--tunables K=V,...] [--json out.json]
 """
 
 from __future__ import annotations
