@@ -374,7 +374,8 @@ RF_MMVQ_ENTRY(q6_k, QT_Q6_K)
 // one-chunk software pipeline in registers, L2 prefetch instructions, split K across warps, f32 x.
 // Tunables (-D, the launcher's per-type defaults in launch.py X8_DEFAULTS): RF_MMVX_WARPS, RF_MMVX_ROWS,
 // RF_MMVX_UNROLL, RF_MMVX_ASYNC, RF_MMVX_MINB (blocks per SM for the register budget), RF_MMVX_LEVELS,
-// RF_MMVX_SHFL, RF_MMVX_QB (x loads in flight while quantizing); the launcher's RF_MMVX_BPS.
+// RF_MMVX_SHFL, RF_MMVX_QB (x loads in flight while quantizing), RF_MMVX_SPREAD (row groups dealt round
+// the blocks, 1, or consecutive to a block's warps, 0); the launcher's RF_MMVX_BPS.
 #ifndef RF_MMVX_WARPS
 #define RF_MMVX_WARPS 8
 #endif
