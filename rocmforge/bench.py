@@ -17,6 +17,7 @@ import numpy as np
 
 from . import __version__
 from .engine import Engine
+from .llamacpp import DATA
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -81,7 +82,7 @@ def write_jsonl(records: Iterable[dict], path: str | Path) -> None:
 
 # ---- mat-vec micro-benchmark records (scripts/bench_matvec.py --json) -------------------------------------
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"  # the repository's recorded runs
+DATA_DIR = DATA  # the repository's recorded runs (data/)
 
 
 def load_matvec(path: str | Path, kernel: str | None = None) -> pd.DataFrame:

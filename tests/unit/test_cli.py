@@ -242,14 +242,14 @@ def test_bench_writes_llama_bench_fields(tmp_path: Path, capsys) -> None:
 
 def test_int8_activations_flag_errors_clearly(tmp_path: Path, capsys, monkeypatch) -> None:
     """--int8-activations is a GPU setting: with --backend numpy, or with no GPU, one line and exit 2."""
-    import rocmforge.backends.hip as hip
+    import rocmforge.backends.hip.backend as hip_backend
     from rocmforge.synth import write_tiny_model
 
     model = write_tiny_model(tmp_path / "tiny.gguf")
     rc, _, err = _run(capsys, "generate", "--model", str(model), "--backend", "numpy", "--int8-activations",
                       "hi")
     assert rc == 2 and "does not apply to --backend numpy" in _one_line_error(err)
-    monkeypatch.setattr(hip, "gpu_available", lambda: (False, "no CUDA device (test)"))
+    monkeypatch.setattr(hip_backend, "gpu_available", lambda: (False, "no CUDA device (test)"))
     for cmd in (["generate", "--model", str(model), "hi"], ["bench", "--model", str(model), "-p", "4"]):
         rc, out, err = _run(capsys, *cmd, "--int8-activations")
         assert rc == 2 and "no CUDA device (test)" in _one_line_error(err), err

@@ -124,7 +124,8 @@ class Ctx:
     n_sm: int
     tunables: dict[str, int] = field(default_factory=dict)
     mmv_max_tokens: int = MMV_MAX_TOKENS
-    # opt-in decode mat-vec variants (both measured slower than the plain f32 kernel on an H100)
+    # opt-in decode mat-vec variants: q8 and staged measured slower than the plain f32 kernel on an H100;
+    # x8 faster for large Q4_0/Q8_0 weights, with int8 activations (HipBackend(int8_activations=True))
     q8_matvec: bool = False  # int8 activations (dp4a) for quantized weights
     staged_matvec: bool = False  # f32, rows staged through shared memory in 16-byte chunks
     x8_matvec: bool = False  # int8 x in shared memory, warps streaming row groups (Q4_0, Q8_0)
