@@ -355,9 +355,9 @@ RF_MMVQ_ENTRY(q6_k, QT_Q6_K)
 
 // ---- int8 x in shared memory, warps streaming row groups (mul_mat_vec_x_<type>: Q4_0, Q8_0) -------------
 // Opt-in (HipBackend(int8_activations=True)), for weights of >= 8192 rows (launch.py X8_MIN_N).
-// Launch: grid (B, T), B <= n_SM * RF_MMVX_BPS blocks, as few as give every warp the same number of row
-// groups; block RF_MMVX_WARPS * RF_WARP threads; dynamic shared memory K * levels + K / 4 bytes for x,
-// plus RF_MMVX_ASYNC chunks of RF_MMVX_ROWS rows per warp for the ring.
+// Launch: grid (B, T), B = min(n_SM * RF_MMVX_BPS, row groups) blocks (RF_MMVX_SPREAD 0: as few as give
+// every warp the same number of groups); block RF_MMVX_WARPS * RF_WARP threads; dynamic shared memory
+// K * levels + K / 4 bytes for x, plus RF_MMVX_ASYNC chunks of RF_MMVX_ROWS rows per warp for the ring.
 // The block quantizes x to int8 once (blocks of 32 with scale and sum, as llama.cpp's q8_1: normalized
 // MSE ~3e-5; RF_MMVX_LEVELS 2 adds a second int8 level for the rounding error: ~1e-9). Then each warp
 // walks its groups of RF_MMVX_ROWS rows in chunks of RF_MMVX_UNROLL warp steps (a step: 8-element units
@@ -393,9 +393,9 @@ RF_MMVQ_ENTRY(q6_k, QT_Q6_K)
 #endif
 #define MMVX_THREADS (RF_MMVX_WARPS * RF_WARP)
 
-// x [K] f32 -> shared q1 (q2) [K / 4] int8 x 4, ds [K / 32] = (scale, f32 sum). NIB (4-bit weights): unit
-// u = 4b + i reads ints u and K / 8 + u (elements 4i.. and 16 + 4i.. of block b), so consecutive lanes
-// read consecutive banks; otherwise the ints are in element order.
+// x [K] f32 -> shared q1 (q2) [K / 4] int8 x 4, ds [K / 32] = (scale, block sum of x as quantized).
+// NIB (4-bit weights): unit u = 4b + i reads ints u and K / 8 + u (elements 4i.. and 16 + 4i.. of block
+// b), so consecutive lanes read consecutive banks; otherwise the ints are in element order.
 template <bool NIB>
 RF_DEV void mmvx_quantize(const float* __restrict__ x, int K, int* q1, int* q2, float2* ds) {
     const int n4 = K / 4;
@@ -481,8 +481,7 @@ struct MX_Q4_0 {
 #endif
     }
     RF_DEV static float dot(const W& w, const int* q1, const int* q2, const float2* ds, int K, int u) {
-        const int s = mmvx_idot((int)(w.q & 0x0F0F0F0Fu), (int)((w.q >> 4) & 0x0F0F0F0Fu), q1, q2, u,
-                                K / 8 + u);
+        const int s = mmvx_idot((int)(w.q & RF_NIB_LO), (int)((w.q >> 4) & RF_NIB_LO), q1, q2, u, K / 8 + u);
         const float2 xd = ds[u >> 2];
         return w.d * (xd.x * (float)s - 2.0f * xd.y);  // -8 * sum(x) over the block, a quarter per unit
     }
