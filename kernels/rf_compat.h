@@ -110,25 +110,19 @@ RF_DEV float rf_warp_max(float v) { return rf_group_max(v, RF_WARP); }
 
 // reductions over the whole block (blockDim.x a multiple of RF_WARP); every thread gets the result.
 // sh: at least 32 floats of shared memory; it may be reused right after the call returns.
-RF_DEV float rf_block_sum(float v, float* sh) {
+template <float (*WarpReduce)(float)>
+RF_DEV float rf_block_reduce(float v, float* sh, float identity) {
     const int lane = threadIdx.x % RF_WARP, warp = threadIdx.x / RF_WARP;
-    v = rf_warp_sum(v);
+    v = WarpReduce(v);
     __syncthreads();
     if (lane == 0) sh[warp] = v;
     __syncthreads();
-    v = lane < (int)(blockDim.x / RF_WARP) ? sh[lane] : 0.0f;
-    return rf_warp_sum(v);
+    v = lane < (int)(blockDim.x / RF_WARP) ? sh[lane] : identity;
+    return WarpReduce(v);
 }
 
-RF_DEV float rf_block_max(float v, float* sh) {
-    const int lane = threadIdx.x % RF_WARP, warp = threadIdx.x / RF_WARP;
-    v = rf_warp_max(v);
-    __syncthreads();
-    if (lane == 0) sh[warp] = v;
-    __syncthreads();
-    v = lane < (int)(blockDim.x / RF_WARP) ? sh[lane] : -RF_INF;
-    return rf_warp_max(v);
-}
+RF_DEV float rf_block_sum(float v, float* sh) { return rf_block_reduce<rf_warp_sum>(v, sh, 0.0f); }
+RF_DEV float rf_block_max(float v, float* sh) { return rf_block_reduce<rf_warp_max>(v, sh, -RF_INF); }
 
 // ---- int8 dot product: c + sum_i a.i8[i] * b.i8[i] ---------------------------------------------------
 RF_DEV int rf_dp4a(int a, int b, int c) {
