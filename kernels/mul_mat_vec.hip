@@ -370,7 +370,7 @@ RF_MMVQ_ENTRY(q6_k, QT_Q6_K)
 // its unaligned half-words and scale: 1.1 (Q4_0) or 2.1 (Q8_0) loads per unit instead of 3 or 5.
 // Bytes: the weights once; x (K * 4) once per block from L2. Measured on an H100 (bench_matvec.py, in a
 // device graph, % of copy bandwidth): Q4_0 11008x4096 60-64% (f32 kernel 50%), 32000x4096 80% (55%);
-// Q8_0 11008x4096 81-83% (77%). With N = 4096 it is no faster than the f32 kernel. Tried and slower: a
+// Q8_0 11008x4096 81-84% (77%). With N = 4096 it is no faster than the f32 kernel. Tried and slower: a
 // one-chunk software pipeline in registers, L2 prefetch instructions, split K across warps, f32 x.
 // Tunables (-D, the launcher's per-type defaults in launch.py X8_DEFAULTS): RF_MMVX_WARPS, RF_MMVX_ROWS,
 // RF_MMVX_UNROLL, RF_MMVX_ASYNC, RF_MMVX_MINB (blocks per SM for the register budget), RF_MMVX_LEVELS,
