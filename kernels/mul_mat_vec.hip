@@ -393,6 +393,15 @@ RF_MMVQ_ENTRY(q6_k, QT_Q6_K)
 #endif
 #define MMVX_THREADS (RF_MMVX_WARPS * RF_WARP)
 
+// one float4 of x in its block of 32 (8 lanes together): level-1 int8 values a b c e, returns the scale
+RF_DEV float mmvx_q1(const float4& v, int& a, int& b, int& c, int& e) {
+    const float amax =
+        rf_group_max(fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))), 8);
+    const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    a = (int)rintf(v.x * id), b = (int)rintf(v.y * id), c = (int)rintf(v.z * id), e = (int)rintf(v.w * id);
+    return amax / 127.0f;
+}
+
 // x [K] f32 -> shared q1 (q2) [K / 4] int8 x 4, ds [K / 32] = (scale, block sum of x as quantized).
 // NIB (4-bit weights): unit u = 4b + i reads ints u and K / 8 + u (elements 4i.. and 16 + 4i.. of block
 // b), so consecutive lanes read consecutive banks; otherwise the ints are in element order.
@@ -409,13 +418,10 @@ RF_DEV void mmvx_quantize(const float* __restrict__ x, int K, int* q1, int* q2, 
 #pragma unroll
         for (int k = 0; k < RF_MMVX_QB; ++k) {
             const int t = base + k * MMVX_THREADS + (int)threadIdx.x;
-            const float amax = rf_group_max(
-                fmaxf(fmaxf(fabsf(v[k].x), fabsf(v[k].y)), fmaxf(fabsf(v[k].z), fabsf(v[k].w))), 8);
-            const float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
-            const int a = (int)rintf(v[k].x * id), b = (int)rintf(v[k].y * id);
-            const int c = (int)rintf(v[k].z * id), e = (int)rintf(v[k].w * id);
+            int a, b, c, e;
+            const float d = mmvx_q1(v[k], a, b, c, e);
 #if RF_MMVX_LEVELS == 2
-            const float id2 = 254.0f * id;
+            const float id2 = d > 0.0f ? 254.0f / d : 0.0f;
             const int a2 = rf_q2(v[k].x, a, d, id2), b2 = rf_q2(v[k].y, b, d, id2);
             const int c2 = rf_q2(v[k].z, c, d, id2), e2 = rf_q2(v[k].w, e, d, id2);
             const float qs = 254.0f * (float)(a + b + c + e) + (float)(a2 + b2 + c2 + e2);
@@ -436,6 +442,36 @@ RF_DEV void mmvx_quantize(const float* __restrict__ x, int K, int* q1, int* q2, 
 #endif
             }
         }
+    }
+}
+
+// QUANTIZE_X8: x [T, K] f32 -> xq [T, K + K / 4] bytes per token: int8 [K] in element order (one level,
+// as llama.cpp's q8_1), then float2 [K / 32] (scale, block sum of x as quantized); what mul_mat_vec_xq
+// copies into shared memory. Launch: grid (ceil(K / 1024), T), 256 threads, a float4 each; K % 32 == 0.
+// Bytes: K * 4 read, K * 1.25 written.
+RF_KERNEL void __launch_bounds__(256)
+    quantize_x8(const float* x, rf_i64 x_stride, rf_u8* xq, rf_i64 xq_stride, int K) {
+    const int t = blockIdx.x * 256 + (int)threadIdx.x, n4 = K / 4;  // n4 % 8 == 0: whole blocks per 8 lanes
+    x += blockIdx.y * x_stride;
+    xq += blockIdx.y * xq_stride;
+    const float4 v = t < n4 ? rf_ld4(x + 4 * t) : float4{0.0f, 0.0f, 0.0f, 0.0f};
+    int a, b, c, e;
+    const float d = mmvx_q1(v, a, b, c, e);
+    const float sum = rf_group_sum((float)(a + b + c + e), 8) * d;
+    if (t < n4) {
+        ((int*)xq)[t] = rf_pack4(a, b, c, e);
+        if ((t & 7) == 0) ((float2*)(xq + K))[t >> 3] = float2{d, sum};
+    }
+}
+
+// pre-quantized x (quantize_x8's row) -> shared memory in mmvx_quantize's layout, 16-byte async copies
+// (committed by the caller). NIB: chunk 2b (elements 0-15 of block b) to int 4b, chunk 2b + 1 to K / 8 + 4b.
+template <bool NIB>
+RF_DEV void mmvx_copy_xq(const rf_u8* __restrict__ xq, int K, rf_u8* smem) {
+    const int nq = K / 16, n = nq + K / 64;  // chunks of int8 x, then of (scale, sum) pairs
+    for (int c = (int)threadIdx.x; c < n; c += MMVX_THREADS) {
+        const int dst = NIB && c < nq ? (c & 1) * (K / 2) + 16 * (c >> 1) : 16 * c;
+        rf_cp_async16(smem + dst, xq + 16 * c);
     }
 }
 
@@ -536,10 +572,12 @@ struct MX_Q8_0 {
 #define RF_MMVX_ASYNC 0  // 0: a chunk's weights into registers, then computed; D >= 2: a ring of D chunks
 #endif                   // per warp in shared memory, filled by async copies D - 1 chunks ahead
 
-template <class T>
-__device__ void mmvx(const rf_u8* __restrict__ w, rf_i64 row_bytes, const float* __restrict__ x,
+// PREQ: x is quantize_x8's output (rows of x_stride bytes), copied, not quantized, by every block
+template <class T, bool PREQ>
+__device__ void mmvx(const rf_u8* __restrict__ w, rf_i64 row_bytes, const void* __restrict__ xv,
                      rf_i64 x_stride, float* __restrict__ y, rf_i64 y_stride, int N, int K) {
     constexpr int R = RF_MMVX_ROWS, U = RF_MMVX_UNROLL, D = RF_MMVX_ASYNC;
+    static_assert(!PREQ || RF_MMVX_LEVELS == 1, "pre-quantized x has one int8 level");
     constexpr int CB = U * T::STEP;  // bytes of a row in one chunk (a multiple of 16)
     RF_DYN_SHARED(int, smem);
     int* q1 = smem;
@@ -550,8 +588,11 @@ __device__ void mmvx(const rf_u8* __restrict__ w, rf_i64 row_bytes, const float*
     const int chunks = full / U, groups = (N + R - 1) / R, gstride = gridDim.x * RF_MMVX_WARPS;
     // SPREAD: group g to block g % gridDim.x, so every block (and SM) gets within one group of the others
     const int g0 = RF_MMVX_SPREAD ? warp * gridDim.x + blockIdx.x : blockIdx.x * RF_MMVX_WARPS + warp;
-    x += blockIdx.y * x_stride;
     y += blockIdx.y * y_stride;
+    if (PREQ) {  // x's copy first: its commit group is the oldest, so it lands before the weights' groups
+        mmvx_copy_xq<T::NIB>((const rf_u8*)xv + blockIdx.y * x_stride, K, (rf_u8*)smem);
+        rf_cp_async_commit();
+    }
     auto row_of = [&](int g, int i) { return w + (rf_i64)min(g * R + i, N - 1) * row_bytes; };
     auto dot_chunk = [&](const typename T::Raw (&raw)[U][R], int st, float (&acc)[R]) {
 #pragma unroll
@@ -581,9 +622,13 @@ __device__ void mmvx(const rf_u8* __restrict__ w, rf_i64 row_bytes, const float*
         rf_cp_async_commit();  // one group per item, empty past the end: the counts stay uniform
     };
 #pragma unroll
-    for (int t = 0; t < D - 1; ++t) issue(t);  // in flight while x is quantized
+    for (int t = 0; t < D - 1; ++t) issue(t);  // in flight while x is quantized (or copied)
 #endif
-    mmvx_quantize<T::NIB>(x, K, q1, q2, ds);
+    if (PREQ) {
+        rf_cp_async_wait<(D > 1 ? D - 1 : 0)>();  // x's group (D - 1 weight groups may still be in flight)
+    } else {
+        mmvx_quantize<T::NIB>((const float*)xv + blockIdx.y * x_stride, K, q1, q2, ds);
+    }
     __syncthreads();
 
 #if RF_MMVX_ASYNC
@@ -652,7 +697,12 @@ __device__ void mmvx(const rf_u8* __restrict__ w, rf_i64 row_bytes, const float*
     RF_KERNEL void __launch_bounds__(MMVX_THREADS, RF_MMVX_MINB)                                       \
         mul_mat_vec_x_##name(const rf_u8* w, rf_i64 row_bytes, const float* x, rf_i64 x_stride, float* y, \
                              rf_i64 y_stride, int N, int K) {                                          \
-        mmvx<T>(w, row_bytes, x, x_stride, y, y_stride, N, K);                                         \
+        mmvx<T, false>(w, row_bytes, x, x_stride, y, y_stride, N, K);                                  \
+    }                                                                                                  \
+    RF_KERNEL void __launch_bounds__(MMVX_THREADS, RF_MMVX_MINB)                                       \
+        mul_mat_vec_xq_##name(const rf_u8* w, rf_i64 row_bytes, const rf_u8* xq, rf_i64 xq_stride,     \
+                              float* y, rf_i64 y_stride, int N, int K) {                               \
+        mmvx<T, true>(w, row_bytes, xq, xq_stride, y, y_stride, N, K);                                 \
     }
 
 RF_MMVX_ENTRY(q4_0, MX_Q4_0)

@@ -15,7 +15,9 @@ empty-kernel line gives their size). Evicted weights are timed one launch at a t
 each (no graph figure).
 
 Kernel kinds (--kind, or chosen by --sweep): f32 (the default mat-vec), x8 (int8 activations,
-mul_mat_vec_x, for Q4_0/Q8_0 of >= 8192 rows), int8 and staged (older variants).
+mul_mat_vec_x, for Q4_0/Q8_0 of >= 8192 rows), xq (the same with x quantized once by quantize_x8 and
+shared, as in a decode graph: the mat-vec is timed alone and the quantize kernel's time printed beside
+it), int8 and staged (older variants).
 
 This is a benchmark, not a test: it asserts nothing. Usage:
     python scripts/bench_matvec.py [--types Q4_0,Q8_0] [--shapes llama,qwen,goal] [--kind x8]
@@ -82,11 +84,17 @@ SWEEP_X8 = [dict(kind="f32")] + [
         (1, 4, 2, 8, 4, 3, 4),
     ]
 ]
+# --sweep xq: x quantized once and shared (mul_mat_vec_xq) against the per-block quantizing x8 kernel
+SWEEP_XQ = [dict(kind="x8")] + [
+    dict(kind="xq", RF_MMVX_ROWS=r, RF_MMVX_UNROLL=u, RF_MMVX_ASYNC=a, RF_MMVX_MINB=b, RF_MMVX_BPS=b)
+    for r, u, a, b in [(4, 2, 3, 4), (2, 2, 3, 6), (4, 2, 4, 4), (4, 1, 4, 4), (2, 4, 3, 4), (1, 4, 3, 6)]
+]
 KINDS = {
-    "staged": dict(staged_matvec=True, q8_matvec=False, x8_matvec=False),
-    "f32": dict(staged_matvec=False, q8_matvec=False, x8_matvec=False),
-    "int8": dict(staged_matvec=False, q8_matvec=True, x8_matvec=False),
-    "x8": dict(staged_matvec=False, q8_matvec=False, x8_matvec=True),
+    "staged": dict(staged_matvec=True, q8_matvec=False, x8_matvec=False, x8_prequant=False),
+    "f32": dict(staged_matvec=False, q8_matvec=False, x8_matvec=False, x8_prequant=False),
+    "int8": dict(staged_matvec=False, q8_matvec=True, x8_matvec=False, x8_prequant=False),
+    "x8": dict(staged_matvec=False, q8_matvec=False, x8_matvec=True, x8_prequant=False),
+    "xq": dict(staged_matvec=False, q8_matvec=False, x8_matvec=True, x8_prequant=True),
 }
 
 
@@ -246,6 +254,10 @@ def bench_one(
     y = L.DevTensor(cp.empty(N * 4, dtype=np.uint8), 0, (1, N), "f32")
     ws = [L.DevTensor(b, 0, (N, K), qt.name.lower()) for b in bufs]
     y.buf.view(np.float32)[...] = np.nan  # poisoned: rows the kernel skips show
+    # xq: x quantized once (quantize_x8) and shared, as the mat-vecs of one activation share it in a
+    # decode graph: the launches below time the mat-vec alone; quantize_us times quantize_x8 alone
+    be.ctx.begin_run()
+    be.ctx.begin_node(None, "bench x" if be.ctx.x8_prequant else None)
     L.MUL_MAT(be.ctx, y, ws[0], x)  # compile + check, every row
     cp.cuda.Device().synchronize()
     ref = quant.dequantize(cp.asnumpy(bufs[0]), qt, (N, K)).astype(np.float64) @ xh.astype(np.float64)
@@ -260,6 +272,12 @@ def bench_one(
     t_ev = statistics.median(timer.time(launch, reps, flush))
     t = t_ev if flush else statistics.median(timer.time_batched(launch, max(3, reps // BATCH)))
     t_graph = float("nan") if flush else statistics.median(timer.time_graph(launch, 4 * copies))
+
+    t_quant = float("nan")
+    if be.ctx.x8_prequant and not flush:
+        xq = be.ctx.quantized_x(x, K, 1)
+        t_quant = statistics.median(timer.time_graph(lambda i: L.quantize_x8(be.ctx, xq, x, K, 1), 16))
+    be.ctx.begin_node(None)
 
     def read(i: int) -> None:  # the floor: a plain 16-byte-load read of the same bytes
         b = bufs[i % copies]
@@ -286,6 +304,7 @@ def bench_one(
         "read_us": t_read,
         "graph_us": t_graph,
         "read_graph_us": t_read_graph,
+        "quantize_us": t_quant,
         "graph_gbps": nbytes / (t_graph * 1e-6) / 1e9,
         "gbps": nbytes / (t * 1e-6) / 1e9,
         "nmse": err,
@@ -304,8 +323,8 @@ def main() -> None:
         nargs="?",
         const="f32",
         default="",
-        choices=["f32", "x8"],
-        help="first try the tunable variants (f32 kernel, or x8 against f32) on the goal shapes",
+        choices=["f32", "x8", "xq"],
+        help="first try the tunable variants (f32 kernel, x8 against f32, xq against x8) on the goal shapes",
     )
     ap.add_argument("--tunables", default="", help="e.g. RF_MMV_ROWS=4,RF_MMV_WARPS=4")
     ap.add_argument("--kind", default="", choices=["", *KINDS], help="kernel kind for the table")
@@ -361,7 +380,7 @@ def main() -> None:
         )
         best = None
         per_type: dict = {}
-        for tun in SWEEP_X8 if args.sweep == "x8" else SWEEP:
+        for tun in {"x8": SWEEP_X8, "xq": SWEEP_XQ}.get(args.sweep, SWEEP):
             use(be, tun)
             row, srow, errs = [], [], []
             for qt in (Q.Q4_0, Q.Q8_0):
@@ -422,7 +441,8 @@ def main() -> None:
                     f"{qt.name:6} {N:>6}x{K:<6} {r['bytes'] / 1e6:8.2f} {r['us']:8.2f} "
                     f"{100 * r['gbps'] * 1e9 / bw:6.1f}% {r['graph_us']:9.2f} {r['graph_gbps']:6.0f} "
                     f"{100 * r['graph_gbps'] * 1e9 / bw:6.1f}% {r['read_graph_us']:8.2f} "
-                    f"{r['nmse']:8.1e} {'evict' if r['flush'] else 'rot'}",
+                    f"{r['nmse']:8.1e} {'evict' if r['flush'] else 'rot'}"
+                    + (f"  (+ quantize_x8 {r['quantize_us']:.2f} us)" if be.ctx.x8_prequant else ""),
                     flush=True,
                 )
     print(f"({time.time() - t0:.0f} s)")

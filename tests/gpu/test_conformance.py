@@ -220,6 +220,34 @@ for _qt in (Q.Q4_0, Q.Q8_0):
             )
         )
 
+# ... with x quantized once by quantize_x8 and copied by every block (mul_mat_vec_xq; one int8 level only)
+for _qt in (Q.Q4_0, Q.Q8_0):
+    for _N, _K, _T, _tun in [
+        (129, 576, 3, {}),
+        (1000, 4096, 1, {}),
+        (67, 2304, 2, {}),
+        (515, 2304, 1, {"RF_MMVX_ASYNC": 0}),
+        (515, 2304, 1, {"RF_MMVX_ASYNC": 4, "RF_MMVX_ROWS": 1, "RF_MMVX_UNROLL": 2, "RF_MMVX_MINB": 8}),
+        (515, 2304, 1, {"RF_MMVX_SHFL": 0, "RF_MMVX_ASYNC": 0, "RF_MMVX_WARPS": 4, "RF_MMVX_BPS": 2}),
+    ]:
+        _tid = "".join(f"-{k[8:]}={v}" for k, v in _tun.items())
+        CASES.append(
+            Case(
+                f"MUL_MAT-xq-{_qt.name}-{_N}x{_K}-T{_T}{_tid}",
+                _mul_mat(
+                    _qt,
+                    _N,
+                    _K,
+                    (_T,),
+                    tol=F16_TOL,
+                    x8_matvec=True,
+                    x8_prequant=True,
+                    x8_min_n=0,
+                    tunables=_tun,
+                ),
+            )
+        )
+
 
 @case("MUL_MAT-act-f32-w")
 def _mul_mat_act(rng):

@@ -75,19 +75,39 @@ def test_pool_counters_stay_flat_over_1000_decode_steps(tiny):
     p.check()
 
 
-def test_int8_activations_stay_close_to_numpy(tiny):
+@pytest.mark.parametrize("prequant", [False, True], ids=["per-block", "prequant"])
+def test_int8_activations_stay_close_to_numpy(tiny, prequant, monkeypatch):
     """HipBackend(int8_activations=True): Q4_0/Q8_0 decode mat-vecs on int8 x (x8_min_n = 0: the tiny
-    model's mat-vecs use the kernel); logits near numpy's, as llama.cpp's q8_1 path is; replay == eager."""
+    model's mat-vecs use the kernel); logits near numpy's, as llama.cpp's q8_1 path is; replay == eager.
+    prequant: x quantized once per activation value and shared by the mat-vecs that read it (Q/K/V,
+    gate/up), so fewer quantizations than mat-vecs, and a replayed step re-quantizes each new activation."""
     from rocmforge.backends.hip import HipBackend
+    from rocmforge.backends.hip import launch as L
 
+    calls = {"quantize": 0, "mat-vec": 0}
+
+    def counting(name, fn):
+        def wrapped(*a, **k):
+            calls[name] += 1
+            return fn(*a, **k)
+
+        return wrapped
+
+    monkeypatch.setattr(L, "quantize_x8", counting("quantize", L.quantize_x8))
+    monkeypatch.setattr(L, "_mul_mat_vec_x", counting("mat-vec", L._mul_mat_vec_x))
     ids = [3, 17, 99, 250, 7, 42, 5, 11, 64]
     ref, _ = _run(Engine.from_gguf(tiny, backend="numpy", max_ctx=64), ids, 12)
     runs = []
     for replay in (False, True):
         be = HipBackend(int8_activations=True)
         be.ctx.x8_min_n = 0
+        be.ctx.x8_prequant = prequant
         be.replay = replay
         runs.append(_run(Engine.from_gguf(tiny, backend=be, max_ctx=64), ids, 12))
+    if calls["mat-vec"] and prequant:
+        assert 0 < calls["quantize"] < calls["mat-vec"], calls
+    else:
+        assert calls["quantize"] == 0, calls
     np.testing.assert_array_equal(runs[1][0], runs[0][0])
     got = runs[1][0]
     nmse = float(np.mean((got - ref) ** 2) / np.mean(ref**2))

@@ -30,7 +30,9 @@ ENTRY_POINTS = {
     "mul_mat_vec.hip": [f"mul_mat_vec_{t}" for t in _WTYPES]
     + [f"mul_mat_vec_q_{t}" for t in Q8_MATVEC]
     + [f"mul_mat_vec_s_{t}" for t in STAGED_MATVEC]
-    + [f"mul_mat_vec_x_{t}" for t in X8_MATVEC],
+    + [f"mul_mat_vec_x_{t}" for t in X8_MATVEC]
+    + [f"mul_mat_vec_xq_{t}" for t in X8_MATVEC]
+    + ["quantize_x8"],
     "mul_mat.hip": [f"mul_mat_{t}" for t in _WTYPES],
     "get_rows.hip": [f"get_rows_{t}" for t in _WTYPES] + ["get_rows_i32"],
     "elementwise.hip": [f"{op}_{p}" for op in ("add", "mul") for p in _ACT2]

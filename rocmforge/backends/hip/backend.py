@@ -55,6 +55,18 @@ def gpu_available() -> tuple[bool, str]:
     return True, name.decode() if isinstance(name, bytes) else str(name)
 
 
+def x_key(node: Tensor) -> int | None:
+    """For a MUL_MAT node, the id of the value it reads as x, under which the mat-vecs that read one value
+    share its int8 copy (Ctx.quantized_x); None for other ops and for values in state buffers (the KV
+    cache changes during a run)."""
+    if node.op is not Op.MUL_MAT:
+        return None
+    x = root = node.src[1]
+    while root.op in (Op.VIEW, Op.RESHAPE, Op.SET_ROWS):  # aliases of their first source
+        root = root.src[0]
+    return None if root.kind == "state" else x.id
+
+
 def _raw_bytes(raw: Any) -> np.ndarray:
     a = np.ascontiguousarray(np.asarray(raw))
     return a.reshape(-1).view(np.uint8)
@@ -251,6 +263,7 @@ class HipBackend:
 
     def _launch_all(self, plan: _Plan, timed: bool) -> list:
         events: list = []
+        self.ctx.begin_run()
         for st in plan.steps:
             if st.launch is None:
                 events.append(None)
@@ -260,7 +273,8 @@ class HipBackend:
             if timed:
                 e0, e1 = self.cp.cuda.Event(), self.cp.cuda.Event()
                 e0.record()
-            self.ctx.begin_node((id(plan), st.node.id))
+            xk = x_key(st.node)
+            self.ctx.begin_node((id(plan), st.node.id), None if xk is None else (id(plan), xk))
             st.launch(self.ctx, st.out, *st.srcs, **st.node.params)
             if timed:
                 e1.record()

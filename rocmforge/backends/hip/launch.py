@@ -130,9 +130,14 @@ class Ctx:
     staged_matvec: bool = False  # f32, rows staged through shared memory in 16-byte chunks
     x8_matvec: bool = False  # int8 x in shared memory, warps streaming row groups (Q4_0, Q8_0)
     x8_min_n: int = X8_MIN_N  # ... for weights of at least this many rows
+    # ... with x quantized once per activation (quantize_x8) and shared by the mat-vecs that read it
+    # (mul_mat_vec_xq: Q/K/V, gate/up), instead of once per block; not yet timed on a GPU
+    x8_prequant: bool = False
     _scratch: dict[Any, Any] = field(default_factory=dict)  # (node key, k) -> persistent scratch
     _node: Any = None
     _n_scratch: int = 0
+    _x_key: Any = None  # the node's activation source, for sharing its quantized copy (begin_node)
+    _x8_done: set[Any] = field(default_factory=set)  # sources quantized so far in this run
 
     def k(self, file: str, name: str, **defines: Any) -> Any:
         return self.mods.get(file, **defines).fn(name)
@@ -153,9 +158,35 @@ class Ctx:
             buf = self._scratch[key] = cupy.empty(nbytes, dtype=np.uint8)
         return DevTensor(buf, 0, shape, dtype)
 
-    def begin_node(self, key: Any) -> None:
-        """Scratch taken until the next begin_node belongs to the node `key` (None: temporary)."""
-        self._node, self._n_scratch = key, 0
+    def begin_node(self, key: Any, x_key: Any = None) -> None:
+        """Scratch taken until the next begin_node belongs to the node `key` (None: temporary). x_key names
+        the value the node reads as its activation (None: not shared), so that nodes reading the same
+        value share one quantized copy of it (quantized_x)."""
+        self._node, self._n_scratch, self._x_key = key, 0, x_key
+
+    def begin_run(self) -> None:
+        """A run (or a capture) starts: no activation has been quantized in it yet."""
+        self._x8_done.clear()
+
+    def quantized_x(self, x: DevTensor, K: int, M: int) -> DevTensor:
+        """x [M, K] f32 as quantize_x8's int8 rows: quantized by the first node of the run that reads x's
+        value (begin_node's x_key), reused by the others; quantized every time without a key."""
+        import cupy
+
+        shape = (M, x8_row_bytes(K) // 4)  # i32 words: K % 64 == 0 keeps rows 16-byte multiples
+        if self._x_key is None:
+            xq = self.empty(shape, "i32")
+            quantize_x8(self, xq, x, K, M)
+            return xq
+        key = ("x8", self._x_key)
+        buf = self._scratch.get(key)
+        if buf is None or buf.nbytes < 4 * M * shape[1]:
+            buf = self._scratch[key] = cupy.empty(4 * M * shape[1], dtype=np.uint8)
+        xq = DevTensor(buf, 0, shape, "i32")
+        if key not in self._x8_done:
+            self._x8_done.add(key)
+            quantize_x8(self, xq, x, K, M)
+        return xq
 
     @property
     def scratch_bytes(self) -> int:
@@ -318,7 +349,10 @@ def MUL_MAT(ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor) -> None:
         and K % 64 == 0
         and w.ptr % 4 == 0
     ):
-        _mul_mat_vec_x(ctx, out, w, x, kt, N, K, M)
+        if ctx.x8_prequant:
+            _mul_mat_vec_x(ctx, out, w, ctx.quantized_x(x, K, M), kt, N, K, M, xq=True)
+        else:
+            _mul_mat_vec_x(ctx, out, w, x, kt, N, K, M)
         return
     if M <= ctx.mmv_max_tokens and ctx.q8_matvec and kt in Q8_MATVEC and K <= Q8_MAX_K:
         d = ctx.mmv_defines()
@@ -353,16 +387,30 @@ def MUL_MAT(ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor) -> None:
     )
 
 
+def x8_row_bytes(K: int) -> int:
+    """Bytes of one token of quantize_x8's output: int8 [K], then float2 (scale, sum) [K / 32]."""
+    return K + K // 4
+
+
+def quantize_x8(ctx: Ctx, xq: DevTensor, x: DevTensor, K: int, M: int) -> None:
+    """x [M, K] f32 (contiguous) -> xq [M, x8_row_bytes(K)] bytes: the int8 activations of mul_mat_vec_xq."""
+    f = ctx.k("mul_mat_vec.hip", "quantize_x8")
+    f((cdiv(K, 1024), M), (256,), (x.ptr, _i64(K), xq.ptr, _i64(x8_row_bytes(K)), _i32(K)))
+
+
 def _mul_mat_vec_x(
-    ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, kt: str, N: int, K: int, M: int
+    ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, kt: str, N: int, K: int, M: int, xq: bool = False
 ) -> None:
-    """mul_mat_vec_x: as many blocks as fit at once (RF_MMVX_BPS per SM), row groups dealt round them (or,
-    RF_MMVX_SPREAD=0, the fewest blocks that give every warp the same number of groups). The async ring
-    needs 16-byte aligned rows; otherwise chunks load into registers."""
+    """mul_mat_vec_x (x f32, quantized by every block) or, xq, mul_mat_vec_xq (x from quantize_x8): as many
+    blocks as fit at once (RF_MMVX_BPS per SM), row groups dealt round them (or, RF_MMVX_SPREAD=0, the
+    fewest blocks that give every warp the same number of groups). The async ring needs 16-byte aligned
+    rows; otherwise chunks load into registers."""
     d = {**X8_DEFAULTS[kt], **ctx.mmv_defines()}
     warps, rows = d.get("RF_MMVX_WARPS", 8), d.get("RF_MMVX_ROWS", 2)
     bps = d.pop("RF_MMVX_BPS", 4)
-    levels = d.get("RF_MMVX_LEVELS", 1)
+    levels = 1 if xq else d.get("RF_MMVX_LEVELS", 1)
+    if xq:
+        d.pop("RF_MMVX_LEVELS", None)
     ring = d.get("RF_MMVX_ASYNC", 0)
     chunk_bytes = d.get("RF_MMVX_UNROLL", 4) * X8_PAIR_BYTES[kt] * ctx.warp // 8
     x_bytes = cdiv(K * levels + K // 4, 16) * 16
@@ -374,11 +422,13 @@ def _mul_mat_vec_x(
         blocks = min(ctx.n_sm * bps, groups)
     else:  # fewest blocks that give every warp the same number of groups
         blocks = cdiv(groups, cdiv(groups, ctx.n_sm * bps * warps) * warps)
-    f = ctx.k("mul_mat_vec.hip", f"mul_mat_vec_x_{kt}", **d)
+    name = f"mul_mat_vec_xq_{kt}" if xq else f"mul_mat_vec_x_{kt}"
+    x_stride = x8_row_bytes(K) if xq else K
+    f = ctx.k("mul_mat_vec.hip", name, **d)
     f(
         (blocks, M),
         (warps * ctx.warp,),
-        (w.ptr, _i64(w.row_bytes), x.ptr, _i64(K), out.ptr, _i64(N), _i32(N), _i32(K)),
+        (w.ptr, _i64(w.row_bytes), x.ptr, _i64(x_stride), out.ptr, _i64(N), _i32(N), _i32(K)),
         shared_mem=smem,
     )
 

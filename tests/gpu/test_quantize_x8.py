@@ -1,0 +1,108 @@
+"""quantize_x8 (int8 activations for mul_mat_vec_xq) against a numpy reference, and the sharing of one
+quantized activation by the mat-vecs that read it (Ctx.quantized_x) in eager runs and graph replays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rocmforge import quant
+from rocmforge.backends.numpy_ref import NumpyBackend
+from rocmforge.ir.graph import Graph
+
+try:
+    from rocmforge.backends.hip import HipBackend, gpu_available
+
+    _OK, _WHY = gpu_available()
+except ImportError as e:  # pragma: no cover - the package itself failed to import
+    _OK, _WHY = False, f"the HIP backend failed to import: {e}"
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not _OK, reason=f"no GPU: {_WHY}")]
+
+Q = quant.QType
+
+
+def quantize_x8_ref(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x f32 [M, K] -> (int8 values [M, K], scale [M, K / 32], block sum of x as quantized [M, K / 32]),
+    q8_1 as llama.cpp's: scale amax / 127, values rint(x * 127 / amax)."""
+    M, K = x.shape
+    xb = x.reshape(M, K // 32, 32).astype(np.float32)
+    amax = np.abs(xb).max(-1)
+    d = amax / np.float32(127)
+    with np.errstate(divide="ignore"):
+        inv = np.where(amax > 0, np.float32(127) / amax, np.float32(0)).astype(np.float32)
+    q = np.rint(xb * inv[..., None]).astype(np.int32)
+    return q.reshape(M, K), d, q.sum(-1).astype(np.float32) * d
+
+
+@pytest.fixture(scope="module")
+def hip():
+    return HipBackend()
+
+
+@pytest.mark.parametrize("M,K", [(1, 64), (3, 576), (1, 4096), (2, 4160)])
+def test_quantize_x8_matches_numpy(hip, M, K):
+    from rocmforge.backends.hip import launch as L
+
+    cp = hip.cp
+    rng = np.random.default_rng()
+    xh = (rng.standard_normal((M, K)) * rng.uniform(0.1, 10.0, (M, 1))).astype(np.float32)
+    xh[0, :32] = 0.0  # an all-zero block: scale 0, values 0
+    x = L.DevTensor(cp.asarray(xh).view(np.uint8), 0, (M, K), "f32")
+    rb = L.x8_row_bytes(K)
+    outs = []
+    for poison in (0x55, 0xAA):  # an unwritten byte differs between the two runs
+        buf = cp.full(M * rb, poison, dtype=np.uint8)
+        L.quantize_x8(hip.ctx, L.DevTensor(buf, 0, (M, rb // 4), "i32"), x, K, M)
+        outs.append(cp.asnumpy(buf).reshape(M, rb))
+    np.testing.assert_array_equal(outs[0], outs[1])
+    got = outs[0]
+    q = got[:, :K].view(np.int8).astype(np.int32)
+    ds = got[:, K:].copy().view(np.float32).reshape(M, K // 32, 2)
+    q_ref, d_ref, s_ref = quantize_x8_ref(xh)
+    assert np.abs(q - q_ref).max() <= 1  # a rounding tie may go either way on another compiler
+    assert np.mean(q == q_ref) > 0.999
+    np.testing.assert_allclose(ds[..., 0], d_ref, rtol=1e-6, atol=0)
+    s_got = (q.reshape(M, K // 32, 32).sum(-1) * d_ref).astype(np.float32)  # the sum of what was stored
+    np.testing.assert_allclose(ds[..., 1], s_got, rtol=1e-5, atol=1e-6 * np.abs(s_ref).max())
+    assert np.all(q[0, :32] == 0) and ds[0, 0, 0] == 0.0
+
+
+def _shared_graph(rng):
+    """x read by a Q4_0 and a Q8_0 mat-vec (one quantized copy), x * 0.5 by another (a second copy)."""
+    g = Graph()
+    x = g.input("x", (1, 2304), "f32")
+    specs = {"a": (Q.Q4_0, 515), "b": (Q.Q8_0, 129), "c": (Q.Q4_0, 67)}
+    w = {n: g.weight(f"shared/{n}", (N, 2304), qt.name.lower()) for n, (qt, N) in specs.items()}
+    g.output(g.mul_mat(w["a"], x, "ya"))
+    g.output(g.mul_mat(w["b"], x, "yb"))
+    g.output(g.mul_mat(w["c"], g.scale(x, 0.5, "xh"), "yc"))
+    raw = {f"shared/{n}": (quant.random_blocks(qt, (N, 2304), rng), qt) for n, (qt, N) in specs.items()}
+    return g, raw
+
+
+def test_mat_vecs_share_one_quantized_x_in_eager_runs_and_replays(hip):
+    rng = np.random.default_rng()
+    g, raw = _shared_graph(rng)
+    ref_be = NumpyBackend()
+    saved = (hip.ctx.x8_matvec, hip.ctx.x8_prequant, hip.ctx.x8_min_n)
+    hip.ctx.x8_matvec, hip.ctx.x8_prequant, hip.ctx.x8_min_n = True, True, 0
+    try:
+        for be in (ref_be, hip):
+            be.bind_weights(g, lambda name: raw[name])
+            be.prepare(g)
+        keys = set()
+        for run in range(4):  # eager, eager (then captured), replay, replay: new x every time
+            xh = rng.standard_normal((1, 2304)).astype(np.float32) * (run + 1)
+            ref, _ = ref_be.run(g, {"x": xh})
+            out, _ = hip.run(g, {"x": xh})
+            for name in ("ya", "yb", "yc"):
+                r = ref[name].astype(np.float64)
+                err = float(np.sum((out[name] - r) ** 2) / np.sum(r**2))
+                assert err < 1e-4, (run, name, err)
+            keys |= {k for k in hip.ctx._scratch if k[0] == "x8"}
+        assert len(keys) == 2  # x and x * 0.5, each quantized into its own copy
+        plan = hip._get_plan(g)
+        assert plan.device_graph is not None and not plan.capture_failed
+    finally:
+        hip.ctx.x8_matvec, hip.ctx.x8_prequant, hip.ctx.x8_min_n = saved
