@@ -54,7 +54,7 @@ MEMORY_PLAN = [
            "**Question.** Intermediates of a prefill graph are large (`[n_tokens, n_ff]` per layer). "
            "How small can one arena be if buffers are released after their last consumer, reused "
            "best-fit, and element-wise ops run in place? We plan both real models' graphs."),
-    ("code", "import pandas as pd\n"
+    ("code", "import pandas as pd\n\n"
              "from rocmforge.config import ModelConfig\n"
              "from rocmforge.gguf import open_model\n"
              "from rocmforge.ir.alloc import plan\n"
@@ -98,7 +98,7 @@ MATVEC = [
            "`graph` is the time per launch inside a captured device graph, as decode replays a step; "
            "`stream` adds the launch gaps of back-to-back stream launches. Small weights that fit in L2 are "
            "timed one launch at a time after an eviction pass (no graph figure)."),
-    ("code", "import pandas as pd\n"
+    ("code", "import pandas as pd\n\n"
              "from rocmforge.bench import DATA_DIR, load_matvec\n\n"
              "f32 = load_matvec(DATA_DIR / 'bench/matvec_h100_f32.json', 'f32 x')\n"
              "x8 = load_matvec(DATA_DIR / 'bench/matvec_h100_x8.json', 'int8 x')\n"
@@ -158,8 +158,7 @@ END_TO_END = [
            "quantized file defines. Both engines are compared with it teacher-forced: the same tokens go in, "
            "and at each position we compare log p(next token). llama.cpp's own quantized run (its normal "
            "CPU path, q8 activations) is recorded too, as the scale of differences users accept."),
-    ("code", "import numpy as np\n"
-             "import pandas as pd\n"
+    ("code", "import pandas as pd\n\n"
              "from rocmforge.engine import Engine\n"
              "from rocmforge.llamacpp import distance, distance_between, dlogp, dlogp_between, load_refs\n\n"
              "refs = load_refs('smollm2-135m')\n"
@@ -185,7 +184,7 @@ END_TO_END = [
              "ax.set_xlabel('position'); ax.set_ylabel('nats');"),
     ("md", "The same check on the GPU (NVIDIA H100, f32 activations and KV cache), both models, recorded by "
            "`scripts/gpu_model_check.py` into `data/bench/`:"),
-    ("code", "import json\n"
+    ("code", "import json\n\n"
              "from rocmforge.bench import DATA_DIR\n\n"
              "gpu = []\n"
              "for name in ('smollm2-135m', 'qwen2.5-0.5b'):\n"
@@ -241,7 +240,7 @@ LOADING = [
     ("code", "import statistics\n"
              "import time\n\n"
              "import gguf\n"
-             "import pandas as pd\n"
+             "import pandas as pd\n\n"
              "from rocmforge.config import ModelConfig\n"
              "from rocmforge.engine import Engine\n"
              "from rocmforge.gguf import GGUFFile, open_model\n"
@@ -273,8 +272,8 @@ LOADING = [
              "for name in ('smollm2-135m', 'qwen2.5-0.5b'):\n"
              "    path = open_model(name).path\n"
              "    rows.append({'model': name, 'file MB': path.stat().st_size / 1e6,\n"
-             "                 'rocmforge parse s': median_s(lambda: GGUFFile(path)),\n"
-             "                 'gguf.GGUFReader s': median_s(lambda: gguf.GGUFReader(path))})\n"
+             "                 'rocmforge parse s': median_s(lambda p=path: GGUFFile(p)),\n"
+             "                 'gguf.GGUFReader s': median_s(lambda p=path: gguf.GGUFReader(p))})\n"
              "df = pd.DataFrame(rows).set_index('model')\n"
              "df['speed-up'] = df['gguf.GGUFReader s'] / df['rocmforge parse s']\n"
              "ax = df[['rocmforge parse s', 'gguf.GGUFReader s']].plot.bar(logy=True, rot=0,\n"
@@ -297,7 +296,7 @@ FIXED_SHAPES = [
            "must be rebuilt every token. Does rocmforge decode every position with one graph, and where "
            "does the position enter if not in the shapes?"),
     ("code", "import time\n\n"
-             "import pandas as pd\n"
+             "import pandas as pd\n\n"
              "from rocmforge.engine import Engine\n\n"
              "eng = Engine.from_gguf('smollm2-135m', backend='numpy', max_ctx=256)\n"
              "g = eng.graph(1)\n"
@@ -337,7 +336,7 @@ STATIC_BINDING = [
            "**Question.** The roadmap's fourth phase: weights never change, so they should be bound to the "
            "backend once, not per step. Does any step bind, convert or allocate anything again?"),
     ("code", "import time\n\n"
-             "import pandas as pd\n"
+             "import pandas as pd\n\n"
              "from rocmforge.engine import Engine\n\n"
              "t0 = time.perf_counter()\n"
              "eng = Engine.from_gguf('smollm2-135m', backend='numpy', max_ctx=256)\n"
