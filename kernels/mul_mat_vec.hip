@@ -698,7 +698,8 @@ __device__ void mmvx(const rf_u8* __restrict__ w, rf_i64 row_bytes, const void* 
         mul_mat_vec_x_##name(const rf_u8* w, rf_i64 row_bytes, const float* x, rf_i64 x_stride, float* y, \
                              rf_i64 y_stride, int N, int K) {                                          \
         mmvx<T, false>(w, row_bytes, x, x_stride, y, y_stride, N, K);                                  \
-    }                                                                                                  \
+    }
+#define RF_MMVXQ_ENTRY(name, T)                                                                        \
     RF_KERNEL void __launch_bounds__(MMVX_THREADS, RF_MMVX_MINB)                                       \
         mul_mat_vec_xq_##name(const rf_u8* w, rf_i64 row_bytes, const rf_u8* xq, rf_i64 xq_stride,     \
                               float* y, rf_i64 y_stride, int N, int K) {                               \
@@ -707,3 +708,7 @@ __device__ void mmvx(const rf_u8* __restrict__ w, rf_i64 row_bytes, const void* 
 
 RF_MMVX_ENTRY(q4_0, MX_Q4_0)
 RF_MMVX_ENTRY(q8_0, MX_Q8_0)
+#if RF_MMVX_LEVELS == 1  // pre-quantized x has one level (the launcher compiles it without RF_MMVX_LEVELS)
+RF_MMVXQ_ENTRY(q4_0, MX_Q4_0)
+RF_MMVXQ_ENTRY(q8_0, MX_Q8_0)
+#endif
