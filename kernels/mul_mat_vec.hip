@@ -393,11 +393,12 @@ RF_MMVQ_ENTRY(q6_k, QT_Q6_K)
 #endif
 #define MMVX_THREADS (RF_MMVX_WARPS * RF_WARP)
 
-// one float4 of x in its block of 32 (8 lanes together): level-1 int8 values a b c e, returns the scale
-RF_DEV float mmvx_q1(const float4& v, int& a, int& b, int& c, int& e) {
+// one float4 of x in its block of 32 (8 lanes together): level-1 int8 values a b c e and the inverse
+// scale id; returns the scale
+RF_DEV float mmvx_q1(const float4& v, int& a, int& b, int& c, int& e, float& id) {
     const float amax =
         rf_group_max(fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))), 8);
-    const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    id = amax > 0.0f ? 127.0f / amax : 0.0f;
     a = (int)rintf(v.x * id), b = (int)rintf(v.y * id), c = (int)rintf(v.z * id), e = (int)rintf(v.w * id);
     return amax / 127.0f;
 }
@@ -419,9 +420,10 @@ RF_DEV void mmvx_quantize(const float* __restrict__ x, int K, int* q1, int* q2, 
         for (int k = 0; k < RF_MMVX_QB; ++k) {
             const int t = base + k * MMVX_THREADS + (int)threadIdx.x;
             int a, b, c, e;
-            const float d = mmvx_q1(v[k], a, b, c, e);
+            float id;
+            const float d = mmvx_q1(v[k], a, b, c, e, id);
 #if RF_MMVX_LEVELS == 2
-            const float id2 = d > 0.0f ? 254.0f / d : 0.0f;
+            const float id2 = 254.0f * id;
             const int a2 = rf_q2(v[k].x, a, d, id2), b2 = rf_q2(v[k].y, b, d, id2);
             const int c2 = rf_q2(v[k].z, c, d, id2), e2 = rf_q2(v[k].w, e, d, id2);
             const float qs = 254.0f * (float)(a + b + c + e) + (float)(a2 + b2 + c2 + e2);
@@ -456,7 +458,8 @@ RF_KERNEL void __launch_bounds__(256)
     xq += blockIdx.y * xq_stride;
     const float4 v = t < n4 ? rf_ld4(x + 4 * t) : float4{0.0f, 0.0f, 0.0f, 0.0f};
     int a, b, c, e;
-    const float d = mmvx_q1(v, a, b, c, e);
+    float id;
+    const float d = mmvx_q1(v, a, b, c, e, id);
     const float sum = rf_group_sum((float)(a + b + c + e), 8) * d;
     if (t < n4) {
         ((int*)xq)[t] = rf_pack4(a, b, c, e);
