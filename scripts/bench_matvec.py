@@ -3,7 +3,8 @@
 Prints the GPU's name, the device-to-device copy bandwidth (bytes read + written, 1 GiB buffers, median
 of device-event timings), then for each weight type and LLaMA-7B / Qwen2-0.5B layer shape the kernel
 time (median after warm-up), the achieved weight bandwidth (weight bytes / time) and its share of the
-copy bandwidth, a plain 16-byte read of the same bytes, and the error against the numpy reference over
+copy bandwidth, a plain 16-byte read of the same bytes (--read-floor: also the fastest of 18 plain reads,
+1-8 loads in flight per thread, 2-8 blocks per SM), and the error against the numpy reference over
 every output row (nmse; the output is NaN-poisoned first, so a skipped row shows as nan).
 
 Timing: several copies of each weight rotate so that L2 cannot serve them (weights too small for that,
@@ -20,8 +21,9 @@ shared, as in a decode graph: the mat-vec is timed alone and the quantize kernel
 it), int8 and staged (older variants).
 
 This is a benchmark, not a test: it asserts nothing. Usage:
-    python scripts/bench_matvec.py [--types Q4_0,Q8_0] [--shapes llama,qwen,goal] [--kind x8]
-                                   [--sweep [f32|x8]] [--tunables K=V,...] [--json out.json]
+    python scripts/bench_matvec.py [--types Q4_0,Q8_0] [--shapes llama,qwen,goal] [--kind x8|xq]
+                                   [--sweep [f32|x8|xq]] [--tunables K=V,...] [--read-floor]
+                                   [--json out.json]
 """
 
 from __future__ import annotations
@@ -122,7 +124,28 @@ extern "C" __global__ void l2_evict(const float4* p, long long n, float* sink) {
     }
     if (s != s) sink[0] = s;
 }
+// a plain read with U 16-byte loads in flight per thread (the read floor's candidates)
+template <int U>
+__device__ void read_u(const uint4* __restrict__ p, long long n, float* sink) {
+    unsigned s = 0;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    for (; i + (U - 1) * stride < n; i += U * stride) {
+        uint4 v[U];
+#pragma unroll
+        for (int k = 0; k < U; ++k) v[k] = p[i + k * stride];
+#pragma unroll
+        for (int k = 0; k < U; ++k) s ^= v[k].x ^ v[k].y ^ v[k].z ^ v[k].w;
+    }
+    for (; i < n; i += stride) s ^= p[i].x;
+    if (s == 0x9E3779B9u) sink[0] = 1.0f;  // keeps the loads; practically never taken
+}
+extern "C" __global__ void read_1(const uint4* p, long long n, float* sink) { read_u<1>(p, n, sink); }
+extern "C" __global__ void read_4(const uint4* p, long long n, float* sink) { read_u<4>(p, n, sink); }
+extern "C" __global__ void read_8(const uint4* p, long long n, float* sink) { read_u<8>(p, n, sink); }
 """
+# --read-floor: the best of these plain reads (loads in flight, blocks per SM, threads) in a device graph
+READ_FLOOR = [(u, b, t) for u in (1, 4, 8) for b in (2, 4, 8) for t in (256, 512)]
 READ_BLOCKS_PER_SM = 8  # read floor: l2_evict over the weight bytes, n_SM * 8 blocks of 256 threads
 
 
@@ -133,6 +156,7 @@ class Timer:
         self.cp = cp
         mod = cp.RawModule(code=HELPER_SRC)
         self.spin, self.evict_k = mod.get_function("spin"), mod.get_function("l2_evict")
+        self.read_k = {u: mod.get_function(f"read_{u}") for u in (1, 4, 8)}
         self.evict_buf = cp.zeros(evict_bytes // 4, dtype=np.float32)
         self.sink = cp.zeros(1, dtype=np.float32)
         self.spin((1,), (1,), (np.int64(1000),))
@@ -242,7 +266,15 @@ def make_weights(cp, qt: quant.QType, N: int, K: int, copies: int, rng: np.rando
 
 
 def bench_one(
-    be: HipBackend, timer: Timer, qt: quant.QType, N: int, K: int, rng, reps: int, rot_bytes: int
+    be: HipBackend,
+    timer: Timer,
+    qt: quant.QType,
+    N: int,
+    K: int,
+    rng,
+    reps: int,
+    rot_bytes: int,
+    read_floor: bool = False,
 ) -> dict:
     cp = be.cp
     nbytes = quant.row_bytes(qt, K) * N
@@ -291,6 +323,18 @@ def bench_one(
         t_read_graph = float("nan") if flush else statistics.median(timer.time_graph(read, 4 * copies))
     else:
         t_read = t_read_graph = float("nan")
+    floor_us, floor_cfg = float("nan"), ""
+    if read_floor and nbytes % 16 == 0 and not flush:  # the fastest plain read of these bytes in a graph
+        for u, bps, th in READ_FLOOR:
+            k = timer.read_k[u]
+
+            def rd(i: int, k=k, bps=bps, th=th) -> None:
+                k((be.ctx.n_sm * bps,), (th,), (bufs[i % copies], np.int64(nbytes // 16), timer.sink))
+
+            rd(0)
+            tg = statistics.median(timer.time_graph(rd, 4 * copies))
+            if not tg >= floor_us:
+                floor_us, floor_cfg = tg, f"{u} loads x {bps} blocks/SM x {th} threads"
     bufs.clear()
     ws.clear()
     cp.get_default_memory_pool().free_all_blocks()
@@ -305,6 +349,8 @@ def bench_one(
         "graph_us": t_graph,
         "read_graph_us": t_read_graph,
         "quantize_us": t_quant,
+        "read_floor_graph_us": floor_us,
+        "read_floor_config": floor_cfg,
         "graph_gbps": nbytes / (t_graph * 1e-6) / 1e9,
         "gbps": nbytes / (t * 1e-6) / 1e9,
         "nmse": err,
@@ -328,6 +374,11 @@ def main() -> None:
     )
     ap.add_argument("--tunables", default="", help="e.g. RF_MMV_ROWS=4,RF_MMV_WARPS=4")
     ap.add_argument("--kind", default="", choices=["", *KINDS], help="kernel kind for the table")
+    ap.add_argument(
+        "--read-floor",
+        action="store_true",
+        help="also time the fastest of several plain reads of each weight's bytes (in a device graph)",
+    )
     ap.add_argument("--json", default="")
     args = ap.parse_args()
 
@@ -435,14 +486,21 @@ def main() -> None:
                 if K % quant.block_size(qt):
                     print(f"{qt.name:6} {N:>6}x{K:<6} {'n/a: K is not a multiple of the block size':>40}")
                     continue
-                r = bench_one(be, timer, qt, N, K, rng, args.reps, rot_bytes)
+                r = bench_one(be, timer, qt, N, K, rng, args.reps, rot_bytes, args.read_floor)
                 results["table"].append(r)
                 print(
                     f"{qt.name:6} {N:>6}x{K:<6} {r['bytes'] / 1e6:8.2f} {r['us']:8.2f} "
                     f"{100 * r['gbps'] * 1e9 / bw:6.1f}% {r['graph_us']:9.2f} {r['graph_gbps']:6.0f} "
                     f"{100 * r['graph_gbps'] * 1e9 / bw:6.1f}% {r['read_graph_us']:8.2f} "
                     f"{r['nmse']:8.1e} {'evict' if r['flush'] else 'rot'}"
-                    + (f"  (+ quantize_x8 {r['quantize_us']:.2f} us)" if be.ctx.x8_prequant else ""),
+                    + (f"  (+ quantize_x8 {r['quantize_us']:.2f} us)" if be.ctx.x8_prequant else "")
+                    + (
+                        f"  best read {r['read_floor_graph_us']:.2f} us = "
+                        f"{100 * r['bytes'] / r['read_floor_graph_us'] * 1e6 / bw:.1f}% "
+                        f"({r['read_floor_config']})"
+                        if args.read_floor and r["read_floor_config"]
+                        else ""
+                    ),
                     flush=True,
                 )
     print(f"({time.time() - t0:.0f} s)")
