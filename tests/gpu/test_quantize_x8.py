@@ -7,17 +7,12 @@ import numpy as np
 import pytest
 
 from rocmforge import quant
+from rocmforge.backends.hip import HipBackend, gpu_available
 from rocmforge.backends.numpy_ref import NumpyBackend
 from rocmforge.ir.graph import Graph
 
-try:
-    from rocmforge.backends.hip import HipBackend, gpu_available
-
-    _OK, _WHY = gpu_available()
-except ImportError as e:  # pragma: no cover - the package itself failed to import
-    _OK, _WHY = False, f"the HIP backend failed to import: {e}"
-
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not _OK, reason=f"no GPU: {_WHY}")]
+ok, why = gpu_available()
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not ok, reason=f"no GPU: {why}")]
 
 Q = quant.QType
 
