@@ -1,8 +1,9 @@
 // mul_mat_vec.hip: MUL_MAT for one token (decode): y[n] = sum_k w[n, k] * x[k], w in its GGUF blocks.
 //
-// Four kernels; the launcher uses mul_mat_vec_<type> unless asked for another: mul_mat_vec_q and _s
-// measured slower on an H100; mul_mat_vec_x (at the end of this file) is faster for large Q4_0 / Q8_0
-// weights but quantizes x to int8 (see scripts/bench_matvec.py --sweep).
+// Four kernel families; the launcher uses mul_mat_vec_<type> unless asked for another: mul_mat_vec_q and
+// _s measured slower on an H100; mul_mat_vec_x (at the end of this file) is faster for large Q4_0 / Q8_0
+// weights but quantizes x to int8 (see scripts/bench_matvec.py --sweep); its twin mul_mat_vec_xq reads x
+// already quantized by quantize_x8 (once per activation, shared by the mat-vecs that read it).
 //
 // mul_mat_vec_q_<type> (quantized weights, opt-in): int8 dot products (dp4a).
 // Launch: grid (ceil(N / (RF_MMVQ_WARPS * RF_MMVQ_ROWS)), T), block RF_MMVQ_WARPS * RF_WARP threads,
@@ -372,6 +373,9 @@ RF_MMVQ_ENTRY(q6_k, QT_Q6_K)
 // device graph, % of copy bandwidth): Q4_0 11008x4096 60-64% (f32 kernel 50%), 32000x4096 80% (55%);
 // Q8_0 11008x4096 81-84% (77%). With N = 4096 it is no faster than the f32 kernel. Tried and slower: a
 // one-chunk software pipeline in registers, L2 prefetch instructions, split K across warps, f32 x.
+// mul_mat_vec_xq_<type> (Ctx.x8_prequant, not yet timed on a GPU): the same, but x comes from quantize_x8
+// (K + K / 4 bytes per token, L2-resident) and each block copies it into shared memory with async copies
+// issued before its first weight chunks, instead of quantizing 4 K bytes of f32 x itself.
 // Tunables (-D, the launcher's per-type defaults in launch.py X8_DEFAULTS): RF_MMVX_WARPS, RF_MMVX_ROWS,
 // RF_MMVX_UNROLL, RF_MMVX_ASYNC, RF_MMVX_MINB (blocks per SM for the register budget), RF_MMVX_LEVELS,
 // RF_MMVX_SHFL, RF_MMVX_QB (x loads in flight while quantizing), RF_MMVX_SPREAD (row groups dealt round
