@@ -40,3 +40,36 @@ def test_x_key_is_none_for_other_ops_and_for_state():
     assert x_key(y) is None
     assert x_key(from_state) is None  # the KV cache changes within a run
     assert x_key(from_input) == x.id
+
+
+def test_quantized_x_is_made_once_per_value_and_run(monkeypatch):
+    """Ctx.quantized_x (no GPU: CuPy's allocator and the quantize launch replaced by fakes): the first
+    node of a run that reads a value quantizes it into that value's own buffer, later readers reuse it,
+    every run quantizes again, and without a key every call quantizes into its own scratch."""
+    import sys
+    import types
+
+    import numpy as np
+
+    from rocmforge.backends.hip import launch as L
+
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(empty=lambda n, dtype: np.empty(n, dtype)))
+    made = []
+    monkeypatch.setattr(L, "quantize_x8", lambda ctx, xq, x, K, M: made.append((xq.buf, K, M)))
+    ctx = L.Ctx(mods=None, warp=32, n_sm=132)
+    x = L.DevTensor(np.zeros(3 * 4096 * 4, np.uint8), 0, (3, 4096), "f32")
+    for run in range(2):
+        ctx.begin_run()
+        ctx.begin_node("q", "attn_norm")
+        a = ctx.quantized_x(x, 4096, 3)
+        ctx.begin_node("k", "attn_norm")
+        b = ctx.quantized_x(x, 4096, 3)
+        ctx.begin_node("up", "ffn_norm")
+        c = ctx.quantized_x(x, 4096, 3)
+        assert a.buf is b.buf and c.buf is not a.buf
+        assert a.shape == (3, L.x8_row_bytes(4096) // 4) and a.buf.nbytes == 3 * L.x8_row_bytes(4096)
+        assert [m[0] for m in made[2 * run :]] == [a.buf, c.buf]  # once per value in each run
+    ctx.begin_node(None)  # no key: quantized at every call
+    d = ctx.quantized_x(x, 4096, 3)
+    e = ctx.quantized_x(x, 4096, 3)
+    assert len(made) == 6 and d.buf is not e.buf and d.buf is not a.buf
