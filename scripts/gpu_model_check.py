@@ -3,8 +3,10 @@
     python scripts/gpu_model_check.py --model smollm2-135m=/tmp/m/smol.gguf --out $OUT/gpu_models.json
 
 For each model: teacher-forced distance of the HIP backend's logits from llama.cpp's exact F32 run and
-from llama.cpp's quantized CPU run (data/refs), greedy 32-token generations against the F32 run, and
-eager decode tokens/s (median over steps after warm-up) with the per-op time split. Prints a table.
+from llama.cpp's quantized CPU run (data/refs), through prefill (the mat-mat kernels) and through decode
+(one token a step: the mat-vec kernels, and with --int8-activations the int8 ones), greedy 32-token
+generations against the F32 run, and eager decode tokens/s (median over steps after warm-up) with the
+per-op time split. Prints a table. --backend numpy runs the same checks on the reference engine.
 """
 
 from __future__ import annotations
@@ -20,18 +22,60 @@ from rocmforge.llamacpp import distance, distance_between, load_refs
 from rocmforge.profile import top_ops
 
 
-def check(name: str, path: str, kv_dtype: str, n_decode: int) -> dict:
-    eng = Engine.from_gguf(path, backend="hip", max_ctx=1024, kv_dtype=kv_dtype)
+def first(run: dict[str, np.ndarray], n_tokens: int, n: int) -> dict[str, np.ndarray]:
+    """A recorded run cut to its first n positions (per-token arrays, and per-next-token ones)."""
+    return {
+        k: v[:n] if len(v) == n_tokens else v[: n - 1] if len(v) == n_tokens - 1 else v
+        for k, v in run.items()
+    }
+
+
+def decode_logits(eng: Engine, toks: np.ndarray) -> np.ndarray:
+    """Teacher-forced logits [n, n_vocab] through the decode graph: one token a step from position 0."""
+    eng.reset()
+    return np.stack([eng.step(int(t), timed=False).logits for t in toks])
+
+
+def make_engine(path: str, backend: str, kv_dtype: str, int8: bool, prequant: bool) -> Engine:
+    if backend == "numpy":
+        return Engine.from_gguf(path, backend="numpy", max_ctx=1024, kv_dtype=kv_dtype)
+    from rocmforge.backends.hip import HipBackend
+
+    be = HipBackend(int8_activations=int8)
+    be.ctx.x8_prequant = prequant
+    return Engine.from_gguf(path, backend=be, max_ctx=1024, kv_dtype=kv_dtype)
+
+
+def check(
+    name: str,
+    path: str,
+    kv_dtype: str,
+    n_decode: int,
+    backend: str = "hip",
+    int8: bool = False,
+    prequant: bool = False,
+    decode_tokens: int = 0,
+) -> dict:
+    eng = make_engine(path, backend, kv_dtype, int8, prequant)
     refs = load_refs(name)
-    out: dict = {"model": name, "device": eng.backend.device_name, "kv_dtype": kv_dtype, "texts": {}}
+    device = getattr(eng.backend, "device_name", eng.backend.name)
+    out: dict = {"model": name, "device": device, "kv_dtype": kv_dtype, "int8_activations": int8,
+                 "prequant": prequant, "texts": {}}
     for text in refs.texts:
         toks = refs.tokens(text)
         eng.reset()
         logits = eng.prefill(toks, all_logits=True)
+        f32, quant = refs.run("f32", text), refs.run("quant", text)
+        n = min(decode_tokens, len(toks)) if decode_tokens else len(toks)
+        dec = decode_logits(eng, toks[:n])
         out["texts"][text] = {
-            "vs_f32": distance(logits, toks, refs.run("f32", text)),
-            "vs_llamacpp_quant": distance(logits, toks, refs.run("quant", text)),
-            "llamacpp_quant_vs_f32": distance_between(refs.run("quant", text), refs.run("f32", text)),
+            "vs_f32": distance(logits, toks, f32),
+            "vs_llamacpp_quant": distance(logits, toks, quant),
+            "llamacpp_quant_vs_f32": distance_between(quant, f32),
+            "decode_vs_f32": distance(dec, toks[:n], first(f32, len(toks), n)),
+            "decode_llamacpp_quant_vs_f32": distance_between(
+                first(quant, len(toks), n), first(f32, len(toks), n)
+            ),
         }
     greedy = {}
     for g in refs.greedy:
@@ -67,20 +111,31 @@ def main() -> None:
     ap.add_argument("--kv", default="f32")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--out", default="gpu_models.json")
+    ap.add_argument("--backend", default="hip", choices=["hip", "numpy"])
+    ap.add_argument("--int8-activations", action="store_true", help="HipBackend(int8_activations=True)")
+    ap.add_argument("--prequant", action="store_true", help="... with x quantized once per activation")
+    ap.add_argument("--decode-tokens", type=int, default=0, help="teacher-forced decode: first N (0: all)")
     a = ap.parse_args()
     results = []
     for spec in a.model:
         name, path = spec.split("=", 1)
-        results.append(check(name, path, a.kv, a.steps))
+        results.append(
+            check(name, path, a.kv, a.steps, a.backend, a.int8_activations, a.prequant, a.decode_tokens)
+        )
         with open(a.out, "w") as f:
             json.dump(results, f, indent=1, default=str)
     for r in results:
-        print(f"== {r['model']} on {r['device']} (KV {r['kv_dtype']})")
+        acts = "int8" + (" (shared)" if r["prequant"] else "") if r["int8_activations"] else "f32"
+        print(f"== {r['model']} on {r['device']} (KV {r['kv_dtype']}, {acts} activations in decode)")
         for text, d in r["texts"].items():
             f, q, lq = d["vs_f32"], d["vs_llamacpp_quant"], d["llamacpp_quant_vs_f32"]
             print(f"  {text:6s} vs F32: {f['mean_abs_dlogp']:.4f} nats, top-1 {f['top1_agree_pct']:.1f}% | "
                   f"llama.cpp quant vs F32: {lq['mean_abs_dlogp']:.4f} nats, {lq['top1_agree_pct']:.1f}% | "
                   f"vs llama.cpp quant: {q['mean_abs_dlogp']:.4f}")
+            f, lq = d["decode_vs_f32"], d["decode_llamacpp_quant_vs_f32"]
+            print(f"  {'':6s} decode, {f['n']} tokens, vs F32: {f['mean_abs_dlogp']:.4f} nats, "
+                  f"top-1 {f['top1_agree_pct']:.1f}% | llama.cpp quant vs F32 there: "
+                  f"{lq['mean_abs_dlogp']:.4f} nats, {lq['top1_agree_pct']:.1f}%")
         for g, d in r["greedy"].items():
             print(f"  greedy {g}: equal={d['equal']} first_diff={d['first_diff']}")
         print(f"  decode (replayed graph): {r['decode_ms_median']:.2f} ms/token = {r['decode_tps']:.1f} t/s")
