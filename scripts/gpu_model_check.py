@@ -68,14 +68,13 @@ def check(
         f32, quant = refs.run("f32", text), refs.run("quant", text)
         n = min(decode_tokens, len(toks)) if decode_tokens else len(toks)
         dec = decode_logits(eng, toks[:n])
+        f32_n, quant_n = first(f32, len(toks), n), first(quant, len(toks), n)
         out["texts"][text] = {
             "vs_f32": distance(logits, toks, f32),
             "vs_llamacpp_quant": distance(logits, toks, quant),
             "llamacpp_quant_vs_f32": distance_between(quant, f32),
-            "decode_vs_f32": distance(dec, toks[:n], first(f32, len(toks), n)),
-            "decode_llamacpp_quant_vs_f32": distance_between(
-                first(quant, len(toks), n), first(f32, len(toks), n)
-            ),
+            "decode_vs_f32": distance(dec, toks[:n], f32_n),
+            "decode_llamacpp_quant_vs_f32": distance_between(quant_n, f32_n),
         }
     greedy = {}
     for g in refs.greedy:

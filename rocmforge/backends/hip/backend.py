@@ -78,6 +78,7 @@ class _Step:
     out: DevTensor
     srcs: list[DevTensor]
     launch: Callable[..., Any] | None  # None: an alias with nothing to launch (VIEW, RESHAPE)
+    x_key: int | None = None  # x_key(node): the value whose quantized copy the node may share
 
 
 @dataclass
@@ -235,7 +236,7 @@ class HipBackend:
                 else:
                     out = DevTensor(arena, offsets[t.id], t.shape, t.dtype)
                 dev[t.id] = out
-                steps.append(_Step(t, out, srcs, LAUNCH[t.op.value]))
+                steps.append(_Step(t, out, srcs, LAUNCH[t.op.value], x_key(t)))
         outputs = {name: dev[t.id] for name, t in graph.outputs.items()}
         return _Plan(steps, inputs, outputs, arena, ir_plan)
 
@@ -273,8 +274,8 @@ class HipBackend:
             if timed:
                 e0, e1 = self.cp.cuda.Event(), self.cp.cuda.Event()
                 e0.record()
-            xk = x_key(st.node)
-            self.ctx.begin_node((id(plan), st.node.id), None if xk is None else (id(plan), xk))
+            xk = None if st.x_key is None else (id(plan), st.x_key)
+            self.ctx.begin_node((id(plan), st.node.id), xk)
             st.launch(self.ctx, st.out, *st.srcs, **st.node.params)
             if timed:
                 e1.record()

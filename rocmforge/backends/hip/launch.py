@@ -408,9 +408,9 @@ def _mul_mat_vec_x(
     d = {**X8_DEFAULTS[kt], **ctx.mmv_defines()}
     warps, rows = d.get("RF_MMVX_WARPS", 8), d.get("RF_MMVX_ROWS", 2)
     bps = d.pop("RF_MMVX_BPS", 4)
-    levels = 1 if xq else d.get("RF_MMVX_LEVELS", 1)
-    if xq:
+    if xq:  # one int8 level, quantized by quantize_x8
         d.pop("RF_MMVX_LEVELS", None)
+    levels = d.get("RF_MMVX_LEVELS", 1)
     ring = d.get("RF_MMVX_ASYNC", 0)
     chunk_bytes = d.get("RF_MMVX_UNROLL", 4) * X8_PAIR_BYTES[kt] * ctx.warp // 8
     x_bytes = cdiv(K * levels + K // 4, 16) * 16
