@@ -115,6 +115,8 @@ def main() -> None:
     ap.add_argument("--prequant", action="store_true", help="... with x quantized once per activation")
     ap.add_argument("--decode-tokens", type=int, default=0, help="teacher-forced decode: first N (0: all)")
     a = ap.parse_args()
+    if a.decode_tokens < 0:
+        ap.error("--decode-tokens must be >= 0")
     results = []
     for spec in a.model:
         name, path = spec.split("=", 1)
