@@ -21,8 +21,8 @@ shared, as in a decode graph: the mat-vec is timed alone and the quantize kernel
 it), int8 and staged (older variants).
 
 This is a benchmark, not a test: it asserts nothing. Usage:
-    python scripts/bench_matvec.py [--types Q4_0,Q8_0] [--shapes llama,qwen,goal] [--kind x8|xq]
-                                   [--sweep [f32|x8|xq]] [--tunables K=V,...] [--read-floor]
+    python scripts/bench_matvec.py [--types Q4_0,Q8_0] [--shapes llama,qwen,goal] [--kind x8|xq|xb]
+                                   [--sweep [f32|x8|xq|xb]] [--tunables K=V,...] [--read-floor]
                                    [--json out.json]
 """
 
@@ -87,16 +87,92 @@ SWEEP_X8 = [dict(kind="f32")] + [
     ]
 ]
 # --sweep xq: x quantized once and shared (mul_mat_vec_xq) against the per-block quantizing x8 kernel
-SWEEP_XQ = [dict(kind="x8")] + [
-    dict(kind="xq", RF_MMVX_ROWS=r, RF_MMVX_UNROLL=u, RF_MMVX_ASYNC=a, RF_MMVX_MINB=b, RF_MMVX_BPS=b)
-    for r, u, a, b in [(4, 2, 3, 4), (2, 2, 3, 6), (4, 2, 4, 4), (4, 1, 4, 4), (2, 4, 3, 4), (1, 4, 3, 6)]
+SWEEP_XQ = (
+    [dict(kind="x8")]
+    + [
+        dict(kind="xq", RF_MMVX_ROWS=r, RF_MMVX_UNROLL=u, RF_MMVX_ASYNC=a, RF_MMVX_MINB=b, RF_MMVX_BPS=b)
+        # (ROWS, UNROLL, ASYNC ring depth, blocks per SM): shallow rings (48 KB a block, H100 sweep), then
+        # deep ones (opt-in shared memory) that put a warp's whole share of a 25 MB weight in flight at once
+        for r, u, a, b in [
+            (4, 2, 3, 4),
+            (2, 4, 3, 4),
+            (4, 2, 9, 2),
+            (2, 4, 10, 2),
+            (2, 2, 12, 3),
+            (1, 4, 12, 3),
+            (4, 2, 6, 3),
+            (2, 4, 6, 3),
+            (2, 2, 8, 4),
+            (1, 2, 16, 4),
+            (1, 4, 8, 4),
+            (4, 1, 16, 3),
+        ]
+    ]
+    + [
+        dict(kind="x8", RF_MMVX_ROWS=r, RF_MMVX_UNROLL=u, RF_MMVX_ASYNC=a, RF_MMVX_MINB=b, RF_MMVX_BPS=b)
+        for r, u, a, b in [(4, 2, 9, 2), (2, 2, 12, 3)]
+    ]
+)
+# --sweep xb: a GGUF block per lane (mul_mat_vec_xb) against x8, xq; (ROWS, ring depth, blocks per SM, warps)
+SWEEP_XB = [dict(kind="x8"), dict(kind="xq")] + [
+    dict(kind="xb", RF_MMVB_ROWS=r, RF_MMVB_ASYNC=a, RF_MMVB_MINB=b, RF_MMVB_BPS=b, RF_MMVB_WARPS=w)
+    for r, a, b, w in [
+        (2, 4, 3, 8),
+        (4, 3, 3, 8),
+        (4, 4, 2, 8),
+        (2, 6, 3, 8),
+        (4, 4, 4, 4),
+        (8, 3, 3, 4),
+        (2, 8, 4, 4),
+        (1, 8, 6, 4),
+        (4, 6, 3, 4),
+    ]
 ]
 KINDS = {
-    "staged": dict(staged_matvec=True, q8_matvec=False, x8_matvec=False, x8_prequant=False),
-    "f32": dict(staged_matvec=False, q8_matvec=False, x8_matvec=False, x8_prequant=False),
-    "int8": dict(staged_matvec=False, q8_matvec=True, x8_matvec=False, x8_prequant=False),
-    "x8": dict(staged_matvec=False, q8_matvec=False, x8_matvec=True, x8_prequant=False),
-    "xq": dict(staged_matvec=False, q8_matvec=False, x8_matvec=True, x8_prequant=True),
+    "staged": dict(
+        staged_matvec=True,
+        q8_matvec=False,
+        x8_matvec=False,
+        x8_prequant=False,
+        x8_blockwise=False,
+        x8_min_n=L.X8_MIN_N,
+    ),
+    "f32": dict(
+        staged_matvec=False,
+        q8_matvec=False,
+        x8_matvec=False,
+        x8_prequant=False,
+        x8_blockwise=False,
+        x8_min_n=L.X8_MIN_N,
+    ),
+    "int8": dict(
+        staged_matvec=False,
+        q8_matvec=True,
+        x8_matvec=False,
+        x8_prequant=False,
+        x8_blockwise=False,
+        x8_min_n=L.X8_MIN_N,
+    ),
+    "x8": dict(
+        staged_matvec=False,
+        q8_matvec=False,
+        x8_matvec=True,
+        x8_prequant=False,
+        x8_blockwise=False,
+        x8_min_n=L.X8_MIN_N,
+    ),
+    "xq": dict(
+        staged_matvec=False,
+        q8_matvec=False,
+        x8_matvec=True,
+        x8_prequant=True,
+        x8_blockwise=False,
+        x8_min_n=L.X8_MIN_N,
+    ),
+    # ... for every N (the others: N >= X8_MIN_N), to see where it beats the f32 kernel
+    "xb": dict(
+        staged_matvec=False, q8_matvec=False, x8_matvec=True, x8_prequant=True, x8_blockwise=True, x8_min_n=0
+    ),
 }
 
 
@@ -368,8 +444,8 @@ def main() -> None:
         nargs="?",
         const="f32",
         default="",
-        choices=["f32", "x8", "xq"],
-        help="first try the tunable variants (f32 kernel, x8 against f32, xq against x8) on the goal shapes",
+        choices=["f32", "x8", "xq", "xb"],
+        help="try the tunable variants first (f32; x8 against f32; xq, xb against x8) on the goal shapes",
     )
     ap.add_argument("--tunables", default="", help="e.g. RF_MMV_ROWS=4,RF_MMV_WARPS=4")
     ap.add_argument("--kind", default="", choices=["", *KINDS], help="kernel kind for the table")
@@ -394,7 +470,10 @@ def main() -> None:
     copy_bytes = min(1 << 30, free // 8)
     bw_kernel, bw_memcpy = copy_bandwidth(cp, timer, copy_bytes)
     bw = max(bw_kernel, bw_memcpy)
-    print(f"GPU: {be.device_name} ({be.arch}, warp {be.warp}, {be.ctx.n_sm} CUs/SMs, L2 {l2 >> 20} MiB)")
+    print(
+        f"GPU: {be.device_name} ({be.arch}, warp {be.warp}, {be.ctx.n_sm} CUs/SMs, L2 {l2 >> 20} MiB, "
+        f"shared memory {be.ctx.smem_block >> 10} KiB a block, {be.ctx.smem_sm >> 10} KiB an SM)"
+    )
     print(
         f"copy bandwidth (read + write, {copy_bytes >> 20} MiB): kernel {bw_kernel / 1e9:.0f} GB/s, "
         f"memcpy {bw_memcpy / 1e9:.0f} GB/s; using {bw / 1e9:.0f} GB/s"
@@ -430,7 +509,7 @@ def main() -> None:
         )
         best = None
         per_type: dict = {}
-        for tun in {"x8": SWEEP_X8, "xq": SWEEP_XQ}.get(args.sweep, SWEEP):
+        for tun in {"x8": SWEEP_X8, "xq": SWEEP_XQ, "xb": SWEEP_XB}.get(args.sweep, SWEEP):
             use(be, tun)
             row, srow, errs = [], [], []
             for qt in (Q.Q4_0, Q.Q8_0):

@@ -178,6 +178,12 @@ for _qt in (Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q8_0):
         )
 
 
+def _ring(depth: int, rows: int, unroll: int, blocks: int) -> dict[str, int]:
+    """Tunables of mul_mat_vec_x/xq's async ring: depth, rows and steps per chunk, blocks per SM."""
+    d = {"RF_MMVX_ASYNC": depth, "RF_MMVX_ROWS": rows, "RF_MMVX_UNROLL": unroll}
+    return {**d, "RF_MMVX_MINB": blocks, "RF_MMVX_BPS": blocks}
+
+
 # int8-x streaming mat-vec (opt-in, Q4_0/Q8_0, K % 64 == 0; x8_min_n = 0 so that small N use it too). One
 # int8 level is int8 arithmetic (F16_TOL); its nmse is ~3e-5 on average but a random variable with a long
 # tail when K spans only a few blocks of 32 (one outlier sets a block's step), so those shapes run with
@@ -199,6 +205,8 @@ _X8_SHAPES += [
         {"RF_MMVX_ASYNC": 4, "RF_MMVX_ROWS": 1, "RF_MMVX_UNROLL": 2, "RF_MMVX_MINB": 8},
         {"RF_MMVX_SHFL": 0, "RF_MMVX_ASYNC": 0, "RF_MMVX_WARPS": 4, "RF_MMVX_BPS": 2},
         {"RF_MMVX_SPREAD": 0, "RF_MMVX_LEVELS": 2},
+        # a deep ring: over 48 KB of shared memory a block (opt-in), fewer blocks per SM
+        _ring(9, 4, 2, 2),
     ]
 ]
 for _qt in (Q.Q4_0, Q.Q8_0):
@@ -229,6 +237,9 @@ for _qt in (Q.Q4_0, Q.Q8_0):
         (515, 2304, 1, {"RF_MMVX_ASYNC": 0}),
         (515, 2304, 1, {"RF_MMVX_ASYNC": 4, "RF_MMVX_ROWS": 1, "RF_MMVX_UNROLL": 2, "RF_MMVX_MINB": 8}),
         (515, 2304, 1, {"RF_MMVX_SHFL": 0, "RF_MMVX_ASYNC": 0, "RF_MMVX_WARPS": 4, "RF_MMVX_BPS": 2}),
+        # deep rings: over 48 KB of shared memory a block (opt-in); deeper than a warp's whole work
+        (2000, 4096, 2, _ring(12, 2, 2, 3)),
+        (129, 2304, 3, _ring(16, 1, 2, 4)),
     ]:
         _tid = "".join(f"-{k[8:]}={v}" for k, v in _tun.items())
         CASES.append(
@@ -242,6 +253,45 @@ for _qt in (Q.Q4_0, Q.Q8_0):
                     tol=F16_TOL,
                     x8_matvec=True,
                     x8_prequant=True,
+                    x8_min_n=0,
+                    tunables=_tun,
+                ),
+            )
+        )
+
+
+# ... read a whole GGUF block per lane (mul_mat_vec_xb, rows of 16-byte multiples; K = 576 rows are not, and
+# fall back to mul_mat_vec_xq). K = 2304 and 4864 end each row in a partial chunk (8 and 24 blocks).
+def _xb(rows: int, depth: int, blocks: int, warps: int = 8) -> dict[str, int]:
+    return {"RF_MMVB_ROWS": rows, "RF_MMVB_ASYNC": depth, "RF_MMVB_MINB": blocks, "RF_MMVB_BPS": blocks} | (
+        {"RF_MMVB_WARPS": warps} if warps != 8 else {}
+    )
+
+
+for _qt in (Q.Q4_0, Q.Q8_0):
+    for _N, _K, _T, _tun in [
+        (1000, 4096, 1, {}),
+        (129, 2304, 3, {}),
+        (67, 4864, 2, {}),
+        (5, 4864, 3, {}),  # fewer row groups than blocks; K long enough for a stable nmse over 15 outputs
+        (129, 576, 1, {}),
+        (515, 4096, 1, _xb(4, 3, 2)),
+        (515, 2304, 2, _xb(1, 2, 6)),
+        (300, 4864, 1, _xb(2, 8, 2, warps=4)),
+    ]:
+        _tid = "".join(f"-{k[8:]}={v}" for k, v in _tun.items())
+        CASES.append(
+            Case(
+                f"MUL_MAT-xb-{_qt.name}-{_N}x{_K}-T{_T}{_tid}",
+                _mul_mat(
+                    _qt,
+                    _N,
+                    _K,
+                    (_T,),
+                    tol=F16_TOL,
+                    x8_matvec=True,
+                    x8_prequant=True,
+                    x8_blockwise=True,
                     x8_min_n=0,
                     tunables=_tun,
                 ),

@@ -63,25 +63,34 @@ def test_quantize_x8_matches_numpy(hip, M, K):
     assert np.all(q[0, :32] == 0) and ds[0, 0, 0] == 0.0
 
 
-def _shared_graph(rng):
-    """x read by a Q4_0 and a Q8_0 mat-vec (one quantized copy), x * 0.5 by another (a second copy)."""
+def _shared_graph(rng, tag: str = ""):
+    """x read by a Q4_0 and a Q8_0 mat-vec (one quantized copy), x * 0.5 by another (a second copy). The
+    weights are named by `tag`: a backend keeps the first upload of a name."""
     g = Graph()
     x = g.input("x", (1, 2304), "f32")
     specs = {"a": (Q.Q4_0, 515), "b": (Q.Q8_0, 129), "c": (Q.Q4_0, 67)}
-    w = {n: g.weight(f"shared/{n}", (N, 2304), qt.name.lower()) for n, (qt, N) in specs.items()}
+    w = {n: g.weight(f"shared{tag}/{n}", (N, 2304), qt.name.lower()) for n, (qt, N) in specs.items()}
     g.output(g.mul_mat(w["a"], x, "ya"))
     g.output(g.mul_mat(w["b"], x, "yb"))
     g.output(g.mul_mat(w["c"], g.scale(x, 0.5, "xh"), "yc"))
-    raw = {f"shared/{n}": (quant.random_blocks(qt, (N, 2304), rng), qt) for n, (qt, N) in specs.items()}
+    raw = {f"shared{tag}/{n}": (quant.random_blocks(qt, (N, 2304), rng), qt) for n, (qt, N) in specs.items()}
     return g, raw
 
 
-def test_mat_vecs_share_one_quantized_x_in_eager_runs_and_replays(hip):
+@pytest.mark.parametrize("blockwise", [False, True])
+def test_mat_vecs_share_one_quantized_x_in_eager_runs_and_replays(hip, monkeypatch, blockwise):
+    """... read by mul_mat_vec_xq, or (blockwise) by mul_mat_vec_xb, which all three rows allow."""
+    from rocmforge.backends.hip import launch as L
+
+    xb_launches = []
+    real_xb = L._mul_mat_vec_xb
+    monkeypatch.setattr(L, "_mul_mat_vec_xb", lambda *a: xb_launches.append(real_xb(*a)) or xb_launches[-1])
     rng = np.random.default_rng()
-    g, raw = _shared_graph(rng)
+    g, raw = _shared_graph(rng, f"-{blockwise}")
     ref_be = NumpyBackend()
-    saved = (hip.ctx.x8_matvec, hip.ctx.x8_prequant, hip.ctx.x8_min_n)
+    saved = (hip.ctx.x8_matvec, hip.ctx.x8_prequant, hip.ctx.x8_min_n, hip.ctx.x8_blockwise)
     hip.ctx.x8_matvec, hip.ctx.x8_prequant, hip.ctx.x8_min_n = True, True, 0
+    hip.ctx.x8_blockwise = blockwise
     try:
         for be in (ref_be, hip):
             be.bind_weights(g, lambda name: raw[name])
@@ -99,5 +108,6 @@ def test_mat_vecs_share_one_quantized_x_in_eager_runs_and_replays(hip):
         assert len(keys) == 2  # x and x * 0.5, each quantized into its own copy
         plan = hip._get_plan(g)
         assert plan.device_graph is not None and not plan.capture_failed
+        assert (len(xb_launches) >= 6 and all(xb_launches)) if blockwise else not xb_launches  # 2 eager runs
     finally:
-        hip.ctx.x8_matvec, hip.ctx.x8_prequant, hip.ctx.x8_min_n = saved
+        hip.ctx.x8_matvec, hip.ctx.x8_prequant, hip.ctx.x8_min_n, hip.ctx.x8_blockwise = saved

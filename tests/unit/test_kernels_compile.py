@@ -19,7 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from rocmforge.backends.hip.launch import NATIVE_WEIGHTS, Q8_MATVEC, STAGED_MATVEC, X8_DEFAULTS, X8_MATVEC
+from rocmforge.backends.hip.launch import (
+    NATIVE_WEIGHTS,
+    Q8_MATVEC,
+    STAGED_MATVEC,
+    X8_DEFAULTS,
+    X8_MATVEC,
+    XB_DEFAULTS,
+)
 from rocmforge.backends.hip.modules import KERNEL_DIR, assemble_source, compile_options
 
 FILES = sorted(p.name for p in KERNEL_DIR.glob("*.hip"))
@@ -32,6 +39,7 @@ ENTRY_POINTS = {
     + [f"mul_mat_vec_s_{t}" for t in STAGED_MATVEC]
     + [f"mul_mat_vec_x_{t}" for t in X8_MATVEC]
     + [f"mul_mat_vec_xq_{t}" for t in X8_MATVEC]
+    + [f"mul_mat_vec_xb_{t}" for t in X8_MATVEC]
     + ["quantize_x8"],
     "mul_mat.hip": [f"mul_mat_{t}" for t in _WTYPES],
     "get_rows.hip": [f"get_rows_{t}" for t in _WTYPES] + ["get_rows_i32"],
@@ -58,6 +66,8 @@ def _variants(warp: int) -> list[tuple[str, dict]]:
     for t in X8_MATVEC:  # the int8-x mat-vec with the launcher's per-type defines, and with 2 levels
         out.append(("mul_mat_vec.hip", {"RF_WARP": warp, **X8_DEFAULTS[t]}))
     out.append(("mul_mat_vec.hip", {"RF_WARP": warp, "RF_MMVX_LEVELS": 2}))
+    for t in X8_MATVEC:  # the block-per-lane mat-vec with the launcher's per-type defines
+        out.append(("mul_mat_vec.hip", {"RF_WARP": warp, **XB_DEFAULTS[t]}))
     return out
 
 

@@ -130,6 +130,9 @@ class HipBackend:
             int(props["multiProcessorCount"]),
             dict(tunables or {}),
         )
+        self.ctx.smem_block = int(props.get("sharedMemPerBlockOptin", 0)) or self.ctx.smem_block
+        sm_keys = ("sharedMemPerMultiprocessor", "maxSharedMemoryPerMultiProcessor")  # CUDA, HIP
+        self.ctx.smem_sm = next((int(props[k]) for k in sm_keys if props.get(k)), 0)
         # decode mat-vecs of Q4_0/Q8_0 weights with x quantized to int8 (as llama.cpp's q8_1): faster where
         # the weights are large (bench_matvec.py), normalized MSE ~3e-5 instead of ~1e-11
         self.ctx.x8_matvec = int8_activations

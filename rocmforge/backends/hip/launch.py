@@ -104,7 +104,7 @@ class DevTensor:
 
 # mul_mat_vec_x: bytes of a row that one warp step covers (RF_WARP / 8 pairs of blocks) per 32-lane warp
 X8_PAIR_BYTES = {"q4_0": 36, "q8_0": 68}
-X8_MAX_SMEM = 48 * 1024  # dynamic shared memory without the opt-in attribute
+SMEM_DEFAULT = 48 * 1024  # dynamic shared memory a block gets without the opt-in attribute
 # per-type defaults (tunables override) and the smallest N that uses the kernel, from bench_matvec.py on an
 # H100 (data/bench/matvec_h100_sweep_async.json): with fewer rows than ~2 per resident warp the f32
 # kernel is as fast or faster (Q8_0 4096x11008: 64% of copy bandwidth against 74%)
@@ -113,6 +113,12 @@ X8_DEFAULTS = {
     "q8_0": {"RF_MMVX_ROWS": 1, "RF_MMVX_UNROLL": 4, "RF_MMVX_ASYNC": 3, "RF_MMVX_MINB": 6, "RF_MMVX_BPS": 6},
 }
 X8_MIN_N = 8192
+# mul_mat_vec_xb (a GGUF block per lane): bytes of a block; per-type defaults (tunables override)
+XB_BLOCK_BYTES = {"q4_0": 18, "q8_0": 34}
+XB_DEFAULTS = {
+    "q4_0": {"RF_MMVB_ROWS": 2, "RF_MMVB_ASYNC": 4, "RF_MMVB_MINB": 3, "RF_MMVB_BPS": 3},
+    "q8_0": {"RF_MMVB_ROWS": 2, "RF_MMVB_ASYNC": 4, "RF_MMVB_MINB": 2, "RF_MMVB_BPS": 2},
+}
 
 
 @dataclass
@@ -133,14 +139,28 @@ class Ctx:
     # ... with x quantized once per activation (quantize_x8) and shared by the mat-vecs that read it
     # (mul_mat_vec_xq: Q/K/V, gate/up), instead of once per block; not yet timed on a GPU
     x8_prequant: bool = False
+    # ... and read by mul_mat_vec_xb (a whole block per lane) where rows are 16-byte multiples
+    x8_blockwise: bool = False
+    smem_block: int = SMEM_DEFAULT  # dynamic shared memory a block may opt in to (device property)
+    smem_sm: int = 0  # shared memory per SM (0: unknown, resident blocks not capped by it)
     _scratch: dict[Any, Any] = field(default_factory=dict)  # (node key, k) -> persistent scratch
     _node: Any = None
     _n_scratch: int = 0
     _x_key: Any = None  # the node's activation source, for sharing its quantized copy (begin_node)
     _x8_done: set[Any] = field(default_factory=set)  # sources quantized so far in this run
+    _smem_set: dict[int, int] = field(default_factory=dict)  # id(function) -> opted-in shared memory
 
     def k(self, file: str, name: str, **defines: Any) -> Any:
         return self.mods.get(file, **defines).fn(name)
+
+    def k_smem(self, file: str, name: str, smem: int, **defines: Any) -> Any:
+        """k, for launches with `smem` bytes of dynamic shared memory: above the default 48 KB the function
+        opts in (once per function, so that nothing but the first launch pays a driver call)."""
+        f = self.k(file, name, **defines)
+        if smem > SMEM_DEFAULT and self._smem_set.get(id(f), 0) < smem:
+            f.max_dynamic_shared_size_bytes = smem
+            self._smem_set[id(f)] = smem
+        return f
 
     def empty(self, shape: Sequence[int], dtype: str) -> DevTensor:
         """Scratch for a launcher. Inside a node (begin_node) it is the node's own buffer, kept across
@@ -196,7 +216,7 @@ class Ctx:
         return {
             k: v
             for k, v in self.tunables.items()
-            if k.startswith(("RF_MMV_", "RF_MMVQ_", "RF_MMVS_", "RF_MMVX_"))
+            if k.startswith(("RF_MMV_", "RF_MMVQ_", "RF_MMVS_", "RF_MMVX_", "RF_MMVB_"))
         }
 
 
@@ -350,7 +370,9 @@ def MUL_MAT(ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor) -> None:
         and w.ptr % 4 == 0
     ):
         if ctx.x8_prequant:
-            _mul_mat_vec_x(ctx, out, w, ctx.quantized_x(x, K, M), kt, N, K, M, xq=True)
+            xq = ctx.quantized_x(x, K, M)
+            if not (ctx.x8_blockwise and _mul_mat_vec_xb(ctx, out, w, xq, kt, N, K, M)):
+                _mul_mat_vec_x(ctx, out, w, xq, kt, N, K, M, xq=True)
         else:
             _mul_mat_vec_x(ctx, out, w, x, kt, N, K, M)
         return
@@ -414,9 +436,12 @@ def _mul_mat_vec_x(
     ring = d.get("RF_MMVX_ASYNC", 0)
     chunk_bytes = d.get("RF_MMVX_UNROLL", 4) * X8_PAIR_BYTES[kt] * ctx.warp // 8
     x_bytes = cdiv(K * levels + K // 4, 16) * 16
-    if ring and (w.row_bytes % 16 or w.ptr % 16 or x_bytes + warps * ring * rows * chunk_bytes > X8_MAX_SMEM):
-        ring = d["RF_MMVX_ASYNC"] = 0
     smem = x_bytes + warps * ring * rows * chunk_bytes
+    if ring and (w.row_bytes % 16 or w.ptr % 16 or smem > ctx.smem_block):
+        ring = d["RF_MMVX_ASYNC"] = 0
+        smem = x_bytes
+    if ctx.smem_sm:  # no more blocks than are resident at once (1 KB of each block's share is reserved)
+        bps = max(1, min(bps, ctx.smem_sm // (smem + 1024)))
     groups = cdiv(N, rows)
     if d.get("RF_MMVX_SPREAD", 1):  # every resident block, groups dealt round them
         blocks = min(ctx.n_sm * bps, groups)
@@ -424,13 +449,38 @@ def _mul_mat_vec_x(
         blocks = cdiv(groups, cdiv(groups, ctx.n_sm * bps * warps) * warps)
     name = f"mul_mat_vec_xq_{kt}" if xq else f"mul_mat_vec_x_{kt}"
     x_stride = x8_row_bytes(K) if xq else K
-    f = ctx.k("mul_mat_vec.hip", name, **d)
+    f = ctx.k_smem("mul_mat_vec.hip", name, smem, **d)
     f(
         (blocks, M),
         (warps * ctx.warp,),
         (w.ptr, _i64(w.row_bytes), x.ptr, _i64(x_stride), out.ptr, _i64(N), _i32(N), _i32(K)),
         shared_mem=smem,
     )
+
+
+def _mul_mat_vec_xb(
+    ctx: Ctx, out: DevTensor, w: DevTensor, xq: DevTensor, kt: str, N: int, K: int, M: int
+) -> bool:
+    """mul_mat_vec_xb on quantize_x8's x: as many blocks as are resident at once (RF_MMVB_BPS per SM, fewer
+    where shared memory allows fewer), row groups dealt round them. False, with nothing launched, where it
+    does not apply: rows not 16-byte multiples or not aligned, or a ring over a block's shared memory."""
+    d = {**XB_DEFAULTS[kt], **ctx.mmv_defines()}
+    warps, rows, ring = d.get("RF_MMVB_WARPS", 8), d.get("RF_MMVB_ROWS", 2), d.get("RF_MMVB_ASYNC", 4)
+    bps = d.pop("RF_MMVB_BPS", 2)
+    smem = cdiv(x8_row_bytes(K), 16) * 16 + warps * ring * rows * XB_BLOCK_BYTES[kt] * ctx.warp
+    if w.row_bytes % 16 or w.ptr % 16 or smem > ctx.smem_block:
+        return False
+    if ctx.smem_sm:
+        bps = max(1, min(bps, ctx.smem_sm // (smem + 1024)))
+    blocks = min(ctx.n_sm * bps, cdiv(N, rows))
+    f = ctx.k_smem("mul_mat_vec.hip", f"mul_mat_vec_xb_{kt}", smem, **d)
+    f(
+        (blocks, M),
+        (warps * ctx.warp,),
+        (w.ptr, _i64(w.row_bytes), xq.ptr, _i64(x8_row_bytes(K)), out.ptr, _i64(N), _i32(N), _i32(K)),
+        shared_mem=smem,
+    )
+    return True
 
 
 def _binary(ctx: Ctx, op: str, out: DevTensor, a: DevTensor, b: DevTensor) -> None:
