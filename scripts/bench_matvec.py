@@ -169,9 +169,15 @@ KINDS = {
         x8_blockwise=False,
         x8_min_n=L.X8_MIN_N,
     ),
-    # ... for every N (the others: N >= X8_MIN_N), to see where it beats the f32 kernel
+    # ... for every N it applies to (the int8 default: N >= XB_MIN_N), to see where it beats the f32 kernel
     "xb": dict(
-        staged_matvec=False, q8_matvec=False, x8_matvec=True, x8_prequant=True, x8_blockwise=True, x8_min_n=0
+        staged_matvec=False,
+        q8_matvec=False,
+        x8_matvec=True,
+        x8_prequant=True,
+        x8_blockwise=True,
+        x8_min_n=L.X8_MIN_N,
+        xb_min_n=0,
     ),
 }
 

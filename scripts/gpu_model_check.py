@@ -36,13 +36,17 @@ def decode_logits(eng: Engine, toks: np.ndarray) -> np.ndarray:
     return np.stack([eng.step(int(t), timed=False).logits for t in toks])
 
 
-def make_engine(path: str, backend: str, kv_dtype: str, int8: bool, prequant: bool) -> Engine:
+# --int8-kernel: Ctx (x8_prequant, x8_blockwise); xb (quantized x shared, a block per lane) is the default
+INT8_KERNELS = {"x8": (False, False), "xq": (True, False), "xb": (True, True)}
+
+
+def make_engine(path: str, backend: str, kv_dtype: str, int8: bool, kernel: str = "xb") -> Engine:
     if backend == "numpy":
         return Engine.from_gguf(path, backend="numpy", max_ctx=1024, kv_dtype=kv_dtype)
     from rocmforge.backends.hip import HipBackend
 
     be = HipBackend(int8_activations=int8)
-    be.ctx.x8_prequant = prequant
+    be.ctx.x8_prequant, be.ctx.x8_blockwise = INT8_KERNELS[kernel]
     return Engine.from_gguf(path, backend=be, max_ctx=1024, kv_dtype=kv_dtype)
 
 
@@ -53,14 +57,20 @@ def check(
     n_decode: int,
     backend: str = "hip",
     int8: bool = False,
-    prequant: bool = False,
+    kernel: str = "xb",
     decode_tokens: int = 0,
 ) -> dict:
-    eng = make_engine(path, backend, kv_dtype, int8, prequant)
+    eng = make_engine(path, backend, kv_dtype, int8, kernel)
     refs = load_refs(name)
     device = getattr(eng.backend, "device_name", eng.backend.name)
-    out: dict = {"model": name, "device": device, "kv_dtype": kv_dtype, "int8_activations": int8,
-                 "prequant": prequant, "texts": {}}
+    out: dict = {
+        "model": name,
+        "device": device,
+        "kv_dtype": kv_dtype,
+        "int8_activations": int8,
+        "int8_kernel": kernel if int8 else None,
+        "texts": {},
+    }
     for text in refs.texts:
         toks = refs.tokens(text)
         eng.reset()
@@ -112,7 +122,12 @@ def main() -> None:
     ap.add_argument("--out", default="gpu_models.json")
     ap.add_argument("--backend", default="hip", choices=["hip", "numpy"])
     ap.add_argument("--int8-activations", action="store_true", help="HipBackend(int8_activations=True)")
-    ap.add_argument("--prequant", action="store_true", help="... with x quantized once per activation")
+    ap.add_argument(
+        "--int8-kernel",
+        choices=list(INT8_KERNELS),
+        default="xb",
+        help="... x8: x quantized by every block; xq: once per activation; xb: xq + a block per lane",
+    )
     ap.add_argument("--decode-tokens", type=int, default=0, help="teacher-forced decode: first N (0: all)")
     a = ap.parse_args()
     if a.decode_tokens < 0:
@@ -121,22 +136,26 @@ def main() -> None:
     for spec in a.model:
         name, path = spec.split("=", 1)
         results.append(
-            check(name, path, a.kv, a.steps, a.backend, a.int8_activations, a.prequant, a.decode_tokens)
+            check(name, path, a.kv, a.steps, a.backend, a.int8_activations, a.int8_kernel, a.decode_tokens)
         )
         with open(a.out, "w") as f:
             json.dump(results, f, indent=1, default=str)
     for r in results:
-        acts = "int8" + (" (shared)" if r["prequant"] else "") if r["int8_activations"] else "f32"
+        acts = f"int8 ({r['int8_kernel']})" if r["int8_activations"] else "f32"
         print(f"== {r['model']} on {r['device']} (KV {r['kv_dtype']}, {acts} activations in decode)")
         for text, d in r["texts"].items():
             f, q, lq = d["vs_f32"], d["vs_llamacpp_quant"], d["llamacpp_quant_vs_f32"]
-            print(f"  {text:6s} vs F32: {f['mean_abs_dlogp']:.4f} nats, top-1 {f['top1_agree_pct']:.1f}% | "
-                  f"llama.cpp quant vs F32: {lq['mean_abs_dlogp']:.4f} nats, {lq['top1_agree_pct']:.1f}% | "
-                  f"vs llama.cpp quant: {q['mean_abs_dlogp']:.4f}")
+            print(
+                f"  {text:6s} vs F32: {f['mean_abs_dlogp']:.4f} nats, top-1 {f['top1_agree_pct']:.1f}% | "
+                f"llama.cpp quant vs F32: {lq['mean_abs_dlogp']:.4f} nats, {lq['top1_agree_pct']:.1f}% | "
+                f"vs llama.cpp quant: {q['mean_abs_dlogp']:.4f}"
+            )
             f, lq = d["decode_vs_f32"], d["decode_llamacpp_quant_vs_f32"]
-            print(f"  {'':6s} decode, {f['n']} tokens, vs F32: {f['mean_abs_dlogp']:.4f} nats, "
-                  f"top-1 {f['top1_agree_pct']:.1f}% | llama.cpp quant vs F32 there: "
-                  f"{lq['mean_abs_dlogp']:.4f} nats, {lq['top1_agree_pct']:.1f}%")
+            print(
+                f"  {'':6s} decode, {f['n']} tokens, vs F32: {f['mean_abs_dlogp']:.4f} nats, "
+                f"top-1 {f['top1_agree_pct']:.1f}% | llama.cpp quant vs F32 there: "
+                f"{lq['mean_abs_dlogp']:.4f} nats, {lq['top1_agree_pct']:.1f}%"
+            )
         for g, d in r["greedy"].items():
             print(f"  greedy {g}: equal={d['equal']} first_diff={d['first_diff']}")
         print(f"  decode (replayed graph): {r['decode_ms_median']:.2f} ms/token = {r['decode_tps']:.1f} t/s")

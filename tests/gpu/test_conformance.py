@@ -293,6 +293,7 @@ for _qt in (Q.Q4_0, Q.Q8_0):
                     x8_prequant=True,
                     x8_blockwise=True,
                     x8_min_n=0,
+                    xb_min_n=0,
                     tunables=_tun,
                 ),
             )

@@ -84,18 +84,17 @@ def test_mat_vecs_share_one_quantized_x_in_eager_runs_and_replays(hip, monkeypat
 
     xb_launches = []
     real_xb = L._mul_mat_vec_xb
-    monkeypatch.setattr(L, "_mul_mat_vec_xb", lambda *a: xb_launches.append(real_xb(*a)) or xb_launches[-1])
+    monkeypatch.setattr(L, "_mul_mat_vec_xb", lambda *a: xb_launches.append(a[4]) or real_xb(*a))
     rng = np.random.default_rng()
     g, raw = _shared_graph(rng, f"-{blockwise}")
     ref_be = NumpyBackend()
-    saved = (hip.ctx.x8_matvec, hip.ctx.x8_prequant, hip.ctx.x8_min_n, hip.ctx.x8_blockwise)
+    saved = (hip.ctx.x8_matvec, hip.ctx.x8_prequant, hip.ctx.x8_min_n, hip.ctx.x8_blockwise, hip.ctx.xb_min_n)
     hip.ctx.x8_matvec, hip.ctx.x8_prequant, hip.ctx.x8_min_n = True, True, 0
-    hip.ctx.x8_blockwise = blockwise
+    hip.ctx.x8_blockwise, hip.ctx.xb_min_n = blockwise, 0
     try:
         for be in (ref_be, hip):
             be.bind_weights(g, lambda name: raw[name])
             be.prepare(g)
-        keys = set()
         for run in range(4):  # eager, eager (then captured), replay, replay: new x every time
             xh = rng.standard_normal((1, 2304)).astype(np.float32) * (run + 1)
             ref, _ = ref_be.run(g, {"x": xh})
@@ -104,10 +103,16 @@ def test_mat_vecs_share_one_quantized_x_in_eager_runs_and_replays(hip, monkeypat
                 r = ref[name].astype(np.float64)
                 err = float(np.sum((out[name] - r) ** 2) / np.sum(r**2))
                 assert err < 1e-4, (run, name, err)
-            keys |= {k for k in hip.ctx._scratch if k[0] == "x8"}
+            plan = hip._get_plan(g)
+        keys = {k for k in hip.ctx._scratch if k[0] == "x8" and k[1][0] == id(plan)}
         assert len(keys) == 2  # x and x * 0.5, each quantized into its own copy
-        plan = hip._get_plan(g)
         assert plan.device_graph is not None and not plan.capture_failed
-        assert (len(xb_launches) >= 6 and all(xb_launches)) if blockwise else not xb_launches  # 2 eager runs
+        # every mat-vec of the 2 eager runs (rows of 16-byte multiples) through mul_mat_vec_xb, or none
+        assert (
+            sorted(set(xb_launches)) == (["q4_0", "q8_0"] if blockwise else [])
+            and len(xb_launches) >= 6 * blockwise
+        )
     finally:
-        hip.ctx.x8_matvec, hip.ctx.x8_prequant, hip.ctx.x8_min_n, hip.ctx.x8_blockwise = saved
+        hip.ctx.x8_matvec, hip.ctx.x8_prequant, hip.ctx.x8_min_n, hip.ctx.x8_blockwise, hip.ctx.xb_min_n = (
+            saved
+        )

@@ -113,12 +113,14 @@ X8_DEFAULTS = {
     "q8_0": {"RF_MMVX_ROWS": 1, "RF_MMVX_UNROLL": 4, "RF_MMVX_ASYNC": 3, "RF_MMVX_MINB": 6, "RF_MMVX_BPS": 6},
 }
 X8_MIN_N = 8192
-# mul_mat_vec_xb (a GGUF block per lane): bytes of a block; per-type defaults (tunables override)
+# mul_mat_vec_xb (a GGUF block per lane): bytes of a block; per-type defaults (tunables override) from
+# bench_matvec.py --sweep xb on an H200 (data/bench/matvec_h200_xb.json); Q8_0's ring fits one block per SM
 XB_BLOCK_BYTES = {"q4_0": 18, "q8_0": 34}
 XB_DEFAULTS = {
-    "q4_0": {"RF_MMVB_ROWS": 2, "RF_MMVB_ASYNC": 4, "RF_MMVB_MINB": 3, "RF_MMVB_BPS": 3},
-    "q8_0": {"RF_MMVB_ROWS": 2, "RF_MMVB_ASYNC": 4, "RF_MMVB_MINB": 2, "RF_MMVB_BPS": 2},
+    "q4_0": {"RF_MMVB_ROWS": 4, "RF_MMVB_ASYNC": 4, "RF_MMVB_MINB": 2, "RF_MMVB_BPS": 2},
+    "q8_0": {"RF_MMVB_ROWS": 4, "RF_MMVB_ASYNC": 4, "RF_MMVB_MINB": 2, "RF_MMVB_BPS": 2},
 }
+XB_MIN_N = 4096  # faster than the f32 kernel at N = 4096 (the smallest N measured) for Q4_0 and Q8_0
 
 
 @dataclass
@@ -139,8 +141,9 @@ class Ctx:
     # ... with x quantized once per activation (quantize_x8) and shared by the mat-vecs that read it
     # (mul_mat_vec_xq: Q/K/V, gate/up), instead of once per block; not yet timed on a GPU
     x8_prequant: bool = False
-    # ... and read by mul_mat_vec_xb (a whole block per lane) where rows are 16-byte multiples
+    # ... and read by mul_mat_vec_xb (a whole block per lane) where rows are 16-byte multiples, from xb_min_n
     x8_blockwise: bool = False
+    xb_min_n: int = XB_MIN_N
     smem_block: int = SMEM_DEFAULT  # dynamic shared memory a block may opt in to (device property)
     smem_sm: int = 0  # shared memory per SM (0: unknown, resident blocks not capped by it)
     _scratch: dict[Any, Any] = field(default_factory=dict)  # (node key, k) -> persistent scratch
@@ -363,19 +366,21 @@ def MUL_MAT(ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor) -> None:
     if (
         M <= ctx.mmv_max_tokens
         and ctx.x8_matvec
-        and N >= ctx.x8_min_n
         and kt in X8_MATVEC
         and K <= Q8_MAX_K
         and K % 64 == 0
         and w.ptr % 4 == 0
     ):
-        if ctx.x8_prequant:
-            xq = ctx.quantized_x(x, K, M)
-            if not (ctx.x8_blockwise and _mul_mat_vec_xb(ctx, out, w, xq, kt, N, K, M)):
-                _mul_mat_vec_x(ctx, out, w, xq, kt, N, K, M, xq=True)
-        else:
-            _mul_mat_vec_x(ctx, out, w, x, kt, N, K, M)
-        return
+        xb = _xb_config(ctx, w, kt, N, K) if ctx.x8_prequant and ctx.x8_blockwise else None
+        if xb is not None:
+            _mul_mat_vec_xb(ctx, out, w, ctx.quantized_x(x, K, M), kt, N, K, M, xb)
+            return
+        if N >= ctx.x8_min_n:
+            if ctx.x8_prequant:
+                _mul_mat_vec_x(ctx, out, w, ctx.quantized_x(x, K, M), kt, N, K, M, xq=True)
+            else:
+                _mul_mat_vec_x(ctx, out, w, x, kt, N, K, M)
+            return
     if M <= ctx.mmv_max_tokens and ctx.q8_matvec and kt in Q8_MATVEC and K <= Q8_MAX_K:
         d = ctx.mmv_defines()
         blocks = -(-N // (d.get("RF_MMVQ_ROWS", 2) * d.get("RF_MMVQ_WARPS", 8)))
@@ -458,29 +463,42 @@ def _mul_mat_vec_x(
     )
 
 
-def _mul_mat_vec_xb(
-    ctx: Ctx, out: DevTensor, w: DevTensor, xq: DevTensor, kt: str, N: int, K: int, M: int
-) -> bool:
-    """mul_mat_vec_xb on quantize_x8's x: as many blocks as are resident at once (RF_MMVB_BPS per SM, fewer
-    where shared memory allows fewer), row groups dealt round them. False, with nothing launched, where it
-    does not apply: rows not 16-byte multiples or not aligned, or a ring over a block's shared memory."""
+def _xb_config(ctx: Ctx, w: DevTensor, kt: str, N: int, K: int) -> tuple[dict[str, int], int, int] | None:
+    """mul_mat_vec_xb's (defines, shared memory bytes, blocks) for this weight, or None where it does not
+    apply: fewer rows than xb_min_n, rows not 16-byte multiples or not aligned, a ring over a block's shared
+    memory. As many blocks as are resident at once (RF_MMVB_BPS per SM, fewer where shared memory holds
+    fewer), row groups dealt round them."""
     d = {**XB_DEFAULTS[kt], **ctx.mmv_defines()}
     warps, rows, ring = d.get("RF_MMVB_WARPS", 8), d.get("RF_MMVB_ROWS", 2), d.get("RF_MMVB_ASYNC", 4)
     bps = d.pop("RF_MMVB_BPS", 2)
     smem = cdiv(x8_row_bytes(K), 16) * 16 + warps * ring * rows * XB_BLOCK_BYTES[kt] * ctx.warp
-    if w.row_bytes % 16 or w.ptr % 16 or smem > ctx.smem_block:
-        return False
+    if N < ctx.xb_min_n or w.row_bytes % 16 or w.ptr % 16 or smem > ctx.smem_block:
+        return None
     if ctx.smem_sm:
         bps = max(1, min(bps, ctx.smem_sm // (smem + 1024)))
-    blocks = min(ctx.n_sm * bps, cdiv(N, rows))
+    return d, smem, min(ctx.n_sm * bps, cdiv(N, rows))
+
+
+def _mul_mat_vec_xb(
+    ctx: Ctx,
+    out: DevTensor,
+    w: DevTensor,
+    xq: DevTensor,
+    kt: str,
+    N: int,
+    K: int,
+    M: int,
+    config: tuple[dict[str, int], int, int],
+) -> None:
+    """mul_mat_vec_xb on quantize_x8's x, launched as _xb_config says."""
+    d, smem, blocks = config
     f = ctx.k_smem("mul_mat_vec.hip", f"mul_mat_vec_xb_{kt}", smem, **d)
     f(
         (blocks, M),
-        (warps * ctx.warp,),
+        (d.get("RF_MMVB_WARPS", 8) * ctx.warp,),
         (w.ptr, _i64(w.row_bytes), xq.ptr, _i64(x8_row_bytes(K)), out.ptr, _i64(N), _i32(N), _i32(K)),
         shared_mem=smem,
     )
-    return True
 
 
 def _binary(ctx: Ctx, op: str, out: DevTensor, a: DevTensor, b: DevTensor) -> None:
