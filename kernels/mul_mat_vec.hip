@@ -669,7 +669,8 @@ __device__ void mmvx(const rf_u8* __restrict__ w, rf_i64 row_bytes, const void* 
             for (int k = 0; k < U; ++k) {
 #pragma unroll
                 for (int i = 0; i < R; ++i)
-                    T::load(row_of(g, i) + (rf_i64)(c * U + k) * T::STEP + (lane >> 3) * T::PAIR, j, raw[k][i]);
+                    T::load(row_of(g, i) + (rf_i64)(c * U + k) * T::STEP + (lane >> 3) * T::PAIR, j,
+                            raw[k][i]);
             }
             dot_chunk(raw, c * U, acc);
 #endif
@@ -731,7 +732,8 @@ RF_MMVXQ_ENTRY(q8_0, MX_Q8_0)
 // rounded) + per warp a ring of RF_MMVB_ASYNC chunks, a chunk = RF_MMVB_ROWS rows x RF_WARP blocks (576 bytes
 // a row for Q4_0, 1088 for Q8_0; a row's last chunk holds its tail), filled RF_MMVB_ASYNC - 1 chunks ahead.
 // Tunables (-D; launch.py XB_DEFAULTS): RF_MMVB_WARPS (8), RF_MMVB_ROWS (2), RF_MMVB_ASYNC (4, >= 2),
-// RF_MMVB_MINB (blocks per SM for the register budget; the launcher's RF_MMVB_BPS resident blocks).
+// RF_MMVB_MINB (blocks per SM for the register budget; the launcher's RF_MMVB_BPS resident blocks),
+// RF_MMVB_CHAINS (1: dp4a accumulators per block and row).
 // Bytes: the weights once; x (K * 1.25) from L2 per block.
 #ifndef RF_MMVB_WARPS
 #define RF_MMVB_WARPS 8
@@ -745,11 +747,24 @@ RF_MMVXQ_ENTRY(q8_0, MX_Q8_0)
 #ifndef RF_MMVB_MINB
 #define RF_MMVB_MINB 2
 #endif
+#ifndef RF_MMVB_CHAINS
+#define RF_MMVB_CHAINS 1  // independent dp4a accumulators per block and row (1: one dependent chain of 8)
+#endif
+#ifndef RF_MMVB_ABLATE
+#define RF_MMVB_ABLATE 0  // diagnostic for bench_matvec.py only (WRONG results): 1 drops the dot products,
+#endif                    // keeping the ring, the waits and two word loads per block and row
 #define MMVB_THREADS (RF_MMVB_WARPS * RF_WARP)
 
-// bits sh .. sh + 31 of hi:lo (sh 16 or 32): a word of a block that starts 2 bytes off a word boundary, or not
+// bits sh .. sh + 31 of hi:lo (sh 16 or 32): a word of a block that starts on, or 2 bytes off, a word
 RF_DEV rf_u32 mmvb_funnel(rf_u32 lo, rf_u32 hi, int sh) {
     return (rf_u32)((((unsigned long long)hi << 32) | lo) >> sh);
+}
+
+RF_DEV int mmvb_sum(const int (&s)[RF_MMVB_CHAINS]) {
+    int t = s[0];
+#pragma unroll
+    for (int c = 1; c < RF_MMVB_CHAINS; ++c) t += s[c];
+    return t;
 }
 
 // Q4_0 block: d (f16) then 16 bytes of nibbles; byte i holds elements i (low) and 16 + i (high). wd: the 5
@@ -760,14 +775,15 @@ struct MB_Q4_0 {
     RF_DEV static float dot(const rf_u32 (&wd)[WORDS], int sh, const int4& xa, const int4& xb, float2 xd) {
         const float d = rf_h2f((rf_u16)(wd[0] >> (sh - 16)));
         const int xl[4] = {xa.x, xa.y, xa.z, xa.w}, xh[4] = {xb.x, xb.y, xb.z, xb.w};
-        int s = 0;
+        int s[RF_MMVB_CHAINS] = {};
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
             const rf_u32 q = mmvb_funnel(wd[k], wd[k + 1], sh);
-            s = rf_dp4a((int)(q & RF_NIB_LO), xl[k], s);
-            s = rf_dp4a((int)((q >> 4) & RF_NIB_LO), xh[k], s);
+            s[(2 * k) % RF_MMVB_CHAINS] = rf_dp4a((int)(q & RF_NIB_LO), xl[k], s[(2 * k) % RF_MMVB_CHAINS]);
+            s[(2 * k + 1) % RF_MMVB_CHAINS] =
+                rf_dp4a((int)((q >> 4) & RF_NIB_LO), xh[k], s[(2 * k + 1) % RF_MMVB_CHAINS]);
         }
-        return d * (xd.x * (float)s - 8.0f * xd.y);  // nibbles are q + 8: -8 * sum(x) over the block
+        return d * (xd.x * (float)mmvb_sum(s) - 8.0f * xd.y);  // nibbles are q + 8: -8 * sum(x) of the block
     }
 };
 
@@ -778,10 +794,13 @@ struct MB_Q8_0 {
     RF_DEV static float dot(const rf_u32 (&wd)[WORDS], int sh, const int4& xa, const int4& xb, float2 xd) {
         const float d = rf_h2f((rf_u16)(wd[0] >> (sh - 16)));
         const int xv[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
-        int s = 0;
+        int s[RF_MMVB_CHAINS] = {};
 #pragma unroll
-        for (int k = 0; k < 8; ++k) s = rf_dp4a((int)mmvb_funnel(wd[k], wd[k + 1], sh), xv[k], s);
-        return d * xd.x * (float)s;
+        for (int k = 0; k < 8; ++k) {
+            const int c = k % RF_MMVB_CHAINS;
+            s[c] = rf_dp4a((int)mmvb_funnel(wd[k], wd[k + 1], sh), xv[k], s[c]);
+        }
+        return d * xd.x * (float)mmvb_sum(s);
     }
 };
 
@@ -849,6 +868,12 @@ __device__ void mmvb(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
             rf_syncwarp();
             const int b = c * RF_WARP + lane;
             if (b < nb) {
+#if RF_MMVB_ABLATE
+                const rf_u32* wp = (const rf_u32*)(ring + (t % D) * (R * CB) + (a & ~3));
+#pragma unroll
+                for (int i = 0; i < R; ++i)
+                    acc[i] += (float)(int)(wp[i * CB / 4] ^ wp[i * CB / 4 + T::WORDS - 1]);
+#else
                 const int4 xa = *(const int4*)(sm + (T::NIB ? 16 * b : 32 * b));
                 const int4 xb = *(const int4*)(sm + (T::NIB ? K / 2 + 16 * b : 32 * b + 16));
                 const float2 xd = ((const float2*)(sm + K))[b];
@@ -860,6 +885,7 @@ __device__ void mmvb(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
                     for (int k = 0; k < T::WORDS; ++k) wd[k] = wp[i * (CB / 4) + k];
                     acc[i] += T::dot(wd, sh, xa, xb, xd);
                 }
+#endif
             }
             rf_syncwarp();  // every lane has read the slot before it is refilled
         }

@@ -113,19 +113,27 @@ SWEEP_XQ = (
         for r, u, a, b in [(4, 2, 9, 2), (2, 2, 12, 3)]
     ]
 )
-# --sweep xb: a GGUF block per lane (mul_mat_vec_xb) against x8, xq; (ROWS, ring depth, blocks per SM, warps)
+# --sweep xb: mul_mat_vec_xb against x8, xq; (ROWS, ring depth, blocks per SM, warps, dp4a chains)
 SWEEP_XB = [dict(kind="x8"), dict(kind="xq")] + [
-    dict(kind="xb", RF_MMVB_ROWS=r, RF_MMVB_ASYNC=a, RF_MMVB_MINB=b, RF_MMVB_BPS=b, RF_MMVB_WARPS=w)
-    for r, a, b, w in [
-        (2, 4, 3, 8),
-        (4, 3, 3, 8),
-        (4, 4, 2, 8),
-        (2, 6, 3, 8),
-        (4, 4, 4, 4),
-        (8, 3, 3, 4),
-        (2, 8, 4, 4),
-        (1, 8, 6, 4),
-        (4, 6, 3, 4),
+    dict(
+        kind="xb",
+        RF_MMVB_ROWS=r,
+        RF_MMVB_ASYNC=a,
+        RF_MMVB_MINB=b,
+        RF_MMVB_BPS=b,
+        RF_MMVB_WARPS=w,
+        RF_MMVB_CHAINS=c,
+    )
+    for r, a, b, w, c in [
+        (4, 4, 2, 8, 1),
+        (4, 4, 2, 8, 2),
+        (4, 4, 2, 8, 4),
+        (4, 2, 4, 8, 2),
+        (4, 3, 3, 8, 2),
+        (8, 2, 2, 8, 2),
+        (4, 5, 2, 8, 2),
+        (2, 4, 4, 8, 2),
+        (8, 3, 3, 4, 2),
     ]
 ]
 KINDS = {

@@ -278,6 +278,8 @@ for _qt in (Q.Q4_0, Q.Q8_0):
         (515, 4096, 1, _xb(4, 3, 2)),
         (515, 2304, 2, _xb(1, 2, 6)),
         (300, 4864, 1, _xb(2, 8, 2, warps=4)),
+        (1000, 4096, 1, {**_xb(4, 4, 2), "RF_MMVB_CHAINS": 2}),
+        (129, 2304, 3, {**_xb(4, 3, 3), "RF_MMVB_CHAINS": 4}),
     ]:
         _tid = "".join(f"-{k[8:]}={v}" for k, v in _tun.items())
         CASES.append(
