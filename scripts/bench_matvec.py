@@ -124,16 +124,15 @@ SWEEP_XB = [dict(kind="x8"), dict(kind="xq")] + [
         RF_MMVB_WARPS=w,
         RF_MMVB_CHAINS=c,
     )
+    # matvec_h200_xb_sweep2.json: CHAINS 2-4 and ring shapes; here every warp <= 1 row group for N = 11008
+    # (ROWS 4 x 11 warps x 2 blocks x 132 SMs >= 11008; ROWS 6 x 8 warps) and deeper rings for K = 11008
     for r, a, b, w, c in [
-        (4, 4, 2, 8, 1),
         (4, 4, 2, 8, 2),
-        (4, 4, 2, 8, 4),
-        (4, 2, 4, 8, 2),
-        (4, 3, 3, 8, 2),
         (8, 2, 2, 8, 2),
-        (4, 5, 2, 8, 2),
-        (2, 4, 4, 8, 2),
-        (8, 3, 3, 4, 2),
+        (4, 4, 2, 11, 2),
+        (6, 3, 2, 8, 2),
+        (2, 8, 2, 8, 2),
+        (2, 8, 2, 11, 2),
     ]
 ]
 KINDS = {
