@@ -146,6 +146,37 @@ MATVEC = [
            "8.5 us of streaming. Q4_0 at the LLaMA-7B FFN shapes is the open gap (goal 75%).\n\n"
            "To measure on your own GPU: `python scripts/bench_matvec.py --json out.json`, then "
            "`load_matvec('out.json')`."),
+    ("md", "## On an H200: one GGUF block per lane\n\n"
+           "**Question.** The H200 streams 42% faster than the H100 with the same SMs and clocks, so at "
+           "25 MB the 75% goal leaves 7.95 us. What do the f32 kernel and the int8 kernel that is now the "
+           "default for `int8_activations=True` reach there, and how far is that from reading the bytes?\n\n"
+           "**Measurement.** `bench_matvec.py --kind f32` and `--kind xb --read-floor` on one H200: `xb` "
+           "quantizes x once per activation (shared by the mat-vecs that read it) and gives each lane a "
+           "whole 32-element block of a chunk that 16-byte async copies brought into shared memory (rows of "
+           "K = 896 are not 16-byte multiples: there the launcher falls back to the per-unit int8 kernel). "
+           "The read floor is the fastest of 18 plain read kernels over the same bytes, in a device graph."),
+    ("code", "f32h = load_matvec(DATA_DIR / 'bench/matvec_h200_f32.json', 'f32 x')\n"
+             "xbh = load_matvec(DATA_DIR / 'bench/matvec_h200_xb.json', 'int8 x, block per lane')\n"
+             "print(xbh.gpu[0], f\"copy bandwidth {xbh.attrs['copy_gbps']:.0f} GB/s\")\n"
+             "h = pd.concat([f32h, xbh]).drop_duplicates(['kernel', 'type', 'shape'])\n"
+             "h = h[h.type.isin(['Q4_0', 'Q8_0']) & (h.N * h.K >= 4096 * 4096)]\n"
+             "t = h.pivot_table(index=['type', 'shape'], columns='kernel', values='pct_copy_graph')\n"
+             "rd = xbh.drop_duplicates(['type', 'shape']).set_index(['type', 'shape'])\n"
+             "read_gbps = rd.bytes / (rd.read_floor_graph_us * 1e-6) / 1e9\n"
+             "t['read floor'] = 100 * read_gbps / xbh.attrs['copy_gbps']\n"
+             "ax = t.plot.barh(figsize=(8, 5), title=f'% of copy bandwidth (graph), {xbh.gpu[0]}')\n"
+             "ax.axvline(75, color='k', ls='--', lw=1)\n"
+             "ax.legend(loc='upper left', bbox_to_anchor=(1, 1))\n"
+             "ax.set_xlabel('% of copy bandwidth (dashed: the 75% goal)')\n"
+             "t.round(1)"),
+    ("md", "**What it shows.** On the H200 the f32 kernel stays at 29-39% for Q4_0 and 47-67% for Q8_0. The "
+           "block-per-lane int8 kernel reaches 80% for Q8_0 at 11008x4096 (the goal shape) and 92% at "
+           "32000x4096, but Q4_0 only 49% at 11008x4096 (12.2 us, against 7.5 us for the best plain read "
+           "of the same 25 MB, 79%). A diagnostic build of the same kernel without its dot products "
+           "(`RF_MMVB_ABLATE=1`, `data/bench/matvec_h200_xb_ablate.json`) still takes 10.9 us there: what "
+           "holds Q4_0 back is the copy pipeline around the arithmetic (async copies into a per-warp ring, "
+           "waits, x's copy per block), not the arithmetic itself. `data/bench/matvec_log.md` has the "
+           "sweeps and what was tried."),
 ]
 
 

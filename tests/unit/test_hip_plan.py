@@ -73,3 +73,67 @@ def test_quantized_x_is_made_once_per_value_and_run(monkeypatch):
     d = ctx.quantized_x(x, 4096, 3)
     e = ctx.quantized_x(x, 4096, 3)
     assert len(made) == 6 and d.buf is not e.buf and d.buf is not a.buf
+
+
+def test_xb_config_applies_where_rows_allow_and_caps_resident_blocks():
+    """_xb_config (no GPU): mul_mat_vec_xb for rows of 16-byte multiples from xb_min_n rows, its ring within a
+    block's shared memory, no more blocks than an SM's shared memory holds at once, tunables override."""
+    import types
+
+    from rocmforge.backends.hip import launch as L
+
+    ctx = L.Ctx(mods=None, warp=32, n_sm=132)
+    ctx.smem_block, ctx.smem_sm = 227 * 1024, 228 * 1024
+    q4 = types.SimpleNamespace(row_bytes=4096 // 32 * 18, ptr=1 << 20)
+    q8 = types.SimpleNamespace(row_bytes=4096 // 32 * 34, ptr=1 << 20)
+    x_bytes = L.x8_row_bytes(4096)  # 5120, a 16-byte multiple
+    d, smem, blocks = L._xb_config(ctx, q4, "q4_0", 11008, 4096)
+    assert "RF_MMVB_BPS" not in d and d["RF_MMVB_ROWS"] == L.XB_DEFAULTS["q4_0"]["RF_MMVB_ROWS"]
+    rows, ring = d["RF_MMVB_ROWS"], d["RF_MMVB_ASYNC"]
+    assert smem == x_bytes + 8 * ring * rows * 18 * 32
+    assert blocks == min(132 * min(2, ctx.smem_sm // (smem + 1024)), -(-11008 // rows))
+    d8, smem8, blocks8 = L._xb_config(ctx, q8, "q8_0", 11008, 4096)
+    assert smem8 == x_bytes + 8 * ring * rows * 34 * 32 and blocks8 == 132 * (ctx.smem_sm // (smem8 + 1024))
+    assert L._xb_config(ctx, q4, "q4_0", ctx.xb_min_n - 1, 4096) is None  # too few rows
+    assert (
+        L._xb_config(ctx, types.SimpleNamespace(row_bytes=896 // 32 * 18, ptr=0), "q4_0", 8192, 896) is None
+    )
+    assert L._xb_config(ctx, types.SimpleNamespace(row_bytes=q4.row_bytes, ptr=8), "q4_0", 8192, 4096) is None
+    ctx.tunables = {"RF_MMVB_ROWS": 2, "RF_MMVB_ASYNC": 3, "RF_MMVB_WARPS": 4}
+    d2, smem2, blocks2 = L._xb_config(ctx, q4, "q4_0", 11008, 4096)
+    assert d2["RF_MMVB_ROWS"] == 2 and smem2 == x_bytes + 4 * 3 * 2 * 18 * 32
+    ctx.smem_block = 48 * 1024  # no opt-in: the Q8_0 ring no longer fits, Q4_0's does
+    ctx.tunables = {}
+    assert L._xb_config(ctx, q8, "q8_0", 11008, 4096) is None
+    assert (L._xb_config(ctx, q4, "q4_0", 11008, 4096) is None) == (smem > 48 * 1024)
+
+
+def test_k_smem_opts_in_above_48k_once_per_function():
+    """Ctx.k_smem sets a function's dynamic shared memory limit only above the default 48 KB, and only when
+    a launch needs more than the function was given before (no driver call per launch)."""
+    from rocmforge.backends.hip import launch as L
+
+    class Fn:
+        def __init__(self):
+            self.sets = []
+
+        def __setattr__(self, k, v):
+            if k == "max_dynamic_shared_size_bytes":
+                self.sets.append(v)
+            object.__setattr__(self, k, v)
+
+    fns: dict = {}
+
+    class Mods:
+        def get(self, file, **defines):
+            return self
+
+        def fn(self, name):
+            return fns.setdefault(name, Fn())
+
+    ctx = L.Ctx(mods=Mods(), warp=32, n_sm=132)
+    for need in (40 << 10, 100 << 10, 100 << 10, 80 << 10, 120 << 10):
+        f = ctx.k_smem("mul_mat_vec.hip", "mul_mat_vec_xb_q4_0", need)
+    ctx.k_smem("mul_mat_vec.hip", "mul_mat_vec_xb_q8_0", 60 << 10)
+    assert f is fns["mul_mat_vec_xb_q4_0"] and f.sets == [100 << 10, 120 << 10]
+    assert fns["mul_mat_vec_xb_q8_0"].sets == [60 << 10]
