@@ -135,57 +135,23 @@ SWEEP_XB = [dict(kind="x8"), dict(kind="xq")] + [
         (2, 8, 2, 11, 2),
     ]
 ]
+_OFF = dict(
+    staged_matvec=False,
+    q8_matvec=False,
+    x8_matvec=False,
+    x8_prequant=False,
+    x8_blockwise=False,
+    x8_min_n=L.X8_MIN_N,
+    xb_min_n=L.XB_MIN_N,
+)
 KINDS = {
-    "staged": dict(
-        staged_matvec=True,
-        q8_matvec=False,
-        x8_matvec=False,
-        x8_prequant=False,
-        x8_blockwise=False,
-        x8_min_n=L.X8_MIN_N,
-    ),
-    "f32": dict(
-        staged_matvec=False,
-        q8_matvec=False,
-        x8_matvec=False,
-        x8_prequant=False,
-        x8_blockwise=False,
-        x8_min_n=L.X8_MIN_N,
-    ),
-    "int8": dict(
-        staged_matvec=False,
-        q8_matvec=True,
-        x8_matvec=False,
-        x8_prequant=False,
-        x8_blockwise=False,
-        x8_min_n=L.X8_MIN_N,
-    ),
-    "x8": dict(
-        staged_matvec=False,
-        q8_matvec=False,
-        x8_matvec=True,
-        x8_prequant=False,
-        x8_blockwise=False,
-        x8_min_n=L.X8_MIN_N,
-    ),
-    "xq": dict(
-        staged_matvec=False,
-        q8_matvec=False,
-        x8_matvec=True,
-        x8_prequant=True,
-        x8_blockwise=False,
-        x8_min_n=L.X8_MIN_N,
-    ),
+    "staged": {**_OFF, "staged_matvec": True},
+    "f32": _OFF,
+    "int8": {**_OFF, "q8_matvec": True},
+    "x8": {**_OFF, "x8_matvec": True},
+    "xq": {**_OFF, "x8_matvec": True, "x8_prequant": True},
     # ... for every N it applies to (the int8 default: N >= XB_MIN_N), to see where it beats the f32 kernel
-    "xb": dict(
-        staged_matvec=False,
-        q8_matvec=False,
-        x8_matvec=True,
-        x8_prequant=True,
-        x8_blockwise=True,
-        x8_min_n=L.X8_MIN_N,
-        xb_min_n=0,
-    ),
+    "xb": {**_OFF, "x8_matvec": True, "x8_prequant": True, "x8_blockwise": True, "xb_min_n": 0},
 }
 
 

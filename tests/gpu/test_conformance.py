@@ -228,9 +228,20 @@ for _qt in (Q.Q4_0, Q.Q8_0):
             )
         )
 
+
+def _int8_cases(label: str, shapes: list, **ctx) -> None:
+    """MUL_MAT cases of one int8-activation kernel (F16_TOL: one int8 level) for Q4_0 and Q8_0."""
+    for qt in (Q.Q4_0, Q.Q8_0):
+        for N, K, T, tun in shapes:
+            tid = "".join(f"-{k[8:]}={v}" for k, v in tun.items())
+            m = _mul_mat(qt, N, K, (T,), tol=F16_TOL, x8_matvec=True, x8_min_n=0, tunables=tun, **ctx)
+            CASES.append(Case(f"MUL_MAT-{label}-{qt.name}-{N}x{K}-T{T}{tid}", m))
+
+
 # ... with x quantized once by quantize_x8 and copied by every block (mul_mat_vec_xq; one int8 level only)
-for _qt in (Q.Q4_0, Q.Q8_0):
-    for _N, _K, _T, _tun in [
+_int8_cases(
+    "xq",
+    [
         (129, 576, 3, {}),
         (1000, 4096, 1, {}),
         (67, 2304, 2, {}),
@@ -240,24 +251,9 @@ for _qt in (Q.Q4_0, Q.Q8_0):
         # deep rings: over 48 KB of shared memory a block (opt-in); deeper than a warp's whole work
         (2000, 4096, 2, _ring(12, 2, 2, 3)),
         (129, 2304, 3, _ring(16, 1, 2, 4)),
-    ]:
-        _tid = "".join(f"-{k[8:]}={v}" for k, v in _tun.items())
-        CASES.append(
-            Case(
-                f"MUL_MAT-xq-{_qt.name}-{_N}x{_K}-T{_T}{_tid}",
-                _mul_mat(
-                    _qt,
-                    _N,
-                    _K,
-                    (_T,),
-                    tol=F16_TOL,
-                    x8_matvec=True,
-                    x8_prequant=True,
-                    x8_min_n=0,
-                    tunables=_tun,
-                ),
-            )
-        )
+    ],
+    x8_prequant=True,
+)
 
 
 # ... read a whole GGUF block per lane (mul_mat_vec_xb, rows of 16-byte multiples; K = 576 rows are not, and
@@ -268,8 +264,9 @@ def _xb(rows: int, depth: int, blocks: int, warps: int = 8) -> dict[str, int]:
     )
 
 
-for _qt in (Q.Q4_0, Q.Q8_0):
-    for _N, _K, _T, _tun in [
+_int8_cases(
+    "xb",
+    [
         (1000, 4096, 1, {}),
         (129, 2304, 3, {}),
         (67, 4864, 2, {}),
@@ -280,26 +277,11 @@ for _qt in (Q.Q4_0, Q.Q8_0):
         (300, 4864, 1, _xb(2, 8, 2, warps=4)),
         (1000, 4096, 1, {**_xb(4, 4, 2), "RF_MMVB_CHAINS": 2}),
         (129, 2304, 3, {**_xb(4, 3, 3), "RF_MMVB_CHAINS": 4}),
-    ]:
-        _tid = "".join(f"-{k[8:]}={v}" for k, v in _tun.items())
-        CASES.append(
-            Case(
-                f"MUL_MAT-xb-{_qt.name}-{_N}x{_K}-T{_T}{_tid}",
-                _mul_mat(
-                    _qt,
-                    _N,
-                    _K,
-                    (_T,),
-                    tol=F16_TOL,
-                    x8_matvec=True,
-                    x8_prequant=True,
-                    x8_blockwise=True,
-                    x8_min_n=0,
-                    xb_min_n=0,
-                    tunables=_tun,
-                ),
-            )
-        )
+    ],
+    x8_prequant=True,
+    x8_blockwise=True,
+    xb_min_n=0,
+)
 
 
 @case("MUL_MAT-act-f32-w")
