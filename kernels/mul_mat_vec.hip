@@ -374,9 +374,10 @@ RF_MMVQ_ENTRY(q6_k, QT_Q6_K)
 // device graph, % of copy bandwidth): Q4_0 11008x4096 60-64% (f32 kernel 50%), 32000x4096 80% (55%);
 // Q8_0 11008x4096 81-84% (77%). With N = 4096 it is no faster than the f32 kernel. Tried and slower: a
 // one-chunk software pipeline in registers, L2 prefetch instructions, split K across warps, f32 x.
-// mul_mat_vec_xq_<type> (Ctx.x8_prequant, not yet timed on a GPU): the same, but x comes from quantize_x8
-// (K + K / 4 bytes per token, L2-resident) and each block copies it into shared memory with async copies
-// issued before its first weight chunks, instead of quantizing 4 K bytes of f32 x itself.
+// mul_mat_vec_xq_<type> (Ctx.x8_prequant): the same, but x comes from quantize_x8 (K + K / 4 bytes per
+// token, L2-resident) and each block copies it into shared memory with async copies issued before its first
+// weight chunks, instead of quantizing 4 K bytes of f32 x itself. On an H200 it was slower than
+// mul_mat_vec_x for Q4_0 11008x4096 and faster for Q8_0 11008x4096 (data/bench/matvec_log.md).
 // Tunables (-D, the launcher's per-type defaults in launch.py X8_DEFAULTS): RF_MMVX_WARPS, RF_MMVX_ROWS,
 // RF_MMVX_UNROLL, RF_MMVX_ASYNC, RF_MMVX_MINB (blocks per SM for the register budget), RF_MMVX_LEVELS,
 // RF_MMVX_SHFL, RF_MMVX_QB (x loads in flight while quantizing), RF_MMVX_SPREAD (row groups dealt round
@@ -869,8 +870,8 @@ __device__ void mmvb(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
             rf_syncwarp();
             const int b = c * RF_WARP + lane;
             if (b < nb) {
+                const rf_u32* wp = (const rf_u32*)(ring + (t % D) * (R * CB) + (a & ~3));  // row 0's words
 #if RF_MMVB_ABLATE
-                const rf_u32* wp = (const rf_u32*)(ring + (t % D) * (R * CB) + (a & ~3));
 #pragma unroll
                 for (int i = 0; i < R; ++i)
                     acc[i] += (float)(int)(wp[i * CB / 4] ^ wp[i * CB / 4 + T::WORDS - 1]);
@@ -878,7 +879,6 @@ __device__ void mmvb(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
                 const int4 xa = *(const int4*)(sm + (T::NIB ? 16 * b : 32 * b));
                 const int4 xb = *(const int4*)(sm + (T::NIB ? K / 2 + 16 * b : 32 * b + 16));
                 const float2 xd = ((const float2*)(sm + K))[b];
-                const rf_u32* wp = (const rf_u32*)(ring + (t % D) * (R * CB) + (a & ~3));
 #pragma unroll
                 for (int i = 0; i < R; ++i) {
                     rf_u32 wd[T::WORDS];

@@ -139,7 +139,7 @@ class Ctx:
     x8_matvec: bool = False  # int8 x in shared memory, warps streaming row groups (Q4_0, Q8_0)
     x8_min_n: int = X8_MIN_N  # ... for weights of at least this many rows
     # ... with x quantized once per activation (quantize_x8) and shared by the mat-vecs that read it
-    # (mul_mat_vec_xq: Q/K/V, gate/up), instead of once per block; not yet timed on a GPU
+    # (mul_mat_vec_xq: Q/K/V, gate/up), instead of once per block (data/bench/matvec_log.md, H200)
     x8_prequant: bool = False
     # ... and read by mul_mat_vec_xb (a whole block per lane) where rows are 16-byte multiples, from xb_min_n
     x8_blockwise: bool = False
@@ -164,6 +164,11 @@ class Ctx:
             f.max_dynamic_shared_size_bytes = smem
             self._smem_set[id(f)] = smem
         return f
+
+    def resident_blocks(self, bps: int, smem: int) -> int:
+        """Blocks per SM for a launch asking bps, no more than the SM's shared memory holds at once (each
+        block's share has 1 KB reserved); bps where that memory is unknown."""
+        return max(1, min(bps, self.smem_sm // (smem + 1024))) if self.smem_sm else bps
 
     def empty(self, shape: Sequence[int], dtype: str) -> DevTensor:
         """Scratch for a launcher. Inside a node (begin_node) it is the node's own buffer, kept across
@@ -445,8 +450,7 @@ def _mul_mat_vec_x(
     if ring and (w.row_bytes % 16 or w.ptr % 16 or smem > ctx.smem_block):
         ring = d["RF_MMVX_ASYNC"] = 0
         smem = x_bytes
-    if ctx.smem_sm:  # no more blocks than are resident at once (1 KB of each block's share is reserved)
-        bps = max(1, min(bps, ctx.smem_sm // (smem + 1024)))
+    bps = ctx.resident_blocks(bps, smem)
     groups = cdiv(N, rows)
     if d.get("RF_MMVX_SPREAD", 1):  # every resident block, groups dealt round them
         blocks = min(ctx.n_sm * bps, groups)
@@ -474,9 +478,7 @@ def _xb_config(ctx: Ctx, w: DevTensor, kt: str, N: int, K: int) -> tuple[dict[st
     smem = cdiv(x8_row_bytes(K), 16) * 16 + warps * ring * rows * XB_BLOCK_BYTES[kt] * ctx.warp
     if N < ctx.xb_min_n or w.row_bytes % 16 or w.ptr % 16 or smem > ctx.smem_block:
         return None
-    if ctx.smem_sm:
-        bps = max(1, min(bps, ctx.smem_sm // (smem + 1024)))
-    return d, smem, min(ctx.n_sm * bps, cdiv(N, rows))
+    return d, smem, min(ctx.n_sm * ctx.resident_blocks(bps, smem), cdiv(N, rows))
 
 
 def _mul_mat_vec_xb(
