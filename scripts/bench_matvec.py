@@ -21,8 +21,8 @@ shared, as in a decode graph: the mat-vec is timed alone and the quantize kernel
 it), int8 and staged (older variants).
 
 This is a benchmark, not a test: it asserts nothing. Usage:
-    python scripts/bench_matvec.py [--types Q4_0,Q8_0] [--shapes llama,qwen,goal] [--kind x8|xq|xb]
-                                   [--sweep [f32|x8|xq|xb]] [--tunables K=V,...] [--read-floor]
+    python scripts/bench_matvec.py [--types Q4_0,Q8_0] [--shapes llama,qwen,goal] [--kind x8|xq|xb|xr]
+                                   [--sweep [f32|x8|xq|xb|xr]] [--tunables K=V,...] [--read-floor]
                                    [--json out.json]
 """
 
@@ -135,14 +135,33 @@ SWEEP_XB = [dict(kind="x8"), dict(kind="xq")] + [
         (2, 8, 2, 11, 2),
     ]
 ]
+# --sweep xr: mul_mat_vec_xr against xb; (warps, H: groups a row per step, x in shared memory, blocks per SM
+# for the registers) and the ablations (WRONG results, diagnostics: 1 drops the dot products, 2 the staging)
+SWEEP_XR = [dict(kind="xb")] + [
+    dict(kind="xr", RF_MMVR_WARPS=w, RF_MMVR_H=h, RF_MMVR_XSMEM=x, RF_MMVR_MINB=b, RF_MMVR_ABLATE=a)
+    for w, h, x, b, a in [
+        (4, 4, 1, 4, 0),
+        (4, 4, 0, 4, 0),
+        (8, 4, 1, 2, 0),
+        (2, 4, 1, 8, 0),
+        (4, 2, 1, 4, 0),
+        (8, 2, 1, 2, 0),
+        (4, 8, 1, 4, 0),
+        (4, 4, 1, 2, 0),
+        (4, 4, 1, 4, 1),
+        (4, 4, 1, 4, 2),
+    ]
+]
 _OFF = dict(
     staged_matvec=False,
     q8_matvec=False,
     x8_matvec=False,
     x8_prequant=False,
     x8_blockwise=False,
+    x8_groupwise=False,
     x8_min_n=L.X8_MIN_N,
     xb_min_n=L.XB_MIN_N,
+    xr_min_n=L.XR_MIN_N,
 )
 KINDS = {
     "staged": {**_OFF, "staged_matvec": True},
@@ -152,6 +171,16 @@ KINDS = {
     "xq": {**_OFF, "x8_matvec": True, "x8_prequant": True},
     # ... for every N it applies to (the int8 default: N >= XB_MIN_N), to see where it beats the f32 kernel
     "xb": {**_OFF, "x8_matvec": True, "x8_prequant": True, "x8_blockwise": True, "xb_min_n": 0},
+    # ... mul_mat_vec_xr (a group of 8 blocks per lane) where K is a multiple of 256, else as xb
+    "xr": {
+        **_OFF,
+        "x8_matvec": True,
+        "x8_prequant": True,
+        "x8_blockwise": True,
+        "x8_groupwise": True,
+        "xb_min_n": 0,
+        "xr_min_n": 0,
+    },
 }
 
 
@@ -423,7 +452,7 @@ def main() -> None:
         nargs="?",
         const="f32",
         default="",
-        choices=["f32", "x8", "xq", "xb"],
+        choices=["f32", "x8", "xq", "xb", "xr"],
         help="try the tunable variants first (f32; x8 against f32; xq, xb against x8) on the goal shapes",
     )
     ap.add_argument("--tunables", default="", help="e.g. RF_MMV_ROWS=4,RF_MMV_WARPS=4")
@@ -488,7 +517,7 @@ def main() -> None:
         )
         best = None
         per_type: dict = {}
-        for tun in {"x8": SWEEP_X8, "xq": SWEEP_XQ, "xb": SWEEP_XB}.get(args.sweep, SWEEP):
+        for tun in {"x8": SWEEP_X8, "xq": SWEEP_XQ, "xb": SWEEP_XB, "xr": SWEEP_XR}.get(args.sweep, SWEEP):
             use(be, tun)
             row, srow, errs = [], [], []
             for qt in (Q.Q4_0, Q.Q8_0):

@@ -284,6 +284,35 @@ _int8_cases(
 )
 
 
+# ... a group of 8 blocks per lane (mul_mat_vec_xr, K a multiple of 256; K = 576 is not and falls back to xq).
+# K = 2304 (9 groups), 4864 (19) and 11008 (43) end in a partial step; N = 5, 515 end in a partial block.
+def _xr(warps: int, h: int, xsmem: int = 1, minb: int = 2) -> dict[str, int]:
+    return {"RF_MMVR_WARPS": warps, "RF_MMVR_H": h, "RF_MMVR_XSMEM": xsmem, "RF_MMVR_MINB": minb}
+
+
+_int8_cases(
+    "xr",
+    [
+        (1000, 4096, 1, {}),
+        (515, 4864, 2, {}),
+        (5, 4864, 3, {}),
+        (129, 2304, 3, {}),
+        (129, 576, 1, {}),
+        (300, 11008, 1, {}),
+        (515, 4096, 1, _xr(4, 4, 0)),
+        (515, 4864, 2, _xr(8, 2)),
+        (67, 4096, 1, _xr(2, 8)),
+        (200, 11008, 2, _xr(4, 1, 0)),
+        (300, 4096, 1, _xr(1, 4)),
+    ],
+    x8_prequant=True,
+    x8_blockwise=True,
+    x8_groupwise=True,
+    xb_min_n=0,
+    xr_min_n=0,
+)
+
+
 @case("MUL_MAT-act-f32-w")
 def _mul_mat_act(rng):
     g = Graph()

@@ -26,6 +26,7 @@ from rocmforge.backends.hip.launch import (
     X8_DEFAULTS,
     X8_MATVEC,
     XB_DEFAULTS,
+    XR_DEFAULTS,
 )
 from rocmforge.backends.hip.modules import KERNEL_DIR, assemble_source, compile_options
 
@@ -40,6 +41,7 @@ ENTRY_POINTS = {
     + [f"mul_mat_vec_x_{t}" for t in X8_MATVEC]
     + [f"mul_mat_vec_xq_{t}" for t in X8_MATVEC]
     + [f"mul_mat_vec_xb_{t}" for t in X8_MATVEC]
+    + [f"mul_mat_vec_xr_{t}" for t in X8_MATVEC]
     + ["quantize_x8"],
     "mul_mat.hip": [f"mul_mat_{t}" for t in _WTYPES],
     "get_rows.hip": [f"get_rows_{t}" for t in _WTYPES] + ["get_rows_i32"],
@@ -68,6 +70,10 @@ def _variants(warp: int) -> list[tuple[str, dict]]:
     out.append(("mul_mat_vec.hip", {"RF_WARP": warp, "RF_MMVX_LEVELS": 2}))
     for t in X8_MATVEC:  # the block-per-lane mat-vec with the launcher's per-type defines
         out.append(("mul_mat_vec.hip", {"RF_WARP": warp, **XB_DEFAULTS[t]}))
+    for t in X8_MATVEC:  # the group-per-lane mat-vec with the launcher's defines, and x read from global
+        out.append(("mul_mat_vec.hip", {"RF_WARP": warp, **XR_DEFAULTS[t]}))
+        xg = {"RF_MMVR_XSMEM": 0, "RF_MMVR_H": 2}
+        out.append(("mul_mat_vec.hip", {"RF_WARP": warp, **XR_DEFAULTS[t], **xg}))
     return out
 
 

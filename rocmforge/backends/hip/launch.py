@@ -121,6 +121,13 @@ XB_DEFAULTS = {
     "q8_0": {"RF_MMVB_ROWS": 4, "RF_MMVB_ASYNC": 4, "RF_MMVB_MINB": 2, "RF_MMVB_BPS": 2},
 }
 XB_MIN_N = 4096  # faster than the f32 kernel at N = 4096 (the smallest N measured) for Q4_0 and Q8_0
+# mul_mat_vec_xr (a group of 8 blocks per lane, plain loads staged through shared memory): per-type
+# defaults (tunables override)
+XR_DEFAULTS = {
+    "q4_0": {"RF_MMVR_WARPS": 4, "RF_MMVR_H": 4, "RF_MMVR_XSMEM": 1, "RF_MMVR_MINB": 4},
+    "q8_0": {"RF_MMVR_WARPS": 4, "RF_MMVR_H": 4, "RF_MMVR_XSMEM": 1, "RF_MMVR_MINB": 2},  # 17 chunks a lane
+}
+XR_MIN_N = 4096
 
 
 @dataclass
@@ -144,6 +151,9 @@ class Ctx:
     # ... and read by mul_mat_vec_xb (a whole block per lane) where rows are 16-byte multiples, from xb_min_n
     x8_blockwise: bool = False
     xb_min_n: int = XB_MIN_N
+    # ... or by mul_mat_vec_xr (a group of 8 blocks per lane, plain loads) where K is a multiple of 256
+    x8_groupwise: bool = False
+    xr_min_n: int = XR_MIN_N
     smem_block: int = SMEM_DEFAULT  # dynamic shared memory a block may opt in to (device property)
     smem_sm: int = 0  # shared memory per SM (0: unknown, resident blocks not capped by it)
     _scratch: dict[Any, Any] = field(default_factory=dict)  # (node key, k) -> persistent scratch
@@ -224,7 +234,7 @@ class Ctx:
         return {
             k: v
             for k, v in self.tunables.items()
-            if k.startswith(("RF_MMV_", "RF_MMVQ_", "RF_MMVS_", "RF_MMVX_", "RF_MMVB_"))
+            if k.startswith(("RF_MMV_", "RF_MMVQ_", "RF_MMVS_", "RF_MMVX_", "RF_MMVB_", "RF_MMVR_"))
         }
 
 
@@ -376,6 +386,10 @@ def MUL_MAT(ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor) -> None:
         and K % 64 == 0
         and w.ptr % 4 == 0
     ):
+        xr = _xr_config(ctx, w, kt, N, K) if ctx.x8_prequant and ctx.x8_groupwise else None
+        if xr is not None:
+            _mul_mat_vec_xr(ctx, out, w, ctx.quantized_x(x, K, M), kt, N, K, M, xr)
+            return
         xb = _xb_config(ctx, w, kt, N, K) if ctx.x8_prequant and ctx.x8_blockwise else None
         if xb is not None:
             _mul_mat_vec_xb(ctx, out, w, ctx.quantized_x(x, K, M), kt, N, K, M, xb)
@@ -498,6 +512,43 @@ def _mul_mat_vec_xb(
     f(
         (blocks, M),
         (d.get("RF_MMVB_WARPS", 8) * ctx.warp,),
+        (w.ptr, _i64(w.row_bytes), xq.ptr, _i64(x8_row_bytes(K)), out.ptr, _i64(N), _i32(N), _i32(K)),
+        shared_mem=smem,
+    )
+
+
+def _xr_config(ctx: Ctx, w: DevTensor, kt: str, N: int, K: int) -> tuple[dict[str, int], int, int] | None:
+    """mul_mat_vec_xr's (defines, shared memory bytes, blocks) for this weight, or None where it does not
+    apply: fewer rows than xr_min_n, K not a multiple of 256 (a lane's 8 blocks are whole 16-byte chunks),
+    rows not packed or not aligned, shared memory over a block's. One block per RF_WARP / H rows."""
+    d = {**XR_DEFAULTS[kt], **ctx.mmv_defines()}
+    warps, h = d.get("RF_MMVR_WARPS", 4), d.get("RF_MMVR_H", 4)
+    rs, cr = ctx.warp // h, h * XB_BLOCK_BYTES[kt] // 2  # rows per block, chunks of a row per step
+    x_bytes = cdiv(x8_row_bytes(K), 16) * 16 if d.get("RF_MMVR_XSMEM", 1) else 0
+    smem = x_bytes + warps * rs * (cr + 1 - cr % 2) * 16 + warps * rs * 4
+    packed = w.row_bytes == K // 32 * XB_BLOCK_BYTES[kt]
+    if N < ctx.xr_min_n or K % 256 or not packed or w.ptr % 16 or smem > ctx.smem_block or rs * h != ctx.warp:
+        return None
+    return d, smem, cdiv(N, rs)
+
+
+def _mul_mat_vec_xr(
+    ctx: Ctx,
+    out: DevTensor,
+    w: DevTensor,
+    xq: DevTensor,
+    kt: str,
+    N: int,
+    K: int,
+    M: int,
+    config: tuple[dict[str, int], int, int],
+) -> None:
+    """mul_mat_vec_xr on quantize_x8's x, launched as _xr_config says."""
+    d, smem, blocks = config
+    f = ctx.k_smem("mul_mat_vec.hip", f"mul_mat_vec_xr_{kt}", smem, **d)
+    f(
+        (blocks, M),
+        (d.get("RF_MMVR_WARPS", 4) * ctx.warp,),
         (w.ptr, _i64(w.row_bytes), xq.ptr, _i64(x8_row_bytes(K)), out.ptr, _i64(N), _i32(N), _i32(K)),
         shared_mem=smem,
     )
