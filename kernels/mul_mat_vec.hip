@@ -908,23 +908,25 @@ __device__ void mmvb(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
 RF_MMVB_ENTRY(q4_0, MB_Q4_0)
 RF_MMVB_ENTRY(q8_0, MB_Q8_0)
 
-// mul_mat_vec_xr_<type> (Q4_0, Q8_0; x from quantize_x8; K a multiple of 256, rows 16-byte aligned): a lane
-// takes a group of 8 whole blocks of one row (Q4_0: 144 bytes = 9 chunks of 16; Q8_0: 272 = 17), loaded
-// as the plain read floor loads: coalesced 16-byte loads into registers, every load of a step in flight
-// at once. xb's ablation (its copy pipeline alone: 10.9 us for Q4_0 11008x4096 on an H200 against a 7.5 us
-// plain read) pointed at the per-lane async ring; here there is none. A warp owns RS = RF_WARP / H rows;
-// per step it loads H consecutive groups of each row (a row's 16 H chunks are contiguous), stores them to
-// its staging area in shared memory and reads back its lane's group: lane r + RS h takes row r, group h.
-// A row's segment is padded to an odd number of chunks, so the 8 lanes of a quarter warp (8 rows, one h)
-// read 8 different bank groups, and they read the same x (a broadcast). The block's W warps split K (warp
-// w takes steps w, w + W, ...) and are reduced through shared memory at the end.
-// Launch: grid (ceil(N / RS), T), RF_MMVR_WARPS * RF_WARP threads; dynamic shared memory: the x copy
-// (RF_MMVR_XSMEM 1: K * 1.25 bytes, 16-byte rounded) + per warp RS rows x (H * chunks per group + pad) chunks
-// + W * RS floats.
-// Tunables (-D; launch.py XR_DEFAULTS): RF_MMVR_WARPS (4), RF_MMVR_H (4; 1, 2, 4, 8 with RS >= 8),
-// RF_MMVR_XSMEM (1: x copied to shared memory per block; 0: read from global memory, through L1),
-// RF_MMVR_MINB (blocks per SM for the register budget), RF_MMVR_ABLATE (diagnostic, WRONG results: 1 keeps
-// loads and staging but drops the dot products, 2 keeps only the loads).
+// mul_mat_vec_xr_<type> (Q4_0, Q8_0; x from quantize_x8; K a multiple of 256, rows packed and 16-byte aligned):
+// a lane takes a group of 8 whole blocks of one row (Q4_0: 144 bytes = 9 chunks of 16; Q8_0: 272 = 17),
+// loaded as the plain read floor loads: coalesced 16-byte loads into registers, a whole step in flight at
+// once. xb's ablation (its copy pipeline alone: 10.9 us for Q4_0 11008x4096 on an H200 against a 7.5 us
+// plain read) pointed at its per-lane async ring; here there is none. A warp owns row groups of
+// RS = RF_WARP / H rows (dealt round all warps of the grid, which stays resident); per step it loads H
+// consecutive groups of each row (16 H contiguous chunks a row), stores them to its staging area in shared
+// memory, issues the next step's loads, and reads back its lane's group: lane r + RS h takes row r,
+// group h. A row's segment is padded to an odd number of chunks, so the 8 lanes of a quarter warp (8 rows,
+// one h) read 8 different bank groups, and they read the same x (a broadcast). A warp reduction over h
+// ends each row group.
+// Launch: grid (min(resident blocks, ceil(N / RS / RF_MMVR_WARPS)), T), RF_MMVR_WARPS * RF_WARP threads;
+// dynamic shared memory: the x copy (RF_MMVR_XSMEM 1: K * 1.25 bytes, 16-byte rounded) + per warp RS rows x
+// (H * chunks per group, padded odd) chunks.
+// Tunables (-D; launch.py XR_DEFAULTS): RF_MMVR_WARPS (4), RF_MMVR_H (4; 1, 2, 4, 8; quarter warps share
+// x where RS >= 8), RF_MMVR_XSMEM (1: x copied to shared memory per block; 0: read through L1),
+// RF_MMVR_MINB (blocks per SM for the register budget; the launcher's RF_MMVR_BPS resident blocks),
+// RF_MMVR_ABLATE (diagnostic, WRONG results: 1 keeps loads and staging but drops the dot products, 2 keeps
+// only the loads).
 // Bytes: the weights once; x (K * 1.25) from L2 per block (XSMEM 1) or per SM (0).
 #ifndef RF_MMVR_WARPS
 #define RF_MMVR_WARPS 4
@@ -947,23 +949,22 @@ RF_MMVB_ENTRY(q8_0, MB_Q8_0)
 template <class T>
 __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8* __restrict__ xq,
                      rf_i64 x_stride, float* __restrict__ y, rf_i64 y_stride, int N, int K) {
-    constexpr int H = RF_MMVR_H, RS = MMVR_RS, W = RF_MMVR_WARPS;
-    constexpr int CG = T::BYTES / 2;            // chunks per group of 8 blocks (9, 17: odd)
-    constexpr int CR = H * CG;                  // chunks of a row per step
-    constexpr int PR = CR + (CR % 2 == 0);      // ... padded to an odd count in staging
-    constexpr int LOADS = CG;                   // RS * CR / RF_WARP: chunks per lane and step
+    constexpr int H = RF_MMVR_H, RS = MMVR_RS;
+    constexpr int CG = T::BYTES / 2;        // chunks per group of 8 blocks (9, 17: odd)
+    constexpr int CR = H * CG;              // chunks of a row per step
+    constexpr int PR = CR + (CR % 2 == 0);  // ... padded to an odd count in staging
+    constexpr int LOADS = CG;               // RS * CR / RF_WARP: chunks per lane and step
     static_assert(RS >= 1 && RS * H == RF_WARP && H <= 8, "H divides the warp, at most 8 groups a row");
     RF_DYN_SHARED(int, smem);
     rf_u8* sm = (rf_u8*)smem;
     const int warp = threadIdx.x / RF_WARP, lane = threadIdx.x % RF_WARP;
     const int r = lane % RS, h = lane / RS;
-    const int G = K / 256, steps = (G + H - 1) / H;
-    const int row0 = blockIdx.x * RS;
+    const int G = K / 256, steps = (G + H - 1) / H, groups = (N + RS - 1) / RS;
+    const int gstride = gridDim.x * RF_MMVR_WARPS;
     xq += blockIdx.y * x_stride;
     y += blockIdx.y * y_stride;
     const int x_bytes = RF_MMVR_XSMEM ? (K + K / 4 + 15) / 16 * 16 : 0;
     rf_u8* stage = sm + x_bytes + warp * (RS * PR * 16);
-    float* red = (float*)(sm + x_bytes + W * RS * PR * 16);
 #if RF_MMVR_XSMEM
     mmvx_copy_xq<T::NIB>(xq, K, sm, MMVR_THREADS);
     rf_cp_async_commit();
@@ -972,52 +973,58 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
     const rf_u8* xs = xq;
 #endif
     // this lane's chunks of a step: chunk c = j * RF_WARP + lane is row c / CR's chunk m = c % CR, of the
-    // step's group m / CG (3 bits each in gpk); byte offsets from row0's start, rows past N clamped
-    const rf_u8* wr = w + (rf_i64)row0 * row_bytes;
+    // step's group m / CG (3 bits each in gpk); byte offsets from the row group's start
     int off[LOADS], dst[LOADS];
     rf_u64 gpk = 0;
 #pragma unroll
     for (int j = 0; j < LOADS; ++j) {
         const int c = j * RF_WARP + lane, rr = c / CR, m = c % CR;
-        off[j] = (min(row0 + rr, N - 1) - row0) * (int)row_bytes + 16 * m;
+        off[j] = rr * (int)row_bytes + 16 * m;
         dst[j] = 16 * (rr * PR + m);
         gpk |= (rf_u64)(m / CG) << (3 * j);
     }
-    float acc = 0.0f;
     uint4 v[LOADS];
-    auto load = [&](int t) {  // step t's chunks into v (zeros past the row's last group)
-        if (t < steps) {
-            const rf_u8* p = wr + (rf_i64)t * (16 * CR);
+    // step t of row group g into v: zeros past the row's last group and for rows past N
+    auto load = [&](int g, int t) {
+        if (g < groups) {
+            const rf_u8* p = w + (rf_i64)g * RS * row_bytes + (rf_i64)t * (16 * CR);
+            const int nr = N - g * RS;  // rows of the group (< RS in the last one)
 #pragma unroll
             for (int j = 0; j < LOADS; ++j) {
+                const bool ok =
+                    t * H + (int)((gpk >> (3 * j)) & 7) < G && (nr >= RS || (j * RF_WARP + lane) / CR < nr);
                 v[j] = make_uint4(0u, 0u, 0u, 0u);
-                if (t * H + (int)((gpk >> (3 * j)) & 7) < G) v[j] = *(const uint4*)(p + off[j]);
+                if (ok) v[j] = *(const uint4*)(p + off[j]);
             }
         }
     };
-    load(warp);  // in flight while x lands
+    // the warp's items: (row group, step), groups dealt round all warps of the grid, g to block g % blocks
+    int g = warp * gridDim.x + blockIdx.x, t = 0;
+    load(g, 0);  // in flight while x lands
 #if RF_MMVR_XSMEM
     rf_cp_async_wait<0>();
 #endif
     __syncthreads();
-    for (int t = warp; t < steps; t += W) {  // warp-uniform
-        const int gi = t * H + h;
+    float acc = 0.0f;
+    while (g < groups) {  // warp-uniform
+        const int gi = t * H + h;  // this lane's group of 8 blocks in its row
+        const int gn = t + 1 < steps ? g : g + gstride, tn = t + 1 < steps ? t + 1 : 0;  // the next item
 #if RF_MMVR_ABLATE == 2
 #pragma unroll
         for (int j = 0; j < LOADS; ++j) acc += (float)(int)(v[j].x ^ v[j].y ^ v[j].z ^ v[j].w);
-        load(t + W);
+        load(gn, tn);
 #else
 #pragma unroll
         for (int j = 0; j < LOADS; ++j) *(uint4*)(stage + dst[j]) = v[j];
         rf_syncwarp();
-        load(t + W);  // the next step's loads run during this step's arithmetic
+        load(gn, tn);  // the next item's loads run during this item's arithmetic
         rf_u32 wd[4 * CG];
 #pragma unroll
         for (int j = 0; j < CG; ++j) {
             const uint4 q = *(const uint4*)(stage + 16 * (r * PR + h * CG + j));
             wd[4 * j] = q.x, wd[4 * j + 1] = q.y, wd[4 * j + 2] = q.z, wd[4 * j + 3] = q.w;
         }
-        rf_syncwarp();  // every lane has read its group before the next step's stores
+        rf_syncwarp();  // every lane has read its group before the next item's stores
         if (gi < G) {
 #if RF_MMVR_ABLATE == 1
 #pragma unroll
@@ -1037,16 +1044,13 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
 #endif
         }
 #endif
-    }
+        if (tn == 0) {  // the row group is done: sum over h (lanes r + RS h), lanes h = 0 write
 #pragma unroll
-    for (int m = RS; m < RF_WARP; m *= 2) acc += rf_shfl_xor(acc, m);  // over h: lanes r + RS h
-    if (h == 0) red[warp * RS + r] = acc;
-    __syncthreads();
-    if (threadIdx.x < RS && row0 + (int)threadIdx.x < N) {
-        float s = 0.0f;
-#pragma unroll
-        for (int k = 0; k < W; ++k) s += red[k * RS + threadIdx.x];
-        y[row0 + threadIdx.x] = s;
+            for (int m = RS; m < RF_WARP; m *= 2) acc += rf_shfl_xor(acc, m);
+            if (h == 0 && g * RS + r < N) y[g * RS + r] = acc;
+            acc = 0.0f;
+        }
+        g = gn, t = tn;
     }
 }
 

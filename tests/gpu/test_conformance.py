@@ -286,8 +286,11 @@ _int8_cases(
 
 # ... a group of 8 blocks per lane (mul_mat_vec_xr, K a multiple of 256; K = 576 is not and falls back to xq).
 # K = 2304 (9 groups), 4864 (19) and 11008 (43) end in a partial step; N = 5, 515 end in a partial block.
-def _xr(warps: int, h: int, xsmem: int = 1, minb: int = 2) -> dict[str, int]:
-    return {"RF_MMVR_WARPS": warps, "RF_MMVR_H": h, "RF_MMVR_XSMEM": xsmem, "RF_MMVR_MINB": minb}
+def _xr(warps: int, h: int, xsmem: int = 1, minb: int = 2, bps: int = 2) -> dict[str, int]:
+    return {"RF_MMVR_WARPS": warps, "RF_MMVR_H": h, "RF_MMVR_XSMEM": xsmem} | {
+        "RF_MMVR_MINB": minb,
+        "RF_MMVR_BPS": bps,
+    }
 
 
 _int8_cases(
@@ -304,6 +307,9 @@ _int8_cases(
         (67, 4096, 1, _xr(2, 8)),
         (200, 11008, 2, _xr(4, 1, 0)),
         (300, 4096, 1, _xr(1, 4)),
+        # more row groups than warps (a warp's next group prefetched across the boundary); K = 256: one step
+        (5000, 2304, 1, _xr(4, 4, bps=1)),
+        (9000, 256, 2, _xr(4, 4, 0, bps=1)),
     ],
     x8_prequant=True,
     x8_blockwise=True,
