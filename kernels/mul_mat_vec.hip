@@ -908,34 +908,26 @@ __device__ void mmvb(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
 RF_MMVB_ENTRY(q4_0, MB_Q4_0)
 RF_MMVB_ENTRY(q8_0, MB_Q8_0)
 
-// mul_mat_vec_xr_<type> (Q4_0, Q8_0; x from quantize_x8; K a multiple of 256, rows packed and 16-byte aligned):
-// a lane takes a group of 8 whole blocks of one row (Q4_0: 144 bytes = 9 chunks of 16; Q8_0: 272 = 17),
-// loaded as the plain read floor loads: coalesced 16-byte loads into registers, a whole step in flight at
-// once. xb's ablation (its copy pipeline alone: 10.9 us for Q4_0 11008x4096 on an H200 against a 7.5 us
-// plain read) pointed at its per-lane async ring; here there is none. A warp owns row groups of
-// RS = RF_WARP / H rows (dealt round all warps of the grid, which stays resident); per step it loads H
-// consecutive groups of each row (16 H contiguous chunks a row), stores them to its staging area in shared
-// memory, issues the next step's loads, and reads back its lane's group: lane r + RS h takes row r,
-// group h. A row's segment is padded to an odd number of chunks, so the 8 lanes of a quarter warp (8 rows,
-// one h) read 8 different bank groups, and they read the same x (a broadcast). A warp reduction over h
-// ends each row group.
-// Launch: grid (min(resident blocks, ceil(N / RS / RF_MMVR_WARPS)), T), RF_MMVR_WARPS * RF_WARP threads;
-// dynamic shared memory: the x copy (RF_MMVR_XSMEM 1: K * 1.25 bytes, 16-byte rounded) + per warp RS rows x
-// (H * chunks per group, padded odd) chunks.
-// Tunables (-D; launch.py XR_DEFAULTS): RF_MMVR_WARPS (4), RF_MMVR_H (4; 1, 2, 4, 8; quarter warps share
-// x where RS >= 8), RF_MMVR_XSMEM (1: x copied to shared memory per block; 0: read through L1),
-// RF_MMVR_MINB (blocks per SM for the register budget; the launcher's RF_MMVR_BPS resident blocks),
-// RF_MMVR_ABLATE (diagnostic, WRONG results: 1 keeps loads and staging but drops the dot products, 2 keeps
-// only the loads).
-// Bytes: the weights once; x (K * 1.25) from L2 per block (XSMEM 1) or per SM (0).
+// mul_mat_vec_xr_<type> (Q4_0, Q8_0; x from quantize_x8; K a multiple of 256, rows packed, 16-byte aligned):
+// the weights are read as the plain read floor reads them: coalesced 16-byte loads into registers, a whole
+// step in flight, no async copies. A warp owns row groups of 8 rows (dealt round all warps of the grid,
+// which stays resident) and reads a group in steps: per step H = RF_WARP / 8 consecutive groups of 8 blocks
+// (Q4_0: 144 bytes, 9 chunks of 16; Q8_0: 272, 17) of each of its 8 rows. It stores them to its staging
+// area in shared memory, issues the next step's loads, and computes: lane b + 8 h takes block b of group h
+// in all 8 rows, so its x block (read through L1, coalesced over the warp) serves 8 rows; a group's base in
+// staging is 32 h bytes off a 128-byte line (Q4_0: 160-byte groups), so the 32 lanes' word loads of a
+// row hit 32 different banks. The 8 row sums are reduced over the warp when the group is done.
+// H200 measurements that shaped it (data/bench/matvec_log.md): xb's and a first xr's x copy to shared
+// memory per block (cp.async, then a barrier) cost ~3 us of a 12 us launch; the loads alone, in this
+// pattern, reach 75% of copy bandwidth (RF_MMVR_ABLATE=2).
+// Launch: grid (min(resident blocks, ceil(N / 8 / RF_MMVR_WARPS)), T), RF_MMVR_WARPS * RF_WARP threads;
+// dynamic shared memory: per warp 8 rows x H groups x (chunks a group + 1) x 16 bytes.
+// Tunables (-D; launch.py XR_DEFAULTS): RF_MMVR_WARPS (4), RF_MMVR_MINB (blocks per SM for the register
+// budget; the launcher's RF_MMVR_BPS resident blocks), RF_MMVR_ABLATE (diagnostic, WRONG results: 1 keeps
+// loads and staging but drops the dot products, 2 keeps only the loads).
+// Bytes: the weights once; x (K * 1.25) through L1 per warp and row group (L2-resident).
 #ifndef RF_MMVR_WARPS
 #define RF_MMVR_WARPS 4
-#endif
-#ifndef RF_MMVR_H
-#define RF_MMVR_H 4
-#endif
-#ifndef RF_MMVR_XSMEM
-#define RF_MMVR_XSMEM 1
 #endif
 #ifndef RF_MMVR_MINB
 #define RF_MMVR_MINB 4
@@ -944,111 +936,120 @@ RF_MMVB_ENTRY(q8_0, MB_Q8_0)
 #define RF_MMVR_ABLATE 0
 #endif
 #define MMVR_THREADS (RF_MMVR_WARPS * RF_WARP)
-#define MMVR_RS (RF_WARP / RF_MMVR_H)  // rows per warp (and per block)
+#define MMVR_H (RF_WARP / 8)           // groups of a row per step
+#define MMVR_GP(T) (T::BYTES / 2 + 1)  // chunks of a group in staging (one of padding)
 
 template <class T>
 __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8* __restrict__ xq,
                      rf_i64 x_stride, float* __restrict__ y, rf_i64 y_stride, int N, int K) {
-    constexpr int H = RF_MMVR_H, RS = MMVR_RS;
-    constexpr int CG = T::BYTES / 2;        // chunks per group of 8 blocks (9, 17: odd)
-    constexpr int CR = H * CG;              // chunks of a row per step
-    constexpr int PR = CR + (CR % 2 == 0);  // ... padded to an odd count in staging
-    constexpr int LOADS = CG;               // RS * CR / RF_WARP: chunks per lane and step
-    static_assert(RS >= 1 && RS * H == RF_WARP && H <= 8, "H divides the warp, at most 8 groups a row");
+    constexpr int H = MMVR_H;
+    constexpr int CG = T::BYTES / 2;  // chunks per group of 8 blocks (9, 17)
+    constexpr int CR = H * CG;        // chunks of a row per step
+    constexpr int GP = MMVR_GP(T), RP = H * GP;  // staging: chunks a group, a row
+    constexpr int LOADS = CG;                    // 8 * CR / RF_WARP: chunks per lane and step
     RF_DYN_SHARED(int, smem);
-    rf_u8* sm = (rf_u8*)smem;
     const int warp = threadIdx.x / RF_WARP, lane = threadIdx.x % RF_WARP;
-    const int r = lane % RS, h = lane / RS;
-    const int G = K / 256, steps = (G + H - 1) / H, groups = (N + RS - 1) / RS;
+    const int b = lane & 7, h = lane >> 3;
+    const int G = K / 256, steps = (G + H - 1) / H, groups = (N + 7) / 8;
     const int gstride = gridDim.x * RF_MMVR_WARPS;
     xq += blockIdx.y * x_stride;
     y += blockIdx.y * y_stride;
-    const int x_bytes = RF_MMVR_XSMEM ? (K + K / 4 + 15) / 16 * 16 : 0;
-    rf_u8* stage = sm + x_bytes + warp * (RS * PR * 16);
-#if RF_MMVR_XSMEM
-    mmvx_copy_xq<T::NIB>(xq, K, sm, MMVR_THREADS);
-    rf_cp_async_commit();
-    const rf_u8* xs = sm;
-#else
-    const rf_u8* xs = xq;
-#endif
+    rf_u8* stage = (rf_u8*)smem + warp * (8 * RP * 16);
     // this lane's chunks of a step: chunk c = j * RF_WARP + lane is row c / CR's chunk m = c % CR, of the
-    // step's group m / CG (3 bits each in gpk); byte offsets from the row group's start
+    // step's group m / CG (3 bits each in gpk); byte offsets from the row group's start, and in staging
     int off[LOADS], dst[LOADS];
     rf_u64 gpk = 0;
 #pragma unroll
     for (int j = 0; j < LOADS; ++j) {
         const int c = j * RF_WARP + lane, rr = c / CR, m = c % CR;
         off[j] = rr * (int)row_bytes + 16 * m;
-        dst[j] = 16 * (rr * PR + m);
+        dst[j] = 16 * (rr * RP + (m / CG) * GP + m % CG);
         gpk |= (rf_u64)(m / CG) << (3 * j);
     }
     uint4 v[LOADS];
     // step t of row group g into v: zeros past the row's last group and for rows past N
     auto load = [&](int g, int t) {
         if (g < groups) {
-            const rf_u8* p = w + (rf_i64)g * RS * row_bytes + (rf_i64)t * (16 * CR);
-            const int nr = N - g * RS;  // rows of the group (< RS in the last one)
+            const rf_u8* p = w + (rf_i64)g * 8 * row_bytes + (rf_i64)t * (16 * CR);
+            const int nr = N - g * 8;  // rows of the group (< 8 in the last one)
 #pragma unroll
             for (int j = 0; j < LOADS; ++j) {
                 const bool ok =
-                    t * H + (int)((gpk >> (3 * j)) & 7) < G && (nr >= RS || (j * RF_WARP + lane) / CR < nr);
+                    t * H + (int)((gpk >> (3 * j)) & 7) < G && (nr >= 8 || (j * RF_WARP + lane) / CR < nr);
                 v[j] = make_uint4(0u, 0u, 0u, 0u);
                 if (ok) v[j] = *(const uint4*)(p + off[j]);
             }
         }
     };
-    // the warp's items: (row group, step), groups dealt round all warps of the grid, g to block g % blocks
-    int g = warp * gridDim.x + blockIdx.x, t = 0;
-    load(g, 0);  // in flight while x lands
-#if RF_MMVR_XSMEM
-    rf_cp_async_wait<0>();
-#endif
-    __syncthreads();
-    float acc = 0.0f;
+    const int a = T::BYTES * b;                                 // this lane's block in a group
+    const rf_u8* rd = stage + 16 * (h * GP) + (a & ~3);         // ... its first word in row 0's staging
+    const int sh = 16 + 8 * (a & 2);                            // d in the low (16) or high (32) half
+    int g = warp * gridDim.x + blockIdx.x, t = 0;  // row group g to block g % blocks, then the next warp
+    load(g, 0);
+    float acc[8] = {};
     while (g < groups) {  // warp-uniform
-        const int gi = t * H + h;  // this lane's group of 8 blocks in its row
+        const int blk = 8 * (t * H + h) + b;  // this lane's block of x (of every row)
         const int gn = t + 1 < steps ? g : g + gstride, tn = t + 1 < steps ? t + 1 : 0;  // the next item
 #if RF_MMVR_ABLATE == 2
 #pragma unroll
-        for (int j = 0; j < LOADS; ++j) acc += (float)(int)(v[j].x ^ v[j].y ^ v[j].z ^ v[j].w);
+        for (int j = 0; j < LOADS; ++j) acc[j & 7] += (float)(int)(v[j].x ^ v[j].y ^ v[j].z ^ v[j].w);
         load(gn, tn);
 #else
 #pragma unroll
         for (int j = 0; j < LOADS; ++j) *(uint4*)(stage + dst[j]) = v[j];
         rf_syncwarp();
         load(gn, tn);  // the next item's loads run during this item's arithmetic
-        rf_u32 wd[4 * CG];
-#pragma unroll
-        for (int j = 0; j < CG; ++j) {
-            const uint4 q = *(const uint4*)(stage + 16 * (r * PR + h * CG + j));
-            wd[4 * j] = q.x, wd[4 * j + 1] = q.y, wd[4 * j + 2] = q.z, wd[4 * j + 3] = q.w;
-        }
-        rf_syncwarp();  // every lane has read its group before the next item's stores
-        if (gi < G) {
+        if (blk < K / 32) {
 #if RF_MMVR_ABLATE == 1
 #pragma unroll
-            for (int j = 0; j < 4 * CG; j += 4) acc += (float)(int)(wd[j] ^ wd[j + 3]);
+            for (int r = 0; r < 8; ++r) {
+                const rf_u32* wp = (const rf_u32*)(rd + r * (RP * 16));
+                acc[r] += (float)(int)(wp[0] ^ wp[T::WORDS - 1]);
+            }
 #else
+            const int4 xa = *(const int4*)(xq + 32 * blk);
+            const int4 xb = *(const int4*)(xq + 32 * blk + 16);
+            const float2 xd = ((const float2*)(xq + K))[blk];
 #pragma unroll
-            for (int i = 0; i < 8; ++i) {  // block i of the group: byte T::BYTES * i, word-aligned or 2 off
-                const int a = T::BYTES * i, b = 8 * gi + i;
-                rf_u32 bw[T::WORDS];
+            for (int r = 0; r < 8; ++r) {
+                const rf_u32* wp = (const rf_u32*)(rd + r * (RP * 16));
+                rf_u32 wd[T::WORDS];
 #pragma unroll
-                for (int k = 0; k < T::WORDS; ++k) bw[k] = wd[a / 4 + k];
-                const int4 xa = *(const int4*)(xs + (T::NIB && RF_MMVR_XSMEM ? 16 * b : 32 * b));
-                const int4 xb = *(const int4*)(xs + (T::NIB && RF_MMVR_XSMEM ? K / 2 + 16 * b : 32 * b + 16));
-                const float2 xd = ((const float2*)(xs + K))[b];
-                acc += T::dot(bw, 16 + 8 * (a & 2), xa, xb, xd);
+                for (int k = 0; k < T::WORDS; ++k) wd[k] = wp[k];
+                acc[r] += T::dot(wd, sh, xa, xb, xd);
             }
 #endif
         }
+        rf_syncwarp();  // every lane has read the staging before the next item's stores
 #endif
-        if (tn == 0) {  // the row group is done: sum over h (lanes r + RS h), lanes h = 0 write
+        if (tn == 0) {  // the row group is done: sum the 8 rows over the warp; lane 4 row (+ 0..3) writes row
 #pragma unroll
-            for (int m = RS; m < RF_WARP; m *= 2) acc += rf_shfl_xor(acc, m);
-            if (h == 0 && g * RS + r < N) y[g * RS + r] = acc;
-            acc = 0.0f;
+            for (int m = RF_WARP / 2; m >= 32; m /= 2) {
+#pragma unroll
+                for (int r = 0; r < 8; ++r) acc[r] += rf_shfl_xor(acc[r], m);
+            }
+            // lanes that differ in bit 4 (3, 2) swap halves: each keeps 4 (2, 1) rows' partial sums
+            const bool b4 = lane & 16, b3 = lane & 8, b2 = lane & 4;
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+                const float keep = b4 ? acc[r + 4] : acc[r], give = b4 ? acc[r] : acc[r + 4];
+                acc[r] = keep + rf_shfl_xor(give, 16);
+            }
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                const float keep = b3 ? acc[r + 2] : acc[r], give = b3 ? acc[r] : acc[r + 2];
+                acc[r] = keep + rf_shfl_xor(give, 8);
+            }
+            {
+                const float keep = b2 ? acc[1] : acc[0], give = b2 ? acc[0] : acc[1];
+                acc[0] = keep + rf_shfl_xor(give, 4);
+            }
+            acc[0] += rf_shfl_xor(acc[0], 2);
+            acc[0] += rf_shfl_xor(acc[0], 1);
+            const int row = g * 8 + 4 * b4 + 2 * b3 + b2;
+            if ((lane & 3) == 0 && lane < 32 && row < N) y[row] = acc[0];
+#pragma unroll
+            for (int r = 0; r < 8; ++r) acc[r] = 0.0f;
         }
         g = gn, t = tn;
     }

@@ -284,32 +284,27 @@ _int8_cases(
 )
 
 
-# ... a group of 8 blocks per lane (mul_mat_vec_xr, K a multiple of 256; K = 576 is not and falls back to xq).
-# K = 2304 (9 groups), 4864 (19) and 11008 (43) end in a partial step; N = 5, 515 end in a partial block.
-def _xr(warps: int, h: int, xsmem: int = 1, minb: int = 2, bps: int = 2) -> dict[str, int]:
-    return {"RF_MMVR_WARPS": warps, "RF_MMVR_H": h, "RF_MMVR_XSMEM": xsmem} | {
-        "RF_MMVR_MINB": minb,
-        "RF_MMVR_BPS": bps,
-    }
+# ... row groups of 8 rows read in steps of 16-byte loads (mul_mat_vec_xr, K a multiple of 256; K = 576 is not
+# and falls back to xq). K = 2304 (9 groups of 8 blocks), 4864 (19) and 11008 (43) end in a partial step;
+# N = 5, 515, 1001 end in a partial row group; 5000 rows on 1 block an SM give warps several groups in turn.
+def _xr(warps: int, minb: int, bps: int) -> dict[str, int]:
+    return {"RF_MMVR_WARPS": warps, "RF_MMVR_MINB": minb, "RF_MMVR_BPS": bps}
 
 
 _int8_cases(
     "xr",
     [
-        (1000, 4096, 1, {}),
+        (1001, 4096, 1, {}),
         (515, 4864, 2, {}),
         (5, 4864, 3, {}),
         (129, 2304, 3, {}),
         (129, 576, 1, {}),
         (300, 11008, 1, {}),
-        (515, 4096, 1, _xr(4, 4, 0)),
-        (515, 4864, 2, _xr(8, 2)),
-        (67, 4096, 1, _xr(2, 8)),
-        (200, 11008, 2, _xr(4, 1, 0)),
-        (300, 4096, 1, _xr(1, 4)),
-        # more row groups than warps (a warp's next group prefetched across the boundary); K = 256: one step
-        (5000, 2304, 1, _xr(4, 4, bps=1)),
-        (9000, 256, 2, _xr(4, 4, 0, bps=1)),
+        (515, 4096, 1, _xr(8, 2, 2)),
+        (67, 4096, 2, _xr(2, 4, 8)),
+        (300, 4096, 1, _xr(1, 4, 4)),
+        (5000, 2304, 1, _xr(4, 4, 1)),
+        (9000, 256, 2, _xr(4, 4, 1)),
     ],
     x8_prequant=True,
     x8_blockwise=True,

@@ -70,10 +70,8 @@ def _variants(warp: int) -> list[tuple[str, dict]]:
     out.append(("mul_mat_vec.hip", {"RF_WARP": warp, "RF_MMVX_LEVELS": 2}))
     for t in X8_MATVEC:  # the block-per-lane mat-vec with the launcher's per-type defines
         out.append(("mul_mat_vec.hip", {"RF_WARP": warp, **XB_DEFAULTS[t]}))
-    for t in X8_MATVEC:  # the group-per-lane mat-vec with the launcher's defines, and x read from global
+    for t in X8_MATVEC:  # the row-group mat-vec with the launcher's per-type defines
         out.append(("mul_mat_vec.hip", {"RF_WARP": warp, **XR_DEFAULTS[t]}))
-        xg = {"RF_MMVR_XSMEM": 0, "RF_MMVR_H": 2}
-        out.append(("mul_mat_vec.hip", {"RF_WARP": warp, **XR_DEFAULTS[t], **xg}))
     return out
 
 

@@ -124,8 +124,8 @@ XB_MIN_N = 4096  # faster than the f32 kernel at N = 4096 (the smallest N measur
 # mul_mat_vec_xr (a group of 8 blocks per lane, plain loads staged through shared memory): per-type
 # defaults (tunables override)
 XR_DEFAULTS = {
-    "q4_0": {"RF_MMVR_WARPS": 4, "RF_MMVR_H": 4, "RF_MMVR_XSMEM": 1, "RF_MMVR_MINB": 4, "RF_MMVR_BPS": 4},
-    "q8_0": {"RF_MMVR_WARPS": 4, "RF_MMVR_H": 4, "RF_MMVR_XSMEM": 1, "RF_MMVR_MINB": 2, "RF_MMVR_BPS": 2},
+    "q4_0": {"RF_MMVR_WARPS": 4, "RF_MMVR_MINB": 4, "RF_MMVR_BPS": 4},
+    "q8_0": {"RF_MMVR_WARPS": 4, "RF_MMVR_MINB": 2, "RF_MMVR_BPS": 2},
 }
 XR_MIN_N = 4096
 
@@ -519,19 +519,17 @@ def _mul_mat_vec_xb(
 
 def _xr_config(ctx: Ctx, w: DevTensor, kt: str, N: int, K: int) -> tuple[dict[str, int], int, int] | None:
     """mul_mat_vec_xr's (defines, shared memory bytes, blocks) for this weight, or None where it does not
-    apply: fewer rows than xr_min_n, K not a multiple of 256 (a lane's 8 blocks are whole 16-byte chunks),
-    rows not packed or not aligned, shared memory over a block's. As many blocks as are resident at once
-    (RF_MMVR_BPS per SM), no more than give every warp a row group of RF_WARP / H rows."""
+    apply: fewer rows than xr_min_n, K not a multiple of 256 (a group of 8 blocks is whole 16-byte chunks),
+    rows not packed or not aligned. As many blocks as are resident at once (RF_MMVR_BPS per SM), no more
+    than give every warp a row group of 8 rows."""
     d = {**XR_DEFAULTS[kt], **ctx.mmv_defines()}
-    warps, h = d.get("RF_MMVR_WARPS", 4), d.get("RF_MMVR_H", 4)
-    bps = d.pop("RF_MMVR_BPS", 4)
-    rs, cr = ctx.warp // h, h * XB_BLOCK_BYTES[kt] // 2  # rows of a group, chunks of a row per step
-    x_bytes = cdiv(x8_row_bytes(K), 16) * 16 if d.get("RF_MMVR_XSMEM", 1) else 0
-    smem = x_bytes + warps * rs * (cr + 1 - cr % 2) * 16
+    warps, bps = d.get("RF_MMVR_WARPS", 4), d.pop("RF_MMVR_BPS", 4)
+    # staging: per warp 8 rows x (warp / 8) groups x (chunks of a group + 1 of padding) x 16 bytes
+    smem = warps * 8 * (ctx.warp // 8) * (XB_BLOCK_BYTES[kt] // 2 + 1) * 16
     packed = w.row_bytes == K // 32 * XB_BLOCK_BYTES[kt]
-    if N < ctx.xr_min_n or K % 256 or not packed or w.ptr % 16 or smem > ctx.smem_block or rs * h != ctx.warp:
+    if N < ctx.xr_min_n or K % 256 or not packed or w.ptr % 16 or smem > ctx.smem_block:
         return None
-    return d, smem, min(ctx.n_sm * ctx.resident_blocks(bps, smem), cdiv(cdiv(N, rs), warps))
+    return d, smem, min(ctx.n_sm * ctx.resident_blocks(bps, smem), cdiv(cdiv(N, 8), warps))
 
 
 def _mul_mat_vec_xr(
