@@ -908,8 +908,8 @@ __device__ void mmvb(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
 RF_MMVB_ENTRY(q4_0, MB_Q4_0)
 RF_MMVB_ENTRY(q8_0, MB_Q8_0)
 
-// mul_mat_vec_xr_<type> (Q4_0, Q8_0; x from quantize_x8; K a multiple of 256, rows packed, 16-byte aligned):
-// the weights are read as the plain read floor reads them: coalesced 16-byte loads into registers, a whole
+// mul_mat_vec_xr_<type> (Q4_0, Q8_0; x from quantize_x8; K a multiple of 256, rows packed and aligned): the
+// weights are read as the plain read floor reads them: coalesced 16-byte loads into registers, a whole
 // step in flight, no async copies. A warp owns row groups of 8 rows (dealt round all warps of the grid,
 // which stays resident) and reads a group in steps: per step H = RF_WARP / 8 consecutive groups of 8 blocks
 // (Q4_0: 144 bytes, 9 chunks of 16; Q8_0: 272, 17) of each of its 8 rows. It stores them to its staging
@@ -923,7 +923,8 @@ RF_MMVB_ENTRY(q8_0, MB_Q8_0)
 // Launch: grid (min(resident blocks, ceil(N / 8 / RF_MMVR_WARPS)), T), RF_MMVR_WARPS * RF_WARP threads;
 // dynamic shared memory: per warp 8 rows x H groups x (chunks a group + 1) x 16 bytes.
 // Tunables (-D; launch.py XR_DEFAULTS): RF_MMVR_WARPS (4), RF_MMVR_MINB (blocks per SM for the register
-// budget; the launcher's RF_MMVR_BPS resident blocks), RF_MMVR_ABLATE (diagnostic, WRONG results: 1 keeps
+// budget; the launcher's RF_MMVR_BPS resident blocks), RF_MMVR_DEPTH (1: one step in flight per warp while
+// it computes the previous; 2: two, in two register buffers), RF_MMVR_ABLATE (diagnostic, WRONG results: 1 keeps
 // loads and staging but drops the dot products, 2 keeps only the loads).
 // Bytes: the weights once; x (K * 1.25) through L1 per warp and row group (L2-resident).
 #ifndef RF_MMVR_WARPS
@@ -931,6 +932,9 @@ RF_MMVB_ENTRY(q8_0, MB_Q8_0)
 #endif
 #ifndef RF_MMVR_MINB
 #define RF_MMVR_MINB 4
+#endif
+#ifndef RF_MMVR_DEPTH
+#define RF_MMVR_DEPTH 1  // items in flight per warp (1 or 2: a second register buffer)
 #endif
 #ifndef RF_MMVR_ABLATE
 #define RF_MMVR_ABLATE 0
@@ -966,9 +970,8 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
         dst[j] = 16 * (rr * RP + (m / CG) * GP + m % CG);
         gpk |= (rf_u64)(m / CG) << (3 * j);
     }
-    uint4 v[LOADS];
     // step t of row group g into v: zeros past the row's last group and for rows past N
-    auto load = [&](int g, int t) {
+    auto load_item = [&](uint4 (&v)[LOADS], int g, int t) {
         if (g < groups) {
             const rf_u8* p = w + (rf_i64)g * 8 * row_bytes + (rf_i64)t * (16 * CR);
             const int nr = N - g * 8;  // rows of the group (< 8 in the last one)
@@ -981,24 +984,29 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
             }
         }
     };
-    const int a = T::BYTES * b;                                 // this lane's block in a group
-    const rf_u8* rd = stage + 16 * (h * GP) + (a & ~3);         // ... its first word in row 0's staging
-    const int sh = 16 + 8 * (a & 2);                            // d in the low (16) or high (32) half
-    int g = warp * gridDim.x + blockIdx.x, t = 0;  // row group g to block g % blocks, then the next warp
-    load(g, 0);
+    // the warp's items (row group, step): row group g to block g % blocks, then the next warp's
+    int g = warp * gridDim.x + blockIdx.x, t = 0;  // the item to compute
+    int gl = g, tl = 0;                            // the next item to load
+    auto load = [&](uint4 (&v)[LOADS]) {
+        load_item(v, gl, tl);
+        if (++tl == steps) tl = 0, gl += gstride;
+    };
+    const int a = T::BYTES * b;                          // this lane's block in a group
+    const rf_u8* rd = stage + 16 * (h * GP) + (a & ~3);  // ... its first word in row 0's staging
+    const int sh = 16 + 8 * (a & 2);                     // d in the low (16) or high (32) half
     float acc[8] = {};
-    while (g < groups) {  // warp-uniform
+    // one item from v, whose buffer then takes the item RF_MMVR_DEPTH ahead
+    auto step = [&](uint4 (&v)[LOADS]) {
         const int blk = 8 * (t * H + h) + b;  // this lane's block of x (of every row)
-        const int gn = t + 1 < steps ? g : g + gstride, tn = t + 1 < steps ? t + 1 : 0;  // the next item
 #if RF_MMVR_ABLATE == 2
 #pragma unroll
         for (int j = 0; j < LOADS; ++j) acc[j & 7] += (float)(int)(v[j].x ^ v[j].y ^ v[j].z ^ v[j].w);
-        load(gn, tn);
+        load(v);
 #else
 #pragma unroll
         for (int j = 0; j < LOADS; ++j) *(uint4*)(stage + dst[j]) = v[j];
         rf_syncwarp();
-        load(gn, tn);  // the next item's loads run during this item's arithmetic
+        load(v);  // in flight during this item's arithmetic
         if (blk < K / 32) {
 #if RF_MMVR_ABLATE == 1
 #pragma unroll
@@ -1022,7 +1030,7 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
         }
         rf_syncwarp();  // every lane has read the staging before the next item's stores
 #endif
-        if (tn == 0) {  // the row group is done: sum the 8 rows over the warp; lane 4 row (+ 0..3) writes row
+        if (++t == steps) {  // the row group is done: sum the 8 rows over the warp
 #pragma unroll
             for (int m = RF_WARP / 2; m >= 32; m /= 2) {
 #pragma unroll
@@ -1046,12 +1054,25 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
             }
             acc[0] += rf_shfl_xor(acc[0], 2);
             acc[0] += rf_shfl_xor(acc[0], 1);
-            const int row = g * 8 + 4 * b4 + 2 * b3 + b2;
+            const int row = g * 8 + 4 * b4 + 2 * b3 + b2;  // lanes 4 i hold row i's sum
             if ((lane & 3) == 0 && lane < 32 && row < N) y[row] = acc[0];
 #pragma unroll
             for (int r = 0; r < 8; ++r) acc[r] = 0.0f;
+            t = 0, g += gstride;
         }
-        g = gn, t = tn;
+    };
+    uint4 v0[LOADS];
+    load(v0);
+#if RF_MMVR_DEPTH == 2
+    uint4 v1[LOADS];
+    load(v1);
+#endif
+    while (g < groups) {  // warp-uniform
+        step(v0);
+#if RF_MMVR_DEPTH == 2
+        if (g >= groups) break;
+        step(v1);
+#endif
     }
 }
 

@@ -305,6 +305,11 @@ _int8_cases(
         (300, 4096, 1, _xr(1, 4, 4)),
         (5000, 2304, 1, _xr(4, 4, 1)),
         (9000, 256, 2, _xr(4, 4, 1)),
+        # two items in flight per warp: groups of 4 (K = 4096), 9 (2304: odd) and 1 (256) steps
+        (1001, 4096, 1, {**_xr(4, 3, 3), "RF_MMVR_DEPTH": 2}),
+        (5000, 2304, 2, {**_xr(4, 2, 1), "RF_MMVR_DEPTH": 2}),
+        (9000, 256, 1, {**_xr(4, 2, 1), "RF_MMVR_DEPTH": 2}),
+        (5, 4864, 1, {**_xr(4, 2, 2), "RF_MMVR_DEPTH": 2}),
     ],
     x8_prequant=True,
     x8_blockwise=True,
