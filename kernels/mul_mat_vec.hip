@@ -924,8 +924,8 @@ RF_MMVB_ENTRY(q8_0, MB_Q8_0)
 // dynamic shared memory: per warp 8 rows x H groups x (chunks a group + 1) x 16 bytes.
 // Tunables (-D; launch.py XR_DEFAULTS): RF_MMVR_WARPS (4), RF_MMVR_MINB (blocks per SM for the register
 // budget; the launcher's RF_MMVR_BPS resident blocks), RF_MMVR_DEPTH (1: one step in flight per warp while
-// it computes the previous; 2: two, in two register buffers), RF_MMVR_ABLATE (diagnostic, WRONG results: 1 keeps
-// loads and staging but drops the dot products, 2 keeps only the loads).
+// it computes the previous; 2: two, in two register buffers), RF_MMVR_ABLATE (diagnostic, WRONG results:
+// 1 keeps loads and staging but drops the dot products, 2 keeps only the loads).
 // Bytes: the weights once; x (K * 1.25) through L1 per warp and row group (L2-resident).
 #ifndef RF_MMVR_WARPS
 #define RF_MMVR_WARPS 4

@@ -135,8 +135,9 @@ SWEEP_XB = [dict(kind="x8"), dict(kind="xq")] + [
         (2, 8, 2, 11, 2),
     ]
 ]
-# --sweep xr: mul_mat_vec_xr against xb; (warps, blocks per SM for the registers, resident blocks per SM, items
-# in flight per warp) and the ablations (WRONG results, diagnostics: 1 drops the dot products, 2 also the staging)
+# --sweep xr: mul_mat_vec_xr against xb; (warps, blocks per SM for the registers, resident blocks per SM,
+# items in flight per warp) and the ablations (WRONG results, diagnostics: 1 drops the dot products, 2 also
+# the staging)
 SWEEP_XR = [dict(kind="xb")] + [
     dict(kind="xr", RF_MMVR_WARPS=w, RF_MMVR_MINB=b, RF_MMVR_BPS=bps, RF_MMVR_DEPTH=dp, RF_MMVR_ABLATE=a)
     for w, b, bps, dp, a in [
