@@ -910,31 +910,29 @@ RF_MMVB_ENTRY(q8_0, MB_Q8_0)
 
 // mul_mat_vec_xr_<type> (Q4_0, Q8_0; x from quantize_x8; K a multiple of 256, rows packed and aligned): the
 // weights are read as the plain read floor reads them: coalesced 16-byte loads into registers, a whole
-// step in flight, no async copies. A warp owns row groups of 8 rows (dealt round all warps of the grid,
-// which stays resident) and reads a group in steps: per step H = RF_WARP / 8 consecutive groups of 8 blocks
-// (Q4_0: 144 bytes, 9 chunks of 16; Q8_0: 272, 17) of each of its 8 rows. It stores them to its staging
-// area in shared memory, issues the next step's loads, and computes: lane b + 8 h takes block b of group h
-// in all 8 rows, so its x block (read through L1, coalesced over the warp) serves 8 rows; a group's base in
-// staging is 32 h bytes off a 128-byte line (Q4_0: 160-byte groups), so the 32 lanes' word loads of a
-// row hit 32 different banks. The 8 row sums are reduced over the warp when the group is done.
+// step in flight, no async copies. A block owns row groups of 8 rows (dealt round the grid, which stays
+// resident); a group is read in steps, dealt round the block's warps (K split W ways): per step
+// H = RF_WARP / 8 consecutive groups of 8 blocks (Q4_0: 144 bytes, 9 chunks of 16; Q8_0: 272, 17) of each
+// of the 8 rows. A warp stores its step to its staging area in shared memory, issues its next step's loads
+// (across row groups), and computes: lane b + 8 h takes block b of group h in all 8 rows, so its x block
+// (read through L1, coalesced over the warp) serves 8 rows; a group's base in staging is 32 h bytes off a
+// 128-byte line (Q4_0: 160-byte groups), so the 32 lanes' word loads of a row hit 32 different banks. A row
+// group ends with a transposed warp reduction of the 8 rows, then one over the warps through shared memory.
 // H200 measurements that shaped it (data/bench/matvec_log.md): xb's and a first xr's x copy to shared
 // memory per block (cp.async, then a barrier) cost ~3 us of a 12 us launch; the loads alone, in this
-// pattern, reach 75% of copy bandwidth (RF_MMVR_ABLATE=2).
-// Launch: grid (min(resident blocks, ceil(N / 8 / RF_MMVR_WARPS)), T), RF_MMVR_WARPS * RF_WARP threads;
-// dynamic shared memory: per warp 8 rows x H groups x (chunks a group + 1) x 16 bytes.
+// pattern, reach 75% of copy bandwidth (RF_MMVR_ABLATE=2); a warp per row group (no K split) left 1,376
+// warps for the 11008x4096 weight, 10 an SM.
+// Launch: grid (min(resident blocks, ceil(N / 8)), T), RF_MMVR_WARPS * RF_WARP threads; dynamic shared
+// memory: per warp 8 rows x H groups x (chunks a group + 1) x 16 bytes, and 2 x W x 8 floats.
 // Tunables (-D; launch.py XR_DEFAULTS): RF_MMVR_WARPS (4), RF_MMVR_MINB (blocks per SM for the register
-// budget; the launcher's RF_MMVR_BPS resident blocks), RF_MMVR_DEPTH (1: one step in flight per warp while
-// it computes the previous; 2: two, in two register buffers), RF_MMVR_ABLATE (diagnostic, WRONG results:
-// 1 keeps loads and staging but drops the dot products, 2 keeps only the loads).
-// Bytes: the weights once; x (K * 1.25) through L1 per warp and row group (L2-resident).
+// budget; the launcher's RF_MMVR_BPS resident blocks), RF_MMVR_ABLATE (diagnostic, WRONG results: 1 keeps
+// loads and staging but drops the dot products, 2 keeps only the loads).
+// Bytes: the weights once; x (K * 1.25) through L1 per block and row group (L2-resident).
 #ifndef RF_MMVR_WARPS
 #define RF_MMVR_WARPS 4
 #endif
 #ifndef RF_MMVR_MINB
 #define RF_MMVR_MINB 4
-#endif
-#ifndef RF_MMVR_DEPTH
-#define RF_MMVR_DEPTH 1  // items in flight per warp (1 or 2: a second register buffer)
 #endif
 #ifndef RF_MMVR_ABLATE
 #define RF_MMVR_ABLATE 0
@@ -946,7 +944,7 @@ RF_MMVB_ENTRY(q8_0, MB_Q8_0)
 template <class T>
 __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8* __restrict__ xq,
                      rf_i64 x_stride, float* __restrict__ y, rf_i64 y_stride, int N, int K) {
-    constexpr int H = MMVR_H;
+    constexpr int H = MMVR_H, W = RF_MMVR_WARPS;
     constexpr int CG = T::BYTES / 2;  // chunks per group of 8 blocks (9, 17)
     constexpr int CR = H * CG;        // chunks of a row per step
     constexpr int GP = MMVR_GP(T), RP = H * GP;  // staging: chunks a group, a row
@@ -955,10 +953,10 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
     const int warp = threadIdx.x / RF_WARP, lane = threadIdx.x % RF_WARP;
     const int b = lane & 7, h = lane >> 3;
     const int G = K / 256, steps = (G + H - 1) / H, groups = (N + 7) / 8;
-    const int gstride = gridDim.x * RF_MMVR_WARPS;
     xq += blockIdx.y * x_stride;
     y += blockIdx.y * y_stride;
     rf_u8* stage = (rf_u8*)smem + warp * (8 * RP * 16);
+    float* red = (float*)((rf_u8*)smem + W * (8 * RP * 16));
     // this lane's chunks of a step: chunk c = j * RF_WARP + lane is row c / CR's chunk m = c % CR, of the
     // step's group m / CG (3 bits each in gpk); byte offsets from the row group's start, and in staging
     int off[LOADS], dst[LOADS];
@@ -984,95 +982,91 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
             }
         }
     };
-    // the warp's items (row group, step): row group g to block g % blocks, then the next warp's
-    int g = warp * gridDim.x + blockIdx.x, t = 0;  // the item to compute
-    int gl = g, tl = 0;                            // the next item to load
-    auto load = [&](uint4 (&v)[LOADS]) {
+    // a block takes row groups g = blockIdx.x, + gridDim.x, ...; its warp w the steps w, w + W, ... of each
+    int gl = blockIdx.x, tl = warp;  // the next item (row group, step) this warp loads
+    uint4 v[LOADS];
+    auto load = [&]() {
         load_item(v, gl, tl);
-        if (++tl == steps) tl = 0, gl += gstride;
+        if ((tl += W) >= steps) tl = warp, gl += gridDim.x;
     };
     const int a = T::BYTES * b;                          // this lane's block in a group
     const rf_u8* rd = stage + 16 * (h * GP) + (a & ~3);  // ... its first word in row 0's staging
     const int sh = 16 + 8 * (a & 2);                     // d in the low (16) or high (32) half
     float acc[8] = {};
-    // one item from v, whose buffer then takes the item RF_MMVR_DEPTH ahead
-    auto step = [&](uint4 (&v)[LOADS]) {
-        const int blk = 8 * (t * H + h) + b;  // this lane's block of x (of every row)
+    if (warp < steps) load();
+    int parity = 0;
+    for (int g = blockIdx.x; g < groups; g += gridDim.x) {  // block-uniform
+        for (int t = warp; t < steps; t += W) {              // warp-uniform
+            const int blk = 8 * (t * H + h) + b;  // this lane's block of x (of every row)
 #if RF_MMVR_ABLATE == 2
 #pragma unroll
-        for (int j = 0; j < LOADS; ++j) acc[j & 7] += (float)(int)(v[j].x ^ v[j].y ^ v[j].z ^ v[j].w);
-        load(v);
+            for (int j = 0; j < LOADS; ++j) acc[j & 7] += (float)(int)(v[j].x ^ v[j].y ^ v[j].z ^ v[j].w);
+            load();
 #else
 #pragma unroll
-        for (int j = 0; j < LOADS; ++j) *(uint4*)(stage + dst[j]) = v[j];
-        rf_syncwarp();
-        load(v);  // in flight during this item's arithmetic
-        if (blk < K / 32) {
+            for (int j = 0; j < LOADS; ++j) *(uint4*)(stage + dst[j]) = v[j];
+            rf_syncwarp();
+            load();  // the next item's loads run during this item's arithmetic
+            if (blk < K / 32) {
 #if RF_MMVR_ABLATE == 1
 #pragma unroll
-            for (int r = 0; r < 8; ++r) {
-                const rf_u32* wp = (const rf_u32*)(rd + r * (RP * 16));
-                acc[r] += (float)(int)(wp[0] ^ wp[T::WORDS - 1]);
-            }
+                for (int r = 0; r < 8; ++r) {
+                    const rf_u32* wp = (const rf_u32*)(rd + r * (RP * 16));
+                    acc[r] += (float)(int)(wp[0] ^ wp[T::WORDS - 1]);
+                }
 #else
-            const int4 xa = *(const int4*)(xq + 32 * blk);
-            const int4 xb = *(const int4*)(xq + 32 * blk + 16);
-            const float2 xd = ((const float2*)(xq + K))[blk];
+                const int4 xa = *(const int4*)(xq + 32 * blk);
+                const int4 xb = *(const int4*)(xq + 32 * blk + 16);
+                const float2 xd = ((const float2*)(xq + K))[blk];
 #pragma unroll
-            for (int r = 0; r < 8; ++r) {
-                const rf_u32* wp = (const rf_u32*)(rd + r * (RP * 16));
-                rf_u32 wd[T::WORDS];
+                for (int r = 0; r < 8; ++r) {
+                    const rf_u32* wp = (const rf_u32*)(rd + r * (RP * 16));
+                    rf_u32 wd[T::WORDS];
 #pragma unroll
-                for (int k = 0; k < T::WORDS; ++k) wd[k] = wp[k];
-                acc[r] += T::dot(wd, sh, xa, xb, xd);
+                    for (int k = 0; k < T::WORDS; ++k) wd[k] = wp[k];
+                    acc[r] += T::dot(wd, sh, xa, xb, xd);
+                }
+#endif
             }
+            rf_syncwarp();  // every lane has read the staging before the next item's stores
 #endif
         }
-        rf_syncwarp();  // every lane has read the staging before the next item's stores
-#endif
-        if (++t == steps) {  // the row group is done: sum the 8 rows over the warp
+        // the row group is done: the 8 rows summed over the warp (lane 4 i: row i), then over the warps
 #pragma unroll
-            for (int m = RF_WARP / 2; m >= 32; m /= 2) {
+        for (int m = RF_WARP / 2; m >= 32; m /= 2) {
 #pragma unroll
-                for (int r = 0; r < 8; ++r) acc[r] += rf_shfl_xor(acc[r], m);
-            }
-            // lanes that differ in bit 4 (3, 2) swap halves: each keeps 4 (2, 1) rows' partial sums
-            const bool b4 = lane & 16, b3 = lane & 8, b2 = lane & 4;
-#pragma unroll
-            for (int r = 0; r < 4; ++r) {
-                const float keep = b4 ? acc[r + 4] : acc[r], give = b4 ? acc[r] : acc[r + 4];
-                acc[r] = keep + rf_shfl_xor(give, 16);
-            }
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-                const float keep = b3 ? acc[r + 2] : acc[r], give = b3 ? acc[r] : acc[r + 2];
-                acc[r] = keep + rf_shfl_xor(give, 8);
-            }
-            {
-                const float keep = b2 ? acc[1] : acc[0], give = b2 ? acc[0] : acc[1];
-                acc[0] = keep + rf_shfl_xor(give, 4);
-            }
-            acc[0] += rf_shfl_xor(acc[0], 2);
-            acc[0] += rf_shfl_xor(acc[0], 1);
-            const int row = g * 8 + 4 * b4 + 2 * b3 + b2;  // lanes 4 i hold row i's sum
-            if ((lane & 3) == 0 && lane < 32 && row < N) y[row] = acc[0];
-#pragma unroll
-            for (int r = 0; r < 8; ++r) acc[r] = 0.0f;
-            t = 0, g += gstride;
+            for (int r = 0; r < 8; ++r) acc[r] += rf_shfl_xor(acc[r], m);
         }
-    };
-    uint4 v0[LOADS];
-    load(v0);
-#if RF_MMVR_DEPTH == 2
-    uint4 v1[LOADS];
-    load(v1);
-#endif
-    while (g < groups) {  // warp-uniform
-        step(v0);
-#if RF_MMVR_DEPTH == 2
-        if (g >= groups) break;
-        step(v1);
-#endif
+        // lanes that differ in bit 4 (3, 2) swap halves: each keeps 4 (2, 1) rows' partial sums
+        const bool b4 = lane & 16, b3 = lane & 8, b2 = lane & 4;
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            const float keep = b4 ? acc[r + 4] : acc[r], give = b4 ? acc[r] : acc[r + 4];
+            acc[r] = keep + rf_shfl_xor(give, 16);
+        }
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const float keep = b3 ? acc[r + 2] : acc[r], give = b3 ? acc[r] : acc[r + 2];
+            acc[r] = keep + rf_shfl_xor(give, 8);
+        }
+        {
+            const float keep = b2 ? acc[1] : acc[0], give = b2 ? acc[0] : acc[1];
+            acc[0] = keep + rf_shfl_xor(give, 4);
+        }
+        acc[0] += rf_shfl_xor(acc[0], 2);
+        acc[0] += rf_shfl_xor(acc[0], 1);
+        // red: [2][W][8] partial sums, by group parity (a barrier per group keeps readers and writers apart)
+        if ((lane & 3) == 0 && lane < 32) red[(parity * W + warp) * 8 + (lane >> 2)] = acc[0];
+#pragma unroll
+        for (int r = 0; r < 8; ++r) acc[r] = 0.0f;
+        if (W > 1) __syncthreads();
+        if (warp == 0 && lane < 8 && g * 8 + lane < N) {
+            float s = 0.0f;
+#pragma unroll
+            for (int k = 0; k < W; ++k) s += red[(parity * W + k) * 8 + lane];
+            y[g * 8 + lane] = s;
+        }
+        parity ^= 1;
     }
 }
 

@@ -286,7 +286,7 @@ _int8_cases(
 
 # ... row groups of 8 rows read in steps of 16-byte loads (mul_mat_vec_xr, K a multiple of 256; K = 576 is not
 # and falls back to xq). K = 2304 (9 groups of 8 blocks), 4864 (19) and 11008 (43) end in a partial step;
-# N = 5, 515, 1001 end in a partial row group; 5000 rows on 1 block an SM give warps several groups in turn.
+# N = 5, 515, 1001 end in a partial row group; 5000 rows on 1 block an SM give blocks several groups in turn.
 def _xr(warps: int, minb: int, bps: int) -> dict[str, int]:
     return {"RF_MMVR_WARPS": warps, "RF_MMVR_MINB": minb, "RF_MMVR_BPS": bps}
 
@@ -305,11 +305,10 @@ _int8_cases(
         (300, 4096, 1, _xr(1, 4, 4)),
         (5000, 2304, 1, _xr(4, 4, 1)),
         (9000, 256, 2, _xr(4, 4, 1)),
-        # two items in flight per warp: groups of 4 (K = 4096), 9 (2304: odd) and 1 (256) steps
-        (1001, 4096, 1, {**_xr(4, 3, 3), "RF_MMVR_DEPTH": 2}),
-        (5000, 2304, 2, {**_xr(4, 2, 1), "RF_MMVR_DEPTH": 2}),
-        (9000, 256, 1, {**_xr(4, 2, 1), "RF_MMVR_DEPTH": 2}),
-        (5, 4864, 1, {**_xr(4, 2, 2), "RF_MMVR_DEPTH": 2}),
+        # K split 8 ways: fewer steps than warps (K = 256: 1 step, 2304: 3), and 11 steps (K = 11008) on 8 warps
+        (1001, 256, 1, _xr(8, 2, 2)),
+        (300, 2304, 2, _xr(8, 2, 1)),
+        (129, 11008, 1, _xr(8, 2, 2)),
     ],
     x8_prequant=True,
     x8_blockwise=True,

@@ -521,15 +521,16 @@ def _xr_config(ctx: Ctx, w: DevTensor, kt: str, N: int, K: int) -> tuple[dict[st
     """mul_mat_vec_xr's (defines, shared memory bytes, blocks) for this weight, or None where it does not
     apply: fewer rows than xr_min_n, K not a multiple of 256 (a group of 8 blocks is whole 16-byte chunks),
     rows not packed or not aligned. As many blocks as are resident at once (RF_MMVR_BPS per SM), no more
-    than give every warp a row group of 8 rows."""
+    than give every block a row group of 8 rows."""
     d = {**XR_DEFAULTS[kt], **ctx.mmv_defines()}
     warps, bps = d.get("RF_MMVR_WARPS", 4), d.pop("RF_MMVR_BPS", 4)
-    # staging: per warp 8 rows x (warp / 8) groups x (chunks of a group + 1 of padding) x 16 bytes
-    smem = warps * 8 * (ctx.warp // 8) * (XB_BLOCK_BYTES[kt] // 2 + 1) * 16
+    # staging: per warp 8 rows x (warp / 8) groups x (chunks of a group + 1 of padding) x 16 bytes; 2 x warps
+    # x 8 partial sums
+    smem = warps * 8 * (ctx.warp // 8) * (XB_BLOCK_BYTES[kt] // 2 + 1) * 16 + 2 * warps * 8 * 4
     packed = w.row_bytes == K // 32 * XB_BLOCK_BYTES[kt]
     if N < ctx.xr_min_n or K % 256 or not packed or w.ptr % 16 or smem > ctx.smem_block:
         return None
-    return d, smem, min(ctx.n_sm * ctx.resident_blocks(bps, smem), cdiv(cdiv(N, 8), warps))
+    return d, smem, min(ctx.n_sm * ctx.resident_blocks(bps, smem), cdiv(N, 8))
 
 
 def _mul_mat_vec_xr(
