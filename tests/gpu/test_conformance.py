@@ -305,7 +305,7 @@ _int8_cases(
         (300, 4096, 1, _xr(1, 4, 4)),
         (5000, 2304, 1, _xr(4, 4, 1)),
         (9000, 256, 2, _xr(4, 4, 1)),
-        # K split 8 ways: fewer steps than warps (K = 256: 1 step, 2304: 3), and 11 steps (K = 11008) on 8 warps
+        # K split 8 ways: fewer steps than warps (K = 256: 1 step, 2304: 3); 11 steps (K = 11008) on 8 warps
         (1001, 256, 1, _xr(8, 2, 2)),
         (300, 2304, 2, _xr(8, 2, 1)),
         (129, 11008, 1, _xr(8, 2, 2)),
