@@ -925,14 +925,18 @@ RF_MMVB_ENTRY(q8_0, MB_Q8_0)
 // Launch: grid (min(resident blocks, ceil(N / 8)), T), RF_MMVR_WARPS * RF_WARP threads; dynamic shared
 // memory: per warp 8 rows x H groups x (chunks a group + 1) x 16 bytes, and 2 x W x 8 floats.
 // Tunables (-D; launch.py XR_DEFAULTS): RF_MMVR_WARPS (4), RF_MMVR_MINB (blocks per SM for the register
-// budget; the launcher's RF_MMVR_BPS resident blocks), RF_MMVR_ABLATE (diagnostic, WRONG results: 1 keeps
-// loads and staging but drops the dot products, 2 keeps only the loads).
+// budget; the launcher's RF_MMVR_BPS resident blocks), RF_MMVR_XPF (1: x prefetched with the weights),
+// RF_MMVR_ABLATE (diagnostic, WRONG results: 1 keeps loads and staging but drops the dot products, 2 keeps
+// only the loads).
 // Bytes: the weights once; x (K * 1.25) through L1 per block and row group (L2-resident).
 #ifndef RF_MMVR_WARPS
 #define RF_MMVR_WARPS 4
 #endif
 #ifndef RF_MMVR_MINB
 #define RF_MMVR_MINB 4
+#endif
+#ifndef RF_MMVR_XPF
+#define RF_MMVR_XPF 0  // 1: x of the next item loaded with its weights (10 registers more)
 #endif
 #ifndef RF_MMVR_ABLATE
 #define RF_MMVR_ABLATE 0
@@ -985,8 +989,20 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
     // a block takes row groups g = blockIdx.x, + gridDim.x, ...; its warp w the steps w, w + W, ... of each
     int gl = blockIdx.x, tl = warp;  // the next item (row group, step) this warp loads
     uint4 v[LOADS];
+#if RF_MMVR_XPF
+    int4 xa_n = {}, xb_n = {};  // x of the next item, loaded with its weights
+    float2 xd_n = {};
+#endif
     auto load = [&]() {
         load_item(v, gl, tl);
+#if RF_MMVR_XPF
+        const int blk = 8 * (tl * H + h) + b;
+        if (gl < groups && blk < K / 32) {
+            xa_n = *(const int4*)(xq + 32 * blk);
+            xb_n = *(const int4*)(xq + 32 * blk + 16);
+            xd_n = ((const float2*)(xq + K))[blk];
+        }
+#endif
         if ((tl += W) >= steps) tl = warp, gl += gridDim.x;
     };
     const int a = T::BYTES * b;                          // this lane's block in a group
@@ -1006,6 +1022,10 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
 #pragma unroll
             for (int j = 0; j < LOADS; ++j) *(uint4*)(stage + dst[j]) = v[j];
             rf_syncwarp();
+#if RF_MMVR_XPF
+            const int4 xa = xa_n, xb = xb_n;
+            const float2 xd = xd_n;
+#endif
             load();  // the next item's loads run during this item's arithmetic
             if (blk < K / 32) {
 #if RF_MMVR_ABLATE == 1
@@ -1015,9 +1035,11 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
                     acc[r] += (float)(int)(wp[0] ^ wp[T::WORDS - 1]);
                 }
 #else
+#if !RF_MMVR_XPF
                 const int4 xa = *(const int4*)(xq + 32 * blk);
                 const int4 xb = *(const int4*)(xq + 32 * blk + 16);
                 const float2 xd = ((const float2*)(xq + K))[blk];
+#endif
 #pragma unroll
                 for (int r = 0; r < 8; ++r) {
                     const rf_u32* wp = (const rf_u32*)(rd + r * (RP * 16));

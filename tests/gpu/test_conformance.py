@@ -309,6 +309,9 @@ _int8_cases(
         (1001, 256, 1, _xr(8, 2, 2)),
         (300, 2304, 2, _xr(8, 2, 1)),
         (129, 11008, 1, _xr(8, 2, 2)),
+        # x prefetched with the next item's weights, across row groups
+        (1001, 4096, 2, {**_xr(2, 6, 6), "RF_MMVR_XPF": 1}),
+        (5000, 2304, 1, {**_xr(1, 12, 1), "RF_MMVR_XPF": 1}),
     ],
     x8_prequant=True,
     x8_blockwise=True,

@@ -124,7 +124,7 @@ XB_MIN_N = 4096  # faster than the f32 kernel at N = 4096 (the smallest N measur
 # mul_mat_vec_xr (a group of 8 blocks per lane, plain loads staged through shared memory): per-type
 # defaults (tunables override)
 XR_DEFAULTS = {
-    "q4_0": {"RF_MMVR_WARPS": 4, "RF_MMVR_MINB": 4, "RF_MMVR_BPS": 4},
+    "q4_0": {"RF_MMVR_WARPS": 2, "RF_MMVR_MINB": 6, "RF_MMVR_BPS": 6, "RF_MMVR_XPF": 1},
     "q8_0": {"RF_MMVR_WARPS": 4, "RF_MMVR_MINB": 2, "RF_MMVR_BPS": 2},
 }
 XR_MIN_N = 4096
