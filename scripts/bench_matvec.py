@@ -152,6 +152,7 @@ _OFF = dict(
     x8_min_n=L.X8_MIN_N,
     xb_min_n=L.XB_MIN_N,
     xr_min_n=L.XR_MIN_N,
+    xr_types=L.XR_TYPES,
 )
 KINDS = {
     "staged": {**_OFF, "staged_matvec": True},
@@ -161,7 +162,7 @@ KINDS = {
     "xq": {**_OFF, "x8_matvec": True, "x8_prequant": True},
     # ... for every N it applies to (the int8 default: N >= XB_MIN_N), to see where it beats the f32 kernel
     "xb": {**_OFF, "x8_matvec": True, "x8_prequant": True, "x8_blockwise": True, "xb_min_n": 0},
-    # ... mul_mat_vec_xr (a group of 8 blocks per lane) where K is a multiple of 256, else as xb
+    # ... mul_mat_vec_xr (row groups) for Q4_0 and Q8_0 where K is a multiple of 256, else as xb
     "xr": {
         **_OFF,
         "x8_matvec": True,
@@ -170,6 +171,7 @@ KINDS = {
         "x8_groupwise": True,
         "xb_min_n": 0,
         "xr_min_n": 0,
+        "xr_types": ("q4_0", "q8_0"),
     },
 }
 

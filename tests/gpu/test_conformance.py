@@ -318,6 +318,7 @@ _int8_cases(
     x8_groupwise=True,
     xb_min_n=0,
     xr_min_n=0,
+    xr_types=("q4_0", "q8_0"),
 )
 
 

@@ -82,19 +82,21 @@ def test_pool_counters_stay_flat_over_1000_decode_steps(tiny):
 
 
 @pytest.mark.parametrize(
-    "prequant,blockwise", [(False, False), (True, False), (True, True)], ids=["x8", "xq", "xb"]
+    "prequant,blockwise,groupwise",
+    [(False, False, False), (True, False, False), (True, True, False), (True, True, True)],
+    ids=["x8", "xq", "xb", "xr"],
 )
-def test_int8_activations_stay_close_to_numpy(tiny, prequant, blockwise, monkeypatch):
+def test_int8_activations_stay_close_to_numpy(tiny, prequant, blockwise, groupwise, monkeypatch):
     """HipBackend(int8_activations=True): Q4_0/Q8_0 decode mat-vecs on int8 x (x8_min_n = xb_min_n = 0: the
     tiny model's mat-vecs use the kernels); logits near numpy's, as llama.cpp's q8_1 path is; replay ==
     eager. prequant: x quantized once per activation value and shared by the mat-vecs that read it (Q/K/V,
     gate/up), so fewer quantizations than mat-vecs, and a replayed step re-quantizes each new activation.
-    blockwise (the default): mul_mat_vec_xb for ffn_down (K = 256: rows of 16-byte multiples), the
-    others (K = 128: not) on mul_mat_vec_xq."""
+    blockwise: mul_mat_vec_xb for ffn_down (K = 256: rows of 16-byte multiples), the others (K = 128: not)
+    on mul_mat_vec_xq; groupwise (the default): mul_mat_vec_xr for Q4_0's ffn_down (K a multiple of 256)."""
     from rocmforge.backends.hip import HipBackend
     from rocmforge.backends.hip import launch as L
 
-    calls = {"quantize": 0, "mat-vec": 0, "xb": 0}
+    calls = {"quantize": 0, "mat-vec": 0, "xb": 0, "xr": 0}
 
     def counting(name, fn):
         def wrapped(*a, **k):
@@ -106,23 +108,26 @@ def test_int8_activations_stay_close_to_numpy(tiny, prequant, blockwise, monkeyp
     monkeypatch.setattr(L, "quantize_x8", counting("quantize", L.quantize_x8))
     monkeypatch.setattr(L, "_mul_mat_vec_x", counting("mat-vec", L._mul_mat_vec_x))
     monkeypatch.setattr(L, "_mul_mat_vec_xb", counting("xb", L._mul_mat_vec_xb))
+    monkeypatch.setattr(L, "_mul_mat_vec_xr", counting("xr", L._mul_mat_vec_xr))
     ids = [3, 17, 99, 250, 7, 42, 5, 11, 64]
     ref, _ = _run(Engine.from_gguf(tiny, backend="numpy", max_ctx=64), ids, 12)
     runs = []
     for replay in (False, True):
         be = HipBackend(int8_activations=True)
-        assert be.ctx.x8_prequant and be.ctx.x8_blockwise  # the defaults
-        be.ctx.x8_min_n = be.ctx.xb_min_n = 0
-        be.ctx.x8_prequant, be.ctx.x8_blockwise = prequant, blockwise
+        assert be.ctx.x8_prequant and be.ctx.x8_blockwise and be.ctx.x8_groupwise  # the defaults
+        be.ctx.x8_min_n = be.ctx.xb_min_n = be.ctx.xr_min_n = 0
+        be.ctx.x8_prequant, be.ctx.x8_blockwise, be.ctx.x8_groupwise = prequant, blockwise, groupwise
         be.replay = replay
         runs.append(_run(Engine.from_gguf(tiny, backend=be, max_ctx=64), ids, 12))
-    n_mv = calls["mat-vec"] + calls["xb"]
+    n_mv = calls["mat-vec"] + calls["xb"] + calls["xr"]
     if n_mv and prequant:
         assert 0 < calls["quantize"] < n_mv, calls
     else:
         assert calls["quantize"] == 0, calls
     quantized = any(t in tiny.parent.name for t in ("q4_0", "q8_0"))  # the int8 kernels' weight types
-    assert (calls["xb"] > 0) == (blockwise and quantized) and (calls["mat-vec"] > 0) == quantized, calls
+    xr = groupwise and "q4_0" in tiny.parent.name  # ffn_down of a Q4_0 model; Q8_0's stays on xb
+    assert (calls["xr"] > 0) == xr and (calls["xb"] > 0) == (blockwise and quantized and not xr), calls
+    assert (calls["mat-vec"] > 0) == quantized, calls
     np.testing.assert_array_equal(runs[1][0], runs[0][0])
     got = runs[1][0]
     nmse = float(np.mean((got - ref) ** 2) / np.mean(ref**2))

@@ -77,20 +77,26 @@ def _shared_graph(rng, tag: str = ""):
     return g, raw
 
 
-@pytest.mark.parametrize("blockwise", [False, True])
-def test_mat_vecs_share_one_quantized_x_in_eager_runs_and_replays(hip, monkeypatch, blockwise):
-    """... read by mul_mat_vec_xq, or (blockwise) by mul_mat_vec_xb, which all three rows allow."""
+@pytest.mark.parametrize("kernel", ["xq", "xb", "xr"])
+def test_mat_vecs_share_one_quantized_x_in_eager_runs_and_replays(hip, monkeypatch, kernel):
+    """... read by mul_mat_vec_xq, or (xb) by mul_mat_vec_xb, which all three rows allow, or (xr, the
+    default) by mul_mat_vec_xr for the Q4_0 rows (K = 2304, a multiple of 256) and xb for the Q8_0 one."""
     from rocmforge.backends.hip import launch as L
 
-    xb_launches = []
-    real_xb = L._mul_mat_vec_xb
-    monkeypatch.setattr(L, "_mul_mat_vec_xb", lambda *a: xb_launches.append(a[4]) or real_xb(*a))
+    launches = {"xb": [], "xr": []}
+    for k in launches:
+        real = getattr(L, f"_mul_mat_vec_{k}")
+        monkeypatch.setattr(
+            L, f"_mul_mat_vec_{k}", lambda *a, k=k, real=real: launches[k].append(a[4]) or real(*a)
+        )
     rng = np.random.default_rng()
-    g, raw = _shared_graph(rng, f"-{blockwise}")
+    g, raw = _shared_graph(rng, f"-{kernel}")
     ref_be = NumpyBackend()
-    saved = (hip.ctx.x8_matvec, hip.ctx.x8_prequant, hip.ctx.x8_min_n, hip.ctx.x8_blockwise, hip.ctx.xb_min_n)
+    fields = ("x8_matvec", "x8_prequant", "x8_min_n", "x8_blockwise", "xb_min_n", "x8_groupwise", "xr_min_n")
+    saved = {f: getattr(hip.ctx, f) for f in fields}
     hip.ctx.x8_matvec, hip.ctx.x8_prequant, hip.ctx.x8_min_n = True, True, 0
-    hip.ctx.x8_blockwise, hip.ctx.xb_min_n = blockwise, 0
+    hip.ctx.x8_blockwise, hip.ctx.xb_min_n = kernel != "xq", 0
+    hip.ctx.x8_groupwise, hip.ctx.xr_min_n = kernel == "xr", 0
     try:
         for be in (ref_be, hip):
             be.bind_weights(g, lambda name: raw[name])
@@ -107,12 +113,14 @@ def test_mat_vecs_share_one_quantized_x_in_eager_runs_and_replays(hip, monkeypat
         keys = {k for k in hip.ctx._scratch if k[0] == "x8" and k[1][0] == id(plan)}
         assert len(keys) == 2  # x and x * 0.5, each quantized into its own copy
         assert plan.device_graph is not None and not plan.capture_failed
-        # every mat-vec of the 2 eager runs (rows of 16-byte multiples) through mul_mat_vec_xb, or none
-        assert (
-            sorted(set(xb_launches)) == (["q4_0", "q8_0"] if blockwise else [])
-            and len(xb_launches) >= 6 * blockwise
-        )
+        # every mat-vec of the 2 eager runs through the kernel asked for (the 6 launches: 3 mat-vecs x 2 runs)
+        expect = {
+            "xq": {"xb": [], "xr": []},
+            "xb": {"xb": ["q4_0", "q8_0"], "xr": []},
+            "xr": {"xb": ["q8_0"], "xr": ["q4_0"]},
+        }[kernel]
+        assert {k: sorted(set(v)) for k, v in launches.items()} == expect, launches
+        assert len(launches["xb"]) + len(launches["xr"]) >= (6 if kernel != "xq" else 0)
     finally:
-        hip.ctx.x8_matvec, hip.ctx.x8_prequant, hip.ctx.x8_min_n, hip.ctx.x8_blockwise, hip.ctx.xb_min_n = (
-            saved
-        )
+        for f, v in saved.items():
+            setattr(hip.ctx, f, v)

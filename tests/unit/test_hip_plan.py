@@ -75,6 +75,39 @@ def test_quantized_x_is_made_once_per_value_and_run(monkeypatch):
     assert len(made) == 6 and d.buf is not e.buf and d.buf is not a.buf
 
 
+def test_xr_config_applies_to_its_types_where_k_allows():
+    """_xr_config (no GPU): mul_mat_vec_xr for xr_types (Q4_0 by default) with K a multiple of 256, packed
+    16-byte aligned rows and at least xr_min_n rows; staging per warp, a block per row group at most."""
+    import types
+
+    from rocmforge.backends.hip import launch as L
+
+    ctx = L.Ctx(mods=None, warp=32, n_sm=132)
+    ctx.smem_block, ctx.smem_sm = 227 * 1024, 228 * 1024
+    q4 = types.SimpleNamespace(row_bytes=4096 // 32 * 18, ptr=1 << 20)
+    q8 = types.SimpleNamespace(row_bytes=4096 // 32 * 34, ptr=1 << 20)
+    d, smem, blocks = L._xr_config(ctx, q4, "q4_0", 11008, 4096)
+    warps, bps = L.XR_DEFAULTS["q4_0"]["RF_MMVR_WARPS"], L.XR_DEFAULTS["q4_0"]["RF_MMVR_BPS"]
+    assert "RF_MMVR_BPS" not in d and d["RF_MMVR_WARPS"] == warps
+    assert smem == warps * 8 * 4 * 10 * 16 + 2 * warps * 8 * 4  # 4 groups of 10 chunks a row, 8 rows
+    assert blocks == min(132 * bps, 11008 // 8)
+    assert L._xr_config(ctx, q8, "q8_0", 11008, 4096) is None  # Q8_0: xb by default
+    ctx.xr_types = ("q4_0", "q8_0")
+    d8, smem8, _ = L._xr_config(ctx, q8, "q8_0", 11008, 4096)
+    assert smem8 == d8["RF_MMVR_WARPS"] * 8 * 4 * 18 * 16 + 2 * d8["RF_MMVR_WARPS"] * 8 * 4
+    assert L._xr_config(ctx, q4, "q4_0", ctx.xr_min_n - 1, 4096) is None  # too few rows
+    for K in (576, 896, 4864 + 32):  # K not a multiple of 256
+        w = types.SimpleNamespace(row_bytes=K // 32 * 18, ptr=0)
+        assert L._xr_config(ctx, w, "q4_0", 8192, K) is None
+    assert L._xr_config(ctx, types.SimpleNamespace(row_bytes=q4.row_bytes, ptr=8), "q4_0", 8192, 4096) is None
+    padded = types.SimpleNamespace(row_bytes=q4.row_bytes + 16, ptr=0)
+    assert L._xr_config(ctx, padded, "q4_0", 8192, 4096) is None  # rows not packed
+    ctx.tunables = {"RF_MMVR_WARPS": 8, "RF_MMVR_BPS": 1}
+    w2304 = types.SimpleNamespace(row_bytes=2304 // 32 * 18, ptr=0)
+    d2, smem2, blocks2 = L._xr_config(ctx, w2304, "q4_0", 5000, 2304)
+    assert d2["RF_MMVR_WARPS"] == 8 and smem2 == 8 * 8 * 4 * 10 * 16 + 2 * 8 * 8 * 4 and blocks2 == 132
+
+
 def test_xb_config_applies_where_rows_allow_and_caps_resident_blocks():
     """_xb_config (no GPU): mul_mat_vec_xb for rows of 16-byte multiples from xb_min_n rows, its ring within a
     block's shared memory, no more blocks than an SM's shared memory holds at once, tunables override."""

@@ -121,8 +121,11 @@ XB_DEFAULTS = {
     "q8_0": {"RF_MMVB_ROWS": 4, "RF_MMVB_ASYNC": 4, "RF_MMVB_MINB": 2, "RF_MMVB_BPS": 2},
 }
 XB_MIN_N = 4096  # faster than the f32 kernel at N = 4096 (the smallest N measured) for Q4_0 and Q8_0
-# mul_mat_vec_xr (a group of 8 blocks per lane, plain loads staged through shared memory): per-type
-# defaults (tunables override)
+# mul_mat_vec_xr (row groups of 8 rows, plain 16-byte loads staged through shared memory): per-type defaults
+# (tunables override) from bench_matvec.py --sweep xr on an H200 (data/bench/matvec_h200_xr.json), and the
+# types it serves by default: Q4_0 (66% of copy bandwidth at 11008x4096 against xb's 49%); xb stays faster
+# for Q8_0 (80% against 72%)
+XR_TYPES = ("q4_0",)
 XR_DEFAULTS = {
     "q4_0": {"RF_MMVR_WARPS": 2, "RF_MMVR_MINB": 6, "RF_MMVR_BPS": 6, "RF_MMVR_XPF": 1},
     "q8_0": {"RF_MMVR_WARPS": 4, "RF_MMVR_MINB": 2, "RF_MMVR_BPS": 2},
@@ -151,9 +154,10 @@ class Ctx:
     # ... and read by mul_mat_vec_xb (a whole block per lane) where rows are 16-byte multiples, from xb_min_n
     x8_blockwise: bool = False
     xb_min_n: int = XB_MIN_N
-    # ... or by mul_mat_vec_xr (a group of 8 blocks per lane, plain loads) where K is a multiple of 256
+    # ... or by mul_mat_vec_xr (row groups, plain loads) for xr_types where K is a multiple of 256
     x8_groupwise: bool = False
     xr_min_n: int = XR_MIN_N
+    xr_types: tuple[str, ...] = XR_TYPES
     smem_block: int = SMEM_DEFAULT  # dynamic shared memory a block may opt in to (device property)
     smem_sm: int = 0  # shared memory per SM (0: unknown, resident blocks not capped by it)
     _scratch: dict[Any, Any] = field(default_factory=dict)  # (node key, k) -> persistent scratch
@@ -519,16 +523,18 @@ def _mul_mat_vec_xb(
 
 def _xr_config(ctx: Ctx, w: DevTensor, kt: str, N: int, K: int) -> tuple[dict[str, int], int, int] | None:
     """mul_mat_vec_xr's (defines, shared memory bytes, blocks) for this weight, or None where it does not
-    apply: fewer rows than xr_min_n, K not a multiple of 256 (a group of 8 blocks is whole 16-byte chunks),
-    rows not packed or not aligned. As many blocks as are resident at once (RF_MMVR_BPS per SM), no more
-    than give every block a row group of 8 rows."""
+    apply: a type not in xr_types, fewer rows than xr_min_n, K not a multiple of 256 (a group of 8 blocks is
+    whole 16-byte chunks), rows not packed or not aligned. As many blocks as are resident at once
+    (RF_MMVR_BPS per SM), no more than give every block a row group of 8 rows."""
+    packed = w.row_bytes == K // 32 * XB_BLOCK_BYTES.get(kt, 0)
+    if kt not in ctx.xr_types or N < ctx.xr_min_n or K % 256 or not packed or w.ptr % 16:
+        return None
     d = {**XR_DEFAULTS[kt], **ctx.mmv_defines()}
     warps, bps = d.get("RF_MMVR_WARPS", 4), d.pop("RF_MMVR_BPS", 4)
     # staging: per warp 8 rows x (warp / 8) groups x (chunks of a group + 1 of padding) x 16 bytes; 2 x warps
     # x 8 partial sums
     smem = warps * 8 * (ctx.warp // 8) * (XB_BLOCK_BYTES[kt] // 2 + 1) * 16 + 2 * warps * 8 * 4
-    packed = w.row_bytes == K // 32 * XB_BLOCK_BYTES[kt]
-    if N < ctx.xr_min_n or K % 256 or not packed or w.ptr % 16 or smem > ctx.smem_block:
+    if smem > ctx.smem_block:
         return None
     return d, smem, min(ctx.n_sm * ctx.resident_blocks(bps, smem), cdiv(N, 8))
 
