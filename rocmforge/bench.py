@@ -101,3 +101,40 @@ def load_matvec(path: str | Path, kernel: str | None = None) -> pd.DataFrame:
     df["pct_copy_graph"] = 100 * df["graph_gbps"] / rec["copy_gbps"]
     df.attrs["copy_gbps"] = rec["copy_gbps"]
     return df
+
+
+def load_matvec_sweep(path: str | Path) -> pd.DataFrame:
+    """One row per (variant, type, shape) of a bench_matvec.py --sweep JSON file: `variant` (the kernel kind
+    and its tunables), `pct_copy_graph` (share of the copy bandwidth measured in the same run, in a device
+    graph) and `ablation` (a diagnostic build that drops part of the work: wrong results by design)."""
+    import pandas as pd
+
+    rec = json.loads(Path(path).read_text())
+    df = pd.DataFrame(rec["sweep"])
+    tun = [c for c in df.columns if c.startswith("RF_")]
+
+    def label(r) -> str:
+        return " ".join(
+            [r["kind"], ",".join(f"{c.split('_')[-1]}={int(r[c])}" for c in tun if pd.notna(r[c]))]
+        )
+
+    df["variant"] = df.apply(label, axis=1).str.strip()
+    abl = [c for c in tun if c.endswith("_ABLATE")]
+    df["ablation"] = df[abl].fillna(0).gt(0).any(axis=1) if abl else False
+    df["gpu"] = rec["gpu"]
+    df["shape"] = df["N"].astype(str) + "x" + df["K"].astype(str)
+    df["pct_copy_graph"] = 100 * df["graph_gbps"] / rec["copy_gbps"]
+    df.attrs["copy_gbps"] = rec["copy_gbps"]
+    return df
+
+
+def load_read_patterns(path: str | Path) -> pd.DataFrame:
+    """scripts/bench_read_patterns.py --json: one row per read pattern and launch shape (time per launch in
+    a device graph, share of the copy bandwidth), with the card."""
+    import pandas as pd
+
+    rec = json.loads(Path(path).read_text())
+    df = pd.DataFrame(rec["rows"])
+    df["gpu"] = rec["gpu"]
+    df.attrs["copy_gbps"] = rec["copy_gbps"]
+    return df

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from rocmforge.bench import DATA_DIR, load_matvec
+from rocmforge.bench import DATA_DIR, load_matvec, load_matvec_sweep, load_read_patterns
 
 FILES = sorted((DATA_DIR / "bench").glob("matvec_h100_*.json"))
 
@@ -32,3 +32,26 @@ def test_goal_shapes_recorded_for_both_kernels():
     for df in (f32, x8):
         got = set(zip(df.type, df["shape"], strict=True))
         assert {("Q4_0", "11008x4096"), ("Q8_0", "11008x4096"), ("Q4_0", "4096x11008")} <= got
+
+
+SWEEPS = sorted((DATA_DIR / "bench").glob("matvec_h200_x*_sweep*.json"))
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
+def test_load_matvec_sweep(path):
+    """Every sweep row loads with its variant label; every variant that is not an ablation was correct on
+    every row (nmse < 1e-4), every ablation (wrong results by design) was not."""
+    rec = json.loads(path.read_text())
+    df = load_matvec_sweep(path)
+    assert len(df) == len(rec["sweep"]) > 0 and set(df.gpu) == {rec["gpu"]}
+    np.testing.assert_allclose(
+        df.pct_copy_graph, 100 * df.bytes / (df.graph_us * 1e-6) / 1e9 / rec["copy_gbps"]
+    )
+    assert (df[~df.ablation].nmse < 1e-4).all() and (df[df.ablation].nmse > 1).all()
+    assert df.variant.str.match(r"^(f32|x8|xq|xb|xr)\b").all()
+
+
+def test_load_read_patterns():
+    df = load_read_patterns(DATA_DIR / "bench" / "read_patterns_h200.json")
+    assert {"floor U=4 8x256", "rowseg_1 4 warps x 4/SM"} <= set(df.pattern)
+    np.testing.assert_allclose(df.pct_copy, 100 * 11008 * 2304 / (df.us * 1e-6) / df.attrs["copy_gbps"] / 1e9)
