@@ -511,6 +511,7 @@ def main() -> None:
         per_type: dict = {}
         for tun in {"x8": SWEEP_X8, "xq": SWEEP_XQ, "xb": SWEEP_XB, "xr": SWEEP_XR}.get(args.sweep, SWEEP):
             use(be, tun)
+            ablation = any(k.endswith("_ABLATE") and v for k, v in tun.items())  # wrong results: never "best"
             row, srow, errs = [], [], []
             for qt in (Q.Q4_0, Q.Q8_0):
                 for N, K in GOAL_SHAPES:
@@ -520,7 +521,7 @@ def main() -> None:
                     errs.append(r["nmse"])
                     results["sweep"].append({**tun, **r})
                 sc = min(row[-2:])
-                if qt not in per_type or sc > per_type[qt][0]:
+                if not ablation and (qt not in per_type or sc > per_type[qt][0]):
                     per_type[qt] = (sc, tun)
             score = min(row)
             name = f"{tun['kind']:5}" + ",".join(
@@ -534,7 +535,7 @@ def main() -> None:
                 + f"  min {100 * score:.1f}%  nmse<={max(errs):.0e}",
                 flush=True,
             )
-            if best is None or score > best[0]:
+            if not ablation and (best is None or score > best[0]):
                 best = (score, tun)
         for qt, (sc, tun) in per_type.items():
             print(f"best for {qt.name}: {100 * sc:.1f}% {tun}")
