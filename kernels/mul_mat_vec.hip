@@ -1,10 +1,12 @@
 // mul_mat_vec.hip: MUL_MAT for one token (decode): y[n] = sum_k w[n, k] * x[k], w in its GGUF blocks.
 //
-// Five kernel families; the launcher uses mul_mat_vec_<type> unless asked for another: mul_mat_vec_q and
+// Six kernel families; the launcher uses mul_mat_vec_<type> unless asked for another: mul_mat_vec_q and
 // _s measured slower on an H100; mul_mat_vec_x (further down) is faster for large Q4_0 / Q8_0 weights but
 // quantizes x to int8 (see scripts/bench_matvec.py --sweep); its twin mul_mat_vec_xq reads x already
-// quantized by quantize_x8 (once per activation, shared by the mat-vecs that read it); mul_mat_vec_xb (at
-// the end) reads that x with a whole GGUF block per lane: the int8 default where rows are 16-byte multiples.
+// quantized by quantize_x8 (once per activation, shared by the mat-vecs that read it); mul_mat_vec_xb reads
+// that x with a whole GGUF block per lane (the int8 default for Q8_0 where rows are 16-byte multiples), and
+// mul_mat_vec_xr (at the end) reads row groups with plain 16-byte loads (the int8 default for Q4_0 where K
+// is a multiple of 256).
 //
 // mul_mat_vec_q_<type> (quantized weights, opt-in): int8 dot products (dp4a).
 // Launch: grid (ceil(N / (RF_MMVQ_WARPS * RF_MMVQ_ROWS)), T), block RF_MMVQ_WARPS * RF_WARP threads,
