@@ -511,11 +511,28 @@ def _mul_mat_vec_xb(
     config: tuple[dict[str, int], int, int],
 ) -> None:
     """mul_mat_vec_xb on quantize_x8's x, launched as _xb_config says."""
+    _launch_on_xq(ctx, "xb", config, config[0].get("RF_MMVB_WARPS", 8), out, w, xq, kt, N, K, M)
+
+
+def _launch_on_xq(
+    ctx: Ctx,
+    kind: str,
+    config: tuple[dict[str, int], int, int],
+    warps: int,
+    out: DevTensor,
+    w: DevTensor,
+    xq: DevTensor,
+    kt: str,
+    N: int,
+    K: int,
+    M: int,
+) -> None:
+    """mul_mat_vec_<kind>_<kt> (the int8 mat-vecs on quantize_x8's x): (defines, shared memory, blocks)."""
     d, smem, blocks = config
-    f = ctx.k_smem("mul_mat_vec.hip", f"mul_mat_vec_xb_{kt}", smem, **d)
+    f = ctx.k_smem("mul_mat_vec.hip", f"mul_mat_vec_{kind}_{kt}", smem, **d)
     f(
         (blocks, M),
-        (d.get("RF_MMVB_WARPS", 8) * ctx.warp,),
+        (warps * ctx.warp,),
         (w.ptr, _i64(w.row_bytes), xq.ptr, _i64(x8_row_bytes(K)), out.ptr, _i64(N), _i32(N), _i32(K)),
         shared_mem=smem,
     )
@@ -551,14 +568,7 @@ def _mul_mat_vec_xr(
     config: tuple[dict[str, int], int, int],
 ) -> None:
     """mul_mat_vec_xr on quantize_x8's x, launched as _xr_config says."""
-    d, smem, blocks = config
-    f = ctx.k_smem("mul_mat_vec.hip", f"mul_mat_vec_xr_{kt}", smem, **d)
-    f(
-        (blocks, M),
-        (d.get("RF_MMVR_WARPS", 4) * ctx.warp,),
-        (w.ptr, _i64(w.row_bytes), xq.ptr, _i64(x8_row_bytes(K)), out.ptr, _i64(N), _i32(N), _i32(K)),
-        shared_mem=smem,
-    )
+    _launch_on_xq(ctx, "xr", config, config[0].get("RF_MMVR_WARPS", 4), out, w, xq, kt, N, K, M)
 
 
 def _binary(ctx: Ctx, op: str, out: DevTensor, a: DevTensor, b: DevTensor) -> None:
