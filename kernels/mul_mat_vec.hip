@@ -974,23 +974,30 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
         dst[j] = 16 * (rr * RP + (m / CG) * GP + m % CG);
         gpk |= (rf_u64)(m / CG) << (3 * j);
     }
-    // step t of row group g into v: zeros past the row's last group and for rows past N
+    // step t of row group g into v; chunks past the row's last group or of rows past N are not loaded (what
+    // v held stays: their lanes compute nothing, their rows are not written)
     auto load_item = [&](uint4 (&v)[LOADS], int g, int t) {
         if (g < groups) {
             const rf_u8* p = w + (rf_i64)g * 8 * row_bytes + (rf_i64)t * (16 * CR);
             const int nr = N - g * 8;  // rows of the group (< 8 in the last one)
+            if (nr >= 8 && (t + 1) * H <= G) {  // a whole step (all but tails): no per-chunk test
 #pragma unroll
-            for (int j = 0; j < LOADS; ++j) {
-                const bool ok =
-                    t * H + (int)((gpk >> (3 * j)) & 7) < G && (nr >= 8 || (j * RF_WARP + lane) / CR < nr);
-                v[j] = make_uint4(0u, 0u, 0u, 0u);
-                if (ok) v[j] = *(const uint4*)(p + off[j]);
+                for (int j = 0; j < LOADS; ++j) v[j] = *(const uint4*)(p + off[j]);
+            } else {
+#pragma unroll
+                for (int j = 0; j < LOADS; ++j) {
+                    const bool ok = t * H + (int)((gpk >> (3 * j)) & 7) < G &&
+                                    (nr >= 8 || (j * RF_WARP + lane) / CR < nr);
+                    if (ok) v[j] = *(const uint4*)(p + off[j]);
+                }
             }
         }
     };
     // a block takes row groups g = blockIdx.x, + gridDim.x, ...; its warp w the steps w, w + W, ... of each
     int gl = blockIdx.x, tl = warp;  // the next item (row group, step) this warp loads
     uint4 v[LOADS];
+#pragma unroll
+    for (int j = 0; j < LOADS; ++j) v[j] = make_uint4(0u, 0u, 0u, 0u);
 #if RF_MMVR_XPF
     int4 xa_n = {}, xb_n = {};  // x of the next item, loaded with its weights
     float2 xd_n = {};
