@@ -945,7 +945,6 @@ RF_MMVB_ENTRY(q8_0, MB_Q8_0)
 #endif
 #define MMVR_THREADS (RF_MMVR_WARPS * RF_WARP)
 #define MMVR_H (RF_WARP / 8)           // groups of a row per step
-#define MMVR_GP(T) (T::BYTES / 2 + 1)  // chunks of a group in staging (one of padding)
 
 template <class T>
 __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8* __restrict__ xq,
@@ -953,8 +952,8 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
     constexpr int H = MMVR_H, W = RF_MMVR_WARPS;
     constexpr int CG = T::BYTES / 2;  // chunks per group of 8 blocks (9, 17)
     constexpr int CR = H * CG;        // chunks of a row per step
-    constexpr int GP = MMVR_GP(T), RP = H * GP;  // staging: chunks a group, a row
-    constexpr int LOADS = CG;                    // 8 * CR / RF_WARP: chunks per lane and step
+    constexpr int GP = CG + 1, RP = H * GP;  // staging: chunks a group (one of padding), a row
+    constexpr int LOADS = CG;                // 8 * CR / RF_WARP: chunks per lane and step
     RF_DYN_SHARED(int, smem);
     const int warp = threadIdx.x / RF_WARP, lane = threadIdx.x % RF_WARP;
     const int b = lane & 7, h = lane >> 3;
@@ -1090,7 +1089,7 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
         if ((lane & 3) == 0 && lane < 32) red[(parity * W + warp) * 8 + (lane >> 2)] = acc[0];
 #pragma unroll
         for (int r = 0; r < 8; ++r) acc[r] = 0.0f;
-        if (W > 1) __syncthreads();
+        __syncthreads();  // also with one warp: lanes 0-7 read what lanes 0, 4, ..., 28 wrote
         if (warp == 0 && lane < 8 && g * 8 + lane < N) {
             float s = 0.0f;
 #pragma unroll

@@ -18,7 +18,8 @@ each (no graph figure).
 Kernel kinds (--kind, or chosen by --sweep): f32 (the default mat-vec), x8 (int8 activations,
 mul_mat_vec_x, for Q4_0/Q8_0 of >= 8192 rows), xq (the same with x quantized once by quantize_x8 and
 shared, as in a decode graph: the mat-vec is timed alone and the quantize kernel's time printed beside
-it), int8 and staged (older variants).
+it), xb (a GGUF block per lane, on the shared x), xr (row groups through plain loads, on the shared x;
+here for Q4_0 and Q8_0), int8 and staged (older variants).
 
 This is a benchmark, not a test: it asserts nothing. Usage:
     python scripts/bench_matvec.py [--types Q4_0,Q8_0] [--shapes llama,qwen,goal] [--kind x8|xq|xb|xr]
@@ -445,7 +446,8 @@ def main() -> None:
         const="f32",
         default="",
         choices=["f32", "x8", "xq", "xb", "xr"],
-        help="try the tunable variants first (f32; x8 against f32; xq, xb against x8) on the goal shapes",
+        help="try the tunable variants first (f32; x8 against f32; xq, xb against x8; xr against xb) on the "
+        "goal shapes",
     )
     ap.add_argument("--tunables", default="", help="e.g. RF_MMV_ROWS=4,RF_MMV_WARPS=4")
     ap.add_argument("--kind", default="", choices=["", *KINDS], help="kernel kind for the table")
