@@ -737,7 +737,8 @@ RF_MMVXQ_ENTRY(q8_0, MX_Q8_0)
 // a row for Q4_0, 1088 for Q8_0; a row's last chunk holds its tail), filled RF_MMVB_ASYNC - 1 chunks ahead.
 // Tunables (-D; launch.py XB_DEFAULTS): RF_MMVB_WARPS (8), RF_MMVB_ROWS (2), RF_MMVB_ASYNC (4, >= 2),
 // RF_MMVB_MINB (blocks per SM for the register budget; the launcher's RF_MMVB_BPS resident blocks),
-// RF_MMVB_CHAINS (1: dp4a accumulators per block and row).
+// RF_MMVB_CHAINS (1: dp4a accumulators per block and row; Q4_0 only where RF_MMV_HI16 is 0), RF_MMV_HI16 (1:
+// Q4_0's high nibbles masked in place and multiplied as unsigned bytes where the hardware has that dp4a).
 // Bytes: the weights once; x (K * 1.25) from L2 per block.
 #ifndef RF_MMVB_WARPS
 #define RF_MMVB_WARPS 8
@@ -753,6 +754,9 @@ RF_MMVXQ_ENTRY(q8_0, MX_Q8_0)
 #endif
 #ifndef RF_MMVB_CHAINS
 #define RF_MMVB_CHAINS 1  // independent dp4a accumulators per block and row (1: one dependent chain of 8)
+#endif
+#ifndef RF_MMV_HI16
+#define RF_MMV_HI16 1  // Q4_0 high nibbles through an unsigned x signed dp4a where the hardware has one
 #endif
 #ifndef RF_MMVB_ABLATE
 #define RF_MMVB_ABLATE 0  // diagnostic for bench_matvec.py only (WRONG results): 1 drops the dot products,
@@ -779,15 +783,28 @@ struct MB_Q4_0 {
     RF_DEV static float dot(const rf_u32 (&wd)[WORDS], int sh, const int4& xa, const int4& xb, float2 xd) {
         const float d = rf_h2f((rf_u16)(wd[0] >> (sh - 16)));
         const int xl[4] = {xa.x, xa.y, xa.z, xa.w}, xh[4] = {xb.x, xb.y, xb.z, xb.w};
-        int s[RF_MMVB_CHAINS] = {};
+#if RF_MMV_HI16 && RF_HAS_DP4A_US
+        // high nibbles masked in place: 16 x their dot in a chain of its own, no shifts (3 instructions less)
+        int lo = 0, hi = 0;
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
             const rf_u32 q = mmvb_funnel(wd[k], wd[k + 1], sh);
-            s[(2 * k) % RF_MMVB_CHAINS] = rf_dp4a((int)(q & RF_NIB_LO), xl[k], s[(2 * k) % RF_MMVB_CHAINS]);
-            s[(2 * k + 1) % RF_MMVB_CHAINS] =
-                rf_dp4a((int)((q >> 4) & RF_NIB_LO), xh[k], s[(2 * k + 1) % RF_MMVB_CHAINS]);
+            lo = rf_dp4a((int)(q & RF_NIB_LO), xl[k], lo);
+            hi = rf_dp4a_us(q & ~RF_NIB_LO, xh[k], hi);
         }
-        return d * (xd.x * (float)mmvb_sum(s) - 8.0f * xd.y);  // nibbles are q + 8: -8 * sum(x) of the block
+        const int s = lo + (hi >> 4);  // hi is a multiple of 16: the shift is exact
+#else
+        int c[RF_MMVB_CHAINS] = {};
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            const rf_u32 q = mmvb_funnel(wd[k], wd[k + 1], sh);
+            c[(2 * k) % RF_MMVB_CHAINS] = rf_dp4a((int)(q & RF_NIB_LO), xl[k], c[(2 * k) % RF_MMVB_CHAINS]);
+            c[(2 * k + 1) % RF_MMVB_CHAINS] =
+                rf_dp4a((int)((q >> 4) & RF_NIB_LO), xh[k], c[(2 * k + 1) % RF_MMVB_CHAINS]);
+        }
+        const int s = mmvb_sum(c);
+#endif
+        return d * (xd.x * (float)s - 8.0f * xd.y);  // nibbles are q + 8: -8 * sum(x) of the block
     }
 };
 
@@ -919,15 +936,19 @@ RF_MMVB_ENTRY(q8_0, MB_Q8_0)
 // (across row groups), and computes: lane b + 8 h takes block b of group h in all 8 rows, so its x block
 // (read through L1, coalesced over the warp) serves 8 rows; a group's base in staging is 32 h bytes off a
 // 128-byte line (Q4_0: 160-byte groups), so the 32 lanes' word loads of a row hit 32 different banks. A row
-// group ends with a transposed warp reduction of the 8 rows, then one over the warps through shared memory.
+// group ends with a transposed warp reduction of the 8 rows, then (W > 1) one over the warps through shared
+// memory.
 // H200 measurements that shaped it (data/bench/matvec_log.md): xb's and a first xr's x copy to shared
 // memory per block (cp.async, then a barrier) cost ~3 us of a 12 us launch; the loads alone, in this
-// pattern, reach 75% of copy bandwidth (RF_MMVR_ABLATE=2); a warp per row group (no K split) left 1,376
-// warps for the 11008x4096 weight, 10 an SM.
+// pattern, reach 78% of copy bandwidth (RF_MMVR_ABLATE=2, one warp a row group), the loads and staging 76%
+// (ABLATE=1), the full kernel 71%: the last step's arithmetic, after the last bytes arrive, is most of the
+// gap. Slower and dropped: cp.async copies of the steps (2-4 stages, 57-61%), a lane reading a whole group
+// (a load instruction then reads half of each 32-byte sector: 62% as a pure read).
 // Launch: grid (min(resident blocks, ceil(N / 8)), T), RF_MMVR_WARPS * RF_WARP threads; dynamic shared
 // memory: per warp 8 rows x H groups x (chunks a group + 1) x 16 bytes, and 2 x W x 8 floats.
-// Tunables (-D; launch.py XR_DEFAULTS): RF_MMVR_WARPS (4), RF_MMVR_MINB (blocks per SM for the register
-// budget; the launcher's RF_MMVR_BPS resident blocks), RF_MMVR_XPF (1: x prefetched with the weights),
+// Tunables (-D; launch.py XR_DEFAULTS, XR_ONE_WARP): RF_MMVR_WARPS (4), RF_MMVR_MINB (blocks per SM for the
+// register budget; the launcher's RF_MMVR_BPS resident blocks), RF_MMVR_XPF (1: x prefetched with the
+// weights), RF_MMV_HI16 (Q4_0's dot, as in xb),
 // RF_MMVR_ABLATE (diagnostic, WRONG results: 1 keeps loads and staging but drops the dot products, 2 keeps
 // only the loads).
 // Bytes: the weights once; x (K * 1.25) through L1 per block and row group (L2-resident).
@@ -1085,18 +1106,22 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
         }
         acc[0] += rf_shfl_xor(acc[0], 2);
         acc[0] += rf_shfl_xor(acc[0], 1);
-        // red: [2][W][8] partial sums, by group parity (a barrier per group keeps readers and writers apart)
-        if ((lane & 3) == 0 && lane < 32) red[(parity * W + warp) * 8 + (lane >> 2)] = acc[0];
+        if constexpr (W == 1) {  // lane 4 i holds row i's sum
+            if ((lane & 3) == 0 && lane < 32 && g * 8 + (lane >> 2) < N) y[g * 8 + (lane >> 2)] = acc[0];
+        } else {
+            // red: [2][W][8] partial sums by group parity (a barrier a group keeps readers and writers apart)
+            if ((lane & 3) == 0 && lane < 32) red[(parity * W + warp) * 8 + (lane >> 2)] = acc[0];
+            __syncthreads();
+            if (warp == 0 && lane < 8 && g * 8 + lane < N) {
+                float s = 0.0f;
+#pragma unroll
+                for (int k = 0; k < W; ++k) s += red[(parity * W + k) * 8 + lane];
+                y[g * 8 + lane] = s;
+            }
+            parity ^= 1;
+        }
 #pragma unroll
         for (int r = 0; r < 8; ++r) acc[r] = 0.0f;
-        __syncthreads();  // also with one warp: lanes 0-7 read what lanes 0, 4, ..., 28 wrote
-        if (warp == 0 && lane < 8 && g * 8 + lane < N) {
-            float s = 0.0f;
-#pragma unroll
-            for (int k = 0; k < W; ++k) s += red[(parity * W + k) * 8 + lane];
-            y[g * 8 + lane] = s;
-        }
-        parity ^= 1;
     }
 }
 

@@ -145,6 +145,29 @@ RF_DEV int rf_dp4a(int a, int b, int c) {
 #endif
 }
 
+// c + sum_i a.u8[i] * b.i8[i] (a unsigned): Q4_0's high nibbles masked in place (a & 0xF0F0F0F0) give 16
+// times their dot product with no shift. RF_HAS_DP4A_US: the hardware has it (NVIDIA sm_61+, RDNA3/4).
+#if defined(RF_CUDA) || (defined(RF_HIP) && (defined(__gfx1100__) || defined(__gfx1101__) ||          \
+                                             defined(__gfx1102__) || defined(__gfx1103__) ||          \
+                                             defined(__gfx1150__) || defined(__gfx1151__) ||          \
+                                             defined(__gfx1200__) || defined(__gfx1201__)))
+#define RF_HAS_DP4A_US 1
+#else
+#define RF_HAS_DP4A_US 0
+#endif
+RF_DEV int rf_dp4a_us(rf_u32 a, int b, int c) {
+#if defined(RF_CUDA)
+    int r;
+    asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+    return r;
+#elif RF_HAS_DP4A_US
+    return __builtin_amdgcn_sudot4(false, (int)a, true, b, c, false);
+#else
+    return c + (int)(a & 0xFFu) * (rf_i8)(b) + (int)((a >> 8) & 0xFFu) * (rf_i8)(b >> 8) +
+           (int)((a >> 16) & 0xFFu) * (rf_i8)(b >> 16) + (int)(a >> 24) * (rf_i8)(b >> 24);
+#endif
+}
+
 // ---- fp16 / bf16 <-> f32 on raw bits -----------------------------------------------------------------
 RF_DEV float rf_h2f(rf_u16 h) {
 #if defined(RF_CUDA)

@@ -136,13 +136,22 @@ SWEEP_XB = [dict(kind="x8"), dict(kind="xq")] + [
         (2, 8, 2, 11, 2),
     ]
 ]
-# --sweep xr: mul_mat_vec_xr against xb; (warps: the K split, blocks per SM for the registers and resident,
-# x prefetched) and the ablations (WRONG results, diagnostics: 1 drops the dot products, 2 also
+# --sweep xr: mul_mat_vec_xr against xb: (warps: the K split, blocks per SM for the registers and resident,
+# Q4_0 high nibbles by unsigned dp4a, ablation: WRONG results, diagnostics: 1 drops the dot products, 2 also
 # the staging)
+_XR_VARIANTS = [(2, 6, 1, 0), (2, 6, 0, 0), (1, 12, 1, 0), (1, 12, 0, 0), (1, 12, 1, 1), (1, 12, 1, 2)]
 SWEEP_XR = [dict(kind="xb")] + [
-    dict(kind="xr", RF_MMVR_WARPS=w, RF_MMVR_MINB=b, RF_MMVR_BPS=b, RF_MMVR_XPF=x)
-    for w, b, x in [(1, 12, 0), (1, 12, 1), (2, 6, 0), (2, 6, 1), (4, 4, 0), (4, 4, 1), (2, 8, 1), (4, 3, 1)]
-] + [dict(kind="xr", RF_MMVR_ABLATE=a) for a in (1, 2)]
+    dict(
+        kind="xr",
+        RF_MMVR_WARPS=w,
+        RF_MMVR_MINB=m,
+        RF_MMVR_BPS=m,
+        RF_MMVR_XPF=1,
+        RF_MMV_HI16=u,
+        RF_MMVR_ABLATE=a,
+    )
+    for w, m, u, a in _XR_VARIANTS
+]
 _OFF = dict(
     staged_matvec=False,
     q8_matvec=False,

@@ -10,6 +10,9 @@ reduced, nothing else) in the patterns those kernels use, to find what costs the
   of the grid) and reads a group in 4 steps, each step 576 contiguous bytes of every row (9 16-byte loads
   a lane); D = 1: one step in flight (load, then use), D = 2: the next step's loads issued before this
   step's use.
+- `lanegrp D`: the same steps and warps, but lane 4 r + h reads group h (144 contiguous bytes, 9 loads) of
+  row r: a lane holds whole Q4_0 blocks and needs no staging, but a load instruction reads 16 of every 32
+  bytes of 32 sectors.
 - `contig D`: the same steps and warps, but each step reads 4,608 contiguous bytes of the group.
 
 Each kernel runs with 4 warps a block and 2-16 blocks per SM, in a captured device graph of launches over
@@ -30,8 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_matvec import EVICT_BYTES, Timer, copy_bandwidth  # noqa: E402
 
 SRC = r"""
-// LOADS 16-byte loads per lane and step; a step covers RS rows x SEGC chunks (PAT 0), LOADS * 32
-// contiguous chunks (PAT 1) or whole rows (PAT 2); D steps in flight (1 or 2)
+// LOADS 16-byte loads per lane and step; a step covers RS rows x SEGC chunks, a load instruction reading
+// 32 consecutive chunks (PAT 0), LOADS * 32 contiguous chunks (PAT 1), or RS rows x SEGC chunks with each
+// lane reading 9 consecutive chunks (a group of 8 Q4_0 blocks) of its own, 144 bytes apart in one
+// instruction (PAT 2); D steps in flight (1 or 2)
 template <int PAT, int D>
 __device__ void steps_read(const uint4* __restrict__ w, int row_chunks, int groups, float* sink) {
     constexpr int LOADS = 9, RS = 8, SEGC = 36;
@@ -42,10 +47,12 @@ __device__ void steps_read(const uint4* __restrict__ w, int row_chunks, int grou
 #pragma unroll
     for (int j = 0; j < LOADS; ++j) {
         const int c = j * 32 + lane;
-        off[j] = PAT == 0 ? (c / SEGC) * row_chunks + c % SEGC : c;
+        off[j] = PAT == 0 ? (c / SEGC) * row_chunks + c % SEGC
+                 : PAT == 2 ? (lane / 4) * row_chunks + (lane % 4) * LOADS + j
+                            : c;
     }
     auto base = [&](int g, int t) {
-        return g * group_chunks + (long long)t * (PAT == 0 ? SEGC : LOADS * 32);
+        return g * group_chunks + (long long)t * (PAT != 1 ? SEGC : LOADS * 32);
     };
     unsigned s = 0;
     const int gstride = gridDim.x * warps;
@@ -85,6 +92,12 @@ extern "C" __global__ void rowseg_1(const uint4* w, int rc, int groups, float* s
 extern "C" __global__ void rowseg_2(const uint4* w, int rc, int groups, float* sink) {
     steps_read<0, 2>(w, rc, groups, sink);
 }
+extern "C" __global__ void lanegrp_1(const uint4* w, int rc, int groups, float* sink) {
+    steps_read<2, 1>(w, rc, groups, sink);
+}
+extern "C" __global__ void lanegrp_2(const uint4* w, int rc, int groups, float* sink) {
+    steps_read<2, 2>(w, rc, groups, sink);
+}
 extern "C" __global__ void contig_1(const uint4* w, int rc, int groups, float* sink) {
     steps_read<1, 1>(w, rc, groups, sink);
 }
@@ -99,6 +112,7 @@ BPS = (2, 4, 8, 16)
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", default="")
+    ap.add_argument("--only", default="", help="only the patterns whose name starts so (and the floors)")
     args = ap.parse_args()
     import cupy as cp
 
@@ -132,7 +146,8 @@ def main() -> None:
                     (n_sm * bps,), (th,), (bufs[i % copies], np.int64(nbytes // 16), timer.sink)
                 ),
             )
-    for kname in ("rowseg_1", "rowseg_2", "contig_1", "contig_2"):
+    kernels = ("rowseg_1", "rowseg_2", "lanegrp_1", "lanegrp_2", "contig_1", "contig_2")
+    for kname in [k for k in kernels if not args.only or k.startswith(args.only)]:
         k = mod.get_function(kname)
         for bps in BPS:
             blocks = min(n_sm * bps, -(-groups // 4))

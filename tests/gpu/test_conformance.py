@@ -312,6 +312,10 @@ _int8_cases(
         # x prefetched with the next item's weights, across row groups
         (1001, 4096, 2, {**_xr(2, 6, 6), "RF_MMVR_XPF": 1}),
         (5000, 2304, 1, {**_xr(1, 12, 1), "RF_MMVR_XPF": 1}),
+        # the launcher's choice of one warp a row group (XR_ONE_WARP: 1,376 row groups on a 132-SM GPU)
+        (11005, 512, 2, {}),
+        # Q4_0's high nibbles shifted down (the dot product where the hardware has no unsigned dp4a)
+        (1001, 2304, 1, {"RF_MMV_HI16": 0}),
     ],
     x8_prequant=True,
     x8_blockwise=True,

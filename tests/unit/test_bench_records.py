@@ -51,7 +51,11 @@ def test_load_matvec_sweep(path):
     assert df.variant.str.match(r"^(f32|x8|xq|xb|xr)\b").all()
 
 
-def test_load_read_patterns():
-    df = load_read_patterns(DATA_DIR / "bench" / "read_patterns_h200.json")
+READS = sorted((DATA_DIR / "bench").glob("read_patterns_h200*.json"))
+
+
+@pytest.mark.parametrize("path", READS, ids=[p.stem for p in READS])
+def test_load_read_patterns(path):
+    df = load_read_patterns(path)
     assert {"floor U=4 8x256", "rowseg_1 4 warps x 4/SM"} <= set(df.pattern)
     np.testing.assert_allclose(df.pct_copy, 100 * 11008 * 2304 / (df.us * 1e-6) / df.attrs["copy_gbps"] / 1e9)

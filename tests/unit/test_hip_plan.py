@@ -86,11 +86,18 @@ def test_xr_config_applies_to_its_types_where_k_allows():
     ctx.smem_block, ctx.smem_sm = 227 * 1024, 228 * 1024
     q4 = types.SimpleNamespace(row_bytes=4096 // 32 * 18, ptr=1 << 20)
     q8 = types.SimpleNamespace(row_bytes=4096 // 32 * 34, ptr=1 << 20)
+    for N in (4096, 32000):  # 4 and 30 row groups an SM: the defaults
+        d, smem, blocks = L._xr_config(ctx, q4, "q4_0", N, 4096)
+        warps, bps = L.XR_DEFAULTS["q4_0"]["RF_MMVR_WARPS"], L.XR_DEFAULTS["q4_0"]["RF_MMVR_BPS"]
+        assert "RF_MMVR_BPS" not in d and d["RF_MMVR_WARPS"] == warps
+        assert smem == warps * 8 * 4 * 10 * 16 + 2 * warps * 8 * 4  # 4 groups of 10 chunks a row, 8 rows
+        assert blocks == min(132 * bps, N // 8)
+    # 1,376 row groups (10.4 an SM) fit one round of one-warp blocks: a warp each
     d, smem, blocks = L._xr_config(ctx, q4, "q4_0", 11008, 4096)
-    warps, bps = L.XR_DEFAULTS["q4_0"]["RF_MMVR_WARPS"], L.XR_DEFAULTS["q4_0"]["RF_MMVR_BPS"]
-    assert "RF_MMVR_BPS" not in d and d["RF_MMVR_WARPS"] == warps
-    assert smem == warps * 8 * 4 * 10 * 16 + 2 * warps * 8 * 4  # 4 groups of 10 chunks a row, 8 rows
-    assert blocks == min(132 * bps, 11008 // 8)
+    assert d["RF_MMVR_WARPS"] == 1 and d["RF_MMVR_MINB"] == L.XR_ONE_WARP["q4_0"]["RF_MMVR_MINB"]
+    assert smem == 8 * 4 * 10 * 16 + 2 * 8 * 4 and blocks == 11008 // 8
+    assert L._xr_config(ctx, q4, "q4_0", 8 * 8 * 132 - 8, 4096)[0]["RF_MMVR_WARPS"] == 2  # < 8 an SM
+    assert L._xr_config(ctx, q4, "q4_0", 8 * 12 * 132 + 8, 4096)[0]["RF_MMVR_WARPS"] == 2  # two rounds
     assert L._xr_config(ctx, q8, "q8_0", 11008, 4096) is None  # Q8_0: xb by default
     ctx.xr_types = ("q4_0", "q8_0")
     d8, smem8, _ = L._xr_config(ctx, q8, "q8_0", 11008, 4096)

@@ -27,6 +27,7 @@ from rocmforge.backends.hip.launch import (
     X8_MATVEC,
     XB_DEFAULTS,
     XR_DEFAULTS,
+    XR_ONE_WARP,
 )
 from rocmforge.backends.hip.modules import KERNEL_DIR, assemble_source, compile_options
 
@@ -70,8 +71,11 @@ def _variants(warp: int) -> list[tuple[str, dict]]:
     out.append(("mul_mat_vec.hip", {"RF_WARP": warp, "RF_MMVX_LEVELS": 2}))
     for t in X8_MATVEC:  # the block-per-lane mat-vec with the launcher's per-type defines
         out.append(("mul_mat_vec.hip", {"RF_WARP": warp, **XB_DEFAULTS[t]}))
-    for t in X8_MATVEC:  # the row-group mat-vec with the launcher's per-type defines
+    for t in X8_MATVEC:  # the row-group mat-vec with the launcher's per-type defines (and one warp a group)
         out.append(("mul_mat_vec.hip", {"RF_WARP": warp, **XR_DEFAULTS[t]}))
+        if t in XR_ONE_WARP:
+            out.append(("mul_mat_vec.hip", {"RF_WARP": warp, **XR_DEFAULTS[t], **XR_ONE_WARP[t]}))
+    out.append(("mul_mat_vec.hip", {"RF_WARP": warp, "RF_MMV_HI16": 0}))  # Q4_0's dot with shifted nibbles
     return out
 
 

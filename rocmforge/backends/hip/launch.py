@@ -131,6 +131,11 @@ XR_DEFAULTS = {
     "q8_0": {"RF_MMVR_WARPS": 4, "RF_MMVR_MINB": 2, "RF_MMVR_BPS": 2},
 }
 XR_MIN_N = 4096
+# ... and a warp per row group (no K split, no block reduction) where one round of resident one-warp blocks
+# covers every row group, at least 8 of them an SM: 70.7-72.8% of copy bandwidth at 11008x4096 against 68-70%
+# with 2 warps in the same runs (H200, matvec_h200_xr_sweep5*.json); with fewer row groups an SM it leaves the
+# GPU idle (52% at 4096x11008), with more it takes two rounds
+XR_ONE_WARP = {"q4_0": {"RF_MMVR_WARPS": 1, "RF_MMVR_MINB": 12, "RF_MMVR_BPS": 12}}
 
 
 @dataclass
@@ -542,11 +547,16 @@ def _xr_config(ctx: Ctx, w: DevTensor, kt: str, N: int, K: int) -> tuple[dict[st
     """mul_mat_vec_xr's (defines, shared memory bytes, blocks) for this weight, or None where it does not
     apply: a type not in xr_types, fewer rows than xr_min_n, K not a multiple of 256 (a group of 8 blocks is
     whole 16-byte chunks), rows not packed or not aligned. As many blocks as are resident at once
-    (RF_MMVR_BPS per SM), no more than give every block a row group of 8 rows."""
+    (RF_MMVR_BPS per SM), no more than give every block a row group of 8 rows; one-warp blocks where one
+    round of them covers the row groups (XR_ONE_WARP)."""
     packed = w.row_bytes == K // 32 * XB_BLOCK_BYTES.get(kt, 0)
     if kt not in ctx.xr_types or N < ctx.xr_min_n or K % 256 or not packed or w.ptr % 16:
         return None
-    d = {**XR_DEFAULTS[kt], **ctx.mmv_defines()}
+    d = dict(XR_DEFAULTS[kt])
+    one = XR_ONE_WARP.get(kt)
+    if one and 8 * ctx.n_sm <= cdiv(N, 8) <= one["RF_MMVR_BPS"] * ctx.n_sm:
+        d.update(one)
+    d.update(ctx.mmv_defines())
     warps, bps = d.get("RF_MMVR_WARPS", 4), d.pop("RF_MMVR_BPS", 4)
     # staging: per warp 8 rows x (warp / 8) groups x (chunks of a group + 1 of padding) x 16 bytes; 2 x warps
     # x 8 partial sums
