@@ -942,7 +942,7 @@ RF_MMVB_ENTRY(q8_0, MB_Q8_0)
 // memory per block (cp.async, then a barrier) cost ~3 us of a 12 us launch; the loads alone, in this
 // pattern, reach 78% of copy bandwidth (RF_MMVR_ABLATE=2, one warp a row group), the loads and staging 76%
 // (ABLATE=1), the full kernel 71%: the last step's arithmetic, after the last bytes arrive, is most of the
-// gap. Slower and dropped: cp.async copies of the steps (2-4 stages, 57-61%), a lane reading a whole group
+// gap. Slower and dropped: cp.async copies of the steps (2-4 stages, 50-61%), a lane reading a whole group
 // (a load instruction then reads half of each 32-byte sector: 62% as a pure read).
 // Launch: grid (min(resident blocks, ceil(N / 8)), T), RF_MMVR_WARPS * RF_WARP threads; dynamic shared
 // memory: per warp 8 rows x H groups x (chunks a group + 1) x 16 bytes, and 2 x W x 8 floats.

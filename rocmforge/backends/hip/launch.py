@@ -123,8 +123,8 @@ XB_DEFAULTS = {
 XB_MIN_N = 4096  # faster than the f32 kernel at N = 4096 (the smallest N measured) for Q4_0 and Q8_0
 # mul_mat_vec_xr (row groups of 8 rows, plain 16-byte loads staged through shared memory): per-type defaults
 # (tunables override) from bench_matvec.py --sweep xr on an H200 (data/bench/matvec_h200_xr.json), and the
-# types it serves by default: Q4_0 (69% of copy bandwidth at 11008x4096 against xb's 49%,
-# matvec_h200_xr_q4_0.json); xb stays faster for Q8_0 (80% against 72%)
+# types it serves by default: Q4_0 (73% of copy bandwidth at 11008x4096 with one warp a row group, against
+# xb's 50%, matvec_h200_xr_one_warp.json); xb stays faster for Q8_0 (80% against 72%)
 XR_TYPES = ("q4_0",)
 XR_DEFAULTS = {
     "q4_0": {"RF_MMVR_WARPS": 2, "RF_MMVR_MINB": 6, "RF_MMVR_BPS": 6, "RF_MMVR_XPF": 1},
