@@ -950,7 +950,7 @@ RF_MMVB_ENTRY(q8_0, MB_Q8_0)
 // register budget; the launcher's RF_MMVR_BPS resident blocks), RF_MMVR_XPF (1: x prefetched with the
 // weights), RF_MMV_HI16 (Q4_0's dot, as in xb),
 // RF_MMVR_ABLATE (diagnostic, WRONG results: 1 keeps loads and staging but drops the dot products, 2 keeps
-// only the loads).
+// only the loads), RF_MMVR_TRACE (diagnostic: per-warp time stamps, scripts/trace_matvec_xr.py).
 // Bytes: the weights once; x (K * 1.25) through L1 per block and row group (L2-resident).
 #ifndef RF_MMVR_WARPS
 #define RF_MMVR_WARPS 4
@@ -961,11 +961,35 @@ RF_MMVB_ENTRY(q8_0, MB_Q8_0)
 #ifndef RF_MMVR_XPF
 #define RF_MMVR_XPF 0  // 1: x of the next item loaded with its weights (10 registers more)
 #endif
+#ifndef RF_MMVR_TRACE
+#define RF_MMVR_TRACE 0  // diagnostics (CUDA): time stamps of the first RF_MMVR_TRACE warps, rf_mmvr_trace
+#endif
 #ifndef RF_MMVR_ABLATE
 #define RF_MMVR_ABLATE 0
 #endif
 #define MMVR_THREADS (RF_MMVR_WARPS * RF_WARP)
 #define MMVR_H (RF_WARP / 8)           // groups of a row per step
+
+#if RF_MMVR_TRACE && defined(RF_CUDA)
+// diagnostics (scripts/trace_matvec_xr.py): per warp of grid row 0, 16 stamps: [0] globaltimer (ns) at entry,
+// [1] clock64 at entry, [2 + i] clock64 once item i's bytes are in (i < 8), [10] after the last arithmetic,
+// [11] at exit, [12] the SM, [13] globaltimer at exit
+__device__ unsigned long long rf_mmvr_trace[RF_MMVR_TRACE * 16];
+RF_DEV unsigned long long mmvr_gtime() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+RF_DEV unsigned mmvr_smid() {
+    unsigned r;
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(r));
+    return r;
+}
+#define MMVR_STAMP(k, v)                                                                                    \
+    if (lane == 0 && blockIdx.y == 0 && tw < RF_MMVR_TRACE) rf_mmvr_trace[tw * 16 + (k)] = (v)
+#else
+#define MMVR_STAMP(k, v)
+#endif
 
 template <class T>
 __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8* __restrict__ xq,
@@ -979,6 +1003,13 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
     const int warp = threadIdx.x / RF_WARP, lane = threadIdx.x % RF_WARP;
     const int b = lane & 7, h = lane >> 3;
     const int G = K / 256, steps = (G + H - 1) / H, groups = (N + 7) / 8;
+#if RF_MMVR_TRACE && defined(RF_CUDA)
+    const int tw = blockIdx.x * W + warp;
+    int items = 0;
+    MMVR_STAMP(0, mmvr_gtime());
+    MMVR_STAMP(1, clock64());
+    MMVR_STAMP(12, mmvr_smid());
+#endif
     xq += blockIdx.y * x_stride;
     y += blockIdx.y * y_stride;
     rf_u8* stage = (rf_u8*)smem + warp * (8 * RP * 16);
@@ -1046,10 +1077,12 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
 #if RF_MMVR_ABLATE == 2
 #pragma unroll
             for (int j = 0; j < LOADS; ++j) acc[j & 7] += (float)(int)(v[j].x ^ v[j].y ^ v[j].z ^ v[j].w);
+            MMVR_STAMP(2 + (items < 8 ? items++ : 7), clock64());
             load();
 #else
 #pragma unroll
             for (int j = 0; j < LOADS; ++j) *(uint4*)(stage + dst[j]) = v[j];
+            MMVR_STAMP(2 + (items < 8 ? items++ : 7), clock64());
             rf_syncwarp();
 #if RF_MMVR_XPF
             const int4 xa = xa_n, xb = xb_n;
@@ -1082,6 +1115,7 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
             rf_syncwarp();  // every lane has read the staging before the next item's stores
 #endif
         }
+        MMVR_STAMP(10, clock64());
         // the row group is done: the 8 rows summed over the warp (lane 4 i: row i), then over the warps
 #pragma unroll
         for (int m = RF_WARP / 2; m >= 32; m /= 2) {
@@ -1123,6 +1157,8 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
 #pragma unroll
         for (int r = 0; r < 8; ++r) acc[r] = 0.0f;
     }
+    MMVR_STAMP(11, clock64());
+    MMVR_STAMP(13, mmvr_gtime());
 }
 
 #define RF_MMVR_ENTRY(name, T)                                                                         \

@@ -316,6 +316,8 @@ _int8_cases(
         (11005, 512, 2, {}),
         # Q4_0's high nibbles shifted down (the dot product where the hardware has no unsigned dp4a)
         (1001, 2304, 1, {"RF_MMV_HI16": 0}),
+        # with trace_matvec_xr.py's time stamps (results unchanged)
+        (515, 4096, 2, {**_xr(1, 12, 12), "RF_MMVR_XPF": 1, "RF_MMVR_TRACE": 64}),
     ],
     x8_prequant=True,
     x8_blockwise=True,

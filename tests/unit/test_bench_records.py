@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from rocmforge.bench import DATA_DIR, load_matvec, load_matvec_sweep, load_read_patterns
+from rocmforge.bench import DATA_DIR, load_matvec, load_matvec_sweep, load_read_patterns, load_xr_trace
 
 FILES = sorted((DATA_DIR / "bench").glob("matvec_h100_*.json"))
 
@@ -59,3 +59,16 @@ def test_load_read_patterns(path):
     df = load_read_patterns(path)
     assert {"floor U=4 8x256", "rowseg_1 4 warps x 4/SM"} <= set(df.pattern)
     np.testing.assert_allclose(df.pct_copy, 100 * 11008 * 2304 / (df.us * 1e-6) / df.attrs["copy_gbps"] / 1e9)
+
+
+def test_load_xr_trace():
+    """Per-warp stamps of trace_matvec_xr.py: every warp's steps arrive in order, its arithmetic ends after
+    its last arrival and before its exit; the loads-alone build ends its warps sooner after the last arrival
+    than the full kernel (the tail the log describes)."""
+    df = load_xr_trace(DATA_DIR / "bench" / "trace_xr_h200.json")
+    assert set(df.variant) >= {"full", "no dot products (ABLATE=1)", "loads alone (ABLATE=2)"}
+    assert (df.groupby("variant").size() == 11008 // 8).all()  # one warp a row group
+    cols = ["entry", "arrive_0", "arrive_1", "arrive_2", "arrive_3", "done", "exit"]
+    assert (np.diff(df[cols].to_numpy(), axis=1) > 0).all()
+    tail = df.groupby("variant")["tail"].median()
+    assert tail["loads alone (ABLATE=2)"] < tail["no dot products (ABLATE=1)"] < tail["full"]

@@ -76,6 +76,7 @@ def _variants(warp: int) -> list[tuple[str, dict]]:
         if t in XR_ONE_WARP:
             out.append(("mul_mat_vec.hip", {"RF_WARP": warp, **XR_DEFAULTS[t], **XR_ONE_WARP[t]}))
     out.append(("mul_mat_vec.hip", {"RF_WARP": warp, "RF_MMV_HI16": 0}))  # Q4_0's dot with shifted nibbles
+    out.append(("mul_mat_vec.hip", {"RF_WARP": warp, "RF_MMVR_TRACE": 64}))  # trace_matvec_xr.py's stamps
     return out
 
 

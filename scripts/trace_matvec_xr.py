@@ -1,0 +1,122 @@
+"""Where does a launch of mul_mat_vec_xr spend its time? Per-warp time stamps (a study, not a test).
+
+Builds mul_mat_vec_xr_q4_0 with RF_MMVR_TRACE (lane 0 of each warp writes its SM clock at entry, once each
+step's bytes are in registers, after its last arithmetic and at exit, and the global timer at entry and
+exit), runs the Q4_0 11008x4096 mat-vec with the launcher's configuration after an L2-evicting pass, and
+prints, over the warps: the first step's arrival after entry, the spacing of later arrivals, the time from
+the last arrival to the end of the arithmetic (the tail), and the spread of entries and exits across the
+grid. Variants: the default kernel and the diagnostic builds without dot products (ABLATE=1) and with the
+loads alone (ABLATE=2). Usage: python scripts/trace_matvec_xr.py [--json F] [--shape NxK]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_matvec import EVICT_BYTES, Timer, make_weights  # noqa: E402
+
+from rocmforge import quant  # noqa: E402
+from rocmforge.backends.hip import launch as L  # noqa: E402
+from rocmforge.backends.hip.backend import HipBackend  # noqa: E402
+
+CAP = 4096  # warps traced
+
+
+def trace(be: HipBackend, timer: Timer, w, x, y, N: int, K: int, extra: dict, reps: int) -> dict:
+    cp = be.cp
+    be.ctx.tunables = {"RF_MMVR_TRACE": CAP, **extra}
+    d, _, blocks = L._xr_config(be.ctx, w, "q4_0", N, K)
+    warps = d["RF_MMVR_WARPS"]
+    be.ctx.begin_run()
+    be.ctx.begin_node(None, "trace x")
+    L.MUL_MAT(be.ctx, y, w, x)  # compile, quantize x once (shared by the launches below)
+    buf = be.ctx.mods.get("mul_mat_vec.hip", **d).raw.get_global("rf_mmvr_trace")
+    stamps = cp.ndarray((CAP, 16), dtype=np.uint64, memptr=buf)
+    runs = []
+    for _ in range(reps):
+        ev = timer.evict_buf
+        timer.evict_k((be.ctx.n_sm * 8,), (256,), (ev, np.int64(ev.nbytes // 16), timer.sink))
+        stamps.fill(0)
+        L.MUL_MAT(be.ctx, y, w, x)
+        cp.cuda.Device().synchronize()
+        runs.append(cp.asnumpy(stamps[: min(CAP, blocks * warps)]).astype(np.int64))
+    be.ctx.tunables = {}
+    return {"warps": warps, "blocks": blocks, "runs": runs}
+
+
+def summarize(runs: list[np.ndarray], ghz: float) -> dict:
+    """Medians over runs of per-run medians/extremes, in us (SM clocks at `ghz`)."""
+    keys: dict[str, list[float]] = {}
+
+    def put(k: str, v: float) -> None:
+        keys.setdefault(k, []).append(float(v))
+
+    for s in runs:
+        s = s[s[:, 1] > 0]
+        n_items = int((s[:, 2:10] > 0).sum(axis=1).max())
+        arr = (s[:, 2 : 2 + n_items] - s[:, [1]]) / (ghz * 1e3)  # us after the warp's entry
+        done = (s[:, 10] - s[:, 1]) / (ghz * 1e3)
+        g0 = s[:, 0].min()
+        put("first arrival (median)", np.median(arr[:, 0]))
+        if n_items > 1:
+            put("arrival spacing (median)", np.median(np.diff(arr, axis=1)))
+        put("last arrival -> arithmetic done (median)", np.median(done - arr[:, -1]))
+        put("last arrival -> arithmetic done (max)", np.max(done - arr[:, -1]))
+        put("entry spread (global timer)", (s[:, 0].max() - g0) / 1e3)
+        put("last exit (global timer)", (s[:, 13].max() - g0) / 1e3)
+        put("median exit (global timer)", (np.median(s[:, 13]) - g0) / 1e3)
+        put("items a warp", n_items)
+    return {k: statistics.median(v) for k, v in keys.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--json", default="")
+    ap.add_argument("--shape", default="11008x4096")
+    ap.add_argument("--reps", type=int, default=20)
+    args = ap.parse_args()
+    N, K = (int(v) for v in args.shape.split("x"))
+    be = HipBackend()
+    cp = be.cp
+    ghz = cp.cuda.Device().attributes["ClockRate"] / 1e6
+    timer = Timer(cp, EVICT_BYTES)
+    rng = np.random.default_rng(0)
+    qt = quant.QType.Q4_0
+    wbuf = make_weights(cp, qt, N, K, 1, rng)[0]
+    w = L.DevTensor(wbuf, 0, (N, K), "q4_0")
+    x = L.DevTensor(cp.asarray(rng.standard_normal(K).astype(np.float32)).view(np.uint8), 0, (1, K), "f32")
+    y = L.DevTensor(cp.empty(N * 4, dtype=np.uint8), 0, (1, N), "f32")
+    for f in ("x8_matvec", "x8_prequant", "x8_blockwise", "x8_groupwise"):
+        setattr(be.ctx, f, True)
+    out = {"gpu": be.device_name, "shape": [N, K], "sm_ghz": ghz, "variants": {}}
+    print(f"GPU: {be.device_name}; Q4_0 {N}x{K}; SM clock {ghz:.2f} GHz (clock64 converted with it)")
+    variants = (
+        ("full", {}),
+        ("no dot products (ABLATE=1)", {"RF_MMVR_ABLATE": 1}),
+        ("loads alone (ABLATE=2)", {"RF_MMVR_ABLATE": 2}),
+    )
+    for name, extra in variants:
+        t = trace(be, timer, w, x, y, N, K, extra, args.reps)
+        summ = summarize(t["runs"], ghz)
+        out["variants"][name] = {
+            "warps_a_block": t["warps"],
+            "blocks": t["blocks"],
+            "summary_us": summ,
+            "stamps_last_run": t["runs"][-1].tolist(),
+        }
+        print(f"\n{name}: {t['blocks']} blocks of {t['warps']} warps")
+        for k, v in summ.items():
+            print(f"  {k:42} {v:8.3f}" + ("" if k == "items a warp" else " us"))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
