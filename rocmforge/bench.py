@@ -140,30 +140,37 @@ def load_read_patterns(path: str | Path) -> pd.DataFrame:
     return df
 
 
+def xr_trace_frame(stamps: np.ndarray) -> pd.DataFrame:
+    """Per-warp times of one traced launch of mul_mat_vec_xr (RF_MMVR_TRACE stamps, [warps, 16]), in us from
+    the first warp's entry on the global timer: `entry`, `arrive_<i>` (step i's bytes in registers), `done`
+    (its last arithmetic), `exit`, `tail` = done - last arrival. SM clocks are converted with the rate
+    measured between the entry and exit stamps (clock64 over globaltimer, median over the warps)."""
+    import pandas as pd
+
+    s = np.asarray(stamps, dtype=np.int64)
+    s = s[s[:, 1] > 0]  # warps that ran
+    g0 = s[:, 0].min()
+    ghz = float(np.median((s[:, 11] - s[:, 1]) / (s[:, 13] - s[:, 0])))  # clocks per ns
+    entry = (s[:, 0] - g0) / 1e3
+    n_items = int((s[:, 2:10] > 0).sum(axis=1).max())
+    df = pd.DataFrame({"sm": s[:, 12], "entry": entry})
+    for i in range(n_items):
+        df[f"arrive_{i}"] = entry + (s[:, 2 + i] - s[:, 1]) / ghz / 1e3
+    df["done"] = entry + (s[:, 10] - s[:, 1]) / ghz / 1e3
+    df["exit"] = (s[:, 13] - g0) / 1e3
+    df["tail"] = df["done"] - df[f"arrive_{n_items - 1}"]
+    df.attrs["sm_ghz"] = ghz
+    return df
+
+
 def load_xr_trace(path: str | Path) -> pd.DataFrame:
-    """scripts/trace_matvec_xr.py --json: one row per traced warp of the last launch of each variant, times in
-    us from the launch's first warp entry on the global timer: `entry`, `arrive_<i>` (step i's bytes in
-    registers), `done` (its last arithmetic), `exit`; the SM clock is converted with the rate measured between
-    each variant's entry and exit stamps (clock64 over globaltimer), `tail` = done - last arrival."""
+    """scripts/trace_matvec_xr.py --json: xr_trace_frame of the last launch of each variant (`variant`),
+    with the card."""
     import pandas as pd
 
     rec = json.loads(Path(path).read_text())
-    frames = []
-    for name, v in rec["variants"].items():
-        s = np.array(v["stamps_last_run"], dtype=np.int64)
-        s = s[s[:, 1] > 0]
-        g0 = s[:, 0].min()
-        ghz = float(np.median((s[:, 11] - s[:, 1]) / (s[:, 13] - s[:, 0])))  # clocks per ns
-        entry = (s[:, 0] - g0) / 1e3
-        n_items = int((s[:, 2:10] > 0).sum(axis=1).max())
-        df = pd.DataFrame({"variant": name, "sm": s[:, 12], "entry": entry})
-        for i in range(n_items):
-            df[f"arrive_{i}"] = entry + (s[:, 2 + i] - s[:, 1]) / ghz / 1e3
-        df["done"] = entry + (s[:, 10] - s[:, 1]) / ghz / 1e3
-        df["exit"] = (s[:, 13] - g0) / 1e3
-        df["tail"] = df["done"] - df[f"arrive_{n_items - 1}"]
-        df.attrs["sm_ghz"] = ghz
-        frames.append(df)
+    runs = rec["variants"].items()
+    frames = [xr_trace_frame(np.array(v["stamps_last_run"])).assign(variant=k) for k, v in runs]
     out = pd.concat(frames, ignore_index=True)
     out["gpu"] = rec["gpu"]
     return out

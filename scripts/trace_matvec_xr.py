@@ -3,10 +3,11 @@
 Builds mul_mat_vec_xr_q4_0 with RF_MMVR_TRACE (lane 0 of each warp writes its SM clock at entry, once each
 step's bytes are in registers, after its last arithmetic and at exit, and the global timer at entry and
 exit), runs the Q4_0 11008x4096 mat-vec with the launcher's configuration after an L2-evicting pass, and
-prints, over the warps: the first step's arrival after entry, the spacing of later arrivals, the time from
-the last arrival to the end of the arithmetic (the tail), and the spread of entries and exits across the
-grid. Variants: the default kernel and the diagnostic builds without dot products (ABLATE=1) and with the
-loads alone (ABLATE=2). Usage: python scripts/trace_matvec_xr.py [--json F] [--shape NxK]
+prints, over the warps (medians over launches): the first step's arrival after entry, the spacing of later
+arrivals, the time from the last arrival to the end of the arithmetic (the tail), and the spread of entries
+and exits across the grid (rocmforge.bench.xr_trace_frame converts the stamps). Variants: the default
+kernel and the diagnostic builds without dot products (ABLATE=1) and with the loads alone (ABLATE=2).
+Usage: python scripts/trace_matvec_xr.py [--json F] [--shape NxK] [--reps R]
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from bench_matvec import EVICT_BYTES, Timer, make_weights  # noqa: E402
 from rocmforge import quant  # noqa: E402
 from rocmforge.backends.hip import launch as L  # noqa: E402
 from rocmforge.backends.hip.backend import HipBackend  # noqa: E402
+from rocmforge.bench import xr_trace_frame  # noqa: E402
 
 CAP = 4096  # warps traced
 
@@ -51,28 +53,24 @@ def trace(be: HipBackend, timer: Timer, w, x, y, N: int, K: int, extra: dict, re
     return {"warps": warps, "blocks": blocks, "runs": runs}
 
 
-def summarize(runs: list[np.ndarray], ghz: float) -> dict:
-    """Medians over runs of per-run medians/extremes, in us (SM clocks at `ghz`)."""
+def summarize(runs: list[np.ndarray]) -> dict:
+    """Over the runs, the median of each run's median (or extreme), in us."""
     keys: dict[str, list[float]] = {}
-
-    def put(k: str, v: float) -> None:
-        keys.setdefault(k, []).append(float(v))
-
     for s in runs:
-        s = s[s[:, 1] > 0]
-        n_items = int((s[:, 2:10] > 0).sum(axis=1).max())
-        arr = (s[:, 2 : 2 + n_items] - s[:, [1]]) / (ghz * 1e3)  # us after the warp's entry
-        done = (s[:, 10] - s[:, 1]) / (ghz * 1e3)
-        g0 = s[:, 0].min()
-        put("first arrival (median)", np.median(arr[:, 0]))
-        if n_items > 1:
-            put("arrival spacing (median)", np.median(np.diff(arr, axis=1)))
-        put("last arrival -> arithmetic done (median)", np.median(done - arr[:, -1]))
-        put("last arrival -> arithmetic done (max)", np.max(done - arr[:, -1]))
-        put("entry spread (global timer)", (s[:, 0].max() - g0) / 1e3)
-        put("last exit (global timer)", (s[:, 13].max() - g0) / 1e3)
-        put("median exit (global timer)", (np.median(s[:, 13]) - g0) / 1e3)
-        put("items a warp", n_items)
+        df = xr_trace_frame(s)
+        n = sum(c.startswith("arrive_") for c in df.columns)
+        arr = df[[f"arrive_{i}" for i in range(n)]].to_numpy()
+        for k, v in (
+            ("first arrival after entry (median)", np.median(arr[:, 0] - df.entry)),
+            ("arrival spacing (median)", np.median(np.diff(arr, axis=1)) if n > 1 else np.nan),
+            ("last arrival -> arithmetic done (median)", df["tail"].median()),
+            ("last arrival -> arithmetic done (max)", df["tail"].max()),
+            ("entry spread", df.entry.max()),
+            ("median exit", df.exit.median()),
+            ("last exit", df.exit.max()),
+            ("SM clock (GHz, measured)", df.attrs["sm_ghz"]),
+        ):
+            keys.setdefault(k, []).append(float(v))
     return {k: statistics.median(v) for k, v in keys.items()}
 
 
@@ -85,7 +83,6 @@ def main() -> None:
     N, K = (int(v) for v in args.shape.split("x"))
     be = HipBackend()
     cp = be.cp
-    ghz = cp.cuda.Device().attributes["ClockRate"] / 1e6
     timer = Timer(cp, EVICT_BYTES)
     rng = np.random.default_rng(0)
     qt = quant.QType.Q4_0
@@ -95,8 +92,8 @@ def main() -> None:
     y = L.DevTensor(cp.empty(N * 4, dtype=np.uint8), 0, (1, N), "f32")
     for f in ("x8_matvec", "x8_prequant", "x8_blockwise", "x8_groupwise"):
         setattr(be.ctx, f, True)
-    out = {"gpu": be.device_name, "shape": [N, K], "sm_ghz": ghz, "variants": {}}
-    print(f"GPU: {be.device_name}; Q4_0 {N}x{K}; SM clock {ghz:.2f} GHz (clock64 converted with it)")
+    out = {"gpu": be.device_name, "shape": [N, K], "variants": {}}
+    print(f"GPU: {be.device_name}; Q4_0 {N}x{K}; us from the first warp's entry")
     variants = (
         ("full", {}),
         ("no dot products (ABLATE=1)", {"RF_MMVR_ABLATE": 1}),
@@ -104,7 +101,7 @@ def main() -> None:
     )
     for name, extra in variants:
         t = trace(be, timer, w, x, y, N, K, extra, args.reps)
-        summ = summarize(t["runs"], ghz)
+        summ = summarize(t["runs"])
         out["variants"][name] = {
             "warps_a_block": t["warps"],
             "blocks": t["blocks"],
@@ -113,7 +110,7 @@ def main() -> None:
         }
         print(f"\n{name}: {t['blocks']} blocks of {t['warps']} warps")
         for k, v in summ.items():
-            print(f"  {k:42} {v:8.3f}" + ("" if k == "items a warp" else " us"))
+            print(f"  {k:42} {v:8.3f}" + ("" if "GHz" in k else " us"))
     if args.json:
         Path(args.json).write_text(json.dumps(out))
 
