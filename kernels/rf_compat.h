@@ -125,14 +125,20 @@ RF_DEV float rf_block_sum(float v, float* sh) { return rf_block_reduce<rf_warp_s
 RF_DEV float rf_block_max(float v, float* sh) { return rf_block_reduce<rf_warp_max>(v, sh, -RF_INF); }
 
 // ---- int8 dot product: c + sum_i a.i8[i] * b.i8[i] ---------------------------------------------------
+// RF_AMD_SUDOT4: RDNA3/4, whose v_dot4_i32_iu8 takes each operand's signedness as a flag
+#if defined(RF_HIP) && (defined(__gfx1100__) || defined(__gfx1101__) || defined(__gfx1102__) || \
+                        defined(__gfx1103__) || defined(__gfx1150__) || defined(__gfx1151__) || \
+                        defined(__gfx1200__) || defined(__gfx1201__))
+#define RF_AMD_SUDOT4 1
+#else
+#define RF_AMD_SUDOT4 0
+#endif
 RF_DEV int rf_dp4a(int a, int b, int c) {
 #if defined(RF_CUDA)
     int r;
     asm("dp4a.s32.s32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
     return r;
-#elif defined(RF_HIP) && (defined(__gfx1100__) || defined(__gfx1101__) || defined(__gfx1102__) || \
-                          defined(__gfx1103__) || defined(__gfx1150__) || defined(__gfx1151__) || \
-                          defined(__gfx1200__) || defined(__gfx1201__))
+#elif RF_AMD_SUDOT4
     return __builtin_amdgcn_sudot4(true, a, true, b, c, false);  // RDNA3/4: v_dot4_i32_iu8
 #elif defined(RF_HIP) && (defined(__gfx906__) || defined(__gfx908__) || defined(__gfx90a__) || \
                           defined(__gfx940__) || defined(__gfx941__) || defined(__gfx942__) || \
@@ -147,10 +153,7 @@ RF_DEV int rf_dp4a(int a, int b, int c) {
 
 // c + sum_i a.u8[i] * b.i8[i] (a unsigned): Q4_0's high nibbles masked in place (a & 0xF0F0F0F0) give 16
 // times their dot product with no shift. RF_HAS_DP4A_US: the hardware has it (NVIDIA sm_61+, RDNA3/4).
-#if defined(RF_CUDA) || (defined(RF_HIP) && (defined(__gfx1100__) || defined(__gfx1101__) ||          \
-                                             defined(__gfx1102__) || defined(__gfx1103__) ||          \
-                                             defined(__gfx1150__) || defined(__gfx1151__) ||          \
-                                             defined(__gfx1200__) || defined(__gfx1201__)))
+#if defined(RF_CUDA) || RF_AMD_SUDOT4
 #define RF_HAS_DP4A_US 1
 #else
 #define RF_HAS_DP4A_US 0

@@ -86,24 +86,16 @@ __device__ void steps_read(const uint4* __restrict__ w, int row_chunks, int grou
     }
     if (s == 0x9E3779B9u) sink[0] = 1.0f;
 }
-extern "C" __global__ void rowseg_1(const uint4* w, int rc, int groups, float* sink) {
-    steps_read<0, 1>(w, rc, groups, sink);
-}
-extern "C" __global__ void rowseg_2(const uint4* w, int rc, int groups, float* sink) {
-    steps_read<0, 2>(w, rc, groups, sink);
-}
-extern "C" __global__ void lanegrp_1(const uint4* w, int rc, int groups, float* sink) {
-    steps_read<2, 1>(w, rc, groups, sink);
-}
-extern "C" __global__ void lanegrp_2(const uint4* w, int rc, int groups, float* sink) {
-    steps_read<2, 2>(w, rc, groups, sink);
-}
-extern "C" __global__ void contig_1(const uint4* w, int rc, int groups, float* sink) {
-    steps_read<1, 1>(w, rc, groups, sink);
-}
-extern "C" __global__ void contig_2(const uint4* w, int rc, int groups, float* sink) {
-    steps_read<1, 2>(w, rc, groups, sink);
-}
+#define READ_ENTRY(name, PAT, D)                                                     \
+    extern "C" __global__ void name(const uint4* w, int rc, int groups, float* sink) { \
+        steps_read<PAT, D>(w, rc, groups, sink);                                        \
+    }
+READ_ENTRY(rowseg_1, 0, 1)
+READ_ENTRY(rowseg_2, 0, 2)
+READ_ENTRY(lanegrp_1, 2, 1)
+READ_ENTRY(lanegrp_2, 2, 2)
+READ_ENTRY(contig_1, 1, 1)
+READ_ENTRY(contig_2, 1, 2)
 """
 N, ROW_BYTES = 11008, 4096 // 32 * 18  # the Q4_0 goal weight: 11008 rows of 2304 bytes
 BPS = (2, 4, 8, 16)
