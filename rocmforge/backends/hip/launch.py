@@ -132,9 +132,9 @@ XR_DEFAULTS = {
 }
 XR_MIN_N = 4096
 # ... and a warp per row group (no K split, no block reduction) where one round of resident one-warp blocks
-# covers every row group, at least 8 of them an SM: 70.7-72.8% of copy bandwidth at 11008x4096 against 68-70%
-# with 2 warps in the same runs (H200, matvec_h200_xr_sweep5*.json); with fewer row groups an SM it leaves the
-# GPU idle (52% at 4096x11008), with more it takes two rounds
+# covers every row group, at least 8 of them an SM: 70.7-73.4% of copy bandwidth at 11008x4096 against
+# 68.0-70.4% with 2 warps in the same runs (H200, matvec_h200_xr_sweep5*.json, _sweep6.json); with fewer row
+# groups an SM it leaves the GPU idle (52-54% at 4096x11008), with more it takes two rounds
 XR_ONE_WARP = {"q4_0": {"RF_MMVR_WARPS": 1, "RF_MMVR_MINB": 12, "RF_MMVR_BPS": 12}}
 
 
