@@ -4,9 +4,9 @@
 // _s measured slower on an H100; mul_mat_vec_x (further down) is faster for large Q4_0 / Q8_0 weights but
 // quantizes x to int8 (see scripts/bench_matvec.py --sweep); its twin mul_mat_vec_xq reads x already
 // quantized by quantize_x8 (once per activation, shared by the mat-vecs that read it); mul_mat_vec_xb reads
-// that x with a whole GGUF block per lane (the int8 default for Q8_0 where rows are 16-byte multiples), and
-// mul_mat_vec_xr (at the end) reads row groups with plain 16-byte loads (the int8 default for Q4_0 where K
-// is a multiple of 256).
+// that x with a whole GGUF block per lane (the int8 default where rows are 16-byte multiples and K is not a
+// multiple of 256), and mul_mat_vec_xr (at the end) reads row groups with plain 16-byte loads (the int8
+// default for Q4_0 and Q8_0 where K is a multiple of 256).
 //
 // mul_mat_vec_q_<type> (quantized weights, opt-in): int8 dot products (dp4a).
 // Launch: grid (ceil(N / (RF_MMVQ_WARPS * RF_MMVQ_ROWS)), T), block RF_MMVQ_WARPS * RF_WARP threads,
@@ -942,8 +942,10 @@ RF_MMVB_ENTRY(q8_0, MB_Q8_0)
 // memory per block (cp.async, then a barrier) cost ~3 us of a 12 us launch; the loads alone, in this
 // pattern, reach 78% of copy bandwidth (RF_MMVR_ABLATE=2, one warp a row group), the loads and staging 76%
 // (ABLATE=1), the full kernel 71%: the last step's arithmetic, after the last bytes arrive, is most of the
-// gap. Slower and dropped: cp.async copies of the steps (2-4 stages, 50-61%), a lane reading a whole group
-// (a load instruction then reads half of each 32-byte sector: 62% as a pure read).
+// gap. Every warp starts at once, so the first loads come before any other index arithmetic (72-75% against
+// 71-73% for Q4_0, 79-83% against 62-65% for Q8_0). Slower and dropped: cp.async copies of the steps (2-4
+// stages, 50-61%), a lane reading a whole group (a load instruction then reads half of each 32-byte sector:
+// 62% as a pure read), the last step row by row or as a smaller fifth item (matvec_log.md).
 // Launch: grid (min(resident blocks, ceil(N / 8)), T), RF_MMVR_WARPS * RF_WARP threads; dynamic shared
 // memory: per warp 8 rows x H groups x (chunks a group + 1) x 16 bytes, and 2 x W x 8 floats.
 // Tunables (-D; launch.py XR_DEFAULTS, XR_ONE_WARP): RF_MMVR_WARPS (4), RF_MMVR_MINB (blocks per SM for the
@@ -1015,15 +1017,15 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
     rf_u8* stage = (rf_u8*)smem + warp * (8 * RP * 16);
     float* red = (float*)((rf_u8*)smem + W * (8 * RP * 16));
     // this lane's chunks of a step: chunk c = j * RF_WARP + lane is row c / CR's chunk m = c % CR, of the
-    // step's group m / CG (3 bits each in gpk); byte offsets from the row group's start, and in staging
+    // step's group m / CG; byte offsets from the row group's start (16 c + (c / CR) (row_bytes - 16 CR)), and
+    // in staging (dst[], after the first loads: every warp of the grid starts at once, and the first loads
+    // wait on off[] alone)
     int off[LOADS], dst[LOADS];
-    rf_u64 gpk = 0;
+    const int skip = (int)row_bytes - 16 * CR;
 #pragma unroll
     for (int j = 0; j < LOADS; ++j) {
-        const int c = j * RF_WARP + lane, rr = c / CR, m = c % CR;
-        off[j] = rr * (int)row_bytes + 16 * m;
-        dst[j] = 16 * (rr * RP + (m / CG) * GP + m % CG);
-        gpk |= (rf_u64)(m / CG) << (3 * j);
+        const unsigned c = j * RF_WARP + lane;
+        off[j] = 16 * c + c / CR * skip;
     }
     // step t of row group g into v; chunks past the row's last group or of rows past N are not loaded (what
     // v held stays: their lanes compute nothing, their rows are not written)
@@ -1037,9 +1039,8 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
             } else {
 #pragma unroll
                 for (int j = 0; j < LOADS; ++j) {
-                    const bool ok = t * H + (int)((gpk >> (3 * j)) & 7) < G &&
-                                    (nr >= 8 || (j * RF_WARP + lane) / CR < nr);
-                    if (ok) v[j] = *(const uint4*)(p + off[j]);
+                    const unsigned c = j * RF_WARP + lane;
+                    if (t * H + c % CR / CG < G && c / CR < nr) v[j] = *(const uint4*)(p + off[j]);
                 }
             }
         }
@@ -1070,6 +1071,11 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
     const int sh = 16 + 8 * (a & 2);                     // d in the low (16) or high (32) half
     float acc[8] = {};
     if (warp < steps) load();
+#pragma unroll
+    for (int j = 0; j < LOADS; ++j) {
+        const unsigned c = j * RF_WARP + lane, m = c % CR;
+        dst[j] = 16 * (c / CR * RP + m / CG * GP + m % CG);
+    }
     int parity = 0;
     for (int g = blockIdx.x; g < groups; g += gridDim.x) {  // block-uniform
         for (int t = warp; t < steps; t += W) {              // warp-uniform

@@ -92,7 +92,7 @@ def test_int8_activations_stay_close_to_numpy(tiny, prequant, blockwise, groupwi
     eager. prequant: x quantized once per activation value and shared by the mat-vecs that read it (Q/K/V,
     gate/up), so fewer quantizations than mat-vecs, and a replayed step re-quantizes each new activation.
     blockwise: mul_mat_vec_xb for ffn_down (K = 256: rows of 16-byte multiples), the others (K = 128: not)
-    on mul_mat_vec_xq; groupwise (the default): mul_mat_vec_xr for Q4_0's ffn_down (K a multiple of 256)."""
+    on mul_mat_vec_xq; groupwise (the default): mul_mat_vec_xr for ffn_down (K a multiple of 256)."""
     from rocmforge.backends.hip import HipBackend
     from rocmforge.backends.hip import launch as L
 
@@ -125,7 +125,7 @@ def test_int8_activations_stay_close_to_numpy(tiny, prequant, blockwise, groupwi
     else:
         assert calls["quantize"] == 0, calls
     quantized = any(t in tiny.parent.name for t in ("q4_0", "q8_0"))  # the int8 kernels' weight types
-    xr = groupwise and "q4_0" in tiny.parent.name  # ffn_down of a Q4_0 model; Q8_0's stays on xb
+    xr = groupwise and quantized  # ffn_down of a Q4_0 or Q8_0 model
     assert (calls["xr"] > 0) == xr and (calls["xb"] > 0) == (blockwise and quantized and not xr), calls
     assert (calls["mat-vec"] > 0) == quantized, calls
     np.testing.assert_array_equal(runs[1][0], runs[0][0])

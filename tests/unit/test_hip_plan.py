@@ -76,7 +76,7 @@ def test_quantized_x_is_made_once_per_value_and_run(monkeypatch):
 
 
 def test_xr_config_applies_to_its_types_where_k_allows():
-    """_xr_config (no GPU): mul_mat_vec_xr for xr_types (Q4_0 by default) with K a multiple of 256, packed
+    """_xr_config (no GPU): mul_mat_vec_xr for xr_types (Q4_0, Q8_0) with K a multiple of 256, packed
     16-byte aligned rows and at least xr_min_n rows; staging per warp, a block per row group at most."""
     import types
 
@@ -98,10 +98,14 @@ def test_xr_config_applies_to_its_types_where_k_allows():
     assert smem == 8 * 4 * 10 * 16 + 2 * 8 * 4 and blocks == 11008 // 8
     assert L._xr_config(ctx, q4, "q4_0", 8 * 8 * 132 - 8, 4096)[0]["RF_MMVR_WARPS"] == 2  # < 8 an SM
     assert L._xr_config(ctx, q4, "q4_0", 8 * 12 * 132 + 8, 4096)[0]["RF_MMVR_WARPS"] == 2  # two rounds
-    assert L._xr_config(ctx, q8, "q8_0", 11008, 4096) is None  # Q8_0: xb by default
-    ctx.xr_types = ("q4_0", "q8_0")
-    d8, smem8, _ = L._xr_config(ctx, q8, "q8_0", 11008, 4096)
-    assert smem8 == d8["RF_MMVR_WARPS"] * 8 * 4 * 18 * 16 + 2 * d8["RF_MMVR_WARPS"] * 8 * 4
+    d8, smem8, _ = L._xr_config(ctx, q8, "q8_0", 11008, 4096)  # Q8_0 too, one warp a row group
+    assert d8["RF_MMVR_WARPS"] == 1 and smem8 == 8 * 4 * 18 * 16 + 2 * 8 * 4
+    d8, smem8, _ = L._xr_config(
+        ctx, types.SimpleNamespace(row_bytes=11008 // 32 * 34, ptr=0), "q8_0", 4096, 11008
+    )
+    assert d8["RF_MMVR_WARPS"] == 2 and smem8 == 2 * 8 * 4 * 18 * 16 + 2 * 2 * 8 * 4
+    ctx.xr_types = ("q4_0",)
+    assert L._xr_config(ctx, q8, "q8_0", 11008, 4096) is None  # a type not in xr_types
     assert L._xr_config(ctx, q4, "q4_0", ctx.xr_min_n - 1, 4096) is None  # too few rows
     for K in (576, 896, 4864 + 32):  # K not a multiple of 256
         w = types.SimpleNamespace(row_bytes=K // 32 * 18, ptr=0)

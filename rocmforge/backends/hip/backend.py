@@ -137,8 +137,8 @@ class HipBackend:
         # the weights are large (bench_matvec.py), normalized MSE ~3e-5 instead of ~1e-11
         self.ctx.x8_matvec = int8_activations
         # ... x quantized once per activation and shared by the mat-vecs that read it; mul_mat_vec_xr (row
-        # groups, Q4_0) and mul_mat_vec_xb (a block per lane, Q8_0) where rows allow: the fastest of the int8
-        # kernels on an H200 (bench_matvec.py)
+        # groups, Q4_0 and Q8_0, K a multiple of 256) and mul_mat_vec_xb (a block per lane) where rows allow:
+        # the fastest of the int8 kernels on an H200 (bench_matvec.py)
         self.ctx.x8_prequant = self.ctx.x8_blockwise = self.ctx.x8_groupwise = int8_activations
         self.weights: dict[str, DevTensor] = {}
         self.state: dict[str, DevTensor] = {}

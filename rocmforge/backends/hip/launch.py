@@ -122,20 +122,25 @@ XB_DEFAULTS = {
 }
 XB_MIN_N = 4096  # faster than the f32 kernel at N = 4096 (the smallest N measured) for Q4_0 and Q8_0
 # mul_mat_vec_xr (row groups of 8 rows, plain 16-byte loads staged through shared memory): per-type defaults
-# (tunables override) from bench_matvec.py --sweep xr on an H200 (data/bench/matvec_h200_xr.json), and the
-# types it serves by default: Q4_0 (73% of copy bandwidth at 11008x4096 with one warp a row group, against
-# xb's 50%, matvec_h200_xr_one_warp.json); xb stays faster for Q8_0 (80% against 72%)
-XR_TYPES = ("q4_0",)
+# (tunables override) from bench_matvec.py --sweep xr on an H200, and the types it serves by default. Q4_0:
+# 73-75% of copy bandwidth at 11008x4096 with one warp a row group, against xb's 50%. Q8_0 since the first
+# loads no longer wait on the staging offsets (matvec_h200_xr_sweep_zinit.json, table_xr/_xb in the log):
+# 82% against xb's 80-81% at 11008x4096, 79-80% against 72-73% at 4096x11008 (4096x4096: 63% against 65%)
+XR_TYPES = ("q4_0", "q8_0")
 XR_DEFAULTS = {
     "q4_0": {"RF_MMVR_WARPS": 2, "RF_MMVR_MINB": 6, "RF_MMVR_BPS": 6, "RF_MMVR_XPF": 1},
-    "q8_0": {"RF_MMVR_WARPS": 4, "RF_MMVR_MINB": 2, "RF_MMVR_BPS": 2},
+    "q8_0": {"RF_MMVR_WARPS": 2, "RF_MMVR_MINB": 6, "RF_MMVR_BPS": 6, "RF_MMVR_XPF": 1},
 }
 XR_MIN_N = 4096
 # ... and a warp per row group (no K split, no block reduction) where one round of resident one-warp blocks
 # covers every row group, at least 8 of them an SM: 70.7-73.4% of copy bandwidth at 11008x4096 against
-# 68.0-70.4% with 2 warps in the same runs (H200, matvec_h200_xr_sweep5*.json, _sweep6.json); with fewer row
-# groups an SM it leaves the GPU idle (52-54% at 4096x11008), with more it takes two rounds
-XR_ONE_WARP = {"q4_0": {"RF_MMVR_WARPS": 1, "RF_MMVR_MINB": 12, "RF_MMVR_BPS": 12}}
+# 68.0-70.4% with 2 warps in the same runs (H200, matvec_h200_xr_sweep5*.json, _sweep6.json; Q8_0: 81-83%
+# against 78-80%, _sweep_zinit.json); with fewer row groups an SM it leaves the GPU idle (52-54% at
+# 4096x11008), with more it takes two rounds
+XR_ONE_WARP = {
+    "q4_0": {"RF_MMVR_WARPS": 1, "RF_MMVR_MINB": 12, "RF_MMVR_BPS": 12},
+    "q8_0": {"RF_MMVR_WARPS": 1, "RF_MMVR_MINB": 12, "RF_MMVR_BPS": 12},
+}
 
 
 @dataclass
