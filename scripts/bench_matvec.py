@@ -138,8 +138,16 @@ SWEEP_XB = [dict(kind="x8"), dict(kind="xq")] + [
 ]
 # --sweep xr: mul_mat_vec_xr against xb: (warps: the K split, blocks per SM for the registers and resident,
 # Q4_0 high nibbles by unsigned dp4a, ablation: WRONG results, diagnostics: 1 drops the dot products, 2 also
-# the staging)
-_XR_VARIANTS = [(2, 6, 1, 0), (2, 6, 0, 0), (1, 12, 1, 0), (1, 12, 0, 0), (1, 12, 1, 1), (1, 12, 1, 2)]
+# the staging), the one-warp kernel three times for the run's noise
+_XR_VARIANTS = [
+    (2, 6, 1, 0),
+    (1, 12, 1, 0),
+    (1, 12, 0, 0),
+    (1, 12, 1, 0),
+    (1, 12, 1, 0),
+    (1, 12, 1, 1),
+    (1, 12, 1, 2),
+]
 SWEEP_XR = [dict(kind="xb")] + [
     dict(
         kind="xr",

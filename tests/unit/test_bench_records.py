@@ -61,11 +61,15 @@ def test_load_read_patterns(path):
     np.testing.assert_allclose(df.pct_copy, 100 * 11008 * 2304 / (df.us * 1e-6) / df.attrs["copy_gbps"] / 1e9)
 
 
-def test_load_xr_trace():
+TRACES = sorted((DATA_DIR / "bench").glob("trace_xr*_h200.json"))
+
+
+@pytest.mark.parametrize("path", TRACES, ids=[p.stem for p in TRACES])
+def test_load_xr_trace(path):
     """Per-warp stamps of trace_matvec_xr.py: every warp's steps arrive in order, its arithmetic ends after
     its last arrival and before its exit; the loads-alone build ends its warps sooner after the last arrival
     than the full kernel (the tail the log describes)."""
-    df = load_xr_trace(DATA_DIR / "bench" / "trace_xr_h200.json")
+    df = load_xr_trace(path)
     assert set(df.variant) >= {"full", "no dot products (ABLATE=1)", "loads alone (ABLATE=2)"}
     assert (df.groupby("variant").size() == 11008 // 8).all()  # one warp a row group
     cols = ["entry", "arrive_0", "arrive_1", "arrive_2", "arrive_3", "done", "exit"]
