@@ -123,9 +123,10 @@ XB_DEFAULTS = {
 XB_MIN_N = 4096  # faster than the f32 kernel at N = 4096 (the smallest N measured) for Q4_0 and Q8_0
 # mul_mat_vec_xr (row groups of 8 rows, plain 16-byte loads staged through shared memory): per-type defaults
 # (tunables override) from bench_matvec.py --sweep xr on an H200, and the types it serves by default. Q4_0:
-# 73-75% of copy bandwidth at 11008x4096 with one warp a row group, against xb's 50%. Q8_0 since the first
-# loads no longer wait on the staging offsets (matvec_h200_xr_sweep_zinit.json, table_xr/_xb in the log):
-# 82% against xb's 80-81% at 11008x4096, 79-80% against 72-73% at 4096x11008 (4096x4096: 63% against 65%)
+# 72-75% of copy bandwidth at 11008x4096 with one warp a row group, against xb's 50%. Q8_0 since the first
+# loads no longer wait on the staging offsets (matvec_h200_xr_sweep_zinit.json; matvec_h200_xr_q8_table.json
+# against matvec_h200_xb_q8_table.json, one run): 82% against 80% at 11008x4096, 79% against 73% at
+# 4096x11008, 63% against 65% at 4096x4096
 XR_TYPES = ("q4_0", "q8_0")
 XR_DEFAULTS = {
     "q4_0": {"RF_MMVR_WARPS": 2, "RF_MMVR_MINB": 6, "RF_MMVR_BPS": 6, "RF_MMVR_XPF": 1},
