@@ -946,11 +946,20 @@ RF_MMVB_ENTRY(q8_0, MB_Q8_0)
 // 71-73% for Q4_0, 79-83% against 62-65% for Q8_0). Slower and dropped: cp.async copies of the steps (2-4
 // stages, 50-61%), a lane reading a whole group (a load instruction then reads half of each 32-byte sector:
 // 62% as a pure read), the last step row by row or as a smaller fifth item (matvec_log.md).
-// Launch: grid (min(resident blocks, ceil(N / 8)), T), RF_MMVR_WARPS * RF_WARP threads; dynamic shared
+// RF_MMVR_Q = Q (K = 256 H Q, one warp a block): a row is read as Q virtual rows of one step each (its
+// quarters for K = 4096), so a row group is 8 / Q whole rows, 4.6 KB of contiguous bytes (Q4_0), and each
+// round of the grid's loads reads one contiguous span of the weight; x's Q blocks a lane stay in registers,
+// loaded before the first weights; the Q virtual rows of a row are summed in registers before the warp
+// reduction. H200, 11008x4096: Q4_0 71.5-73.6% (loads and staging alone 78-80%, against 76% for row groups
+// of 8 rows), Q8_0 84-86% (80-83%). Slower and dropped: x loaded after the first weights (its hoisted scale
+// products held the first staging, or its late arrival the second item's loads: 67-70%), x copied to shared
+// memory by cp.async (41%).
+// Launch: grid (min(resident blocks, ceil(N / 8)), T) (Q: ceil(Q N / 8) row groups spread evenly over the
+// fewest rounds of resident blocks), RF_MMVR_WARPS * RF_WARP threads; dynamic shared
 // memory: per warp 8 rows x H groups x (chunks a group + 1) x 16 bytes, and 2 x W x 8 floats.
-// Tunables (-D; launch.py XR_DEFAULTS, XR_ONE_WARP): RF_MMVR_WARPS (4), RF_MMVR_MINB (blocks per SM for the
-// register budget; the launcher's RF_MMVR_BPS resident blocks), RF_MMVR_XPF (1: x prefetched with the
-// weights), RF_MMV_HI16 (Q4_0's dot, as in xb),
+// Tunables (-D; launch.py XR_DEFAULTS, XR_ONE_WARP, XR_WHOLE): RF_MMVR_WARPS (4), RF_MMVR_MINB (blocks per SM
+// for the register budget; the launcher's RF_MMVR_BPS resident blocks), RF_MMVR_XPF (1: x prefetched with the
+// weights), RF_MMVR_Q (whole rows, above), RF_MMV_HI16 (Q4_0's dot, as in xb),
 // RF_MMVR_ABLATE (diagnostic, WRONG results: 1 keeps loads and staging but drops the dot products, 2 keeps
 // only the loads), RF_MMVR_TRACE (diagnostic: per-warp time stamps, scripts/trace_matvec_xr.py).
 // Bytes: the weights once; x (K * 1.25) through L1 per block and row group (L2-resident).
@@ -962,6 +971,9 @@ RF_MMVB_ENTRY(q8_0, MB_Q8_0)
 #endif
 #ifndef RF_MMVR_XPF
 #define RF_MMVR_XPF 0  // 1: x of the next item loaded with its weights (10 registers more)
+#endif
+#ifndef RF_MMVR_Q
+#define RF_MMVR_Q 0  // Q > 0 (one warp a block, XPF 0): K = 256 H Q; a row group is 8 / Q whole rows (see above)
 #endif
 #ifndef RF_MMVR_TRACE
 #define RF_MMVR_TRACE 0  // diagnostics (CUDA): time stamps of the first RF_MMVR_TRACE warps, rf_mmvr_trace
@@ -1001,10 +1013,19 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
     constexpr int CR = H * CG;        // chunks of a row per step
     constexpr int GP = CG + 1, RP = H * GP;  // staging: chunks a group (one of padding), a row
     constexpr int LOADS = CG;                // 8 * CR / RF_WARP: chunks per lane and step
+    // Q > 0: row r's Q quarters (H groups each; quarter for RF_WARP = 32) are the virtual rows Q r ... Q r + Q - 1,
+    // of one step each: a row group is RR = 8 / Q whole rows, contiguous bytes
+    constexpr int Q = RF_MMVR_Q, RR = Q ? 8 / Q : 8, SPAN = 32 / RR;  // a row's sum ends in lanes of SPAN
+    static_assert(Q == 0 || (W == 1 && 8 % Q == 0 && !RF_MMVR_XPF), "RF_MMVR_Q: one warp a block, no XPF");
     RF_DYN_SHARED(int, smem);
     const int warp = threadIdx.x / RF_WARP, lane = threadIdx.x % RF_WARP;
     const int b = lane & 7, h = lane >> 3;
-    const int G = K / 256, steps = (G + H - 1) / H, groups = (N + 7) / 8;
+    const int n_rows = N;  // real rows
+    if (Q) {  // the virtual rows (x keeps the real K)
+        row_bytes = 16 * CR;
+        N *= Q;
+    }
+    const int G = Q ? H : K / 256, steps = (G + H - 1) / H, groups = (N + 7) / 8;
 #if RF_MMVR_TRACE && defined(RF_CUDA)
     const int tw = blockIdx.x * W + warp;
     int items = 0;
@@ -1070,6 +1091,20 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
     const rf_u8* rd = stage + 16 * (h * GP) + (a & ~3);  // ... its first word in row 0's staging
     const int sh = 16 + 8 * (a & 2);                     // d in the low (16) or high (32) half
     float acc[8] = {};
+#if RF_MMVR_Q
+    // x of quarter i (every row group's virtual rows r with r % Q == i), loaded before the first weights: the
+    // first item's arithmetic waits for both (loaded later, x costs a round trip that delays every later item),
+    // and work on x hoisted out of the loop would hold the first staging until x is in
+    int4 xqa[Q], xqb[Q];
+    float2 xqd[Q];
+#pragma unroll
+    for (int i = 0; i < Q; ++i) {
+        const int xk = 8 * (i * H + h) + b;
+        xqa[i] = *(const int4*)(xq + 32 * xk);
+        xqb[i] = *(const int4*)(xq + 32 * xk + 16);
+        xqd[i] = ((const float2*)(xq + K))[xk];
+    }
+#endif
     if (warp < steps) load();
 #pragma unroll
     for (int j = 0; j < LOADS; ++j) {
@@ -1103,13 +1138,17 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
                     acc[r] += (float)(int)(wp[0] ^ wp[T::WORDS - 1]);
                 }
 #else
-#if !RF_MMVR_XPF
+#if !RF_MMVR_XPF && !RF_MMVR_Q
                 const int4 xa = *(const int4*)(xq + 32 * blk);
                 const int4 xb = *(const int4*)(xq + 32 * blk + 16);
                 const float2 xd = ((const float2*)(xq + K))[blk];
 #endif
 #pragma unroll
                 for (int r = 0; r < 8; ++r) {
+#if RF_MMVR_Q
+                    const int4 xa = xqa[r % Q], xb = xqb[r % Q];
+                    const float2 xd = xqd[r % Q];
+#endif
                     const rf_u32* wp = (const rf_u32*)(rd + r * (RP * 16));
                     rf_u32 wd[T::WORDS];
 #pragma unroll
@@ -1122,32 +1161,37 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
 #endif
         }
         MMVR_STAMP(10, clock64());
-        // the row group is done: the 8 rows summed over the warp (lane 4 i: row i), then over the warps
+        // the row group is done: its RR rows summed over the warp (lane SPAN i: row i; 8 rows: lane 4 i), then
+        // over the warps
+        if constexpr (Q > 1) {  // a real row's virtual rows first (in registers)
+#pragma unroll
+            for (int r = 0; r < RR; ++r) {
+                float s = acc[r * Q];
+#pragma unroll
+                for (int i = 1; i < Q; ++i) s += acc[r * Q + i];
+                acc[r] = s;
+            }
+        }
 #pragma unroll
         for (int m = RF_WARP / 2; m >= 32; m /= 2) {
 #pragma unroll
-            for (int r = 0; r < 8; ++r) acc[r] += rf_shfl_xor(acc[r], m);
+            for (int r = 0; r < RR; ++r) acc[r] += rf_shfl_xor(acc[r], m);
         }
-        // lanes that differ in bit 4 (3, 2) swap halves: each keeps 4 (2, 1) rows' partial sums
-        const bool b4 = lane & 16, b3 = lane & 8, b2 = lane & 4;
+        // lanes that differ in bit SPAN s swap halves of their s-row sets (8 rows: bits 4, 3, 2)
 #pragma unroll
-        for (int r = 0; r < 4; ++r) {
-            const float keep = b4 ? acc[r + 4] : acc[r], give = b4 ? acc[r] : acc[r + 4];
-            acc[r] = keep + rf_shfl_xor(give, 16);
+        for (int s = RR / 2; s >= 1; s /= 2) {
+            const bool up = lane & (SPAN * s);
+#pragma unroll
+            for (int r = 0; r < s; ++r) {
+                const float keep = up ? acc[r + s] : acc[r], give = up ? acc[r] : acc[r + s];
+                acc[r] = keep + rf_shfl_xor(give, SPAN * s);
+            }
         }
 #pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            const float keep = b3 ? acc[r + 2] : acc[r], give = b3 ? acc[r] : acc[r + 2];
-            acc[r] = keep + rf_shfl_xor(give, 8);
-        }
-        {
-            const float keep = b2 ? acc[1] : acc[0], give = b2 ? acc[0] : acc[1];
-            acc[0] = keep + rf_shfl_xor(give, 4);
-        }
-        acc[0] += rf_shfl_xor(acc[0], 2);
-        acc[0] += rf_shfl_xor(acc[0], 1);
-        if constexpr (W == 1) {  // lane 4 i holds row i's sum
-            if ((lane & 3) == 0 && lane < 32 && g * 8 + (lane >> 2) < N) y[g * 8 + (lane >> 2)] = acc[0];
+        for (int m = SPAN / 2; m >= 1; m /= 2) acc[0] += rf_shfl_xor(acc[0], m);
+        if constexpr (W == 1) {  // lane SPAN i holds row i's sum
+            const int row = g * RR + (lane & 31) / SPAN;
+            if (lane % SPAN == 0 && lane < 32 && row < n_rows) y[row] = acc[0];
         } else {
             // red: [2][W][8] partial sums by group parity (a barrier a group keeps readers and writers apart)
             if ((lane & 3) == 0 && lane < 32) red[(parity * W + warp) * 8 + (lane >> 2)] = acc[0];

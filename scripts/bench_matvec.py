@@ -136,29 +136,24 @@ SWEEP_XB = [dict(kind="x8"), dict(kind="xq")] + [
         (2, 8, 2, 11, 2),
     ]
 ]
-# --sweep xr: mul_mat_vec_xr against xb: (warps: the K split, blocks per SM for the registers and resident,
-# Q4_0 high nibbles by unsigned dp4a, ablation: WRONG results, diagnostics: 1 drops the dot products, 2 also
-# the staging), the one-warp kernel three times for the run's noise
-_XR_VARIANTS = [
-    (2, 6, 1, 0),
-    (1, 12, 1, 0),
-    (1, 12, 0, 0),
-    (1, 12, 1, 0),
-    (1, 12, 1, 0),
-    (1, 12, 1, 1),
-    (1, 12, 1, 2),
-]
-SWEEP_XR = [dict(kind="xb")] + [
-    dict(
-        kind="xr",
-        RF_MMVR_WARPS=w,
-        RF_MMVR_MINB=m,
-        RF_MMVR_BPS=m,
-        RF_MMVR_XPF=1,
-        RF_MMV_HI16=u,
-        RF_MMVR_ABLATE=a,
-    )
-    for w, m, u, a in _XR_VARIANTS
+# --sweep xr: mul_mat_vec_xr against xb: row groups of 8 rows with one warp (the default before whole
+# rows, x prefetched with the weights) and whole rows a row group (RF_MMVR_Q, the default where K allows),
+# each twice for the run's noise; as many blocks as are resident (EVEN 0);
+# more blocks an SM (fewer rounds); ablations of the whole-row
+# kernel: WRONG results, diagnostics (1 drops the dot products, 2 also the staging)
+_XR_ONE = dict(kind="xr", RF_MMVR_QMAX=0, RF_MMVR_WARPS=1, RF_MMVR_MINB=12, RF_MMVR_BPS=12, RF_MMVR_XPF=1)
+SWEEP_XR = [
+    dict(kind="xb"),
+    _XR_ONE,
+    dict(kind="xr"),
+    _XR_ONE,
+    dict(kind="xr"),
+    dict(kind="xr", RF_MMVR_EVEN=0),
+    dict(kind="xr", RF_MMVR_MINB=14, RF_MMVR_BPS=14),
+    dict(kind="xr", RF_MMVR_MINB=16, RF_MMVR_BPS=16),
+    dict(kind="xr", RF_MMVR_MINB=16, RF_MMVR_BPS=16),
+    dict(kind="xr", RF_MMVR_ABLATE=1),
+    dict(kind="xr", RF_MMVR_ABLATE=2),
 ]
 _OFF = dict(
     staged_matvec=False,

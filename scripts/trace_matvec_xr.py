@@ -6,7 +6,8 @@ exit), runs the Q4_0 11008x4096 mat-vec with the launcher's configuration after 
 prints, over the warps (medians over launches): the first step's arrival after entry, the spacing of later
 arrivals, the time from the last arrival to the end of the arithmetic (the tail), and the spread of entries
 and exits across the grid (rocmforge.bench.xr_trace_frame converts the stamps). Variants: the default
-kernel and the diagnostic builds without dot products (ABLATE=1) and with the loads alone (ABLATE=2).
+kernel, the diagnostic builds without dot products (ABLATE=1) and with the loads alone (ABLATE=2), and row
+groups of 8 rows where the default takes whole rows (RF_MMVR_QMAX=0).
 Usage: python scripts/trace_matvec_xr.py [--json F] [--shape NxK] [--reps R]
 """
 
@@ -98,6 +99,7 @@ def main() -> None:
         ("full", {}),
         ("no dot products (ABLATE=1)", {"RF_MMVR_ABLATE": 1}),
         ("loads alone (ABLATE=2)", {"RF_MMVR_ABLATE": 2}),
+        ("row groups of 8 rows (QMAX=0)", {"RF_MMVR_QMAX": 0}),
     )
     for name, extra in variants:
         t = trace(be, timer, w, x, y, N, K, extra, args.reps)

@@ -287,6 +287,7 @@ _int8_cases(
 # ... row groups of 8 rows read in steps of 16-byte loads (mul_mat_vec_xr, K a multiple of 256; K = 576 is not
 # and falls back to xq). K = 2304 (9 groups of 8 blocks), 4864 (19) and 11008 (43) end in a partial step;
 # N = 5, 515, 1001 end in a partial row group; 5000 rows on 1 block an SM give blocks several groups in turn.
+# K = 2048, 4096 (and 8192 with RF_MMVR_QMAX 8) take whole rows a row group.
 def _xr(warps: int, minb: int, bps: int) -> dict[str, int]:
     return {"RF_MMVR_WARPS": warps, "RF_MMVR_MINB": minb, "RF_MMVR_BPS": bps}
 
@@ -318,6 +319,15 @@ _int8_cases(
         (1001, 2304, 1, {"RF_MMV_HI16": 0}),
         # with trace_matvec_xr.py's time stamps (results unchanged)
         (515, 4096, 2, {**_xr(1, 12, 12), "RF_MMVR_XPF": 1, "RF_MMVR_TRACE": 64}),
+        # whole rows a row group (RF_MMVR_Q, XR_WHOLE; K = 4096 above too): Q = 2 (K = 2048, 4 rows a group,
+        # 515 ends in 3), Q = 8 (1 row), several groups a block in turn (1 block an SM), Q turned off, as many
+        # blocks as are resident
+        (515, 2048, 3, {}),
+        (77, 8192, 1, {"RF_MMVR_QMAX": 8}),
+        (5001, 4096, 2, {"RF_MMVR_BPS": 1}),
+        (11008, 4096, 1, {"RF_MMVR_QMAX": 0}),
+        (515, 4096, 1, {"RF_MMVR_TRACE": 64}),
+        (1001, 4096, 2, {"RF_MMVR_EVEN": 0}),
     ],
     x8_prequant=True,
     x8_blockwise=True,

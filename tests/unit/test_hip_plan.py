@@ -84,6 +84,7 @@ def test_xr_config_applies_to_its_types_where_k_allows():
 
     ctx = L.Ctx(mods=None, warp=32, n_sm=132)
     ctx.smem_block, ctx.smem_sm = 227 * 1024, 228 * 1024
+    ctx.tunables = {"RF_MMVR_QMAX": 0}  # row groups of 8 rows (whole rows: the next test)
     q4 = types.SimpleNamespace(row_bytes=4096 // 32 * 18, ptr=1 << 20)
     q8 = types.SimpleNamespace(row_bytes=4096 // 32 * 34, ptr=1 << 20)
     for N in (4096, 32000):  # 4 and 30 row groups an SM: the defaults
@@ -117,6 +118,44 @@ def test_xr_config_applies_to_its_types_where_k_allows():
     w2304 = types.SimpleNamespace(row_bytes=2304 // 32 * 18, ptr=0)
     d2, smem2, blocks2 = L._xr_config(ctx, w2304, "q4_0", 5000, 2304)
     assert d2["RF_MMVR_WARPS"] == 8 and smem2 == 8 * 8 * 4 * 10 * 16 + 2 * 8 * 8 * 4 and blocks2 == 132
+
+
+def test_xr_config_takes_whole_rows_where_k_is_256_h_q():
+    """_xr_config (no GPU): whole rows a row group (RF_MMVR_Q = K / (256 H), 2 <= Q <= RF_MMVR_QMAX, one
+    warp a block, no x prefetch), the row groups (Q N / 8) spread evenly over the fewest rounds of resident
+    blocks; Q8_0 with fewer blocks an SM (XR_WHOLE); off where K does not allow or with more warps a block."""
+    import types
+
+    from rocmforge.backends.hip import launch as L
+
+    ctx = L.Ctx(mods=None, warp=32, n_sm=132)
+    ctx.smem_block, ctx.smem_sm = 227 * 1024, 228 * 1024
+
+    def weight(kt: str, K: int) -> types.SimpleNamespace:
+        return types.SimpleNamespace(row_bytes=K // 32 * {"q4_0": 18, "q8_0": 34}[kt], ptr=1 << 20)
+
+    # Q4_0 K = 4096: Q = 4, 12 blocks an SM (1,584 at most); 5,504 row groups -> 4 rounds of 1,376 blocks
+    for N, blocks in ((11008, 1376), (4096, 1024), (32000, 1455)):
+        d, smem, b = L._xr_config(ctx, weight("q4_0", 4096), "q4_0", N, 4096)
+        assert d["RF_MMVR_Q"] == 4 and d["RF_MMVR_WARPS"] == 1 and d["RF_MMVR_XPF"] == 0
+        assert d["RF_MMVR_MINB"] == 12 and "RF_MMVR_QMAX" not in d and "RF_MMVR_EVEN" not in d
+        assert smem == 8 * 4 * 10 * 16 + 2 * 8 * 4 and b == blocks
+    d, _, b = L._xr_config(ctx, weight("q8_0", 4096), "q8_0", 11008, 4096)  # 8 an SM: 6 rounds of 918
+    assert d["RF_MMVR_Q"] == 4 and d["RF_MMVR_MINB"] == 8 and b == 918
+    d, _, b = L._xr_config(ctx, weight("q4_0", 2048), "q4_0", 5001, 2048)  # Q = 2: 4 rows a group
+    assert d["RF_MMVR_Q"] == 2 and b == 1251
+    for K in (1024, 8192, 11008, 2304):  # Q = 1, Q = 8 > QMAX, 43 and 9 groups: row groups of 8 rows
+        assert "RF_MMVR_Q" not in L._xr_config(ctx, weight("q4_0", K), "q4_0", 11008, K)[0]
+    ctx.tunables = {"RF_MMVR_QMAX": 8}
+    assert L._xr_config(ctx, weight("q4_0", 8192), "q4_0", 4096, 8192)[0]["RF_MMVR_Q"] == 8
+    ctx.tunables = {"RF_MMVR_EVEN": 0}  # as many blocks as are resident
+    assert L._xr_config(ctx, weight("q4_0", 4096), "q4_0", 11008, 4096)[2] == 1584
+    ctx.tunables = {"RF_MMVR_WARPS": 2}
+    assert "RF_MMVR_Q" not in L._xr_config(ctx, weight("q4_0", 4096), "q4_0", 11008, 4096)[0]
+    ctx.tunables = {"RF_MMVR_Q": 4, "RF_MMVR_QMAX": 0}  # the launcher alone sets Q
+    assert "RF_MMVR_Q" not in L._xr_config(ctx, weight("q4_0", 4096), "q4_0", 11008, 4096)[0]
+    ctx.tunables, ctx.warp = {}, 64  # 64-wide waves: 8 groups a step, so K = 4096 is Q = 2
+    assert L._xr_config(ctx, weight("q4_0", 4096), "q4_0", 11008, 4096)[0]["RF_MMVR_Q"] == 2
 
 
 def test_xb_config_applies_where_rows_allow_and_caps_resident_blocks():

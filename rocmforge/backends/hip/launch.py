@@ -142,6 +142,16 @@ XR_ONE_WARP = {
     "q4_0": {"RF_MMVR_WARPS": 1, "RF_MMVR_MINB": 12, "RF_MMVR_BPS": 12},
     "q8_0": {"RF_MMVR_WARPS": 1, "RF_MMVR_MINB": 12, "RF_MMVR_BPS": 12},
 }
+# ... and whole rows a row group (RF_MMVR_Q = K / (256 H): one warp a block, a row group 8 / Q whole rows,
+# contiguous) where K = 256 H Q with 2 <= Q <= RF_MMVR_QMAX (a host-side tunable; 0 turns it off), the row
+# groups spread evenly over as few rounds of resident blocks as hold them (host-side RF_MMVR_EVEN 0: as many
+# blocks as are resident). H200, 11008x4096, same runs (matvec_h200_xr_sweep_whole_{xfirst,even,xlate,xsm,
+# minb}.json): Q4_0 71.5-73.6% against 71.2-72.9% for row groups of 8 rows, Q8_0 84.4-86.3% against 80.3-82.6%
+XR_WHOLE = {
+    "q4_0": {"RF_MMVR_WARPS": 1, "RF_MMVR_MINB": 12, "RF_MMVR_BPS": 12, "RF_MMVR_XPF": 0, "RF_MMVR_QMAX": 4},
+    # x's 40 registers a lane on top of 17 chunks: 12 blocks an SM spill, 8 do not
+    "q8_0": {"RF_MMVR_WARPS": 1, "RF_MMVR_MINB": 8, "RF_MMVR_BPS": 8, "RF_MMVR_XPF": 0, "RF_MMVR_QMAX": 4},
+}
 
 
 @dataclass
@@ -554,22 +564,38 @@ def _xr_config(ctx: Ctx, w: DevTensor, kt: str, N: int, K: int) -> tuple[dict[st
     apply: a type not in xr_types, fewer rows than xr_min_n, K not a multiple of 256 (a group of 8 blocks is
     whole 16-byte chunks), rows not packed or not aligned. As many blocks as are resident at once
     (RF_MMVR_BPS per SM), no more than give every block a row group of 8 rows; one-warp blocks where one
-    round of them covers the row groups (XR_ONE_WARP)."""
+    round of them covers the row groups (XR_ONE_WARP); whole rows a row group where K allows (XR_WHOLE)."""
     packed = w.row_bytes == K // 32 * XB_BLOCK_BYTES.get(kt, 0)
     if kt not in ctx.xr_types or N < ctx.xr_min_n or K % 256 or not packed or w.ptr % 16:
         return None
     d = dict(XR_DEFAULTS[kt])
     one = XR_ONE_WARP.get(kt)
-    if one and 8 * ctx.n_sm <= cdiv(N, 8) <= one["RF_MMVR_BPS"] * ctx.n_sm:
+    h = ctx.warp // 8  # groups of 8 blocks a step
+    q = K // (256 * h) if K % (256 * h) == 0 else 0
+    whole = kt in XR_WHOLE and 2 <= q <= ctx.tunables.get("RF_MMVR_QMAX", XR_WHOLE[kt]["RF_MMVR_QMAX"])
+    whole = whole and 8 % q == 0
+    if whole:
+        d.update(XR_WHOLE[kt])
+    elif one and 8 * ctx.n_sm <= cdiv(N, 8) <= one["RF_MMVR_BPS"] * ctx.n_sm:
         d.update(one)
     d.update(ctx.mmv_defines())
+    d.pop("RF_MMVR_QMAX", None)
+    even = d.pop("RF_MMVR_EVEN", 1)
     warps, bps = d.get("RF_MMVR_WARPS", 4), d.pop("RF_MMVR_BPS", 4)
+    whole = whole and warps == 1 and not d.get("RF_MMVR_XPF", 0)
+    d.pop("RF_MMVR_Q", None)
+    if whole:
+        d["RF_MMVR_Q"] = q
     # staging: per warp 8 rows x (warp / 8) groups x (chunks of a group + 1 of padding) x 16 bytes; 2 x warps
     # x 8 partial sums
     smem = warps * 8 * (ctx.warp // 8) * (XB_BLOCK_BYTES[kt] // 2 + 1) * 16 + 2 * warps * 8 * 4
     if smem > ctx.smem_block:
         return None
-    return d, smem, min(ctx.n_sm * ctx.resident_blocks(bps, smem), cdiv(N, 8))
+    most = ctx.n_sm * ctx.resident_blocks(bps, smem)
+    if whole and even:  # Q N virtual rows; every block the same number of row groups
+        groups = cdiv(q * N, 8)
+        return d, smem, cdiv(groups, cdiv(groups, most))
+    return d, smem, min(most, cdiv(q * N if whole else N, 8))
 
 
 def _mul_mat_vec_xr(
