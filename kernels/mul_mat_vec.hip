@@ -950,16 +950,16 @@ RF_MMVB_ENTRY(q8_0, MB_Q8_0)
 // quarters for K = 4096), so a row group is 8 / Q whole rows, 4.6 KB of contiguous bytes (Q4_0), and each
 // round of the grid's loads reads one contiguous span of the weight; x's Q blocks a lane stay in registers,
 // loaded before the first weights; the Q virtual rows of a row are summed in registers before the warp
-// reduction. H200, 11008x4096: Q4_0 71.5-73.6% (loads and staging alone 78-80%, against 76% for row groups
-// of 8 rows), Q8_0 84-86% (80-83%). Slower and dropped: x loaded after the first weights (its hoisted scale
-// products held the first staging, or its late arrival the second item's loads: 67-70%), x copied to shared
-// memory by cp.async (41%).
+// reduction. H200, 11008x4096: Q4_0 71.5-73.6% on five machines (loads and staging alone 78-80%, against 76%
+// for row groups of 8 rows), 74.4-75.1% with RF_MMVR_XDEP on a sixth (73.2-73.9% without); Q8_0 84-86%
+// (80-83%). Slower and dropped: x loaded after the first weights (its hoisted scale products held the first
+// staging, or its late arrival the second item's loads: 67-70%), x copied to shared memory by cp.async (41%).
 // Launch: grid (min(resident blocks, ceil(N / 8)), T) (Q: ceil(Q N / 8) row groups spread evenly over the
 // fewest rounds of resident blocks), RF_MMVR_WARPS * RF_WARP threads; dynamic shared
 // memory: per warp 8 rows x H groups x (chunks a group + 1) x 16 bytes, and 2 x W x 8 floats.
 // Tunables (-D; launch.py XR_DEFAULTS, XR_ONE_WARP, XR_WHOLE): RF_MMVR_WARPS (4), RF_MMVR_MINB (blocks per SM
 // for the register budget; the launcher's RF_MMVR_BPS resident blocks), RF_MMVR_XPF (1: x prefetched with the
-// weights), RF_MMVR_Q (whole rows, above), RF_MMV_HI16 (Q4_0's dot, as in xb),
+// weights), RF_MMVR_Q (whole rows, above), RF_MMVR_XDEP, RF_MMV_HI16 (Q4_0's dot, as in xb),
 // RF_MMVR_ABLATE (diagnostic, WRONG results: 1 keeps loads and staging but drops the dot products, 2 keeps
 // only the loads), RF_MMVR_TRACE (diagnostic: per-warp time stamps, scripts/trace_matvec_xr.py).
 // Bytes: the weights once; x (K * 1.25) through L1 per block and row group (L2-resident).
@@ -974,6 +974,11 @@ RF_MMVB_ENTRY(q8_0, MB_Q8_0)
 #endif
 #ifndef RF_MMVR_Q
 #define RF_MMVR_Q 0  // Q > 0 (one warp a block, XPF 0): K = 256 H Q; a row group is 8 / Q whole rows (see above)
+#endif
+#ifndef RF_MMVR_XDEP
+// with Q (CUDA): 1 ties x's scales to each item's staged weights through an empty asm, so that work on them is
+// not hoisted above the first item's staging (which would then wait for x as well as for the weights)
+#define RF_MMVR_XDEP 0
 #endif
 #ifndef RF_MMVR_TRACE
 #define RF_MMVR_TRACE 0  // diagnostics (CUDA): time stamps of the first RF_MMVR_TRACE warps, rf_mmvr_trace
@@ -1145,14 +1150,17 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
 #endif
 #pragma unroll
                 for (int r = 0; r < 8; ++r) {
-#if RF_MMVR_Q
-                    const int4 xa = xqa[r % Q], xb = xqb[r % Q];
-                    const float2 xd = xqd[r % Q];
-#endif
                     const rf_u32* wp = (const rf_u32*)(rd + r * (RP * 16));
                     rf_u32 wd[T::WORDS];
 #pragma unroll
                     for (int k = 0; k < T::WORDS; ++k) wd[k] = wp[k];
+#if RF_MMVR_Q
+                    const int4 xa = xqa[r % Q], xb = xqb[r % Q];
+                    float2 xd = xqd[r % Q];
+#if RF_MMVR_XDEP && defined(RF_CUDA)
+                    asm("" : "+f"(xd.x), "+f"(xd.y) : "r"(wd[0]));  // see RF_MMVR_XDEP
+#endif
+#endif
                     acc[r] += T::dot(wd, sh, xa, xb, xd);
                 }
 #endif

@@ -321,13 +321,14 @@ _int8_cases(
         (515, 4096, 2, {**_xr(1, 12, 12), "RF_MMVR_XPF": 1, "RF_MMVR_TRACE": 64}),
         # whole rows a row group (RF_MMVR_Q, XR_WHOLE; K = 4096 above too): Q = 2 (K = 2048, 4 rows a group,
         # 515 ends in 3), Q = 8 (1 row), several groups a block in turn (1 block an SM), Q turned off, as many
-        # blocks as are resident
+        # blocks as are resident, x's scales tied to the weights
         (515, 2048, 3, {}),
         (77, 8192, 1, {"RF_MMVR_QMAX": 8}),
         (5001, 4096, 2, {"RF_MMVR_BPS": 1}),
         (11008, 4096, 1, {"RF_MMVR_QMAX": 0}),
         (515, 4096, 1, {"RF_MMVR_TRACE": 64}),
         (1001, 4096, 2, {"RF_MMVR_EVEN": 0}),
+        (1001, 4096, 1, {"RF_MMVR_XDEP": 1}),
     ],
     x8_prequant=True,
     x8_blockwise=True,

@@ -122,8 +122,9 @@ def test_xr_config_applies_to_its_types_where_k_allows():
 
 def test_xr_config_takes_whole_rows_where_k_is_256_h_q():
     """_xr_config (no GPU): whole rows a row group (RF_MMVR_Q = K / (256 H), 2 <= Q <= RF_MMVR_QMAX, one
-    warp a block, no x prefetch), the row groups (Q N / 8) spread evenly over the fewest rounds of resident
-    blocks; Q8_0 with fewer blocks an SM (XR_WHOLE); off where K does not allow or with more warps a block."""
+    warp a block, no x prefetch, x's scales tied to the weights), the row groups (Q N / 8) spread evenly over
+    the fewest rounds of resident blocks; Q8_0 with fewer blocks an SM (XR_WHOLE); off where K does not
+    allow or with more warps a block."""
     import types
 
     from rocmforge.backends.hip import launch as L
@@ -139,6 +140,7 @@ def test_xr_config_takes_whole_rows_where_k_is_256_h_q():
         d, smem, b = L._xr_config(ctx, weight("q4_0", 4096), "q4_0", N, 4096)
         assert d["RF_MMVR_Q"] == 4 and d["RF_MMVR_WARPS"] == 1 and d["RF_MMVR_XPF"] == 0
         assert d["RF_MMVR_MINB"] == 12 and "RF_MMVR_QMAX" not in d and "RF_MMVR_EVEN" not in d
+        assert d["RF_MMVR_XDEP"] == 1  # x's scales tied to the staged weights
         assert smem == 8 * 4 * 10 * 16 + 2 * 8 * 4 and b == blocks
     d, _, b = L._xr_config(ctx, weight("q8_0", 4096), "q8_0", 11008, 4096)  # 8 an SM: 6 rounds of 918
     assert d["RF_MMVR_Q"] == 4 and d["RF_MMVR_MINB"] == 8 and b == 918

@@ -147,10 +147,13 @@ XR_ONE_WARP = {
 # groups spread evenly over as few rounds of resident blocks as hold them (host-side RF_MMVR_EVEN 0: as many
 # blocks as are resident). H200, 11008x4096, same runs (matvec_h200_xr_sweep_whole_{xfirst,even,xlate,xsm,
 # minb}.json): Q4_0 71.5-73.6% against 71.2-72.9% for row groups of 8 rows, Q8_0 84.4-86.3% against 80.3-82.6%
+# (+1 point for Q4_0 with RF_MMVR_XDEP: 74.4-75.1% against 73.2-73.9% on one H200,
+# matvec_h200_xr_sweep_xdep*.json, matvec_h200_xr_whole_xdep.json)
+_WHOLE = {"RF_MMVR_WARPS": 1, "RF_MMVR_XPF": 0, "RF_MMVR_QMAX": 4, "RF_MMVR_XDEP": 1}
 XR_WHOLE = {
-    "q4_0": {"RF_MMVR_WARPS": 1, "RF_MMVR_MINB": 12, "RF_MMVR_BPS": 12, "RF_MMVR_XPF": 0, "RF_MMVR_QMAX": 4},
+    "q4_0": {**_WHOLE, "RF_MMVR_MINB": 12, "RF_MMVR_BPS": 12},
     # x's 40 registers a lane on top of 17 chunks: 12 blocks an SM spill, 8 do not
-    "q8_0": {"RF_MMVR_WARPS": 1, "RF_MMVR_MINB": 8, "RF_MMVR_BPS": 8, "RF_MMVR_XPF": 0, "RF_MMVR_QMAX": 4},
+    "q8_0": {**_WHOLE, "RF_MMVR_MINB": 8, "RF_MMVR_BPS": 8},
 }
 
 
