@@ -138,7 +138,7 @@ SWEEP_XB = [dict(kind="x8"), dict(kind="xq")] + [
 ]
 # --sweep xr: mul_mat_vec_xr against xb: row groups of 8 rows with one warp (the default before whole
 # rows, x prefetched with the weights) and whole rows a row group (RF_MMVR_Q, the default where K allows),
-# each twice for the run's noise; x's scales tied to the staged weights (XDEP 1, twice); ablations of the
+# each twice for the run's noise; x's scales not tied to the staged weights (XDEP 0, twice); ablations of the
 # whole-row kernel: WRONG results, diagnostics (1 drops the dot products, 2 also the staging)
 _XR_ONE = dict(kind="xr", RF_MMVR_QMAX=0, RF_MMVR_WARPS=1, RF_MMVR_MINB=12, RF_MMVR_BPS=12, RF_MMVR_XPF=1)
 SWEEP_XR = [
@@ -147,8 +147,8 @@ SWEEP_XR = [
     dict(kind="xr"),
     _XR_ONE,
     dict(kind="xr"),
-    dict(kind="xr", RF_MMVR_XDEP=1),
-    dict(kind="xr", RF_MMVR_XDEP=1),
+    dict(kind="xr", RF_MMVR_XDEP=0),
+    dict(kind="xr", RF_MMVR_XDEP=0),
     dict(kind="xr", RF_MMVR_ABLATE=1),
     dict(kind="xr", RF_MMVR_ABLATE=2),
 ]

@@ -7,7 +7,7 @@ prints, over the warps (medians over launches): the first step's arrival after e
 arrivals, the time from the last arrival to the end of the arithmetic (the tail), and the spread of entries
 and exits across the grid (rocmforge.bench.xr_trace_frame converts the stamps). Variants: the default
 kernel, the diagnostic builds without dot products (ABLATE=1) and with the loads alone (ABLATE=2), and row
-groups of 8 rows where the default takes whole rows (RF_MMVR_QMAX=0), and RF_MMVR_XDEP=1.
+groups of 8 rows where the default takes whole rows (RF_MMVR_QMAX=0), and RF_MMVR_XDEP=0.
 Usage: python scripts/trace_matvec_xr.py [--json F] [--shape NxK] [--reps R]
 """
 
@@ -100,7 +100,7 @@ def main() -> None:
         ("no dot products (ABLATE=1)", {"RF_MMVR_ABLATE": 1}),
         ("loads alone (ABLATE=2)", {"RF_MMVR_ABLATE": 2}),
         ("row groups of 8 rows (QMAX=0)", {"RF_MMVR_QMAX": 0}),
-        ("x's scales tied to the weights (XDEP=1)", {"RF_MMVR_XDEP": 1}),
+        ("x's scales not tied to the weights (XDEP=0)", {"RF_MMVR_XDEP": 0}),
     )
     for name, extra in variants:
         t = trace(be, timer, w, x, y, N, K, extra, args.reps)
