@@ -973,11 +973,11 @@ RF_MMVB_ENTRY(q8_0, MB_Q8_0)
 #define RF_MMVR_XPF 0  // 1: x of the next item loaded with its weights (10 registers more)
 #endif
 #ifndef RF_MMVR_Q
-#define RF_MMVR_Q 0  // Q > 0 (one warp a block, XPF 0): K = 256 H Q; a row group is 8 / Q whole rows (see above)
+#define RF_MMVR_Q 0  // Q > 0 (one warp a block, XPF 0): K = 256 H Q; a row group: 8 / Q whole rows (above)
 #endif
 #ifndef RF_MMVR_XDEP
-// with Q (CUDA): 1 ties x's scales to each item's staged weights through an empty asm, so that work on them is
-// not hoisted above the first item's staging (which would then wait for x as well as for the weights)
+// with Q (CUDA): 1 ties x's scales to each item's staged weights through an empty asm, so that work on them
+// is not hoisted above the first item's staging (which would then wait for x as well as for the weights)
 #define RF_MMVR_XDEP 0
 #endif
 #ifndef RF_MMVR_TRACE
@@ -1018,8 +1018,8 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
     constexpr int CR = H * CG;        // chunks of a row per step
     constexpr int GP = CG + 1, RP = H * GP;  // staging: chunks a group (one of padding), a row
     constexpr int LOADS = CG;                // 8 * CR / RF_WARP: chunks per lane and step
-    // Q > 0: row r's Q quarters (H groups each; quarter for RF_WARP = 32) are the virtual rows Q r ... Q r + Q - 1,
-    // of one step each: a row group is RR = 8 / Q whole rows, contiguous bytes
+    // Q > 0: row r's Q parts of H groups (quarters for K = 4096 on 32-wide warps) are the virtual rows
+    // Q r ... Q r + Q - 1, of one step each: a row group is RR = 8 / Q whole rows, contiguous bytes
     constexpr int Q = RF_MMVR_Q, RR = Q ? 8 / Q : 8, SPAN = 32 / RR;  // a row's sum ends in lanes of SPAN
     static_assert(Q == 0 || (W == 1 && 8 % Q == 0 && !RF_MMVR_XPF), "RF_MMVR_Q: one warp a block, no XPF");
     RF_DYN_SHARED(int, smem);
@@ -1097,9 +1097,9 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
     const int sh = 16 + 8 * (a & 2);                     // d in the low (16) or high (32) half
     float acc[8] = {};
 #if RF_MMVR_Q
-    // x of quarter i (every row group's virtual rows r with r % Q == i), loaded before the first weights: the
-    // first item's arithmetic waits for both (loaded later, x costs a round trip that delays every later item),
-    // and work on x hoisted out of the loop would hold the first staging until x is in
+    // x of part i (every row group's virtual rows r with r % Q == i), loaded before the first weights: the
+    // first item's arithmetic waits for both (loaded later, x costs a round trip that delays every later
+    // item), and work on x hoisted out of the loop would hold the first staging until x is in (XDEP)
     int4 xqa[Q], xqb[Q];
     float2 xqd[Q];
 #pragma unroll
@@ -1169,8 +1169,8 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
 #endif
         }
         MMVR_STAMP(10, clock64());
-        // the row group is done: its RR rows summed over the warp (lane SPAN i: row i; 8 rows: lane 4 i), then
-        // over the warps
+        // the row group is done: its RR rows summed over the warp (lane SPAN i: row i; 8 rows: lane 4 i),
+        // then over the warps
         if constexpr (Q > 1) {  // a real row's virtual rows first (in registers)
 #pragma unroll
             for (int r = 0; r < RR; ++r) {
