@@ -77,7 +77,7 @@ def _variants(warp: int) -> list[tuple[str, dict]]:
         if t in XR_ONE_WARP:
             out.append(("mul_mat_vec.hip", {"RF_WARP": warp, **XR_DEFAULTS[t], **XR_ONE_WARP[t]}))
         if t in XR_WHOLE:  # whole rows at K = 4096 (Q = 4 on 32-wide waves, 2 on 64-wide), as the launcher
-            whole = {k: v for k, v in XR_WHOLE[t].items() if k not in ("RF_MMVR_BPS", "RF_MMVR_QMAX")}
+            whole = {k: v for k, v in XR_WHOLE[t].items() if k != "RF_MMVR_BPS"}
             whole["RF_MMVR_Q"] = 128 // warp
             out.append(("mul_mat_vec.hip", {"RF_WARP": warp, **XR_DEFAULTS[t], **whole}))
     out.append(("mul_mat_vec.hip", {"RF_WARP": warp, "RF_MMV_HI16": 0}))  # Q4_0's dot with shifted nibbles

@@ -143,13 +143,14 @@ XR_ONE_WARP = {
     "q8_0": {"RF_MMVR_WARPS": 1, "RF_MMVR_MINB": 12, "RF_MMVR_BPS": 12},
 }
 # ... and whole rows a row group (RF_MMVR_Q = K / (256 H): one warp a block, a row group 8 / Q whole rows,
-# contiguous) where K = 256 H Q with 2 <= Q <= RF_MMVR_QMAX (a host-side tunable; 0 turns it off), the row
-# groups spread evenly over as few rounds of resident blocks as hold them (host-side RF_MMVR_EVEN 0: as many
-# blocks as are resident). H200, 11008x4096, same runs (matvec_h200_xr_sweep_whole_{xfirst,even,xlate,xsm,
-# minb}.json): Q4_0 71.5-73.6% against 71.2-72.9% for row groups of 8 rows, Q8_0 84.4-86.3% against 80.3-82.6%
-# (+1 point for Q4_0 with RF_MMVR_XDEP: 74.4-75.1% against 73.2-73.9% on one H200,
-# matvec_h200_xr_sweep_xdep*.json, matvec_h200_xr_whole_xdep.json)
-_WHOLE = {"RF_MMVR_WARPS": 1, "RF_MMVR_XPF": 0, "RF_MMVR_QMAX": 4, "RF_MMVR_XDEP": 1}
+# contiguous) where K = 256 H Q with 2 <= Q <= XR_QMAX (host-side tunable RF_MMVR_QMAX; 0 turns it off), the
+# row groups spread evenly over as few rounds of resident blocks as hold them (host-side RF_MMVR_EVEN 0: as
+# many blocks as are resident). H200, 11008x4096, same runs
+# (matvec_h200_xr_sweep_whole_{xfirst,even,xlate,xsm,minb}.json): Q4_0 71.5-73.6% against 71.2-72.9% for row
+# groups of 8 rows, Q8_0 84.4-86.3% against 80.3-82.6% (+1 point for Q4_0 with RF_MMVR_XDEP: 74.4-75.1%
+# against 73.2-73.9% on one H200, matvec_h200_xr_sweep_xdep*.json, matvec_h200_xr_whole_xdep.json)
+XR_QMAX = 4  # Q = 8 (K = 8192) keeps 80 registers of x a lane: untimed
+_WHOLE = {"RF_MMVR_WARPS": 1, "RF_MMVR_XPF": 0, "RF_MMVR_XDEP": 1}
 XR_WHOLE = {
     "q4_0": {**_WHOLE, "RF_MMVR_MINB": 12, "RF_MMVR_BPS": 12},
     # x's 40 registers a lane on top of 17 chunks: 12 blocks an SM spill, 8 do not
@@ -574,9 +575,8 @@ def _xr_config(ctx: Ctx, w: DevTensor, kt: str, N: int, K: int) -> tuple[dict[st
     d = dict(XR_DEFAULTS[kt])
     one = XR_ONE_WARP.get(kt)
     h = ctx.warp // 8  # groups of 8 blocks a step
-    q = K // (256 * h) if K % (256 * h) == 0 else 0
-    whole = kt in XR_WHOLE and 2 <= q <= ctx.tunables.get("RF_MMVR_QMAX", XR_WHOLE[kt]["RF_MMVR_QMAX"])
-    whole = whole and 8 % q == 0
+    q = K // (256 * h) if K % (256 * h) == 0 else 0  # whole rows: a row is q steps
+    whole = kt in XR_WHOLE and 2 <= q <= ctx.tunables.get("RF_MMVR_QMAX", XR_QMAX) and 8 % q == 0
     if whole:
         d.update(XR_WHOLE[kt])
     elif one and 8 * ctx.n_sm <= cdiv(N, 8) <= one["RF_MMVR_BPS"] * ctx.n_sm:
@@ -589,9 +589,9 @@ def _xr_config(ctx: Ctx, w: DevTensor, kt: str, N: int, K: int) -> tuple[dict[st
     d.pop("RF_MMVR_Q", None)
     if whole:
         d["RF_MMVR_Q"] = q
-    # staging: per warp 8 rows x (warp / 8) groups x (chunks of a group + 1 of padding) x 16 bytes; 2 x warps
+    # staging: per warp 8 rows x h groups x (chunks of a group + 1 of padding) x 16 bytes; 2 x warps
     # x 8 partial sums
-    smem = warps * 8 * (ctx.warp // 8) * (XB_BLOCK_BYTES[kt] // 2 + 1) * 16 + 2 * warps * 8 * 4
+    smem = warps * 8 * h * (XB_BLOCK_BYTES[kt] // 2 + 1) * 16 + 2 * warps * 8 * 4
     if smem > ctx.smem_block:
         return None
     most = ctx.n_sm * ctx.resident_blocks(bps, smem)
