@@ -1053,8 +1053,9 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
         const unsigned c = j * RF_WARP + lane;
         off[j] = 16 * c + c / CR * skip;
     }
-    // step t of row group g into v; chunks past the row's last group or of rows past N are not loaded (what
-    // v held stays: their lanes compute nothing, their rows are not written)
+    // step t of row group g into v; chunks past the row's last group or of rows past N are not loaded but set
+    // to zero (their lanes compute nothing, their rows are not written; zero rather than what v held, and v
+    // not zeroed ahead of the first loads: Q8_0 4096x11008 79% of copy bandwidth against 73%, the rest equal)
     auto load_item = [&](uint4 (&v)[LOADS], int g, int t) {
         if (g < groups) {
             const rf_u8* p = w + (rf_i64)g * 8 * row_bytes + (rf_i64)t * (16 * CR);
@@ -1067,15 +1068,14 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
                 for (int j = 0; j < LOADS; ++j) {
                     const unsigned c = j * RF_WARP + lane;
                     if (t * H + c % CR / CG < G && c / CR < nr) v[j] = *(const uint4*)(p + off[j]);
+                    else v[j] = make_uint4(0u, 0u, 0u, 0u);
                 }
             }
         }
     };
     // a block takes row groups g = blockIdx.x, + gridDim.x, ...; its warp w the steps w, w + W, ... of each
     int gl = blockIdx.x, tl = warp;  // the next item (row group, step) this warp loads
-    uint4 v[LOADS];
-#pragma unroll
-    for (int j = 0; j < LOADS; ++j) v[j] = make_uint4(0u, 0u, 0u, 0u);
+    uint4 v[LOADS];  // not zeroed here: whole steps load every chunk, tails zero what they skip
 #if RF_MMVR_XPF
     int4 xa_n = {}, xb_n = {};  // x of the next item, loaded with its weights
     float2 xd_n = {};
