@@ -956,7 +956,7 @@ RF_MMVB_ENTRY(q8_0, MB_Q8_0)
 // products held the first staging, or its late arrival the second item's loads: 67-70%; with XDEP 71%, first
 // arrival 2.55 us against 1.97), x copied to shared memory by cp.async (41%), two items in flight a warp
 // (66-67%: the last two items' arithmetic both come after the last bytes), row groups dealt by tickets from
-// a global counter (43%: the atomics serialize).
+// a global counter (43%: the atomics serialize), an item staged and computed in two halves (1 point less).
 // Launch: grid (min(resident blocks, ceil(N / 8)), T) (Q: ceil(Q N / 8) row groups spread evenly over the
 // fewest rounds of resident blocks), RF_MMVR_WARPS * RF_WARP threads; dynamic shared
 // memory: per warp 8 rows x H groups x (chunks a group + 1) x 16 bytes, and 2 x W x 8 floats.

@@ -449,8 +449,9 @@ MATVEC = [
            "zeroing was harmless there but cost Q8_0 at 4096x11008 (row groups of 8 rows) six points: "
            "77.6-79.4% without it against 71.0-73.0% with it. Not kept (matvec_log.md): two items in "
            "flight a warp (Q4_0 66-67%: the last two items' arithmetic then both come after the last bytes),"
-           " x loaded after the first weights (71%: first arrival 2.55 us against 1.97), and row groups "
-           "dealt by tickets from one global counter (43%: the atomics serialize)."),
+           " x loaded after the first weights (71%: first arrival 2.55 us against 1.97), row groups "
+           "dealt by tickets from one global counter (43%: the atomics serialize), and an item staged and "
+           "computed in two halves (a point less: an item's chunks arrive together)."),
 ]
 
 
