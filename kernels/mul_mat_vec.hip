@@ -952,7 +952,7 @@ RF_MMVB_ENTRY(q8_0, MB_Q8_0)
 // loaded before the first weights; the Q virtual rows of a row are summed in registers before the warp
 // reduction. H200, 11008x4096: Q4_0 71.5-73.6% on five machines (loads and staging alone 78-80%, against 76%
 // for row groups of 8 rows), 74.4-75.1% with RF_MMVR_XDEP on a sixth (73.2-73.9% without), 72.6-74.9% on
-// five more; Q8_0 84-86% (80-83%). Slower and dropped: x loaded after the first weights (its hoisted scale
+// six more; Q8_0 84-86% (80-83%). Slower and dropped: x loaded after the first weights (its hoisted scale
 // products held the first staging, or its late arrival the second item's loads: 67-70%; with XDEP 71%, first
 // arrival 2.55 us against 1.97), x copied to shared memory by cp.async (41%), two items in flight a warp
 // (66-67%: the last two items' arithmetic both come after the last bytes), row groups dealt by tickets from

@@ -149,7 +149,7 @@ XR_ONE_WARP = {
 # (matvec_h200_xr_sweep_whole_{xfirst,even,xlate,xsm,minb}.json): Q4_0 71.5-73.6% against 71.2-72.9% for row
 # groups of 8 rows, Q8_0 84.4-86.3% against 80.3-82.6% (+1 point for Q4_0 with RF_MMVR_XDEP: 74.4-75.1%
 # against 73.2-73.9% on one H200, matvec_h200_xr_sweep_xdep*.json, matvec_h200_xr_whole_xdep.json; 72.6-74.9%
-# on five more, matvec_log.md's sixth session)
+# on six more, matvec_log.md's sixth session)
 XR_QMAX = 4  # Q = 8 (K = 8192) keeps 80 registers of x a lane: untimed
 _WHOLE = {"RF_MMVR_WARPS": 1, "RF_MMVR_XPF": 0, "RF_MMVR_XDEP": 1}
 XR_WHOLE = {
