@@ -596,10 +596,10 @@ def _xr_config(ctx: Ctx, w: DevTensor, kt: str, N: int, K: int) -> tuple[dict[st
     if smem > ctx.smem_block:
         return None
     most = ctx.n_sm * ctx.resident_blocks(bps, smem)
-    if whole and even:  # Q N virtual rows; every block the same number of row groups
-        groups = cdiv(q * N, 8)
+    groups = cdiv(q * N if whole else N, 8)  # of Q N virtual rows where whole
+    if whole and even:  # every block the same number of row groups
         return d, smem, cdiv(groups, cdiv(groups, most))
-    return d, smem, min(most, cdiv(q * N if whole else N, 8))
+    return d, smem, min(most, groups)
 
 
 def _mul_mat_vec_xr(
