@@ -458,9 +458,12 @@ RF_DEV void mmvx_quantize(const float* __restrict__ x, int K, int* q1, int* q2, 
 // QUANTIZE_X8: x [T, K] f32 -> xq [T, K + K / 4] bytes per token: int8 [K] in element order (one level,
 // as llama.cpp's q8_1), then float2 [K / 32] (scale, block sum of x as quantized); what mul_mat_vec_xq
 // copies into shared memory. Launch: grid (ceil(K / 1024), T), 256 threads, a float4 each; K % 32 == 0.
-// Bytes: K * 4 read, K * 1.25 written.
+// Bytes: K * 4 read, K * 1.25 written. With programmatic dependent launch (Ctx.pdl) the mat-vecs after it
+// may start at once (they wait for its end before reading xq); it waits for the kernel before it.
 RF_KERNEL void __launch_bounds__(256)
     quantize_x8(const float* x, rf_i64 x_stride, rf_u8* xq, rf_i64 xq_stride, int K) {
+    rf_grid_dependents();
+    rf_grid_wait();
     const int t = blockIdx.x * 256 + (int)threadIdx.x, n4 = K / 4;  // n4 % 8 == 0: whole blocks per 8 lanes
     x += blockIdx.y * x_stride;
     xq += blockIdx.y * xq_stride;
@@ -983,6 +986,15 @@ RF_MMVB_ENTRY(q8_0, MB_Q8_0)
 // is not hoisted above the first item's staging (which would then wait for x as well as for the weights)
 #define RF_MMVR_XDEP 0
 #endif
+#ifndef RF_MMVR_PDL
+// 1: launched with programmatic dependent launch (launch.py, Ctx.pdl; XPF 0): the first item's weights are
+// asked for before waiting for the kernel before (rf_grid_wait), x read after; the next launch may start
+// once every block has waited
+#define RF_MMVR_PDL 0
+#endif
+#ifndef RF_MMVR_PDLT
+#define RF_MMVR_PDLT 0  // with PDL: 0 lets the next launch start after the wait, 1 at once
+#endif
 #ifndef RF_MMVR_TRACE
 #define RF_MMVR_TRACE 0  // diagnostics (CUDA): time stamps of the first RF_MMVR_TRACE warps, rf_mmvr_trace
 #endif
@@ -1025,6 +1037,7 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
     // Q r ... Q r + Q - 1, of one step each: a row group is RR = 8 / Q whole rows, contiguous bytes
     constexpr int Q = RF_MMVR_Q, RR = Q ? 8 / Q : 8, SPAN = 32 / RR;  // a row's sum ends in lanes of SPAN
     static_assert(Q == 0 || (W == 1 && 8 % Q == 0 && !RF_MMVR_XPF), "RF_MMVR_Q: one warp a block, no XPF");
+    static_assert(!RF_MMVR_PDL || !RF_MMVR_XPF, "RF_MMVR_PDL: x must not come with the first weights");
     RF_DYN_SHARED(int, smem);
     const int warp = threadIdx.x / RF_WARP, lane = threadIdx.x % RF_WARP;
     const int b = lane & 7, h = lane >> 3;
@@ -1099,6 +1112,14 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
     const rf_u8* rd = stage + 16 * (h * GP) + (a & ~3);  // ... its first word in row 0's staging
     const int sh = 16 + 8 * (a & 2);                     // d in the low (16) or high (32) half
     float acc[8] = {};
+#if RF_MMVR_PDL
+    // launched early: the first weights (no kernel writes them) are asked for before the wait; x (which the
+    // kernel before may write) after it
+    if (warp < steps) load();
+    if (RF_MMVR_PDLT) rf_grid_dependents();
+    rf_grid_wait();
+    if (!RF_MMVR_PDLT) rf_grid_dependents();
+#endif
 #if RF_MMVR_Q
     // x of part i (every row group's virtual rows r with r % Q == i), loaded before the first weights: the
     // first item's arithmetic waits for both (loaded later, x costs a round trip that delays every later
@@ -1113,7 +1134,9 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
         xqd[i] = ((const float2*)(xq + K))[xk];
     }
 #endif
+#if !RF_MMVR_PDL
     if (warp < steps) load();
+#endif
 #pragma unroll
     for (int j = 0; j < LOADS; ++j) {
         const unsigned c = j * RF_WARP + lane, m = c % CR;

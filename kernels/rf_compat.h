@@ -85,6 +85,22 @@ RF_DEV void rf_cp_async_wait() {
 #endif
 }
 
+// Programmatic dependent launch (sm_90+, a launch with the attribute, launch.py): the kernel may start
+// while the one before it in the stream still runs. rf_grid_wait() returns once that one has ended and its
+// writes are visible (before anything reads what it wrote, or writes anything it may still read);
+// rf_grid_dependents() lets the next such launch start. Both do nothing without the attribute, and on HIP.
+RF_DEV void rf_grid_wait() {
+#if defined(RF_CUDA) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+RF_DEV void rf_grid_dependents() {
+#if defined(RF_CUDA) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+
 // orders shared-memory accesses among the lanes of a warp
 RF_DEV void rf_syncwarp() {
 #if defined(RF_CUDA)

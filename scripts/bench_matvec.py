@@ -23,7 +23,7 @@ here for Q4_0 and Q8_0), int8 and staged (older variants).
 
 This is a benchmark, not a test: it asserts nothing. Usage:
     python scripts/bench_matvec.py [--types Q4_0,Q8_0] [--shapes llama,qwen,goal] [--kind x8|xq|xb|xr]
-                                   [--sweep [f32|x8|xq|xb|xr]] [--tunables K=V,...] [--read-floor]
+                                   [--sweep [f32|x8|xq|xb|xr|pdl]] [--tunables K=V,...] [--read-floor]
                                    [--json out.json]
 """
 
@@ -152,6 +152,20 @@ SWEEP_XR = [
     dict(kind="xr", RF_MMVR_ABLATE=1),
     dict(kind="xr", RF_MMVR_ABLATE=2),
 ]
+# programmatic dependent launch (RF_PDL, host side, the default where available: quantize_x8 and xr start
+# while the kernel before them ends; in the device graph, each mat-vec while the one before it ends) against
+# none (RF_PDL 0), twice each; the next launch let go at entry (PDLT 1); xr's first weights before x without
+# the early start (the reordering's cost); the ablations with it (WRONG results)
+SWEEP_PDL = [
+    dict(kind="xr", RF_PDL=0),
+    dict(kind="xr"),
+    dict(kind="xr", RF_MMVR_PDLT=1),
+    dict(kind="xr", RF_PDL=0),
+    dict(kind="xr"),
+    dict(kind="xr", RF_PDL=0, RF_MMVR_PDL=1),
+    dict(kind="xr", RF_MMVR_ABLATE=1),
+    dict(kind="xr", RF_MMVR_ABLATE=2),
+]
 _OFF = dict(
     staged_matvec=False,
     q8_matvec=False,
@@ -190,7 +204,9 @@ def use(be: HipBackend, tun: dict) -> None:
     """Select a sweep entry's kernel kind and tunables on the backend."""
     for k, v in KINDS[tun.get("kind", "staged")].items():
         setattr(be.ctx, k, v)
-    be.ctx.tunables = {k: v for k, v in tun.items() if k != "kind"}
+    # programmatic dependent launch (host side; default: where available, as HipBackend)
+    be.ctx.pdl = bool(tun.get("RF_PDL", be.pdl_unavailable is None))
+    be.ctx.tunables = {k: v for k, v in tun.items() if k not in ("kind", "RF_PDL")}
 
 
 BATCH = 10
@@ -389,6 +405,11 @@ def bench_one(
     t_ev = statistics.median(timer.time(launch, reps, flush))
     t = t_ev if flush else statistics.median(timer.time_batched(launch, max(3, reps // BATCH)))
     t_graph = float("nan") if flush else statistics.median(timer.time_graph(launch, 4 * copies))
+    err_graph = float("nan")
+    if not flush:  # the graph's last launch (weight copy `copies - 1`), as left by its replays
+        ref = quant.dequantize(cp.asnumpy(bufs[-1]), qt, (N, K)).astype(np.float64) @ xh.astype(np.float64)
+        got = cp.asnumpy(y.buf).view(np.float32)
+        err_graph = float(np.sum((got - ref) ** 2) / max(np.sum(ref**2), 1e-30))
 
     t_quant = float("nan")
     if be.ctx.x8_prequant and not flush:
@@ -439,6 +460,7 @@ def bench_one(
         "graph_gbps": nbytes / (t_graph * 1e-6) / 1e9,
         "gbps": nbytes / (t * 1e-6) / 1e9,
         "nmse": err,
+        "nmse_graph": err_graph,
         "copies": copies,
         "flush": flush,
     }
@@ -454,9 +476,9 @@ def main() -> None:
         nargs="?",
         const="f32",
         default="",
-        choices=["f32", "x8", "xq", "xb", "xr"],
-        help="try the tunable variants first (f32; x8 against f32; xq, xb against x8; xr against xb) on the "
-        "goal shapes",
+        choices=["f32", "x8", "xq", "xb", "xr", "pdl"],
+        help="try the tunable variants first (f32; x8 against f32; xq, xb against x8; xr against xb; pdl: xr "
+        "with programmatic dependent launch) on the goal shapes",
     )
     ap.add_argument("--tunables", default="", help="e.g. RF_MMV_ROWS=4,RF_MMV_WARPS=4")
     ap.add_argument("--kind", default="", choices=["", *KINDS], help="kernel kind for the table")
@@ -520,7 +542,8 @@ def main() -> None:
         )
         best = None
         per_type: dict = {}
-        for tun in {"x8": SWEEP_X8, "xq": SWEEP_XQ, "xb": SWEEP_XB, "xr": SWEEP_XR}.get(args.sweep, SWEEP):
+        sweeps = {"x8": SWEEP_X8, "xq": SWEEP_XQ, "xb": SWEEP_XB, "xr": SWEEP_XR, "pdl": SWEEP_PDL}
+        for tun in sweeps.get(args.sweep, SWEEP):
             use(be, tun)
             ablation = any(k.endswith("_ABLATE") and v for k, v in tun.items())  # wrong results: never "best"
             row, srow, errs = [], [], []
@@ -529,7 +552,7 @@ def main() -> None:
                     r = bench_one(be, timer, qt, N, K, rng, args.reps, rot_bytes)
                     row.append(r["graph_gbps"] * 1e9 / bw)
                     srow.append(r["gbps"] * 1e9 / bw)
-                    errs.append(r["nmse"])
+                    errs += [r["nmse"], r["nmse_graph"]]
                     results["sweep"].append({**tun, **r})
                 sc = min(row[-2:])
                 if not ablation and (qt not in per_type or sc > per_type[qt][0]):
@@ -543,7 +566,7 @@ def main() -> None:
                 + " ".join(f"{100 * p:5.1f}%" for p in row)
                 + "  stream "
                 + " ".join(f"{100 * p:5.1f}%" for p in srow)
-                + f"  min {100 * score:.1f}%  nmse<={max(errs):.0e}",
+                + f"  min {100 * score:.1f}%  nmse<={np.nan if np.isnan(errs).any() else max(errs):.0e}",
                 flush=True,
             )
             if not ablation and (best is None or score > best[0]):
@@ -564,7 +587,9 @@ def main() -> None:
         + ("int8-x streaming for Q4_0/Q8_0, " if be.ctx.x8_matvec else "")
         + ("int8 (dp4a) for other quantized types" if be.ctx.q8_matvec else "f32 otherwise")
     )
-    print(f"\nmat-vec: {kind}; tunables {be.ctx.tunables or 'default'}; GPU {be.device_name}")
+    pdl = "programmatic launch" if be.ctx.pdl else "plain launches"
+    results["table_pdl"] = be.ctx.pdl
+    print(f"\nmat-vec: {kind}; tunables {be.ctx.tunables or 'default'}; {pdl}; GPU {be.device_name}")
     print(
         f"{'type':6} {'N x K':>13} {'MB':>8} {'us':>8} {'% copy':>7} {'graph us':>9} {'GB/s':>6} "
         f"{'% copy':>7} {'read us':>8} {'nmse':>8} {'L2':>6}"

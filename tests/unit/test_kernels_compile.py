@@ -79,7 +79,10 @@ def _variants(warp: int) -> list[tuple[str, dict]]:
         if t in XR_WHOLE:  # whole rows at K = 4096 (Q = 4 on 32-wide waves, 2 on 64-wide), as the launcher
             whole = {k: v for k, v in XR_WHOLE[t].items() if k != "RF_MMVR_BPS"}
             whole["RF_MMVR_Q"] = 128 // warp
-            out.append(("mul_mat_vec.hip", {"RF_WARP": warp, **XR_DEFAULTS[t], **whole}))
+            whole = {"RF_WARP": warp, **XR_DEFAULTS[t], **whole}
+            out.append(("mul_mat_vec.hip", whole))
+            # ... launched with programmatic dependent launch (a no-op on HIP)
+            out.append(("mul_mat_vec.hip", {**whole, "RF_MMVR_PDL": 1}))
     out.append(("mul_mat_vec.hip", {"RF_WARP": warp, "RF_MMV_HI16": 0}))  # Q4_0's dot with shifted nibbles
     out.append(("mul_mat_vec.hip", {"RF_WARP": warp, "RF_MMVR_TRACE": 64}))  # trace_matvec_xr.py's stamps
     return out

@@ -22,6 +22,7 @@ from ...ir import alloc, passes
 from ...ir.graph import Graph, Tensor
 from ...ir.ops import ITEMSIZE, NP_DTYPES, Op
 from ...profile import OpTiming
+from . import pdl
 from .launch import LAUNCH, NATIVE_WEIGHTS, Ctx, DevTensor
 from .modules import ModuleCache
 
@@ -103,8 +104,15 @@ class HipBackend:
     name = "hip"
 
     def __init__(
-        self, device: int = 0, tunables: Mapping[str, int] | None = None, int8_activations: bool = False
+        self,
+        device: int = 0,
+        tunables: Mapping[str, int] | None = None,
+        int8_activations: bool = False,
+        programmatic_launch: bool | None = None,
     ) -> None:
+        """int8_activations: decode mat-vecs of Q4_0/Q8_0 weights on x quantized to int8. programmatic_launch
+        (CUDA sm_90+ with cuda-bindings; None: where available): those kernels start while the kernel before
+        them ends (pdl.py)."""
         ok, why = gpu_available()
         if not ok:
             raise RuntimeError(f"HipBackend needs a GPU through CuPy: {why}")
@@ -140,6 +148,11 @@ class HipBackend:
         # groups, Q4_0 and Q8_0, K a multiple of 256) and mul_mat_vec_xb (a block per lane) where rows allow:
         # the fastest of the int8 kernels on an H200 (bench_matvec.py)
         self.ctx.x8_prequant = self.ctx.x8_blockwise = self.ctx.x8_groupwise = int8_activations
+        cc = 0 if self.is_hip else 10 * int(props["major"]) + int(props["minor"])
+        self.pdl_unavailable = pdl.unavailable_reason(cc, self.is_hip)  # None: programmatic launch works
+        if programmatic_launch and self.pdl_unavailable:
+            raise RuntimeError(f"programmatic_launch: {self.pdl_unavailable}")
+        self.ctx.pdl = self.pdl_unavailable is None if programmatic_launch is None else programmatic_launch
         self.weights: dict[str, DevTensor] = {}
         self.state: dict[str, DevTensor] = {}
         self.weight_bytes = 0

@@ -184,6 +184,10 @@ class Ctx:
     x8_groupwise: bool = False
     xr_min_n: int = XR_MIN_N
     xr_types: tuple[str, ...] = XR_TYPES
+    # programmatic dependent launch (pdl.py, CUDA sm_90+) of quantize_x8 and mul_mat_vec_xr (XPF 0): each
+    # starts while the kernel before it ends; xr asks for its first weights before waiting (RF_MMVR_PDL)
+    pdl: bool = False
+    _pdl_launcher: Any = None
     smem_block: int = SMEM_DEFAULT  # dynamic shared memory a block may opt in to (device property)
     smem_sm: int = 0  # shared memory per SM (0: unknown, resident blocks not capped by it)
     _scratch: dict[Any, Any] = field(default_factory=dict)  # (node key, k) -> persistent scratch
@@ -204,6 +208,20 @@ class Ctx:
             f.max_dynamic_shared_size_bytes = smem
             self._smem_set[id(f)] = smem
         return f
+
+    def launch(
+        self, f: Any, grid: tuple, block: tuple, args: tuple, smem: int = 0, pdl: bool = False
+    ) -> None:
+        """f(grid, block, args) with smem bytes of dynamic shared memory; pdl: with programmatic dependent
+        launch where Ctx.pdl is set (the kernel must wait for its predecessor itself: rf_grid_wait)."""
+        if pdl and self.pdl:
+            if self._pdl_launcher is None:
+                from .pdl import PdlLauncher
+
+                self._pdl_launcher = PdlLauncher()
+            self._pdl_launcher(f, grid, block, args, shared_mem=smem)
+        else:
+            f(grid, block, args, shared_mem=smem)
 
     def resident_blocks(self, bps: int, smem: int) -> int:
         """Blocks per SM for a launch asking bps, no more than the SM's shared memory holds at once (each
@@ -471,7 +489,8 @@ def x8_row_bytes(K: int) -> int:
 def quantize_x8(ctx: Ctx, xq: DevTensor, x: DevTensor, K: int, M: int) -> None:
     """x [M, K] f32 (contiguous) -> xq [M, x8_row_bytes(K)] bytes: the int8 activations of mul_mat_vec_xq."""
     f = ctx.k("mul_mat_vec.hip", "quantize_x8")
-    f((cdiv(K, 1024), M), (256,), (x.ptr, _i64(K), xq.ptr, _i64(x8_row_bytes(K)), _i32(K)))
+    args = (x.ptr, _i64(K), xq.ptr, _i64(x8_row_bytes(K)), _i32(K))
+    ctx.launch(f, (cdiv(K, 1024), M), (256,), args, pdl=True)
 
 
 def _mul_mat_vec_x(
@@ -555,13 +574,13 @@ def _launch_on_xq(
 ) -> None:
     """mul_mat_vec_<kind>_<kt> (the int8 mat-vecs on quantize_x8's x): (defines, shared memory, blocks)."""
     d, smem, blocks = config
+    if kind == "xr" and d.get("RF_MMVR_XPF", 0):  # x comes with the weights: no early start
+        d = {k: v for k, v in d.items() if k != "RF_MMVR_PDL"}
+    elif kind == "xr" and ctx.pdl:
+        d = {"RF_MMVR_PDL": 1, **d}
     f = ctx.k_smem("mul_mat_vec.hip", f"mul_mat_vec_{kind}_{kt}", smem, **d)
-    f(
-        (blocks, M),
-        (warps * ctx.warp,),
-        (w.ptr, _i64(w.row_bytes), xq.ptr, _i64(x8_row_bytes(K)), out.ptr, _i64(N), _i32(N), _i32(K)),
-        shared_mem=smem,
-    )
+    args = (w.ptr, _i64(w.row_bytes), xq.ptr, _i64(x8_row_bytes(K)), out.ptr, _i64(N), _i32(N), _i32(K))
+    ctx.launch(f, (blocks, M), (warps * ctx.warp,), args, smem, pdl=d.get("RF_MMVR_PDL", 0) > 0)
 
 
 def _xr_config(ctx: Ctx, w: DevTensor, kt: str, N: int, K: int) -> tuple[dict[str, int], int, int] | None:
