@@ -989,11 +989,11 @@ RF_MMVB_ENTRY(q8_0, MB_Q8_0)
 #ifndef RF_MMVR_PDL
 // 1: launched with programmatic dependent launch (launch.py, Ctx.pdl; XPF 0): the first item's weights are
 // asked for before waiting for the kernel before (rf_grid_wait), x read after; the next launch may start
-// once every block has waited
+// once every block has started (PDLT 1: ~1 point more for Q4_0 than after the wait, matvec_log.md)
 #define RF_MMVR_PDL 0
 #endif
 #ifndef RF_MMVR_PDLT
-#define RF_MMVR_PDLT 0  // with PDL: 0 lets the next launch start after the wait, 1 at once
+#define RF_MMVR_PDLT 1  // with PDL: 1 lets the next launch start at once, 0 after the wait
 #endif
 #ifndef RF_MMVR_TRACE
 #define RF_MMVR_TRACE 0  // diagnostics (CUDA): time stamps of the first RF_MMVR_TRACE warps, rf_mmvr_trace

@@ -13,7 +13,10 @@ Timing: several copies of each weight rotate so that L2 cannot serve them (weigh
 replays (as decode replays its steps). `us`: launches queued behind a spin kernel, the median over
 batches of 10 back-to-back stream launches of the batch's mean per launch (adds the launch gaps: the
 empty-kernel line gives their size). Evicted weights are timed one launch at a time with events around
-each (no graph figure).
+each (no graph figure). Where the GPU has programmatic dependent launch (CUDA sm_90+, HipBackend's default
+there), each of the graph's mat-vecs starts while the one before it ends, as in decode; sweeps name it
+RF_PDL (0: plain launches). The int8 kinds also time quantize_x8 alone and each (quantize_x8, mat-vec) pair
+in a graph, as decode runs them.
 
 Kernel kinds (--kind, or chosen by --sweep): f32 (the default mat-vec), x8 (int8 activations,
 mul_mat_vec_x, for Q4_0/Q8_0 of >= 8192 rows), xq (the same with x quantized once by quantize_x8 and
@@ -154,17 +157,19 @@ SWEEP_XR = [
 ]
 # programmatic dependent launch (RF_PDL, host side, the default where available: quantize_x8 and xr start
 # while the kernel before them ends; in the device graph, each mat-vec while the one before it ends) against
-# none (RF_PDL 0), twice each; the next launch let go at entry (PDLT 1); xr's first weights before x without
-# the early start (the reordering's cost); the ablations with it (WRONG results)
+# none (RF_PDL 0); with row groups loading x with the weights (XPF 1: they do not start early, whole rows
+# do); with the next launch let go only after the wait (PDLT 0); twice each. Earlier runs
+# (matvec_h200_xr_sweep_pdl{1,2,3}.json) also timed the later items prefetched into L2 and xr's first weights
+# before x without the early start, and the ablations.
 SWEEP_PDL = [
     dict(kind="xr", RF_PDL=0),
     dict(kind="xr"),
-    dict(kind="xr", RF_MMVR_PDLT=1),
+    dict(kind="xr", RF_MMVR_XPF=1),
+    dict(kind="xr", RF_MMVR_PDLT=0),
     dict(kind="xr", RF_PDL=0),
     dict(kind="xr"),
-    dict(kind="xr", RF_PDL=0, RF_MMVR_PDL=1),
-    dict(kind="xr", RF_MMVR_ABLATE=1),
-    dict(kind="xr", RF_MMVR_ABLATE=2),
+    dict(kind="xr", RF_MMVR_XPF=1),
+    dict(kind="xr", RF_MMVR_PDLT=0),
 ]
 _OFF = dict(
     staged_matvec=False,
@@ -411,10 +416,16 @@ def bench_one(
         got = cp.asnumpy(y.buf).view(np.float32)
         err_graph = float(np.sum((got - ref) ** 2) / max(np.sum(ref**2), 1e-30))
 
-    t_quant = float("nan")
+    t_quant = t_pair = float("nan")
     if be.ctx.x8_prequant and not flush:
         xq = be.ctx.quantized_x(x, K, 1)
         t_quant = statistics.median(timer.time_graph(lambda i: L.quantize_x8(be.ctx, xq, x, K, 1), 16))
+
+        def pair(i: int) -> None:  # as in decode: x quantized, then the mat-vec that reads it
+            L.quantize_x8(be.ctx, xq, x, K, 1)
+            launch(i)
+
+        t_pair = statistics.median(timer.time_graph(pair, 4 * copies))
     be.ctx.begin_node(None)
 
     def read(i: int) -> None:  # the floor: a plain 16-byte-load read of the same bytes
@@ -455,6 +466,7 @@ def bench_one(
         "graph_us": t_graph,
         "read_graph_us": t_read_graph,
         "quantize_us": t_quant,
+        "pair_graph_us": t_pair,  # quantize_x8 then the mat-vec, per pair in a device graph
         "read_floor_graph_us": floor_us,
         "read_floor_config": floor_cfg,
         "graph_gbps": nbytes / (t_graph * 1e-6) / 1e9,
@@ -486,6 +498,9 @@ def main() -> None:
         "--read-floor",
         action="store_true",
         help="also time the fastest of several plain reads of each weight's bytes (in a device graph)",
+    )
+    ap.add_argument(
+        "--plain-launches", action="store_true", help="the table without programmatic dependent launch"
     )
     ap.add_argument("--json", default="")
     args = ap.parse_args()
@@ -587,6 +602,8 @@ def main() -> None:
         + ("int8-x streaming for Q4_0/Q8_0, " if be.ctx.x8_matvec else "")
         + ("int8 (dp4a) for other quantized types" if be.ctx.q8_matvec else "f32 otherwise")
     )
+    if args.plain_launches:
+        be.ctx.pdl = False
     pdl = "programmatic launch" if be.ctx.pdl else "plain launches"
     results["table_pdl"] = be.ctx.pdl
     print(f"\nmat-vec: {kind}; tunables {be.ctx.tunables or 'default'}; {pdl}; GPU {be.device_name}")
@@ -608,7 +625,11 @@ def main() -> None:
                     f"{100 * r['gbps'] * 1e9 / bw:6.1f}% {r['graph_us']:9.2f} {r['graph_gbps']:6.0f} "
                     f"{100 * r['graph_gbps'] * 1e9 / bw:6.1f}% {r['read_graph_us']:8.2f} "
                     f"{r['nmse']:8.1e} {'evict' if r['flush'] else 'rot'}"
-                    + (f"  (+ quantize_x8 {r['quantize_us']:.2f} us)" if be.ctx.x8_prequant else "")
+                    + (
+                        f"  (+ quantize_x8 {r['quantize_us']:.2f} us; the two {r['pair_graph_us']:.2f} us)"
+                        if be.ctx.x8_prequant
+                        else ""
+                    )
                     + (
                         f"  best read {r['read_floor_graph_us']:.2f} us = "
                         f"{100 * r['bytes'] / r['read_floor_graph_us'] * 1e6 / bw:.1f}% "

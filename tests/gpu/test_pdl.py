@@ -38,16 +38,18 @@ def test_backend_refuses_programmatic_launch_it_cannot_do():
         HipBackend(programmatic_launch=True)
 
 
-# whole rows at the LLaMA-7B shape and with a partial last row group (515 rows, Q = 2); row groups of 8 rows
-# with x read in the loop (XPF 0), K = 2304 ending in a partial step; the next launch let go at entry
+# whole rows at the LLaMA-7B shapes and with a partial last row group (515 rows, Q = 2); row groups of 8 rows
+# with x read in the loop (XPF 0; the launcher keeps XPF 1 for them, launched plainly) at LLaMA-7B's down
+# projection and with K = 2304, both ending in a partial step; the next launch let go only after the wait
 @pytest.mark.parametrize(
     "qt,N,K,tun",
     [
         (Q.Q4_0, 11008, 4096, {}),
         (Q.Q8_0, 11008, 4096, {}),
         (Q.Q4_0, 515, 2048, {}),
-        (Q.Q8_0, 1001, 2304, {"RF_MMVR_XPF": 0, "RF_MMVR_WARPS": 2}),
-        (Q.Q4_0, 300, 4096, {"RF_MMVR_PDLT": 1}),
+        (Q.Q4_0, 4096, 11008, {"RF_MMVR_XPF": 0}),
+        (Q.Q8_0, 1001, 2304, {"RF_MMVR_XPF": 0, "RF_MMVR_WARPS": 1}),
+        (Q.Q4_0, 300, 4096, {"RF_MMVR_PDLT": 0}),
     ],
 )
 def test_chain_in_device_graph(hip, qt, N, K, tun):

@@ -74,6 +74,8 @@ def _variants(warp: int) -> list[tuple[str, dict]]:
         out.append(("mul_mat_vec.hip", {"RF_WARP": warp, **XB_DEFAULTS[t]}))
     for t in X8_MATVEC:  # the row-group mat-vec with the launcher's per-type defines (and one warp a group)
         out.append(("mul_mat_vec.hip", {"RF_WARP": warp, **XR_DEFAULTS[t]}))
+        early = {"RF_MMVR_XPF": 0, "RF_MMVR_PDL": 1}  # launched early (tests/gpu/test_pdl.py)
+        out.append(("mul_mat_vec.hip", {"RF_WARP": warp, **XR_DEFAULTS[t], **early}))
         if t in XR_ONE_WARP:
             out.append(("mul_mat_vec.hip", {"RF_WARP": warp, **XR_DEFAULTS[t], **XR_ONE_WARP[t]}))
         if t in XR_WHOLE:  # whole rows at K = 4096 (Q = 4 on 32-wide waves, 2 on 64-wide), as the launcher
