@@ -960,12 +960,19 @@ RF_MMVB_ENTRY(q8_0, MB_Q8_0)
 // arrival 2.55 us against 1.97), x copied to shared memory by cp.async (41%), two items in flight a warp
 // (66-67%: the last two items' arithmetic both come after the last bytes), row groups dealt by tickets from
 // a global counter (43%: the atomics serialize), an item staged and computed in two halves (1 point less).
+// RF_MMVR_PDL (Ctx.pdl, programmatic dependent launch on sm_90+, the launcher's default there, XPF 0): the
+// kernel starts while the one before it ends, asks for its first item before waiting for it and reads x
+// after; what was left of the gap on the H200 was the launch and the first bytes' latency, which now overlap
+// the kernel before. H200, 11008x4096 in a device graph: Q4_0 80.7-82.5% (73.2-73.9% plain), Q8_0 88.2-89.7%
+// (84.1-84.7%); the later items prefetched into L2 as well (cp.async.bulk.prefetch): 68.8%, dropped. Row
+// groups of 8 rows need XPF 1 (59-62% with XPF 0 and the early start, against 64% plain), so they stay plain.
 // Launch: grid (min(resident blocks, ceil(N / 8)), T) (Q: ceil(Q N / 8) row groups spread evenly over the
 // fewest rounds of resident blocks), RF_MMVR_WARPS * RF_WARP threads; dynamic shared
 // memory: per warp 8 rows x H groups x (chunks a group + 1) x 16 bytes, and 2 x W x 8 floats.
 // Tunables (-D; launch.py XR_DEFAULTS, XR_ONE_WARP, XR_WHOLE): RF_MMVR_WARPS (4), RF_MMVR_MINB (blocks per SM
 // for the register budget; the launcher's RF_MMVR_BPS resident blocks), RF_MMVR_XPF (1: x prefetched with the
-// weights), RF_MMVR_Q (whole rows, above), RF_MMVR_XDEP, RF_MMV_HI16 (Q4_0's dot, as in xb),
+// weights), RF_MMVR_Q (whole rows, above), RF_MMVR_XDEP, RF_MMVR_PDL and RF_MMVR_PDLT (above and below),
+// RF_MMV_HI16 (Q4_0's dot, as in xb),
 // RF_MMVR_ABLATE (diagnostic, WRONG results: 1 keeps loads and staging but drops the dot products, 2 keeps
 // only the loads), RF_MMVR_TRACE (diagnostic: per-warp time stamps, scripts/trace_matvec_xr.py).
 // Bytes: the weights once; x (K * 1.25) through L1 per block and row group (L2-resident).
