@@ -157,19 +157,15 @@ SWEEP_XR = [
 ]
 # programmatic dependent launch (RF_PDL, host side, the default where available: quantize_x8 and xr start
 # while the kernel before them ends; in the device graph, each mat-vec while the one before it ends) against
-# none (RF_PDL 0); with row groups loading x with the weights (XPF 1: they do not start early, whole rows
-# do); with the next launch let go only after the wait (PDLT 0); twice each. Earlier runs
-# (matvec_h200_xr_sweep_pdl{1,2,3}.json) also timed the later items prefetched into L2 and xr's first weights
-# before x without the early start, and the ablations.
+# none (RF_PDL 0), twice each. Earlier runs (matvec_h200_xr_sweep_pdl{1,...,5}.json) timed the next launch let
+# go after the wait (PDLT 0), the later items prefetched into L2, xr's first weights before x without the
+# early start, row groups reading x in the loop (XPF 0) to start early, quantize_x8 launched plainly (the
+# host-side RF_QX8_PDL 0 of the time), and the ablations.
 SWEEP_PDL = [
     dict(kind="xr", RF_PDL=0),
     dict(kind="xr"),
-    dict(kind="xr", RF_MMVR_XPF=1),
-    dict(kind="xr", RF_MMVR_PDLT=0),
     dict(kind="xr", RF_PDL=0),
     dict(kind="xr"),
-    dict(kind="xr", RF_MMVR_XPF=1),
-    dict(kind="xr", RF_MMVR_PDLT=0),
 ]
 _OFF = dict(
     staged_matvec=False,
@@ -419,10 +415,13 @@ def bench_one(
     t_quant = t_pair = float("nan")
     if be.ctx.x8_prequant and not flush:
         xq = be.ctx.quantized_x(x, K, 1)
-        t_quant = statistics.median(timer.time_graph(lambda i: L.quantize_x8(be.ctx, xq, x, K, 1), 16))
+        early = L.x8_early(be.ctx, ws[0])  # quantize_x8 started early before an early mat-vec, as MUL_MAT
+        t_quant = statistics.median(
+            timer.time_graph(lambda i: L.quantize_x8(be.ctx, xq, x, K, 1, pdl=early), 16)
+        )
 
         def pair(i: int) -> None:  # as in decode: x quantized, then the mat-vec that reads it
-            L.quantize_x8(be.ctx, xq, x, K, 1)
+            L.quantize_x8(be.ctx, xq, x, K, 1, pdl=early)
             launch(i)
 
         t_pair = statistics.median(timer.time_graph(pair, 4 * copies))

@@ -55,7 +55,7 @@ def test_quantized_x_is_made_once_per_value_and_run(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(empty=lambda n, dtype: np.empty(n, dtype)))
     made = []
-    monkeypatch.setattr(L, "quantize_x8", lambda ctx, xq, x, K, M: made.append((xq.buf, K, M)))
+    monkeypatch.setattr(L, "quantize_x8", lambda ctx, xq, x, K, M, pdl: made.append((xq.buf, K, M, pdl)))
     ctx = L.Ctx(mods=None, warp=32, n_sm=132)
     x = L.DevTensor(np.zeros(3 * 4096 * 4, np.uint8), 0, (3, 4096), "f32")
     for run in range(2):
@@ -71,8 +71,40 @@ def test_quantized_x_is_made_once_per_value_and_run(monkeypatch):
         assert [m[0] for m in made[2 * run :]] == [a.buf, c.buf]  # once per value in each run
     ctx.begin_node(None)  # no key: quantized at every call
     d = ctx.quantized_x(x, 4096, 3)
-    e = ctx.quantized_x(x, 4096, 3)
+    e = ctx.quantized_x(x, 4096, 3, early=True)  # for a mat-vec that starts early: so does quantize_x8
     assert len(made) == 6 and d.buf is not e.buf and d.buf is not a.buf
+    assert [m[3] for m in made] == [False] * 5 + [True]
+
+
+def test_early_start_for_whole_rows_with_programmatic_launch():
+    """xr_early / x8_early (no GPU): only mul_mat_vec_xr without x loaded with the weights (XPF 0: the whole
+    rows at K = 4096) starts while the kernel before it ends, and only with Ctx.pdl; the row groups of 8 rows
+    (K = 11008, XPF 1) and the other int8 kernels stay plain launches."""
+    import types
+
+    from rocmforge.backends.hip import launch as L
+
+    ctx = L.Ctx(mods=None, warp=32, n_sm=132)
+    ctx.smem_block, ctx.smem_sm = 227 * 1024, 228 * 1024
+    ctx.x8_matvec = ctx.x8_prequant = ctx.x8_blockwise = ctx.x8_groupwise = True
+    buf = types.SimpleNamespace(data=types.SimpleNamespace(ptr=1 << 20))  # a device buffer's address
+
+    def weight(N: int, K: int, kt: str = "q4_0") -> L.DevTensor:
+        return L.DevTensor(buf, 0, (N, K), kt)
+
+    up, down = weight(11008, 4096), weight(4096, 11008)
+    assert not L.x8_early(ctx, up)  # no programmatic launch
+    ctx.pdl = True
+    assert L.x8_early(ctx, up) and L.x8_early(ctx, weight(11008, 4096, "q8_0"))
+    assert L.xr_early(ctx, L._xr_config(ctx, up, "q4_0", 11008, 4096))
+    assert not L.x8_early(ctx, down)  # row groups of 8 rows: x loaded with the weights
+    assert not L.x8_early(ctx, weight(4096, 4096, "q4_k"))  # not an int8 mat-vec
+    ctx.tunables = {"RF_MMVR_PDL": 0}
+    assert not L.x8_early(ctx, up)
+    ctx.tunables = {"RF_MMVR_XPF": 0}  # row groups reading x in the loop may start early
+    assert L.x8_early(ctx, down)
+    ctx.tunables, ctx.x8_groupwise = {}, False  # xb: plain launches
+    assert not L.x8_early(ctx, up) and not L.xr_early(ctx, None)
 
 
 def test_xr_config_applies_to_its_types_where_k_allows():

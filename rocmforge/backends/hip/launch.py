@@ -254,15 +254,16 @@ class Ctx:
         """A run (or a capture) starts: no activation has been quantized in it yet."""
         self._x8_done.clear()
 
-    def quantized_x(self, x: DevTensor, K: int, M: int) -> DevTensor:
+    def quantized_x(self, x: DevTensor, K: int, M: int, early: bool = False) -> DevTensor:
         """x [M, K] f32 as quantize_x8's int8 rows: quantized by the first node of the run that reads x's
-        value (begin_node's x_key), reused by the others; quantized every time without a key."""
+        value (begin_node's x_key), reused by the others; quantized every time without a key. early: the
+        mat-vec starts early (xr_early), and so does quantize_x8."""
         import cupy
 
         shape = (M, x8_row_bytes(K) // 4)  # i32 words: K % 64 == 0 keeps rows 16-byte multiples
         if self._x_key is None:
             xq = self.empty(shape, "i32")
-            quantize_x8(self, xq, x, K, M)
+            quantize_x8(self, xq, x, K, M, pdl=early)
             return xq
         key = ("x8", self._x_key)
         buf = self._scratch.get(key)
@@ -271,7 +272,7 @@ class Ctx:
         xq = DevTensor(buf, 0, shape, "i32")
         if key not in self._x8_done:
             self._x8_done.add(key)
-            quantize_x8(self, xq, x, K, M)
+            quantize_x8(self, xq, x, K, M, pdl=early)
         return xq
 
     @property
@@ -436,7 +437,7 @@ def MUL_MAT(ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor) -> None:
     ):
         xr = _xr_config(ctx, w, kt, N, K) if ctx.x8_prequant and ctx.x8_groupwise else None
         if xr is not None:
-            _mul_mat_vec_xr(ctx, out, w, ctx.quantized_x(x, K, M), kt, N, K, M, xr)
+            _mul_mat_vec_xr(ctx, out, w, ctx.quantized_x(x, K, M, xr_early(ctx, xr)), kt, N, K, M, xr)
             return
         xb = _xb_config(ctx, w, kt, N, K) if ctx.x8_prequant and ctx.x8_blockwise else None
         if xb is not None:
@@ -486,11 +487,13 @@ def x8_row_bytes(K: int) -> int:
     return K + K // 4
 
 
-def quantize_x8(ctx: Ctx, xq: DevTensor, x: DevTensor, K: int, M: int) -> None:
-    """x [M, K] f32 (contiguous) -> xq [M, x8_row_bytes(K)] bytes: the int8 activations of mul_mat_vec_xq."""
+def quantize_x8(ctx: Ctx, xq: DevTensor, x: DevTensor, K: int, M: int, pdl: bool = False) -> None:
+    """x [M, K] f32 (contiguous) -> xq [M, x8_row_bytes(K)] bytes: the int8 activations of mul_mat_vec_xq.
+    pdl: started while the kernel before it ends (Ctx.pdl), for a mat-vec that starts early too (xr_early);
+    before a plainly launched mat-vec that cost 0.2 us a pair (H200, matvec_log.md)."""
     f = ctx.k("mul_mat_vec.hip", "quantize_x8")
     args = (x.ptr, _i64(K), xq.ptr, _i64(x8_row_bytes(K)), _i32(K))
-    ctx.launch(f, (cdiv(K, 1024), M), (256,), args, pdl=True)
+    ctx.launch(f, (cdiv(K, 1024), M), (256,), args, pdl=pdl)
 
 
 def _mul_mat_vec_x(
@@ -619,6 +622,23 @@ def _xr_config(ctx: Ctx, w: DevTensor, kt: str, N: int, K: int) -> tuple[dict[st
     if whole and even:  # every block the same number of row groups
         return d, smem, cdiv(groups, cdiv(groups, most))
     return d, smem, min(most, groups)
+
+
+def xr_early(ctx: Ctx, config: tuple[dict[str, int], int, int] | None) -> bool:
+    """Whether mul_mat_vec_xr launched as `config` says starts while the kernel before it ends (Ctx.pdl; x
+    not loaded with the weights, XPF 0)."""
+    if not ctx.pdl or config is None:
+        return False
+    return not config[0].get("RF_MMVR_XPF", 0) and config[0].get("RF_MMVR_PDL", 1) > 0
+
+
+def x8_early(ctx: Ctx, w: DevTensor) -> bool:
+    """Whether MUL_MAT's decode mat-vec on w is an early-started mul_mat_vec_xr (and quantize_x8 with it)."""
+    w = _as_weight(ctx, w)
+    kt = weight_kernel_type(w)
+    if not (ctx.pdl and ctx.x8_matvec and ctx.x8_prequant and ctx.x8_groupwise and kt in X8_MATVEC):
+        return False
+    return xr_early(ctx, _xr_config(ctx, w, kt, *w.shape))
 
 
 def _mul_mat_vec_xr(
