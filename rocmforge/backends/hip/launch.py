@@ -577,13 +577,14 @@ def _launch_on_xq(
 ) -> None:
     """mul_mat_vec_<kind>_<kt> (the int8 mat-vecs on quantize_x8's x): (defines, shared memory, blocks)."""
     d, smem, blocks = config
-    if kind == "xr" and d.get("RF_MMVR_XPF", 0):  # x comes with the weights: no early start
-        d = {k: v for k, v in d.items() if k != "RF_MMVR_PDL"}
-    elif kind == "xr" and ctx.pdl:
+    early = kind == "xr" and xr_early(ctx, config)
+    if early:  # the build that asks for its first weights, then waits for the kernel before
         d = {"RF_MMVR_PDL": 1, **d}
+    elif d.get("RF_MMVR_XPF", 0):  # x comes with the weights: no such build
+        d = {k: v for k, v in d.items() if k != "RF_MMVR_PDL"}
     f = ctx.k_smem("mul_mat_vec.hip", f"mul_mat_vec_{kind}_{kt}", smem, **d)
     args = (w.ptr, _i64(w.row_bytes), xq.ptr, _i64(x8_row_bytes(K)), out.ptr, _i64(N), _i32(N), _i32(K))
-    ctx.launch(f, (blocks, M), (warps * ctx.warp,), args, smem, pdl=d.get("RF_MMVR_PDL", 0) > 0)
+    ctx.launch(f, (blocks, M), (warps * ctx.warp,), args, smem, pdl=early)
 
 
 def _xr_config(ctx: Ctx, w: DevTensor, kt: str, N: int, K: int) -> tuple[dict[str, int], int, int] | None:
