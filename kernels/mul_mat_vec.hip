@@ -963,8 +963,8 @@ RF_MMVB_ENTRY(q8_0, MB_Q8_0)
 // RF_MMVR_PDL (Ctx.pdl, programmatic dependent launch on sm_90+, the launcher's default there, XPF 0): the
 // kernel starts while the one before it ends, asks for its first item before waiting for it and reads x
 // after; what was left of the gap on the H200 was the launch and the first bytes' latency, which now overlap
-// the kernel before. H200, 11008x4096 in a device graph: Q4_0 80.7-82.5% (73.2-73.9% plain), Q8_0 88.2-89.7%
-// (84.1-84.7%); the later items prefetched into L2 as well (cp.async.bulk.prefetch): 68.8%, dropped. Row
+// the kernel before. H200, 11008x4096 in a device graph: Q4_0 80.7-83.3% (73.2-75.1% plain), Q8_0 88.2-90.3%
+// (83.8-85.9%); the later items prefetched into L2 as well (cp.async.bulk.prefetch): 68.8%, dropped. Row
 // groups of 8 rows need XPF 1 (59-62% with XPF 0 and the early start, against 64% plain), so they stay plain.
 // Launch: grid (min(resident blocks, ceil(N / 8)), T) (Q: ceil(Q N / 8) row groups spread evenly over the
 // fewest rounds of resident blocks), RF_MMVR_WARPS * RF_WARP threads; dynamic shared
