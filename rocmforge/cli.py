@@ -152,7 +152,7 @@ def _backend(args: argparse.Namespace) -> Any:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from rocmforge.engine import ContextOverflowError, Engine
-    from rocmforge.profile import top_ops
+    from rocmforge.profile import IDLE, top_ops
 
     eng = Engine.from_gguf(args.model, backend=_backend(args), max_ctx=args.max_ctx)
     prompt = args.prompt
@@ -171,11 +171,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     print(f"\n[{eng.backend.device_name}] prefill: {st.prompt_tokens} tokens, {st.prefill_tps:.1f} t/s | "
           f"decode: {st.new_tokens} tokens, {st.decode_tps:.1f} t/s ({st.stop_reason})", file=sys.stderr)
     if st.timings:
-        ops = top_ops(st.timings, 5)
-        print("costliest ops of one decode step:", file=sys.stderr)
-        for op, row in ops.iterrows():
+        tm = st.timings
+        wall = "" if tm.wall_us is None else f", step {tm.wall_us / 1e3:.2f} ms"
+        print(f"costliest ops of one decode step ({tm.mode} timing{wall}; {IDLE}: what the ops' sum "
+              f"does not explain):", file=sys.stderr)
+        for op, row in top_ops(tm, 6).iterrows():
             ms, n, share = row["sum"] / 1e3, int(row["count"]), 100 * row["share"]
-            print(f"  {op:16s} {ms:9.2f} ms  x{n:<6d} {share:5.1f}%", file=sys.stderr)
+            print(f"  {op:16s} {ms:9.3f} ms  x{n:<6d} {share:5.1f}%", file=sys.stderr)
     return 0
 
 

@@ -15,7 +15,7 @@ from .config import ModelConfig
 from .gguf import GGUFFile, open_model
 from .ir.graph import Graph
 from .models import GraphSpec, build_graph
-from .profile import OpTiming
+from .profile import StepTimings
 from .tokenizer import Tokenizer
 
 MAX_UBATCH = 512  # prompt tokens per prefill graph run
@@ -27,13 +27,18 @@ class ContextOverflowError(ValueError):
 
 @dataclass
 class StepResult:
-    """One decode step: the greedy next token, its logits, per-op timings and memory counters."""
+    """One decode step: the greedy next token, its logits, per-op timings (empty when untimed; their mode
+    and the replayed step's wall time ride along, profile.StepTimings) and memory counters."""
 
     token: int
     logits: np.ndarray  # f32 [n_vocab]
-    timings: list[OpTiming]
+    timings: StepTimings
     memory: dict[str, int]
     position: int  # position of the token that was fed
+
+    def __repr__(self) -> str:
+        return (f"StepResult(token={self.token}, position={self.position}, logits=f32[{self.logits.size}], "
+                f"timings={self.timings!r})")
 
 
 @dataclass
@@ -51,7 +56,7 @@ class GenerationStats:
     new_tokens: int = 0
     decode_steps: int = 0  # step() calls: the first new token comes from the prefill's logits
     decode_s: float = 0.0
-    timings: list[OpTiming] = field(default_factory=list)
+    timings: StepTimings = field(default_factory=StepTimings)  # of the first decode step
     stop_reason: str = ""
 
     @property
@@ -109,6 +114,7 @@ class Engine:
         self.n_past = 0
         self.next_token: int | None = None
         self.last_stats = GenerationStats()
+        self.prefill_timings = StepTimings()  # of the last prefill(timed=True)
         self.graph(1)  # decode graph: binds every weight and allocates the KV cache once
 
     @classmethod
@@ -160,16 +166,21 @@ class Engine:
         self.next_token = None
         self.backend.reset_state()
 
-    def prefill(self, token_ids: Sequence[int], all_logits: bool = False) -> np.ndarray:
-        """Feed tokens at the next positions; f32 logits [n, n_vocab] with all_logits, else [n_vocab]."""
+    def prefill(self, token_ids: Sequence[int], all_logits: bool = False, timed: bool = False
+                ) -> np.ndarray:
+        """Feed tokens at the next positions; f32 logits [n, n_vocab] with all_logits, else [n_vocab].
+        timed: per-op timings of every chunk's run in `prefill_timings` (as step's timings)."""
         ids = [int(t) for t in token_ids]
         if not ids:
             raise ValueError("prefill needs at least one token")
         self._check_room(len(ids))
         rows = []
+        self.prefill_timings = StepTimings()
         for i in range(0, len(ids), MAX_UBATCH):
             chunk = ids[i:i + MAX_UBATCH]
-            outs, _ = self._run(chunk, all_logits, timed=False)
+            outs, timings = self._run(chunk, all_logits, timed=timed)
+            if timed:
+                self.prefill_timings.extend_run(timings)
             rows.append(outs["logits"])
         logits = np.concatenate(rows) if all_logits else rows[-1][-1]
         self.next_token = int(np.argmax(logits[-1] if all_logits else logits))
@@ -228,10 +239,11 @@ class Engine:
             if self.n_past >= self.max_ctx:
                 stats.stop_reason = f"max_ctx={self.max_ctx} reached"
                 break
-            # per-op timings from the first step only: timed steps run eagerly, the rest may replay
+            # per-op timings from the first step only: a timed step runs the step more than once
             res = self.step(tok, timed=stats.decode_steps == 0)
             stats.decode_steps += 1
-            stats.timings.extend(res.timings)
+            if res.timings:
+                stats.timings = res.timings
             logits = res.logits
         stats.decode_s = time.perf_counter() - t0
 

@@ -5,6 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
+# What a run's per-op times measure, by the mode they were taken in.
+TIMING_MODES = {
+    "graph": "kernels back to back in a replayed device graph, an event node after each: a kernel's time "
+             "plus the node gap the replayed step also pays",
+    "eager": "device events around each Python launch: a kernel's time plus any wait for its launch",
+    "host": "host clock around each op (numpy backend)",
+}
+IDLE = "IDLE"  # the op of the row for the time the per-op sum does not explain
+IDLE_NAME = "(launch/idle)"
+
 
 @dataclass(frozen=True)
 class OpTiming:
@@ -16,16 +26,59 @@ class OpTiming:
     us: float
 
 
-def timings_frame(timings: Iterable[OpTiming]):
-    """Timings as a DataFrame (name, op, shape, us)."""
+class StepTimings(list):
+    """The OpTiming records of one run (a list), the mode they were taken in (TIMING_MODES) and the run's
+    wall time: the replayed step's device time (HIP backend), or the whole run on the host clock (numpy).
+    `idle_us` is the part of the wall time the per-op sum does not explain (negative where timing itself
+    costs more than the replayed step's launch gaps)."""
+
+    def __init__(self, records: Iterable[OpTiming] = (), mode: str = "", wall_us: float | None = None
+                 ) -> None:
+        super().__init__(records)
+        if mode and mode not in TIMING_MODES:
+            raise ValueError(f"timing mode {mode!r}: choose one of {sorted(TIMING_MODES)}")
+        self.mode = mode
+        self.wall_us = wall_us
+
+    @property
+    def sum_us(self) -> float:
+        return float(sum(t.us for t in self))
+
+    @property
+    def idle_us(self) -> float | None:
+        return None if self.wall_us is None else self.wall_us - self.sum_us
+
+    def extend_run(self, other: StepTimings) -> None:
+        """Append another run's records (a prompt in several chunks); wall times add up."""
+        if self.mode and other.mode and other.mode != self.mode:
+            raise ValueError(f"cannot join {other.mode} timings to {self.mode} timings")
+        self.mode = self.mode or other.mode
+        self.extend(other)
+        if other.wall_us is not None:
+            self.wall_us = (self.wall_us or 0.0) + other.wall_us
+
+    def __repr__(self) -> str:
+        wall = "" if self.wall_us is None else f", wall {self.wall_us:.1f} us"
+        return f"StepTimings({len(self)} ops, {self.mode or 'no'} mode, sum {self.sum_us:.1f} us{wall})"
+
+
+def timings_frame(timings: Iterable[OpTiming], idle_row: bool = True):
+    """Timings as a DataFrame (name, op, shape, us); with a wall time known (StepTimings), one more row
+    (op IDLE) for what the per-op sum does not explain, so that the column adds up to the wall time."""
     import pandas as pd
 
-    return pd.DataFrame([asdict(t) for t in timings], columns=["name", "op", "shape", "us"])
+    rows = [asdict(t) for t in timings]
+    idle = getattr(timings, "idle_us", None)
+    if idle_row and idle is not None:
+        rows.append({"name": IDLE_NAME, "op": IDLE, "shape": (), "us": idle})
+    return pd.DataFrame(rows, columns=["name", "op", "shape", "us"])
 
 
 def top_ops(timings: Iterable[OpTiming], n: int = 5):
-    """The n costliest ops by total time, with share of the step, as a DataFrame."""
+    """The n costliest ops by total time, with share of the step (of its wall time where known, the
+    IDLE row holding the rest), as a DataFrame."""
     df = timings_frame(timings)
     g = df.groupby("op")["us"].agg(["sum", "count"]).sort_values("sum", ascending=False)
+    g.loc[g.index == IDLE, "count"] = 0
     g["share"] = g["sum"] / max(g["sum"].sum(), 1e-12)
     return g.head(n)

@@ -1,7 +1,9 @@
-"""Tiny random GGUF models (llama or qwen2 architecture) for tests and demos: real files, real layout.
+"""Random GGUF models (llama or qwen2 architecture) for tests, demos and benchmarks: real files, real layout.
 
 The tokenizer is a byte-level BPE over the 256 GPT-2 byte symbols plus a few merges and special tokens,
-so text round-trips; weights are random, quantized with the `gguf` package where a type asks for it.
+so text round-trips. `write_tiny_model`: small random weights, quantized with the `gguf` package where a
+type asks for it. `write_random_model`: the shapes of a real model (PRESETS) with random block bytes and
+valid scales, written without quantizing, so that a 7B file takes seconds (for timing, not for text).
 """
 
 from __future__ import annotations
@@ -28,14 +30,71 @@ def byte_symbols() -> list[str]:
     return [chr(table[b]) for b in range(256)]
 
 
+# the shapes of real models, as llama.cpp's anchors name them (../shared/anchors)
+PRESETS = {
+    "qwen2-0.5b": dict(arch="qwen2", n_layer=24, n_embd=896, n_head=14, n_head_kv=2, n_ff=4864,
+                       n_vocab=151936, tied=True, n_ctx_train=32768),
+    "llama-7b": dict(arch="llama", n_layer=32, n_embd=4096, n_head=32, n_head_kv=32, n_ff=11008,
+                     n_vocab=32000, tied=False, n_ctx_train=4096),
+    "smollm2-135m": dict(arch="llama", n_layer=30, n_embd=576, n_head=9, n_head_kv=3, n_ff=1536,
+                         n_vocab=49152, tied=True, n_ctx_train=8192),
+}
+# byte offsets of the f16 scale fields in a block: given valid values, random bytes elsewhere are valid
+_SCALE_FIELDS = {Q.Q4_0: (0,), Q.Q4_1: (0, 2), Q.Q5_0: (0,), Q.Q5_1: (0, 2), Q.Q8_0: (0,),
+                 Q.Q4_K: (0, 2), Q.Q5_K: (0, 2), Q.Q6_K: (208,)}
+
+
+def write_random_model(path: str | Path, preset: str, wtype: Q = Q.Q4_0, seed: int = 0) -> Path:
+    """Write a model with the shapes of PRESETS[preset], every matrix (token embeddings included) of wtype,
+    norms and biases F32: random block bytes, each block's f16 scales set to small valid values."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}: choose one of {sorted(PRESETS)}")
+    if wtype not in _SCALE_FIELDS and wtype not in (Q.F32, Q.F16):
+        raise ValueError(f"write_random_model: no random blocks for {wtype.name}")
+    from gguf.constants import GGML_QUANT_SIZES
+
+    rng = np.random.default_rng(seed)
+
+    def raw(rows: int, cols: int) -> np.ndarray:
+        if wtype in (Q.F32, Q.F16):
+            dt = np.float32 if wtype == Q.F32 else np.float16
+            return (rng.standard_normal((rows, cols), dtype=np.float32) / np.sqrt(cols)).astype(dt)
+        bs, ts = GGML_QUANT_SIZES[wtype]
+        b = rng.integers(0, 256, (rows * cols // bs, ts), dtype=np.uint8)
+        for off in _SCALE_FIELDS[wtype]:
+            d = (rng.uniform(0.5, 1.0, len(b)) * 0.02 / np.sqrt(cols / 4096)).astype(np.float16)
+            b[:, off:off + 2] = d.view(np.uint8).reshape(-1, 2)
+        return b.reshape(rows, cols // bs * ts)
+
+    return _write(path, **PRESETS[preset], raw=raw, wtype=wtype, rng=rng, name=f"random-{preset}")
+
+
 def write_tiny_model(path: str | Path, arch: str = "llama", *, n_layer: int = 2, n_embd: int = 64,
                      n_head: int = 4, n_head_kv: int = 2, n_ff: int = 96, wtype: Q = Q.F32,
                      tied: bool = True, n_ctx_train: int = 4096, seed: int = 0) -> Path:
     """Write a random model; returns its path. wtype applies to the 2-D matrices (norms stay F32)."""
     rng = np.random.default_rng(seed)
+
+    def raw(rows: int, cols: int, scale: float = 0.3) -> np.ndarray:
+        a = (rng.standard_normal((rows, cols)) * scale / np.sqrt(cols)).astype(np.float32)
+        if wtype == Q.F32:
+            return a
+        if wtype == Q.F16:
+            return a.astype(np.float16)
+        return quantize(a, wtype)
+
+    return _write(path, arch, n_layer, n_embd, n_head, n_head_kv, n_ff, 0, tied, n_ctx_train, raw=raw,
+                  wtype=wtype, rng=rng, name=f"tiny-{arch}", scales=True)
+
+
+def _write(path: str | Path, arch: str, n_layer: int, n_embd: int, n_head: int, n_head_kv: int, n_ff: int,
+           n_vocab: int, tied: bool, n_ctx_train: int, *, raw, wtype: Q, rng: np.random.Generator,
+           name: str, scales: bool = False) -> Path:
+    """The GGUF writer behind both: raw(rows, cols[, scale]) gives a matrix's data in wtype; n_vocab pads
+    the byte-level vocabulary with unused tokens (0: no padding)."""
     path = Path(path)
     w = GGUFWriter(str(path), arch)
-    w.add_name(f"tiny-{arch}")
+    w.add_name(name)
     w.add_block_count(n_layer)
     w.add_context_length(n_ctx_train)
     w.add_embedding_length(n_embd)
@@ -49,8 +108,10 @@ def write_tiny_model(path: str | Path, arch: str = "llama", *, n_layer: int = 2,
     merges = ["Ġ t", "Ġ a", "h e", "i n", "Ġt he"]
     pieces = [m.replace(" ", "") for m in merges]
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    tokens = syms + pieces + specials
-    types = [TokenType.NORMAL] * (len(syms) + len(pieces)) + [TokenType.CONTROL] * len(specials)
+    filler = [f"<unused{i}>" for i in range(max(0, n_vocab - len(syms) - len(pieces) - len(specials)))]
+    tokens = syms + pieces + filler + specials
+    types = [TokenType.NORMAL] * (len(syms) + len(pieces)) + [TokenType.UNUSED] * len(filler) + \
+        [TokenType.CONTROL] * len(specials)
     n_vocab = len(tokens)
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("gpt2" if arch == "llama" else "qwen2")
@@ -66,13 +127,8 @@ def write_tiny_model(path: str | Path, arch: str = "llama", *, n_layer: int = 2,
     hd = n_embd // n_head
 
     def mat(name: str, rows: int, cols: int, scale: float = 0.3) -> None:
-        a = (rng.standard_normal((rows, cols)) * scale / np.sqrt(cols)).astype(np.float32)
-        if wtype in (Q.F32,):
-            w.add_tensor(name, a)
-        elif wtype == Q.F16:
-            w.add_tensor(name, a.astype(np.float16))
-        else:
-            w.add_tensor(name, quantize(a, wtype), raw_dtype=wtype)
+        a = raw(rows, cols, scale) if scales else raw(rows, cols)
+        w.add_tensor(name, a, raw_dtype=None if wtype in (Q.F32, Q.F16) else wtype)
 
     def vec(name: str, n: int, center: float = 1.0) -> None:
         w.add_tensor(name, (center + 0.1 * rng.standard_normal(n)).astype(np.float32))

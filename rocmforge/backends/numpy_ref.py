@@ -18,7 +18,7 @@ from .. import quant
 from ..ir import alloc, passes
 from ..ir.graph import Graph, Tensor
 from ..ir.ops import NP_DTYPES, Op
-from ..profile import OpTiming
+from ..profile import OpTiming, StepTimings
 
 
 class QuantRows:
@@ -261,7 +261,9 @@ class NumpyBackend:
         return p.plan if p is not None else None
 
     def run(self, graph: Graph, inputs: Mapping[str, np.ndarray], timed: bool = False
-            ) -> tuple[dict[str, np.ndarray], list[OpTiming]]:
+            ) -> tuple[dict[str, np.ndarray], StepTimings]:
+        """Run the graph op by op; timed: each op on the host clock, the whole run as wall time."""
+        t_run = time.perf_counter()
         p = self._lookup(graph)
         if p is None:
             self.prepare(graph)
@@ -292,7 +294,9 @@ class NumpyBackend:
                 if timed:
                     timings.append(OpTiming(t.name, t.op.value, t.shape, (time.perf_counter() - t0) * 1e6))
         outs = {name: np.array(vals[t.id]) for name, t in graph.outputs.items()}
-        return outs, timings
+        if not timed:
+            return outs, StepTimings()
+        return outs, StepTimings(timings, "host", (time.perf_counter() - t_run) * 1e6)
 
     def memory(self) -> dict[str, int]:
         return {"weights": self.weight_bytes,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -21,8 +21,9 @@ from ... import quant
 from ...ir import alloc, passes
 from ...ir.graph import Graph, Tensor
 from ...ir.ops import ITEMSIZE, NP_DTYPES, Op
-from ...profile import OpTiming
+from ...profile import OpTiming, StepTimings
 from . import pdl
+from . import timing as timing_mod
 from .launch import LAUNCH, NATIVE_WEIGHTS, Ctx, DevTensor
 from .modules import ModuleCache
 
@@ -92,6 +93,11 @@ class _Plan:
     runs: int = 0
     device_graph: Any = None  # captured launches of every step, replayed when not timed
     capture_failed: str = ""
+    # the same launches with an event-record node after each launching step (timing="graph"), and those
+    # events: the one before the first step, then per step the event after it (None: an alias)
+    timed_graph: Any = None
+    timed_events: list = field(default_factory=list)
+    timed_failed: str = ""
 
     @property
     def arena_bytes(self) -> int:
@@ -109,10 +115,13 @@ class HipBackend:
         tunables: Mapping[str, int] | None = None,
         int8_activations: bool = False,
         programmatic_launch: bool | None = None,
+        timing: str | None = None,
     ) -> None:
         """int8_activations: decode mat-vecs of Q4_0/Q8_0 weights on x quantized to int8. programmatic_launch
         (CUDA sm_90+ with cuda-bindings; None: where available): those kernels start while the kernel before
-        them ends (pdl.py)."""
+        them ends (pdl.py). timing: how timed runs measure each op (profile.TIMING_MODES): "graph" (a
+        replayed device graph with an event node after each kernel; timing.py) or "eager"; None: "graph"
+        where event nodes can be captured (CUDA with cuda-bindings), else "eager"."""
         ok, why = gpu_available()
         if not ok:
             raise RuntimeError(f"HipBackend needs a GPU through CuPy: {why}")
@@ -153,6 +162,14 @@ class HipBackend:
         if programmatic_launch and self.pdl_unavailable:
             raise RuntimeError(f"programmatic_launch: {self.pdl_unavailable}")
         self.ctx.pdl = self.pdl_unavailable is None if programmatic_launch is None else programmatic_launch
+        self.event_nodes_unavailable = timing_mod.event_nodes_unavailable(self.is_hip)
+        if timing is None:
+            timing = "eager" if self.event_nodes_unavailable else "graph"
+        if timing not in ("graph", "eager"):
+            raise ValueError(f"timing={timing!r}: choose 'graph' or 'eager'")
+        if timing == "graph" and self.event_nodes_unavailable:
+            raise RuntimeError(f"timing='graph': {self.event_nodes_unavailable}")
+        self.timing = timing
         self.weights: dict[str, DevTensor] = {}
         self.state: dict[str, DevTensor] = {}
         self.weight_bytes = 0
@@ -282,8 +299,12 @@ class HipBackend:
         view = np.lib.stride_tricks.as_strided(host, shape=t.shape, strides=[s * item for s in t.strides])
         return np.array(view)
 
-    def _launch_all(self, plan: _Plan, timed: bool) -> list:
+    def _launch_all(self, plan: _Plan, timed: bool, marks: timing_mod.EventMarks | None = None) -> list:
+        """Launch every step. timed: device events around each launch (eager timing); marks: an event
+        recorded into the capture before the first step and after each launching step (graph timing)."""
         events: list = []
+        if marks is not None:
+            events.append(marks.mark())
         self.ctx.begin_run()
         for st in plan.steps:
             if st.launch is None:
@@ -300,28 +321,32 @@ class HipBackend:
             if timed:
                 e1.record()
                 events.append((e0, e1))
+            elif marks is not None:
+                events.append(marks.mark())
         self.ctx.begin_node(None)
         return events
 
-    def _capture(self, plan: _Plan) -> Any:
-        """Record every launch of the plan as one device graph (CUDA/HIP graph) to replay."""
+    def _capture(self, plan: _Plan, marks: timing_mod.EventMarks | None = None) -> Any:
+        """Record every launch of the plan as one device graph (CUDA/HIP graph) to replay; with marks, an
+        event-record node before the first step and after each launching step (plan.timed_events)."""
         try:
             with self.stream:
                 self.stream.begin_capture()
                 try:
-                    self._launch_all(plan, timed=False)
+                    events = self._launch_all(plan, timed=False, marks=marks)
                 finally:
                     g = self.stream.end_capture()
-            return g
         except Exception as e:  # a launcher that cannot be captured: stay eager for this graph
+            if marks is not None:
+                raise
             plan.capture_failed = f"{type(e).__name__}: {e}"
             log.warning("graph capture failed (%s); running eagerly", plan.capture_failed)
             return None
+        if marks is not None:
+            plan.timed_events = events
+        return g
 
-    def run(
-        self, graph: Graph, inputs: Mapping[str, np.ndarray], timed: bool = False
-    ) -> tuple[dict[str, np.ndarray], list[OpTiming]]:
-        plan = self._get_plan(graph)
+    def _write_inputs(self, graph: Graph, plan: _Plan, inputs: Mapping[str, np.ndarray]) -> None:
         for name, buf in plan.inputs.items():
             if name not in inputs:
                 raise KeyError(f"graph {graph.name!r} needs input {name!r}")
@@ -330,24 +355,92 @@ class HipBackend:
                 raise ValueError(f"input {name!r}: shape {a.shape}, graph wants {buf.shape}")
             if a.size:
                 buf.buf[: a.nbytes].set(a.reshape(-1).view(np.uint8))
-        eager = timed or self.debug_poison or not self.replay or bool(plan.capture_failed)
-        if not eager and plan.device_graph is None and plan.runs > 0:
-            plan.device_graph = self._capture(plan)
+
+    def _replay_us(self, plan: _Plan) -> float:
+        """Device time of one replay of the step's graph: replayed twice, the second timed, so that the
+        host's graph launch overlaps the first replay instead of showing as idle time. A step reads its
+        inputs and writes the same KV rows each time, so running it again changes nothing."""
+        e1, e2 = self.cp.cuda.Event(), self.cp.cuda.Event()
         with self.stream:
-            if not eager and plan.device_graph is not None:
-                plan.device_graph.launch(self.stream)
-                events = []
-            else:
-                events = self._launch_all(plan, timed)
-        plan.runs += 1
+            plan.device_graph.launch(self.stream)
+            e1.record(self.stream)
+            plan.device_graph.launch(self.stream)
+            e2.record(self.stream)
+        e2.synchronize()
+        return timing_mod.elapsed_us(self.cp, e1, e2)
+
+    def _graph_timed(self, plan: _Plan) -> StepTimings | None:
+        """Per-op times from one replay of the timed graph (captured on first use, then replayed once
+        untimed so that the timed replay finds it uploaded), with the untimed replay's time as wall; None
+        where the timed graph cannot be captured (plan.timed_failed says why: eager timing instead)."""
+        if plan.timed_graph is None:
+            n_marks = 1 + sum(st.launch is not None for st in plan.steps)
+            try:
+                plan.timed_graph = self._capture(plan, timing_mod.EventMarks(self.cp, self.stream, n_marks))
+            except Exception as e:
+                plan.timed_failed = f"{type(e).__name__}: {e}"
+                log.warning("timed graph capture failed (%s); timing eagerly", plan.timed_failed)
+                return None
+            with self.stream:
+                plan.timed_graph.launch(self.stream)
+        wall = self._replay_us(plan)
+        with self.stream:
+            plan.timed_graph.launch(self.stream)
         self.stream.synchronize()
-        timings: list[OpTiming] = []
-        if timed:
-            for st, ev in zip(plan.steps, events, strict=True):
-                us = 0.0 if ev is None else self.cp.cuda.get_elapsed_time(ev[0], ev[1]) * 1e3
-                timings.append(OpTiming(st.node.name, st.node.op.value, st.node.shape, us))
+        ev = plan.timed_events
+        recs, last = [], ev[0]
+        for st, e in zip(plan.steps, ev[1:], strict=True):
+            us = 0.0
+            if e is not None:
+                us, last = timing_mod.elapsed_us(self.cp, last, e), e
+            recs.append(OpTiming(st.node.name, st.node.op.value, st.node.shape, us))
+        return StepTimings(recs, "graph", wall)
+
+    def _eager_timings(self, plan: _Plan, events: list) -> StepTimings:
+        """Per-op times from the events around each launch, with the replayed step's time as wall where
+        the graph replays (else the eager run's span, Python's launch gaps included)."""
+        recs = []
+        for st, ev in zip(plan.steps, events, strict=True):
+            us = 0.0 if ev is None else timing_mod.elapsed_us(self.cp, ev[0], ev[1])
+            recs.append(OpTiming(st.node.name, st.node.op.value, st.node.shape, us))
+        if plan.device_graph is not None:
+            wall = self._replay_us(plan)
+        else:
+            span = [ev for ev in events if ev is not None]
+            wall = timing_mod.elapsed_us(self.cp, span[0][0], span[-1][1]) if span else 0.0
+        return StepTimings(recs, "eager", wall)
+
+    def run(
+        self, graph: Graph, inputs: Mapping[str, np.ndarray], timed: bool = False
+    ) -> tuple[dict[str, np.ndarray], StepTimings]:
+        """Write the inputs, run the graph and download its outputs. Untimed runs replay a captured device
+        graph (after one eager run); timed runs measure each op as `self.timing` says (TIMING_MODES). A
+        timed run may run the step more than once: a step's only writes besides its outputs are its own
+        KV-cache rows, which it writes with the same values each time."""
+        plan = self._get_plan(graph)
+        self._write_inputs(graph, plan, inputs)
+        can_replay = self.replay and not self.debug_poison and not plan.capture_failed
+        if can_replay and (plan.runs > 0 or timed) and plan.device_graph is None:
+            if plan.runs == 0:  # compile kernels and take scratch outside the capture
+                with self.stream:
+                    self._launch_all(plan, timed=False)
+            plan.device_graph = self._capture(plan)
+        replays = can_replay and plan.device_graph is not None
+        by_graph = timed and replays and self.timing == "graph" and not plan.timed_failed
+        timings = self._graph_timed(plan) if by_graph else None
+        if timings is None and replays and not timed:
+            with self.stream:
+                plan.device_graph.launch(self.stream)
+        elif timings is None:
+            with self.stream:
+                events = self._launch_all(plan, timed)
+            if timed:
+                self.stream.synchronize()
+                timings = self._eager_timings(plan, events)
+        self.stream.synchronize()
+        plan.runs += 1
         outs = {name: self._download(t) for name, t in plan.outputs.items()}
-        return outs, timings
+        return outs, timings or StepTimings()
 
     def memory(self) -> dict[str, int]:
         pool = self.cp.get_default_memory_pool()

@@ -1,0 +1,93 @@
+"""Per-op timings of a decode step (and a prompt) against the replayed step's wall time, per model.
+
+For each GGUF file: prefill a prompt, run untimed (replayed) steps to warm up, then timed steps in graph
+mode (a replayed device graph with an event node after each kernel) and in eager mode (events around
+each Python launch). Prints, per model and mode, the median per-op sum, the median replayed step and
+their ratio, the largest mat-vecs' median times by shape, and the timed prompt's sum against its wall.
+This is a measurement, not a test: it asserts nothing. Usage:
+    python scripts/profile_step.py MODEL.gguf [...] [--steps 9] [--prompt 64] [--int8] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rocmforge.backends.hip import HipBackend  # noqa: E402
+from rocmforge.engine import Engine  # noqa: E402
+
+
+def profile(path: str, steps: int, prompt: int, mode: str, int8: bool) -> dict:
+    be = HipBackend(int8_activations=int8, timing=mode)
+    eng = Engine.from_gguf(path, backend=be, max_ctx=prompt + 3 * steps + 16)
+    ids = [(7 * i + 3) % eng.config.n_vocab for i in range(prompt)]
+    eng.prefill(ids)
+    for _ in range(steps):
+        eng.step(timed=False)
+    sums, walls, mm = [], [], defaultdict(list)
+    for _ in range(steps):
+        tm = eng.step(timed=True).timings
+        sums.append(tm.sum_us)
+        walls.append(tm.wall_us)
+        for t in tm:
+            if t.op == "MUL_MAT":
+                mm[t.name].append(t.us)
+    eng.reset()
+    eng.prefill(ids, timed=False)
+    eng.reset()
+    eng.prefill(ids, timed=True)
+    pt = eng.prefill_timings
+    shapes = {}
+    g = eng.graph(1)
+    for n in g.nodes:
+        if n.name in mm and n.op.value == "MUL_MAT":
+            w = n.src[0]
+            shapes[n.name] = (tuple(w.shape), eng.model.tensors[w.name].ggml_type.name if w.kind == "weight"
+                              else "act")
+    by_shape = defaultdict(list)
+    for name, us in mm.items():
+        if name in shapes:
+            by_shape[shapes[name]].append(statistics.median(us))
+    return {
+        "model": Path(path).name, "mode": mode, "int8": int8, "device": be.device_name,
+        "steps": steps, "sum_us": statistics.median(sums), "wall_us": statistics.median(walls),
+        "sum_over_wall": statistics.median(s / w for s, w in zip(sums, walls, strict=True)),
+        "matvec_us": {f"{t} {s[0]}x{s[1]}": statistics.median(v) for (s, t), v in by_shape.items()},
+        "prefill_tokens": prompt, "prefill_sum_us": pt.sum_us, "prefill_wall_us": pt.wall_us,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="+")
+    ap.add_argument("--steps", type=int, default=9)
+    ap.add_argument("--prompt", type=int, default=64)
+    ap.add_argument("--int8", action="store_true", help="HipBackend(int8_activations=True)")
+    ap.add_argument("--modes", default="graph,eager")
+    ap.add_argument("--json", default="")
+    a = ap.parse_args()
+    recs = []
+    for m in a.models:
+        for mode in a.modes.split(","):
+            r = profile(m, a.steps, a.prompt, mode, a.int8)
+            recs.append(r)
+            print(f"{r['device']} | {r['model']} | {mode}{' int8' if a.int8 else ''} | per-op sum "
+                  f"{r['sum_us']:.1f} us | replayed step {r['wall_us']:.1f} us | "
+                  f"ratio {r['sum_over_wall']:.3f}"
+                  f" | prompt {a.prompt}: sum {r['prefill_sum_us']:.1f} wall {r['prefill_wall_us']:.1f}",
+                  flush=True)
+            for k, v in sorted(r["matvec_us"].items(), key=lambda kv: -kv[1])[:6]:
+                print(f"    MUL_MAT {k}: {v:.2f} us", flush=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps(recs, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
