@@ -134,7 +134,35 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- entry point ----------------------------------------------------------------------------------
+# -- synth ----------------------------------------------------------------------------------------
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from gguf import GGMLQuantizationType as Q
+
+    from rocmforge import synth
+
+    qtype = None if args.qtype.lower() == "keep" else args.qtype.upper()
+    if qtype is not None and qtype not in Q.__members__:
+        raise ValueError(f"unknown type {args.qtype!r}: a GGML type name (Q4_0, Q8_0, F16, ...) or 'keep'")
+    if os.path.exists(args.out) and not args.force:
+        raise ValueError(f"{args.out} exists; --force to overwrite")
+    part = f"{args.out}.part"  # renamed when whole: an interrupted run leaves no OUT
+    try:
+        if args.source in synth.PRESETS:
+            if qtype is None:
+                raise ValueError(f"preset {args.source!r} needs a type (Q4_0, Q8_0, ...), not 'keep'")
+            synth.write_random_model(part, args.source, Q[qtype], seed=args.seed)
+        else:
+            with open_model(args.source) as f:  # a known model name (fetched) or a path, checked first
+                src = f.path
+            synth.write_like(src, part, None if qtype is None else Q[qtype], seed=args.seed)
+        os.replace(part, args.out)
+    finally:
+        if os.path.exists(part):
+            os.remove(part)
+    print(f"{args.out} ({_size(os.path.getsize(args.out))})")
+    return 0
 
 
 # -- generate -------------------------------------------------------------------------------------
@@ -246,6 +274,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-r", type=int, default=3, help="repetitions after one warm-up")
     b.add_argument("-o", metavar="FILE.jsonl", help="write records in llama-bench's JSONL fields")
     b.set_defaults(func=cmd_bench)
+
+    sy = sub.add_parser("synth", help="a random-weight GGUF with a real model's layout (for benchmarks)")
+    sy.add_argument("source", metavar="PRESET|MODEL",
+                    help="a preset (qwen2-0.5b, llama-7b, smollm2-135m) or a GGUF file / known model to "
+                         "copy the layout of (metadata, tensor names, shapes)")
+    sy.add_argument("qtype", metavar="QTYPE", help="type of the matrices (Q4_0, Q8_0, ...); 'keep' for a "
+                                                   "model's own types")
+    sy.add_argument("out", metavar="OUT.gguf")
+    sy.add_argument("--seed", type=int, default=0)
+    sy.add_argument("--force", action="store_true", help="overwrite OUT")
+    sy.set_defaults(func=cmd_synth)
     return p
 
 

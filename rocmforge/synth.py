@@ -42,6 +42,29 @@ PRESETS = {
 # byte offsets of the f16 scale fields in a block: given valid values, random bytes elsewhere are valid
 _SCALE_FIELDS = {Q.Q4_0: (0,), Q.Q4_1: (0, 2), Q.Q5_0: (0,), Q.Q5_1: (0, 2), Q.Q8_0: (0,),
                  Q.Q4_K: (0, 2), Q.Q5_K: (0, 2), Q.Q6_K: (208,)}
+# K-quants multiply the block scale by random sub-block scales (6-bit, or int8 for Q6_K)
+_SCALE_DIV = {Q.Q4_K: 16, Q.Q5_K: 16, Q.Q6_K: 64}
+
+
+def _random_blocks(rng: np.random.Generator, wtype: Q, rows: int, cols: int) -> np.ndarray:
+    """[rows, row bytes] random blocks of wtype (or random f32/f16 values), scales small and valid."""
+    from gguf.constants import GGML_QUANT_SIZES
+
+    if wtype in (Q.F32, Q.F16):
+        dt = np.float32 if wtype == Q.F32 else np.float16
+        return (rng.standard_normal((rows, cols), dtype=np.float32) / np.sqrt(cols)).astype(dt)
+    if wtype not in _SCALE_FIELDS:
+        raise ValueError(f"no random blocks for {wtype.name}: choose one of "
+                         f"{', '.join(t.name for t in (Q.F32, Q.F16, *_SCALE_FIELDS))}")
+    bs, ts = GGML_QUANT_SIZES[wtype]
+    if cols % bs:
+        raise ValueError(f"{wtype.name} blocks hold {bs} values; rows of {cols} do not divide into them")
+    b = rng.integers(0, 256, (rows * cols // bs, ts), dtype=np.uint8)
+    for off in _SCALE_FIELDS[wtype]:
+        d = rng.uniform(0.5, 1.0, len(b)) * 0.02 / np.sqrt(cols / 4096) / _SCALE_DIV.get(wtype, 1)
+        d = d.astype(np.float16)
+        b[:, off:off + 2] = d.view(np.uint8).reshape(-1, 2)
+    return b.reshape(rows, cols // bs * ts)
 
 
 def write_random_model(path: str | Path, preset: str, wtype: Q = Q.Q4_0, seed: int = 0) -> Path:
@@ -49,24 +72,42 @@ def write_random_model(path: str | Path, preset: str, wtype: Q = Q.Q4_0, seed: i
     norms and biases F32: random block bytes, each block's f16 scales set to small valid values."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}: choose one of {sorted(PRESETS)}")
-    if wtype not in _SCALE_FIELDS and wtype not in (Q.F32, Q.F16):
-        raise ValueError(f"write_random_model: no random blocks for {wtype.name}")
-    from gguf.constants import GGML_QUANT_SIZES
-
     rng = np.random.default_rng(seed)
+    _random_blocks(rng, wtype, 1, 256)  # an unsupported type fails before anything is written
+    return _write(path, **PRESETS[preset], raw=lambda r, c: _random_blocks(rng, wtype, r, c), wtype=wtype,
+                  rng=rng, name=f"random-{preset}")
 
-    def raw(rows: int, cols: int) -> np.ndarray:
-        if wtype in (Q.F32, Q.F16):
-            dt = np.float32 if wtype == Q.F32 else np.float16
-            return (rng.standard_normal((rows, cols), dtype=np.float32) / np.sqrt(cols)).astype(dt)
-        bs, ts = GGML_QUANT_SIZES[wtype]
-        b = rng.integers(0, 256, (rows * cols // bs, ts), dtype=np.uint8)
-        for off in _SCALE_FIELDS[wtype]:
-            d = (rng.uniform(0.5, 1.0, len(b)) * 0.02 / np.sqrt(cols / 4096)).astype(np.float16)
-            b[:, off:off + 2] = d.view(np.uint8).reshape(-1, 2)
-        return b.reshape(rows, cols // bs * ts)
 
-    return _write(path, **PRESETS[preset], raw=raw, wtype=wtype, rng=rng, name=f"random-{preset}")
+def write_like(source: str | Path, path: str | Path, wtype: Q | None = None, seed: int = 0) -> Path:
+    """Write a copy of the GGUF file `source` (every metadata key, tensor name, shape and order) whose
+    matrices are random blocks of their own type (or of wtype): the model's exact layout for timing,
+    without its weights. 1-D tensors (norms, biases) are copied."""
+    from gguf import GGUFReader, GGUFValueType
+
+    r = GGUFReader(str(source))
+    rng = np.random.default_rng(seed)
+    arch = r.fields["general.architecture"].contents()
+    w = GGUFWriter(str(path), arch)
+    for key, f in r.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture":
+            continue  # written by GGUFWriter itself
+        vtype = f.types[0]
+        sub = f.types[-1] if vtype == GGUFValueType.ARRAY else None
+        w.add_key_value(key, f.contents(), vtype, sub_type=sub)
+    for t in r.tensors:
+        shape = [int(n) for n in t.shape]  # ggml order: [cols, rows, ...]
+        if len(shape) == 1 or (len(shape) == 2 and shape[1] == 1):
+            w.add_tensor(t.name, np.array(t.data), raw_dtype=Q(t.tensor_type))
+            continue
+        qt = wtype or Q(t.tensor_type)
+        rows = int(np.prod(shape[1:]))
+        data = _random_blocks(rng, qt, rows, shape[0])
+        w.add_tensor(t.name, data, raw_dtype=None if qt in (Q.F32, Q.F16) else qt)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return Path(path)
 
 
 def write_tiny_model(path: str | Path, arch: str = "llama", *, n_layer: int = 2, n_embd: int = 64,
