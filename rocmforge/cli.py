@@ -27,6 +27,35 @@ __all__ = ["main", "build_parser", "model_info"]
 EXIT_ERROR = 2
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (`rocmforge: error: ...`, exit 2) instead of usage + error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"rocmforge: error: {' '.join(message.split())} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(EXIT_ERROR)
+
+
+def _checked(kind: type, ok: Any, what: str) -> Any:
+    """An argparse type: kind(text), refused unless ok(value), with `what` saying what is wanted."""
+
+    def parse(text: str) -> Any:
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"{text} is not {what}")
+        return v
+
+    return parse
+
+
+POSITIVE = _checked(int, lambda v: v > 0, "a positive integer")
+COUNT = _checked(int, lambda v: v >= 0, "a non-negative integer")
+TEMPERATURE = _checked(float, lambda v: v >= 0 and v == v and v != float("inf"), "a temperature >= 0")
+PROBABILITY = _checked(float, lambda v: 0 < v <= 1, "a probability in (0, 1]")
+
+
 def _size(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
@@ -186,14 +215,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
     prompt = args.prompt
     if args.chat:
         prompt = eng.tokenizer.apply_chat_template([{"role": "user", "content": prompt}])
+    interrupted, gen = False, None
     try:
         print(args.prompt if not args.chat else "", end="", flush=True)
-        for chunk in eng.generate(prompt, max_new_tokens=args.max_tokens, temperature=args.temp,
-                                  top_k=args.top_k, top_p=args.top_p, seed=args.seed):
+        gen = eng.generate(prompt, max_new_tokens=args.max_tokens, temperature=args.temp, top_k=args.top_k,
+                           top_p=args.top_p, seed=args.seed)
+        for chunk in gen:
             print(chunk.text, end="", flush=True)
     except ContextOverflowError:
         print()  # end the streamed line before the one-line error
         raise
+    except KeyboardInterrupt:  # the statistics so far, then exit 130
+        interrupted = True
+        if gen is not None:
+            gen.close()
     print()
     st = eng.last_stats
     print(f"\n[{eng.backend.device_name}] prefill: {st.prompt_tokens} tokens, {st.prefill_tps:.1f} t/s | "
@@ -206,17 +241,31 @@ def cmd_generate(args: argparse.Namespace) -> int:
         for op, row in top_ops(tm, 6).iterrows():
             ms, n, share = row["sum"] / 1e3, int(row["count"]), 100 * row["share"]
             print(f"  {op:16s} {ms:9.3f} ms  x{n:<6d} {share:5.1f}%", file=sys.stderr)
-    return 0
+    return 130 if interrupted else 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from rocmforge import bench
     from rocmforge.engine import Engine
 
-    eng = Engine.from_gguf(args.model, backend=_backend(args), max_ctx=max(args.p + 1, args.n + 1, 16))
-    recs = bench.bench(eng, pp=[args.p] if args.p else [], tg=[args.n] if args.n else [], reps=args.r)
-    if args.o:
-        bench.write_jsonl(recs, args.o)
+    if not args.p and not args.n:
+        raise ValueError("-p 0 and -n 0: nothing to run")
+    part = None
+    if args.o:  # opened before the run, renamed when the records are whole
+        part = open(f"{args.o}.part", "w")
+    try:
+        eng = Engine.from_gguf(args.model, backend=_backend(args),
+                               max_ctx=max(args.p + 1, args.n + 1, 16))
+        recs = bench.bench(eng, pp=[args.p] if args.p else [], tg=[args.n] if args.n else [], reps=args.r)
+        if part is not None:
+            for r in recs:
+                part.write(json.dumps(r) + "\n")
+            part.close()
+            os.replace(part.name, args.o)
+    finally:
+        if part is not None and not part.closed:
+            part.close()
+            os.remove(part.name)
     print("| model | backend | device | test | t/s |\n|---|---|---|---|---|")
     for r in recs:
         test = f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"
@@ -230,7 +279,7 @@ INT8_HELP = ("HIP backend: quantize activations to int8 for Q4_0/Q8_0 mat-vecs o
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rocmforge", description="Run and study GGUF LLMs (numpy / HIP).")
+    p = _Parser(prog="rocmforge", description="Run and study GGUF LLMs (numpy / HIP).")
     p.add_argument("--version", action="version", version=f"rocmforge {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -256,12 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"known model name or GGUF path (default: {hub.DEFAULT_MODEL})")
     gen.add_argument("--backend", default="auto", choices=("auto", "numpy", "hip"))
     gen.add_argument("--int8-activations", action="store_true", help=INT8_HELP)
-    gen.add_argument("--max-tokens", type=int, default=64)
-    gen.add_argument("--max-ctx", type=int, default=2048, help="KV cache size in tokens")
-    gen.add_argument("--temp", type=float, default=0.0, help="0 = greedy")
-    gen.add_argument("--top-k", type=int, default=40)
-    gen.add_argument("--top-p", type=float, default=0.95)
-    gen.add_argument("--seed", type=int, default=None)
+    gen.add_argument("--max-tokens", type=POSITIVE, default=64)
+    gen.add_argument("--max-ctx", type=POSITIVE, default=2048, help="KV cache size in tokens")
+    gen.add_argument("--temp", type=TEMPERATURE, default=0.0, help="0 = greedy")
+    gen.add_argument("--top-k", type=COUNT, default=40, help="0 = no top-k cut")
+    gen.add_argument("--top-p", type=PROBABILITY, default=0.95)
+    gen.add_argument("--seed", type=COUNT, default=None)
     gen.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     gen.set_defaults(func=cmd_generate)
 
@@ -269,9 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", default=hub.DEFAULT_MODEL, metavar="NAME|PATH")
     b.add_argument("--backend", default="auto", choices=("auto", "numpy", "hip"))
     b.add_argument("--int8-activations", action="store_true", help=INT8_HELP)
-    b.add_argument("-p", type=int, default=512, help="prompt tokens (0: skip pp)")
-    b.add_argument("-n", type=int, default=128, help="generated tokens (0: skip tg)")
-    b.add_argument("-r", type=int, default=3, help="repetitions after one warm-up")
+    b.add_argument("-p", type=COUNT, default=512, help="prompt tokens (0: skip pp)")
+    b.add_argument("-n", type=COUNT, default=128, help="generated tokens (0: skip tg)")
+    b.add_argument("-r", type=POSITIVE, default=3, help="repetitions after one warm-up")
     b.add_argument("-o", metavar="FILE.jsonl", help="write records in llama-bench's JSONL fields")
     b.set_defaults(func=cmd_bench)
 
@@ -282,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("qtype", metavar="QTYPE", help="type of the matrices (Q4_0, Q8_0, ...); 'keep' for a "
                                                    "model's own types")
     sy.add_argument("out", metavar="OUT.gguf")
-    sy.add_argument("--seed", type=int, default=0)
+    sy.add_argument("--seed", type=COUNT, default=0)
     sy.add_argument("--force", action="store_true", help="overwrite OUT")
     sy.set_defaults(func=cmd_synth)
     return p
@@ -292,16 +341,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (GGUFError, hub.HubError, FileNotFoundError, ValueError, RuntimeError) as e:
+    except BrokenPipeError:  # e.g. `rocmforge info --json | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (GGUFError, hub.HubError, OSError, ValueError, RuntimeError) as e:
         msg = " ".join(str(e).split())  # always one line
         print(f"rocmforge: error: {msg}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("rocmforge: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # e.g. `rocmforge info --json | head`
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,11 @@ class StepResult:
     timings: StepTimings
     memory: dict[str, int]
     position: int  # position of the token that was fed
+
+    @property
+    def finite(self) -> bool:
+        """False when the logits hold NaN or Inf (the token then means nothing)."""
+        return bool(np.isfinite(self.logits).all())
 
     def __repr__(self) -> str:
         return (f"StepResult(token={self.token}, position={self.position}, logits=f32[{self.logits.size}], "
@@ -107,6 +113,9 @@ class Engine:
         if max_ctx < 1:
             raise ValueError(f"max_ctx must be positive, got {max_ctx}")
         self.max_ctx = int(max_ctx)
+        if self.config.n_ctx_train and self.max_ctx > self.config.n_ctx_train:
+            warnings.warn(f"max_ctx={self.max_ctx} is above the model's training context "
+                          f"({self.config.n_ctx_train}): positions past it were never trained", stacklevel=2)
         self.kv_dtype = kv_dtype
         self.backend = _make_backend(backend)
         self.weight_spec = {n: (t.shape, t.ggml_type.name.lower()) for n, t in model.tensors.items()}
@@ -209,17 +218,43 @@ class Engine:
         A prompt that does not fit in max_ctx raises ContextOverflowError; generation stops when the KV
         cache is full (stop_reason says so), at a stop token or string, or after max_new_tokens.
         """
+        check_sampling(temperature, top_k, top_p)
+        if max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
         ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
+        self._check_room(len(ids))  # the prompt must fit; generation stops when the cache is full
+        return self._generate(ids, max_new_tokens, temperature, top_k, top_p, seed, stop)
+
+    def _generate(self, ids: list[int], max_new_tokens: int, temperature: float, top_k: int, top_p: float,
+                  seed: int | None, stop: Sequence[str]) -> Iterator[Generated]:
         rng = np.random.default_rng(seed)
         stats = self.last_stats = GenerationStats(prompt_tokens=len(ids))
-        self._check_room(len(ids))  # the prompt must fit; generation stops when the cache is full
         t0 = time.perf_counter()
         logits = self.prefill(ids)
         stats.prefill_s = time.perf_counter() - t0
+        if not np.isfinite(logits).all():
+            raise FloatingPointError("the prompt's last logits hold NaN or Inf")
         decoder = self.tokenizer.stream()
+        t0 = time.perf_counter()
+        try:
+            yield from self._decode(logits, stats, decoder, max_new_tokens, temperature, top_k, top_p, rng,
+                                    stop)
+        except GeneratorExit:  # the caller stopped early (or closed us after an interrupt)
+            stats.stop_reason = stats.stop_reason or "stopped by the caller"
+            raise
+        except BaseException:
+            stats.stop_reason = stats.stop_reason or "interrupted"
+            raise
+        finally:  # the statistics so far, however it ends
+            stats.decode_s = time.perf_counter() - t0
+
+    def _decode(self, logits: np.ndarray, stats: GenerationStats, decoder: Any, max_new_tokens: int,
+                temperature: float, top_k: int, top_p: float, rng: np.random.Generator,
+                stop: Sequence[str]) -> Iterator[Generated]:
         text = ""
         stop_ids = set(self.tokenizer.stop_ids)
-        t0 = time.perf_counter()
+        if max_new_tokens == 0:
+            stats.stop_reason = "max tokens"
         for i in range(max_new_tokens):
             tok = sample(logits, temperature, top_k, top_p, rng)
             stats.new_tokens += 1
@@ -244,8 +279,19 @@ class Engine:
             stats.decode_steps += 1
             if res.timings:
                 stats.timings = res.timings
+            if not res.finite:
+                raise FloatingPointError(f"step at position {res.position}: the logits hold NaN or Inf")
             logits = res.logits
-        stats.decode_s = time.perf_counter() - t0
+
+
+def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
+    """Refuse sampling settings outside their ranges (a ValueError saying which)."""
+    if not temperature >= 0 or temperature == float("inf"):
+        raise ValueError(f"temperature must be >= 0 and finite, got {temperature}")
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0 (0: no cut), got {top_k}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
 
 
 def sample(logits: np.ndarray, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,

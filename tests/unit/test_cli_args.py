@@ -1,0 +1,119 @@
+"""Every bad value of every option, walked through the CLI: exit status 2 and one line saying what is wrong,
+before any work is done; interrupted generation still prints its statistics."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from rocmforge.cli import main
+from rocmforge.synth import write_tiny_model
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> str:
+    return str(write_tiny_model(tmp_path_factory.mktemp("m") / "tiny.gguf"))
+
+
+@pytest.fixture(autouse=True)
+def _offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROCMFORGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("ROCMFORGE_OFFLINE", "1")
+
+
+GEN = ["generate", "--backend", "numpy"]
+BENCH = ["bench", "--backend", "numpy", "-p", "4", "-n", "2", "-r", "1"]
+BAD = [  # (argv, with {m} for the model, a regex the one-line message must match)
+    (GEN + ["--model", "{m}", "--max-tokens", "0", "hi"], r"--max-tokens: 0 is not a positive integer"),
+    (GEN + ["--model", "{m}", "--max-tokens", "-3", "hi"], r"--max-tokens: -3 is not a positive integer"),
+    (GEN + ["--model", "{m}", "--max-tokens", "x", "hi"], r"--max-tokens: 'x' is not a positive integer"),
+    (GEN + ["--model", "{m}", "--max-ctx", "0", "hi"], r"--max-ctx: 0 is not a positive integer"),
+    (GEN + ["--model", "{m}", "--temp", "-1", "hi"], r"--temp: -1 is not a temperature >= 0"),
+    (GEN + ["--model", "{m}", "--temp", "nan", "hi"], r"--temp: nan is not a temperature >= 0"),
+    (GEN + ["--model", "{m}", "--temp", "inf", "hi"], r"--temp: inf is not a temperature >= 0"),
+    (GEN + ["--model", "{m}", "--top-k", "-1", "hi"], r"--top-k: -1 is not a non-negative integer"),
+    (GEN + ["--model", "{m}", "--top-p", "5", "hi"], r"--top-p: 5 is not a probability in \(0, 1\]"),
+    (GEN + ["--model", "{m}", "--top-p", "0", "hi"], r"--top-p: 0 is not a probability"),
+    (GEN + ["--model", "{m}", "--seed", "-1", "hi"], r"--seed: -1 is not a non-negative integer"),
+    (["generate", "--model", "{m}", "--backend", "cuda", "hi"], r"--backend: invalid choice: 'cuda'"),
+    (GEN + ["--model", "{m}/nope.gguf", "hi"], r"no such file or known model"),
+    (GEN + ["--model", "{m}"], r"the following arguments are required: PROMPT"),
+    (GEN + ["--model", "{m}", "--max-ctx", "2", "the cat sat on the mat"], r"exceed max_ctx=2"),
+    (BENCH + ["--model", "{m}", "-n", "-2"], r"-n: -2 is not a non-negative integer"),
+    (BENCH + ["--model", "{m}", "-p", "-4"], r"-p: -4 is not a non-negative integer"),
+    (BENCH + ["--model", "{m}", "-r", "0"], r"-r: 0 is not a positive integer"),
+    (BENCH + ["--model", "{m}", "-p", "0", "-n", "0"], r"-p 0 and -n 0: nothing to run"),
+    (BENCH + ["--model", "{m}", "-o", "/nonexistent-dir/b.jsonl"], r"No such file or directory"),
+    (BENCH + ["--model", "{m}/nope.gguf"], r"no such file or known model"),
+    (["info", "{m}/nope.gguf"], r"no such file or known model"),
+    (["info", "--jsn"], r"unrecognized arguments: --jsn"),
+    (["models", "fetch", "gpt-5"], r"unknown model 'gpt-5'"),
+    (["models", "fetch"], r"the following arguments are required: NAME"),
+    (["models", "drop"], r"invalid choice: 'drop'"),
+    (["synth", "llama-7b", "Q9_9", "{m}.out"], r"unknown type 'Q9_9'"),
+    (["synth", "llama-7b", "q4_0", "{m}"], r"exists; --force to overwrite"),
+    (["synth", "llama-7b", "q4_0", "{m}.out", "--seed", "-2"], r"--seed: -2 is not a non-negative"),
+    (["perplexity"], r"invalid choice: 'perplexity'"),
+]
+
+
+@pytest.mark.parametrize("argv, message", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_is_one_line_and_exit_2(model, capsys, argv, message):
+    argv = [a.replace("{m}", model) for a in argv]
+    try:
+        rc = main(argv)
+    except SystemExit as e:  # argparse's own exit, through _Parser.error
+        rc = e.code
+    out, err = capsys.readouterr()
+    assert rc == 2, (rc, out, err)
+    assert err.count("\n") == 1 and err.startswith("rocmforge: error: ") and "Traceback" not in err, err
+    assert re.search(message, err), err
+
+
+def test_bench_output_fails_before_the_run_and_is_written_whole(model, tmp_path, capsys, monkeypatch):
+    import rocmforge.bench as bench
+
+    ran = []
+    monkeypatch.setattr(bench, "bench", lambda *a, **k: ran.append(1) or [])
+    assert main(BENCH + ["--model", model, "-o", str(tmp_path / "no" / "b.jsonl")]) == 2
+    assert not ran  # the unwritable output stopped it before any work
+    capsys.readouterr()
+
+    def boom(*a, **k):
+        raise RuntimeError("out of device memory (test)")
+
+    monkeypatch.setattr(bench, "bench", boom)
+    assert main(BENCH + ["--model", model, "-o", str(tmp_path / "b.jsonl")]) == 2
+    assert not (tmp_path / "b.jsonl").exists()
+    assert not (tmp_path / "b.jsonl.part").exists()
+
+
+def test_interrupted_generation_prints_its_statistics(model, capsys, monkeypatch):
+    from rocmforge.engine import Engine
+
+    real_step, n = Engine.step, []
+
+    def step(self, *a, **k):
+        n.append(1)
+        if len(n) == 3:
+            raise KeyboardInterrupt
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(Engine, "step", step)
+    rc = main(GEN + ["--model", model, "--max-tokens", "20", "the cat"])
+    _, err = capsys.readouterr()
+    assert rc == 130
+    assert re.search(r"decode: 3 tokens, [\d.]+ t/s \(interrupted\)", err), err
+
+
+def test_engine_checks_sampling_arguments_where_they_enter(model):
+    from rocmforge.engine import Engine
+
+    eng = Engine.from_gguf(model, backend="numpy", max_ctx=32)
+    for kw, word in [({"temperature": -1}, "temperature"), ({"top_p": 1.5}, "top_p"),
+                     ({"top_k": -2}, "top_k"), ({"max_new_tokens": -1}, "max_new_tokens")]:
+        with pytest.raises(ValueError, match=word):
+            eng.generate("hi", **kw)  # raised at the call, not at the first token
+    with pytest.warns(UserWarning, match="training context"):
+        Engine.from_gguf(model, backend="numpy", max_ctx=8192)
