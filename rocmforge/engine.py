@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 import warnings
@@ -15,6 +16,7 @@ import numpy as np
 from .config import ModelConfig
 from .gguf import GGUFFile, open_model
 from .ir.graph import Graph
+from .ir.ops import ITEMSIZE
 from .models import GraphSpec, build_graph
 from .profile import StepTimings
 from .tokenizer import Tokenizer
@@ -24,6 +26,10 @@ MAX_UBATCH = 512  # prompt tokens per prefill graph run
 
 class ContextOverflowError(ValueError):
     """More tokens than the engine's max_ctx (the KV cache size)."""
+
+
+class DeviceMemoryError(RuntimeError):
+    """The model does not fit in the device's memory at this max_ctx (raised before anything is uploaded)."""
 
 
 @dataclass
@@ -124,6 +130,7 @@ class Engine:
         self.next_token: int | None = None
         self.last_stats = GenerationStats()
         self.prefill_timings = StepTimings()  # of the last prefill(timed=True)
+        self._check_device_memory()
         self.graph(1)  # decode graph: binds every weight and allocates the KV cache once
 
     @classmethod
@@ -142,6 +149,49 @@ class Engine:
             self.backend.bind_weights(g, self._weight_source)
             self._graphs[key] = self.backend.prepare(g)
         return self._graphs[key]
+
+    def device_plan(self, max_ctx: int | None = None) -> dict[str, int]:
+        """Bytes this model needs on the backend's device at max_ctx (default: the engine's): weights as
+        they are uploaded, the KV cache, the arenas of the decode graph and of the largest prefill graph,
+        and their total. Builds and plans graphs; allocates nothing."""
+        from .ir import alloc, passes
+
+        max_ctx = self.max_ctx if max_ctx is None else int(max_ctx)
+        sizes = {n: (t.ggml_type, t.n_bytes) for n, t in self.model.tensors.items()}
+        plan = {"weights": 0, "kv_cache": 0, "activations": 0}
+        for n_tokens in sorted({1, min(MAX_UBATCH, max_ctx)}):
+            g = build_graph(self.config, self.weight_spec, GraphSpec(n_tokens, max_ctx, self.kv_dtype, False))
+            if n_tokens == 1:
+                need = getattr(self.backend, "weight_bytes_needed", None)
+                plan["weights"] = need(g, sizes) if need else sum(b for _, b in sizes.values())
+                plan["kv_cache"] = sum(math.prod(s.shape) * ITEMSIZE[s.dtype] for s in g.leaves("state"))
+            plan["activations"] += alloc.plan(passes.optimize(g)[0], alignment=256).arena_bytes
+        plan["total"] = sum(plan.values())
+        return plan
+
+    def _check_device_memory(self) -> None:
+        """Fail before uploading anything when the device cannot hold the model at max_ctx, saying how
+        much it needs, how much there is and the largest max_ctx that would fit."""
+        available = getattr(self.backend, "available_bytes", None)
+        if available is None:
+            return  # the numpy backend: host memory
+        have = available()
+        plan = self.device_plan()
+        if plan["total"] <= have:
+            return
+        per_token = plan["kv_cache"] / self.max_ctx
+        fits = int((have - plan["total"] + plan["kv_cache"]) // per_token) if per_token else 0
+        fits = min(fits, self.max_ctx - 1)
+        while fits > 0 and self.device_plan(fits)["total"] > have:  # arenas may shrink with max_ctx too
+            fits = fits * 15 // 16
+        gib = 1 << 30
+        hint = f"max_ctx={fits} would fit" if fits > 0 else "no max_ctx fits: the weights alone do not"
+        name = self.config.name or self.config.arch
+        dev = getattr(self.backend, "device_name", "the device")
+        raise DeviceMemoryError(
+            f"{name} at max_ctx={self.max_ctx} needs {plan['total'] / gib:.2f} GiB on {dev} (weights "
+            f"{plan['weights'] / gib:.2f}, KV cache {plan['kv_cache'] / gib:.2f}, activations "
+            f"{plan['activations'] / gib:.2f}); {have / gib:.2f} GiB is available; {hint}")
 
     @property
     def graph_keys(self) -> list[tuple[int, bool]]:

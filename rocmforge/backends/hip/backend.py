@@ -187,6 +187,36 @@ class HipBackend:
             d[: b.size].set(b)
         return d
 
+    @staticmethod
+    def device_form(qtype: quant.QType, shape: tuple[int, ...], uses: set[Op]) -> str:
+        """How a weight of this type lives on the device: "raw" (its GGUF bytes, read by the kernels in
+        their blocks), or converted at upload to "f16" (a type no kernel reads) or "f32" (other uses)."""
+        tname = quant.QType(qtype).name.lower()
+        blocks_only = uses <= _WEIGHT_OPS and len(shape) == 2
+        if tname in ("f32", "f16") or (tname in NATIVE_WEIGHTS and blocks_only):
+            return "raw"
+        return "f16" if blocks_only else "f32"
+
+    def weight_bytes_needed(self, graph: Graph, sizes: Mapping[str, tuple[quant.QType, int]]) -> int:
+        """Device bytes the graph's weights not yet bound will take; sizes: name -> (type, GGUF bytes)."""
+        uses = graph.weight_uses()
+        total = 0
+        for w in graph.leaves("weight"):
+            if w.name not in self.weights:
+                qtype, nbytes = sizes[w.name]
+                form = self.device_form(qtype, tuple(w.shape), uses.get(w.name, set()))
+                total += nbytes if form == "raw" else math.prod(w.shape) * (2 if form == "f16" else 4)
+        return total
+
+    def available_bytes(self) -> int:
+        """Device memory a new allocation can still get: the device's free memory plus the pool's cached
+        blocks, no more than the pool's limit leaves (cupy.get_default_memory_pool().set_limit)."""
+        pool = self.cp.get_default_memory_pool()
+        free, _ = self.cp.cuda.runtime.memGetInfo()
+        avail = int(free) + int(pool.total_bytes() - pool.used_bytes())
+        limit = int(pool.get_limit())
+        return min(avail, limit - int(pool.used_bytes())) if limit else avail
+
     def bind_weights(self, graph: Graph, source: Callable[[str], tuple[np.ndarray, quant.QType]]) -> None:
         """Upload every weight leaf not yet bound; source(name) gives (raw bytes, ggml type)."""
         uses = graph.weight_uses()
@@ -195,12 +225,11 @@ class HipBackend:
                 continue
             raw, qtype = source(w.name)
             qt = quant.QType(qtype)
-            tname = qt.name.lower()
             shape = tuple(w.shape)
-            blocks_only = uses.get(w.name, set()) <= _WEIGHT_OPS and len(shape) == 2
-            if tname in ("f32", "f16") or (tname in NATIVE_WEIGHTS and blocks_only):
-                dev = DevTensor(self._upload(raw), 0, shape, tname)
-            elif blocks_only:
+            form = self.device_form(qt, shape, uses.get(w.name, set()))
+            if form == "raw":
+                dev = DevTensor(self._upload(raw), 0, shape, qt.name.lower())
+            elif form == "f16":
                 log.warning(
                     "weight %s: GGML type %s has no kernel; converted to f16 at upload", w.name, qt.name
                 )

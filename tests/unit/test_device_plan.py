@@ -1,0 +1,61 @@
+"""Device memory planned before allocation: the engine sums what a model needs (weights as uploaded, KV
+cache, arenas) and, where the backend cannot hold it, fails before uploading anything, naming both numbers
+and a max_ctx that fits. The GPU side (a capped CuPy pool) is tests/gpu/test_device_memory.py."""
+
+import re
+
+import pytest
+from gguf import GGMLQuantizationType as Q
+
+from rocmforge.backends.numpy_ref import NumpyBackend
+from rocmforge.engine import DeviceMemoryError, Engine
+from rocmforge.synth import write_tiny_model
+
+
+class SmallDevice(NumpyBackend):
+    """The numpy backend with a device budget of `have` bytes that counts its uploads."""
+
+    def __init__(self, have: int) -> None:
+        super().__init__()
+        self.have, self.bound = have, 0
+
+    def available_bytes(self) -> int:
+        return self.have
+
+    def bind_weights(self, graph, source):
+        self.bound += 1
+        super().bind_weights(graph, source)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return write_tiny_model(tmp_path_factory.mktemp("m") / "m.gguf", "llama", n_layer=4, n_embd=128,
+                            n_ff=256, wtype=Q.Q8_0)
+
+
+def test_the_plan_adds_up_and_grows_with_the_context(tiny):
+    eng = Engine.from_gguf(tiny, backend="numpy", max_ctx=256)
+    p = eng.device_plan()
+    cfg = eng.config
+    assert p["kv_cache"] == 2 * cfg.n_layer * 256 * cfg.n_head_kv * cfg.head_dim * 4
+    assert p["weights"] == sum(t.n_bytes for t in eng.model.tensors.values())
+    assert p["total"] == p["weights"] + p["kv_cache"] + p["activations"] and p["activations"] > 0
+    assert eng.device_plan(512)["kv_cache"] == 2 * p["kv_cache"]
+
+
+def test_too_small_a_device_fails_before_uploading_and_names_a_context_that_fits(tiny):
+    need = Engine.from_gguf(tiny, backend="numpy", max_ctx=4096).device_plan()
+    be = SmallDevice(need["total"] - need["kv_cache"] // 2)
+    with pytest.raises(DeviceMemoryError) as e:
+        Engine.from_gguf(tiny, backend=be, max_ctx=4096)
+    msg = str(e.value)
+    assert be.bound == 0 and not be.weights  # nothing uploaded
+    assert re.search(r"at max_ctx=4096 needs [\d.]+ GiB .* GiB is available", msg)
+    fits = int(re.search(r"max_ctx=(\d+) would fit", msg).group(1))
+    assert 1500 <= fits < 4096
+    Engine.from_gguf(tiny, backend=SmallDevice(be.have), max_ctx=fits)  # and it does
+
+
+def test_a_device_smaller_than_the_weights_says_no_context_fits(tiny):
+    with pytest.raises(DeviceMemoryError, match="no max_ctx fits"):
+        Engine.from_gguf(tiny, backend=SmallDevice(1000), max_ctx=64)
