@@ -78,36 +78,52 @@ def write_random_model(path: str | Path, preset: str, wtype: Q = Q.Q4_0, seed: i
                   rng=rng, name=f"random-{preset}")
 
 
-def write_like(source: str | Path, path: str | Path, wtype: Q | None = None, seed: int = 0) -> Path:
-    """Write a copy of the GGUF file `source` (every metadata key, tensor name, shape and order) whose
-    matrices are random blocks of their own type (or of wtype): the model's exact layout for timing,
-    without its weights. 1-D tensors (norms, biases) are copied."""
+def read_layout(source: str | Path) -> dict:
+    """A GGUF file's layout: architecture, every metadata field (value and types) and every tensor (name,
+    type, ggml shape; the data of 1-D tensors, norms and biases). Small: what write_layout needs."""
     from gguf import GGUFReader, GGUFValueType
 
     r = GGUFReader(str(source))
-    rng = np.random.default_rng(seed)
-    arch = r.fields["general.architecture"].contents()
-    w = GGUFWriter(str(path), arch)
+    fields = []
     for key, f in r.fields.items():
         if key.startswith("GGUF.") or key == "general.architecture":
             continue  # written by GGUFWriter itself
         vtype = f.types[0]
-        sub = f.types[-1] if vtype == GGUFValueType.ARRAY else None
-        w.add_key_value(key, f.contents(), vtype, sub_type=sub)
+        fields.append((key, f.contents(), vtype, f.types[-1] if vtype == GGUFValueType.ARRAY else None))
+    tensors = []
     for t in r.tensors:
         shape = [int(n) for n in t.shape]  # ggml order: [cols, rows, ...]
-        if len(shape) == 1 or (len(shape) == 2 and shape[1] == 1):
-            w.add_tensor(t.name, np.array(t.data), raw_dtype=Q(t.tensor_type))
+        vector = len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)
+        tensors.append((t.name, Q(t.tensor_type), shape, np.array(t.data) if vector else None))
+    return {"arch": r.fields["general.architecture"].contents(), "fields": fields, "tensors": tensors}
+
+
+def write_layout(layout: dict, path: str | Path, wtype: Q | None = None, seed: int = 0) -> Path:
+    """Write a model of this layout (read_layout) whose matrices are random blocks of their own type (or
+    of wtype); 1-D tensors keep their data."""
+    rng = np.random.default_rng(seed)
+    w = GGUFWriter(str(path), layout["arch"])
+    for key, value, vtype, sub in layout["fields"]:
+        w.add_key_value(key, value, vtype, sub_type=sub)
+    for name, qtype, shape, data in layout["tensors"]:
+        if data is not None:
+            w.add_tensor(name, data, raw_dtype=qtype)
             continue
-        qt = wtype or Q(t.tensor_type)
-        rows = int(np.prod(shape[1:]))
-        data = _random_blocks(rng, qt, rows, shape[0])
-        w.add_tensor(t.name, data, raw_dtype=None if qt in (Q.F32, Q.F16) else qt)
+        qt = wtype or qtype
+        blocks = _random_blocks(rng, qt, int(np.prod(shape[1:])), shape[0])
+        w.add_tensor(name, blocks, raw_dtype=None if qt in (Q.F32, Q.F16) else qt)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
     return Path(path)
+
+
+def write_like(source: str | Path, path: str | Path, wtype: Q | None = None, seed: int = 0) -> Path:
+    """Write a copy of the GGUF file `source` (every metadata key, tensor name, shape and order) whose
+    matrices are random blocks of their own type (or of wtype): the model's exact layout for timing,
+    without its weights. 1-D tensors (norms, biases) are copied."""
+    return write_layout(read_layout(source), path, wtype, seed)
 
 
 def write_tiny_model(path: str | Path, arch: str = "llama", *, n_layer: int = 2, n_embd: int = 64,
