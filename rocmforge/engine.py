@@ -48,6 +48,12 @@ class StepResult:
         """False when the logits hold NaN or Inf (the token then means nothing)."""
         return bool(np.isfinite(self.logits).all())
 
+    def timings_frame(self):
+        """The step's per-op timings as a DataFrame (profile.timings_frame: with the IDLE row)."""
+        from .profile import timings_frame
+
+        return timings_frame(self.timings)
+
     def __repr__(self) -> str:
         return (f"StepResult(token={self.token}, position={self.position}, logits=f32[{self.logits.size}], "
                 f"timings={self.timings!r})")
@@ -138,6 +144,12 @@ class Engine:
                   kv_dtype: str = "f32") -> Engine:
         """Open a GGUF file (or a known model name, fetched on first use) and bind it to a backend."""
         return cls(open_model(path_or_name), backend=backend, max_ctx=max_ctx, kv_dtype=kv_dtype)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"Engine({c.name or c.arch}: {c.arch}, {c.n_layer} layers, {c.n_embd} wide; backend "
+                f"{self.backend.name} on {getattr(self.backend, 'device_name', 'host')}; position "
+                f"{self.n_past}/{self.max_ctx}, KV {self.kv_dtype})")
 
     # ---- graphs -------------------------------------------------------------------------------------
     def graph(self, n_tokens: int, all_logits: bool = False) -> Graph:

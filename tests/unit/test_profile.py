@@ -75,3 +75,13 @@ def test_generate_keeps_the_first_steps_timings(tiny):
     list(eng.generate("the cat", max_new_tokens=4))
     st = eng.last_stats
     assert st.timings.mode == "host" and len(st.timings) == len(eng.graph(1).ops())
+
+
+def test_short_reprs_and_a_timings_frame(tiny):
+    eng = Engine.from_gguf(tiny, backend="numpy", max_ctx=64)
+    assert repr(eng).startswith("Engine(") and "position 0/64" in repr(eng) and len(repr(eng)) < 200
+    eng.prefill([1, 2])
+    res = eng.step()
+    df = res.timings_frame()
+    assert len(df) == len(res.timings) + 1 and df["us"].sum() == pytest.approx(res.timings.wall_us)
+    assert "position 3/64" in repr(eng)
