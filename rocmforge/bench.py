@@ -17,7 +17,6 @@ import numpy as np
 
 from . import __version__
 from .engine import Engine
-from .llamacpp import DATA
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -80,9 +79,7 @@ def write_jsonl(records: Iterable[dict], path: str | Path) -> None:
             f.write(json.dumps(r) + "\n")
 
 
-# ---- mat-vec micro-benchmark records (scripts/bench_matvec.py --json) -------------------------------------
-
-DATA_DIR = DATA  # the repository's recorded runs (data/)
+# ---- mat-vec micro-benchmark records (scripts/bench_matvec.py --json; the repository's: data/bench) ------
 
 
 def load_matvec(path: str | Path, kernel: str | None = None) -> pd.DataFrame:
@@ -126,24 +123,6 @@ def load_matvec_sweep(path: str | Path) -> pd.DataFrame:
     df["pct_copy_graph"] = 100 * df["graph_gbps"] / rec["copy_gbps"]
     df.attrs["copy_gbps"] = rec["copy_gbps"]
     return df
-
-
-def plot_builds(pts: pd.DataFrame, title: str, goal: float = 75.0) -> pd.DataFrame:
-    """Sweep rows (load_matvec_sweep frames with `build` and `run` columns added) as dots of % of copy
-    bandwidth in a device graph, a row per build and a colour per run, one panel per type (Q4_0, Q8_0) with
-    the goal's line; returns the min and max per build and type."""
-    import matplotlib.pyplot as plt
-
-    pts = pts.rename(columns={"pct_copy_graph": "pct"})
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
-    for ax, qt in zip(axes, ["Q4_0", "Q8_0"], strict=True):
-        for i, (run, g) in enumerate(pts[pts["type"] == qt].groupby("run")):
-            ax.scatter(g.pct, g.build, label=run, alpha=0.7, color=f"C{i}")
-        ax.axvline(goal, color="k", ls="--", lw=1)
-        ax.set_title(f"{qt} {title}")
-        ax.set_xlabel("% of copy bandwidth (graph)")
-    axes[0].legend(fontsize=8)
-    return pts.pivot_table(index="build", columns="type", values="pct", aggfunc=["min", "max"]).round(1)
 
 
 def load_read_patterns(path: str | Path) -> pd.DataFrame:

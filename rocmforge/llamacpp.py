@@ -1,14 +1,16 @@
-"""llama.cpp side by side: recorded reference logits (data/refs) and llama-bench JSONL runs."""
+"""llama.cpp side by side: recorded reference logits (package data, rocmforge/data/refs) and llama-bench
+JSONL runs."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+REFS_DIR = Path(str(files("rocmforge") / "data" / "refs"))  # scripts/record_llamacpp_refs.py writes here
 
 
 @dataclass
@@ -36,9 +38,10 @@ class Refs:
         return {k[len(p):]: v for k, v in self.arrays.items() if k.startswith(p)}
 
 
-def load_refs(name: str, data_dir: Path = DATA) -> Refs:
-    d = np.load(data_dir / "refs" / f"{name}.npz")
-    meta = json.loads((data_dir / "refs" / f"{name}.json").read_text())
+def load_refs(name: str, refs_dir: Path = REFS_DIR) -> Refs:
+    """The recorded references of model `name` (refs_dir/<name>.npz and .json)."""
+    d = np.load(refs_dir / f"{name}.npz")
+    meta = json.loads((refs_dir / f"{name}.json").read_text())
     return Refs(name, {k: d[k] for k in d.files}, meta)
 
 

@@ -3,8 +3,8 @@
     python scripts/gpu_model_check.py --model smollm2-135m=/tmp/m/smol.gguf --out $OUT/gpu_models.json
 
 For each model: teacher-forced distance of the HIP backend's logits from llama.cpp's exact F32 run and
-from llama.cpp's quantized CPU run (data/refs), through prefill (the mat-mat kernels) and through decode
-(one token a step: the mat-vec kernels, and with --int8-activations the int8 ones), greedy 32-token
+from llama.cpp's quantized CPU run (rocmforge/data/refs), through prefill (the mat-mat kernels) and through
+decode (one token a step: the mat-vec kernels, and with --int8-activations the int8 ones), greedy 32-token
 generations against the F32 run, and eager decode tokens/s (median over steps after warm-up) with the
 per-op time split. Prints a table. --backend numpy runs the same checks on the reference engine.
 """
@@ -116,7 +116,8 @@ def check(
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", action="append", required=True, help="NAME=PATH (NAME as in data/refs)")
+    ap.add_argument("--model", action="append", required=True,
+                    help="NAME=PATH (NAME as in rocmforge/data/refs)")
     ap.add_argument("--kv", default="f32")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--out", default="gpu_models.json")

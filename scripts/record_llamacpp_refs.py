@@ -10,7 +10,7 @@ For each model it
      original quantized file (``quant_``), both with F32 KV cache, no flash attention, CPU only,
   3. prints the distance between the two (mean |d log p(next)|, top-1 agreement, mean KL),
   4. runs 32-token greedy (argmax) generation on the F32 file for three prompts,
-  5. saves data/refs/<name>.npz (compressed arrays) and data/refs/<name>.json (metadata).
+  5. saves rocmforge/data/refs/<name>.npz (compressed arrays) and <name>.json (metadata): package data.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from llama_cpp import Llama
 REPO = Path(__file__).resolve().parents[1]
 MODEL_DIR = Path("/root/.cache/rocmforge/models")
 F32_DIR = Path("/root/.cache/rocmforge/f32")
-OUT_DIR = REPO / "data" / "refs"
+OUT_DIR = REPO / "rocmforge" / "data" / "refs"  # package data, read by rocmforge.llamacpp.load_refs
 MODELS = ["smollm2-135m", "qwen2.5-0.5b"]
 
 TOP_K = 10

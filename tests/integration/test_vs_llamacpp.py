@@ -1,6 +1,7 @@
 """Real models on the numpy backend against llama.cpp's exact F32 run (F32 weights, F32 KV cache).
 
-References were recorded once with llama-cpp-python (scripts/record_llamacpp_refs.py) into data/refs/.
+References were recorded once with llama-cpp-python (scripts/record_llamacpp_refs.py) into the package data,
+rocmforge/data/refs/.
 """
 
 import numpy as np

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-KERNEL_DIR = Path(__file__).resolve().parents[3] / "kernels"
+KERNEL_DIR = Path(str(files("rocmforge") / "kernels"))  # package data (the repository's kernels/)
 
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
 # first error location in a compiler log: NVRTC "file(12): error", clang/hipRTC "file:12:5: error"
