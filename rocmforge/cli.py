@@ -1,4 +1,4 @@
-"""`rocmforge` command line: `models list|fetch`, `info`, `generate`.
+"""`rocmforge` command line: `models list|fetch`, `info`, `generate`, `bench`, `perplexity`, `synth`.
 
 Each subcommand is a `cmd_<name>(args) -> int` function registered in `build_parser()`; to add one
 (e.g. `generate`), write the function and an `add_parser` block there. Expected failures (bad file,
@@ -163,6 +163,28 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- perplexity -----------------------------------------------------------------------------------
+
+
+def cmd_perplexity(args: argparse.Namespace) -> int:
+    from rocmforge.engine import Engine
+    from rocmforge.perplexity import perplexity
+
+    try:  # read before the model loads: a bad file fails first
+        with open(args.file, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError:
+        raise ValueError(f"{args.file} is not UTF-8 text") from None
+    eng = Engine.from_gguf(args.model, backend=_backend(args), max_ctx=args.ctx_size)
+
+    def progress(i: int, n: int, ppl: float) -> None:
+        print(f"[{i}]{ppl:.4f},", end="\n" if i == n else "", flush=True)
+
+    res = perplexity(eng, text, n_ctx=args.ctx_size, n_chunks=args.chunks, progress=progress)
+    print(f"Final estimate: {res}")
+    return 0
+
+
 # -- synth ----------------------------------------------------------------------------------------
 
 
@@ -323,6 +345,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-r", type=POSITIVE, default=3, help="repetitions after one warm-up")
     b.add_argument("-o", metavar="FILE.jsonl", help="write records in llama-bench's JSONL fields")
     b.set_defaults(func=cmd_bench)
+
+    pp = sub.add_parser("perplexity", help="teacher-forced perplexity of a text file, chunked as "
+                                           "llama-perplexity chunks it")
+    pp.add_argument("-f", "--file", required=True, metavar="TEXT", help="UTF-8 text file")
+    pp.add_argument("--model", default=hub.DEFAULT_MODEL, metavar="NAME|PATH")
+    pp.add_argument("--backend", default="auto", choices=("auto", "numpy", "hip"))
+    pp.add_argument("--int8-activations", action="store_true", help=INT8_HELP)
+    pp.add_argument("-c", "--ctx-size", type=_checked(int, lambda v: v >= 4 and v % 2 == 0,
+                                                      "an even number >= 4"), default=512,
+                    help="tokens per chunk (llama-perplexity's -c)")
+    pp.add_argument("--chunks", type=POSITIVE, default=None, help="at most this many chunks")
+    pp.set_defaults(func=cmd_perplexity)
 
     sy = sub.add_parser("synth", help="a random-weight GGUF with a real model's layout (for benchmarks)")
     sy.add_argument("source", metavar="PRESET|MODEL",

@@ -13,7 +13,9 @@ from rocmforge.synth import write_tiny_model
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> str:
-    return str(write_tiny_model(tmp_path_factory.mktemp("m") / "tiny.gguf"))
+    path = write_tiny_model(tmp_path_factory.mktemp("m") / "tiny.gguf")
+    (path.parent / "tiny.gguf.txt").write_text("the cat " * 5)
+    return str(path)
 
 
 @pytest.fixture(autouse=True)
@@ -54,7 +56,16 @@ BAD = [  # (argv, with {m} for the model, a regex the one-line message must matc
     (["synth", "llama-7b", "Q9_9", "{m}.out"], r"unknown type 'Q9_9'"),
     (["synth", "llama-7b", "q4_0", "{m}"], r"exists; --force to overwrite"),
     (["synth", "llama-7b", "q4_0", "{m}.out", "--seed", "-2"], r"--seed: -2 is not a non-negative"),
-    (["perplexity"], r"invalid choice: 'perplexity'"),
+    (["perplexity", "--model", "{m}"], r"the following arguments are required: -f/--file"),
+    (["perplexity", "--model", "{m}", "-f", "{m}.none"], r"No such file or directory"),
+    (["perplexity", "--model", "{m}", "-f", "{m}"], r"tiny.gguf is not UTF-8 text"),
+    (["perplexity", "--backend", "numpy", "--model", "{m}", "-f", "{m}.txt", "-c", "64"],
+     r"needs at least 128 \(two chunks\)"),
+    (["perplexity", "--model", "{m}", "-f", "{m}", "-c", "7"], r"-c/--ctx-size: 7 is not an even number"),
+    (["perplexity", "--model", "{m}", "-f", "{m}", "-c", "2"], r"-c/--ctx-size: 2 is not an even number"),
+    (["perplexity", "--model", "{m}", "-f", "{m}", "--chunks", "0"], r"--chunks: 0 is not a positive"),
+    (["perplexity", "--model", "{m}", "-f", "{m}", "--backend", "x"], r"--backend: invalid choice: 'x'"),
+    (["perplexity", "--model", "{m}/x.gguf", "-f", "{m}.txt"], r"no such file or known model"),
 ]
 
 
