@@ -15,6 +15,7 @@ import numpy as np
 
 from .config import ModelConfig
 from .gguf import GGUFFile, open_model
+from .ir.cost import graph_costs
 from .ir.graph import Graph
 from .ir.ops import ITEMSIZE
 from .models import GraphSpec, build_graph
@@ -227,6 +228,8 @@ class Engine:
         g = self.graph(n, all_logits)
         pos = np.arange(self.n_past, self.n_past + n, dtype=np.int32)
         outs, timings = self.backend.run(g, {"inp_tokens": toks.astype(np.int32), "inp_pos": pos}, timed)
+        if timed:
+            timings.costs = graph_costs(g, n_kv=self.n_past + n)
         self.n_past += n
         return outs, timings
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 # What a run's per-op times measure, by the mode they were taken in.
 TIMING_MODES = {
@@ -39,6 +41,7 @@ class StepTimings(list):
             raise ValueError(f"timing mode {mode!r}: choose one of {sorted(TIMING_MODES)}")
         self.mode = mode
         self.wall_us = wall_us
+        self.costs: dict[str, Any] = {}  # node name -> ir.cost.Cost (the engine fills it for timed runs)
 
     @property
     def sum_us(self) -> float:
@@ -54,6 +57,7 @@ class StepTimings(list):
             raise ValueError(f"cannot join {other.mode} timings to {self.mode} timings")
         self.mode = self.mode or other.mode
         self.extend(other)
+        self.costs.update(other.costs)  # chunks of one prompt: one graph, the names repeat
         if other.wall_us is not None:
             self.wall_us = (self.wall_us or 0.0) + other.wall_us
 
@@ -62,16 +66,53 @@ class StepTimings(list):
         return f"StepTimings({len(self)} ops, {self.mode or 'no'} mode, sum {self.sum_us:.1f} us{wall})"
 
 
+_LAYER = re.compile(r"^blk\.(\d+)\.")
+
+
 def timings_frame(timings: Iterable[OpTiming], idle_row: bool = True):
-    """Timings as a DataFrame (name, op, shape, us); with a wall time known (StepTimings), one more row
-    (op IDLE) for what the per-op sum does not explain, so that the column adds up to the wall time."""
+    """Timings as a tidy DataFrame: name, op, layer (-1 outside the blocks), shape, us and, where the
+    timings carry costs (StepTimings from the engine), bytes_read, bytes_written, flops, GB/s and
+    GFLOP/s. With a wall time known, one more row (op IDLE) for what the per-op sum does not explain,
+    so that the us column adds up to the wall time."""
     import pandas as pd
 
-    rows = [asdict(t) for t in timings]
+    costs = getattr(timings, "costs", {}) or {}
+    rows = []
+    for t in timings:
+        r = asdict(t)
+        m = _LAYER.match(t.name)
+        r["layer"] = int(m.group(1)) if m else -1
+        c = costs.get(t.name)
+        if c is not None:
+            r.update(bytes_read=c.read, bytes_written=c.written, flops=c.flops)
+        rows.append(r)
     idle = getattr(timings, "idle_us", None)
     if idle_row and idle is not None:
-        rows.append({"name": IDLE_NAME, "op": IDLE, "shape": (), "us": idle})
-    return pd.DataFrame(rows, columns=["name", "op", "shape", "us"])
+        rows.append({"name": IDLE_NAME, "op": IDLE, "layer": -1, "shape": (), "us": idle})
+    cols = ["name", "op", "layer", "shape", "us"]
+    if costs:
+        cols += ["bytes_read", "bytes_written", "flops"]
+    df = pd.DataFrame(rows, columns=cols)
+    if costs:
+        moved = df["bytes_read"] + df["bytes_written"]
+        us = df["us"].where(df["us"] > 0)
+        df["GB/s"] = moved / us / 1e3
+        df["GFLOP/s"] = df["flops"] / us / 1e3
+    return df
+
+
+def summary(timings: Iterable[OpTiming], by: str = "op"):
+    """Time, count, share and (with costs) bytes and achieved GB/s summed per op type or per layer."""
+    df = timings_frame(timings)
+    agg = {"us": "sum", "name": "count"}
+    if "bytes_read" in df:
+        df["bytes"] = df["bytes_read"] + df["bytes_written"]
+        agg.update(bytes="sum", flops="sum")
+    g = df.groupby(by).agg(agg).rename(columns={"name": "count"}).sort_values("us", ascending=False)
+    g["share"] = g["us"] / max(g["us"].sum(), 1e-12)
+    if "bytes" in g:
+        g["GB/s"] = g["bytes"] / g["us"].where(g["us"] > 0) / 1e3
+    return g
 
 
 def top_ops(timings: Iterable[OpTiming], n: int = 5):

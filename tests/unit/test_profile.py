@@ -85,3 +85,40 @@ def test_short_reprs_and_a_timings_frame(tiny):
     df = res.timings_frame()
     assert len(df) == len(res.timings) + 1 and df["us"].sum() == pytest.approx(res.timings.wall_us)
     assert "position 3/64" in repr(eng)
+
+
+def test_costs_count_weights_in_blocks_and_attention_by_the_rows_in_use(tmp_path):
+    from gguf import GGMLQuantizationType as Q
+
+    from rocmforge.ir.cost import graph_costs
+
+    path = write_tiny_model(tmp_path / "q.gguf", "llama", wtype=Q.Q8_0, n_embd=64, n_ff=96, tied=False)
+    eng = Engine.from_gguf(path, backend="numpy", max_ctx=64)
+    g = eng.graph(1)
+    node = {t.name: t for t in g.nodes}
+    c = graph_costs(g, n_kv=5)
+    up = c["blk.0.ffn_up"]
+    assert up.read == 96 * 64 // 32 * 34 + 64 * 4 and up.written == 96 * 4 and up.flops == 2 * 96 * 64
+    mms = [n for n in c if node[n].op.value == "MUL_MAT"]
+    mats = sum(t.n_bytes for n, t in eng.model.tensors.items()
+               if len(t.shape) == 2 and n != "token_embd.weight")
+    assert sum(c[n].read for n in mms) - mats == sum(node[n].src[1].n_elements * 4 for n in mms)
+    cfg = eng.config
+    att5, att50 = c["blk.0.attn"], graph_costs(g, n_kv=50)["blk.0.attn"]
+    kv_row = 2 * cfg.n_head_kv * cfg.head_dim * 4
+    assert att50.read - att5.read == 45 * kv_row and att50.flops == 10 * att5.flops
+    assert c["blk.0.k_heads"].bytes == 0  # an alias moves nothing
+
+
+def test_timed_steps_carry_costs_into_the_frame_and_summaries(tiny):
+    from rocmforge.profile import summary
+
+    eng = Engine.from_gguf(tiny, backend="numpy", max_ctx=64)
+    eng.prefill([1, 2])
+    df = eng.step().timings_frame()
+    assert {"layer", "bytes_read", "bytes_written", "flops", "GB/s", "GFLOP/s"} <= set(df.columns)
+    mm = df[df.op == "MUL_MAT"]
+    assert (mm.bytes_read > 0).all() and (mm.flops > 0).all()
+    assert set(df.layer) == {-1, 0, 1}
+    s = summary(eng.step().timings, by="layer")
+    assert s.loc[0, "count"] == s.loc[1, "count"] and s["share"].sum() == pytest.approx(1.0)
