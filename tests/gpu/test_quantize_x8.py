@@ -37,18 +37,20 @@ def hip():
 
 @pytest.mark.parametrize("M,K", [(1, 64), (3, 576), (1, 4096), (2, 4160)])
 def test_quantize_x8_matches_numpy(hip, M, K):
-    from rocmforge.backends.hip import launch as L
+    from rocmforge.backends.hip.kernel_choice import x8_row_bytes
+    from rocmforge.backends.hip.launch_mul_mat import quantize_x8
+    from rocmforge.backends.hip.tensor import DevTensor
 
     cp = hip.cp
     rng = np.random.default_rng()
     xh = (rng.standard_normal((M, K)) * rng.uniform(0.1, 10.0, (M, 1))).astype(np.float32)
     xh[0, :32] = 0.0  # an all-zero block: scale 0, values 0
-    x = L.DevTensor(cp.asarray(xh).view(np.uint8), 0, (M, K), "f32")
-    rb = L.x8_row_bytes(K)
+    x = DevTensor(cp.asarray(xh).view(np.uint8), 0, (M, K), "f32")
+    rb = x8_row_bytes(K)
     outs = []
     for poison in (0x55, 0xAA):  # an unwritten byte differs between the two runs
         buf = cp.full(M * rb, poison, dtype=np.uint8)
-        L.quantize_x8(hip.ctx, L.DevTensor(buf, 0, (M, rb // 4), "i32"), x, K, M)
+        quantize_x8(hip.ctx, DevTensor(buf, 0, (M, rb // 4), "i32"), x, K, M)
         outs.append(cp.asnumpy(buf).reshape(M, rb))
     np.testing.assert_array_equal(outs[0], outs[1])
     got = outs[0]
@@ -79,24 +81,29 @@ def _shared_graph(rng, tag: str = ""):
 
 @pytest.mark.parametrize("kernel", ["xq", "xb", "xr"])
 def test_mat_vecs_share_one_quantized_x_in_eager_runs_and_replays(hip, monkeypatch, kernel):
-    """... read by mul_mat_vec_xq, or (xb) by mul_mat_vec_xb, which all three rows allow, or (xr, the
+    """... read by mul_mat_vec_xq, or (xb, dev/) by mul_mat_vec_xb, which all three rows allow, or (xr, the
     default) by mul_mat_vec_xr, where K is a multiple of 256 (all three rows: K = 2304)."""
-    from rocmforge.backends.hip import launch as L
+    from dev import matvec_variants as V
+    from rocmforge.backends.hip import kernel_choice as C
+    from rocmforge.backends.hip.context import Ctx
 
     launches = {"xb": [], "xr": []}
-    for k in launches:
-        real = getattr(L, f"_mul_mat_vec_{k}")
-        monkeypatch.setattr(
-            L, f"_mul_mat_vec_{k}", lambda *a, k=k, real=real: launches[k].append(a[4]) or real(*a)
-        )
+    launch = Ctx.launch
+
+    def recording(self, f, kl, args):
+        for k in launches:
+            prefix = f"mul_mat_vec_{k}_"
+            if kl.entry.startswith(prefix):
+                launches[k].append(kl.entry[len(prefix) :])  # the weight type
+        return launch(self, f, kl, args)
+
+    monkeypatch.setattr(Ctx, "launch", recording)
     rng = np.random.default_rng()
     g, raw = _shared_graph(rng, f"-{kernel}")
     ref_be = NumpyBackend()
-    fields = ("x8_matvec", "x8_prequant", "x8_min_n", "x8_blockwise", "xb_min_n", "x8_groupwise", "xr_min_n")
-    saved = {f: getattr(hip.ctx, f) for f in fields}
-    hip.ctx.x8_matvec, hip.ctx.x8_prequant, hip.ctx.x8_min_n = True, True, 0
-    hip.ctx.x8_blockwise, hip.ctx.xb_min_n = kernel != "xq", 0
-    hip.ctx.x8_groupwise, hip.ctx.xr_min_n = kernel == "xr", 0
+    table = {"xq": (), "xb": (V.MUL_MAT_VEC_XB,), "xr": (C.MUL_MAT_VEC_XR,)}[kernel]
+    saved = hip.ctx.mat_mul
+    hip.ctx.mat_mul = V.options(*table, C.MUL_MAT_VEC_XQ, min_n=0)
     try:
         for be in (ref_be, hip):
             be.bind_weights(g, lambda name: raw[name])
@@ -122,5 +129,4 @@ def test_mat_vecs_share_one_quantized_x_in_eager_runs_and_replays(hip, monkeypat
         assert {k: sorted(set(v)) for k, v in launches.items()} == expect, launches
         assert len(launches["xb"]) + len(launches["xr"]) >= (6 if kernel != "xq" else 0)
     finally:
-        for f, v in saved.items():
-            setattr(hip.ctx, f, v)
+        hip.ctx.mat_mul = saved

@@ -2,8 +2,9 @@
 dynamic shared memory, programmatic launch and scalar arguments, for every case of `cases()`.
 
 The fixture matvec_launches.json was recorded from the mat-vec choice code before the kernel layer's
-refactor (`python tests/unit/matvec_launches.py` at that commit); test_matvec_launches.py asserts that
-the current code launches exactly the same kernels for the same cases.
+refactor (`python tests/unit/matvec_launches.py` at commit 7358230, its drive_before_refactor, with compact's
+layout); test_matvec_launches.py asserts that the current code launches exactly the same kernels for the
+same cases.
 """
 
 from __future__ import annotations
@@ -192,7 +193,7 @@ def record(drive: Callable[[Recorder, dict[str, Any]], None]) -> dict[str, list[
 
 def tensors(case: dict[str, Any]) -> tuple[Any, Any, Any]:
     """(out, w, x) device tensors of a case: a weight in its blocks, x and out contiguous f32."""
-    from rocmforge.backends.hip.launch import BLOCK, DevTensor
+    from rocmforge.backends.hip.tensor import BLOCK, DevTensor
 
     N, K, M = case["N"], case["K"], case["M"]
     bs, ts = BLOCK[case["wt"]]
@@ -200,22 +201,6 @@ def tensors(case: dict[str, Any]) -> tuple[Any, Any, Any]:
     x = DevTensor(FakeBuf(X_PTR, 4 * M * K), 0, (M, K), "f32")
     out = DevTensor(FakeBuf(OUT_PTR, 4 * M * N), 0, (M, N), "f32")
     return out, w, x
-
-
-def drive_before_refactor(rec: Recorder, case: dict[str, Any]) -> None:
-    """The mat-vec choice before the refactor: HipBackend's Ctx, MUL_MAT inside a node, once per run."""
-    from rocmforge.backends.hip import launch as L
-
-    ctx = L.Ctx(rec, case["warp"], case["n_sm"], dict(case.get("tunables", {})))
-    ctx.smem_block, ctx.smem_sm = case["smem_block"], case["smem_sm"]
-    int8 = case["int8"]
-    ctx.x8_matvec = ctx.x8_prequant = ctx.x8_blockwise = ctx.x8_groupwise = int8
-    ctx.pdl = case["pdl"]
-    out, w, x = tensors(case)
-    ctx.begin_run()
-    ctx.begin_node(("plan", 1), ("plan", 0))
-    L.MUL_MAT(ctx, out, w, x)
-    ctx.begin_node(None)
 
 
 def compact(records: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -241,11 +226,3 @@ def expand(fixture: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     keys = [k for k, _ in cases()]
     assert len(keys) == len(fixture["cases"]), "cases() changed since the fixture was recorded"
     return {k: [fixture["launches"][i] for i in ids] for k, ids in zip(keys, fixture["cases"], strict=True)}
-
-
-if __name__ == "__main__":
-    data = compact(record(drive_before_refactor))
-    launches = ",\n".join(json.dumps(r, sort_keys=True, separators=(",", ":")) for r in data["launches"])
-    cases_json = json.dumps(data["cases"], separators=(",", ":"))
-    FIXTURE.write_text(f'{{"cases":{cases_json},\n"launches":[\n{launches}]}}\n')
-    print(f"{FIXTURE}: {len(data['cases'])} cases, {len(data['launches'])} distinct launches")

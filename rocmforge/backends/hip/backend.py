@@ -23,8 +23,11 @@ from ...ir.graph import Graph, Tensor
 from ...ir.ops import ITEMSIZE, NP_DTYPES, Op
 from ...profile import OpTiming
 from . import pdl
-from .launch import LAUNCH, NATIVE_WEIGHTS, Ctx, DevTensor
+from .context import Ctx
+from .kernel_choice import SMEM_DEFAULT, Device, MatMulOptions, device_family
+from .launch import LAUNCH, prepare_launch
 from .modules import ModuleCache
+from .tensor import NATIVE_WEIGHTS, DevTensor
 
 log = logging.getLogger("rocmforge.hip")
 
@@ -132,27 +135,28 @@ class HipBackend:
         else:
             arch = f"sm_{props['major']}{props['minor']}"
         self.arch = arch
-        self.ctx = Ctx(
-            ModuleCache(arch, {"RF_WARP": self.warp}),
-            self.warp,
-            int(props["multiProcessorCount"]),
-            dict(tunables or {}),
-        )
-        self.ctx.smem_block = int(props.get("sharedMemPerBlockOptin", 0)) or self.ctx.smem_block
         sm_keys = ("sharedMemPerMultiprocessor", "maxSharedMemoryPerMultiProcessor")  # CUDA, HIP
-        self.ctx.smem_sm = next((int(props[k]) for k in sm_keys if props.get(k)), 0)
-        # decode mat-vecs of Q4_0/Q8_0 weights with x quantized to int8 (as llama.cpp's q8_1): faster where
-        # the weights are large (bench_matvec.py), normalized MSE ~3e-5 instead of ~1e-11
-        self.ctx.x8_matvec = int8_activations
-        # ... x quantized once per activation and shared by the mat-vecs that read it; mul_mat_vec_xr (row
-        # groups, Q4_0 and Q8_0, K a multiple of 256) and mul_mat_vec_xb (a block per lane) where rows allow:
-        # the fastest of the int8 kernels on an H200 (bench_matvec.py)
-        self.ctx.x8_prequant = self.ctx.x8_blockwise = self.ctx.x8_groupwise = int8_activations
+        device_shape = Device(
+            warp=self.warp,
+            n_sm=int(props["multiProcessorCount"]),
+            smem_block=int(props.get("sharedMemPerBlockOptin", 0)) or SMEM_DEFAULT,
+            smem_sm=next((int(props[k]) for k in sm_keys if props.get(k)), 0),
+            family=device_family(arch),
+        )
         cc = 0 if self.is_hip else 10 * int(props["major"]) + int(props["minor"])
         self.pdl_unavailable = pdl.unavailable_reason(cc, self.is_hip)  # None: programmatic launch works
         if programmatic_launch and self.pdl_unavailable:
             raise RuntimeError(f"programmatic_launch: {self.pdl_unavailable}")
-        self.ctx.pdl = self.pdl_unavailable is None if programmatic_launch is None else programmatic_launch
+        # int8_activations: decode mat-vecs of Q4_0/Q8_0 weights with x quantized to int8 (as llama.cpp's
+        # q8_1) once per activation, shared by the mat-vecs that read it: faster where the weights are large
+        # (bench_matvec.py), normalized MSE ~3e-5 instead of ~1e-11
+        self.ctx = Ctx(
+            ModuleCache(arch, {"RF_WARP": self.warp}),
+            device_shape,
+            dict(tunables or {}),
+            MatMulOptions(int8_activations=int8_activations),
+            pdl=self.pdl_unavailable is None if programmatic_launch is None else bool(programmatic_launch),
+        )
         self.weights: dict[str, DevTensor] = {}
         self.state: dict[str, DevTensor] = {}
         self.weight_bytes = 0
@@ -256,7 +260,8 @@ class HipBackend:
                 else:
                     out = DevTensor(arena, offsets[t.id], t.shape, t.dtype)
                 dev[t.id] = out
-                steps.append(_Step(t, out, srcs, LAUNCH[t.op.value], x_key(t)))
+                launch = prepare_launch(self.ctx, t.op, out, srcs, t.params)  # kernels chosen and compiled
+                steps.append(_Step(t, out, srcs, launch, x_key(t)))
         outputs = {name: dev[t.id] for name, t in graph.outputs.items()}
         return _Plan(steps, inputs, outputs, arena, ir_plan)
 
