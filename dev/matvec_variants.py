@@ -78,30 +78,26 @@ def _xb(kern, dev: Device, w: Weight, M, base, tuned, host, pdl) -> KernelLaunch
 
 MUL_MAT_VEC_S = MatMulKernel(
     name="mul_mat_vec_s",
-    file=str(DEV_DIR / "mul_mat_vec_s.hip"),
-    entry="mul_mat_vec_s_{type}",
     weight_types=STAGED_TYPES,
     x="f32",
     serves="M <= 4, rows of 16-byte multiples, aligned",
     geometry_doc="grid (N / (RF_MMVS_ROWS RF_MMVS_WARPS), M), RF_MMVS_WARPS warps",
     defaults=C.same_on_every_family({}),
     geometry=_staged,
+    file=str(DEV_DIR / "mul_mat_vec_s.hip"),
 )
 MUL_MAT_VEC_Q = MatMulKernel(
     name="mul_mat_vec_q",
-    file=str(DEV_DIR / "mul_mat_vec_q.hip"),
-    entry="mul_mat_vec_q_{type}",
     weight_types=Q8_TYPES,
     x="f32",
     serves="M <= 4, K <= 21504",
     geometry_doc="grid (N / (RF_MMVQ_ROWS RF_MMVQ_WARPS), M), RF_MMVQ_WARPS warps; x in shared memory",
     defaults=C.same_on_every_family({}),
     geometry=_q8,
+    file=str(DEV_DIR / "mul_mat_vec_q.hip"),
 )
 MUL_MAT_VEC_X = MatMulKernel(
     name="mul_mat_vec_x",
-    file=str(DEV_DIR / "mul_mat_vec_x.hip"),
-    entry="mul_mat_vec_x_{type}",
     weight_types=X8_TYPES,
     x="f32",
     serves="M <= 4, N >= 8192, K % 64 == 0 and <= 21504",
@@ -109,11 +105,10 @@ MUL_MAT_VEC_X = MatMulKernel(
     defaults=C.same_on_every_family(C.XQ_DEFAULTS),
     geometry=_x,
     min_n=8192,
+    file=str(DEV_DIR / "mul_mat_vec_x.hip"),
 )
 MUL_MAT_VEC_XB = MatMulKernel(
     name="mul_mat_vec_xb",
-    file=str(DEV_DIR / "mul_mat_vec_xb.hip"),
-    entry="mul_mat_vec_xb_{type}",
     weight_types=X8_TYPES,
     x="x8",
     serves="M <= 4, N >= 4096, rows of 16-byte multiples, aligned",
@@ -121,6 +116,7 @@ MUL_MAT_VEC_XB = MatMulKernel(
     defaults=C.same_on_every_family(XB_DEFAULTS),
     geometry=_xb,
     min_n=4096,
+    file=str(DEV_DIR / "mul_mat_vec_xb.hip"),
 )
 # mul_mat_vec_xr with RF_MMVR_TRACE or RF_MMVR_ABLATE in the tunables
 MUL_MAT_VEC_XR_TRACE = dataclasses.replace(C.MUL_MAT_VEC_XR, file=str(DEV_DIR / "mul_mat_vec_xr_trace.hip"))

@@ -24,7 +24,7 @@
 // token, L2-resident) and each block copies it into shared memory with async copies issued before its first
 // weight chunks, instead of quantizing 4 K bytes of f32 x itself. On an H200 it was slower than
 // mul_mat_vec_x for Q4_0 11008x4096 and faster for Q8_0 11008x4096 (data/bench/matvec_log.md).
-// Tunables (-D, the launcher's per-type defaults in dev/matvec_variants.py X8_DEFAULTS): RF_MMVX_WARPS, RF_MMVX_ROWS,
+// Tunables (-D; the per-type defaults: kernel_choice.py XQ_DEFAULTS): RF_MMVX_WARPS, RF_MMVX_ROWS,
 // RF_MMVX_UNROLL, RF_MMVX_ASYNC, RF_MMVX_MINB (blocks per SM for the register budget), RF_MMVX_LEVELS,
 // RF_MMVX_SHFL, RF_MMVX_QB (x loads in flight while quantizing), RF_MMVX_SPREAD (row groups dealt round
 // the blocks, 1, or consecutive to a block's warps, 0); the launcher's RF_MMVX_BPS.

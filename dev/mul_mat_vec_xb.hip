@@ -11,7 +11,7 @@
 // warps of the grid (group g to block g % blocks); dynamic shared memory: x's copy (K * 1.25 bytes, 16-byte
 // rounded) + per warp a ring of RF_MMVB_ASYNC chunks, a chunk = RF_MMVB_ROWS rows x RF_WARP blocks (576 bytes
 // a row for Q4_0, 1088 for Q8_0; a row's last chunk holds its tail), filled RF_MMVB_ASYNC - 1 chunks ahead.
-// Tunables (-D; dev/matvec_variants.py XB_DEFAULTS): RF_MMVB_WARPS (8), RF_MMVB_ROWS (2), RF_MMVB_ASYNC (4, >= 2),
+// Tunables (-D; dev/matvec_variants.py XB_DEFAULTS): RF_MMVB_WARPS (8), RF_MMVB_ROWS (2), RF_MMVB_ASYNC (4),
 // RF_MMVB_MINB (blocks per SM for the register budget; the launcher's RF_MMVB_BPS resident blocks),
 // RF_MMVB_CHAINS (1: dp4a accumulators per block and row; Q4_0 only where RF_MMV_HI16 is 0), RF_MMV_HI16 (1:
 // Q4_0's high nibbles masked in place and multiplied as unsigned bytes where the hardware has that dp4a).

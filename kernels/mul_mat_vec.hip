@@ -9,7 +9,7 @@
 // Tunables (-D): RF_MMV_ROWS (2), RF_MMV_WARPS (4; kernel_choice.py: 8 for Q4_0/Q8_0 rows of K >= 8192),
 // RF_MMV_UNROLL (1), RF_MMV_FAST (rf_quant.h: 1, the four-shift Q4_0 dot; 2 adds a one-permute Q8_0 dot,
 // normalized MSE ~1e-9 instead of ~1e-13).
-// Bytes: the weights once, N * row_bytes (x, M * K * 4, and y stay in L2).
+// Floor: the weights once, N * row_bytes (x, M * K * 4, and y stay in L2).
 #include "rf_compat.h"
 #include "rf_quant.h"
 

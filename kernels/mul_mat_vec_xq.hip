@@ -15,7 +15,7 @@
 // RF_MMVX_ASYNC (0), RF_MMVX_MINB (blocks per SM for the register budget), RF_MMVX_SHFL (1),
 // RF_MMVX_SPREAD (1: row groups dealt round the blocks; 0: consecutive to a block's warps); host-side: blocks
 // per SM (RF_MMVX_BPS).
-// Bytes: the weights once; x (K * 1.25) from L2 per block.
+// Floor: the weights once; x (K * 1.25) from L2 per block.
 #include "rf_compat.h"
 #include "rf_quant.h"
 

@@ -25,7 +25,7 @@
 // the geometry), RF_MMVR_XDEP, RF_MMVR_PDL, RF_MMVR_PDLT (below), RF_MMV_HI16 and RF_MMVB_CHAINS
 // (rf_block_dot.h); host-side: blocks per SM (RF_MMVR_BPS), the largest Q (RF_MMVR_QMAX; 0: no whole rows),
 // Q row groups spread evenly (RF_MMVR_EVEN 1) or over every resident block (0).
-// Bytes: the weights once; x (K * 1.25) through L1 per block and row group (L2-resident).
+// Floor: the weights once; x (K * 1.25) through L1 per block and row group (L2-resident).
 #include "rf_compat.h"
 #include "rf_block_dot.h"
 

@@ -5,7 +5,7 @@
 // dependent launch (pdl.py): it waits for the kernel before it, and lets the mat-vec after it start (which
 // waits for its end before reading xq).
 // Tunables: none.
-// Bytes: K * 4 read, K * 1.25 written, a token.
+// Floor: K * 4 read, K * 1.25 written, a token.
 #include "rf_compat.h"
 #include "rf_quant.h"
 

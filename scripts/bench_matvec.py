@@ -50,9 +50,13 @@ from dev import matvec_variants as V  # noqa: E402
 from rocmforge import quant  # noqa: E402
 from rocmforge.backends.hip import kernel_choice as C  # noqa: E402
 from rocmforge.backends.hip.backend import HipBackend  # noqa: E402
-from rocmforge.backends.hip.context import quantize_x8_args  # noqa: E402
-from rocmforge.backends.hip.launch_mul_mat import mul_mat_choice, prepare_mul_mat  # noqa: E402
+from rocmforge.backends.hip.launch_mul_mat import (  # noqa: E402
+    mul_mat_choice,
+    prepare_mul_mat,
+    prepare_quantize_x8,
+)
 from rocmforge.backends.hip.tensor import DevTensor  # noqa: E402
+from rocmforge.ir.ops import x8_words  # noqa: E402
 
 Q = quant.QType
 TYPES = [Q.Q4_0, Q.Q8_0, Q.Q4_K, Q.Q6_K, Q.Q5_0, Q.Q4_1, Q.F16]
@@ -386,19 +390,22 @@ def bench_one(
     ws = [DevTensor(b, 0, (N, K), qt.name.lower()) for b in bufs]
     y.buf.view(np.float32)[...] = np.nan  # poisoned: rows the kernel skips show
     choice = mul_mat_choice(be.ctx, ws[0], 1)
-    prepared = [prepare_mul_mat(be.ctx, y, w, x) for w in ws]  # chosen and compiled, as at prepare
-    # int8 x: quantized once (quantize_x8) and shared, as the mat-vecs of one activation share it in a
-    # decode graph: the launches below time the mat-vec alone; quantize_us times quantize_x8 alone
-    be.ctx.begin_run()
-    be.ctx.begin_node(None, "bench x" if choice.quantize else None)
-    prepared[0](be.ctx, y, ws[0], x)  # check, every row
+    xq = quantize = None
+    if choice.quantize:  # int8 x: quantized once (QUANTIZE_X8) and shared, as the mat-vecs of one value
+        # share it in a decode graph: the launches below time the mat-vec alone, quantize_us QUANTIZE_X8
+        # alone (started early before an early mat-vec, as a graph's is)
+        xq = DevTensor(cp.empty(4 * x8_words(K), dtype=np.uint8), 0, (1, x8_words(K)), "i32")
+        quantize = prepare_quantize_x8(be.ctx, xq, x, choice.quantize.pdl)
+        quantize(be.ctx, xq, x)
+    prepared = [prepare_mul_mat(be.ctx, y, w, x, xq) for w in ws]  # chosen and compiled, as at prepare
+    prepared[0](be.ctx, y, ws[0], x, xq)  # check, every row
     cp.cuda.Device().synchronize()
     ref = quant.dequantize(cp.asnumpy(bufs[0]), qt, (N, K)).astype(np.float64) @ xh.astype(np.float64)
     got = cp.asnumpy(y.buf).view(np.float32)
     err = float(np.sum((got - ref) ** 2) / max(np.sum(ref**2), 1e-30))  # NaN if any row is unwritten
 
     def launch(i: int) -> None:
-        prepared[i % copies](be.ctx, y, ws[i % copies], x)
+        prepared[i % copies](be.ctx, y, ws[i % copies], x, xq)
 
     for i in range(3):  # warm-up
         launch(i)
@@ -412,20 +419,14 @@ def bench_one(
         err_graph = float(np.sum((got - ref) ** 2) / max(np.sum(ref**2), 1e-30))
 
     t_quant = t_pair = float("nan")
-    if choice.quantize and not flush:
-        # quantize_x8 started early before an early mat-vec, as MUL_MAT launches it
-        quantize = (be.ctx.function(choice.quantize), choice.quantize)
-        xq = be.ctx.quantized_x(x, K, 1, quantize)
-        t_quant = statistics.median(
-            timer.time_graph(lambda i: be.ctx.launch(*quantize, quantize_x8_args(xq, x, K)), 16)
-        )
+    if quantize is not None and not flush:
+        t_quant = statistics.median(timer.time_graph(lambda i: quantize(be.ctx, xq, x), 16))
 
         def pair(i: int) -> None:  # as in decode: x quantized, then the mat-vec that reads it
-            be.ctx.launch(*quantize, quantize_x8_args(xq, x, K))
+            quantize(be.ctx, xq, x)
             launch(i)
 
         t_pair = statistics.median(timer.time_graph(pair, 4 * copies))
-    be.ctx.begin_node(None)
 
     def read(i: int) -> None:  # the floor: a plain 16-byte-load read of the same bytes
         b = bufs[i % copies]

@@ -45,6 +45,7 @@ class Built:
     weights: dict[str, tuple[np.ndarray, quant.QType]]
     tol: float
     ctx: dict[str, Any] = field(default_factory=dict)  # HIP launch-context fields (mat_mul, tunables)
+    check: Callable[[np.ndarray, np.ndarray], None] | None = None  # compares (out, ref) instead of tol
 
 
 @dataclass(frozen=True)
@@ -640,6 +641,64 @@ for _args in [
     CASES.append(Case(f"FLASH_ATTN_EXT-{'-'.join(map(str, _args))}", _attn(*_args)))
 
 
+# ---- QUANTIZE_X8 ----------------------------------------------------------------------------------------
+
+
+def _x8_close(out: np.ndarray, ref: np.ndarray) -> None:
+    """QUANTIZE_X8's rows against the reference's: the int8 values within one (a rounding tie may go either
+    way on another compiler) and 99.9% equal, the scales to f32 precision, the sums those of the stored
+    values (the output is poisoned first: unwritten values show)."""
+    K = out.shape[-1] * 16 // 5
+    o, r = (a.reshape(-1, a.shape[-1]).view(np.uint8) for a in (out, ref))
+    q, q_ref = o[:, :K].view(np.int8).astype(np.int32), r[:, :K].view(np.int8).astype(np.int32)
+    assert np.abs(q - q_ref).max() <= 1 and np.mean(q == q_ref) > 0.999
+    ds, ds_ref = (a[:, K:].copy().view(np.float32).reshape(len(a), -1, 2) for a in (o, r))
+    np.testing.assert_allclose(ds[..., 0], ds_ref[..., 0], rtol=1e-6, atol=0)
+    s_got = q.reshape(len(q), -1, 32).sum(-1).astype(np.float32) * ds_ref[..., 0]
+    np.testing.assert_allclose(ds[..., 1], s_got, rtol=1e-5, atol=1e-6 * np.abs(ds_ref[..., 1]).max())
+
+
+def _quantize_x8(M: int, K: int):
+    def make(rng):
+        g = Graph()
+        g.output(g.quantize_x8(g.input("x", (M, K)), "out"))
+        x = (rng.standard_normal((M, K)) * rng.uniform(0.1, 10.0, (M, 1))).astype(np.float32)
+        x[0, :32] = 0.0  # an all-zero block: scale 0, values 0
+        return Built(g, {"x": x}, {}, F32_TOL, check=_x8_close)
+
+    return make
+
+
+for _M, _K in [(1, 64), (3, 576), (1, 4096), (2, 4160)]:
+    CASES.append(Case(f"QUANTIZE_X8-{_M}x{_K}", _quantize_x8(_M, _K)))
+
+
+def _mul_mat_given_xq(qt: quant.QType, N: int, K: int, int8: bool):
+    """MUL_MAT(w, x, QUANTIZE_X8(x)) as a graph builds it: the f32 kernel reads x, an int8 one xq."""
+
+    def make(rng):
+        g = Graph()
+        x = g.input("x", (1, K))
+        g.output(g.mul_mat(g.weight("w", (N, K), qt.name.lower()), x, "out", g.quantize_x8(x, "xq")))
+        raw = quant.random_blocks(qt, (N, K), rng)
+        opts = V.options(C.MUL_MAT_VEC_XR, C.MUL_MAT_VEC_XQ, min_n=0) if int8 else C.MatMulOptions()
+        return Built(
+            g, {"x": _normal(rng, (1, K))}, {"w": (raw, qt)}, F16_TOL if int8 else F32_TOL, {"mat_mul": opts}
+        )
+
+    return make
+
+
+for _qt in (Q.Q4_0, Q.Q8_0):
+    for _int8 in (False, True):
+        CASES.append(
+            Case(
+                f"MUL_MAT-xq-given-{_qt.name}-1001x4096-T1{'-int8' if _int8 else ''}",
+                _mul_mat_given_xq(_qt, 1001, 4096, _int8),
+            )
+        )
+
+
 # ---- the table ----------------------------------------------------------------------------------------
 
 
@@ -683,17 +742,20 @@ def test_conformance(c: Case, hip):
         for k, v in b.ctx.items():  # before prepare: kernels are chosen there
             setattr(hip.ctx, k, v)
         hip.bind_weights(b.graph, lambda name: weights[name])
-        hip.prepare(b.graph)
+        prepared = hip.prepare(b.graph)  # with QUANTIZE_X8 nodes where a kernel reads int8 x
         out, timings = hip.run(b.graph, b.inputs, timed=True)
     finally:
         for k, v in saved.items():
             setattr(hip.ctx, k, v)
-    assert len(timings) == len(b.graph.ops())
+    assert [t.op for t in timings] == [t.op.value for t in prepared.ops()]  # a row a node
     for name, r in ref.items():
         o = out[name]
         assert o.shape == r.shape and o.dtype == r.dtype, (
             f"{name}: {o.shape} {o.dtype} vs {r.shape} {r.dtype}"
         )
+        if b.check is not None:
+            b.check(o, r)
+            continue
         if r.dtype.kind in "iu" or b.tol == 0.0:
             np.testing.assert_array_equal(o, r, err_msg=name)
             continue

@@ -121,52 +121,34 @@ def _arg(a: Any) -> Any:
     return [a.dtype.name, a.item()]
 
 
+def _case(
+    device: tuple, wt: str, N: int, K: int, M: int, int8: bool, pdl: bool, tun: dict
+) -> tuple[str, dict]:
+    warp, n_sm, smem_block, smem_sm = device
+    key = f"w{warp}-sm{n_sm}-{wt}-{N}x{K}-M{M}" + ("-int8" if int8 else "") + ("-pdl" if pdl else "")
+    key += "".join(f"-{k}={v}" for k, v in tun.items())
+    case = dict(warp=warp, n_sm=n_sm, smem_block=smem_block, smem_sm=smem_sm, wt=wt, N=N, K=K, M=M)
+    return key, {**case, "int8": int8, "pdl": pdl, **({"tunables": tun} if tun else {})}
+
+
 def cases() -> Iterator[tuple[str, dict[str, Any]]]:
-    for (warp, n_sm, smem_block, smem_sm), wt, (N, K), M, int8, pdl in itertools.product(
-        DEVICES, WEIGHT_TYPES, SHAPES, TOKENS, (False, True), (False, True)
-    ):
-        if pdl and not int8:  # programmatic launch only changes the int8 mat-vecs
-            continue
-        key = f"w{warp}-sm{n_sm}-{wt}-{N}x{K}-M{M}" + ("-int8" if int8 else "") + ("-pdl" if pdl else "")
-        yield (
-            key,
-            dict(
-                warp=warp,
-                n_sm=n_sm,
-                smem_block=smem_block,
-                smem_sm=smem_sm,
-                wt=wt,
-                N=N,
-                K=K,
-                M=M,
-                int8=int8,
-                pdl=pdl,
-            ),
+    """Every device, type, shape, token count and option without tunables, then the tunables on the first
+    device for a few types; programmatic launch only with int8 activations (it changes nothing else)."""
+    grid = (
+        (d, wt, nk, M, int8, pdl, {})
+        for d, wt, nk, M, int8, pdl in itertools.product(
+            DEVICES, WEIGHT_TYPES, SHAPES, TOKENS, (False, True), (False, True)
         )
-    warp, n_sm, smem_block, smem_sm = DEVICES[0]
-    for tun, wt, (N, K), M, int8, pdl in itertools.product(
-        TUNABLES, TUNED_TYPES, SHAPES, (1, 3), (False, True), (False, True)
-    ):
-        if pdl and not int8:
-            continue
-        key = f"w{warp}-sm{n_sm}-{wt}-{N}x{K}-M{M}" + ("-int8" if int8 else "") + ("-pdl" if pdl else "")
-        key += "".join(f"-{k}={v}" for k, v in tun.items())
-        yield (
-            key,
-            dict(
-                warp=warp,
-                n_sm=n_sm,
-                smem_block=smem_block,
-                smem_sm=smem_sm,
-                wt=wt,
-                N=N,
-                K=K,
-                M=M,
-                int8=int8,
-                pdl=pdl,
-                tunables=tun,
-            ),
+    )
+    tuned = (
+        (DEVICES[0], wt, nk, M, int8, pdl, tun)
+        for tun, wt, nk, M, int8, pdl in itertools.product(
+            TUNABLES, TUNED_TYPES, SHAPES, (1, 3), (False, True), (False, True)
         )
+    )
+    for device, wt, (N, K), M, int8, pdl, tun in itertools.chain(grid, tuned):
+        if int8 or not pdl:
+            yield _case(device, wt, N, K, M, int8, pdl, tun)
 
 
 def record(drive: Callable[[Recorder, dict[str, Any]], None]) -> dict[str, list[dict[str, Any]]]:

@@ -1,5 +1,5 @@
-"""What the HIP backend decides without a GPU: which mat-vecs share a quantized x, and which kernel MUL_MAT
-launches how (kernel_choice)."""
+"""What the HIP backend decides without a GPU: where QUANTIZE_X8 nodes go and which mat-vecs share one, and
+which kernel MUL_MAT launches how (kernel_choice)."""
 
 from __future__ import annotations
 
@@ -10,86 +10,93 @@ import pytest
 from gguf import GGMLQuantizationType as Q
 
 from rocmforge.backends.hip import kernel_choice as C
-from rocmforge.backends.hip.backend import x_key
 from rocmforge.backends.hip.context import Ctx
 from rocmforge.engine import Engine
+from rocmforge.ir import alloc, passes
 from rocmforge.ir.graph import Graph
 from rocmforge.ir.ops import Op
 from rocmforge.synth import write_tiny_model
 
-
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])
-def test_decode_mat_vecs_share_x_per_activation(tmp_path, arch):
-    eng = Engine.from_gguf(write_tiny_model(tmp_path / "m.gguf", arch, wtype=Q.Q8_0), backend="numpy")
-    g = eng.graph(1)
-    n_layer = eng.config.n_layer
-    mm = [t for t in g.nodes if t.op is Op.MUL_MAT and t.src[0].kind == "weight"]
-    keys = Counter(x_key(t) for t in mm)
-    assert None not in keys
-    # per layer: Q, K, V read the attention norm's output; gate and up the FFN norm's; the attention
-    # output and down projections their own inputs; plus the output projection
-    assert sorted(keys.values()) == sorted([3] * n_layer + [2] * n_layer + [1] * (2 * n_layer + 1))
-    for t in mm:  # a shared key is the value the mat-vec reads
-        assert x_key(t) == t.src[1].id
-
-
-def test_x_key_is_none_for_other_ops_and_for_state():
-    g = Graph()
-    w = g.weight("w", (8, 64), "q8_0")
-    cache = g.state("cache", (4, 64))
-    x = g.input("x", (1, 64))
-    y = g.rms_norm(x, 1e-6, "n")
-    from_state = g.mul_mat(w, g.view(cache, (1, 64), "row"), "from_state")
-    from_input = g.mul_mat(w, x, "from_input")
-    assert x_key(y) is None
-    assert x_key(from_state) is None  # the KV cache changes within a run
-    assert x_key(from_input) == x.id
-
-
-def test_quantized_x_is_made_once_per_value_and_run(monkeypatch):
-    """Ctx.quantized_x (no GPU: CuPy's allocator and the quantize function replaced by fakes): the first
-    node of a run that reads a value quantizes it into that value's own buffer, later readers reuse it,
-    every run quantizes again, and without a key every call quantizes into its own scratch."""
-    import sys
-    import types
-
-    from rocmforge.backends.hip.tensor import DevTensor
-
-    addresses = iter(range(1 << 30, 1 << 40, 1 << 20))
-
-    def empty(n: int, dtype) -> types.SimpleNamespace:  # cupy.empty: a buffer's address and size
-        return types.SimpleNamespace(data=types.SimpleNamespace(ptr=next(addresses)), nbytes=n)
-
-    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(empty=empty))
-    made = []
-
-    def quantize_fn(grid, block, args, shared_mem=0):
-        made.append((args[2], args[1], grid[1]))  # (xq's address, K, M)
-
-    launch = C.quantize_x8_launch(4096, 3, pdl=False)
-    ctx = Ctx(mods=None, device=C.Device(32, 132))
-    buf = types.SimpleNamespace(data=types.SimpleNamespace(ptr=1 << 20))
-    x = DevTensor(buf, 0, (3, 4096), "f32")
-    for run in range(2):
-        ctx.begin_run()
-        ctx.begin_node("q", "attn_norm")
-        a = ctx.quantized_x(x, 4096, 3, (quantize_fn, launch))
-        ctx.begin_node("k", "attn_norm")
-        b = ctx.quantized_x(x, 4096, 3, (quantize_fn, launch))
-        ctx.begin_node("up", "ffn_norm")
-        c = ctx.quantized_x(x, 4096, 3, (quantize_fn, launch))
-        assert a.buf is b.buf and c.buf is not a.buf
-        assert a.shape == (3, C.x8_row_bytes(4096) // 4) and a.buf.nbytes == 3 * C.x8_row_bytes(4096)
-        assert [m[0] for m in made[2 * run :]] == [a.ptr, c.ptr]  # once per value in each run
-        assert made[-1][1:] == (4096, 3)
-    ctx.begin_node(None)  # no key: quantized at every call
-    d = ctx.quantized_x(x, 4096, 3, (quantize_fn, launch))
-    e = ctx.quantized_x(x, 4096, 3, (quantize_fn, launch))
-    assert len(made) == 6 and d.buf is not e.buf and d.buf is not a.buf
-
-
 H100 = C.Device(32, 132, 227 * 1024, 228 * 1024, "sm_90")
 INT8 = C.MatMulOptions(int8_activations=True)
+
+
+def _with_quantize_x8(g: Graph, reads) -> Graph:
+    return passes.optimize(g, (("insert", lambda g: passes.insert_quantize_x8(g, reads)), *passes.PIPELINE))[
+        0
+    ]
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_decode_mat_vecs_share_one_quantize_x8_per_activation(tmp_path, arch):
+    """insert_quantize_x8, then CSE: one QUANTIZE_X8 node per value the weight mat-vecs read, emitted before
+    its first reader, which all read it as their third source."""
+    eng = Engine.from_gguf(write_tiny_model(tmp_path / "m.gguf", arch, wtype=Q.Q8_0), backend="numpy")
+    g = _with_quantize_x8(eng.graph(1), lambda t: t.src[0].kind == "weight")
+    n_layer = eng.config.n_layer
+    mm = [t for t in g.nodes if t.op is Op.MUL_MAT and t.src[0].kind == "weight"]
+    readers = Counter(t.src[2].id for t in mm)
+    # per layer: Q, K, V read the attention norm's output; gate and up the FFN norm's; the attention
+    # output and down projections their own inputs; plus the output projection
+    assert sorted(readers.values()) == sorted([3] * n_layer + [2] * n_layer + [1] * (2 * n_layer + 1))
+    for t in mm:  # a mat-vec's xq is QUANTIZE_X8 of its own x, before it
+        xq = t.src[2]
+        assert xq.op is Op.QUANTIZE_X8 and xq.src[0] is t.src[1] and xq.id < t.id
+    quantized = [t for t in g.nodes if t.op is Op.QUANTIZE_X8]
+    assert len(quantized) == len(readers)
+    plan = alloc.plan(g, alignment=256)  # each in the arena, live until its last reader
+    assert all(t.id in plan.offsets for t in quantized)
+    assert not any(len(t.src) == 3 for t in g.nodes if t.op is Op.MUL_MAT and t.src[0].kind != "weight")
+
+
+def test_quantize_x8_only_where_asked_and_again_after_a_cache_write():
+    g = Graph()
+    w = g.weight("w", (8, 64), "q8_0")
+    w2 = g.weight("w2", (8, 64), "f16")
+    cache = g.state("cache", (4, 64))
+    x = g.input("x", (1, 64))
+    g.output(g.mul_mat(w, g.view(cache, (1, 64), "row"), "before"))
+    g.output(g.set_rows(cache, x, g.input("idx", (1,), "i32"), "write"))
+    g.output(g.mul_mat(w, g.view(cache, (1, 64), "row2"), "after"))
+    g.output(g.mul_mat(w2, x, "f16_weight"))
+    out = _with_quantize_x8(g, lambda t: t.src[0].dtype == "q8_0")
+    mm = {t.name: t for t in out.nodes if t.op is Op.MUL_MAT}
+    assert len(mm["f16_weight"].src) == 2
+    assert mm["before"].src[2] is not mm["after"].src[2]  # the cache changed in between
+    assert [t.name for t in out.nodes if t.op is Op.QUANTIZE_X8] == ["row.x8", "row2.x8"]
+
+
+def test_quantize_x8_starts_early_where_its_first_reader_does():
+    """reads_int8_x / early_quantize_x8 (no GPU: weights are device tensors of a fake buffer): Q4_0 weights
+    on mul_mat_vec_xr read int8 x, f16 ones do not; with programmatic launch the QUANTIZE_X8 node whose
+    first reader starts early (whole rows, K = 4096) starts early, the one before row groups of 8 rows
+    (K = 11008, x loaded with the weights) does not."""
+    import types
+
+    from rocmforge.backends.hip.launch_mul_mat import early_quantize_x8, reads_int8_x
+    from rocmforge.backends.hip.tensor import DevTensor
+
+    buf = types.SimpleNamespace(data=types.SimpleNamespace(ptr=1 << 20))
+    weights = {
+        "up": DevTensor(buf, 0, (11008, 4096), "q4_0"),
+        "gate": DevTensor(buf, 0, (11008, 4096), "q4_0"),
+        "down": DevTensor(buf, 0, (4096, 11008), "q4_0"),
+        "f": DevTensor(buf, 0, (11008, 4096), "f16"),
+    }
+    g = Graph()
+    x, h = g.input("x", (1, 4096)), g.input("h", (1, 11008))
+    for name in ("up", "gate", "f"):
+        g.output(g.mul_mat(g.weight(name, weights[name].shape, weights[name].dtype), x, name + "_out"))
+    g.output(g.mul_mat(g.weight("down", (4096, 11008), "q4_0"), h, "down_out"))
+    for pdl in (False, True):
+        ctx = Ctx(mods=None, device=H100, mat_mul=INT8, pdl=pdl)
+        out = _with_quantize_x8(g, reads_int8_x(ctx, weights))
+        quantized = {t.name: t.src[2].name for t in out.nodes if t.op is Op.MUL_MAT and len(t.src) == 3}
+        assert quantized == {"up_out": "x.x8", "gate_out": "x.x8", "down_out": "h.x8"}
+        early = {out.nodes[i].name for i in early_quantize_x8(ctx, out, weights)}
+        assert early == ({"x.x8"} if pdl else set())
+    ctx = Ctx(mods=None, device=H100, mat_mul=C.MatMulOptions())  # no int8 activations: none
+    assert not any(reads_int8_x(ctx, weights)(t) for t in g.nodes if t.op is Op.MUL_MAT)
 
 
 def _weight(N: int, K: int, kt: str = "q4_0", ptr: int = 1 << 20, pad: int = 0) -> C.Weight:

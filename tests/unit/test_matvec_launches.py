@@ -11,21 +11,37 @@ import pytest
 from rocmforge.backends.hip.context import Ctx
 from rocmforge.backends.hip.kernel_choice import HOST_TUNABLES, Device, MatMulOptions
 from rocmforge.backends.hip.launch import prepare_launch
-from rocmforge.ir.ops import Op
+from rocmforge.backends.hip.launch_mul_mat import early_quantize_x8, reads_int8_x
+from rocmforge.backends.hip.tensor import DevTensor
+from rocmforge.ir import passes
+from rocmforge.ir.graph import Graph
 
 
 def drive(rec: R.Recorder, case: dict) -> None:
-    """The current mat-vec choice, as HipBackend uses it: a Ctx as its constructor builds it, MUL_MAT
-    prepared (chosen and compiled) as _plan does, then run inside a node of a run."""
+    """The current mat-vec choice, as HipBackend uses it: a Ctx as its constructor builds it, the graph
+    y = MUL_MAT(w, x) through HipBackend's passes (QUANTIZE_X8 inserted where the kernel reads int8 x), every
+    node prepared (chosen and compiled) as _plan does, then run in order."""
     dev = Device(case["warp"], case["n_sm"], case["smem_block"], case["smem_sm"], "sm_90")
     opts = MatMulOptions(int8_activations=case["int8"])
     ctx = Ctx(rec, dev, dict(case.get("tunables", {})), opts, pdl=case["pdl"])
     out, w, x = R.tensors(case)
-    launch = prepare_launch(ctx, Op.MUL_MAT, out, [w, x], {})
+    g = Graph()
+    g.output(g.mul_mat(g.weight("w", w.shape, w.dtype), g.input("x", x.shape), "y"))
+    weights = {"w": w}
+    insert = ("insert_quantize_x8", lambda g: passes.insert_quantize_x8(g, reads_int8_x(ctx, weights)))
+    g = passes.optimize(g, (insert, *passes.PIPELINE))[0]
+    early = early_quantize_x8(ctx, g, weights)
+    dev_of = {t.id: {"w": w, "x": x, "y": out}[t.name] for t in g.nodes if t.name in ("w", "x", "y")}
+    steps = []
+    for t in g.ops():
+        if t.id not in dev_of:  # QUANTIZE_X8's output: a buffer of the arena
+            dev_of[t.id] = DevTensor(R.FakeBuf(1 << 36, 4 * t.n_elements), 0, t.shape, t.dtype)
+        srcs = [dev_of[s.id] for s in t.src]
+        steps.append((prepare_launch(ctx, t.op, dev_of[t.id], srcs, t.params, t.id in early), t, srcs))
     rec.launches.clear()  # prepare compiles; the run launches
-    ctx.begin_run()
-    ctx.begin_node(("plan", 1), ("plan", 0))
-    launch(ctx, out, w, x)
+    for launch, t, srcs in steps:
+        ctx.begin_node(("plan", t.id))
+        launch(ctx, dev_of[t.id], *srcs)
     ctx.begin_node(None)
 
 

@@ -26,6 +26,7 @@ from . import pdl
 from .context import Ctx
 from .kernel_choice import SMEM_DEFAULT, Device, MatMulOptions, device_family
 from .launch import LAUNCH, prepare_launch
+from .launch_mul_mat import early_quantize_x8, reads_int8_x
 from .modules import ModuleCache
 from .tensor import NATIVE_WEIGHTS, DevTensor
 
@@ -59,18 +60,6 @@ def gpu_available() -> tuple[bool, str]:
     return True, name.decode() if isinstance(name, bytes) else str(name)
 
 
-def x_key(node: Tensor) -> int | None:
-    """For a MUL_MAT node, the id of the value it reads as x, under which the mat-vecs that read one value
-    share its int8 copy (Ctx.quantized_x); None for other ops and for values in state buffers (the KV
-    cache changes during a run)."""
-    if node.op is not Op.MUL_MAT:
-        return None
-    x = root = node.src[1]
-    while root.op in (Op.VIEW, Op.RESHAPE, Op.SET_ROWS):  # aliases of their first source
-        root = root.src[0]
-    return None if root.kind == "state" else x.id
-
-
 def _raw_bytes(raw: Any) -> np.ndarray:
     a = np.ascontiguousarray(np.asarray(raw))
     return a.reshape(-1).view(np.uint8)
@@ -82,7 +71,6 @@ class _Step:
     out: DevTensor
     srcs: list[DevTensor]
     launch: Callable[..., Any] | None  # None: an alias with nothing to launch (VIEW, RESHAPE)
-    x_key: int | None = None  # x_key(node): the value whose quantized copy the node may share
 
 
 @dataclass
@@ -220,11 +208,19 @@ class HipBackend:
         entry = self._plans.get(id(graph))
         if entry is not None and entry[0] is graph:
             return graph
-        g = passes.optimize(graph)[0]
+        g = passes.optimize(graph, self.graph_passes())[0]
         p = self._plan(g)
         self._plans[id(graph)] = (graph, p)
         self._plans[id(g)] = (g, p)
         return g
+
+    def graph_passes(self) -> tuple[tuple[str, passes.Pass], ...]:
+        """The graph passes prepare runs: the IR's pipeline, after QUANTIZE_X8 insertion for the mat-vecs
+        whose kernel reads int8 x (int8_activations; weights bound before prepare)."""
+        if not self.ctx.mat_mul.int8_activations:
+            return passes.PIPELINE
+        reads = reads_int8_x(self.ctx, self.weights)
+        return (("insert_quantize_x8", lambda g: passes.insert_quantize_x8(g, reads)), *passes.PIPELINE)
 
     def plan_of(self, graph: Graph) -> alloc.Plan | None:
         """The ir.alloc plan the graph runs with (None before prepare)."""
@@ -239,6 +235,7 @@ class HipBackend:
         dev: dict[int, DevTensor] = {}
         inputs: dict[str, DevTensor] = {}
         steps: list[_Step] = []
+        early = early_quantize_x8(self.ctx, graph, self.weights)
         for t in graph.nodes:
             if t.kind == "input":
                 nbytes = max(1, t.n_elements * ITEMSIZE[t.dtype])
@@ -260,8 +257,9 @@ class HipBackend:
                 else:
                     out = DevTensor(arena, offsets[t.id], t.shape, t.dtype)
                 dev[t.id] = out
-                launch = prepare_launch(self.ctx, t.op, out, srcs, t.params)  # kernels chosen and compiled
-                steps.append(_Step(t, out, srcs, launch, x_key(t)))
+                # kernels chosen and compiled now
+                launch = prepare_launch(self.ctx, t.op, out, srcs, t.params, t.id in early)
+                steps.append(_Step(t, out, srcs, launch))
         outputs = {name: dev[t.id] for name, t in graph.outputs.items()}
         return _Plan(steps, inputs, outputs, arena, ir_plan)
 
@@ -289,7 +287,6 @@ class HipBackend:
 
     def _launch_all(self, plan: _Plan, timed: bool) -> list:
         events: list = []
-        self.ctx.begin_run()
         for st in plan.steps:
             if st.launch is None:
                 events.append(None)
@@ -299,8 +296,7 @@ class HipBackend:
             if timed:
                 e0, e1 = self.cp.cuda.Event(), self.cp.cuda.Event()
                 e0.record()
-            xk = None if st.x_key is None else (id(plan), st.x_key)
-            self.ctx.begin_node((id(plan), st.node.id), xk)
+            self.ctx.begin_node((id(plan), st.node.id))  # scratch the launcher takes is the node's own
             st.launch(self.ctx, st.out, *st.srcs, **st.node.params)
             if timed:
                 e1.record()

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 
 from ...ir.ops import ITEMSIZE
-from .kernel_choice import SMEM_DEFAULT, Device, KernelLaunch, MatMulOptions, x8_row_bytes
+from .kernel_choice import SMEM_DEFAULT, Device, KernelLaunch, MatMulOptions
 from .modules import ModuleCache
-from .tensor import DevTensor, i32, i64
+from .tensor import DevTensor
 
 
 @dataclass
@@ -32,8 +32,6 @@ class Ctx:
     _scratch: dict[Any, Any] = field(default_factory=dict)  # (node key, k) -> persistent scratch
     _node: Any = None
     _n_scratch: int = 0
-    _x_key: Any = None  # the node's activation source, for sharing its quantized copy (begin_node)
-    _x8_done: set[Any] = field(default_factory=set)  # sources quantized so far in this run
     _smem_set: dict[int, int] = field(default_factory=dict)  # id(function) -> opted-in shared memory
 
     @property
@@ -89,42 +87,10 @@ class Ctx:
             buf = self._scratch[key] = cupy.empty(nbytes, dtype=np.uint8)
         return DevTensor(buf, 0, shape, dtype)
 
-    def begin_node(self, key: Any, x_key: Any = None) -> None:
-        """Scratch taken until the next begin_node belongs to the node `key` (None: temporary). x_key names
-        the value the node reads as its activation (None: not shared), so that nodes reading the same
-        value share one quantized copy of it (quantized_x)."""
-        self._node, self._n_scratch, self._x_key = key, 0, x_key
-
-    def begin_run(self) -> None:
-        """A run (or a capture) starts: no activation has been quantized in it yet."""
-        self._x8_done.clear()
-
-    def quantized_x(self, x: DevTensor, K: int, M: int, quantize: tuple[Any, KernelLaunch]) -> DevTensor:
-        """x [M, K] f32 as quantize_x8's int8 rows: quantized (quantize: its function and launch) by the
-        first node of the run that reads x's value (begin_node's x_key), reused by the others; quantized
-        every time without a key."""
-        import cupy
-
-        shape = (M, x8_row_bytes(K) // 4)  # i32 words: K % 64 == 0 keeps rows 16-byte multiples
-        if self._x_key is None:
-            xq = self.empty(shape, "i32")
-            self.launch(*quantize, quantize_x8_args(xq, x, K))
-            return xq
-        key = ("x8", self._x_key)
-        buf = self._scratch.get(key)
-        if buf is None or buf.nbytes < 4 * M * shape[1]:
-            buf = self._scratch[key] = cupy.empty(4 * M * shape[1], dtype=np.uint8)
-        xq = DevTensor(buf, 0, shape, "i32")
-        if key not in self._x8_done:
-            self._x8_done.add(key)
-            self.launch(*quantize, quantize_x8_args(xq, x, K))
-        return xq
+    def begin_node(self, key: Any) -> None:
+        """Scratch taken until the next begin_node belongs to the node `key` (None: temporary)."""
+        self._node, self._n_scratch = key, 0
 
     @property
     def scratch_bytes(self) -> int:
         return sum(b.nbytes for b in self._scratch.values())
-
-
-def quantize_x8_args(xq: DevTensor, x: DevTensor, K: int) -> tuple:
-    """quantize_x8's arguments: x [M, K] f32 (contiguous) -> xq [M, x8_row_bytes(K)] bytes."""
-    return (x.ptr, i64(K), xq.ptr, i64(x8_row_bytes(K)), i32(K))

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...ir.ops import x8_words
 from .tensor import cdiv
 
 FAMILIES = ("sm_90", "gfx1100", "other")
@@ -86,26 +87,35 @@ Geometry = Callable[..., "KernelLaunch | None"]
 
 @dataclass(frozen=True)
 class MatMulKernel:
-    """A row of the table: a kernel family of MUL_MAT.
+    """A row of the table: a kernel family of MUL_MAT, in the file `<name>.hip` of kernels/ (`file`: another
+    path), entry points `<name>_<weight kernel type>`.
 
-    entry: the entry point, {type} standing for the weight's kernel type. x: the activation it reads, "f32"
-    or "x8" (quantize_x8's int8 rows, x quantized first). args: "mat_vec" (w, row bytes, x, x stride, y, N,
-    N, K) or "mat_mat" (w, row bytes, x, y, M, N, K). defaults: family -> type (or "*") -> defines and
-    host-side parameters (lower case). min_n: the fewest rows it serves.
+    x: the activation it reads, "f32" or "x8" (QUANTIZE_X8's int8 rows). serves, geometry_doc: the shapes it
+    serves and its launch geometry, in words (geometry: as a function). defaults: family -> weight type ->
+    compile defines and host-side parameters (lower case). args: "mat_vec" (w, row bytes, x, x stride, y,
+    N, N, K) or "mat_mat" (w, row bytes, x, y, M, N, K). min_n: the fewest rows it serves.
     """
 
     name: str
-    file: str
-    entry: str
     weight_types: tuple[str, ...]
     x: str
     serves: str
     geometry_doc: str
-    defaults: Mapping[str, Mapping[str, Mapping[str, Any]]]
-    geometry: Geometry
+    defaults: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(repr=False)
+    geometry: Geometry = field(repr=False)
     args: str = "mat_vec"
     max_tokens: int | None = MMV_MAX_TOKENS
     min_n: int = 0
+    file: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.file:
+            object.__setattr__(self, "file", f"{self.name}.hip")
+
+    @property
+    def entry(self) -> str:
+        """The entry point, {type} standing for the weight's kernel type."""
+        return self.name + "_{type}"
 
     def defaults_for(self, family: str, wtype: str) -> dict[str, Any]:
         by_type = self.defaults.get(family, self.defaults["other"])
@@ -125,7 +135,7 @@ class MulMatChoice:
 
 def x8_row_bytes(K: int) -> int:
     """Bytes of one token of quantize_x8's output: int8 [K], then float2 (scale, sum) [K / 32]."""
-    return K + K // 4
+    return 4 * x8_words(K)
 
 
 def kernel_defines(tunables: Mapping[str, int]) -> dict[str, int]:
@@ -317,8 +327,6 @@ KERNEL_TYPES = tuple(
 
 MUL_MAT_VEC_XR = MatMulKernel(
     name="mul_mat_vec_xr",
-    file="mul_mat_vec_xr.hip",
-    entry="mul_mat_vec_xr_{type}",
     weight_types=("q4_0", "q8_0"),
     x="x8",
     serves="M <= 4, N >= 4096, K % 256 == 0 and <= 21504, rows packed and 16-byte aligned",
@@ -329,8 +337,6 @@ MUL_MAT_VEC_XR = MatMulKernel(
 )
 MUL_MAT_VEC_XQ = MatMulKernel(
     name="mul_mat_vec_xq",
-    file="mul_mat_vec_xq.hip",
-    entry="mul_mat_vec_xq_{type}",
     weight_types=("q4_0", "q8_0"),
     x="x8",
     serves="M <= 4, N >= 8192, K % 64 == 0 and <= 21504 (where mul_mat_vec_xr does not apply)",
@@ -341,8 +347,6 @@ MUL_MAT_VEC_XQ = MatMulKernel(
 )
 MUL_MAT_VEC = MatMulKernel(
     name="mul_mat_vec",
-    file="mul_mat_vec.hip",
-    entry="mul_mat_vec_{type}",
     weight_types=KERNEL_TYPES,
     x="f32",
     serves="M <= 4, every type and shape",
@@ -352,8 +356,6 @@ MUL_MAT_VEC = MatMulKernel(
 )
 MUL_MAT = MatMulKernel(
     name="mul_mat",
-    file="mul_mat.hip",
-    entry="mul_mat_{type}",
     weight_types=KERNEL_TYPES,
     x="f32",
     serves="M > 4 (prefill), every type and shape",

@@ -1,17 +1,21 @@
-"""The MUL_MAT launcher: the kernel (kernel_choice's table) and its geometry are chosen once, when the graph
-is prepared (`prepare_mul_mat`, which also compiles it); the prepared launch only enqueues. quantize_x8
-precedes the kernels on int8 x (the quantized x shared by the nodes that read one value: Ctx.quantized_x)."""
+"""The MUL_MAT and QUANTIZE_X8 launchers. MUL_MAT's kernel (kernel_choice's table) and its geometry are
+chosen once, when the graph is prepared (`prepare_mul_mat`, which also compiles it); the prepared launch
+only enqueues. A kernel on int8 x reads MUL_MAT's third source, the QUANTIZE_X8 node that
+passes.insert_quantize_x8 gives it where `reads_int8_x` says so (one node per value, shared by its
+readers)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-from .context import Ctx, quantize_x8_args
-from .kernel_choice import MulMatChoice, Weight, choose_mul_mat, quantize_x8_launch
+from ...ir.graph import Graph, Tensor
+from ...ir.ops import Op, x8_words
+from .context import Ctx
+from .kernel_choice import MulMatChoice, Weight, choose_mul_mat, quantize_x8_launch, x8_row_bytes
 from .launch_elementwise import contiguous
 from .tensor import BLOCK, NATIVE_WEIGHTS, DevTensor, i32, i64
 
-MulMatLaunch = Callable[[Ctx, DevTensor, DevTensor, DevTensor], None]
+Launcher = Callable[..., None]
 
 
 def _kernel_type(dtype: str, K: int, ptr: int) -> str:
@@ -52,21 +56,55 @@ def mul_mat_choice(ctx: Ctx, w: DevTensor, M: int) -> MulMatChoice:
     return choose_mul_mat(ctx.device, ctx.mat_mul, ctx.tunables, Weight(kt, N, K, row_bytes, ptr), M, ctx.pdl)
 
 
-def prepare_mul_mat(ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor) -> MulMatLaunch:
+def _node_choice(ctx: Ctx, t: Tensor, weights: Mapping[str, DevTensor]) -> MulMatChoice | None:
+    """The choice for a MUL_MAT node of a bound weight (None otherwise: the int8 kernels read weights)."""
+    w = weights.get(t.src[0].name) if t.op is Op.MUL_MAT and t.src[0].kind == "weight" else None
+    return None if w is None else mul_mat_choice(ctx, w, t.src[1].n_elements // w.shape[1])
+
+
+def reads_int8_x(ctx: Ctx, weights: Mapping[str, DevTensor]) -> Callable[[Tensor], bool]:
+    """passes.insert_quantize_x8's predicate: the MUL_MAT nodes whose kernel reads int8 x."""
+
+    def reads(t: Tensor) -> bool:
+        choice = _node_choice(ctx, t, weights)
+        return choice is not None and choice.quantize is not None
+
+    return reads
+
+
+def early_quantize_x8(ctx: Ctx, graph: Graph, weights: Mapping[str, DevTensor]) -> set[int]:
+    """Ids of the QUANTIZE_X8 nodes that start while the kernel before them ends (programmatic launch):
+    those whose first reader's mat-vec starts so (before a plainly launched one it would cost time)."""
+    first: dict[int, Tensor] = {}
+    for t in graph.nodes:
+        if t.op is Op.MUL_MAT and len(t.src) == 3:
+            first.setdefault(t.src[2].id, t)
+    early = set()
+    for qid, t in first.items():
+        choice = _node_choice(ctx, t, weights)
+        if choice is not None and choice.quantize is not None and choice.quantize.pdl:
+            early.add(qid)
+    return early
+
+
+def prepare_mul_mat(
+    ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, xq: DevTensor | None = None
+) -> Launcher:
     """MUL_MAT for these tensors' shapes and types: chosen and compiled now; the returned launcher takes
-    (ctx, out, w, x) as the other ops' launchers do."""
+    (ctx, out, w, x[, xq]) as the other ops' launchers do. A kernel on int8 x needs xq (QUANTIZE_X8 of x)."""
     K = w.shape[1]
     M = x.n_elements // K
     choice = mul_mat_choice(ctx, w, M)
+    int8 = choice.quantize is not None
+    if int8 and xq is None:
+        raise ValueError(f"MUL_MAT with {choice.kernel.name} reads int8 x: give it QUANTIZE_X8 of x")
     launch = choice.launch
     f = ctx.function(launch)
-    quantize = (ctx.function(choice.quantize), choice.quantize) if choice.quantize else None
     mat_vec, N, x_stride = choice.kernel.args == "mat_vec", w.shape[0], choice.x_stride
 
-    def MUL_MAT(ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor) -> None:
+    def MUL_MAT(ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, xq: DevTensor | None = None) -> None:
         w = as_weight(ctx, w)
-        x = contiguous(ctx, x, "f32", align=16)
-        xp = ctx.quantized_x(x, K, M, quantize).ptr if quantize else x.ptr
+        xp = xq.ptr if int8 else contiguous(ctx, x, "f32", align=16).ptr
         if mat_vec:
             args = (w.ptr, i64(w.row_bytes), xp, i64(x_stride), out.ptr, i64(N), i32(N), i32(K))
         else:
@@ -76,13 +114,37 @@ def prepare_mul_mat(ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor) -> Mul
     return MUL_MAT
 
 
-def MUL_MAT(ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor) -> None:
-    """MUL_MAT prepared and launched at once (scripts and tests; graphs prepare once, HipBackend._plan)."""
-    prepare_mul_mat(ctx, out, w, x)(ctx, out, w, x)
+def prepare_quantize_x8(ctx: Ctx, out: DevTensor, x: DevTensor, early: bool = False) -> Launcher:
+    """QUANTIZE_X8 of x [M, K] into out [M, x8_words(K)] i32, compiled now; early: started while the kernel
+    before it ends (programmatic launch, where Ctx.pdl)."""
+    K = x.shape[-1]
+    launch = quantize_x8_launch(K, x.n_elements // K, early)
+    f = ctx.function(launch)
+
+    def QUANTIZE_X8(ctx: Ctx, out: DevTensor, x: DevTensor) -> None:
+        x = contiguous(ctx, x, "f32", align=16)
+        ctx.launch(f, launch, (x.ptr, i64(K), out.ptr, i64(x8_row_bytes(K)), i32(K)))
+
+    return QUANTIZE_X8
 
 
-def quantize_x8(ctx: Ctx, xq: DevTensor, x: DevTensor, K: int, M: int, pdl: bool = False) -> None:
-    """x [M, K] f32 (contiguous) -> xq [M, x8_row_bytes(K)] bytes: the int8 activations of the x8 kernels.
-    pdl: started while the kernel before it ends (Ctx.pdl), for a mat-vec that starts early too."""
-    launch = quantize_x8_launch(K, M, pdl)
-    ctx.launch(ctx.function(launch), launch, quantize_x8_args(xq, x, K))
+def QUANTIZE_X8(ctx: Ctx, out: DevTensor, x: DevTensor) -> None:
+    """QUANTIZE_X8 prepared and launched at once."""
+    prepare_quantize_x8(ctx, out, x)(ctx, out, x)
+
+
+def quantize_x8(ctx: Ctx, xq: DevTensor, x: DevTensor, pdl: bool = False) -> None:
+    """x [M, K] f32 -> xq [M, x8_words(K)] i32; pdl: started while the kernel before it ends (Ctx.pdl)."""
+    prepare_quantize_x8(ctx, xq, x, pdl)(ctx, xq, x)
+
+
+def MUL_MAT(ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, xq: DevTensor | None = None) -> None:
+    """MUL_MAT prepared and launched at once (scripts and tests; graphs prepare once, HipBackend._plan).
+    Without xq, a kernel on int8 x gets x quantized into scratch first."""
+    K = w.shape[1]
+    M = x.n_elements // K
+    choice = mul_mat_choice(ctx, w, M)
+    if choice.quantize is not None and xq is None:
+        xq = ctx.empty((*x.shape[:-1], x8_words(K)), "i32")
+        quantize_x8(ctx, xq, x, choice.quantize.pdl)
+    prepare_mul_mat(ctx, out, w, x, xq)(ctx, out, w, x, xq)
