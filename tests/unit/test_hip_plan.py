@@ -246,3 +246,31 @@ def test_function_opts_in_above_48k_once_per_function():
     ctx.function(launch("mul_mat_vec_xq_q8_0", 60 << 10))
     assert f is fns["mul_mat_vec_xq_q4_0"] and f.sets == [100 << 10, 120 << 10]
     assert fns["mul_mat_vec_xq_q8_0"].sets == [60 << 10]
+
+
+def test_prepare_compiles_the_modules_a_run_uses():
+    """prepare_launch compiles each op's kernel file (attention per head dim) and the copy kernels."""
+    import types
+
+    from rocmforge.backends.hip.launch import prepare_launch
+    from rocmforge.backends.hip.tensor import DevTensor
+
+    got = []
+
+    class Mods:
+        def get(self, file, **defines):
+            got.append((file, defines))
+
+    ctx = Ctx(mods=Mods(), device=H100)
+    buf = types.SimpleNamespace(data=types.SimpleNamespace(ptr=1 << 20))
+    q, kv = DevTensor(buf, 0, (2, 4, 80), "f32"), DevTensor(buf, 0, (16, 2, 80), "f16")
+    pos = DevTensor(buf, 0, (2,), "i32")
+    prepare_launch(ctx, Op.FLASH_ATTN_EXT, q, [q, kv, kv, pos], {"scale": 1.0})
+    prepare_launch(ctx, Op.RMS_NORM, q, [q], {"eps": 1e-6})
+    prepare_launch(ctx, Op.VIEW, q, [q], {})
+    assert got == [
+        ("elementwise.hip", {}),
+        ("attention.hip", {"RF_HEAD_DIM": 80}),
+        ("elementwise.hip", {}),
+        ("norm.hip", {}),
+    ]

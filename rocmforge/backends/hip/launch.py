@@ -43,6 +43,18 @@ LAUNCH: dict[str, Callable[..., Any]] = {
 }
 
 
+# the kernel file each op's launcher uses, compiled at prepare (elementwise.hip too for every launcher: its
+# copies make sources contiguous)
+MODULES = {
+    Op.GET_ROWS: "get_rows.hip",
+    Op.RMS_NORM: "norm.hip",
+    Op.ROPE: "rope.hip",
+    Op.SET_ROWS: "set_rows.hip",
+    Op.SOFT_MAX: "softmax.hip",
+    Op.ARGMAX: "argmax.hip",
+}
+
+
 def prepare_launch(
     ctx: Ctx,
     op: Op,
@@ -53,7 +65,13 @@ def prepare_launch(
 ) -> Callable[..., Any]:
     """The launcher a graph node runs with, prepared for its tensors: MUL_MAT's kernel chosen and compiled
     now (prepare_mul_mat), QUANTIZE_X8's compiled (early: started while the kernel before it ends,
-    launch_mul_mat.early_quantize_x8); the other ops' launchers as they are."""
+    launch_mul_mat.early_quantize_x8); the other ops' launchers as they are, their modules compiled now."""
+    if op not in (Op.VIEW, Op.RESHAPE):
+        ctx.mods.get("elementwise.hip")
+    if op is Op.FLASH_ATTN_EXT:
+        ctx.mods.get("attention.hip", RF_HEAD_DIM=srcs[0].shape[-1])
+    elif op in MODULES:
+        ctx.mods.get(MODULES[op])
     if op is Op.MUL_MAT:
         return prepare_mul_mat(ctx, out, *srcs)
     if op is Op.QUANTIZE_X8:
