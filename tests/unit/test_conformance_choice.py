@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from rocmforge.backends.hip import kernel_choice as C
-from rocmforge.backends.hip.launch_mul_mat import _kernel_type
+from rocmforge.backends.hip.launch_mul_mat import kernel_type
 from rocmforge.backends.hip.tensor import BLOCK
 from tests.gpu import test_conformance as T
 
@@ -36,7 +36,7 @@ def test_kernel_cases_reach_their_kernel():
         w, x = node.src[:2]
         (N, K), M = w.shape, x.n_elements // w.shape[1]
         bs, ts = BLOCK[w.dtype]
-        weight = C.Weight(_kernel_type(w.dtype, K, 1 << 20), N, K, K // bs * ts, 1 << 20)
+        weight = C.Weight(kernel_type(w.dtype, K, 1 << 20), N, K, K // bs * ts, 1 << 20)
         opts = built.ctx.get("mat_mul", C.MatMulOptions())
         choice = C.choose_mul_mat(H100, opts, built.ctx.get("tunables", {}), weight, M)
         if "-given-" in case.id:  # QUANTIZE_X8 in the graph: read by the int8 default, ignored by the f32 one

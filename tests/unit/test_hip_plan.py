@@ -239,7 +239,7 @@ def test_function_opts_in_above_48k_once_per_function():
     ctx = Ctx(mods=Mods(), device=H100)
 
     def launch(name: str, smem: int) -> C.KernelLaunch:
-        return C.KernelLaunch("mul_mat_vec.hip", name, {}, (1,), (32,), smem)
+        return C.KernelLaunch("mul_mat_vec_xq.hip", name, {}, (1,), (32,), smem)
 
     for need in (40 << 10, 100 << 10, 100 << 10, 80 << 10, 120 << 10):
         f = ctx.function(launch("mul_mat_vec_xq_q4_0", need))

@@ -18,7 +18,9 @@ from .tensor import BLOCK, NATIVE_WEIGHTS, DevTensor, i32, i64
 Launcher = Callable[..., None]
 
 
-def _kernel_type(dtype: str, K: int, ptr: int) -> str:
+def kernel_type(dtype: str, K: int, ptr: int) -> str:
+    """The kernel suffix for weights of `dtype` with rows of K at address ptr: `_s` = element-wise float
+    rows (not 16-byte multiples or aligned)."""
     if dtype not in NATIVE_WEIGHTS:
         raise NotImplementedError(f"no kernel reads weight type {dtype}")
     if dtype in ("f32", "f16", "bf16") and (K % 8 or ptr % 16):
@@ -28,7 +30,7 @@ def _kernel_type(dtype: str, K: int, ptr: int) -> str:
 
 def weight_kernel_type(w: DevTensor) -> str:
     """The kernel suffix for a weight (or float activation used as one): `_s` = element-wise float rows."""
-    return _kernel_type(w.dtype, w.shape[-1], w.ptr)
+    return kernel_type(w.dtype, w.shape[-1], w.ptr)
 
 
 def _copied_as_weight(w: DevTensor) -> bool:
@@ -51,7 +53,7 @@ def mul_mat_choice(ctx: Ctx, w: DevTensor, M: int) -> MulMatChoice:
     copied = _copied_as_weight(w)
     dtype = "f32" if w.dtype == "i32" else w.dtype
     ptr = 0 if copied else w.ptr
-    kt = _kernel_type(dtype, K, ptr)
+    kt = kernel_type(dtype, K, ptr)
     row_bytes = K // BLOCK[dtype][0] * BLOCK[dtype][1]
     return choose_mul_mat(ctx.device, ctx.mat_mul, ctx.tunables, Weight(kt, N, K, row_bytes, ptr), M, ctx.pdl)
 
