@@ -29,7 +29,7 @@ from dev import matvec_variants as V  # noqa: E402
 from rocmforge import quant  # noqa: E402
 from rocmforge.backends.hip import kernel_choice as C  # noqa: E402
 from rocmforge.backends.hip.backend import HipBackend  # noqa: E402
-from rocmforge.backends.hip.launch_mul_mat import mul_mat_choice, prepare_mul_mat, quantize_x8  # noqa: E402
+from rocmforge.backends.hip.launch_mul_mat import QUANTIZE_X8, mul_mat_choice, prepare_mul_mat  # noqa: E402
 from rocmforge.backends.hip.tensor import DevTensor  # noqa: E402
 from rocmforge.bench import xr_trace_frame  # noqa: E402
 from rocmforge.ir.ops import x8_words  # noqa: E402
@@ -44,7 +44,7 @@ def trace(be: HipBackend, timer: Timer, w, x, y, N: int, K: int, extra: dict, re
     assert launch.file == V.MUL_MAT_VEC_XR_TRACE.file, launch
     warps, blocks = launch.block[0] // be.warp, launch.grid[0]
     xq = DevTensor(cp.empty(4 * x8_words(K), dtype=np.uint8), 0, (1, x8_words(K)), "i32")
-    quantize_x8(be.ctx, xq, x)  # once, read by the launches below
+    QUANTIZE_X8(be.ctx, xq, x)  # once, read by the launches below
     mat_vec = prepare_mul_mat(be.ctx, y, w, x, xq)  # chosen and compiled
     mat_vec(be.ctx, y, w, x, xq)
     buf = be.ctx.mods.get(launch.file, **launch.defines).raw.get_global("rf_mmvr_trace")

@@ -130,14 +130,9 @@ def prepare_quantize_x8(ctx: Ctx, out: DevTensor, x: DevTensor, early: bool = Fa
     return QUANTIZE_X8
 
 
-def QUANTIZE_X8(ctx: Ctx, out: DevTensor, x: DevTensor) -> None:
-    """QUANTIZE_X8 prepared and launched at once."""
-    prepare_quantize_x8(ctx, out, x)(ctx, out, x)
-
-
-def quantize_x8(ctx: Ctx, xq: DevTensor, x: DevTensor, pdl: bool = False) -> None:
-    """x [M, K] f32 -> xq [M, x8_words(K)] i32; pdl: started while the kernel before it ends (Ctx.pdl)."""
-    prepare_quantize_x8(ctx, xq, x, pdl)(ctx, xq, x)
+def QUANTIZE_X8(ctx: Ctx, out: DevTensor, x: DevTensor, *, early: bool = False) -> None:
+    """QUANTIZE_X8 prepared and launched at once (scripts and tests)."""
+    prepare_quantize_x8(ctx, out, x, early)(ctx, out, x)
 
 
 def MUL_MAT(ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, xq: DevTensor | None = None) -> None:
@@ -148,5 +143,5 @@ def MUL_MAT(ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, xq: DevTensor 
     choice = mul_mat_choice(ctx, w, M)
     if choice.quantize is not None and xq is None:
         xq = ctx.empty((*x.shape[:-1], x8_words(K)), "i32")
-        quantize_x8(ctx, xq, x, choice.quantize.pdl)
+        QUANTIZE_X8(ctx, xq, x, early=choice.quantize.pdl)
     prepare_mul_mat(ctx, out, w, x, xq)(ctx, out, w, x, xq)
