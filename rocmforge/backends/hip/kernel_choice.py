@@ -276,26 +276,17 @@ def _mat_vec_xr(kern, dev, w, M, base, tuned, host, pdl) -> KernelLaunch | None:
 # resident blocks (even 0: as many blocks as are resident)
 _XR_GROUPS = {"RF_MMVR_WARPS": 2, "RF_MMVR_MINB": 6, "RF_MMVR_XPF": 1}
 _XR_WHOLE = {"RF_MMVR_WARPS": 1, "RF_MMVR_XPF": 0, "RF_MMVR_XDEP": 1}
+_XR_SHARED = {
+    "groups": _XR_GROUPS,
+    "groups_host": {"blocks_per_sm": 6},
+    "one_warp": {"RF_MMVR_WARPS": 1, "RF_MMVR_MINB": 12},
+    "one_warp_host": {"blocks_per_sm": 12},
+    "whole_rows_max_q": 4,  # Q = 8 (K = 8192) keeps 80 registers of x a lane: untimed
+}
 XR_DEFAULTS = {
-    "q4_0": {
-        "groups": _XR_GROUPS,
-        "groups_host": {"blocks_per_sm": 6},
-        "one_warp": {"RF_MMVR_WARPS": 1, "RF_MMVR_MINB": 12},
-        "one_warp_host": {"blocks_per_sm": 12},
-        "whole": {**_XR_WHOLE, "RF_MMVR_MINB": 12},
-        "whole_host": {"blocks_per_sm": 12},
-        "whole_rows_max_q": 4,  # Q = 8 (K = 8192) keeps 80 registers of x a lane: untimed
-    },
-    "q8_0": {
-        "groups": _XR_GROUPS,
-        "groups_host": {"blocks_per_sm": 6},
-        "one_warp": {"RF_MMVR_WARPS": 1, "RF_MMVR_MINB": 12},
-        "one_warp_host": {"blocks_per_sm": 12},
-        # x's 40 registers a lane on top of 17 chunks: 12 blocks an SM spill, 8 do not
-        "whole": {**_XR_WHOLE, "RF_MMVR_MINB": 8},
-        "whole_host": {"blocks_per_sm": 8},
-        "whole_rows_max_q": 4,
-    },
+    "q4_0": {**_XR_SHARED, "whole": {**_XR_WHOLE, "RF_MMVR_MINB": 12}, "whole_host": {"blocks_per_sm": 12}},
+    # x's 40 registers a lane on top of 17 chunks: 12 blocks an SM spill, 8 do not
+    "q8_0": {**_XR_SHARED, "whole": {**_XR_WHOLE, "RF_MMVR_MINB": 8}, "whole_host": {"blocks_per_sm": 8}},
 }
 # mul_mat_vec_xq, per type (tunables override), from bench_matvec.py on an H100
 XQ_DEFAULTS = {
