@@ -85,7 +85,7 @@ RF_DEV void rf_cp_async_wait() {
 #endif
 }
 
-// Programmatic dependent launch (sm_90+, a launch with the attribute, launch.py): the kernel may start
+// Programmatic dependent launch (sm_90+, a launch with the attribute, pdl.py): the kernel may start
 // while the one before it in the stream still runs. rf_grid_wait() returns once that one has ended and its
 // writes are visible (before anything reads what it wrote, or writes anything it may still read);
 // rf_grid_dependents() lets the next such launch start. Both do nothing without the attribute, and on HIP.

@@ -9,7 +9,7 @@
 //   UNIT                   elements per unit (units tile a row exactly)
 //   W, X                   register holders for one unit of weights / of x
 //   load_w(row, u, W&)     load_x(x, u, X&)     dot(W, X) -> float
-// The int8 path (mul_mat_vec.hip's mmvq) has a second unit per quantized type, against x quantized to
+// The int8 path (dev/mul_mat_vec_q.hip's mmvq) has a second unit per quantized type, against x quantized to
 // int8 in blocks of 32 in two levels: x ~ d * (q1 + q2 / 254) (q2 quantizes q1's rounding error, so the
 // error is ~1/254 of one level's: f32-like accuracy at int8 speed). In shared memory (RfQx): q1 and q2
 // as ints of 4 values, d the block scale, s the f32 sum of the block's x:

@@ -22,7 +22,9 @@ Kernel kinds (--kind, or chosen by --sweep): f32 (the default mat-vec), x8 (int8
 mul_mat_vec_x, for Q4_0/Q8_0 of >= 8192 rows), xq (the same with x quantized once by quantize_x8 and
 shared, as in a decode graph: the mat-vec is timed alone and the quantize kernel's time printed beside
 it), xb (a GGUF block per lane, on the shared x), xr (row groups through plain loads, on the shared x;
-here for Q4_0 and Q8_0), int8 and staged (older variants).
+here for Q4_0 and Q8_0), int8 and staged (older variants). x8, xb, int8, staged and xr's measurement builds
+(RF_MMVR_ABLATE, RF_MMVR_TRACE) are dev/'s kernels (dev/matvec_variants.py), chosen by no HipBackend
+option.
 
 This is a benchmark, not a test: it asserts nothing. Usage:
     python scripts/bench_matvec.py [--types Q4_0,Q8_0] [--shapes llama,qwen,goal] [--kind x8|xq|xb|xr]
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -43,9 +46,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dev import matvec_variants as V  # noqa: E402
 from rocmforge import quant  # noqa: E402
-from rocmforge.backends.hip import launch as L  # noqa: E402
+from rocmforge.backends.hip import kernel_choice as C  # noqa: E402
 from rocmforge.backends.hip.backend import HipBackend  # noqa: E402
+from rocmforge.backends.hip.launch_mul_mat import (  # noqa: E402
+    mul_mat_choice,
+    prepare_mul_mat,
+    prepare_quantize_x8,
+)
+from rocmforge.backends.hip.tensor import DevTensor  # noqa: E402
+from rocmforge.ir.ops import x8_words  # noqa: E402
 
 Q = quant.QType
 TYPES = [Q.Q4_0, Q.Q8_0, Q.Q4_K, Q.Q6_K, Q.Q5_0, Q.Q4_1, Q.F16]
@@ -167,44 +178,34 @@ SWEEP_PDL = [
     dict(kind="xr", RF_PDL=0),
     dict(kind="xr"),
 ]
-_OFF = dict(
-    staged_matvec=False,
-    q8_matvec=False,
-    x8_matvec=False,
-    x8_prequant=False,
-    x8_blockwise=False,
-    x8_groupwise=False,
-    x8_min_n=L.X8_MIN_N,
-    xb_min_n=L.XB_MIN_N,
-    xr_min_n=L.XR_MIN_N,
-    xr_types=L.XR_TYPES,
-)
+
+def _opts(*kernels: C.MatMulKernel, **min_n: int) -> C.MatMulOptions:
+    """The first of kernels that applies (min_n: kernel name -> fewest rows), else the f32 mat-vec."""
+    return C.MatMulOptions(True, (*kernels, C.MUL_MAT_VEC, C.MUL_MAT), min_n)
+
+
 KINDS = {
-    "staged": {**_OFF, "staged_matvec": True},
-    "f32": _OFF,
-    "int8": {**_OFF, "q8_matvec": True},
-    "x8": {**_OFF, "x8_matvec": True},
-    "xq": {**_OFF, "x8_matvec": True, "x8_prequant": True},
-    # ... for every N it applies to (the int8 default: N >= XB_MIN_N), to see where it beats the f32 kernel
-    "xb": {**_OFF, "x8_matvec": True, "x8_prequant": True, "x8_blockwise": True, "xb_min_n": 0},
+    "staged": _opts(V.MUL_MAT_VEC_S),
+    "f32": C.MatMulOptions(),
+    "int8": _opts(V.MUL_MAT_VEC_Q),
+    "x8": _opts(V.MUL_MAT_VEC_X),
+    "xq": _opts(C.MUL_MAT_VEC_XQ),
+    # ... for every N it applies to, to see where it beats the f32 kernel
+    "xb": _opts(V.MUL_MAT_VEC_XB, C.MUL_MAT_VEC_XQ, mul_mat_vec_xb=0),
     # ... mul_mat_vec_xr (row groups) for Q4_0 and Q8_0 where K is a multiple of 256, else as xb
-    "xr": {
-        **_OFF,
-        "x8_matvec": True,
-        "x8_prequant": True,
-        "x8_blockwise": True,
-        "x8_groupwise": True,
-        "xb_min_n": 0,
-        "xr_min_n": 0,
-        "xr_types": ("q4_0", "q8_0"),
-    },
+    "xr": _opts(C.MUL_MAT_VEC_XR, V.MUL_MAT_VEC_XB, C.MUL_MAT_VEC_XQ, mul_mat_vec_xr=0, mul_mat_vec_xb=0),
 }
+# xr's measurement builds: dev/mul_mat_vec_xr_trace.hip
+_MEASURE = ("RF_MMVR_ABLATE", "RF_MMVR_TRACE")
 
 
 def use(be: HipBackend, tun: dict) -> None:
     """Select a sweep entry's kernel kind and tunables on the backend."""
-    for k, v in KINDS[tun.get("kind", "staged")].items():
-        setattr(be.ctx, k, v)
+    opts = KINDS[tun.get("kind", "staged")]
+    if any(tun.get(k) for k in _MEASURE):
+        swap = {C.MUL_MAT_VEC_XR: V.MUL_MAT_VEC_XR_TRACE}
+        opts = C.MatMulOptions(True, tuple(swap.get(k, k) for k in opts.kernels), opts.min_n)
+    be.ctx.mat_mul = opts
     # programmatic dependent launch (host side; default: where available, as HipBackend)
     be.ctx.pdl = bool(tun.get("RF_PDL", be.pdl_unavailable is None))
     be.ctx.tunables = {k: v for k, v in tun.items() if k not in ("kind", "RF_PDL")}
@@ -384,22 +385,27 @@ def bench_one(
     flush = copies * nbytes < rot_bytes
     bufs = make_weights(cp, qt, N, K, copies, rng)
     xh = rng.standard_normal(K).astype(np.float32)
-    x = L.DevTensor(cp.asarray(xh).view(np.uint8), 0, (1, K), "f32")
-    y = L.DevTensor(cp.empty(N * 4, dtype=np.uint8), 0, (1, N), "f32")
-    ws = [L.DevTensor(b, 0, (N, K), qt.name.lower()) for b in bufs]
+    x = DevTensor(cp.asarray(xh).view(np.uint8), 0, (1, K), "f32")
+    y = DevTensor(cp.empty(N * 4, dtype=np.uint8), 0, (1, N), "f32")
+    ws = [DevTensor(b, 0, (N, K), qt.name.lower()) for b in bufs]
     y.buf.view(np.float32)[...] = np.nan  # poisoned: rows the kernel skips show
-    # xq: x quantized once (quantize_x8) and shared, as the mat-vecs of one activation share it in a
-    # decode graph: the launches below time the mat-vec alone; quantize_us times quantize_x8 alone
-    be.ctx.begin_run()
-    be.ctx.begin_node(None, "bench x" if be.ctx.x8_prequant else None)
-    L.MUL_MAT(be.ctx, y, ws[0], x)  # compile + check, every row
+    choice = mul_mat_choice(be.ctx, ws[0], 1)
+    xq = quantize = None
+    if choice.quantize:  # int8 x: quantized once (QUANTIZE_X8) and shared, as the mat-vecs of one value
+        # share it in a decode graph: the launches below time the mat-vec alone, quantize_us QUANTIZE_X8
+        # alone (started early before an early mat-vec, as a graph's is)
+        xq = DevTensor(cp.empty(4 * x8_words(K), dtype=np.uint8), 0, (1, x8_words(K)), "i32")
+        quantize = prepare_quantize_x8(be.ctx, xq, x, choice.quantize.pdl)
+        quantize(be.ctx, xq, x)
+    prepared = [prepare_mul_mat(be.ctx, y, w, x, xq) for w in ws]  # chosen and compiled, as at prepare
+    prepared[0](be.ctx, y, ws[0], x, xq)  # check, every row
     cp.cuda.Device().synchronize()
     ref = quant.dequantize(cp.asnumpy(bufs[0]), qt, (N, K)).astype(np.float64) @ xh.astype(np.float64)
     got = cp.asnumpy(y.buf).view(np.float32)
     err = float(np.sum((got - ref) ** 2) / max(np.sum(ref**2), 1e-30))  # NaN if any row is unwritten
 
     def launch(i: int) -> None:
-        L.MUL_MAT(be.ctx, y, ws[i % copies], x)
+        prepared[i % copies](be.ctx, y, ws[i % copies], x, xq)
 
     for i in range(3):  # warm-up
         launch(i)
@@ -413,19 +419,14 @@ def bench_one(
         err_graph = float(np.sum((got - ref) ** 2) / max(np.sum(ref**2), 1e-30))
 
     t_quant = t_pair = float("nan")
-    if be.ctx.x8_prequant and not flush:
-        xq = be.ctx.quantized_x(x, K, 1)
-        early = L.x8_early(be.ctx, ws[0])  # quantize_x8 started early before an early mat-vec, as MUL_MAT
-        t_quant = statistics.median(
-            timer.time_graph(lambda i: L.quantize_x8(be.ctx, xq, x, K, 1, pdl=early), 16)
-        )
+    if quantize is not None and not flush:
+        t_quant = statistics.median(timer.time_graph(lambda i: quantize(be.ctx, xq, x), 16))
 
         def pair(i: int) -> None:  # as in decode: x quantized, then the mat-vec that reads it
-            L.quantize_x8(be.ctx, xq, x, K, 1, pdl=early)
+            quantize(be.ctx, xq, x)
             launch(i)
 
         t_pair = statistics.median(timer.time_graph(pair, 4 * copies))
-    be.ctx.begin_node(None)
 
     def read(i: int) -> None:  # the floor: a plain 16-byte-load read of the same bytes
         b = bufs[i % copies]
@@ -517,9 +518,10 @@ def main() -> None:
     copy_bytes = min(1 << 30, free // 8)
     bw_kernel, bw_memcpy = copy_bandwidth(cp, timer, copy_bytes)
     bw = max(bw_kernel, bw_memcpy)
+    dev = be.ctx.device
     print(
-        f"GPU: {be.device_name} ({be.arch}, warp {be.warp}, {be.ctx.n_sm} CUs/SMs, L2 {l2 >> 20} MiB, "
-        f"shared memory {be.ctx.smem_block >> 10} KiB a block, {be.ctx.smem_sm >> 10} KiB an SM)"
+        f"GPU: {be.device_name} ({be.arch}, warp {be.warp}, {dev.n_sm} CUs/SMs, L2 {l2 >> 20} MiB, "
+        f"shared memory {dev.smem_block >> 10} KiB a block, {dev.smem_sm >> 10} KiB an SM)"
     )
     print(
         f"copy bandwidth (read + write, {copy_bytes >> 20} MiB): kernel {bw_kernel / 1e9:.0f} GB/s, "
@@ -596,11 +598,7 @@ def main() -> None:
         be.ctx.tunables = {k: int(v) for k, v in (kv.split("=") for kv in args.tunables.split(","))}
 
     types = [Q[t] for t in args.types.split(",")]
-    kind = (
-        ("staged f32 for Q4_0/Q4_1/Q5_0/Q8_0 (16-byte rows), " if be.ctx.staged_matvec else "")
-        + ("int8-x streaming for Q4_0/Q8_0, " if be.ctx.x8_matvec else "")
-        + ("int8 (dp4a) for other quantized types" if be.ctx.q8_matvec else "f32 otherwise")
-    )
+    kind = ", ".join(k.name for k in be.ctx.mat_mul.kernels[:-2]) + ", f32 otherwise"
     if args.plain_launches:
         be.ctx.pdl = False
     pdl = "programmatic launch" if be.ctx.pdl else "plain launches"
@@ -626,7 +624,7 @@ def main() -> None:
                     f"{r['nmse']:8.1e} {'evict' if r['flush'] else 'rot'}"
                     + (
                         f"  (+ quantize_x8 {r['quantize_us']:.2f} us; the two {r['pair_graph_us']:.2f} us)"
-                        if be.ctx.x8_prequant
+                        if not math.isnan(r["quantize_us"])
                         else ""
                     )
                     + (

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -36,17 +38,28 @@ def decode_logits(eng: Engine, toks: np.ndarray) -> np.ndarray:
     return np.stack([eng.step(int(t), timed=False).logits for t in toks])
 
 
-# --int8-kernel: Ctx (x8_prequant, x8_blockwise); xb (quantized x shared, a block per lane) is the default
-INT8_KERNELS = {"x8": (False, False), "xq": (True, False), "xb": (True, True)}
+# --int8-kernel: the int8 mat-vecs tried, in order, before the f32 one (names in kernel_choice.py and
+# dev/matvec_variants.py): x8 (dev/'s mul_mat_vec_x), xq (HipBackend's table: mul_mat_vec_xr, then
+# mul_mat_vec_xq), xb (the same with dev/'s mul_mat_vec_xb between them; the script's default)
+INT8_KERNELS = {
+    "x8": ("mul_mat_vec_x",),
+    "xq": ("mul_mat_vec_xr", "mul_mat_vec_xq"),
+    "xb": ("mul_mat_vec_xr", "mul_mat_vec_xb", "mul_mat_vec_xq"),
+}
 
 
 def make_engine(path: str, backend: str, kv_dtype: str, int8: bool, kernel: str = "xb") -> Engine:
     if backend == "numpy":
         return Engine.from_gguf(path, backend="numpy", max_ctx=1024, kv_dtype=kv_dtype)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # dev/, beside the package
+    from dev import matvec_variants as V
     from rocmforge.backends.hip import HipBackend
+    from rocmforge.backends.hip import kernel_choice as C
 
     be = HipBackend(int8_activations=int8)
-    be.ctx.x8_prequant, be.ctx.x8_blockwise = INT8_KERNELS[kernel]
+    rows = {k.name: k for k in (C.MUL_MAT_VEC_XR, C.MUL_MAT_VEC_XQ, V.MUL_MAT_VEC_X, V.MUL_MAT_VEC_XB)}
+    table = tuple(rows[n] for n in INT8_KERNELS[kernel]) + (C.MUL_MAT_VEC, C.MUL_MAT)
+    be.ctx.mat_mul = C.MatMulOptions(int8, table)
     return Engine.from_gguf(path, backend=be, max_ctx=1024, kv_dtype=kv_dtype)
 
 

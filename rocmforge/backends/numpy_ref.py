@@ -44,11 +44,37 @@ def GET_ROWS(a: np.ndarray | QuantRows, idx: np.ndarray) -> np.ndarray:
     return np.asarray(a)[idx].astype(np.float32)
 
 
-def MUL_MAT(w: np.ndarray, x: np.ndarray) -> np.ndarray:
-    # (w [N, K], x [..., K]) -> f32 [..., N]; f32 products, BLAS accumulation as ggml's f32 path does
+def MUL_MAT(w: np.ndarray, x: np.ndarray, xq: np.ndarray | None = None) -> np.ndarray:
+    # (w [N, K], x [..., K]) -> f32 [..., N]; f32 products, BLAS accumulation as ggml's f32 path does. xq
+    # (QUANTIZE_X8 of x) is what a backend's int8 kernels read instead of x: the reference reads x
     x2 = x.reshape(-1, x.shape[-1]).astype(np.float32, copy=False)
     y = x2 @ w.astype(np.float32, copy=False).T
     return y.reshape(*x.shape[:-1], w.shape[0])
+
+
+def QUANTIZE_X8(x: np.ndarray) -> np.ndarray:
+    # x [..., K] f32 -> i32 [..., K * 5 / 16], each row's bytes: int8 [K] (rint(x * 127 / amax) per block
+    # of 32, llama.cpp's q8_1 values), then f32 pairs [K / 32]: (scale amax / 127, sum of the int8 values
+    # times the scale); f32 arithmetic throughout, as the kernel's
+    K = x.shape[-1]
+    xb = x.reshape(-1, K // 32, 32).astype(np.float32)
+    amax = np.abs(xb).max(-1)
+    with np.errstate(divide="ignore"):
+        inv = np.where(amax > 0, np.float32(127) / amax, np.float32(0)).astype(np.float32)
+    q = np.rint(xb * inv[..., None]).astype(np.int32)
+    d = (amax / np.float32(127)).astype(np.float32)
+    ds = np.stack([d, q.sum(-1).astype(np.float32) * d], -1).astype(np.float32)
+    values = q.astype(np.int8).reshape(-1, K).view(np.uint8)
+    rows = np.concatenate([values, ds.reshape(-1, K // 16).view(np.uint8)], 1)
+    return rows.view(np.int32).reshape(*x.shape[:-1], -1)
+
+
+def dequantize_x8(xq: np.ndarray, K: int) -> np.ndarray:
+    """QUANTIZE_X8's rows [..., K * 5 / 16] i32 -> the x they hold, f32 [..., K] (int8 values x scales)."""
+    rows = np.ascontiguousarray(xq).reshape(-1, xq.shape[-1]).view(np.uint8)
+    q = rows[:, :K].view(np.int8).astype(np.float32).reshape(-1, K // 32, 32)
+    d = rows[:, K:].copy().view(np.float32).reshape(-1, K // 32, 2)[..., 0]
+    return (q * d[..., None]).reshape(*xq.shape[:-1], K)
 
 
 def ADD(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -110,8 +110,11 @@ class Graph:
     def get_rows(self, a: Tensor, idx: Tensor, name: str) -> Tensor:
         return self.op(Op.GET_ROWS, [a, idx], name)
 
-    def mul_mat(self, w: Tensor, x: Tensor, name: str) -> Tensor:
-        return self.op(Op.MUL_MAT, [w, x], name)
+    def mul_mat(self, w: Tensor, x: Tensor, name: str, xq: Tensor | None = None) -> Tensor:
+        return self.op(Op.MUL_MAT, [w, x] if xq is None else [w, x, xq], name)
+
+    def quantize_x8(self, x: Tensor, name: str) -> Tensor:
+        return self.op(Op.QUANTIZE_X8, [x], name)
 
     def add(self, a: Tensor, b: Tensor, name: str) -> Tensor:
         return self.op(Op.ADD, [a, b], name)

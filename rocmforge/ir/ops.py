@@ -27,7 +27,9 @@ class IRError(ValueError):
 class Op(enum.Enum):
     NONE = "NONE"  # a leaf: input, weight or persistent state (KV cache)
     GET_ROWS = "GET_ROWS"  # (a [R, D], idx i32 [n]) -> f32 [n, D]
-    MUL_MAT = "MUL_MAT"  # (w [N, K], x [..., K]) -> f32 [..., N]   (x @ w.T, ggml's mul_mat(w, x))
+    MUL_MAT = "MUL_MAT"  # (w [N, K], x [..., K], xq?) -> f32 [..., N]   (x @ w.T, ggml's mul_mat(w, x))
+    # xq: QUANTIZE_X8(x), the copy of x a backend's int8 kernels read (the reference reads x)
+    QUANTIZE_X8 = "QUANTIZE_X8"  # (x [..., K] f32) -> i32 [..., K * 5 / 16]: int8 rows, block scales, sums
     ADD = "ADD"  # (a, b) -> a + b, b broadcast to a
     MUL = "MUL"  # (a, b) -> a * b, b broadcast to a
     SCALE = "SCALE"  # (a; s) -> a * s
@@ -74,10 +76,26 @@ def _get_rows(s, d, p):
     return (s[1][0], s[0][1]), "f32"
 
 
+def x8_words(K: int) -> int:
+    """i32 words of one row of QUANTIZE_X8: int8 [K], then (scale, sum) f32 pairs [K / 32]."""
+    return (K + K // 4) // 4
+
+
+def _quantize_x8(s, d, p):
+    (x,) = s
+    _float(Op.QUANTIZE_X8, d[0], "x")
+    _need(len(x) >= 1 and x[-1] % 32 == 0, Op.QUANTIZE_X8, f"x's rows must be whole blocks of 32, got {x}")
+    return (*x[:-1], x8_words(x[-1])), "i32"
+
+
 def _mul_mat(s, d, p):
-    w, x = s
+    w, x = s[:2]
     _need(len(w) == 2, Op.MUL_MAT, f"weight must be 2-D, got {w}")
     _need(len(x) >= 1 and x[-1] == w[1], Op.MUL_MAT, f"inner sizes differ: w {w} x {x}")
+    if len(s) == 3:
+        want = (*x[:-1], x8_words(x[-1]))
+        ok = s[2] == want and d[2] == "i32"
+        _need(ok, Op.MUL_MAT, f"xq must be i32 {want} (QUANTIZE_X8 of x), got {s[2]} {d[2]}")
     _float(Op.MUL_MAT, d[1], "x")
     return (*x[:-1], w[0]), "f32"
 
@@ -173,6 +191,7 @@ def _argmax(s, d, p):
 RULES: dict[Op, Rule] = {
     Op.GET_ROWS: _get_rows,
     Op.MUL_MAT: _mul_mat,
+    Op.QUANTIZE_X8: _quantize_x8,
     Op.ADD: _binary(Op.ADD),
     Op.MUL: _binary(Op.MUL),
     Op.SCALE: _unary_f32(Op.SCALE),

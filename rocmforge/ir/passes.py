@@ -1,4 +1,5 @@
-"""Graph-to-graph passes: common-subexpression elimination, dead-code elimination, no-op view removal.
+"""Graph-to-graph passes: common-subexpression elimination, dead-code elimination, no-op view removal, and
+(for a backend whose mat-vecs read int8 x) QUANTIZE_X8 insertion.
 
 Every pass returns a new `Graph` (the input is left untouched): surviving nodes keep their names, the
 node order stays a valid execution order, and `outputs` keeps its names (an output may end up naming
@@ -137,6 +138,30 @@ def remove_noop_views(graph: Graph) -> Graph:
             if srcs[0].shape == t.shape:
                 new[t.id] = srcs[0]
                 continue
+        new[t.id] = _emit(g, t, srcs)
+    _outputs(g, graph, new)
+    return g
+
+
+# ---- QUANTIZE_X8 ------------------------------------------------------------------------------------------
+
+def insert_quantize_x8(graph: Graph, reads_x8: Callable[[Tensor], bool]) -> Graph:
+    """Give each MUL_MAT for which reads_x8(node) holds (the backend's kernel for it reads int8 x) the
+    quantized copy of its x as a third source: a QUANTIZE_X8 node of x, emitted just before it. Mat-vecs
+    that read one value get identical nodes, which CSE merges into one (run `cse` after); a value written
+    by SET_ROWS in between is quantized again."""
+    g = Graph(graph.name)
+    new: dict[int, Tensor] = {}
+    names = {t.name for t in graph.nodes}
+    for t in graph.nodes:
+        srcs = [new[s.id] for s in t.src]
+        if t.op is Op.MUL_MAT and len(srcs) == 2 and reads_x8(t):
+            name, n = f"{t.src[1].name}.x8", 1
+            while name in names:
+                n += 1
+                name = f"{t.src[1].name}.x8#{n}"
+            names.add(name)
+            srcs.append(g.op(Op.QUANTIZE_X8, [srcs[1]], name))
         new[t.id] = _emit(g, t, srcs)
     _outputs(g, graph, new)
     return g

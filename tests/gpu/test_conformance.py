@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from dev import matvec_variants as V
 from rocmforge import quant
+from rocmforge.backends.hip import kernel_choice as C
 from rocmforge.backends.numpy_ref import NumpyBackend
 from rocmforge.ir.graph import Graph
 
@@ -42,7 +44,8 @@ class Built:
     inputs: dict[str, np.ndarray]
     weights: dict[str, tuple[np.ndarray, quant.QType]]
     tol: float
-    ctx: dict[str, Any] = field(default_factory=dict)  # HIP launch-context overrides for this case
+    ctx: dict[str, Any] = field(default_factory=dict)  # HIP launch-context fields (mat_mul, tunables)
+    check: Callable[[np.ndarray, np.ndarray], None] | None = None  # compares (out, ref) instead of tol
 
 
 @dataclass(frozen=True)
@@ -153,28 +156,28 @@ CASES.append(Case("MUL_MAT-Q8_0-x-f16-T1", _mul_mat(Q.Q8_0, 33, 64, (1,), "f16")
 CASES.append(Case("MUL_MAT-Q8_0-x-f16-T9", _mul_mat(Q.Q8_0, 33, 64, (9,), "f16")))
 CASES.append(Case("MUL_MAT-Q8_0-896x896-T1", _mul_mat(Q.Q8_0, 896, 896, (1,))))
 CASES.append(Case("MUL_MAT-Q4_K-256x1024-T1", _mul_mat(Q.Q4_K, 256, 1024, (1,))))
-# the f32-activation mat-vec (float weights use it always; quantized ones for K > 21504 or on request)
+# the f32-activation mat-vec (float weights use it always; quantized ones without int8 activations)
 for _qt in WEIGHT_TYPES[3:]:
     for _N, _K in _mm_shapes(_qt)[:1]:
-        CASES.append(
-            Case(
-                f"MUL_MAT-f32x-{_qt.name}-{_N}x{_K}-T2",
-                _mul_mat(_qt, _N, _K, (2,), q8_matvec=False, staged_matvec=False),
-            )
-        )
+        _m = _mul_mat(_qt, _N, _K, (2,), mat_mul=C.MatMulOptions())
+        CASES.append(Case(f"MUL_MAT-f32x-{_qt.name}-{_N}x{_K}-T2", _m))
 CASES.append(Case("MUL_MAT-Q8_0-64x22528-T1-longK", _mul_mat(Q.Q8_0, 64, 22528, (1,))))
-# the opt-in mat-vec variants: int8 (x quantized in two int8 levels) and staged (rows through shared memory)
+# dev/'s mat-vec variants (dev/matvec_variants.py): int8 (x quantized in two int8 levels) and staged (rows
+# through shared memory)
 for _qt in (Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q8_0, Q.Q4_K, Q.Q6_K):
     CASES.append(
         Case(
             f"MUL_MAT-int8-{_qt.name}-{_mm_shapes(_qt)[0][0]}x{_mm_shapes(_qt)[0][1]}-T1",
-            _mul_mat(_qt, *_mm_shapes(_qt)[0], (1,), q8_matvec=True, staged_matvec=False),
+            _mul_mat(_qt, *_mm_shapes(_qt)[0], (1,), mat_mul=V.options(V.MUL_MAT_VEC_Q)),
         )
     )
 for _qt in (Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q8_0):
     for _N, _K in [(37, 256), (21, 2304), (5, 4096)]:
         CASES.append(
-            Case(f"MUL_MAT-staged-{_qt.name}-{_N}x{_K}-T1", _mul_mat(_qt, _N, _K, (1,), staged_matvec=True))
+            Case(
+                f"MUL_MAT-staged-{_qt.name}-{_N}x{_K}-T1",
+                _mul_mat(_qt, _N, _K, (1,), mat_mul=V.options(V.MUL_MAT_VEC_S)),
+            )
         )
 
 
@@ -184,7 +187,7 @@ def _ring(depth: int, rows: int, unroll: int, blocks: int) -> dict[str, int]:
     return {**d, "RF_MMVX_MINB": blocks, "RF_MMVX_BPS": blocks}
 
 
-# int8-x streaming mat-vec (opt-in, Q4_0/Q8_0, K % 64 == 0; x8_min_n = 0 so that small N use it too). One
+# int8-x streaming mat-vec (dev/, Q4_0/Q8_0, K % 64 == 0; min_n = 0 so that small N use it too). One
 # int8 level is int8 arithmetic (F16_TOL); its nmse is ~3e-5 on average but a random variable with a long
 # tail when K spans only a few blocks of 32 (one outlier sets a block's step), so those shapes run with
 # two levels and the f32 bound. K = 64 and 576 end in a partial warp step and have rows that are not
@@ -221,20 +224,20 @@ for _qt in (Q.Q4_0, Q.Q8_0):
                     _K,
                     (_T,),
                     tol=F32_TOL if _tun.get("RF_MMVX_LEVELS") == 2 else F16_TOL,
-                    x8_matvec=True,
-                    x8_min_n=0,
+                    mat_mul=V.options(V.MUL_MAT_VEC_X, min_n=0),
                     tunables=_tun,
                 ),
             )
         )
 
 
-def _int8_cases(label: str, shapes: list, **ctx) -> None:
-    """MUL_MAT cases of one int8-activation kernel (F16_TOL: one int8 level) for Q4_0 and Q8_0."""
+def _int8_cases(label: str, shapes: list, *kernels: C.MatMulKernel) -> None:
+    """MUL_MAT cases of int8-activation kernels (F16_TOL: one int8 level) for Q4_0 and Q8_0: the first of
+    `kernels` that applies, else the f32 mat-vec; every kernel from N = 1."""
     for qt in (Q.Q4_0, Q.Q8_0):
         for N, K, T, tun in shapes:
             tid = "".join(f"-{k[8:]}={v}" for k, v in tun.items())
-            m = _mul_mat(qt, N, K, (T,), tol=F16_TOL, x8_matvec=True, x8_min_n=0, tunables=tun, **ctx)
+            m = _mul_mat(qt, N, K, (T,), tol=F16_TOL, mat_mul=V.options(*kernels, min_n=0), tunables=tun)
             CASES.append(Case(f"MUL_MAT-{label}-{qt.name}-{N}x{K}-T{T}{tid}", m))
 
 
@@ -252,7 +255,7 @@ _int8_cases(
         (2000, 4096, 2, _ring(12, 2, 2, 3)),
         (129, 2304, 3, _ring(16, 1, 2, 4)),
     ],
-    x8_prequant=True,
+    C.MUL_MAT_VEC_XQ,
 )
 
 
@@ -278,9 +281,8 @@ _int8_cases(
         (1000, 4096, 1, {**_xb(4, 4, 2), "RF_MMVB_CHAINS": 2}),
         (129, 2304, 3, {**_xb(4, 3, 3), "RF_MMVB_CHAINS": 4}),
     ],
-    x8_prequant=True,
-    x8_blockwise=True,
-    xb_min_n=0,
+    V.MUL_MAT_VEC_XB,
+    C.MUL_MAT_VEC_XQ,
 )
 
 
@@ -317,8 +319,6 @@ _int8_cases(
         (11005, 512, 2, {}),
         # Q4_0's high nibbles shifted down (the dot product where the hardware has no unsigned dp4a)
         (1001, 2304, 1, {"RF_MMV_HI16": 0}),
-        # with trace_matvec_xr.py's time stamps (results unchanged)
-        (515, 4096, 2, {**_xr(1, 12, 12), "RF_MMVR_XPF": 1, "RF_MMVR_TRACE": 64}),
         # whole rows a row group (RF_MMVR_Q, XR_WHOLE; K = 4096 above too): Q = 2 (K = 2048, 4 rows a group,
         # 515 ends in 3), Q = 8 (1 row), several groups a block in turn (1 block an SM), Q turned off, as many
         # blocks as are resident, x's scales tied to the weights
@@ -326,16 +326,20 @@ _int8_cases(
         (77, 8192, 1, {"RF_MMVR_QMAX": 8}),
         (5001, 4096, 2, {"RF_MMVR_BPS": 1}),
         (11008, 4096, 1, {"RF_MMVR_QMAX": 0}),
-        (515, 4096, 1, {"RF_MMVR_TRACE": 64}),
         (1001, 4096, 2, {"RF_MMVR_EVEN": 0}),
         (1001, 4096, 1, {"RF_MMVR_XDEP": 1}),
     ],
-    x8_prequant=True,
-    x8_blockwise=True,
-    x8_groupwise=True,
-    xb_min_n=0,
-    xr_min_n=0,
-    xr_types=("q4_0", "q8_0"),
+    C.MUL_MAT_VEC_XR,
+    C.MUL_MAT_VEC_XQ,
+)
+# ... with trace_matvec_xr.py's time stamps (dev/mul_mat_vec_xr_trace.hip; results unchanged)
+_int8_cases(
+    "xr-trace",
+    [
+        (515, 4096, 2, {**_xr(1, 12, 12), "RF_MMVR_XPF": 1, "RF_MMVR_TRACE": 64}),
+        (515, 4096, 1, {"RF_MMVR_TRACE": 64}),
+    ],
+    V.MUL_MAT_VEC_XR_TRACE,
 )
 
 
@@ -637,6 +641,64 @@ for _args in [
     CASES.append(Case(f"FLASH_ATTN_EXT-{'-'.join(map(str, _args))}", _attn(*_args)))
 
 
+# ---- QUANTIZE_X8 ----------------------------------------------------------------------------------------
+
+
+def _x8_close(out: np.ndarray, ref: np.ndarray) -> None:
+    """QUANTIZE_X8's rows against the reference's: the int8 values within one (a rounding tie may go either
+    way on another compiler) and 99.9% equal, the scales to f32 precision, the sums those of the stored
+    values (the output is poisoned first: unwritten values show)."""
+    K = out.shape[-1] * 16 // 5
+    o, r = (a.reshape(-1, a.shape[-1]).view(np.uint8) for a in (out, ref))
+    q, q_ref = o[:, :K].view(np.int8).astype(np.int32), r[:, :K].view(np.int8).astype(np.int32)
+    assert np.abs(q - q_ref).max() <= 1 and np.mean(q == q_ref) > 0.999
+    ds, ds_ref = (a[:, K:].copy().view(np.float32).reshape(len(a), -1, 2) for a in (o, r))
+    np.testing.assert_allclose(ds[..., 0], ds_ref[..., 0], rtol=1e-6, atol=0)
+    s_got = q.reshape(len(q), -1, 32).sum(-1).astype(np.float32) * ds_ref[..., 0]
+    np.testing.assert_allclose(ds[..., 1], s_got, rtol=1e-5, atol=1e-6 * np.abs(ds_ref[..., 1]).max())
+
+
+def _quantize_x8(M: int, K: int):
+    def make(rng):
+        g = Graph()
+        g.output(g.quantize_x8(g.input("x", (M, K)), "out"))
+        x = (rng.standard_normal((M, K)) * rng.uniform(0.1, 10.0, (M, 1))).astype(np.float32)
+        x[0, :32] = 0.0  # an all-zero block: scale 0, values 0
+        return Built(g, {"x": x}, {}, F32_TOL, check=_x8_close)
+
+    return make
+
+
+for _M, _K in [(1, 64), (3, 576), (1, 4096), (2, 4160)]:
+    CASES.append(Case(f"QUANTIZE_X8-{_M}x{_K}", _quantize_x8(_M, _K)))
+
+
+def _mul_mat_given_xq(qt: quant.QType, N: int, K: int, int8: bool):
+    """MUL_MAT(w, x, QUANTIZE_X8(x)) as a graph builds it: the f32 kernel reads x, an int8 one xq."""
+
+    def make(rng):
+        g = Graph()
+        x = g.input("x", (1, K))
+        g.output(g.mul_mat(g.weight("w", (N, K), qt.name.lower()), x, "out", g.quantize_x8(x, "xq")))
+        raw = quant.random_blocks(qt, (N, K), rng)
+        opts = V.options(C.MUL_MAT_VEC_XR, C.MUL_MAT_VEC_XQ, min_n=0) if int8 else C.MatMulOptions()
+        return Built(
+            g, {"x": _normal(rng, (1, K))}, {"w": (raw, qt)}, F16_TOL if int8 else F32_TOL, {"mat_mul": opts}
+        )
+
+    return make
+
+
+for _qt in (Q.Q4_0, Q.Q8_0):
+    for _int8 in (False, True):
+        CASES.append(
+            Case(
+                f"MUL_MAT-xq-given-{_qt.name}-1001x4096-T1{'-int8' if _int8 else ''}",
+                _mul_mat_given_xq(_qt, 1001, 4096, _int8),
+            )
+        )
+
+
 # ---- the table ----------------------------------------------------------------------------------------
 
 
@@ -672,24 +734,28 @@ def test_conformance(c: Case, hip):
     for t in b.graph.leaves("weight"):  # unique names: the HIP backend binds each name once
         t.name = prefix + t.name
     ref_be = NumpyBackend()
-    for be in (ref_be, hip):
-        be.bind_weights(b.graph, lambda name: weights[name])
-        be.prepare(b.graph)
+    ref_be.bind_weights(b.graph, lambda name: weights[name])
+    ref_be.prepare(b.graph)
     ref, _ = ref_be.run(b.graph, b.inputs)
     saved = {k: getattr(hip.ctx, k) for k in b.ctx}
     try:
-        for k, v in b.ctx.items():
+        for k, v in b.ctx.items():  # before prepare: kernels are chosen there
             setattr(hip.ctx, k, v)
+        hip.bind_weights(b.graph, lambda name: weights[name])
+        prepared = hip.prepare(b.graph)  # with QUANTIZE_X8 nodes where a kernel reads int8 x
         out, timings = hip.run(b.graph, b.inputs, timed=True)
     finally:
         for k, v in saved.items():
             setattr(hip.ctx, k, v)
-    assert len(timings) == len(b.graph.ops())
+    assert [t.op for t in timings] == [t.op.value for t in prepared.ops()]  # a row a node
     for name, r in ref.items():
         o = out[name]
         assert o.shape == r.shape and o.dtype == r.dtype, (
             f"{name}: {o.shape} {o.dtype} vs {r.shape} {r.dtype}"
         )
+        if b.check is not None:
+            b.check(o, r)
+            continue
         if r.dtype.kind in "iu" or b.tol == 0.0:
             np.testing.assert_array_equal(o, r, err_msg=name)
             continue

@@ -82,41 +82,47 @@ def test_pool_counters_stay_flat_over_1000_decode_steps(tiny):
 
 
 @pytest.mark.parametrize(
-    "prequant,blockwise,groupwise",
-    [(False, False, False), (True, False, False), (True, True, False), (True, True, True)],
-    ids=["x8", "xq", "xb", "xr"],
+    "kernels",
+    ["x8", "xq", "xb", "xr"],
 )
-def test_int8_activations_stay_close_to_numpy(tiny, prequant, blockwise, groupwise, monkeypatch):
-    """HipBackend(int8_activations=True): Q4_0/Q8_0 decode mat-vecs on int8 x (x8_min_n = xb_min_n = 0: the
-    tiny model's mat-vecs use the kernels); logits near numpy's, as llama.cpp's q8_1 path is; replay ==
-    eager. prequant: x quantized once per activation value and shared by the mat-vecs that read it (Q/K/V,
-    gate/up), so fewer quantizations than mat-vecs, and a replayed step re-quantizes each new activation.
-    blockwise: mul_mat_vec_xb for ffn_down (K = 256: rows of 16-byte multiples), the others (K = 128: not)
-    on mul_mat_vec_xq; groupwise (the default): mul_mat_vec_xr for ffn_down (K a multiple of 256)."""
+def test_int8_activations_stay_close_to_numpy(tiny, kernels, monkeypatch):
+    """HipBackend(int8_activations=True): Q4_0/Q8_0 decode mat-vecs on int8 x (every kernel from one row:
+    the tiny model's mat-vecs use them); logits near numpy's, as llama.cpp's q8_1 path is; replay == eager.
+    xq, xb, xr: x quantized once per activation value (quantize_x8) and shared by the mat-vecs that read it
+    (Q/K/V, gate/up), so fewer quantizations than mat-vecs, and a replayed step re-quantizes each new
+    activation. xb (dev/): mul_mat_vec_xb for ffn_down (K = 256: rows of 16-byte multiples), the others
+    (K = 128: not) on mul_mat_vec_xq; xr (the default table): mul_mat_vec_xr for ffn_down (K a multiple of
+    256); x8 (dev/): mul_mat_vec_x, x quantized by every block."""
+    from dev import matvec_variants as V
     from rocmforge.backends.hip import HipBackend
-    from rocmforge.backends.hip import launch as L
+    from rocmforge.backends.hip import kernel_choice as C
+    from rocmforge.backends.hip.context import Ctx
 
+    table = {
+        "x8": (V.MUL_MAT_VEC_X,),
+        "xq": (C.MUL_MAT_VEC_XQ,),
+        "xb": (V.MUL_MAT_VEC_XB, C.MUL_MAT_VEC_XQ),
+        "xr": (C.MUL_MAT_VEC_XR, C.MUL_MAT_VEC_XQ),
+    }[kernels]
+    prequant = kernels != "x8"
     calls = {"quantize": 0, "mat-vec": 0, "xb": 0, "xr": 0}
+    counter = {"quantize_x8": "quantize", "mul_mat_vec_x_": "mat-vec", "mul_mat_vec_xq_": "mat-vec"}
+    counter |= {"mul_mat_vec_xb_": "xb", "mul_mat_vec_xr_": "xr"}
+    launch = Ctx.launch
 
-    def counting(name, fn):
-        def wrapped(*a, **k):
-            calls[name] += 1
-            return fn(*a, **k)
+    def counting(self, f, kl, args):
+        for prefix, name in counter.items():
+            calls[name] += kl.entry.startswith(prefix)
+        return launch(self, f, kl, args)
 
-        return wrapped
-
-    monkeypatch.setattr(L, "quantize_x8", counting("quantize", L.quantize_x8))
-    monkeypatch.setattr(L, "_mul_mat_vec_x", counting("mat-vec", L._mul_mat_vec_x))
-    monkeypatch.setattr(L, "_mul_mat_vec_xb", counting("xb", L._mul_mat_vec_xb))
-    monkeypatch.setattr(L, "_mul_mat_vec_xr", counting("xr", L._mul_mat_vec_xr))
+    monkeypatch.setattr(Ctx, "launch", counting)
     ids = [3, 17, 99, 250, 7, 42, 5, 11, 64]
     ref, _ = _run(Engine.from_gguf(tiny, backend="numpy", max_ctx=64), ids, 12)
     runs = []
     for replay in (False, True):
         be = HipBackend(int8_activations=True)
-        assert be.ctx.x8_prequant and be.ctx.x8_blockwise and be.ctx.x8_groupwise  # the defaults
-        be.ctx.x8_min_n = be.ctx.xb_min_n = be.ctx.xr_min_n = 0
-        be.ctx.x8_prequant, be.ctx.x8_blockwise, be.ctx.x8_groupwise = prequant, blockwise, groupwise
+        assert be.ctx.mat_mul.int8_activations and be.ctx.mat_mul.kernels == C.MUL_MAT_KERNELS  # the defaults
+        be.ctx.mat_mul = V.options(*table, min_n=0)
         be.replay = replay
         runs.append(_run(Engine.from_gguf(tiny, backend=be, max_ctx=64), ids, 12))
     n_mv = calls["mat-vec"] + calls["xb"] + calls["xr"]
@@ -125,8 +131,8 @@ def test_int8_activations_stay_close_to_numpy(tiny, prequant, blockwise, groupwi
     else:
         assert calls["quantize"] == 0, calls
     quantized = any(t in tiny.parent.name for t in ("q4_0", "q8_0"))  # the int8 kernels' weight types
-    xr = groupwise and quantized  # ffn_down of a Q4_0 or Q8_0 model
-    assert (calls["xr"] > 0) == xr and (calls["xb"] > 0) == (blockwise and quantized and not xr), calls
+    xr = kernels == "xr" and quantized  # ffn_down of a Q4_0 or Q8_0 model
+    assert (calls["xr"] > 0) == xr and (calls["xb"] > 0) == (kernels == "xb" and quantized), calls
     assert (calls["mat-vec"] > 0) == quantized, calls
     np.testing.assert_array_equal(runs[1][0], runs[0][0])
     got = runs[1][0]

@@ -11,6 +11,7 @@ import pytest
 
 from rocmforge import quant
 from rocmforge.backends.hip import HipBackend, gpu_available
+from rocmforge.backends.hip import kernel_choice as C
 
 ok, why = gpu_available()
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not ok, reason=f"no GPU: {why}")]
@@ -25,8 +26,7 @@ def hip():
     if be.pdl_unavailable:
         pytest.skip(f"no programmatic dependent launch: {be.pdl_unavailable}")
     be.ctx.pdl = True
-    be.ctx.xr_min_n = be.ctx.xb_min_n = 0
-    be.ctx.xr_types = ("q4_0", "q8_0")
+    be.ctx.mat_mul = C.MatMulOptions(int8_activations=True, min_n={"mul_mat_vec_xr": 0})
     return be
 
 
@@ -53,24 +53,25 @@ def test_backend_refuses_programmatic_launch_it_cannot_do():
     ],
 )
 def test_chain_in_device_graph(hip, qt, N, K, tun):
-    from rocmforge.backends.hip import launch as L
+    from rocmforge.backends.hip.launch_mul_mat import MUL_MAT, mul_mat_choice
+    from rocmforge.backends.hip.tensor import DevTensor
 
     cp, ctx = hip.cp, hip.ctx
     rng = np.random.default_rng()
     steps = 6
     raws = [quant.random_blocks(qt, (N, K), rng) for _ in range(steps)]
-    ws = [L.DevTensor(cp.asarray(r.reshape(-1)), 0, (N, K), qt.name.lower()) for r in raws]
+    ws = [DevTensor(cp.asarray(r.reshape(-1)), 0, (N, K), qt.name.lower()) for r in raws]
     xh = [rng.standard_normal(K).astype(np.float32) for _ in range(steps)]
-    xs = [L.DevTensor(cp.asarray(x).view(np.uint8), 0, (1, K), "f32") for x in xh]
-    ys = [L.DevTensor(cp.empty(4 * N, dtype=np.uint8), 0, (1, N), "f32") for _ in range(steps)]
+    xs = [DevTensor(cp.asarray(x).view(np.uint8), 0, (1, K), "f32") for x in xh]
+    ys = [DevTensor(cp.empty(4 * N, dtype=np.uint8), 0, (1, N), "f32") for _ in range(steps)]
     ctx.tunables = dict(tun)
-    xr = L._xr_config(ctx, ws[0], qt.name.lower(), N, K)
-    assert xr is not None and xr[0].get("RF_MMVR_XPF", 0) == 0  # the case reaches xr, launched early
+    choice = mul_mat_choice(ctx, ws[0], 1)
+    assert choice.kernel is C.MUL_MAT_VEC_XR and choice.launch.pdl and choice.quantize.pdl  # xr, early
 
     def run() -> None:
         for i in range(steps):
             ctx.begin_node("pdl chain")  # every step's x quantized into the same scratch buffer
-            L.MUL_MAT(ctx, ys[i], ws[i], xs[i])
+            MUL_MAT(ctx, ys[i], ws[i], xs[i])
         ctx.begin_node(None)
 
     try:

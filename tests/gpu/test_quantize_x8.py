@@ -1,5 +1,5 @@
-"""quantize_x8 (int8 activations for mul_mat_vec_xq) against a numpy reference, and the sharing of one
-quantized activation by the mat-vecs that read it (Ctx.quantized_x) in eager runs and graph replays."""
+"""The sharing of one QUANTIZE_X8 node (int8 activations, passes.insert_quantize_x8) by the mat-vecs that
+read one value, in eager runs and graph replays. QUANTIZE_X8 itself is in the conformance table."""
 
 from __future__ import annotations
 
@@ -17,50 +17,9 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not ok, reason=f"no GPU: {why}
 Q = quant.QType
 
 
-def quantize_x8_ref(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """x f32 [M, K] -> (int8 values [M, K], scale [M, K / 32], block sum of x as quantized [M, K / 32]),
-    q8_1 as llama.cpp's: scale amax / 127, values rint(x * 127 / amax)."""
-    M, K = x.shape
-    xb = x.reshape(M, K // 32, 32).astype(np.float32)
-    amax = np.abs(xb).max(-1)
-    d = amax / np.float32(127)
-    with np.errstate(divide="ignore"):
-        inv = np.where(amax > 0, np.float32(127) / amax, np.float32(0)).astype(np.float32)
-    q = np.rint(xb * inv[..., None]).astype(np.int32)
-    return q.reshape(M, K), d, q.sum(-1).astype(np.float32) * d
-
-
 @pytest.fixture(scope="module")
 def hip():
     return HipBackend()
-
-
-@pytest.mark.parametrize("M,K", [(1, 64), (3, 576), (1, 4096), (2, 4160)])
-def test_quantize_x8_matches_numpy(hip, M, K):
-    from rocmforge.backends.hip import launch as L
-
-    cp = hip.cp
-    rng = np.random.default_rng()
-    xh = (rng.standard_normal((M, K)) * rng.uniform(0.1, 10.0, (M, 1))).astype(np.float32)
-    xh[0, :32] = 0.0  # an all-zero block: scale 0, values 0
-    x = L.DevTensor(cp.asarray(xh).view(np.uint8), 0, (M, K), "f32")
-    rb = L.x8_row_bytes(K)
-    outs = []
-    for poison in (0x55, 0xAA):  # an unwritten byte differs between the two runs
-        buf = cp.full(M * rb, poison, dtype=np.uint8)
-        L.quantize_x8(hip.ctx, L.DevTensor(buf, 0, (M, rb // 4), "i32"), x, K, M)
-        outs.append(cp.asnumpy(buf).reshape(M, rb))
-    np.testing.assert_array_equal(outs[0], outs[1])
-    got = outs[0]
-    q = got[:, :K].view(np.int8).astype(np.int32)
-    ds = got[:, K:].copy().view(np.float32).reshape(M, K // 32, 2)
-    q_ref, d_ref, s_ref = quantize_x8_ref(xh)
-    assert np.abs(q - q_ref).max() <= 1  # a rounding tie may go either way on another compiler
-    assert np.mean(q == q_ref) > 0.999
-    np.testing.assert_allclose(ds[..., 0], d_ref, rtol=1e-6, atol=0)
-    s_got = (q.reshape(M, K // 32, 32).sum(-1) * d_ref).astype(np.float32)  # the sum of what was stored
-    np.testing.assert_allclose(ds[..., 1], s_got, rtol=1e-5, atol=1e-6 * np.abs(s_ref).max())
-    assert np.all(q[0, :32] == 0) and ds[0, 0, 0] == 0.0
 
 
 def _shared_graph(rng, tag: str = ""):
@@ -79,28 +38,34 @@ def _shared_graph(rng, tag: str = ""):
 
 @pytest.mark.parametrize("kernel", ["xq", "xb", "xr"])
 def test_mat_vecs_share_one_quantized_x_in_eager_runs_and_replays(hip, monkeypatch, kernel):
-    """... read by mul_mat_vec_xq, or (xb) by mul_mat_vec_xb, which all three rows allow, or (xr, the
-    default) by mul_mat_vec_xr, where K is a multiple of 256 (all three rows: K = 2304)."""
-    from rocmforge.backends.hip import launch as L
+    """One QUANTIZE_X8 node per value, read by mul_mat_vec_xq, or (xb, dev/) by mul_mat_vec_xb, which all
+    three rows allow, or (xr, the default) by mul_mat_vec_xr, where K is a multiple of 256 (K = 2304)."""
+    from dev import matvec_variants as V
+    from rocmforge.backends.hip import kernel_choice as C
+    from rocmforge.backends.hip.context import Ctx
 
     launches = {"xb": [], "xr": []}
-    for k in launches:
-        real = getattr(L, f"_mul_mat_vec_{k}")
-        monkeypatch.setattr(
-            L, f"_mul_mat_vec_{k}", lambda *a, k=k, real=real: launches[k].append(a[4]) or real(*a)
-        )
+    launch = Ctx.launch
+
+    def recording(self, f, kl, args):
+        for k in launches:
+            prefix = f"mul_mat_vec_{k}_"
+            if kl.entry.startswith(prefix):
+                launches[k].append(kl.entry[len(prefix) :])  # the weight type
+        return launch(self, f, kl, args)
+
+    monkeypatch.setattr(Ctx, "launch", recording)
     rng = np.random.default_rng()
     g, raw = _shared_graph(rng, f"-{kernel}")
     ref_be = NumpyBackend()
-    fields = ("x8_matvec", "x8_prequant", "x8_min_n", "x8_blockwise", "xb_min_n", "x8_groupwise", "xr_min_n")
-    saved = {f: getattr(hip.ctx, f) for f in fields}
-    hip.ctx.x8_matvec, hip.ctx.x8_prequant, hip.ctx.x8_min_n = True, True, 0
-    hip.ctx.x8_blockwise, hip.ctx.xb_min_n = kernel != "xq", 0
-    hip.ctx.x8_groupwise, hip.ctx.xr_min_n = kernel == "xr", 0
+    table = {"xq": (), "xb": (V.MUL_MAT_VEC_XB,), "xr": (C.MUL_MAT_VEC_XR,)}[kernel]
+    saved = hip.ctx.mat_mul
+    hip.ctx.mat_mul = V.options(*table, C.MUL_MAT_VEC_XQ, min_n=0)
     try:
         for be in (ref_be, hip):
             be.bind_weights(g, lambda name: raw[name])
-            be.prepare(g)
+        ref_be.prepare(g)
+        prepared = hip.prepare(g)
         for run in range(4):  # eager, eager (then captured), replay, replay: new x every time
             xh = rng.standard_normal((1, 2304)).astype(np.float32) * (run + 1)
             ref, _ = ref_be.run(g, {"x": xh})
@@ -110,8 +75,10 @@ def test_mat_vecs_share_one_quantized_x_in_eager_runs_and_replays(hip, monkeypat
                 err = float(np.sum((out[name] - r) ** 2) / np.sum(r**2))
                 assert err < 1e-4, (run, name, err)
             plan = hip._get_plan(g)
-        keys = {k for k in hip.ctx._scratch if k[0] == "x8" and k[1][0] == id(plan)}
-        assert len(keys) == 2  # x and x * 0.5, each quantized into its own copy
+        quantized = [t for t in prepared.ops() if t.op.value == "QUANTIZE_X8"]
+        assert len(quantized) == 2  # x and x * 0.5, each quantized into a node of its own
+        readers = [t.src[2] for t in prepared.ops() if t.op.value == "MUL_MAT"]
+        assert sorted(q.src[0].name for q in readers) == ["x", "x", "xh"]
         assert plan.device_graph is not None and not plan.capture_failed
         # every mat-vec of the 2 eager runs through the kernel asked for (the 6 launches: 3 mat-vecs x 2 runs)
         expect = {
@@ -122,5 +89,4 @@ def test_mat_vecs_share_one_quantized_x_in_eager_runs_and_replays(hip, monkeypat
         assert {k: sorted(set(v)) for k, v in launches.items()} == expect, launches
         assert len(launches["xb"]) + len(launches["xr"]) >= (6 if kernel != "xq" else 0)
     finally:
-        for f, v in saved.items():
-            setattr(hip.ctx, f, v)
+        hip.ctx.mat_mul = saved

@@ -1,234 +1,222 @@
-"""What the HIP backend decides from the graph alone (no GPU): which mat-vecs share a quantized x."""
+"""What the HIP backend decides without a GPU: where QUANTIZE_X8 nodes go and which mat-vecs share one, and
+which kernel MUL_MAT launches how (kernel_choice)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 
 import pytest
 from gguf import GGMLQuantizationType as Q
 
-from rocmforge.backends.hip.backend import x_key
+from rocmforge.backends.hip import kernel_choice as C
+from rocmforge.backends.hip.context import Ctx
 from rocmforge.engine import Engine
+from rocmforge.ir import alloc, passes
 from rocmforge.ir.graph import Graph
 from rocmforge.ir.ops import Op
 from rocmforge.synth import write_tiny_model
 
+H100 = C.Device(32, 132, 227 * 1024, 228 * 1024, "sm_90")
+INT8 = C.MatMulOptions(int8_activations=True)
+
+
+def _with_quantize_x8(g: Graph, reads) -> Graph:
+    return passes.optimize(g, (("insert", lambda g: passes.insert_quantize_x8(g, reads)), *passes.PIPELINE))[
+        0
+    ]
+
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
-def test_decode_mat_vecs_share_x_per_activation(tmp_path, arch):
+def test_decode_mat_vecs_share_one_quantize_x8_per_activation(tmp_path, arch):
+    """insert_quantize_x8, then CSE: one QUANTIZE_X8 node per value the weight mat-vecs read, emitted before
+    its first reader, which all read it as their third source."""
     eng = Engine.from_gguf(write_tiny_model(tmp_path / "m.gguf", arch, wtype=Q.Q8_0), backend="numpy")
-    g = eng.graph(1)
+    g = _with_quantize_x8(eng.graph(1), lambda t: t.src[0].kind == "weight")
     n_layer = eng.config.n_layer
     mm = [t for t in g.nodes if t.op is Op.MUL_MAT and t.src[0].kind == "weight"]
-    keys = Counter(x_key(t) for t in mm)
-    assert None not in keys
+    readers = Counter(t.src[2].id for t in mm)
     # per layer: Q, K, V read the attention norm's output; gate and up the FFN norm's; the attention
     # output and down projections their own inputs; plus the output projection
-    assert sorted(keys.values()) == sorted([3] * n_layer + [2] * n_layer + [1] * (2 * n_layer + 1))
-    for t in mm:  # a shared key is the value the mat-vec reads
-        assert x_key(t) == t.src[1].id
+    assert sorted(readers.values()) == sorted([3] * n_layer + [2] * n_layer + [1] * (2 * n_layer + 1))
+    for t in mm:  # a mat-vec's xq is QUANTIZE_X8 of its own x, before it
+        xq = t.src[2]
+        assert xq.op is Op.QUANTIZE_X8 and xq.src[0] is t.src[1] and xq.id < t.id
+    quantized = [t for t in g.nodes if t.op is Op.QUANTIZE_X8]
+    assert len(quantized) == len(readers)
+    plan = alloc.plan(g, alignment=256)  # each in the arena, live until its last reader
+    assert all(t.id in plan.offsets for t in quantized)
+    assert not any(len(t.src) == 3 for t in g.nodes if t.op is Op.MUL_MAT and t.src[0].kind != "weight")
 
 
-def test_x_key_is_none_for_other_ops_and_for_state():
+def test_quantize_x8_only_where_asked_and_again_after_a_cache_write():
     g = Graph()
     w = g.weight("w", (8, 64), "q8_0")
+    w2 = g.weight("w2", (8, 64), "f16")
     cache = g.state("cache", (4, 64))
     x = g.input("x", (1, 64))
-    y = g.rms_norm(x, 1e-6, "n")
-    from_state = g.mul_mat(w, g.view(cache, (1, 64), "row"), "from_state")
-    from_input = g.mul_mat(w, x, "from_input")
-    assert x_key(y) is None
-    assert x_key(from_state) is None  # the KV cache changes within a run
-    assert x_key(from_input) == x.id
+    g.output(g.mul_mat(w, g.view(cache, (1, 64), "row"), "before"))
+    g.output(g.set_rows(cache, x, g.input("idx", (1,), "i32"), "write"))
+    g.output(g.mul_mat(w, g.view(cache, (1, 64), "row2"), "after"))
+    g.output(g.mul_mat(w2, x, "f16_weight"))
+    out = _with_quantize_x8(g, lambda t: t.src[0].dtype == "q8_0")
+    mm = {t.name: t for t in out.nodes if t.op is Op.MUL_MAT}
+    assert len(mm["f16_weight"].src) == 2
+    assert mm["before"].src[2] is not mm["after"].src[2]  # the cache changed in between
+    assert [t.name for t in out.nodes if t.op is Op.QUANTIZE_X8] == ["row.x8", "row2.x8"]
 
 
-def test_quantized_x_is_made_once_per_value_and_run(monkeypatch):
-    """Ctx.quantized_x (no GPU: CuPy's allocator and the quantize launch replaced by fakes): the first
-    node of a run that reads a value quantizes it into that value's own buffer, later readers reuse it,
-    every run quantizes again, and without a key every call quantizes into its own scratch."""
-    import sys
+def test_quantize_x8_starts_early_where_its_first_reader_does():
+    """reads_int8_x / early_quantize_x8 (no GPU: weights are device tensors of a fake buffer): Q4_0 weights
+    on mul_mat_vec_xr read int8 x, f16 ones do not; with programmatic launch the QUANTIZE_X8 node whose
+    first reader starts early (whole rows, K = 4096) starts early, the one before row groups of 8 rows
+    (K = 11008, x loaded with the weights) does not."""
     import types
 
-    import numpy as np
+    from rocmforge.backends.hip.launch_mul_mat import early_quantize_x8, reads_int8_x
+    from rocmforge.backends.hip.tensor import DevTensor
 
-    from rocmforge.backends.hip import launch as L
+    buf = types.SimpleNamespace(data=types.SimpleNamespace(ptr=1 << 20))
+    weights = {
+        "up": DevTensor(buf, 0, (11008, 4096), "q4_0"),
+        "gate": DevTensor(buf, 0, (11008, 4096), "q4_0"),
+        "down": DevTensor(buf, 0, (4096, 11008), "q4_0"),
+        "f": DevTensor(buf, 0, (11008, 4096), "f16"),
+    }
+    g = Graph()
+    x, h = g.input("x", (1, 4096)), g.input("h", (1, 11008))
+    for name in ("up", "gate", "f"):
+        g.output(g.mul_mat(g.weight(name, weights[name].shape, weights[name].dtype), x, name + "_out"))
+    g.output(g.mul_mat(g.weight("down", (4096, 11008), "q4_0"), h, "down_out"))
+    for pdl in (False, True):
+        ctx = Ctx(mods=None, device=H100, mat_mul=INT8, pdl=pdl)
+        out = _with_quantize_x8(g, reads_int8_x(ctx, weights))
+        quantized = {t.name: t.src[2].name for t in out.nodes if t.op is Op.MUL_MAT and len(t.src) == 3}
+        assert quantized == {"up_out": "x.x8", "gate_out": "x.x8", "down_out": "h.x8"}
+        early = {out.nodes[i].name for i in early_quantize_x8(ctx, out, weights)}
+        assert early == ({"x.x8"} if pdl else set())
+    ctx = Ctx(mods=None, device=H100, mat_mul=C.MatMulOptions())  # no int8 activations: none
+    assert not any(reads_int8_x(ctx, weights)(t) for t in g.nodes if t.op is Op.MUL_MAT)
 
-    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(empty=lambda n, dtype: np.empty(n, dtype)))
-    made = []
-    monkeypatch.setattr(L, "quantize_x8", lambda ctx, xq, x, K, M, pdl: made.append((xq.buf, K, M, pdl)))
-    ctx = L.Ctx(mods=None, warp=32, n_sm=132)
-    x = L.DevTensor(np.zeros(3 * 4096 * 4, np.uint8), 0, (3, 4096), "f32")
-    for run in range(2):
-        ctx.begin_run()
-        ctx.begin_node("q", "attn_norm")
-        a = ctx.quantized_x(x, 4096, 3)
-        ctx.begin_node("k", "attn_norm")
-        b = ctx.quantized_x(x, 4096, 3)
-        ctx.begin_node("up", "ffn_norm")
-        c = ctx.quantized_x(x, 4096, 3)
-        assert a.buf is b.buf and c.buf is not a.buf
-        assert a.shape == (3, L.x8_row_bytes(4096) // 4) and a.buf.nbytes == 3 * L.x8_row_bytes(4096)
-        assert [m[0] for m in made[2 * run :]] == [a.buf, c.buf]  # once per value in each run
-    ctx.begin_node(None)  # no key: quantized at every call
-    d = ctx.quantized_x(x, 4096, 3)
-    e = ctx.quantized_x(x, 4096, 3, early=True)  # for a mat-vec that starts early: so does quantize_x8
-    assert len(made) == 6 and d.buf is not e.buf and d.buf is not a.buf
-    assert [m[3] for m in made] == [False] * 5 + [True]
+
+def _weight(N: int, K: int, kt: str = "q4_0", ptr: int = 1 << 20, pad: int = 0) -> C.Weight:
+    return C.Weight(kt, N, K, K // 32 * {"q4_0": 18, "q8_0": 34}[kt] + pad, ptr)
+
+
+def _xr(w: C.Weight, dev: C.Device = H100, tunables: dict | None = None, opts=INT8, pdl: bool = False):
+    """mul_mat_vec_xr's launch for w and one token, or None where MUL_MAT chooses another kernel."""
+    c = C.choose_mul_mat(dev, opts, tunables or {}, w, 1, pdl)
+    return c.launch if c.kernel is C.MUL_MAT_VEC_XR else None
 
 
 def test_early_start_for_whole_rows_with_programmatic_launch():
-    """xr_early / x8_early (no GPU): only mul_mat_vec_xr without x loaded with the weights (XPF 0: the whole
-    rows at K = 4096) starts while the kernel before it ends, and only with Ctx.pdl; the row groups of 8 rows
-    (K = 11008, XPF 1) and the other int8 kernels stay plain launches."""
-    import types
+    """Only mul_mat_vec_xr without x loaded with the weights (XPF 0: the whole rows at K = 4096) starts while
+    the kernel before it ends, and so does its quantize_x8; only with programmatic launch on; the row groups
+    of 8 rows (K = 11008, XPF 1) and the other kernels stay plain launches."""
 
-    from rocmforge.backends.hip import launch as L
+    def early(w: C.Weight, tunables: dict | None = None, pdl: bool = True) -> bool:
+        c = C.choose_mul_mat(H100, INT8, tunables or {}, w, 1, pdl)
+        assert c.quantize is None or c.quantize.pdl == c.launch.pdl
+        return c.launch.pdl
 
-    ctx = L.Ctx(mods=None, warp=32, n_sm=132)
-    ctx.smem_block, ctx.smem_sm = 227 * 1024, 228 * 1024
-    ctx.x8_matvec = ctx.x8_prequant = ctx.x8_blockwise = ctx.x8_groupwise = True
-    buf = types.SimpleNamespace(data=types.SimpleNamespace(ptr=1 << 20))  # a device buffer's address
-
-    def weight(N: int, K: int, kt: str = "q4_0") -> L.DevTensor:
-        return L.DevTensor(buf, 0, (N, K), kt)
-
-    up, down = weight(11008, 4096), weight(4096, 11008)
-    assert not L.x8_early(ctx, up)  # no programmatic launch
-    ctx.pdl = True
-    assert L.x8_early(ctx, up) and L.x8_early(ctx, weight(11008, 4096, "q8_0"))
-    assert L.xr_early(ctx, L._xr_config(ctx, up, "q4_0", 11008, 4096))
-    assert not L.x8_early(ctx, down)  # row groups of 8 rows: x loaded with the weights
-    assert not L.x8_early(ctx, weight(4096, 4096, "q4_k"))  # not an int8 mat-vec
-    ctx.tunables = {"RF_MMVR_PDL": 0}
-    assert not L.x8_early(ctx, up)
-    ctx.tunables = {"RF_MMVR_XPF": 0}  # row groups reading x in the loop may start early
-    assert L.x8_early(ctx, down)
-    ctx.tunables, ctx.x8_groupwise = {}, False  # xb: plain launches
-    assert not L.x8_early(ctx, up) and not L.xr_early(ctx, None)
+    up, down = _weight(11008, 4096), _weight(4096, 11008)
+    assert not early(up, pdl=False)  # no programmatic launch
+    assert early(up) and early(_weight(11008, 4096, "q8_0"))
+    assert _xr(up, pdl=True).defines["RF_MMVR_PDL"] == 1 and "RF_MMVR_PDL" not in _xr(up).defines
+    assert not early(down)  # row groups of 8 rows: x loaded with the weights
+    assert not early(C.Weight("q4_k", 4096, 4096, 4096 // 256 * 144, 1 << 20))  # not an int8 mat-vec
+    assert not early(up, {"RF_MMVR_PDL": 0})
+    assert early(down, {"RF_MMVR_XPF": 0})  # row groups reading x in the loop may start early
+    assert not early(_weight(49152, 576))  # mul_mat_vec_xq: plain launches
 
 
-def test_xr_config_applies_to_its_types_where_k_allows():
-    """_xr_config (no GPU): mul_mat_vec_xr for xr_types (Q4_0, Q8_0) with K a multiple of 256, packed
-    16-byte aligned rows and at least xr_min_n rows; staging per warp, a block per row group at most."""
-    import types
-
-    from rocmforge.backends.hip import launch as L
-
-    ctx = L.Ctx(mods=None, warp=32, n_sm=132)
-    ctx.smem_block, ctx.smem_sm = 227 * 1024, 228 * 1024
-    ctx.tunables = {"RF_MMVR_QMAX": 0}  # row groups of 8 rows (whole rows: the next test)
-    q4 = types.SimpleNamespace(row_bytes=4096 // 32 * 18, ptr=1 << 20)
-    q8 = types.SimpleNamespace(row_bytes=4096 // 32 * 34, ptr=1 << 20)
+def test_xr_applies_to_its_types_where_k_allows():
+    """mul_mat_vec_xr for Q4_0 and Q8_0 with K a multiple of 256, packed 16-byte aligned rows and at least
+    min_n rows; staging per warp, a block per row group at most."""
+    tun = {"RF_MMVR_QMAX": 0}  # row groups of 8 rows (whole rows: the next test)
+    groups, groups_host = C.XR_DEFAULTS["q4_0"]["groups"], C.XR_DEFAULTS["q4_0"]["groups_host"]
     for N in (4096, 32000):  # 4 and 30 row groups an SM: the defaults
-        d, smem, blocks = L._xr_config(ctx, q4, "q4_0", N, 4096)
-        warps, bps = L.XR_DEFAULTS["q4_0"]["RF_MMVR_WARPS"], L.XR_DEFAULTS["q4_0"]["RF_MMVR_BPS"]
-        assert "RF_MMVR_BPS" not in d and d["RF_MMVR_WARPS"] == warps
-        assert smem == warps * 8 * 4 * 10 * 16 + 2 * warps * 8 * 4  # 4 groups of 10 chunks a row, 8 rows
-        assert blocks == min(132 * bps, N // 8)
+        r = _xr(_weight(N, 4096), tunables=tun)
+        warps, bps = groups["RF_MMVR_WARPS"], groups_host["blocks_per_sm"]
+        assert "RF_MMVR_BPS" not in r.defines and "RF_MMVR_QMAX" not in r.defines
+        assert r.defines["RF_MMVR_WARPS"] == warps
+        assert r.smem == warps * 8 * 4 * 10 * 16 + 2 * warps * 8 * 4  # 4 groups of 10 chunks a row, 8 rows
+        assert r.grid == (min(132 * bps, N // 8), 1) and r.block == (warps * 32,)
     # 1,376 row groups (10.4 an SM) fit one round of one-warp blocks: a warp each
-    d, smem, blocks = L._xr_config(ctx, q4, "q4_0", 11008, 4096)
-    assert d["RF_MMVR_WARPS"] == 1 and d["RF_MMVR_MINB"] == L.XR_ONE_WARP["q4_0"]["RF_MMVR_MINB"]
-    assert smem == 8 * 4 * 10 * 16 + 2 * 8 * 4 and blocks == 11008 // 8
-    assert L._xr_config(ctx, q4, "q4_0", 8 * 8 * 132 - 8, 4096)[0]["RF_MMVR_WARPS"] == 2  # < 8 an SM
-    assert L._xr_config(ctx, q4, "q4_0", 8 * 12 * 132 + 8, 4096)[0]["RF_MMVR_WARPS"] == 2  # two rounds
-    d8, smem8, _ = L._xr_config(ctx, q8, "q8_0", 11008, 4096)  # Q8_0 too, one warp a row group
-    assert d8["RF_MMVR_WARPS"] == 1 and smem8 == 8 * 4 * 18 * 16 + 2 * 8 * 4
-    d8, smem8, _ = L._xr_config(
-        ctx, types.SimpleNamespace(row_bytes=11008 // 32 * 34, ptr=0), "q8_0", 4096, 11008
-    )
-    assert d8["RF_MMVR_WARPS"] == 2 and smem8 == 2 * 8 * 4 * 18 * 16 + 2 * 2 * 8 * 4
-    ctx.xr_types = ("q4_0",)
-    assert L._xr_config(ctx, q8, "q8_0", 11008, 4096) is None  # a type not in xr_types
-    assert L._xr_config(ctx, q4, "q4_0", ctx.xr_min_n - 1, 4096) is None  # too few rows
+    r = _xr(_weight(11008, 4096), tunables=tun)
+    assert r.defines["RF_MMVR_WARPS"] == 1 and r.defines["RF_MMVR_MINB"] == 12
+    assert r.smem == 8 * 4 * 10 * 16 + 2 * 8 * 4 and r.grid[0] == 11008 // 8
+    assert _xr(_weight(8 * 8 * 132 - 8, 4096), tunables=tun).defines["RF_MMVR_WARPS"] == 2  # < 8 an SM
+    assert _xr(_weight(8 * 12 * 132 + 8, 4096), tunables=tun).defines["RF_MMVR_WARPS"] == 2  # two rounds
+    r8 = _xr(_weight(11008, 4096, "q8_0"), tunables=tun)  # Q8_0 too, one warp a row group
+    assert r8.defines["RF_MMVR_WARPS"] == 1 and r8.smem == 8 * 4 * 18 * 16 + 2 * 8 * 4
+    r8 = _xr(_weight(4096, 11008, "q8_0", ptr=0))
+    assert r8.defines["RF_MMVR_WARPS"] == 2 and r8.smem == 2 * 8 * 4 * 18 * 16 + 2 * 2 * 8 * 4
+    only_q4 = dataclasses.replace(C.MUL_MAT_VEC_XR, weight_types=("q4_0",))
+    opts = C.MatMulOptions(True, (only_q4, C.MUL_MAT_VEC))
+    assert _xr(_weight(11008, 4096, "q8_0"), opts=opts) is None  # a type the row does not serve
+    assert _xr(_weight(C.MUL_MAT_VEC_XR.min_n - 1, 4096)) is None  # too few rows
+    assert _xr(_weight(100, 4096), opts=C.MatMulOptions(True, min_n={"mul_mat_vec_xr": 0})) is not None
     for K in (576, 896, 4864 + 32):  # K not a multiple of 256
-        w = types.SimpleNamespace(row_bytes=K // 32 * 18, ptr=0)
-        assert L._xr_config(ctx, w, "q4_0", 8192, K) is None
-    assert L._xr_config(ctx, types.SimpleNamespace(row_bytes=q4.row_bytes, ptr=8), "q4_0", 8192, 4096) is None
-    padded = types.SimpleNamespace(row_bytes=q4.row_bytes + 16, ptr=0)
-    assert L._xr_config(ctx, padded, "q4_0", 8192, 4096) is None  # rows not packed
-    ctx.tunables = {"RF_MMVR_WARPS": 8, "RF_MMVR_BPS": 1}
-    w2304 = types.SimpleNamespace(row_bytes=2304 // 32 * 18, ptr=0)
-    d2, smem2, blocks2 = L._xr_config(ctx, w2304, "q4_0", 5000, 2304)
-    assert d2["RF_MMVR_WARPS"] == 8 and smem2 == 8 * 8 * 4 * 10 * 16 + 2 * 8 * 8 * 4 and blocks2 == 132
+        assert _xr(_weight(8192, K, ptr=0)) is None
+    assert _xr(_weight(8192, 4096, ptr=8)) is None  # not aligned
+    assert _xr(_weight(8192, 4096, pad=16)) is None  # rows not packed
+    assert _xr(_weight(8192, 4096), opts=C.MatMulOptions()) is None  # int8 activations off
+    r = _xr(_weight(5000, 2304, ptr=0), tunables={"RF_MMVR_WARPS": 8, "RF_MMVR_BPS": 1, **tun})
+    assert r.defines["RF_MMVR_WARPS"] == 8 and r.grid[0] == 132
+    assert r.smem == 8 * 8 * 4 * 10 * 16 + 2 * 8 * 8 * 4
 
 
-def test_xr_config_takes_whole_rows_where_k_is_256_h_q():
-    """_xr_config (no GPU): whole rows a row group (RF_MMVR_Q = K / (256 H), 2 <= Q <= RF_MMVR_QMAX, one
-    warp a block, no x prefetch, x's scales tied to the weights), the row groups (Q N / 8) spread evenly over
-    the fewest rounds of resident blocks; Q8_0 with fewer blocks an SM (XR_WHOLE); off where K does not
-    allow or with more warps a block."""
-    import types
-
-    from rocmforge.backends.hip import launch as L
-
-    ctx = L.Ctx(mods=None, warp=32, n_sm=132)
-    ctx.smem_block, ctx.smem_sm = 227 * 1024, 228 * 1024
-
-    def weight(kt: str, K: int) -> types.SimpleNamespace:
-        return types.SimpleNamespace(row_bytes=K // 32 * {"q4_0": 18, "q8_0": 34}[kt], ptr=1 << 20)
-
+def test_xr_takes_whole_rows_where_k_is_256_h_q():
+    """Whole rows a row group (RF_MMVR_Q = K / (256 H), 2 <= Q <= RF_MMVR_QMAX, one warp a block, no x
+    prefetch, x's scales tied to the weights), the row groups (Q N / 8) spread evenly over the fewest
+    rounds of resident blocks; Q8_0 with fewer blocks an SM; off where K does not allow or with more warps
+    a block."""
     # Q4_0 K = 4096: Q = 4, 12 blocks an SM (1,584 at most); 5,504 row groups -> 4 rounds of 1,376 blocks
     for N, blocks in ((11008, 1376), (4096, 1024), (32000, 1455)):
-        d, smem, b = L._xr_config(ctx, weight("q4_0", 4096), "q4_0", N, 4096)
+        r = _xr(_weight(N, 4096))
+        d = r.defines
         assert d["RF_MMVR_Q"] == 4 and d["RF_MMVR_WARPS"] == 1 and d["RF_MMVR_XPF"] == 0
         assert d["RF_MMVR_MINB"] == 12 and "RF_MMVR_QMAX" not in d and "RF_MMVR_EVEN" not in d
         assert d["RF_MMVR_XDEP"] == 1  # x's scales tied to the staged weights
-        assert smem == 8 * 4 * 10 * 16 + 2 * 8 * 4 and b == blocks
-    d, _, b = L._xr_config(ctx, weight("q8_0", 4096), "q8_0", 11008, 4096)  # 8 an SM: 6 rounds of 918
-    assert d["RF_MMVR_Q"] == 4 and d["RF_MMVR_MINB"] == 8 and b == 918
-    d, _, b = L._xr_config(ctx, weight("q4_0", 2048), "q4_0", 5001, 2048)  # Q = 2: 4 rows a group
-    assert d["RF_MMVR_Q"] == 2 and b == 1251
+        assert r.smem == 8 * 4 * 10 * 16 + 2 * 8 * 4 and r.grid[0] == blocks
+    r = _xr(_weight(11008, 4096, "q8_0"))  # 8 an SM: 6 rounds of 918
+    assert r.defines["RF_MMVR_Q"] == 4 and r.defines["RF_MMVR_MINB"] == 8 and r.grid[0] == 918
+    r = _xr(_weight(5001, 2048))  # Q = 2: 4 rows a group
+    assert r.defines["RF_MMVR_Q"] == 2 and r.grid[0] == 1251
     for K in (1024, 8192, 11008, 2304):  # Q = 1, Q = 8 > QMAX, 43 and 9 groups: row groups of 8 rows
-        assert "RF_MMVR_Q" not in L._xr_config(ctx, weight("q4_0", K), "q4_0", 11008, K)[0]
-    ctx.tunables = {"RF_MMVR_QMAX": 8}
-    assert L._xr_config(ctx, weight("q4_0", 8192), "q4_0", 4096, 8192)[0]["RF_MMVR_Q"] == 8
-    ctx.tunables = {"RF_MMVR_EVEN": 0}  # as many blocks as are resident
-    assert L._xr_config(ctx, weight("q4_0", 4096), "q4_0", 11008, 4096)[2] == 1584
-    ctx.tunables = {"RF_MMVR_WARPS": 2}
-    assert "RF_MMVR_Q" not in L._xr_config(ctx, weight("q4_0", 4096), "q4_0", 11008, 4096)[0]
-    ctx.tunables = {"RF_MMVR_Q": 4, "RF_MMVR_QMAX": 0}  # the launcher alone sets Q
-    assert "RF_MMVR_Q" not in L._xr_config(ctx, weight("q4_0", 4096), "q4_0", 11008, 4096)[0]
-    ctx.tunables, ctx.warp = {}, 64  # 64-wide waves: 8 groups a step, so K = 4096 is Q = 2
-    assert L._xr_config(ctx, weight("q4_0", 4096), "q4_0", 11008, 4096)[0]["RF_MMVR_Q"] == 2
+        assert "RF_MMVR_Q" not in _xr(_weight(11008, K)).defines
+    assert _xr(_weight(4096, 8192), tunables={"RF_MMVR_QMAX": 8}).defines["RF_MMVR_Q"] == 8
+    assert _xr(_weight(11008, 4096), tunables={"RF_MMVR_EVEN": 0}).grid[0] == 1584  # every resident block
+    assert "RF_MMVR_Q" not in _xr(_weight(11008, 4096), tunables={"RF_MMVR_WARPS": 2}).defines
+    # the geometry alone sets Q
+    assert "RF_MMVR_Q" not in _xr(_weight(11008, 4096), tunables={"RF_MMVR_Q": 4, "RF_MMVR_QMAX": 0}).defines
+    wave64 = C.Device(64, 132, 227 * 1024, 228 * 1024)  # 8 groups a step, so K = 4096 is Q = 2
+    assert _xr(_weight(11008, 4096), dev=wave64).defines["RF_MMVR_Q"] == 2
 
 
-def test_xb_config_applies_where_rows_allow_and_caps_resident_blocks():
-    """_xb_config (no GPU): mul_mat_vec_xb for rows of 16-byte multiples from xb_min_n rows, its ring within a
-    block's shared memory, no more blocks than an SM's shared memory holds at once, tunables override."""
-    import types
-
-    from rocmforge.backends.hip import launch as L
-
-    ctx = L.Ctx(mods=None, warp=32, n_sm=132)
-    ctx.smem_block, ctx.smem_sm = 227 * 1024, 228 * 1024
-    q4 = types.SimpleNamespace(row_bytes=4096 // 32 * 18, ptr=1 << 20)
-    q8 = types.SimpleNamespace(row_bytes=4096 // 32 * 34, ptr=1 << 20)
-    x_bytes = L.x8_row_bytes(4096)  # 5120, a 16-byte multiple
-    d, smem, blocks = L._xb_config(ctx, q4, "q4_0", 11008, 4096)
-    assert "RF_MMVB_BPS" not in d and d["RF_MMVB_ROWS"] == L.XB_DEFAULTS["q4_0"]["RF_MMVB_ROWS"]
-    rows, ring = d["RF_MMVB_ROWS"], d["RF_MMVB_ASYNC"]
-    assert smem == x_bytes + 8 * ring * rows * 18 * 32
-    assert blocks == min(132 * min(2, ctx.smem_sm // (smem + 1024)), -(-11008 // rows))
-    d8, smem8, blocks8 = L._xb_config(ctx, q8, "q8_0", 11008, 4096)
-    assert smem8 == x_bytes + 8 * ring * rows * 34 * 32 and blocks8 == 132 * (ctx.smem_sm // (smem8 + 1024))
-    assert L._xb_config(ctx, q4, "q4_0", ctx.xb_min_n - 1, 4096) is None  # too few rows
-    assert (
-        L._xb_config(ctx, types.SimpleNamespace(row_bytes=896 // 32 * 18, ptr=0), "q4_0", 8192, 896) is None
-    )
-    assert L._xb_config(ctx, types.SimpleNamespace(row_bytes=q4.row_bytes, ptr=8), "q4_0", 8192, 4096) is None
-    ctx.tunables = {"RF_MMVB_ROWS": 2, "RF_MMVB_ASYNC": 3, "RF_MMVB_WARPS": 4}
-    d2, smem2, blocks2 = L._xb_config(ctx, q4, "q4_0", 11008, 4096)
-    assert d2["RF_MMVB_ROWS"] == 2 and smem2 == x_bytes + 4 * 3 * 2 * 18 * 32
-    ctx.smem_block = 48 * 1024  # no opt-in: the Q8_0 ring no longer fits, Q4_0's does
-    ctx.tunables = {}
-    assert L._xb_config(ctx, q8, "q8_0", 11008, 4096) is None
-    assert (L._xb_config(ctx, q4, "q4_0", 11008, 4096) is None) == (smem > 48 * 1024)
+def test_defaults_per_device_family():
+    """Every kept kernel has defaults for every family; unmeasured families take sm_90's."""
+    assert C.device_family("sm_90") == C.device_family("sm_90a") == "sm_90"
+    assert C.device_family("gfx1100") == "gfx1100" and C.device_family("gfx90a") == "other"
+    assert C.device_family("sm_80") == "other"
+    for kern in C.MUL_MAT_KERNELS:
+        assert set(kern.defaults) == set(C.FAMILIES), kern.name
+        assert kern.weight_types and kern.x in ("f32", "x8") and kern.serves and kern.geometry_doc
 
 
-def test_k_smem_opts_in_above_48k_once_per_function():
-    """Ctx.k_smem sets a function's dynamic shared memory limit only above the default 48 KB, and only when
-    a launch needs more than the function was given before (no driver call per launch)."""
-    from rocmforge.backends.hip import launch as L
+def test_host_tunables_are_arguments_not_defines():
+    """blocks per SM, QMAX and EVEN reach the geometry, never a compile define."""
+    tun = {"RF_MMVR_BPS": 3, "RF_MMVX_BPS": 2, "RF_MMVR_EVEN": 0, "RF_MMV_WARPS": 8}
+    assert C.kernel_defines(tun) == {"RF_MMV_WARPS": 8}
+    assert C.host_parameters("mul_mat_vec_xr", tun) == {"blocks_per_sm": 3, "even": 0}
+    r = _xr(_weight(11008, 4096), tunables={"RF_MMVR_BPS": 3, "RF_MMVR_EVEN": 0})
+    assert not any(k.endswith("_BPS") for k in r.defines) and r.grid[0] == 132 * 3
+
+
+def test_function_opts_in_above_48k_once_per_function():
+    """Ctx.function sets a function's dynamic shared memory limit only above the default 48 KB, and only
+    when a launch needs more than the function was given before (no driver call per launch)."""
 
     class Fn:
         def __init__(self):
@@ -248,9 +236,41 @@ def test_k_smem_opts_in_above_48k_once_per_function():
         def fn(self, name):
             return fns.setdefault(name, Fn())
 
-    ctx = L.Ctx(mods=Mods(), warp=32, n_sm=132)
+    ctx = Ctx(mods=Mods(), device=H100)
+
+    def launch(name: str, smem: int) -> C.KernelLaunch:
+        return C.KernelLaunch("mul_mat_vec_xq.hip", name, {}, (1,), (32,), smem)
+
     for need in (40 << 10, 100 << 10, 100 << 10, 80 << 10, 120 << 10):
-        f = ctx.k_smem("mul_mat_vec.hip", "mul_mat_vec_xb_q4_0", need)
-    ctx.k_smem("mul_mat_vec.hip", "mul_mat_vec_xb_q8_0", 60 << 10)
-    assert f is fns["mul_mat_vec_xb_q4_0"] and f.sets == [100 << 10, 120 << 10]
-    assert fns["mul_mat_vec_xb_q8_0"].sets == [60 << 10]
+        f = ctx.function(launch("mul_mat_vec_xq_q4_0", need))
+    ctx.function(launch("mul_mat_vec_xq_q8_0", 60 << 10))
+    assert f is fns["mul_mat_vec_xq_q4_0"] and f.sets == [100 << 10, 120 << 10]
+    assert fns["mul_mat_vec_xq_q8_0"].sets == [60 << 10]
+
+
+def test_prepare_compiles_the_modules_a_run_uses():
+    """prepare_launch compiles each op's kernel file (attention per head dim) and the copy kernels."""
+    import types
+
+    from rocmforge.backends.hip.launch import prepare_launch
+    from rocmforge.backends.hip.tensor import DevTensor
+
+    got = []
+
+    class Mods:
+        def get(self, file, **defines):
+            got.append((file, defines))
+
+    ctx = Ctx(mods=Mods(), device=H100)
+    buf = types.SimpleNamespace(data=types.SimpleNamespace(ptr=1 << 20))
+    q, kv = DevTensor(buf, 0, (2, 4, 80), "f32"), DevTensor(buf, 0, (16, 2, 80), "f16")
+    pos = DevTensor(buf, 0, (2,), "i32")
+    prepare_launch(ctx, Op.FLASH_ATTN_EXT, q, [q, kv, kv, pos], {"scale": 1.0})
+    prepare_launch(ctx, Op.RMS_NORM, q, [q], {"eps": 1e-6})
+    prepare_launch(ctx, Op.VIEW, q, [q], {})
+    assert got == [
+        ("elementwise.hip", {}),
+        ("attention.hip", {"RF_HEAD_DIM": 80}),
+        ("elementwise.hip", {}),
+        ("norm.hip", {}),
+    ]

@@ -43,6 +43,8 @@ def test_table_lists_op_name_shape_dtype_sources():
     (lambda g, x: g.reshape(x, (5, 5), "bad"), "changes the size"),
     (lambda g, x: g.set_rows(g.state("c", (9, 8)), x, g.input("i", (3,), "f32"), "bad"), "idx must be i32"),
     (lambda g, x: g.add(x, x, "inp"), "duplicate node name"),
+    (lambda g, x: g.quantize_x8(x, "bad"), "whole blocks of 32"),
+    (lambda g, x: g.mul_mat(g.weight("w", (4, 8), "q8_0"), x, "bad", x), "xq must be i32"),
 ])
 def test_bad_graphs_raise_ir_errors(build, msg):
     g = Graph()
@@ -57,3 +59,12 @@ def test_nodes_of_another_graph_are_rejected():
     g2.input("a", (2,))
     with pytest.raises(IRError, match="not a node of this graph"):
         g2.scale(a, 2.0, "s")
+
+
+def test_quantize_x8_and_mul_mat_reading_it():
+    g = Graph()
+    x = g.input("x", (2, 3, 64))
+    xq = g.quantize_x8(x, "xq")
+    assert (xq.shape, xq.dtype) == ((2, 3, 20), "i32")
+    y = g.mul_mat(g.weight("w", (5, 64), "q4_0"), x, "y", xq)
+    assert (y.shape, y.dtype, len(y.src)) == ((2, 3, 5), "f32", 3)

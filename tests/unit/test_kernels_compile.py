@@ -19,32 +19,25 @@ from pathlib import Path
 
 import pytest
 
-from rocmforge.backends.hip.launch import (
-    NATIVE_WEIGHTS,
-    Q8_MATVEC,
-    STAGED_MATVEC,
-    X8_DEFAULTS,
-    X8_MATVEC,
-    XB_DEFAULTS,
-    XR_DEFAULTS,
-    XR_ONE_WARP,
-    XR_WHOLE,
-)
+from rocmforge.backends.hip.kernel_choice import MUL_MAT_KERNELS, XQ_DEFAULTS, XR_DEFAULTS
 from rocmforge.backends.hip.modules import KERNEL_DIR, assemble_source, compile_options
+from rocmforge.backends.hip.tensor import NATIVE_WEIGHTS
 
-FILES = sorted(p.name for p in KERNEL_DIR.glob("*.hip"))
+DEV_DIR = Path(__file__).resolve().parents[2] / "dev"  # measurement variants, outside the package
+# kernels/ files by name, dev/ files as dev/<name>
+FILES = sorted(p.name for p in KERNEL_DIR.glob("*.hip")) + sorted(
+    f"dev/{p.name}" for p in DEV_DIR.glob("*.hip")
+)
 HEAD_DIMS = (64, 80, 128, 256)  # attention is compiled once per head dim
 _WTYPES = [t + s for t in NATIVE_WEIGHTS for s in (("", "_s") if t in ("f32", "f16", "bf16") else ("",))]
 _ACT2 = [f"{a}_{b}" for a in ("f32", "f16") for b in ("f32", "f16")]
+_Q8 = ("q4_0", "q4_1", "q5_0", "q8_0", "q4_k", "q6_k")
+_X8 = ("q4_0", "q8_0")
 ENTRY_POINTS = {
-    "mul_mat_vec.hip": [f"mul_mat_vec_{t}" for t in _WTYPES]
-    + [f"mul_mat_vec_q_{t}" for t in Q8_MATVEC]
-    + [f"mul_mat_vec_s_{t}" for t in STAGED_MATVEC]
-    + [f"mul_mat_vec_x_{t}" for t in X8_MATVEC]
-    + [f"mul_mat_vec_xq_{t}" for t in X8_MATVEC]
-    + [f"mul_mat_vec_xb_{t}" for t in X8_MATVEC]
-    + [f"mul_mat_vec_xr_{t}" for t in X8_MATVEC]
-    + ["quantize_x8"],
+    "mul_mat_vec.hip": [f"mul_mat_vec_{t}" for t in _WTYPES],
+    "quantize_x8.hip": ["quantize_x8"],
+    "mul_mat_vec_xq.hip": [f"mul_mat_vec_xq_{t}" for t in _X8],
+    "mul_mat_vec_xr.hip": [f"mul_mat_vec_xr_{t}" for t in _X8],
     "mul_mat.hip": [f"mul_mat_{t}" for t in _WTYPES],
     "get_rows.hip": [f"get_rows_{t}" for t in _WTYPES] + ["get_rows_i32"],
     "elementwise.hip": [f"{op}_{p}" for op in ("add", "mul") for p in _ACT2]
@@ -57,7 +50,17 @@ ENTRY_POINTS = {
     "softmax.hip": [f"soft_max_{p}" for p in _ACT2],
     "argmax.hip": ["argmax_f32", "argmax_f16"],
     "attention.hip": ["flash_attn_f32", "flash_attn_f16", "flash_attn_combine"],
+    "dev/mul_mat_vec_q.hip": [f"mul_mat_vec_q_{t}" for t in _Q8],
+    "dev/mul_mat_vec_s.hip": [f"mul_mat_vec_s_{t}" for t in ("q4_0", "q4_1", "q5_0", "q8_0")],
+    "dev/mul_mat_vec_x.hip": [f"mul_mat_vec_x_{t}" for t in _X8],
+    "dev/mul_mat_vec_xb.hip": [f"mul_mat_vec_xb_{t}" for t in _X8],
+    "dev/mul_mat_vec_xr_trace.hip": [f"mul_mat_vec_xr_{t}" for t in _X8],
 }
+
+
+def _rf(d: dict) -> dict:
+    """The compile defines of a defaults entry (lower-case keys are host-side parameters)."""
+    return {k: v for k, v in d.items() if k.startswith("RF_")}
 
 
 def _variants(warp: int) -> list[tuple[str, dict]]:
@@ -67,35 +70,36 @@ def _variants(warp: int) -> list[tuple[str, dict]]:
             out += [(f, {"RF_WARP": warp, "RF_HEAD_DIM": d}) for d in HEAD_DIMS]
         else:
             out.append((f, {"RF_WARP": warp}))
-    for t in X8_MATVEC:  # the int8-x mat-vec with the launcher's per-type defines, and with 2 levels
-        out.append(("mul_mat_vec.hip", {"RF_WARP": warp, **X8_DEFAULTS[t]}))
-    out.append(("mul_mat_vec.hip", {"RF_WARP": warp, "RF_MMVX_LEVELS": 2}))
-    for t in X8_MATVEC:  # the block-per-lane mat-vec with the launcher's per-type defines
-        out.append(("mul_mat_vec.hip", {"RF_WARP": warp, **XB_DEFAULTS[t]}))
-    for t in X8_MATVEC:  # the row-group mat-vec with the launcher's per-type defines (and one warp a group)
-        out.append(("mul_mat_vec.hip", {"RF_WARP": warp, **XR_DEFAULTS[t]}))
+    for t in _X8:  # the int8 mat-vecs with the table's per-type defines
+        out.append(("mul_mat_vec_xq.hip", {"RF_WARP": warp, **_rf(XQ_DEFAULTS[t])}))
+        out.append(("dev/mul_mat_vec_x.hip", {"RF_WARP": warp, **_rf(XQ_DEFAULTS[t])}))
+        out.append(("dev/mul_mat_vec_xb.hip", {"RF_WARP": warp, "RF_MMVB_ROWS": 4, "RF_MMVB_MINB": 2}))
+        xr = XR_DEFAULTS[t]
+        groups = {"RF_WARP": warp, **xr["groups"]}
+        out.append(("mul_mat_vec_xr.hip", groups))
         early = {"RF_MMVR_XPF": 0, "RF_MMVR_PDL": 1}  # launched early (tests/gpu/test_pdl.py)
-        out.append(("mul_mat_vec.hip", {"RF_WARP": warp, **XR_DEFAULTS[t], **early}))
-        if t in XR_ONE_WARP:
-            out.append(("mul_mat_vec.hip", {"RF_WARP": warp, **XR_DEFAULTS[t], **XR_ONE_WARP[t]}))
-        if t in XR_WHOLE:  # whole rows at K = 4096 (Q = 4 on 32-wide waves, 2 on 64-wide), as the launcher
-            whole = {k: v for k, v in XR_WHOLE[t].items() if k != "RF_MMVR_BPS"}
-            whole["RF_MMVR_Q"] = 128 // warp
-            whole = {"RF_WARP": warp, **XR_DEFAULTS[t], **whole}
-            out.append(("mul_mat_vec.hip", whole))
-            # ... launched with programmatic dependent launch (a no-op on HIP)
-            out.append(("mul_mat_vec.hip", {**whole, "RF_MMVR_PDL": 1}))
-    out.append(("mul_mat_vec.hip", {"RF_WARP": warp, "RF_MMV_HI16": 0}))  # Q4_0's dot with shifted nibbles
-    out.append(("mul_mat_vec.hip", {"RF_WARP": warp, "RF_MMVR_TRACE": 64}))  # trace_matvec_xr.py's stamps
+        out.append(("mul_mat_vec_xr.hip", {**groups, **early}))
+        out.append(("mul_mat_vec_xr.hip", {**groups, **xr["one_warp"]}))
+        # whole rows at K = 4096 (Q = 4 on 32-wide waves, 2 on 64-wide), as the geometry sets them
+        whole = {**groups, **xr["whole"], "RF_MMVR_Q": 128 // warp}
+        out.append(("mul_mat_vec_xr.hip", whole))
+        out.append(("mul_mat_vec_xr.hip", {**whole, "RF_MMVR_PDL": 1}))  # a no-op on HIP
+    out.append(("dev/mul_mat_vec_x.hip", {"RF_WARP": warp, "RF_MMVX_LEVELS": 2}))
+    out.append(("mul_mat_vec_xr.hip", {"RF_WARP": warp, "RF_MMV_HI16": 0}))  # Q4_0's dot with shifted nibbles
+    out.append(("dev/mul_mat_vec_xb.hip", {"RF_WARP": warp, "RF_MMV_HI16": 0, "RF_MMVB_CHAINS": 2}))
+    out.append(("dev/mul_mat_vec_xb.hip", {"RF_WARP": warp, "RF_MMVB_ABLATE": 1}))
+    for build in ({"RF_MMVR_TRACE": 64}, {"RF_MMVR_ABLATE": 1}, {"RF_MMVR_ABLATE": 2}):  # measurement builds
+        out.append(("dev/mul_mat_vec_xr_trace.hip", {"RF_WARP": warp, **build}))
     return out
 
 
+def _source_path(fname: str) -> Path:
+    return DEV_DIR.parent / fname if fname.startswith("dev/") else KERNEL_DIR / fname
+
+
 def _expected(fname: str, defines: dict) -> set[str]:
-    """The entry points a variant must have: mul_mat_vec_xq (pre-quantized x) only with one int8 level."""
-    names = set(ENTRY_POINTS[fname])
-    if defines.get("RF_MMVX_LEVELS", 1) != 1:
-        names -= {n for n in names if n.startswith("mul_mat_vec_xq_")}
-    return names
+    """The entry points a variant must have."""
+    return set(ENTRY_POINTS[fname])
 
 
 def _id(v: tuple[str, dict]) -> str:
@@ -104,6 +108,13 @@ def _id(v: tuple[str, dict]) -> str:
 
 def test_every_kernel_file_has_its_entry_points_listed():
     assert set(FILES) == set(ENTRY_POINTS)
+
+
+def test_every_kernel_of_the_table_is_compiled_here():
+    """The MUL_MAT table's files and entry points are among those compiled, every weight type of each row."""
+    for kern in MUL_MAT_KERNELS:
+        assert kern.file in ENTRY_POINTS, kern.name
+        assert {kern.entry.format(type=t) for t in kern.weight_types} <= set(ENTRY_POINTS[kern.file])
 
 
 # ---- (a) NVRTC, sm_90 ---------------------------------------------------------------------------------
@@ -132,8 +143,8 @@ def _nvrtc():
 def test_nvrtc_sm90(variant):
     nvrtc = _nvrtc()
     fname, defines = variant
-    src = assemble_source(fname)
-    err, prog = nvrtc.nvrtcCreateProgram(src.encode(), fname.encode(), 0, [], [])
+    src = assemble_source(str(_source_path(fname)))
+    err, prog = nvrtc.nvrtcCreateProgram(src.encode(), Path(fname).name.encode(), 0, [], [])
     assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS
     opts = [b"--gpu-architecture=sm_90", *(o.encode() for o in compile_options(defines))]
     (res,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
@@ -165,7 +176,7 @@ def _clang() -> str:
 
 
 def _clang_compile(exe: str, fname: str, defines: dict, arch: str, tmp_path: Path) -> str:
-    out = tmp_path / (fname + ".s")
+    out = tmp_path / (Path(fname).name + ".s")
     cmd = [
         exe,
         "-x",
@@ -179,7 +190,7 @@ def _clang_compile(exe: str, fname: str, defines: dict, arch: str, tmp_path: Pat
         *compile_options(defines),
         "-I",
         str(KERNEL_DIR),
-        str(KERNEL_DIR / fname),
+        str(_source_path(fname)),
         "-o",
         str(out),
     ]

@@ -146,3 +146,34 @@ def test_get_rows_and_binary_broadcast(rng):
     np.testing.assert_array_equal(R.ADD(a, b), a + b)
     np.testing.assert_array_equal(R.MUL(a, b), a * b)
     np.testing.assert_array_equal(R.SCALE(a, s=0.5), a * np.float32(0.5))
+
+
+def test_quantize_x8_layout_matches_the_longhand_formula(rng):
+    """Each row: int8 [K] = rint(x * 127 / amax) per block of 32, then (amax / 127, sum of the values times
+    it) as f32 pairs; an all-zero block has scale 0 and values 0."""
+    M, K = 3, 96
+    x = (rng.standard_normal((M, K)) * 4).astype(np.float32)
+    x[1, 32:64] = 0.0
+    out = R.QUANTIZE_X8(x)
+    assert out.shape == (M, K * 5 // 16) and out.dtype == np.int32
+    rows = out.view(np.uint8).reshape(M, K + K // 4)
+    for m in range(M):
+        for b in range(K // 32):
+            blk = x[m, 32 * b : 32 * b + 32]
+            amax = float(np.abs(blk).max())
+            q = rows[m, 32 * b : 32 * b + 32].view(np.int8).astype(int)
+            d, s = rows[m, K + 8 * b : K + 8 * b + 8].view(np.float32)
+            if amax == 0.0:
+                assert not q.any() and d == 0.0 and s == 0.0
+                continue
+            want = [round(v * np.float32(127 / np.float32(amax))) for v in blk.astype(np.float64)]
+            assert np.abs(q - want).max() <= 1 and np.abs(q).max() == 127
+            assert d == pytest.approx(amax / 127, rel=1e-6) and s == pytest.approx(q.sum() * d, rel=1e-6)
+    back = R.dequantize_x8(out, K)
+    assert np.abs(back - x).max() <= np.abs(x).max() / 127  # half a step of the coarsest block, and more
+
+
+def test_mul_mat_reads_x_not_its_quantized_copy(rng):
+    w = rng.standard_normal((5, 64)).astype(np.float32)
+    x = rng.standard_normal((2, 64)).astype(np.float32)
+    np.testing.assert_array_equal(R.MUL_MAT(w, x, R.QUANTIZE_X8(x)), R.MUL_MAT(w, x))

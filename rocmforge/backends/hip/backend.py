@@ -21,11 +21,16 @@ from ... import quant
 from ...ir import alloc, passes
 from ...ir.graph import Graph, Tensor
 from ...ir.ops import ITEMSIZE, NP_DTYPES, Op
-from ...profile import OpTiming, StepTimings
+from ...profile import StepTimings
 from . import pdl
 from . import timing as timing_mod
-from .launch import LAUNCH, NATIVE_WEIGHTS, Ctx, DevTensor
+from .context import Ctx
+from .device import available_bytes, gpu_available, probe
+from .kernel_choice import MatMulOptions
+from .launch import LAUNCH, prepare_launch
+from .launch_mul_mat import early_quantize_x8, reads_int8_x
 from .modules import ModuleCache
+from .tensor import NATIVE_WEIGHTS, DevTensor
 
 log = logging.getLogger("rocmforge.hip")
 
@@ -34,39 +39,6 @@ ALIGN = 256
 _WEIGHT_OPS = {Op.MUL_MAT, Op.GET_ROWS}
 # bit patterns that poison a buffer (NaN for floats, INT_MIN for i32)
 _POISON = {"f32": (np.uint32, 0x7FC00000), "f16": (np.uint16, 0x7E00), "i32": (np.uint32, 0x80000000)}
-
-
-def gpu_available() -> tuple[bool, str]:
-    """(True, device name) when CuPy sees a GPU, else (False, the reason)."""
-    try:
-        import cupy
-    except ImportError as e:
-        return False, f"cupy is not installed ({e})"
-    except Exception as e:  # a broken install raises other errors at import
-        return False, f"cupy failed to import: {e}"
-    try:
-        n = cupy.cuda.runtime.getDeviceCount()
-    except Exception as e:
-        return False, f"GPU driver/runtime error: {e}"
-    if n < 1:
-        return False, "no GPU device visible to CuPy"
-    try:
-        name = cupy.cuda.runtime.getDeviceProperties(0)["name"]
-    except Exception as e:
-        return False, f"GPU driver/runtime error: {e}"
-    return True, name.decode() if isinstance(name, bytes) else str(name)
-
-
-def x_key(node: Tensor) -> int | None:
-    """For a MUL_MAT node, the id of the value it reads as x, under which the mat-vecs that read one value
-    share its int8 copy (Ctx.quantized_x); None for other ops and for values in state buffers (the KV
-    cache changes during a run)."""
-    if node.op is not Op.MUL_MAT:
-        return None
-    x = root = node.src[1]
-    while root.op in (Op.VIEW, Op.RESHAPE, Op.SET_ROWS):  # aliases of their first source
-        root = root.src[0]
-    return None if root.kind == "state" else x.id
 
 
 def _raw_bytes(raw: Any) -> np.ndarray:
@@ -80,7 +52,6 @@ class _Step:
     out: DevTensor
     srcs: list[DevTensor]
     launch: Callable[..., Any] | None  # None: an alias with nothing to launch (VIEW, RESHAPE)
-    x_key: int | None = None  # x_key(node): the value whose quantized copy the node may share
 
 
 @dataclass
@@ -130,46 +101,24 @@ class HipBackend:
         self.cp = cupy
         self.device = cupy.cuda.Device(device)
         self.device.use()
-        props = cupy.cuda.runtime.getDeviceProperties(device)
-        name = props["name"]
-        self.device_name = name.decode() if isinstance(name, bytes) else str(name)
-        self.is_hip = bool(cupy.cuda.runtime.is_hip)
-        self.warp = int(props["warpSize"])
-        if self.is_hip:
-            arch = props.get("gcnArchName", b"")
-            arch = (arch.decode() if isinstance(arch, bytes) else str(arch)).split(":")[0]
-        else:
-            arch = f"sm_{props['major']}{props['minor']}"
-        self.arch = arch
-        self.ctx = Ctx(
-            ModuleCache(arch, {"RF_WARP": self.warp}),
-            self.warp,
-            int(props["multiProcessorCount"]),
-            dict(tunables or {}),
-        )
-        self.ctx.smem_block = int(props.get("sharedMemPerBlockOptin", 0)) or self.ctx.smem_block
-        sm_keys = ("sharedMemPerMultiprocessor", "maxSharedMemoryPerMultiProcessor")  # CUDA, HIP
-        self.ctx.smem_sm = next((int(props[k]) for k in sm_keys if props.get(k)), 0)
-        # decode mat-vecs of Q4_0/Q8_0 weights with x quantized to int8 (as llama.cpp's q8_1): faster where
-        # the weights are large (bench_matvec.py), normalized MSE ~3e-5 instead of ~1e-11
-        self.ctx.x8_matvec = int8_activations
-        # ... x quantized once per activation and shared by the mat-vecs that read it; mul_mat_vec_xr (row
-        # groups, Q4_0 and Q8_0, K a multiple of 256) and mul_mat_vec_xb (a block per lane) where rows allow:
-        # the fastest of the int8 kernels on an H200 (bench_matvec.py)
-        self.ctx.x8_prequant = self.ctx.x8_blockwise = self.ctx.x8_groupwise = int8_activations
-        cc = 0 if self.is_hip else 10 * int(props["major"]) + int(props["minor"])
+        p = probe(cupy, device)
+        self.device_name, self.is_hip, self.warp, self.arch = p.name, p.is_hip, p.shape.warp, p.arch
+        device_shape, cc = p.shape, p.cc
         self.pdl_unavailable = pdl.unavailable_reason(cc, self.is_hip)  # None: programmatic launch works
         if programmatic_launch and self.pdl_unavailable:
             raise RuntimeError(f"programmatic_launch: {self.pdl_unavailable}")
-        self.ctx.pdl = self.pdl_unavailable is None if programmatic_launch is None else programmatic_launch
+        # int8_activations: decode mat-vecs of Q4_0/Q8_0 weights with x quantized to int8 (as llama.cpp's
+        # q8_1) once per activation, shared by the mat-vecs that read it: faster where the weights are large
+        # (bench_matvec.py), normalized MSE ~3e-5 instead of ~1e-11
+        self.ctx = Ctx(
+            ModuleCache(self.arch, {"RF_WARP": self.warp}),
+            device_shape,
+            dict(tunables or {}),
+            MatMulOptions(int8_activations=int8_activations),
+            pdl=self.pdl_unavailable is None if programmatic_launch is None else bool(programmatic_launch),
+        )
         self.event_nodes_unavailable = timing_mod.event_nodes_unavailable(self.is_hip)
-        if timing is None:
-            timing = "eager" if self.event_nodes_unavailable else "graph"
-        if timing not in ("graph", "eager"):
-            raise ValueError(f"timing={timing!r}: choose 'graph' or 'eager'")
-        if timing == "graph" and self.event_nodes_unavailable:
-            raise RuntimeError(f"timing='graph': {self.event_nodes_unavailable}")
-        self.timing = timing
+        self.timing = timing_mod.choose_mode(timing, self.event_nodes_unavailable)
         self.weights: dict[str, DevTensor] = {}
         self.state: dict[str, DevTensor] = {}
         self.weight_bytes = 0
@@ -209,13 +158,8 @@ class HipBackend:
         return total
 
     def available_bytes(self) -> int:
-        """Device memory a new allocation can still get: the device's free memory plus the pool's cached
-        blocks, no more than the pool's limit leaves (cupy.get_default_memory_pool().set_limit)."""
-        pool = self.cp.get_default_memory_pool()
-        free, _ = self.cp.cuda.runtime.memGetInfo()
-        avail = int(free) + int(pool.total_bytes() - pool.used_bytes())
-        limit = int(pool.get_limit())
-        return min(avail, limit - int(pool.used_bytes())) if limit else avail
+        """Device memory a new allocation can still get (device.available_bytes)."""
+        return available_bytes(self.cp)
 
     def bind_weights(self, graph: Graph, source: Callable[[str], tuple[np.ndarray, quant.QType]]) -> None:
         """Upload every weight leaf not yet bound; source(name) gives (raw bytes, ggml type)."""
@@ -262,11 +206,19 @@ class HipBackend:
         entry = self._plans.get(id(graph))
         if entry is not None and entry[0] is graph:
             return graph
-        g = passes.optimize(graph)[0]
+        g = passes.optimize(graph, self.graph_passes())[0]
         p = self._plan(g)
         self._plans[id(graph)] = (graph, p)
         self._plans[id(g)] = (g, p)
         return g
+
+    def graph_passes(self) -> tuple[tuple[str, passes.Pass], ...]:
+        """The graph passes prepare runs: the IR's pipeline, after QUANTIZE_X8 insertion for the mat-vecs
+        whose kernel reads int8 x (int8_activations; weights bound before prepare)."""
+        if not self.ctx.mat_mul.int8_activations:
+            return passes.PIPELINE
+        reads = reads_int8_x(self.ctx, self.weights)
+        return (("insert_quantize_x8", lambda g: passes.insert_quantize_x8(g, reads)), *passes.PIPELINE)
 
     def plan_of(self, graph: Graph) -> alloc.Plan | None:
         """The ir.alloc plan the graph runs with (None before prepare)."""
@@ -281,6 +233,7 @@ class HipBackend:
         dev: dict[int, DevTensor] = {}
         inputs: dict[str, DevTensor] = {}
         steps: list[_Step] = []
+        early = early_quantize_x8(self.ctx, graph, self.weights)
         for t in graph.nodes:
             if t.kind == "input":
                 nbytes = max(1, t.n_elements * ITEMSIZE[t.dtype])
@@ -302,7 +255,9 @@ class HipBackend:
                 else:
                     out = DevTensor(arena, offsets[t.id], t.shape, t.dtype)
                 dev[t.id] = out
-                steps.append(_Step(t, out, srcs, LAUNCH[t.op.value], x_key(t)))
+                # kernels chosen and compiled now
+                launch = prepare_launch(self.ctx, t.op, out, srcs, t.params, t.id in early)
+                steps.append(_Step(t, out, srcs, launch))
         outputs = {name: dev[t.id] for name, t in graph.outputs.items()}
         return _Plan(steps, inputs, outputs, arena, ir_plan)
 
@@ -334,7 +289,6 @@ class HipBackend:
         events: list = []
         if marks is not None:
             events.append(marks.mark())
-        self.ctx.begin_run()
         for st in plan.steps:
             if st.launch is None:
                 events.append(None)
@@ -344,8 +298,7 @@ class HipBackend:
             if timed:
                 e0, e1 = self.cp.cuda.Event(), self.cp.cuda.Event()
                 e0.record()
-            xk = None if st.x_key is None else (id(plan), st.x_key)
-            self.ctx.begin_node((id(plan), st.node.id), xk)
+            self.ctx.begin_node((id(plan), st.node.id))  # scratch the launcher takes is the node's own
             st.launch(self.ctx, st.out, *st.srcs, **st.node.params)
             if timed:
                 e1.record()
@@ -385,19 +338,6 @@ class HipBackend:
             if a.size:
                 buf.buf[: a.nbytes].set(a.reshape(-1).view(np.uint8))
 
-    def _replay_us(self, plan: _Plan) -> float:
-        """Device time of one replay of the step's graph: replayed twice, the second timed, so that the
-        host's graph launch overlaps the first replay instead of showing as idle time. A step reads its
-        inputs and writes the same KV rows each time, so running it again changes nothing."""
-        e1, e2 = self.cp.cuda.Event(), self.cp.cuda.Event()
-        with self.stream:
-            plan.device_graph.launch(self.stream)
-            e1.record(self.stream)
-            plan.device_graph.launch(self.stream)
-            e2.record(self.stream)
-        e2.synchronize()
-        return timing_mod.elapsed_us(self.cp, e1, e2)
-
     def _graph_timed(self, plan: _Plan) -> StepTimings | None:
         """Per-op times from one replay of the timed graph (captured on first use, then replayed once
         untimed so that the timed replay finds it uploaded), with the untimed replay's time as wall; None
@@ -412,32 +352,21 @@ class HipBackend:
                 return None
             with self.stream:
                 plan.timed_graph.launch(self.stream)
-        wall = self._replay_us(plan)
+        wall = timing_mod.replay_us(self.cp, self.stream, plan.device_graph)
         with self.stream:
             plan.timed_graph.launch(self.stream)
         self.stream.synchronize()
-        ev = plan.timed_events
-        recs, last = [], ev[0]
-        for st, e in zip(plan.steps, ev[1:], strict=True):
-            us = 0.0
-            if e is not None:
-                us, last = timing_mod.elapsed_us(self.cp, last, e), e
-            recs.append(OpTiming(st.node.name, st.node.op.value, st.node.shape, us))
-        return StepTimings(recs, "graph", wall)
+        return StepTimings(timing_mod.records(self.cp, plan.steps, plan.timed_events, True), "graph", wall)
 
     def _eager_timings(self, plan: _Plan, events: list) -> StepTimings:
         """Per-op times from the events around each launch, with the replayed step's time as wall where
         the graph replays (else the eager run's span, Python's launch gaps included)."""
-        recs = []
-        for st, ev in zip(plan.steps, events, strict=True):
-            us = 0.0 if ev is None else timing_mod.elapsed_us(self.cp, ev[0], ev[1])
-            recs.append(OpTiming(st.node.name, st.node.op.value, st.node.shape, us))
         if plan.device_graph is not None:
-            wall = self._replay_us(plan)
+            wall = timing_mod.replay_us(self.cp, self.stream, plan.device_graph)
         else:
             span = [ev for ev in events if ev is not None]
             wall = timing_mod.elapsed_us(self.cp, span[0][0], span[-1][1]) if span else 0.0
-        return StepTimings(recs, "eager", wall)
+        return StepTimings(timing_mod.records(self.cp, plan.steps, events, False), "eager", wall)
 
     def run(
         self, graph: Graph, inputs: Mapping[str, np.ndarray], timed: bool = False

@@ -11,7 +11,10 @@ the record goes through the driver API (cuda-bindings).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+from ...profile import OpTiming
 
 
 def event_nodes_unavailable(is_hip: bool) -> str | None:
@@ -23,6 +26,17 @@ def event_nodes_unavailable(is_hip: bool) -> str | None:
     except ImportError:
         return "cuda-bindings is not installed (pip install cuda-bindings)"
     return None
+
+
+def choose_mode(timing: str | None, unavailable: str | None) -> str:
+    """The timing mode asked for (profile.TIMING_MODES' "graph" or "eager"), None: graph where it can."""
+    if timing is None:
+        return "eager" if unavailable else "graph"
+    if timing not in ("graph", "eager"):
+        raise ValueError(f"timing={timing!r}: choose 'graph' or 'eager'")
+    if timing == "graph" and unavailable:
+        raise RuntimeError(f"timing='graph': {unavailable}")
+    return timing
 
 
 class EventMarks:
@@ -52,3 +66,32 @@ class EventMarks:
 def elapsed_us(cupy: Any, e0: Any, e1: Any) -> float:
     """Device time between two recorded events, in microseconds (events resolve about 0.5 us)."""
     return float(cupy.cuda.get_elapsed_time(e0, e1)) * 1e3
+
+
+def replay_us(cupy: Any, stream: Any, graph: Any) -> float:
+    """Device time of one replay of a captured graph: replayed twice, the second timed, so that the host's
+    graph launch overlaps the first replay instead of showing as idle time (running a step again writes
+    the same KV rows with the same values: it changes nothing)."""
+    e1, e2 = cupy.cuda.Event(), cupy.cuda.Event()
+    with stream:
+        graph.launch(stream)
+        e1.record(stream)
+        graph.launch(stream)
+        e2.record(stream)
+    e2.synchronize()
+    return elapsed_us(cupy, e1, e2)
+
+
+def records(cupy: Any, steps: Sequence[Any], events: Sequence[Any], marks: bool) -> list[OpTiming]:
+    """One OpTiming per step (`.node`): marks, events[0] before the first step and then the event after
+    each step (the span from the last event before it); else an (e0, e1) pair around each launch. None
+    for a step that launches nothing: 0 us."""
+    out, last = [], events[0] if marks else None
+    for st, ev in zip(steps, events[1:] if marks else events, strict=True):
+        us = 0.0
+        if ev is not None and marks:
+            us, last = elapsed_us(cupy, last, ev), ev
+        elif ev is not None:
+            us = elapsed_us(cupy, ev[0], ev[1])
+        out.append(OpTiming(st.node.name, st.node.op.value, st.node.shape, us))
+    return out

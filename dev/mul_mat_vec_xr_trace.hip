@@ -1,0 +1,340 @@
+// mul_mat_vec_xr_trace.hip: mul_mat_vec_xr (kernels/mul_mat_vec_xr.hip) with its measurement builds:
+// RF_MMVR_TRACE (per-warp time stamps, scripts/trace_matvec_xr.py) and RF_MMVR_ABLATE (WRONG results: 1
+// keeps loads and staging but drops the dot products, 2 keeps only the loads).
+// dev/: a measurement variant, chosen by no HipBackend option (scripts/bench_matvec.py runs it through
+// dev/matvec_variants.py); compiled by tests/unit/test_kernels_compile.py.
+
+#include "rf_compat.h"
+#include "rf_block_dot.h"
+
+// mul_mat_vec_xr_<type> (Q4_0, Q8_0; x from quantize_x8; K a multiple of 256, rows packed and aligned): the
+// weights are read as the plain read floor reads them: coalesced 16-byte loads into registers, a whole
+// step in flight, no async copies. A block owns row groups of 8 rows (dealt round the grid, which stays
+// resident); a group is read in steps, dealt round the block's warps (K split W ways): per step
+// H = RF_WARP / 8 consecutive groups of 8 blocks (Q4_0: 144 bytes, 9 chunks of 16; Q8_0: 272, 17) of each
+// of the 8 rows. A warp stores its step to its staging area in shared memory, issues its next step's loads
+// (across row groups), and computes: lane b + 8 h takes block b of group h in all 8 rows, so its x block
+// (read through L1, coalesced over the warp) serves 8 rows; a group's base in staging is 32 h bytes off a
+// 128-byte line (Q4_0: 160-byte groups), so the 32 lanes' word loads of a row hit 32 different banks. A row
+// group ends with a transposed warp reduction of the 8 rows, then (W > 1) one over the warps through shared
+// memory.
+// H200 measurements that shaped it (data/bench/matvec_log.md): xb's and a first xr's x copy to shared
+// memory per block (cp.async, then a barrier) cost ~3 us of a 12 us launch; the loads alone, in this
+// pattern, reach 78% of copy bandwidth (RF_MMVR_ABLATE=2, one warp a row group), the loads and staging 76%
+// (ABLATE=1), the full kernel 71%: the last step's arithmetic, after the last bytes arrive, is most of the
+// gap. Every warp starts at once, so the first loads come before any other index arithmetic (72-75% against
+// 71-73% for Q4_0, 79-83% against 62-65% for Q8_0). Slower and dropped: cp.async copies of the steps (2-4
+// stages, 50-61%), a lane reading a whole group (a load instruction then reads half of each 32-byte sector:
+// 62% as a pure read), the last step row by row or as a smaller fifth item (matvec_log.md).
+// RF_MMVR_Q = Q (K = 256 H Q, one warp a block): a row is read as Q virtual rows of one step each (its
+// quarters for K = 4096), so a row group is 8 / Q whole rows, 4.6 KB of contiguous bytes (Q4_0), and each
+// round of the grid's loads reads one contiguous span of the weight; x's Q blocks a lane stay in registers,
+// loaded before the first weights; the Q virtual rows of a row are summed in registers before the warp
+// reduction. H200, 11008x4096: Q4_0 71.5-73.6% on five machines (loads and staging alone 78-80%, against 76%
+// for row groups of 8 rows), 74.4-75.1% with RF_MMVR_XDEP on a sixth (73.2-73.9% without), 72.6-74.9% on
+// six more; Q8_0 84-86% (80-83%). Slower and dropped: x loaded after the first weights (its hoisted scale
+// products held the first staging, or its late arrival the second item's loads: 67-70%; with XDEP 71%, first
+// arrival 2.55 us against 1.97), x copied to shared memory by cp.async (41%), two items in flight a warp
+// (66-67%: the last two items' arithmetic both come after the last bytes), row groups dealt by tickets from
+// a global counter (43%: the atomics serialize), an item staged and computed in two halves (1 point less).
+// RF_MMVR_PDL (Ctx.pdl, programmatic dependent launch on sm_90+, the launcher's default there, XPF 0): the
+// kernel starts while the one before it ends, asks for its first item before waiting for it and reads x
+// after; what was left of the gap on the H200 was the launch and the first bytes' latency, which now overlap
+// the kernel before. H200, 11008x4096 in a device graph: Q4_0 80.7-83.3% (73.2-75.1% plain), Q8_0 88.2-90.3%
+// (83.8-85.9%); the later items prefetched into L2 as well (cp.async.bulk.prefetch): 68.8%, dropped. Row
+// groups of 8 rows need XPF 1 (59-62% with XPF 0 and the early start, against 64% plain), so they stay plain.
+// Launch: grid (min(resident blocks, ceil(N / 8)), T) (Q: ceil(Q N / 8) row groups spread evenly over the
+// fewest rounds of resident blocks), RF_MMVR_WARPS * RF_WARP threads; dynamic shared
+// memory: per warp 8 rows x H groups x (chunks a group + 1) x 16 bytes, and 2 x W x 8 floats.
+// Tunables (-D; kernel_choice.py XR_DEFAULTS): RF_MMVR_WARPS (4), RF_MMVR_MINB (blocks per SM
+// for the register budget; the launcher's RF_MMVR_BPS resident blocks), RF_MMVR_XPF (1: x prefetched with the
+// weights), RF_MMVR_Q (whole rows, above), RF_MMVR_XDEP, RF_MMVR_PDL and RF_MMVR_PDLT (above and below),
+// RF_MMV_HI16 (Q4_0's dot, as in xb),
+// RF_MMVR_ABLATE (diagnostic, WRONG results: 1 keeps loads and staging but drops the dot products, 2 keeps
+// only the loads), RF_MMVR_TRACE (diagnostic: per-warp time stamps, scripts/trace_matvec_xr.py).
+// Bytes: the weights once; x (K * 1.25) through L1 per block and row group (L2-resident).
+#ifndef RF_MMVR_WARPS
+#define RF_MMVR_WARPS 4
+#endif
+#ifndef RF_MMVR_MINB
+#define RF_MMVR_MINB 4
+#endif
+#ifndef RF_MMVR_XPF
+#define RF_MMVR_XPF 0  // 1: x of the next item loaded with its weights (10 registers more)
+#endif
+#ifndef RF_MMVR_Q
+#define RF_MMVR_Q 0  // Q > 0 (one warp a block, XPF 0): K = 256 H Q; a row group: 8 / Q whole rows (above)
+#endif
+#ifndef RF_MMVR_XDEP
+// with Q (CUDA): 1 ties x's scales to each item's staged weights through an empty asm, so that work on them
+// is not hoisted above the first item's staging (which would then wait for x as well as for the weights)
+#define RF_MMVR_XDEP 0
+#endif
+#ifndef RF_MMVR_PDL
+// 1: launched with programmatic dependent launch (pdl.py; XPF 0): the first item's weights are
+// asked for before waiting for the kernel before (rf_grid_wait), x read after; the next launch may start
+// once every block has started (PDLT 1: ~1 point more for Q4_0 than after the wait, matvec_log.md)
+#define RF_MMVR_PDL 0
+#endif
+#ifndef RF_MMVR_PDLT
+#define RF_MMVR_PDLT 1  // with PDL: 1 lets the next launch start at once, 0 after the wait
+#endif
+#ifndef RF_MMVR_TRACE
+#define RF_MMVR_TRACE 0  // diagnostics (CUDA): time stamps of the first RF_MMVR_TRACE warps, rf_mmvr_trace
+#endif
+#ifndef RF_MMVR_ABLATE
+#define RF_MMVR_ABLATE 0
+#endif
+#define MMVR_THREADS (RF_MMVR_WARPS * RF_WARP)
+#define MMVR_H (RF_WARP / 8)           // groups of a row per step
+
+#if RF_MMVR_TRACE && defined(RF_CUDA)
+// diagnostics (scripts/trace_matvec_xr.py): per warp of grid row 0, 16 stamps: [0] globaltimer (ns) at entry,
+// [1] clock64 at entry, [2 + i] clock64 once item i's bytes are in (i < 8), [10] after the last arithmetic,
+// [11] at exit, [12] the SM, [13] globaltimer at exit
+__device__ unsigned long long rf_mmvr_trace[RF_MMVR_TRACE * 16];
+RF_DEV unsigned long long mmvr_gtime() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+RF_DEV unsigned mmvr_smid() {
+    unsigned r;
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(r));
+    return r;
+}
+#define MMVR_STAMP(k, v)                                                                                    \
+    if (lane == 0 && blockIdx.y == 0 && tw < RF_MMVR_TRACE) rf_mmvr_trace[tw * 16 + (k)] = (v)
+#else
+#define MMVR_STAMP(k, v)
+#endif
+
+template <class T>
+__device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8* __restrict__ xq,
+                     rf_i64 x_stride, float* __restrict__ y, rf_i64 y_stride, int N, int K) {
+    constexpr int H = MMVR_H, W = RF_MMVR_WARPS;
+    constexpr int CG = T::BYTES / 2;  // chunks per group of 8 blocks (9, 17)
+    constexpr int CR = H * CG;        // chunks of a row per step
+    constexpr int GP = CG + 1, RP = H * GP;  // staging: chunks a group (one of padding), a row
+    constexpr int LOADS = CG;                // 8 * CR / RF_WARP: chunks per lane and step
+    // Q > 0: row r's Q parts of H groups (quarters for K = 4096 on 32-wide warps) are the virtual rows
+    // Q r ... Q r + Q - 1, of one step each: a row group is RR = 8 / Q whole rows, contiguous bytes
+    constexpr int Q = RF_MMVR_Q, RR = Q ? 8 / Q : 8, SPAN = 32 / RR;  // a row's sum ends in lanes of SPAN
+    static_assert(Q == 0 || (W == 1 && 8 % Q == 0 && !RF_MMVR_XPF), "RF_MMVR_Q: one warp a block, no XPF");
+    static_assert(!RF_MMVR_PDL || !RF_MMVR_XPF, "RF_MMVR_PDL: x must not come with the first weights");
+    RF_DYN_SHARED(int, smem);
+    const int warp = threadIdx.x / RF_WARP, lane = threadIdx.x % RF_WARP;
+    const int b = lane & 7, h = lane >> 3;
+    const int n_rows = N;  // real rows
+    if (Q) {  // the virtual rows (x keeps the real K)
+        row_bytes = 16 * CR;
+        N *= Q;
+    }
+    const int G = Q ? H : K / 256, steps = (G + H - 1) / H, groups = (N + 7) / 8;
+#if RF_MMVR_TRACE && defined(RF_CUDA)
+    const int tw = blockIdx.x * W + warp;
+    int items = 0;
+    MMVR_STAMP(0, mmvr_gtime());
+    MMVR_STAMP(1, clock64());
+    MMVR_STAMP(12, mmvr_smid());
+#endif
+    xq += blockIdx.y * x_stride;
+    y += blockIdx.y * y_stride;
+    rf_u8* stage = (rf_u8*)smem + warp * (8 * RP * 16);
+    float* red = (float*)((rf_u8*)smem + W * (8 * RP * 16));
+    // this lane's chunks of a step: chunk c = j * RF_WARP + lane is row c / CR's chunk m = c % CR, of the
+    // step's group m / CG; byte offsets from the row group's start (16 c + (c / CR) (row_bytes - 16 CR)), and
+    // in staging (dst[], after the first loads: every warp of the grid starts at once, and the first loads
+    // wait on off[] alone)
+    int off[LOADS], dst[LOADS];
+    const int skip = (int)row_bytes - 16 * CR;
+#pragma unroll
+    for (int j = 0; j < LOADS; ++j) {
+        const unsigned c = j * RF_WARP + lane;
+        off[j] = 16 * c + c / CR * skip;
+    }
+    // step t of row group g into v; chunks past the row's last group or of rows past N are not loaded but set
+    // to zero (their lanes compute nothing, their rows are not written; zero rather than what v held, and v
+    // not zeroed ahead of the first loads: Q8_0 4096x11008 79% of copy bandwidth against 73%, the rest equal)
+    auto load_item = [&](uint4 (&v)[LOADS], int g, int t) {
+        if (g < groups) {
+            const rf_u8* p = w + (rf_i64)g * 8 * row_bytes + (rf_i64)t * (16 * CR);
+            const int nr = N - g * 8;  // rows of the group (< 8 in the last one)
+            if (nr >= 8 && (t + 1) * H <= G) {  // a whole step (all but tails): no per-chunk test
+#pragma unroll
+                for (int j = 0; j < LOADS; ++j) v[j] = *(const uint4*)(p + off[j]);
+            } else {
+#pragma unroll
+                for (int j = 0; j < LOADS; ++j) {
+                    const unsigned c = j * RF_WARP + lane;
+                    if (t * H + c % CR / CG < G && c / CR < nr) v[j] = *(const uint4*)(p + off[j]);
+                    else v[j] = make_uint4(0u, 0u, 0u, 0u);
+                }
+            }
+        }
+    };
+    // a block takes row groups g = blockIdx.x, + gridDim.x, ...; its warp w the steps w, w + W, ... of each
+    int gl = blockIdx.x, tl = warp;  // the next item (row group, step) this warp loads
+    uint4 v[LOADS];  // not zeroed here: whole steps load every chunk, tails zero what they skip
+#if RF_MMVR_XPF
+    int4 xa_n = {}, xb_n = {};  // x of the next item, loaded with its weights
+    float2 xd_n = {};
+#endif
+    auto load = [&]() {
+        load_item(v, gl, tl);
+#if RF_MMVR_XPF
+        const int blk = 8 * (tl * H + h) + b;
+        if (gl < groups && blk < K / 32) {
+            xa_n = *(const int4*)(xq + 32 * blk);
+            xb_n = *(const int4*)(xq + 32 * blk + 16);
+            xd_n = ((const float2*)(xq + K))[blk];
+        }
+#endif
+        if ((tl += W) >= steps) tl = warp, gl += gridDim.x;
+    };
+    const int a = T::BYTES * b;                          // this lane's block in a group
+    const rf_u8* rd = stage + 16 * (h * GP) + (a & ~3);  // ... its first word in row 0's staging
+    const int sh = 16 + 8 * (a & 2);                     // d in the low (16) or high (32) half
+    float acc[8] = {};
+#if RF_MMVR_PDL
+    // launched early: the first weights (no kernel writes them) are asked for before the wait; x (which the
+    // kernel before may write) after it
+    if (warp < steps) load();
+    if (RF_MMVR_PDLT) rf_grid_dependents();
+    rf_grid_wait();
+    if (!RF_MMVR_PDLT) rf_grid_dependents();
+#endif
+#if RF_MMVR_Q
+    // x of part i (every row group's virtual rows r with r % Q == i), loaded before the first weights: the
+    // first item's arithmetic waits for both (loaded later, x costs a round trip that delays every later
+    // item), and work on x hoisted out of the loop would hold the first staging until x is in (XDEP)
+    int4 xqa[Q], xqb[Q];
+    float2 xqd[Q];
+#pragma unroll
+    for (int i = 0; i < Q; ++i) {
+        const int xk = 8 * (i * H + h) + b;
+        xqa[i] = *(const int4*)(xq + 32 * xk);
+        xqb[i] = *(const int4*)(xq + 32 * xk + 16);
+        xqd[i] = ((const float2*)(xq + K))[xk];
+    }
+#endif
+#if !RF_MMVR_PDL
+    if (warp < steps) load();
+#endif
+#pragma unroll
+    for (int j = 0; j < LOADS; ++j) {
+        const unsigned c = j * RF_WARP + lane, m = c % CR;
+        dst[j] = 16 * (c / CR * RP + m / CG * GP + m % CG);
+    }
+    int parity = 0;
+    for (int g = blockIdx.x; g < groups; g += gridDim.x) {  // block-uniform
+        for (int t = warp; t < steps; t += W) {              // warp-uniform
+            const int blk = 8 * (t * H + h) + b;  // this lane's block of x (of every row)
+#if RF_MMVR_ABLATE == 2
+#pragma unroll
+            for (int j = 0; j < LOADS; ++j) acc[j & 7] += (float)(int)(v[j].x ^ v[j].y ^ v[j].z ^ v[j].w);
+            MMVR_STAMP(2 + (items < 8 ? items++ : 7), clock64());
+            load();
+#else
+#pragma unroll
+            for (int j = 0; j < LOADS; ++j) *(uint4*)(stage + dst[j]) = v[j];
+            MMVR_STAMP(2 + (items < 8 ? items++ : 7), clock64());
+            rf_syncwarp();
+#if RF_MMVR_XPF
+            const int4 xa = xa_n, xb = xb_n;
+            const float2 xd = xd_n;
+#endif
+            load();  // the next item's loads run during this item's arithmetic
+            if (blk < K / 32) {
+#if RF_MMVR_ABLATE == 1
+#pragma unroll
+                for (int r = 0; r < 8; ++r) {
+                    const rf_u32* wp = (const rf_u32*)(rd + r * (RP * 16));
+                    acc[r] += (float)(int)(wp[0] ^ wp[T::WORDS - 1]);
+                }
+#else
+#if !RF_MMVR_XPF && !RF_MMVR_Q
+                const int4 xa = *(const int4*)(xq + 32 * blk);
+                const int4 xb = *(const int4*)(xq + 32 * blk + 16);
+                const float2 xd = ((const float2*)(xq + K))[blk];
+#endif
+#pragma unroll
+                for (int r = 0; r < 8; ++r) {
+                    const rf_u32* wp = (const rf_u32*)(rd + r * (RP * 16));
+                    rf_u32 wd[T::WORDS];
+#pragma unroll
+                    for (int k = 0; k < T::WORDS; ++k) wd[k] = wp[k];
+#if RF_MMVR_Q
+                    const int4 xa = xqa[r % Q], xb = xqb[r % Q];
+                    float2 xd = xqd[r % Q];
+#if RF_MMVR_XDEP && defined(RF_CUDA)
+                    asm("" : "+f"(xd.x), "+f"(xd.y) : "r"(wd[0]));  // see RF_MMVR_XDEP
+#endif
+#endif
+                    acc[r] += T::dot(wd, sh, xa, xb, xd);
+                }
+#endif
+            }
+            rf_syncwarp();  // every lane has read the staging before the next item's stores
+#endif
+        }
+        MMVR_STAMP(10, clock64());
+        // the row group is done: its RR rows summed over the warp (lane SPAN i: row i; 8 rows: lane 4 i),
+        // then over the warps
+        if constexpr (Q > 1) {  // a real row's virtual rows first (in registers)
+#pragma unroll
+            for (int r = 0; r < RR; ++r) {
+                float s = acc[r * Q];
+#pragma unroll
+                for (int i = 1; i < Q; ++i) s += acc[r * Q + i];
+                acc[r] = s;
+            }
+        }
+#pragma unroll
+        for (int m = RF_WARP / 2; m >= 32; m /= 2) {
+#pragma unroll
+            for (int r = 0; r < RR; ++r) acc[r] += rf_shfl_xor(acc[r], m);
+        }
+        // lanes that differ in bit SPAN s swap halves of their s-row sets (8 rows: bits 4, 3, 2)
+#pragma unroll
+        for (int s = RR / 2; s >= 1; s /= 2) {
+            const bool up = lane & (SPAN * s);
+#pragma unroll
+            for (int r = 0; r < s; ++r) {
+                const float keep = up ? acc[r + s] : acc[r], give = up ? acc[r] : acc[r + s];
+                acc[r] = keep + rf_shfl_xor(give, SPAN * s);
+            }
+        }
+#pragma unroll
+        for (int m = SPAN / 2; m >= 1; m /= 2) acc[0] += rf_shfl_xor(acc[0], m);
+        if constexpr (W == 1) {  // lane SPAN i holds row i's sum
+            const int row = g * RR + (lane & 31) / SPAN;
+            if (lane % SPAN == 0 && lane < 32 && row < n_rows) y[row] = acc[0];
+        } else {
+            // red: [2][W][8] partial sums by group parity (a barrier a group keeps readers and writers apart)
+            if ((lane & 3) == 0 && lane < 32) red[(parity * W + warp) * 8 + (lane >> 2)] = acc[0];
+            __syncthreads();
+            if (warp == 0 && lane < 8 && g * 8 + lane < N) {
+                float s = 0.0f;
+#pragma unroll
+                for (int k = 0; k < W; ++k) s += red[(parity * W + k) * 8 + lane];
+                y[g * 8 + lane] = s;
+            }
+            parity ^= 1;
+        }
+#pragma unroll
+        for (int r = 0; r < 8; ++r) acc[r] = 0.0f;
+    }
+    MMVR_STAMP(11, clock64());
+    MMVR_STAMP(13, mmvr_gtime());
+}
+
+#define RF_MMVR_ENTRY(name, T)                                                                         \
+    RF_KERNEL void __launch_bounds__(MMVR_THREADS, RF_MMVR_MINB)                                       \
+        mul_mat_vec_xr_##name(const rf_u8* w, rf_i64 row_bytes, const rf_u8* xq, rf_i64 xq_stride,     \
+                              float* y, rf_i64 y_stride, int N, int K) {                               \
+        mmvr<T>(w, row_bytes, xq, xq_stride, y, y_stride, N, K);                                       \
+    }
+
+RF_MMVR_ENTRY(q4_0, MB_Q4_0)
+RF_MMVR_ENTRY(q8_0, MB_Q8_0)

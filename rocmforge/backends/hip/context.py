@@ -1,0 +1,96 @@
+"""The launch context: the device's shape, the compiled modules, the options MUL_MAT chooses with, and the
+scratch buffers launchers take."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ...ir.ops import ITEMSIZE
+from .kernel_choice import SMEM_DEFAULT, Device, KernelLaunch, MatMulOptions
+from .modules import ModuleCache
+from .tensor import DevTensor
+
+
+@dataclass
+class Ctx:
+    """What launchers need. Public fields: mods (compiled modules), device (Device), tunables (compile
+    defines and host-side parameters of the kernels, HipBackend(tunables=...)), mat_mul (MatMulOptions: what
+    MUL_MAT chooses from, at prepare), pdl (programmatic dependent launch, pdl.py: launches marked for it
+    start while the kernel before them ends)."""
+
+    mods: ModuleCache
+    device: Device
+    tunables: dict[str, int] = field(default_factory=dict)
+    mat_mul: MatMulOptions = field(default_factory=MatMulOptions)
+    pdl: bool = False
+    _pdl_launcher: Any = None
+    _scratch: dict[Any, Any] = field(default_factory=dict)  # (node key, k) -> persistent scratch
+    _node: Any = None
+    _n_scratch: int = 0
+    _smem_set: dict[int, int] = field(default_factory=dict)  # id(function) -> opted-in shared memory
+
+    @property
+    def warp(self) -> int:
+        return self.device.warp
+
+    @property
+    def n_sm(self) -> int:
+        return self.device.n_sm
+
+    def k(self, file: str, name: str, **defines: Any) -> Any:
+        return self.mods.get(file, **defines).fn(name)
+
+    def function(self, launch: KernelLaunch) -> Any:
+        """The compiled function of a decided launch (compiled now, at prepare): above the default 48 KB of
+        dynamic shared memory it opts in, once per function and size."""
+        f = self.k(launch.file, launch.entry, **launch.defines)
+        if launch.smem > SMEM_DEFAULT and self._smem_set.get(id(f), 0) < launch.smem:
+            f.max_dynamic_shared_size_bytes = launch.smem
+            self._smem_set[id(f)] = launch.smem
+        if launch.pdl and self.pdl:
+            self._programmatic_launcher()
+        return f
+
+    def _programmatic_launcher(self) -> Any:
+        if self._pdl_launcher is None:
+            from . import pdl
+
+            self._pdl_launcher = pdl.PdlLauncher()
+        return self._pdl_launcher
+
+    def launch(self, f: Any, launch: KernelLaunch, args: tuple) -> None:
+        """f (function(launch)) with launch's geometry and args; programmatically where launch.pdl and
+        Ctx.pdl (the kernel must wait for its predecessor itself: rf_grid_wait)."""
+        if launch.pdl and self.pdl:
+            self._programmatic_launcher()(f, launch.grid, launch.block, args, shared_mem=launch.smem)
+        else:
+            f(launch.grid, launch.block, args, shared_mem=launch.smem)
+
+    def empty(self, shape: Sequence[int], dtype: str) -> DevTensor:
+        """Scratch for a launcher. Inside a node (begin_node) it is the node's own buffer, kept across
+        runs: no allocation per step, and fixed pointers, so a captured device graph can replay it."""
+        import cupy
+
+        shape = tuple(int(n) for n in shape)
+        nbytes = max(1, math.prod(shape)) * ITEMSIZE[dtype]
+        if self._node is None:
+            return DevTensor(cupy.empty(nbytes, dtype=np.uint8), 0, shape, dtype)
+        key = (self._node, self._n_scratch)
+        self._n_scratch += 1
+        buf = self._scratch.get(key)
+        if buf is None or buf.nbytes < nbytes:
+            buf = self._scratch[key] = cupy.empty(nbytes, dtype=np.uint8)
+        return DevTensor(buf, 0, shape, dtype)
+
+    def begin_node(self, key: Any) -> None:
+        """Scratch taken until the next begin_node belongs to the node `key` (None: temporary)."""
+        self._node, self._n_scratch = key, 0
+
+    @property
+    def scratch_bytes(self) -> int:
+        return sum(b.nbytes for b in self._scratch.values())

@@ -1,0 +1,63 @@
+"""The FLASH_ATTN_EXT launcher (attention.hip): the cache split into chunks when the (token, head) tiles
+alone leave the GPU idle, the chunks' partial results combined by a second kernel."""
+
+from __future__ import annotations
+
+from .context import Ctx
+from .launch_elementwise import contiguous
+from .tensor import DevTensor, cdiv, f32, i32, i64
+
+
+def fa_tiles(head_dim: int) -> tuple[int, int]:
+    """(BQ, BKV) of attention.hip for this head dim (mirrors its macros)."""
+    bq = 32 if head_dim <= 64 else (16 if head_dim <= 128 else 8)
+    return bq, (32 if head_dim <= 128 else 16)
+
+
+def attn_splits(ctx: Ctx, T: int, H: int, Hkv: int, C: int, head_dim: int) -> tuple[int, int]:
+    """(n_splits, chunk): split the cache when the (token, head) tiles alone leave the GPU idle."""
+    bq, bkv = fa_tiles(head_dim)
+    blocks = -(-(T * (H // Hkv)) // bq) * Hkv
+    target = 2 * ctx.n_sm
+    n = 1 if blocks >= target else min(cdiv(target, blocks), cdiv(C, bkv))
+    chunk = cdiv(cdiv(C, n), bkv) * bkv
+    return cdiv(C, chunk), chunk
+
+
+def FLASH_ATTN_EXT(
+    ctx: Ctx, out: DevTensor, q: DevTensor, k: DevTensor, v: DevTensor, pos: DevTensor, *, scale: float
+) -> None:
+    q = contiguous(ctx, q, "f32")
+    pos = contiguous(ctx, pos)
+    T, H, D = q.shape
+    C, Hkv, _ = k.shape
+    if k.dtype != v.dtype or k.strides != v.strides or k.strides[2] != 1 or k.dtype not in ("f32", "f16"):
+        k, v = contiguous(ctx, k, "f32"), contiguous(ctx, v, "f32")
+    n_splits, chunk = attn_splits(ctx, T, H, Hkv, C, D)
+    mod = ctx.mods.get("attention.hip", RF_HEAD_DIM=D)
+    bq, _ = fa_tiles(D)
+    grid = (-(-(T * (H // Hkv)) // bq), Hkv, n_splits)
+    common = (
+        i32(T),
+        i32(H),
+        i32(Hkv),
+        i64(k.strides[0]),
+        i64(k.strides[1]),
+        i32(C),
+        i32(chunk),
+        f32(scale),
+    )
+    if n_splits == 1:
+        mod.fn(f"flash_attn_{k.dtype}")(
+            grid, (128,), (q.ptr, k.ptr, v.ptr, pos.ptr, out.ptr, 0, 0, 0, *common)
+        )
+        return
+    po = ctx.empty((n_splits, T, H, D), "f32")
+    pm = ctx.empty((n_splits, T, H), "f32")
+    pl = ctx.empty((n_splits, T, H), "f32")
+    mod.fn(f"flash_attn_{k.dtype}")(
+        grid, (128,), (q.ptr, k.ptr, v.ptr, pos.ptr, out.ptr, po.ptr, pm.ptr, pl.ptr, *common)
+    )
+    mod.fn("flash_attn_combine")(
+        (T * H,), (128,), (po.ptr, pm.ptr, pl.ptr, out.ptr, i32(T * H), i32(n_splits))
+    )

@@ -1,0 +1,147 @@
+"""The MUL_MAT and QUANTIZE_X8 launchers. MUL_MAT's kernel (kernel_choice's table) and its geometry are
+chosen once, when the graph is prepared (`prepare_mul_mat`, which also compiles it); the prepared launch
+only enqueues. A kernel on int8 x reads MUL_MAT's third source, the QUANTIZE_X8 node that
+passes.insert_quantize_x8 gives it where `reads_int8_x` says so (one node per value, shared by its
+readers)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from ...ir.graph import Graph, Tensor
+from ...ir.ops import Op, x8_words
+from .context import Ctx
+from .kernel_choice import MulMatChoice, Weight, choose_mul_mat, quantize_x8_launch, x8_row_bytes
+from .launch_elementwise import contiguous
+from .tensor import BLOCK, NATIVE_WEIGHTS, DevTensor, i32, i64
+
+Launcher = Callable[..., None]
+
+
+def kernel_type(dtype: str, K: int, ptr: int) -> str:
+    """The kernel suffix for weights of `dtype` with rows of K at address ptr: `_s` = element-wise float
+    rows (not 16-byte multiples or aligned)."""
+    if dtype not in NATIVE_WEIGHTS:
+        raise NotImplementedError(f"no kernel reads weight type {dtype}")
+    if dtype in ("f32", "f16", "bf16") and (K % 8 or ptr % 16):
+        return dtype + "_s"
+    return dtype
+
+
+def weight_kernel_type(w: DevTensor) -> str:
+    """The kernel suffix for a weight (or float activation used as one): `_s` = element-wise float rows."""
+    return kernel_type(w.dtype, w.shape[-1], w.ptr)
+
+
+def _copied_as_weight(w: DevTensor) -> bool:
+    return (w.dtype in ("f32", "f16") and not w.is_contiguous) or w.dtype == "i32"
+
+
+def as_weight(ctx: Ctx, w: DevTensor) -> DevTensor:
+    """w as the weight kernels read it: float activations contiguous, i32 as f32."""
+    if w.dtype in ("f32", "f16") and not w.is_contiguous:
+        return contiguous(ctx, w)
+    if w.dtype == "i32":
+        return contiguous(ctx, w, "f32")
+    return w
+
+
+def mul_mat_choice(ctx: Ctx, w: DevTensor, M: int) -> MulMatChoice:
+    """What MUL_MAT launches for w [N, K] and M tokens on this context (a weight that as_weight copies is
+    read from a fresh, aligned allocation)."""
+    N, K = w.shape
+    copied = _copied_as_weight(w)
+    dtype = "f32" if w.dtype == "i32" else w.dtype
+    ptr = 0 if copied else w.ptr
+    kt = kernel_type(dtype, K, ptr)
+    row_bytes = K // BLOCK[dtype][0] * BLOCK[dtype][1]
+    return choose_mul_mat(ctx.device, ctx.mat_mul, ctx.tunables, Weight(kt, N, K, row_bytes, ptr), M, ctx.pdl)
+
+
+def _node_choice(ctx: Ctx, t: Tensor, weights: Mapping[str, DevTensor]) -> MulMatChoice | None:
+    """The choice for a MUL_MAT node of a bound weight (None otherwise: the int8 kernels read weights)."""
+    w = weights.get(t.src[0].name) if t.op is Op.MUL_MAT and t.src[0].kind == "weight" else None
+    return None if w is None else mul_mat_choice(ctx, w, t.src[1].n_elements // w.shape[1])
+
+
+def reads_int8_x(ctx: Ctx, weights: Mapping[str, DevTensor]) -> Callable[[Tensor], bool]:
+    """passes.insert_quantize_x8's predicate: the MUL_MAT nodes whose kernel reads int8 x."""
+
+    def reads(t: Tensor) -> bool:
+        choice = _node_choice(ctx, t, weights)
+        return choice is not None and choice.quantize is not None
+
+    return reads
+
+
+def early_quantize_x8(ctx: Ctx, graph: Graph, weights: Mapping[str, DevTensor]) -> set[int]:
+    """Ids of the QUANTIZE_X8 nodes that start while the kernel before them ends (programmatic launch):
+    those whose first reader's mat-vec starts so (before a plainly launched one it would cost time)."""
+    first: dict[int, Tensor] = {}
+    for t in graph.nodes:
+        if t.op is Op.MUL_MAT and len(t.src) == 3:
+            first.setdefault(t.src[2].id, t)
+    early = set()
+    for qid, t in first.items():
+        choice = _node_choice(ctx, t, weights)
+        if choice is not None and choice.quantize is not None and choice.quantize.pdl:
+            early.add(qid)
+    return early
+
+
+def prepare_mul_mat(
+    ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, xq: DevTensor | None = None
+) -> Launcher:
+    """MUL_MAT for these tensors' shapes and types: chosen and compiled now; the returned launcher takes
+    (ctx, out, w, x[, xq]) as the other ops' launchers do. A kernel on int8 x needs xq (QUANTIZE_X8 of x)."""
+    K = w.shape[1]
+    M = x.n_elements // K
+    choice = mul_mat_choice(ctx, w, M)
+    int8 = choice.quantize is not None
+    if int8 and xq is None:
+        raise ValueError(f"MUL_MAT with {choice.kernel.name} reads int8 x: give it QUANTIZE_X8 of x")
+    launch = choice.launch
+    f = ctx.function(launch)
+    mat_vec, N, x_stride = choice.kernel.args == "mat_vec", w.shape[0], choice.x_stride
+
+    def MUL_MAT(ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, xq: DevTensor | None = None) -> None:
+        w = as_weight(ctx, w)
+        xp = xq.ptr if int8 else contiguous(ctx, x, "f32", align=16).ptr
+        if mat_vec:
+            args = (w.ptr, i64(w.row_bytes), xp, i64(x_stride), out.ptr, i64(N), i32(N), i32(K))
+        else:
+            args = (w.ptr, i64(w.row_bytes), xp, out.ptr, i32(M), i32(N), i32(K))
+        ctx.launch(f, launch, args)
+
+    return MUL_MAT
+
+
+def prepare_quantize_x8(ctx: Ctx, out: DevTensor, x: DevTensor, early: bool = False) -> Launcher:
+    """QUANTIZE_X8 of x [M, K] into out [M, x8_words(K)] i32, compiled now; early: started while the kernel
+    before it ends (programmatic launch, where Ctx.pdl)."""
+    K = x.shape[-1]
+    launch = quantize_x8_launch(K, x.n_elements // K, early)
+    f = ctx.function(launch)
+
+    def QUANTIZE_X8(ctx: Ctx, out: DevTensor, x: DevTensor) -> None:
+        x = contiguous(ctx, x, "f32", align=16)
+        ctx.launch(f, launch, (x.ptr, i64(K), out.ptr, i64(x8_row_bytes(K)), i32(K)))
+
+    return QUANTIZE_X8
+
+
+def QUANTIZE_X8(ctx: Ctx, out: DevTensor, x: DevTensor, *, early: bool = False) -> None:
+    """QUANTIZE_X8 prepared and launched at once (scripts and tests)."""
+    prepare_quantize_x8(ctx, out, x, early)(ctx, out, x)
+
+
+def MUL_MAT(ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, xq: DevTensor | None = None) -> None:
+    """MUL_MAT prepared and launched at once (scripts and tests; graphs prepare once, HipBackend._plan).
+    Without xq, a kernel on int8 x gets x quantized into scratch first."""
+    K = w.shape[1]
+    M = x.n_elements // K
+    choice = mul_mat_choice(ctx, w, M)
+    if choice.quantize is not None and xq is None:
+        xq = ctx.empty((*x.shape[:-1], x8_words(K)), "i32")
+        QUANTIZE_X8(ctx, xq, x, early=choice.quantize.pdl)
+    prepare_mul_mat(ctx, out, w, x, xq)(ctx, out, w, x, xq)

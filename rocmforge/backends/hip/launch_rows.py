@@ -1,0 +1,98 @@
+"""Launchers of the row-wise ops: RMS_NORM, SOFT_MAX, ARGMAX (a row a block), ROPE, GET_ROWS, SET_ROWS
+(semantics: numpy_ref.py)."""
+
+from __future__ import annotations
+
+from .context import Ctx
+from .launch_elementwise import EW_BLOCK, contiguous, float_in, grid_1d, row_block
+from .launch_mul_mat import as_weight, weight_kernel_type
+from .tensor import DevTensor, f32, i32, i64
+
+
+def GET_ROWS(ctx: Ctx, out: DevTensor, a: DevTensor, idx: DevTensor) -> None:
+    a = as_weight(ctx, a) if a.dtype != "i32" else contiguous(ctx, a)
+    idx = contiguous(ctx, idx)
+    R, D = a.shape
+    n = idx.shape[0]
+    grid = (-(-D // (8 * 128)), n)
+    if a.dtype == "i32":
+        ctx.k("get_rows.hip", "get_rows_i32")(grid, (128,), (a.ptr, i32(R), idx.ptr, out.ptr, i32(D)))
+        return
+    f = ctx.k("get_rows.hip", f"get_rows_{weight_kernel_type(a)}")
+    f(grid, (128,), (a.ptr, i64(a.row_bytes), i32(R), idx.ptr, out.ptr, i32(D)))
+
+
+def RMS_NORM(ctx: Ctx, out: DevTensor, a: DevTensor, *, eps: float) -> None:
+    a = float_in(ctx, a)
+    n = a.shape[-1]
+    rows = a.n_elements // n
+    f = ctx.k("norm.hip", f"rms_norm_{a.dtype}")
+    f((rows,), (row_block(ctx, n),), (a.ptr, out.ptr, i32(n), f32(eps)))
+
+
+def ROPE(
+    ctx: Ctx,
+    out: DevTensor,
+    x: DevTensor,
+    pos: DevTensor,
+    *,
+    n_dims: int,
+    neox: bool,
+    base: float,
+    freq_scale: float = 1.0,
+) -> None:
+    x, pos = float_in(ctx, x), contiguous(ctx, pos)
+    T, H, D = x.shape
+    n = x.n_elements
+    f = ctx.k("rope.hip", f"rope_{x.dtype}")
+    f(
+        grid_1d(ctx, n),
+        (EW_BLOCK,),
+        (
+            x.ptr,
+            pos.ptr,
+            out.ptr,
+            i32(H),
+            i32(D),
+            i64(n),
+            i32(n_dims),
+            i32(int(neox)),
+            f32(base),
+            f32(freq_scale),
+        ),
+    )
+
+
+def SET_ROWS(ctx: Ctx, out: DevTensor, dst: DevTensor, src: DevTensor, idx: DevTensor) -> None:
+    # out is dst (the op aliases its first source): rows idx of dst are overwritten in place
+    if not dst.is_contiguous:
+        raise NotImplementedError("SET_ROWS into a non-contiguous view")
+    src = float_in(ctx, src)
+    idx = contiguous(ctx, idx)
+    R = dst.shape[0]
+    W = dst.n_elements // R
+    n = idx.shape[0]
+    f = ctx.k("set_rows.hip", f"set_rows_{src.dtype}_{dst.dtype}")
+    f((-(-W // 256), n), (256,), (dst.ptr, src.ptr, idx.ptr, i32(R), i32(W)))
+
+
+def SOFT_MAX(
+    ctx: Ctx, out: DevTensor, a: DevTensor, mask: DevTensor | None = None, *, scale: float = 1.0
+) -> None:
+    a = float_in(ctx, a)
+    n = a.shape[-1]
+    rows = a.n_elements // n
+    if mask is not None:
+        mask = float_in(ctx, mask)
+        mptr, m, mt = mask.ptr, mask.shape[0], mask.dtype
+    else:
+        mptr, m, mt = 0, 1, "f32"
+    f = ctx.k("softmax.hip", f"soft_max_{a.dtype}_{mt}")
+    f((rows,), (row_block(ctx, n),), (a.ptr, mptr, i32(m), out.ptr, i32(n), f32(scale)))
+
+
+def ARGMAX(ctx: Ctx, out: DevTensor, a: DevTensor) -> None:
+    a = float_in(ctx, a)
+    n = a.shape[-1]
+    rows = a.n_elements // n
+    ctx.k("argmax.hip", f"argmax_{a.dtype}")((rows,), (row_block(ctx, n),), (a.ptr, out.ptr, i32(n)))

@@ -1,0 +1,85 @@
+"""The regression guard of the kernel layer: MUL_MAT launches exactly what it launched before the refactor
+(matvec_launches.json) for every weight type, shape, token count, device shape and public option."""
+
+from __future__ import annotations
+
+import json
+
+import matvec_launches as R
+import pytest
+
+from rocmforge.backends.hip.context import Ctx
+from rocmforge.backends.hip.kernel_choice import HOST_TUNABLES, Device, MatMulOptions
+from rocmforge.backends.hip.launch import prepare_launch
+from rocmforge.backends.hip.launch_mul_mat import early_quantize_x8, reads_int8_x
+from rocmforge.backends.hip.tensor import DevTensor
+from rocmforge.ir import passes
+from rocmforge.ir.graph import Graph
+
+
+def drive(rec: R.Recorder, case: dict) -> None:
+    """The current mat-vec choice, as HipBackend uses it: a Ctx as its constructor builds it, the graph
+    y = MUL_MAT(w, x) through HipBackend's passes (QUANTIZE_X8 inserted where the kernel reads int8 x), every
+    node prepared (chosen and compiled) as _plan does, then run in order."""
+    dev = Device(case["warp"], case["n_sm"], case["smem_block"], case["smem_sm"], "sm_90")
+    opts = MatMulOptions(int8_activations=case["int8"])
+    ctx = Ctx(rec, dev, dict(case.get("tunables", {})), opts, pdl=case["pdl"])
+    out, w, x = R.tensors(case)
+    g = Graph()
+    g.output(g.mul_mat(g.weight("w", w.shape, w.dtype), g.input("x", x.shape), "y"))
+    weights = {"w": w}
+    insert = ("insert_quantize_x8", lambda g: passes.insert_quantize_x8(g, reads_int8_x(ctx, weights)))
+    g = passes.optimize(g, (insert, *passes.PIPELINE))[0]
+    early = early_quantize_x8(ctx, g, weights)
+    dev_of = {t.id: {"w": w, "x": x, "y": out}[t.name] for t in g.nodes if t.name in ("w", "x", "y")}
+    steps = []
+    for t in g.ops():
+        if t.id not in dev_of:  # QUANTIZE_X8's output: a buffer of the arena
+            dev_of[t.id] = DevTensor(R.FakeBuf(1 << 36, 4 * t.n_elements), 0, t.shape, t.dtype)
+        srcs = [dev_of[s.id] for s in t.src]
+        steps.append((prepare_launch(ctx, t.op, dev_of[t.id], srcs, t.params, t.id in early), t, srcs))
+    rec.launches.clear()  # prepare compiles; the run launches
+    for launch, t, srcs in steps:
+        ctx.begin_node(("plan", t.id))
+        launch(ctx, dev_of[t.id], *srcs)
+    ctx.begin_node(None)
+
+
+# kernel families that left mul_mat_vec.hip for a file of their own (entry prefix -> file)
+MOVED = {"mul_mat_vec_xr_": "mul_mat_vec_xr.hip", "mul_mat_vec_xq_": "mul_mat_vec_xq.hip"}
+MOVED["quantize_x8"] = "quantize_x8.hip"
+
+
+def _as_now(launch: dict) -> dict:
+    """A recorded launch as the refactored code makes it: host-side tunables (blocks per SM, QMAX, EVEN),
+    once passed as -D's that no kernel reads, are geometry arguments; the int8 kernels have files of their
+    own."""
+    d = {k: v for k, v in launch["defines"].items() if k not in HOST_TUNABLES}
+    file = next((f for prefix, f in MOVED.items() if launch["entry"].startswith(prefix)), launch["file"])
+    return {**launch, "defines": d, "file": file}
+
+
+@pytest.fixture(scope="module")
+def expected() -> dict:
+    return {k: [_as_now(r) for r in rs] for k, rs in R.expand(json.loads(R.FIXTURE.read_text())).items()}
+
+
+@pytest.fixture(scope="module")
+def actual() -> dict:
+    return R.record(drive)
+
+
+def test_same_launches_as_before_the_refactor(expected, actual):
+    assert actual.keys() == expected.keys()
+    wrong = [k for k in expected if actual[k] != expected[k]]
+    if wrong:
+        k = wrong[0]
+        pytest.fail(f"{len(wrong)} cases launch otherwise, e.g. {k}:\nwas {expected[k]}\nnow {actual[k]}")
+
+
+def test_the_fixture_covers_every_kernel_kind(expected):
+    entries = {r["entry"].rsplit("_", 1)[0] for rs in expected.values() for r in rs}
+    entries |= {r["entry"] for rs in expected.values() for r in rs}
+    for e in ("mul_mat_vec_xr_q4", "mul_mat_vec_xq_q8", "quantize_x8", "mul_mat_q4", "mul_mat_vec_q6"):
+        assert e in entries
+    assert any(r["pdl"] for rs in expected.values() for r in rs)
