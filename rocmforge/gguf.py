@@ -10,8 +10,9 @@ The file is memory-mapped once; everything else (config, tokenizer, weights) rea
 
 where a string is a u64 byte length then UTF-8 bytes, and an array value is a u32 element type,
 a u64 count, then the elements. Every count and length read from the file is checked against the
-bytes left in it before anything is allocated or looped over, so a corrupt file fails fast with a
-`GGUFError` naming the path and the problem.
+bytes left in it before anything is allocated or looped over, and arrays are copied out of the map (big
+string arrays decoded) only once the whole index has been checked, so a corrupt or truncated file
+fails fast, in little memory, with a `GGUFError` naming the path and the problem.
 """
 
 from __future__ import annotations
@@ -140,8 +141,10 @@ class _Cursor:
             )
         start = self.pos
         self.pos += n
-        if max_len is not None and n > max_len:  # refused before decoding a huge bad length
-            return str(self.buf[start : start + max_len + 17], "utf-8", "replace")
+        if max_len is not None and n > max_len:
+            # not decoded whole (a bad length can be most of the file): the caller refuses the name
+            # by its length and shows its first 80 characters
+            return str(self.buf[start : start + max(80, max_len + 1)], "utf-8", "replace")
         try:
             if n > _BIG_STRING:
                 dec = codecs.getincrementaldecoder("utf-8")()
