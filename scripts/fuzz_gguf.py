@@ -38,7 +38,7 @@ import tempfile
 import time
 import tracemalloc
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -594,9 +594,10 @@ def _load(path: Path, real: bool) -> Base:
 def run(n: int, seed: int = 0, files: Sequence[str | os.PathLike[str]] = (), *, synthetic: bool = True,
         jobs: int = 1, timeout: float = 5.0, workdir: str | os.PathLike[str] | None = None,
         save: str | os.PathLike[str] | None = None, real_share: float = 0.5, start: int = 0,
-        progress: Callable[[Summary], None] | None = None) -> Summary:
+        cuts: bool = False, progress: Callable[[Summary], None] | None = None) -> Summary:
     """Fuzz mutants start .. start + n - 1 of `files` (real) and the synthetic bases; mutant i depends
-    only on (seed, i) and the bases."""
+    only on (seed, i) and the bases. With `cuts`, first every base truncated at each of its structural
+    boundaries (those mutants are labelled cut<offset>)."""
     tmp = Path(workdir or tempfile.mkdtemp(prefix="fuzz-gguf-", dir="/dev/shm" if os.path.isdir("/dev/shm")
                                            else None))
     own_tmp = workdir is None
@@ -617,6 +618,7 @@ def run(n: int, seed: int = 0, files: Sequence[str | os.PathLike[str]] = (), *, 
         i, b, desc, path, size = slot["job"]
         slot["job"] = None
         if result is None:
+            slot["worker"].proc.join(0.2)  # a dead worker is reaped here, so its exit code is known
             code = slot["worker"].proc.exitcode
             outcome, detail, dt, peak = ("hang", f"no answer in {timeout} s", timeout, 0) if code is None \
                 else ("crash", f"worker exit code {code}", 0.0, 0)
@@ -661,11 +663,19 @@ def run(n: int, seed: int = 0, files: Sequence[str | os.PathLike[str]] = (), *, 
                 finish(sl, None)
 
     try:
-        for i in range(start, start + n):
-            rng = np.random.default_rng([seed, i])
-            pool = real if real and (not synth or rng.random() < real_share) else synth
-            b = pool[int(rng.integers(0, len(pool)))]
-            rope, desc = mutate(b, rng)
+        def mutants() -> Iterator[tuple[str, Base, Rope, str]]:
+            for b in bases if cuts else ():
+                for cut in b.lay.boundaries[:-1]:  # the last one is the file's end
+                    rope = Rope(b.lay.size)
+                    rope.truncate(cut)
+                    yield f"cut{cut}", b, rope, f"truncate at boundary {cut}"
+            for i in range(start, start + n):
+                rng = np.random.default_rng([seed, i])
+                pool = real if real and (not synth or rng.random() < real_share) else synth
+                b = pool[int(rng.integers(0, len(pool)))]
+                yield str(i), b, *mutate(b, rng)
+
+        for i, b, rope, desc in mutants():
             while all(sl["job"] is not None for sl in slots):
                 wait_one(True)
             slot = next(sl for sl in slots if sl["job"] is None)
@@ -683,7 +693,10 @@ def run(n: int, seed: int = 0, files: Sequence[str | os.PathLike[str]] = (), *, 
             s.by_base[b.path.name] += 1
             slot["job"] = (i, b, desc, path, size)
             slot["t0"] = time.monotonic()
-            slot["worker"].conn.send((str(path), size))
+            try:
+                slot["worker"].conn.send((str(path), size))
+            except OSError:  # the worker died before this mutant (say, while warming up)
+                finish(slot, None)
         while any(sl["job"] is not None for sl in slots):
             wait_one(True)
     finally:
@@ -702,6 +715,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=1000, help="number of mutants")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--start", type=int, default=0, help="index of the first mutant (to replay one)")
+    ap.add_argument("--cuts", action="store_true", help="first, each base cut at every structural boundary")
     ap.add_argument("--files", nargs="*", default=[], help="real GGUF files to mutate (besides synthetic)")
     ap.add_argument("--no-synthetic", action="store_true", help="mutate only --files")
     ap.add_argument("--real-share", type=float, default=0.5, help="share of mutants made from --files")
@@ -717,7 +731,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     s = run(a.n, a.seed, a.files, synthetic=not a.no_synthetic, jobs=a.jobs, timeout=a.timeout, save=a.save,
-            real_share=a.real_share, start=a.start, progress=progress)
+            real_share=a.real_share, start=a.start, cuts=a.cuts, progress=progress)
     print(s.report())
     return 1 if s.failures else 0
 

@@ -37,6 +37,14 @@ def test_synthetic_mutants_fail_only_with_gguf_error(tmp_path: Path) -> None:
     assert s.counts["error"] > 100 and s.counts["opened"] + s.counts["opened-cfg"] > 5, s.report()
 
 
+def test_every_structural_cut_is_refused(tmp_path: Path) -> None:
+    """Each synthetic base cut after the magic, version, counts, each key, value, tensor info field, the
+    padding and at each tensor's data: every one a GGUFError (all bases have tensors up to their end)."""
+    s = fuzz.run(0, cuts=True, workdir=tmp_path)
+    n_cuts = sum(len(fuzz.layout(p.read_bytes()).boundaries) - 1 for p in (tmp_path / "bases").iterdir())
+    assert s.n == n_cuts > 500 and s.counts["error"] == s.n, s.report()
+
+
 def test_mutants_are_reproducible(tmp_path: Path) -> None:
     bases = [fuzz._load(p, False) for p in fuzz.write_synthetic(tmp_path)]
     for i in range(20):
