@@ -14,11 +14,13 @@ outcome is one of
 or a failure: exception (any other type), bad-view (a tensor outside the file or a short view),
 crash (the worker died), hang (no answer in --timeout s), memory (peak above 2x the file's size).
 Peak memory is tracemalloc's peak (Python and numpy allocations) for files up to 16 MiB, and the
-growth of the kernel's peak RSS (VmHWM, reset per mutant) for bigger ones; small files get a fixed
-64 KiB allowance for the reader's own objects. The worker also runs under RLIMIT_AS, so a runaway
-allocation ends as a MemoryError instead of swapping the machine.
+growth of the kernel's peak RSS (VmHWM, reset per mutant; it counts the file's pages read too) for
+bigger ones; traced files get a fixed 64 KiB allowance for the reader's own objects. The worker also
+runs under RLIMIT_AS, so a runaway allocation ends as a MemoryError instead of swapping the machine.
 
     python scripts/fuzz_gguf.py --n 10000 --seed 1 --files ~/.cache/rocmforge/models/smollm2-135m.gguf
+    python scripts/fuzz_gguf.py --n 0 --cuts     # each synthetic base cut at every boundary
+    python scripts/fuzz_gguf.py --n 1 --start 5714 --seed 2026 --files ...   # replay one mutant
 
 Real files are not copied per mutant: each worker keeps one working copy (on /dev/shm when there
 is one) and only rewrites the ranges the previous and the current mutant changed. Failing mutants
