@@ -570,6 +570,8 @@ class Summary:
     peak_max_of: str = ""
     peak_ratio: float = 0.0  # largest peak / its bound (2x the file's size, + allowance when traced)
     peak_of: str = ""
+    ok_ratio: float = 0.0  # the same over mutants that did not fail
+    ok_of: str = ""
     by_base: Counter = field(default_factory=Counter)
 
     def report(self) -> str:
@@ -580,6 +582,7 @@ class Summary:
         lines.append(f"  slowest open: {self.max_s * 1000:.1f} ms")
         lines.append(f"  largest peak: {self.peak / 2**20:.2f} MiB ({self.peak_max_of})")
         lines.append(f"  largest peak / bound: {self.peak_ratio:.3f} ({self.peak_of})")
+        lines.append(f"  largest peak / bound of a mutant that passed: {self.ok_ratio:.3f} ({self.ok_of})")
         rss = [resource.getrusage(who).ru_maxrss >> 10 for who in (resource.RUSAGE_SELF,
                                                                    resource.RUSAGE_CHILDREN)]
         lines.append(f"  max RSS: parent {rss[0]} MiB, workers {rss[1]} MiB")
@@ -631,8 +634,11 @@ def run(n: int, seed: int = 0, files: Sequence[str | os.PathLike[str]] = (), *, 
             bound = 2 * size + (SMALL_ALLOWANCE if traced else 0)
             if outcome not in FAILURES and peak > bound:
                 outcome, detail = "memory", f"{outcome}, but peak {peak} bytes > {bound} (file {size} bytes)"
-            if peak / max(bound, 1) > s.peak_ratio:
-                s.peak_ratio, s.peak_of = peak / max(bound, 1), f"{b.path.name} ({size} bytes): {desc}"
+            ratio, what = peak / max(bound, 1), f"{b.path.name} ({size} bytes): {desc}"
+            if ratio > s.peak_ratio:
+                s.peak_ratio, s.peak_of = ratio, what
+            if ratio > s.ok_ratio and outcome not in FAILURES:
+                s.ok_ratio, s.ok_of = ratio, what
         s.n += 1
         s.counts[outcome] += 1
         s.max_s = max(s.max_s, dt)
