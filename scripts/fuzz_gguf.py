@@ -606,16 +606,21 @@ def run(n: int, seed: int = 0, files: Sequence[str | os.PathLike[str]] = (), *, 
     tmp = Path(workdir or tempfile.mkdtemp(prefix="fuzz-gguf-", dir="/dev/shm" if os.path.isdir("/dev/shm")
                                            else None))
     own_tmp = workdir is None
-    bases = [_load(Path(f), True) for f in files]
-    if synthetic:
-        bases += [_load(p, False) for p in write_synthetic(tmp / "bases")]
+    try:
+        bases = [_load(Path(f), True) for f in files]
+        if synthetic:
+            bases += [_load(p, False) for p in write_synthetic(tmp / "bases")]
+        if not bases:
+            raise SystemExit("no base files")
+        as_limit = max(1 << 30, 4 * max(b.lay.size for b in bases))
+        ctx = mp.get_context("fork")
+        slots = [{"worker": Worker(ctx, as_limit), "work": {}, "job": None} for _ in range(jobs)]
+    except BaseException:
+        if own_tmp:  # the run's finally below is not reached yet
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     real = [b for b in bases if b.real]
     synth = [b for b in bases if not b.real]
-    if not bases:
-        raise SystemExit("no base files")
-    as_limit = max(1 << 30, 4 * max(b.lay.size for b in bases))
-    ctx = mp.get_context("fork")
-    slots = [{"worker": Worker(ctx, as_limit), "work": {}, "job": None} for _ in range(jobs)]
     s = Summary()
     t0 = time.perf_counter()
 
