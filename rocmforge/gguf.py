@@ -10,12 +10,14 @@ The file is memory-mapped once; everything else (config, tokenizer, weights) rea
 
 where a string is a u64 byte length then UTF-8 bytes, and an array value is a u32 element type,
 a u64 count, then the elements. Every count and length read from the file is checked against the
-bytes left in it before anything is allocated or looped over, so a corrupt file fails fast with a
-`GGUFError` naming the path and the problem.
+bytes left in it before anything is allocated or looped over, and arrays are copied out of the map (big
+string arrays decoded) only once the whole index has been checked, so a corrupt or truncated file
+fails fast, in little memory, with a `GGUFError` naming the path and the problem.
 """
 
 from __future__ import annotations
 
+import codecs
 import os
 import struct
 from array import array
@@ -44,6 +46,9 @@ DEFAULT_ALIGNMENT = 32  # GGUF_DEFAULT_ALIGNMENT
 MAX_DIMS = 4  # GGML_MAX_DIMS
 MAX_NAME_BYTES = 63  # GGML_MAX_NAME (64) including the NUL
 _HEADER_BYTES = 24  # magic + version + n_tensors + n_kv
+# strings longer than this are checked for UTF-8 in pieces of this size before decoding: CPython's
+# decoder allocates up to 4 bytes per input byte before it finds the first bad one
+_BIG_STRING = 1 << 14
 
 # smallest possible encodings, used to bound counts by the bytes left in the file
 _MIN_KV_BYTES = 8 + 1 + 4 + 1  # key length, >= 1 key byte, value type, 1-byte value
@@ -127,7 +132,7 @@ class _Cursor:
     def u64(self, what: str) -> int:
         return self.unpack(_U64, what)
 
-    def string(self, what: str) -> str:
+    def string(self, what: str, max_len: int | None = None) -> str:
         n = self.u64(f"length of {what}")
         if n > self.left():
             raise self.error(
@@ -136,17 +141,27 @@ class _Cursor:
             )
         start = self.pos
         self.pos += n
+        if max_len is not None and n > max_len:
+            # not decoded whole (a bad length can be most of the file): the caller refuses the name
+            # by its length and shows its first 80 characters
+            return str(self.buf[start : start + max(80, max_len + 1)], "utf-8", "replace")
         try:
+            if n > _BIG_STRING:
+                dec = codecs.getincrementaldecoder("utf-8")()
+                for i in range(start, self.pos, _BIG_STRING):
+                    dec.decode(self.buf[i : min(i + _BIG_STRING, self.pos)], i + _BIG_STRING >= self.pos)
             return str(self.buf[start : self.pos], "utf-8")
         except UnicodeDecodeError as e:
             raise self.error(f"{what} at offset {start} is not valid UTF-8 ({e.reason})") from None
 
-    def string_array(self, n: int, what: str) -> list[str]:
-        """n length-prefixed strings. Fast path for big arrays (tokens, merges): one Python pass finds
-        the string ends, numpy turns each 8-byte length into one NUL separator, and a single
-        decode + split builds the list; anything unusual falls back to the plain loop."""
+    def string_array(self, n: int, what: str) -> list[str] | _StringArray:
+        """n length-prefixed strings. Small arrays are decoded at once; a big one (tokens, merges) is only
+        walked here (its string ends checked against the file) and decoded by `decode` once the whole
+        index is known to be sound, so a truncated or corrupt file fails before its big arrays become
+        Python strings (several times their size in the file)."""
         if n < 256:
-            return self._string_loop(n, what)
+            out, self.pos = self._string_loop(self.pos, n, what)
+            return out
         buf, pos0, unpack = self.buf, self.pos, _U64.unpack_from
         ends = array("q")  # int64 end offset of each string; grows only as far as the file allows
         append = ends.append
@@ -163,6 +178,15 @@ class _Cursor:
             ) from None
         if pos > self.end:
             raise self.error(f"file truncated in {what}: element {n - 1} runs past the end of the file")
+        self.pos = pos
+        return _StringArray(pos0, n, ends, what)
+
+    def decode(self, a: _StringArray) -> list[str]:
+        """The strings of a walked array. Fast path: numpy turns each 8-byte length into one NUL
+        separator, and a single decode + split builds the list; anything unusual falls back to the
+        plain loop."""
+        buf, pos0, n, ends = self.buf, a.pos, a.n, a.ends
+        pos = ends[-1]
         pre = np.empty(n, dtype=np.int64)  # offset of each length prefix, relative to pos0
         pre[0] = 0
         pre[1:] = np.frombuffer(ends, dtype=np.int64)[:-1] - pos0
@@ -179,17 +203,15 @@ class _Cursor:
         # multi-byte character spans two strings): then one decode validates every string
         if np.count_nonzero(content == 0) == n and not np.any((content[first] & 0xC0) == 0x80):
             try:
-                out = content.tobytes().decode("utf-8").split("\0")[1:]
+                return content.tobytes().decode("utf-8").split("\0")[1:]
             except UnicodeDecodeError:
                 pass
-            else:
-                self.pos = pos
-                return out
-        return self._string_loop(n, what)
+        return self._string_loop(pos0, n, a.what)[0]
 
-    def _string_loop(self, n: int, what: str) -> list[str]:
-        # reference decoder, used for small arrays and when the fast path declines
-        buf, pos, end, unpack = self.buf, self.pos, self.end, _U64.unpack_from
+    def _string_loop(self, pos: int, n: int, what: str) -> tuple[list[str], int]:
+        # reference decoder from `pos`, used for small arrays and when the fast path declines;
+        # -> (strings, end offset)
+        buf, end, unpack = self.buf, self.end, _U64.unpack_from
         out: list[str] = []
         append = out.append
         i = 0
@@ -208,8 +230,34 @@ class _Cursor:
             raise self.error(f"file truncated in {what}: element {i} of {n} at offset {pos}") from None
         except UnicodeDecodeError as e:
             raise self.error(f"{what}: element {i} at offset {pos} is not valid UTF-8 ({e.reason})") from None
-        self.pos = pos
-        return out
+        return out, pos
+
+
+@dataclass(frozen=True)
+class _StringArray:
+    """A big string array walked but not yet decoded: where it starts, its length, its string ends."""
+
+    pos: int
+    n: int
+    ends: array
+    what: str
+
+
+@dataclass(frozen=True)
+class _NumArray:
+    """A numeric or bool array checked against the file but not yet copied out of the map."""
+
+    pos: int
+    n: int
+    etype: GGUFValueType
+
+    def copy(self, buf: memoryview) -> np.ndarray:
+        dtype = _SCALARS[self.etype][1]
+        arr = np.frombuffer(buf, dtype=dtype, count=self.n, offset=self.pos)
+        # one copy out of the map (not a copy and then a bool array: a bool array can be most of a file)
+        arr = arr != 0 if self.etype == _VT.BOOL else arr.astype(dtype[1:], copy=True)
+        arr.flags.writeable = False
+        return arr
 
 
 class GGUFFile:
@@ -350,6 +398,11 @@ class GGUFFile:
                 )
             self.tensors[name] = TensorInfo(name, shape, qtype, off, n_bytes, n_el)
         self._check_overlap(cur)
+        for key, v in self.metadata.items():  # the index is sound: now the arrays' copies
+            if isinstance(v, _StringArray):
+                self.metadata[key] = cur.decode(v)
+            elif isinstance(v, _NumArray):
+                self.metadata[key] = v.copy(cur.buf)
 
     @staticmethod
     def _value_type(cur: _Cursor, what: str) -> GGUFValueType:
@@ -368,7 +421,7 @@ class GGUFFile:
         return bool(v) if vtype == _VT.BOOL else v
 
     @staticmethod
-    def _read_array(cur: _Cursor, key: str, etype: GGUFValueType) -> list[str] | np.ndarray:
+    def _read_array(cur: _Cursor, key: str, etype: GGUFValueType) -> list[str] | _StringArray | _NumArray:
         n = cur.u64(f"array length of metadata key '{key}'")
         if etype == _VT.ARRAY:
             raise cur.error(f"metadata key '{key}' is a nested array, which GGUF readers do not support")
@@ -380,13 +433,8 @@ class GGUFFile:
             )
         if etype == _VT.STRING:
             return cur.string_array(n, f"metadata key '{key}'")
-        dtype = _SCALARS[etype][1]
-        arr = np.frombuffer(cur.buf, dtype=dtype, count=n, offset=cur.pos).astype(dtype[1:], copy=True)
         cur.pos += n * item
-        if etype == _VT.BOOL:
-            arr = arr != 0
-        arr.flags.writeable = False
-        return arr
+        return _NumArray(cur.pos - n * item, n, etype)  # copied once the whole index is sound
 
     def _read_alignment(self, cur: _Cursor) -> int:
         if "general.alignment" not in self.metadata:
@@ -401,7 +449,7 @@ class GGUFFile:
     @staticmethod
     def _read_tensor_info(cur: _Cursor, i: int, seen: set[str]) -> tuple:
         # -> (name, numpy shape, type, offset relative to the data section, n_elements, n_bytes)
-        name = cur.string(f"name of tensor {i}")
+        name = cur.string(f"name of tensor {i}", MAX_NAME_BYTES)
         if not name:
             raise cur.error(f"tensor {i} has an empty name")
         if len(name.encode()) > MAX_NAME_BYTES:

