@@ -1,14 +1,34 @@
-"""llama.cpp side by side: recorded reference logits (package data, rocmforge/data/refs) and llama-bench
-JSONL runs."""
+"""llama.cpp side by side: recorded reference logits (package data, rocmforge/data/refs), and runs of
+llama.cpp's own tools (llama-bench, llama-perplexity) with the settings of a rocmforge run, read into
+rocmforge's result types.
+
+The tools are looked for in an explicit directory (`--llama-dir`, `llama_dir=`), else in the directory
+named by $ROCMFORGE_LLAMA_DIR, else on PATH; the first of these that is given is the only place looked,
+so a named build is never silently swapped for another one.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import math
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from .perplexity import Perplexity
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 REFS_DIR = Path(str(files("rocmforge") / "data" / "refs"))  # scripts/record_llamacpp_refs.py writes here
 
@@ -84,12 +104,239 @@ def distance_between(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict
             "top1_agree_pct": float(100.0 * top1.mean()), "n": int(len(top1))}
 
 
-def read_bench_jsonl(path: str | Path):
-    """llama-bench `-o jsonl` output as a DataFrame (one row per test; pp = n_prompt, tg = n_gen)."""
+# ---- llama-bench JSONL ------------------------------------------------------------------------------
+
+# The fields a comparison needs; builds differ in the rest (added, renamed or dropped over time).
+BENCH_INT = ("build_number", "model_size", "model_n_params", "n_prompt", "n_gen", "n_depth", "avg_ns",
+             "stddev_ns", "n_gpu_layers", "flash_attn")
+BENCH_FLOAT = ("avg_ts", "stddev_ts")
+BENCH_TEXT = ("build_commit", "gpu_info", "backends", "model_filename", "model_type", "test_time")
+TOOLS = ("rocmforge", "llama.cpp")
+
+
+def _number(v):
+    """A JSON value as a number (older builds and hand edits put numbers in strings); NaN if it is none."""
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, int | float):
+        return v
+    try:
+        return float(str(v).strip())
+    except ValueError:
+        return math.nan
+
+
+def _samples(v) -> list[float]:
+    if isinstance(v, str):  # "1, 2, 3" where a list belongs
+        v = [x for x in re.split(r"[\s,\[\]]+", v) if x]
+    return [_number(x) for x in v] if isinstance(v, list) else []
+
+
+def _test_name(n_prompt: int, n_gen: int, n_depth: int) -> str:
+    # as llama-bench's markdown table names its tests
+    name = f"pp{n_prompt}" if not n_gen else f"tg{n_gen}" if not n_prompt else f"pp{n_prompt}+tg{n_gen}"
+    return f"{name} @ d{n_depth}" if n_depth else name
+
+
+def parse_bench_jsonl(text: str, tool: str | None = None) -> pd.DataFrame:
+    """llama-bench `-o jsonl` lines (or rocmforge bench records) as a DataFrame, one row per test.
+
+    Tolerant of build differences: lines that are not JSON objects are skipped (log lines on stdout),
+    missing fields are NaN (counts 0), extra fields are kept, numbers given as strings are converted.
+    Adds `test` (pp512, tg128, pp512 @ d1024, as llama-bench names them), `model` (the model file's name,
+    to join runs of one model) and `tool`: rocmforge or llama.cpp (from build_commit, unless given)."""
     import pandas as pd
 
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    df = pd.DataFrame(rows)
-    if not df.empty:
-        df["test"] = [f"pp{p}" if p else f"tg{g}" for p, g in zip(df["n_prompt"], df["n_gen"], strict=True)]
+    rows = []
+    for i, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"bench JSONL line {i} is not JSON: {e}") from None
+        for k in BENCH_INT + BENCH_FLOAT:
+            if k in r:
+                r[k] = _number(r[k])
+        for k in ("samples_ns", "samples_ts"):
+            if k in r:
+                r[k] = _samples(r[k])
+        if "avg_ts" not in r and r.get("samples_ts"):
+            r["avg_ts"] = float(np.mean(r["samples_ts"]))
+        rows.append(r)
+    cols = list(dict.fromkeys([*BENCH_TEXT, *BENCH_INT, *BENCH_FLOAT, *(k for r in rows for k in r)]))
+    df = pd.DataFrame(rows, columns=cols)
+    for k in ("n_prompt", "n_gen", "n_depth"):
+        df[k] = pd.to_numeric(df[k], errors="coerce").fillna(0).astype(int)
+    for k in BENCH_FLOAT:
+        df[k] = pd.to_numeric(df[k], errors="coerce").astype(float)
+    df["test"] = [_test_name(p, g, d) for p, g, d in zip(df["n_prompt"], df["n_gen"], df["n_depth"],
+                                                          strict=True)]
+    df["model"] = [Path(str(f)).name if isinstance(f, str) else "" for f in df["model_filename"]]
+    if tool is not None:
+        if tool not in TOOLS:
+            raise ValueError(f"tool {tool!r}: one of {TOOLS}")
+        df["tool"] = tool
+    else:
+        df["tool"] = ["rocmforge" if str(c).startswith("rocmforge") else "llama.cpp"
+                      for c in df["build_commit"]]
     return df
+
+
+def read_bench_jsonl(path: str | Path, tool: str | None = None) -> pd.DataFrame:
+    """A llama-bench `-o jsonl` file (or `rocmforge bench -o`) as a DataFrame: parse_bench_jsonl."""
+    return parse_bench_jsonl(Path(path).read_text(), tool)
+
+
+# ---- finding and running llama.cpp's tools -------------------------------------------------------------
+
+LLAMA_DIR_ENV = "ROCMFORGE_LLAMA_DIR"
+
+
+class LlamaCppError(RuntimeError):
+    """A llama.cpp tool failed: not found, timed out, exited non-zero, or printed nothing we can read."""
+
+
+class LlamaCppNotFound(LlamaCppError):
+    pass
+
+
+def find_tool(name: str, llama_dir: str | Path | None = None) -> Path:
+    """The executable `name` (llama-bench, llama-perplexity): in llama_dir (or its bin/) if given, else in
+    $ROCMFORGE_LLAMA_DIR (or its bin/) if set, else on PATH. LlamaCppNotFound says where it looked."""
+    env = os.environ.get(LLAMA_DIR_ENV)
+    if llama_dir is not None or env:
+        d = Path(llama_dir if llama_dir is not None else env)
+        where = f"--llama-dir {d}" if llama_dir is not None else f"${LLAMA_DIR_ENV}={d}"
+        for cand in (d / name, d / "bin" / name):  # a build tree keeps them in bin/
+            if cand.is_file() and os.access(cand, os.X_OK):
+                return cand
+        raise LlamaCppNotFound(f"{name} not found: looked in {where} (and its bin/)")
+    found = shutil.which(name)
+    if found is None:
+        raise LlamaCppNotFound(f"{name} not found: looked on PATH (name a build with --llama-dir or "
+                               f"${LLAMA_DIR_ENV})")
+    return Path(found)
+
+
+@dataclass
+class ToolRun:
+    """One finished run of a tool: the exact command, its output and how long it took."""
+
+    command: list[str]
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def command_line(self) -> str:
+        return shlex.join(self.command)
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else "(no output on stderr)"
+
+
+def run_tool(command: Sequence[str], timeout: float | None = 3600.0) -> ToolRun:
+    """Run a tool to its end; a timeout, a failure to start or a non-zero exit is a LlamaCppError (with
+    the tool's last stderr line)."""
+    cmd = [str(c) for c in command]
+    name = Path(cmd[0]).name
+    t0 = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout,
+                           stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise LlamaCppError(f"{name} timed out after {timeout:g} s: {shlex.join(cmd)}") from None
+    except OSError as e:
+        raise LlamaCppError(f"{name} could not start: {e}") from None
+    if p.returncode != 0:
+        raise LlamaCppError(f"{name} exited with status {p.returncode}: {_last_line(p.stderr)}")
+    return ToolRun(cmd, p.stdout, p.stderr, time.perf_counter() - t0)
+
+
+def bench_command(tool: str | Path, model: str | Path, n_prompt: int = 512, n_gen: int = 128, reps: int = 3,
+                  depth: int | None = None) -> list[str]:
+    """llama-bench with a rocmforge bench's settings: all layers on the GPU, flash attention (as our
+    attention is fused), JSONL out; -p 0 / -n 0 skip a test in both."""
+    cmd = [str(tool), "-m", str(model), "-p", str(n_prompt), "-n", str(n_gen), "-r", str(reps),
+           "-fa", "1", "-ngl", "99"]
+    if depth:
+        cmd += ["-d", str(depth)]
+    return cmd + ["-o", "jsonl"]
+
+
+@dataclass
+class BenchRun:
+    """llama-bench's records as a frame (parse_bench_jsonl, tool llama.cpp) and the run that made them."""
+
+    frame: pd.DataFrame
+    run: ToolRun
+
+    @property
+    def jsonl(self) -> str:
+        return "".join(ln + "\n" for ln in self.run.stdout.splitlines() if ln.strip().startswith("{"))
+
+
+def run_bench(model: str | Path, n_prompt: int = 512, n_gen: int = 128, reps: int = 3,
+              depth: int | None = None, llama_dir: str | Path | None = None,
+              timeout: float | None = 3600.0) -> BenchRun:
+    """Run llama-bench on a GGUF file as `rocmforge bench` runs it (bench_command) and read its records."""
+    run = run_tool(bench_command(find_tool("llama-bench", llama_dir), model, n_prompt, n_gen, reps, depth),
+                   timeout)
+    df = parse_bench_jsonl(run.stdout, tool="llama.cpp")
+    if df.empty:
+        raise LlamaCppError(f"llama-bench printed no JSONL records: {_last_line(run.stderr)}")
+    return BenchRun(df, run)
+
+
+# ---- llama-perplexity -------------------------------------------------------------------------------
+
+_RUNNING = re.compile(r"\[(\d+)\]([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf)),", re.IGNORECASE)
+_FINAL = re.compile(r"Final estimate: PPL = ([-+.\w]+) \+/- ([-+.\w]+)")
+
+
+@dataclass
+class ToolPerplexity(Perplexity):
+    """A Perplexity read from llama-perplexity's output, with the command that produced it."""
+
+    command: list[str] = field(default_factory=list)
+
+    @property
+    def command_line(self) -> str:
+        return shlex.join(self.command)
+
+
+def perplexity_command(tool: str | Path, model: str | Path, text_file: str | Path, n_ctx: int = 512,
+                       n_chunks: int | None = None) -> list[str]:
+    """llama-perplexity with `rocmforge perplexity`'s chunking: -c n_ctx, one chunk per batch (-b = -c)."""
+    cmd = [str(tool), "-m", str(model), "-f", str(text_file), "-c", str(n_ctx), "-b", str(n_ctx),
+           "-ngl", "99"]
+    return cmd + (["--chunks", str(n_chunks)] if n_chunks is not None else [])
+
+
+def parse_perplexity(output: str, n_ctx: int, command: Sequence[str] = ()) -> ToolPerplexity:
+    """llama-perplexity's running "[1]x,[2]y," values and its "Final estimate: PPL = a +/- b" line (from
+    stdout and stderr together: builds differ in which stream gets which) as a Perplexity."""
+    m = _FINAL.search(output)
+    if m is None:
+        raise LlamaCppError(f"no 'Final estimate: PPL = ...' line in llama-perplexity's output: "
+                            f"{_last_line(output)}")
+    running: dict[int, float] = {}
+    for i, v in _RUNNING.findall(output):
+        running[int(i)] = float(v)
+    ppl, err = float(m.group(1)), float(m.group(2))
+    per_chunk = n_ctx - n_ctx // 2 - 1  # llama-perplexity scores the second half of a chunk, less one
+    vals = [running[k] for k in sorted(running)]
+    return ToolPerplexity(ppl, err, math.log(ppl) if ppl > 0 else math.nan, per_chunk * len(vals), n_ctx,
+                          vals, list(command))
+
+
+def run_perplexity(model: str | Path, text_file: str | Path, n_ctx: int = 512, n_chunks: int | None = None,
+                   llama_dir: str | Path | None = None, timeout: float | None = 3600.0) -> ToolPerplexity:
+    """Run llama-perplexity on the text `rocmforge perplexity -f` reads, chunked the same way."""
+    cmd = perplexity_command(find_tool("llama-perplexity", llama_dir), model, text_file, n_ctx, n_chunks)
+    run = run_tool(cmd, timeout)
+    return parse_perplexity(run.stdout + "\n" + run.stderr, n_ctx, run.command)

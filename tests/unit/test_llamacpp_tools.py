@@ -1,0 +1,161 @@
+"""llama.cpp's tools found in the named place only, run with a rocmforge run's settings, and their output
+read into rocmforge's types: fake llama-bench / llama-perplexity scripts print recorded-looking output
+and refuse arguments that a rocmforge run would not pass."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from rocmforge.llamacpp import (
+    LLAMA_DIR_ENV,
+    LlamaCppError,
+    LlamaCppNotFound,
+    find_tool,
+    parse_bench_jsonl,
+    parse_perplexity,
+    read_bench_jsonl,
+    run_bench,
+    run_perplexity,
+    run_tool,
+)
+from rocmforge.perplexity import Perplexity
+
+# one line of a real llama-bench -o jsonl run (CUDA build), numbers as that build prints them
+BENCH_LINE = {
+    "build_commit": "a1b2c3d", "build_number": 6512, "cpu_info": "AMD EPYC", "gpu_info": "NVIDIA H100",
+    "backends": "CUDA", "model_filename": "/m/tiny.gguf", "model_type": "llama 135M Q8_0",
+    "model_size": 145833984, "model_n_params": 134515008, "n_batch": 2048, "n_ubatch": 512,
+    "n_threads": 16, "type_k": "f16", "type_v": "f16", "n_gpu_layers": 99, "flash_attn": 1,
+    "n_prompt": 8, "n_gen": 0, "n_depth": 0, "test_time": "2026-12-07T03:00:00Z", "avg_ns": 1000000,
+    "stddev_ns": 1000, "avg_ts": 8000.0, "stddev_ts": 8.0, "samples_ns": [1000000], "samples_ts": [8000.0],
+}
+
+
+def fake_tool(d: Path, name: str, body: str) -> Path:
+    """An executable Python script `d/name` whose body sees `args` (its argv[1:])."""
+    d.mkdir(parents=True, exist_ok=True)
+    p = d / name
+    p.write_text(f"#!{sys.executable}\nimport json, sys\nargs = sys.argv[1:]\n{body}\n")
+    p.chmod(0o755)
+    return p
+
+
+FAKE_BENCH = f"""
+want = ["-m", "/m/tiny.gguf", "-p", "8", "-n", "4", "-r", "2", "-fa", "1", "-ngl", "99", "-o", "jsonl"]
+if args != want:
+    print("bad args", args, file=sys.stderr); sys.exit(3)
+rec = {BENCH_LINE!r}
+print("log line a build printed on stdout")
+print(json.dumps(rec))
+rec.update(n_prompt="0", n_gen="4", avg_ts="400.5", samples_ns=["10000000"], extra_field=True)
+del rec["n_depth"]
+print(json.dumps(rec))
+"""
+
+
+@pytest.fixture(autouse=True)
+def _no_env(monkeypatch):
+    monkeypatch.delenv(LLAMA_DIR_ENV, raising=False)
+
+
+def test_explicit_dir_then_env_then_path(tmp_path, monkeypatch):
+    a = fake_tool(tmp_path / "a", "llama-bench", "")
+    b = fake_tool(tmp_path / "b" / "bin", "llama-bench", "")
+    c = fake_tool(tmp_path / "c", "llama-bench", "")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'c'}{os.pathsep}{os.environ['PATH']}")
+    assert find_tool("llama-bench") == c
+    monkeypatch.setenv(LLAMA_DIR_ENV, str(tmp_path / "b"))
+    assert find_tool("llama-bench") == b  # a build tree's bin/
+    assert find_tool("llama-bench", tmp_path / "a") == a
+
+
+def test_not_found_names_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    with pytest.raises(LlamaCppNotFound, match="looked on PATH"):
+        find_tool("llama-bench")
+    fake_tool(tmp_path / "c", "llama-bench", "")
+    monkeypatch.setenv("PATH", str(tmp_path / "c"))
+    # a named build that lacks the tool is an error, not a fall-back to another build on PATH
+    with pytest.raises(LlamaCppNotFound, match=f"looked in --llama-dir {tmp_path / 'x'}"):
+        find_tool("llama-bench", tmp_path / "x")
+    monkeypatch.setenv(LLAMA_DIR_ENV, str(tmp_path / "y"))
+    with pytest.raises(LlamaCppNotFound, match=rf"\${LLAMA_DIR_ENV}="):
+        find_tool("llama-bench")
+
+
+def test_run_bench_reads_jsonl_that_differs_between_builds(tmp_path):
+    fake_tool(tmp_path, "llama-bench", FAKE_BENCH)
+    res = run_bench("/m/tiny.gguf", 8, 4, 2, llama_dir=tmp_path)
+    df = res.frame
+    assert df["test"].tolist() == ["pp8", "tg4"]
+    assert df["tool"].tolist() == ["llama.cpp"] * 2 and df["model"].tolist() == ["tiny.gguf"] * 2
+    assert df["avg_ts"].tolist() == [8000.0, 400.5] and df["n_depth"].tolist() == [0, 0]
+    assert df.loc[1, "samples_ns"] == [10000000.0] and bool(df.loc[1, "extra_field"])
+    assert res.run.command_line.endswith("llama-bench -m /m/tiny.gguf -p 8 -n 4 -r 2 -fa 1 -ngl 99 -o jsonl")
+    assert len(res.jsonl.splitlines()) == 2  # the log line left out
+
+
+def test_bench_frame_joins_rocmforge_records(tmp_path):
+    ours = dict(BENCH_LINE, build_commit="rocmforge-0.1.0", backends="numpy")
+    f = tmp_path / "b.jsonl"
+    f.write_text(json.dumps(ours) + "\n" + json.dumps(dict(BENCH_LINE, n_depth=512)) + "\n")
+    df = read_bench_jsonl(f)
+    assert df["tool"].tolist() == ["rocmforge", "llama.cpp"]
+    assert df["test"].tolist() == ["pp8", "pp8 @ d512"]
+    assert parse_bench_jsonl("").empty
+    with pytest.raises(ValueError, match="line 2"):
+        parse_bench_jsonl("\n{broken")
+
+
+def test_depth_is_passed(tmp_path):
+    fake_tool(tmp_path, "llama-bench", f"""
+assert args[args.index("-d") + 1] == "256", args
+print(json.dumps(dict({BENCH_LINE!r}, n_depth=256)))
+""")
+    assert run_bench("/m/tiny.gguf", 8, 0, 1, depth=256, llama_dir=tmp_path).frame["test"][0] == "pp8 @ d256"
+
+
+def test_failures_are_one_line_errors(tmp_path):
+    fake_tool(tmp_path, "llama-bench", 'print("loading", file=sys.stderr)\n'
+                                       'print("error: failed to load model x", file=sys.stderr); sys.exit(1)')
+    with pytest.raises(LlamaCppError, match="status 1: error: failed to load model x$"):
+        run_bench("/m/tiny.gguf", llama_dir=tmp_path)
+    slow = fake_tool(tmp_path / "s", "llama-bench", "import time; time.sleep(10)")
+    with pytest.raises(LlamaCppError, match="timed out after 0.5 s"):
+        run_tool([slow], timeout=0.5)
+    fake_tool(tmp_path / "e", "llama-bench", "print('no records')")
+    with pytest.raises(LlamaCppError, match="no JSONL records"):
+        run_bench("/m/tiny.gguf", llama_dir=tmp_path / "e")
+
+
+# what llama-perplexity prints (stderr: logs and the final estimate; stdout: the running values)
+PPL_OUT = "[1]15.2391,[2]14.0012,[3]13.5000,\n"
+PPL_ERR = ("perplexity: calculating perplexity over 3 chunks, n_ctx=128, batch_size=128, n_seq=1\n"
+           "perplexity: 0.05 seconds per pass - ETA 0.00 minutes\n"
+           "Final estimate: PPL = 13.5000 +/- 0.41234\n\nllama_perf_context_print: load time = 1 ms\n")
+
+
+def test_run_perplexity_matches_rocmforge_chunking(tmp_path):
+    fake_tool(tmp_path, "llama-perplexity", f"""
+want = ["-m", "m.gguf", "-f", "t.txt", "-c", "128", "-b", "128", "-ngl", "99", "--chunks", "3"]
+if args != want:
+    print("bad args", args, file=sys.stderr); sys.exit(3)
+sys.stdout.write({PPL_OUT!r}); sys.stderr.write({PPL_ERR!r})
+""")
+    res = run_perplexity("m.gguf", "t.txt", n_ctx=128, n_chunks=3, llama_dir=tmp_path)
+    assert isinstance(res, Perplexity)
+    assert (res.ppl, res.ppl_err, res.running) == (13.5, 0.41234, [15.2391, 14.0012, 13.5])
+    assert res.nll == pytest.approx(math.log(13.5)) and res.n_scored == 3 * 63 and res.n_ctx == 128
+    assert res.command[0] == str(tmp_path / "llama-perplexity") and "--chunks 3" in res.command_line
+    assert str(res).startswith("PPL = 13.5000 +/- 0.41234 (3 chunks of 128")
+
+
+def test_perplexity_without_final_estimate_is_an_error():
+    with pytest.raises(LlamaCppError, match="Final estimate"):
+        parse_perplexity("[1]15.2391,\nUnexpected negative standard deviation of log(prob)\n", 128)
