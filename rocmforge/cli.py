@@ -1,4 +1,5 @@
-"""`rocmforge` command line: `models list|fetch`, `info`, `generate`, `bench`, `perplexity`, `synth`.
+"""`rocmforge` command line: `models list|fetch`, `info`, `generate`, `bench`, `perplexity`, `synth`,
+`report`.
 
 Each subcommand is a `cmd_<name>(args) -> int` function registered in `build_parser()`; to add one
 (e.g. `generate`), write the function and an `add_parser` block there. Expected failures (bad file,
@@ -296,6 +297,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from rocmforge import report
+
+    if args.from_dir is not None:
+        given = [f for f, v in (("--model", args.model), ("--llama-dir", args.llama_dir), ("-p", args.p),
+                                ("-n", args.n), ("-r", args.r)) if v is not None]
+        if given:
+            raise ValueError(f"--from DIR rebuilds the page from DIR/data alone; it takes no "
+                             f"{', '.join(given)}")
+        print(report.rebuild(args.from_dir))
+        return 0
+    backend: Any = args.backend
+    if args.int8_activations:
+        _backend(args)  # refused here, before any run, where it does not apply
+        backend = lambda: _backend(args)  # noqa: E731 (one backend object per model)
+    flags = ["--backend", args.backend] + (["--int8-activations"] if args.int8_activations else [])
+    page = report.run_report(args.model or [hub.DEFAULT_MODEL], args.out, backend=backend,
+                             backend_flags=flags, n_prompt=512 if args.p is None else args.p,
+                             n_gen=128 if args.n is None else args.n, reps=3 if args.r is None else args.r,
+                             llama_dir=args.llama_dir, timeout=args.llama_timeout)
+    print(page)
+    return 0
+
+
 INT8_HELP = ("HIP backend: quantize activations to int8 for Q4_0/Q8_0 mat-vecs of >= 8192 rows "
              "(faster, as llama.cpp's q8_1; slightly less exact)")
 
@@ -368,6 +393,25 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--seed", type=COUNT, default=0)
     sy.add_argument("--force", action="store_true", help="overwrite OUT")
     sy.set_defaults(func=cmd_synth)
+
+    rp = sub.add_parser("report", help="bench and profile models (and llama.cpp with the same settings, "
+                                       "where found) into DIR/data and one HTML page, DIR/report.html")
+    where = rp.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", metavar="DIR", help="run, then write DIR/data/ and DIR/report.html")
+    where.add_argument("--from", dest="from_dir", metavar="DIR",
+                       help="rebuild DIR/report.html from DIR/data alone (no model, no GPU)")
+    rp.add_argument("--model", action="append", metavar="NAME|PATH",
+                    help=f"known model name or GGUF path; repeat for several (default: {hub.DEFAULT_MODEL})")
+    rp.add_argument("--backend", default="auto", choices=("auto", "numpy", "hip"))
+    rp.add_argument("--int8-activations", action="store_true", help=INT8_HELP)
+    rp.add_argument("--llama-dir", metavar="DIR", help="where llama-bench is (default: $ROCMFORGE_LLAMA_DIR, "
+                                                       "else PATH; without it only rocmforge runs)")
+    rp.add_argument("--llama-timeout", type=_checked(float, lambda v: v > 0, "a positive number of seconds"),
+                    default=3600.0, metavar="S", help="seconds one llama-bench run may take (default 3600)")
+    rp.add_argument("-p", type=COUNT, default=None, help="prompt tokens (default 512; 0: skip pp)")
+    rp.add_argument("-n", type=COUNT, default=None, help="generated tokens (default 128; 0: skip tg)")
+    rp.add_argument("-r", type=POSITIVE, default=None, help="repetitions after one warm-up (default 3)")
+    rp.set_defaults(func=cmd_report)
     return p
 
 
