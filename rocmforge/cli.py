@@ -168,9 +168,13 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_perplexity(args: argparse.Namespace) -> int:
+    from rocmforge import llamacpp
     from rocmforge.engine import Engine
     from rocmforge.perplexity import perplexity
 
+    tool = None
+    if args.llama_cpp or args.llama_dir is not None:  # found before the run: a missing tool fails first
+        tool = llamacpp.find_tool("llama-perplexity", args.llama_dir)
     try:  # read before the model loads: a bad file fails first
         with open(args.file, encoding="utf-8") as f:
             text = f.read()
@@ -183,6 +187,13 @@ def cmd_perplexity(args: argparse.Namespace) -> int:
 
     res = perplexity(eng, text, n_ctx=args.ctx_size, n_chunks=args.chunks, progress=progress)
     print(f"Final estimate: {res}")
+    if tool is not None:  # the same text, chunks and model file through llama-perplexity
+        theirs = llamacpp.run_perplexity(eng.model.path, args.file, args.ctx_size, args.chunks,
+                                         llama_dir=args.llama_dir)
+        print(f"llama.cpp: {','.join(f'[{i}]{v:.4f}' for i, v in enumerate(theirs.running, 1))},")
+        print(f"llama.cpp: Final estimate: {theirs}")
+        print(f"rocmforge / llama.cpp PPL: {res.ppl / theirs.ppl:.5f}")
+        print(f"llama.cpp command: {theirs.command_line}")
     return 0
 
 
@@ -381,6 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "an even number >= 4"), default=512,
                     help="tokens per chunk (llama-perplexity's -c)")
     pp.add_argument("--chunks", type=POSITIVE, default=None, help="at most this many chunks")
+    pp.add_argument("--llama-cpp", action="store_true",
+                    help="then run llama-perplexity on the same text and chunks, and print both")
+    pp.add_argument("--llama-dir", metavar="DIR", help="where llama-perplexity is (implies --llama-cpp; "
+                                                       "default: $ROCMFORGE_LLAMA_DIR, else PATH)")
     pp.set_defaults(func=cmd_perplexity)
 
     sy = sub.add_parser("synth", help="a random-weight GGUF with a real model's layout (for benchmarks)")

@@ -159,3 +159,33 @@ sys.stdout.write({PPL_OUT!r}); sys.stderr.write({PPL_ERR!r})
 def test_perplexity_without_final_estimate_is_an_error():
     with pytest.raises(LlamaCppError, match="Final estimate"):
         parse_perplexity("[1]15.2391,\nUnexpected negative standard deviation of log(prob)\n", 128)
+
+
+def test_cli_perplexity_next_to_llama_perplexity(tmp_path, capsys):
+    from rocmforge.cli import main
+    from rocmforge.synth import write_tiny_model
+
+    model = write_tiny_model(tmp_path / "m.gguf")
+    text = tmp_path / "t.txt"
+    text.write_text("the cat sat on the mat " * 20)
+    want = ["-m", str(model), "-f", str(text), "-c", "16", "-b", "16", "-ngl", "99", "--chunks", "3"]
+    tool = fake_tool(tmp_path / "ll", "llama-perplexity", f"""
+if args != {want!r}:
+    print("bad args", args, file=sys.stderr); sys.exit(3)
+sys.stdout.write({PPL_OUT!r}); sys.stderr.write({PPL_ERR!r})
+""")
+    argv = ["perplexity", "--model", str(model), "--backend", "numpy", "-f", str(text), "-c", "16",
+            "--chunks", "3"]
+    assert main([*argv, "--llama-dir", str(tmp_path / "ll")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    ours = float(out[1].split("PPL = ")[1].split()[0])
+    assert out[2] == "llama.cpp: [1]15.2391,[2]14.0012,[3]13.5000,"
+    assert out[3].startswith("llama.cpp: Final estimate: PPL = 13.5000 +/- 0.41234 (3 chunks of 16")
+    assert out[4] == f"rocmforge / llama.cpp PPL: {ours / 13.5:.5f}"
+    assert out[5] == f"llama.cpp command: {tool} {' '.join(want)}"
+    # not found: one line naming where it looked, before our own run prints anything
+    assert main([*argv, "--llama-dir", str(tmp_path / "none")]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    where = f"--llama-dir {tmp_path / 'none'} (and its bin/)"
+    assert err.strip() == f"rocmforge: error: llama-perplexity not found: looked in {where}"
