@@ -25,12 +25,12 @@ import tempfile
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import __version__
+from .ir.cost import Cost
 from .llamacpp import LlamaCppNotFound, find_tool, read_bench_jsonl, run_bench
 from .profile import IDLE, TIMING_MODES, OpTiming, StepTimings, summary, timings_frame
 
@@ -299,8 +299,7 @@ def step_timings(frame: pd.DataFrame, mode: str, wall_us: float | None) -> StepT
     if "bytes_read" in frame:
         for r in rows.itertuples(index=False):
             if pd.notna(r.bytes_read):
-                st.costs[str(r.name)] = SimpleNamespace(read=int(r.bytes_read), written=int(r.bytes_written),
-                                                        flops=int(r.flops))
+                st.costs[str(r.name)] = Cost(int(r.bytes_read), int(r.bytes_written), int(r.flops))
     return st
 
 

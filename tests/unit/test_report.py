@@ -172,3 +172,19 @@ def test_from_takes_a_report_dir_and_nothing_else(tmp_path, model, capsys):
     assert rc == 2 and "one of the arguments --out --from is required" in err
     rc, _, err = _run(capsys, "report", "--out", str(tmp_path / "a"), "--from", str(tmp_path))
     assert rc == 2 and "not allowed with argument" in err
+
+
+def test_step_timings_come_back_from_their_csv(tmp_path):
+    from rocmforge.ir.cost import Cost
+    from rocmforge.profile import OpTiming, StepTimings, summary, timings_frame
+    from rocmforge.report import step_timings
+
+    t = StepTimings([OpTiming("blk.0.attn_q", "MUL_MAT", (1, 64), 30.5),
+                     OpTiming("norm", "RMS_NORM", (64,), 4.25),
+                     OpTiming("blk.1.attn_q", "MUL_MAT", (1, 64), 31.0)], "graph", wall_us=80.0)
+    t.costs = {"blk.0.attn_q": Cost(8192, 256, 8192), "norm": Cost(256, 256, 192),
+               "blk.1.attn_q": Cost(8192, 256, 8192)}
+    timings_frame(t).to_csv(tmp_path / "ops.csv", index=False)
+    back = step_timings(pd.read_csv(tmp_path / "ops.csv"), "graph", 80.0)
+    assert list(back) == list(t) and back.costs == t.costs and back.idle_us == pytest.approx(14.25)
+    pd.testing.assert_frame_equal(summary(back), summary(t))
