@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import gc
 import html
 import io
 import json
@@ -132,6 +133,7 @@ def _labels(paths: Sequence[Path]) -> list[str]:
 
 def _free_device_memory() -> None:
     # llama-bench runs next on the same GPU: hand back what our engine's pool still caches
+    gc.collect()  # the engine's arrays may sit in reference cycles
     if "cupy" in sys.modules:
         try:
             sys.modules["cupy"].get_default_memory_pool().free_all_blocks()
@@ -145,9 +147,10 @@ def _present(v: Any) -> bool:
 
 def _publish(tmp: Path, out: Path) -> None:
     """Move tmp/data and tmp/report.html over out's (a previous report's go to tmp, then away)."""
-    for name in (DATA, PAGE):
+    for name in (DATA, PAGE):  # the old ones aside first, so that a failure here loses none of them
         if (out / name).exists():
             os.replace(out / name, tmp / f"old-{name}")
+    for name in (DATA, PAGE):
         os.replace(tmp / name, out / name)
 
 
