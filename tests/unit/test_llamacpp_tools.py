@@ -189,3 +189,17 @@ sys.stdout.write({PPL_OUT!r}); sys.stderr.write({PPL_ERR!r})
     assert out == ""
     where = f"--llama-dir {tmp_path / 'none'} (and its bin/)"
     assert err.strip() == f"rocmforge: error: llama-perplexity not found: looked in {where}"
+
+
+def test_recorded_runs_of_both_tools_sit_in_one_frame():
+    """The repository's recorded llama-bench (CUDA build) and rocmforge runs of a model join by file name."""
+    import pandas as pd
+
+    from rocmforge.report import side_by_side
+
+    bench = Path(__file__).resolve().parents[2] / "data" / "bench"
+    df = pd.concat([read_bench_jsonl(bench / f) for f in ("llamabench_smol.jsonl", "rf_smol.jsonl")])
+    assert sorted(set(df["tool"])) == ["llama.cpp", "rocmforge"]
+    t = side_by_side(df)
+    assert list(t.index) == [("smol.gguf", "pp512"), ("smol.gguf", "tg128")]
+    assert t.notna().all().all() and (t["rocmforge / llama.cpp"] > 0).all()
