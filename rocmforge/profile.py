@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 # What a run's per-op times measure, by the mode they were taken in.
@@ -123,3 +125,106 @@ def top_ops(timings: Iterable[OpTiming], n: int = 5):
     g.loc[g.index == IDLE, "count"] = 0
     g["share"] = g["sum"] / max(g["sum"].sum(), 1e-12)
     return g.head(n)
+
+
+# ---- roofline, trace, memory over a run -----------------------------------------------------------------
+def _costed_frame(timings: Iterable[OpTiming]):
+    """timings_frame without the IDLE row; refuses records that carry no costs (bytes and FLOPs)."""
+    df = timings_frame(timings, idle_row=False)
+    if "flops" not in df:
+        raise ValueError("these timings carry no costs (bytes, FLOPs): take them with "
+                         "Engine.step(timed=True) or prefill(timed=True)")
+    df["bytes"] = df["bytes_read"] + df["bytes_written"]
+    return df
+
+
+def roofline(timings: Iterable[OpTiming], bandwidth_gbs: float, peak_tflops: float, ax: Any = None) -> Any:
+    """A log-log roofline of one run: each op's arithmetic intensity (FLOP/byte) against its achieved
+    GFLOP/s, under the memory roof (bandwidth_gbs x intensity) and the compute roof (peak_tflops).
+    Points are colored by op type and sized by their time. Ops that do no arithmetic or move nothing
+    (copies, aliases, GET_ROWS) have no place on a log axis and are left out, as is the IDLE row.
+    Pass the device's measured copy bandwidth and matrix peak to see how far each op is from its ceiling.
+    Returns the matplotlib Axes."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if bandwidth_gbs <= 0 or peak_tflops <= 0:
+        raise ValueError(f"ceilings must be positive, got {bandwidth_gbs} GB/s and {peak_tflops} TFLOP/s")
+    df = _costed_frame(timings)
+    df = df[(df["us"] > 0) & (df["bytes"] > 0) & (df["flops"] > 0)]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4.5))
+    peak = peak_tflops * 1e3  # GFLOP/s
+    ridge = peak / bandwidth_gbs  # FLOP/byte where the roofs meet
+    ai = df["flops"] / df["bytes"]
+    lo = min(ai.min(), ridge) / 4 if len(df) else ridge / 1e3
+    hi = max(ai.max(), ridge) * 4 if len(df) else ridge * 10
+    x = np.geomspace(lo, hi, 200)
+    ax.plot(x, np.minimum(bandwidth_gbs * x, peak), color="black", lw=1.5)
+    ax.axvline(ridge, color="grey", lw=0.8, ls=":")
+    ax.annotate(f"{bandwidth_gbs:g} GB/s", (lo * 1.5, bandwidth_gbs * lo * 1.5), rotation=0, fontsize=8,
+                va="bottom")
+    ax.annotate(f"{peak_tflops:g} TFLOP/s", (ridge * 1.2, peak * 1.1), fontsize=8, va="bottom")
+    size_max = float(df["us"].max()) if len(df) else 1.0
+    cmap = plt.get_cmap("tab10")
+    for i, (op, g) in enumerate(df.groupby("op", sort=True)):
+        ax.scatter(g["flops"] / g["bytes"], g["GFLOP/s"], s=15 + 285 * g["us"] / size_max,
+                   color=cmap(i % 10), alpha=0.7, edgecolors="none", label=op)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOP/byte)")
+    ax.set_ylabel("achieved GFLOP/s")
+    mode = getattr(timings, "mode", "")
+    ax.set_title(f"roofline ({mode} timings; point area ~ time)" if mode else "roofline (point area ~ time)")
+    if len(df):
+        ax.legend(fontsize=7, loc="lower right", markerscale=0.6)
+    return ax
+
+
+def chrome_trace(timings: Iterable[OpTiming], path: str | Path | None = None) -> dict:
+    """One run as a Chrome / Perfetto trace (the Trace Event Format's JSON object form), written to path
+    when given and returned as a dict. Each op is a complete ('X') event laid back to back in node order
+    (ts and dur in microseconds), named by its node and categorized by its op, with its shape, bytes and
+    FLOPs in args; what the per-op sum does not explain (the IDLE row) is one more event at the end, so
+    the events span the wall time. A negative remainder (timing costing more than the launch gaps) cannot
+    be an event: it is left out and recorded in otherData. Open the file in ui.perfetto.dev or
+    chrome://tracing."""
+    costs = getattr(timings, "costs", {}) or {}
+    mode = getattr(timings, "mode", "") or "unknown"
+    events: list[dict] = [
+        {"name": "process_name", "ph": "M", "pid": 0, "tid": 0, "args": {"name": "rocmforge"}},
+        {"name": "thread_name", "ph": "M", "pid": 0, "tid": 0, "args": {"name": f"step ({mode} timings)"}},
+    ]
+    ts = 0.0
+    for t in timings:
+        args: dict[str, Any] = {"shape": list(t.shape)}
+        c = costs.get(t.name)
+        if c is not None:
+            args.update(bytes_read=c.read, bytes_written=c.written, flops=c.flops)
+        events.append({"name": t.name, "cat": t.op, "ph": "X", "ts": ts, "dur": float(t.us), "pid": 0,
+                       "tid": 0, "args": args})
+        ts += float(t.us)
+    idle = getattr(timings, "idle_us", None)
+    if idle is not None and idle > 0:
+        events.append({"name": IDLE_NAME, "cat": IDLE, "ph": "X", "ts": ts, "dur": float(idle), "pid": 0,
+                       "tid": 0, "args": {"what": "the wall time the per-op sum does not explain"}})
+    wall = getattr(timings, "wall_us", None)
+    trace = {"traceEvents": events, "displayTimeUnit": "ns",
+             "otherData": {"mode": mode, "mode_means": TIMING_MODES.get(mode, ""), "wall_us": wall,
+                           "idle_us": idle}}
+    if path is not None:
+        Path(path).write_text(json.dumps(trace))
+    return trace
+
+
+def memory_series(results: Iterable[Any]):
+    """Memory counters over a run as a DataFrame indexed by step (0, 1, ...), one column per counter:
+    from StepResults (their .memory) or from the counter dicts themselves. A counter missing at a step
+    is NaN there."""
+    import pandas as pd
+
+    rows = [dict(getattr(r, "memory", r)) for r in results]
+    df = pd.DataFrame(rows)
+    df.index.name = "step"
+    return df
+

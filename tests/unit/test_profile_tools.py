@@ -1,0 +1,111 @@
+"""The research views of a run's timings: the roofline, the Chrome trace and memory over a run."""
+
+import json
+
+import matplotlib
+import numpy as np
+import pytest
+
+from rocmforge.engine import Engine
+from rocmforge.ir.cost import Cost
+from rocmforge.profile import (
+    IDLE,
+    IDLE_NAME,
+    OpTiming,
+    StepTimings,
+    chrome_trace,
+    memory_series,
+    roofline,
+)
+from rocmforge.synth import write_tiny_model
+
+matplotlib.use("Agg")
+
+
+def _costed(wall_us=20.0):
+    """A matmul (10 us; 1000 bytes, 1000 FLOPs), an add (5 us; 600 bytes, 10 FLOPs) and an alias (0 us)."""
+    t = StepTimings([OpTiming("blk.0.mm", "MUL_MAT", (4,), 10.0), OpTiming("blk.0.add", "ADD", (4,), 5.0),
+                     OpTiming("blk.0.view", "VIEW", (4,), 0.0)], "graph", wall_us=wall_us)
+    t.costs = {"blk.0.mm": Cost(800, 200, 1000), "blk.0.add": Cost(400, 200, 10), "blk.0.view": Cost(0, 0, 0)}
+    return t
+
+
+@pytest.fixture(scope="module")
+def step(tmp_path_factory):
+    path = write_tiny_model(tmp_path_factory.mktemp("m") / "m.gguf", "llama")
+    eng = Engine.from_gguf(path, backend="numpy", max_ctx=64)
+    eng.prefill([1, 2, 3])
+    return eng, eng.step()
+
+
+# ---- roofline ------------------------------------------------------------------------------------------
+def test_roofline_plots_the_roofs_and_one_point_per_costed_op():
+    import matplotlib.pyplot as plt
+
+    ax = roofline(_costed(), bandwidth_gbs=800, peak_tflops=100)
+    roof = ax.lines[0]
+    x, y = roof.get_xdata(), roof.get_ydata()
+    assert np.allclose(y, np.minimum(800 * x, 100e3))
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    pts = {c.get_label(): c.get_offsets() for c in ax.collections}
+    assert set(pts) == {"ADD", "MUL_MAT"}  # the alias has no intensity; no IDLE point
+    assert np.allclose(pts["MUL_MAT"], [[1.0, 1000 / 10 / 1e3]])  # FLOP/byte, GFLOP/s
+    assert np.allclose(pts["ADD"], [[10 / 600, 10 / 5 / 1e3]])
+    sizes = {k: c.get_sizes()[0] for k, c in zip(pts, ax.collections, strict=True)}
+    assert sizes["MUL_MAT"] > sizes["ADD"]  # sized by time
+    plt.close(ax.figure)
+    with pytest.raises(ValueError, match="positive"):
+        roofline(_costed(), 0, 1)
+
+
+def test_roofline_of_an_engine_step_draws_on_a_given_axes(step):
+    import matplotlib.pyplot as plt
+
+    _, res = step
+    fig, ax = plt.subplots()
+    assert roofline(res.timings, 800, 103, ax=ax) is ax
+    labels = {c.get_label() for c in ax.collections}
+    assert "MUL_MAT" in labels and IDLE not in labels and "RESHAPE" not in labels
+    plt.close(fig)
+
+
+# ---- trace ---------------------------------------------------------------------------------------------
+def test_chrome_trace_lays_ops_back_to_back_and_spans_the_wall_time(step, tmp_path):
+    _, res = step
+    t = res.timings
+    path = tmp_path / "step.json"
+    written = chrome_trace(t, path)
+    trace = json.loads(path.read_text())
+    assert trace == written
+    ev = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    assert len(ev) == len(t) + 1 and [e["name"] for e in ev[:-1]] == [r.name for r in t]
+    assert ev[-1]["cat"] == IDLE and ev[-1]["name"] == IDLE_NAME
+    assert sum(e["dur"] for e in ev) == pytest.approx(t.wall_us)
+    for a, b in zip(ev, ev[1:], strict=False):
+        assert b["ts"] == pytest.approx(a["ts"] + a["dur"])
+    for e in ev:  # what the Trace Event Format asks of a complete event
+        assert {"name", "ph", "ts", "dur", "pid", "tid"} <= set(e) and e["dur"] >= 0
+    mm = next(e for e in ev if e["cat"] == "MUL_MAT")
+    c = t.costs[mm["name"]]
+    assert mm["args"]["flops"] == c.flops and mm["args"]["bytes_read"] == c.read
+    assert isinstance(mm["args"]["shape"], list)
+    assert {e["name"] for e in trace["traceEvents"] if e["ph"] == "M"} == {"process_name", "thread_name"}
+    assert trace["otherData"]["mode"] == "host"
+
+
+def test_a_negative_remainder_is_no_event():
+    t = StepTimings([OpTiming("a", "ADD", (1,), 6.0)], "eager", wall_us=5.0)
+    trace = chrome_trace(t)
+    assert [e["name"] for e in trace["traceEvents"] if e["ph"] == "X"] == ["a"]
+    assert trace["otherData"]["idle_us"] == pytest.approx(-1.0)
+
+
+# ---- memory over a run ---------------------------------------------------------------------------------
+def test_memory_series_indexes_counters_by_step(step):
+    eng, _ = step
+    results = [eng.step(timed=False) for _ in range(3)]
+    df = memory_series(results)
+    assert list(df.index) == [0, 1, 2] and df.index.name == "step"
+    assert list(df.columns) == list(eng.memory()) and (df["weights"] == eng.memory()["weights"]).all()
+    mixed = memory_series([{"a": 1}, {"a": 2, "b": 5}])
+    assert mixed["a"].tolist() == [1, 2] and np.isnan(mixed.loc[0, "b"]) and mixed.loc[1, "b"] == 5
