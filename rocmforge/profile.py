@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import Iterable
@@ -228,3 +229,131 @@ def memory_series(results: Iterable[Any]):
     df.index.name = "step"
     return df
 
+
+# ---- projection onto another GPU ------------------------------------------------------------------------
+def gpus():
+    """The table of GPUs shipped with the package (rocmforge/data/gpus.json) as a DataFrame indexed by
+    name: vendor, memory bandwidth (GB/s), dense f16 matrix TFLOP/s, dense int8 TOPS where known, compute
+    units (CUs or SMs), memory (GB) and the datasheet each value comes from."""
+    import pandas as pd
+
+    return pd.DataFrame(_gpu_rows()).set_index("name")
+
+
+def _gpu_rows() -> list[dict]:
+    from importlib.resources import files
+
+    return json.loads(files("rocmforge.data").joinpath("gpus.json").read_text())["gpus"]
+
+
+def _squash(s: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", s.lower())
+
+
+def find_gpu(name: str) -> dict:
+    """A row of the GPU table by name, ignoring case, spaces and punctuation ("RX 7900 XT", "rx7900xt"); a
+    name that ends one row's name ("7900 XT") or is a unique part of it ("h100") picks it too."""
+    rows = _gpu_rows()
+    key = _squash(name)
+    exact = [r for r in rows if _squash(r["name"]) == key]
+    tail = [r for r in rows if key and _squash(r["name"]).endswith(key)]  # "7900xt" is not the XTX
+    part = [r for r in rows if key and key in _squash(r["name"])]
+    hits = exact or tail or part
+    if len(hits) != 1:
+        names = [r["name"] for r in (hits or rows)]
+        raise KeyError(f"GPU {name!r}: {'ambiguous among' if hits else 'not among'} {names}")
+    return dict(hits[0])
+
+
+IDLE_POLICIES = ("kept", "scaled", "dropped")
+
+
+@dataclass
+class Projection:
+    """A run's time projected onto another GPU (profile.project): per op, the floor from its bytes and
+    FLOPs at the card's ceilings times the efficiencies; the idle share as the policy says."""
+
+    gpu: dict
+    frame: Any  # DataFrame: one row per op record (and the IDLE row), with us (measured) and projected_us
+    total_us: float
+    idle_us: float
+    tokens: int
+    efficiency: tuple[float, float]  # (bandwidth, compute)
+    idle: str
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Tokens the projected run makes per second: 1e6 / total_us for a decode step, tokens / total for
+        a prefill."""
+        return self.tokens * 1e6 / self.total_us if self.total_us > 0 else float("inf")
+
+    def by_op(self):
+        """Projected time, measured time and bound (the ops bound by memory or compute) summed per op."""
+        df = self.frame
+        df = df.assign(memory_bound=df["bound"] == "memory")
+        g = df.groupby("op").agg(us=("us", "sum"), projected_us=("projected_us", "sum"),
+                                 count=("name", "count"), memory_bound=("memory_bound", "sum"))
+        g["share"] = g["projected_us"] / max(self.total_us, 1e-12)
+        return g.sort_values("projected_us", ascending=False)
+
+    def __repr__(self) -> str:
+        e = self.efficiency
+        eff = f"{e[0]:g}" if e[0] == e[1] else f"{e[0]:g} bw / {e[1]:g} compute"
+        return (f"Projection({self.gpu['name']}: {self.total_us:.1f} us for {self.tokens} token(s), "
+                f"{self.tokens_per_s:.1f} tok/s; efficiency {eff}, idle {self.idle} {self.idle_us:.1f} us)")
+
+    def _repr_html_(self) -> str:
+        head = f"<p><b>{html.escape(repr(self))}</b></p>"
+        return head + self.by_op().to_html(float_format=lambda v: f"{v:.3g}")
+
+
+def project(timings: Iterable[OpTiming], gpu: str | dict,
+            efficiency: float | tuple[float, float] | None = None, idle: str = "kept",
+            tokens: int | None = None) -> Projection:
+    """The time this run would take on another GPU, op by op, from what each op must move and compute:
+    max(bytes / (bandwidth x eff_bw), flops / (peak x eff_compute)), with the card's memory bandwidth and
+    dense f16 matrix peak (gpu: a name in the GPU table, profile.gpus(), or a dict with bandwidth_gbs and
+    f16_tflops).
+
+    efficiency: one number for both, or (eff_bw, eff_compute); default 1.0, the floor no kernel beats.
+    Pass another engine's measured efficiency (its achieved time's share of the floor: floor_us /
+    achieved_us, e.g. llama.cpp's decode time on a card against project(timings, that card).total_us) to
+    ask what that efficiency would give on this card.
+    idle: what the time outside the ops (the IDLE row: launch gaps, host overhead) becomes: "kept" as
+    measured, "scaled" by the projected / measured ratio of the op time, or "dropped". A negative
+    remainder counts as 0.
+    tokens: tokens the run made (1 for a decode step; a prefill's prompt length); default: the rows of
+    the token embedding (inp_embd) over the run's chunks, else 1.
+
+    Uses the f16 matrix peak for every op's FLOPs: for a quantized decode step the memory term dominates
+    and the choice hardly matters; for a prefill read it as the floor of f16 matrix cores."""
+    if idle not in IDLE_POLICIES:
+        raise ValueError(f"idle={idle!r}: choose one of {IDLE_POLICIES}")
+    card = find_gpu(gpu) if isinstance(gpu, str) else dict(gpu)
+    bw, peak = float(card["bandwidth_gbs"]), float(card["f16_tflops"])
+    if efficiency is None:
+        efficiency = 1.0
+    eff_bw, eff_c = (efficiency, efficiency) if isinstance(efficiency, int | float) else efficiency
+    if not (0 < eff_bw and 0 < eff_c and bw > 0 and peak > 0):
+        raise ValueError(f"bandwidth, peak and efficiencies must be positive: {bw}, {peak}, {efficiency}")
+    df = _costed_frame(timings)
+    mem_us = df["bytes"] / (bw * 1e3 * eff_bw)  # GB/s x 1e3 = bytes per us
+    comp_us = df["flops"] / (peak * 1e6 * eff_c)  # TFLOP/s x 1e6 = FLOP per us
+    df["memory_us"], df["compute_us"] = mem_us, comp_us
+    df["projected_us"] = mem_us.where(mem_us >= comp_us, comp_us)
+    df["bound"] = (mem_us >= comp_us).map({True: "memory", False: "compute"})
+    df.loc[df["bytes"] + df["flops"] == 0, "bound"] = "none"  # aliases: no time on any card
+    measured_idle = max(getattr(timings, "idle_us", None) or 0.0, 0.0)
+    ops_us = float(df["projected_us"].sum())
+    measured_ops = float(df["us"].sum())
+    idle_us = {"kept": measured_idle, "dropped": 0.0,
+               "scaled": measured_idle * ops_us / measured_ops if measured_ops > 0 else 0.0}[idle]
+    import pandas as pd
+
+    idle_row = {"name": IDLE_NAME, "op": IDLE, "layer": -1, "shape": (), "us": measured_idle,
+                "projected_us": idle_us, "bound": "idle"}
+    df = pd.concat([df, pd.DataFrame([idle_row])], ignore_index=True)
+    if tokens is None:
+        rows = [t.shape[0] for t in timings if t.name == "inp_embd" and t.shape]
+        tokens = int(sum(rows)) if rows else 1
+    return Projection(card, df, ops_us + idle_us, idle_us, int(tokens), (float(eff_bw), float(eff_c)), idle)

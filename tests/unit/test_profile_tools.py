@@ -1,4 +1,5 @@
-"""The research views of a run's timings: the roofline, the Chrome trace and memory over a run."""
+"""The research views of a run's timings: the roofline, the Chrome trace, memory over a run, the projection
+onto another GPU and the notebook tables of StepTimings and StepResult."""
 
 import json
 
@@ -14,7 +15,9 @@ from rocmforge.profile import (
     OpTiming,
     StepTimings,
     chrome_trace,
+    find_gpu,
     memory_series,
+    project,
     roofline,
 )
 from rocmforge.synth import write_tiny_model
@@ -30,12 +33,75 @@ def _costed(wall_us=20.0):
     return t
 
 
+# 1 GB/s is 1000 bytes per us; 1e-4 TFLOP/s is 100 FLOP per us
+CARD = {"name": "toy", "bandwidth_gbs": 1.0, "f16_tflops": 1e-4}
+
+
 @pytest.fixture(scope="module")
 def step(tmp_path_factory):
     path = write_tiny_model(tmp_path_factory.mktemp("m") / "m.gguf", "llama")
     eng = Engine.from_gguf(path, backend="numpy", max_ctx=64)
     eng.prefill([1, 2, 3])
     return eng, eng.step()
+
+
+# ---- projection ----------------------------------------------------------------------------------------
+def test_projection_takes_the_slower_of_memory_and_compute_per_op():
+    p = project(_costed(), CARD)
+    f = p.frame.set_index("name")
+    assert f.loc["blk.0.mm", "projected_us"] == pytest.approx(10.0)  # compute: 1000 / 100 > 1000 / 1000
+    assert f.loc["blk.0.mm", "bound"] == "compute"
+    assert f.loc["blk.0.add", "projected_us"] == pytest.approx(0.6)  # memory: 600 / 1000 > 10 / 100
+    assert f.loc["blk.0.add", "bound"] == "memory"
+    assert f.loc["blk.0.view", "projected_us"] == 0 and f.loc["blk.0.view", "bound"] == "none"
+    assert p.idle == "kept" and p.idle_us == pytest.approx(5.0)  # 20 us wall - 15 us of ops
+    assert p.total_us == pytest.approx(15.6) and f.loc[IDLE_NAME, "projected_us"] == pytest.approx(5.0)
+    assert p.tokens == 1 and p.tokens_per_s == pytest.approx(1e6 / 15.6)
+    assert p.frame["projected_us"].sum() == pytest.approx(p.total_us)
+    by = p.by_op()
+    assert by.loc["MUL_MAT", "projected_us"] == pytest.approx(10.0) and by.loc["ADD", "memory_bound"] == 1
+    assert "toy" in repr(p) and "tok/s" in repr(p) and "<table" in p._repr_html_()
+
+
+def test_idle_policies_and_efficiencies():
+    assert project(_costed(), CARD, idle="dropped").total_us == pytest.approx(10.6)
+    scaled = project(_costed(), CARD, idle="scaled")
+    assert scaled.idle_us == pytest.approx(5.0 * 10.6 / 15.0)  # the ops went from 15 us to 10.6
+    assert scaled.total_us == pytest.approx(10.6 * 20 / 15)
+    half = project(_costed(), CARD, efficiency=0.5, idle="dropped")
+    assert half.total_us == pytest.approx(21.2)  # each op's floor doubled
+    split = project(_costed(), CARD, efficiency=(0.5, 1.0), idle="dropped")
+    assert split.total_us == pytest.approx(10.0 + 1.2)  # only the memory-bound add slows
+    assert project(_costed(wall_us=12.0), CARD).idle_us == 0  # a negative remainder counts as nothing
+    with pytest.raises(ValueError, match="idle"):
+        project(_costed(), CARD, idle="halved")
+    with pytest.raises(ValueError, match="positive"):
+        project(_costed(), CARD, efficiency=0)
+    with pytest.raises(ValueError, match="no costs"):
+        project(StepTimings([OpTiming("a", "ADD", (1,), 1.0)], "host", 2.0), CARD)
+
+
+def test_a_prefill_projects_tokens_per_second_over_its_prompt(step):
+    eng, _ = step
+    eng.reset()
+    eng.prefill([1, 2, 3, 4, 5], timed=True)
+    pt = eng.prefill_timings
+    p = project(pt, "RX 7900 XT")
+    assert p.tokens == 5 and p.tokens_per_s == pytest.approx(5e6 / p.total_us)
+    assert project(pt, "RX 7900 XT", tokens=2).tokens_per_s == pytest.approx(2e6 / p.total_us)
+    # the same run on a card with 6 times the bandwidth and more compute: no op is slower
+    fast = project(pt, "MI300X", idle="dropped")
+    assert fast.total_us < project(pt, "RX 7900 XT", idle="dropped").total_us
+
+
+def test_gpu_table_lookup():
+    xt = find_gpu("rx 7900 xt")
+    assert (xt["bandwidth_gbs"], xt["compute_units"]) == (800, 84)
+    assert find_gpu("7900 XTX")["name"] == "RX 7900 XTX" and find_gpu("h100")["name"] == "H100 SXM"
+    with pytest.raises(KeyError, match="ambiguous"):
+        find_gpu("7900")
+    with pytest.raises(KeyError, match="not among"):
+        find_gpu("voodoo 2")
 
 
 # ---- roofline ------------------------------------------------------------------------------------------
