@@ -68,6 +68,19 @@ class StepTimings(list):
         wall = "" if self.wall_us is None else f", wall {self.wall_us:.1f} us"
         return f"StepTimings({len(self)} ops, {self.mode or 'no'} mode, sum {self.sum_us:.1f} us{wall})"
 
+    def _repr_html_(self) -> str:
+        """In a notebook: the time per op type as a table, under the mode and the wall time."""
+        head = html.escape(repr(self))
+        if self.mode:
+            head += f"<br><small>{html.escape(self.mode)}: {html.escape(TIMING_MODES[self.mode])}</small>"
+        if not self:
+            return f"<p>{head}</p>"
+        return f"<p>{head}</p>" + summary(self, by="op").to_html(float_format=_fmt)
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}"
+
 
 _LAYER = re.compile(r"^blk\.(\d+)\.")
 

@@ -175,3 +175,15 @@ def test_memory_series_indexes_counters_by_step(step):
     assert list(df.columns) == list(eng.memory()) and (df["weights"] == eng.memory()["weights"]).all()
     mixed = memory_series([{"a": 1}, {"a": 2, "b": 5}])
     assert mixed["a"].tolist() == [1, 2] and np.isnan(mixed.loc[0, "b"]) and mixed.loc[1, "b"] == 5
+
+
+# ---- notebook tables -----------------------------------------------------------------------------------
+def test_step_timings_and_results_show_tables_in_a_notebook(step):
+    _, res = step
+    h = res.timings._repr_html_()
+    assert "<table" in h and "MUL_MAT" in h and "host mode" in h and "wall" in h
+    assert StepTimings()._repr_html_().count("<table") == 0
+    r = res._repr_html_()
+    assert f"token {res.token}" in r and f"position {res.position}" in r and "<table" in r
+    assert "MUL_MAT" in r and "memory" in r
+    assert len(repr(res)) < 300 and "<" not in repr(res.timings)
