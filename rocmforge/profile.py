@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -350,6 +351,10 @@ def project(timings: Iterable[OpTiming], gpu: str | dict,
     if not (0 < eff_bw and 0 < eff_c and bw > 0 and peak > 0):
         raise ValueError(f"bandwidth, peak and efficiencies must be positive: {bw}, {peak}, {efficiency}")
     df = _costed_frame(timings)
+    if df["name"].duplicated().any():
+        # StepTimings.costs is keyed by node name: a prefill run in chunks has one cost per name
+        warnings.warn("these timings repeat node names (a prefill run in chunks): every chunk is costed as "
+                      "the last one, so the projection is approximate", stacklevel=2)
     mem_us = df["bytes"] / (bw * 1e3 * eff_bw)  # GB/s x 1e3 = bytes per us
     comp_us = df["flops"] / (peak * 1e6 * eff_c)  # TFLOP/s x 1e6 = FLOP per us
     df["memory_us"], df["compute_us"] = mem_us, comp_us

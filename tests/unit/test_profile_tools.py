@@ -94,6 +94,16 @@ def test_a_prefill_projects_tokens_per_second_over_its_prompt(step):
     assert fast.total_us < project(pt, "RX 7900 XT", idle="dropped").total_us
 
 
+def test_a_prefill_in_chunks_warns_that_its_costs_are_the_last_chunks(step, monkeypatch):
+    eng, _ = step
+    monkeypatch.setattr("rocmforge.engine.MAX_UBATCH", 4)
+    eng.reset()
+    eng.prefill(list(range(1, 7)), timed=True)  # chunks of 4 and 2 tokens
+    with pytest.warns(UserWarning, match="chunks"):
+        p = project(eng.prefill_timings, "RX 7900 XT")
+    assert p.tokens == 6
+
+
 def test_gpu_table_lookup():
     xt = find_gpu("rx 7900 xt")
     assert (xt["bandwidth_gbs"], xt["compute_units"]) == (800, 84)
