@@ -192,7 +192,8 @@ def roofline(timings: Iterable[OpTiming], bandwidth_gbs: float, peak_tflops: flo
     mode = getattr(timings, "mode", "")
     ax.set_title(f"roofline ({mode} timings; point area ~ time)" if mode else "roofline (point area ~ time)")
     if len(df):
-        ax.legend(fontsize=7, loc="lower right", markerscale=0.6)
+        for h in ax.legend(fontsize=7, loc="lower right").legend_handles:
+            h.set_sizes([20])  # one marker size in the legend, whatever the first point's time
     return ax
 
 
