@@ -9,7 +9,10 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # What a run's per-op times measure, by the mode they were taken in.
 TIMING_MODES = {
@@ -177,8 +180,7 @@ def roofline(timings: Iterable[OpTiming], bandwidth_gbs: float, peak_tflops: flo
     x = np.geomspace(lo, hi, 200)
     ax.plot(x, np.minimum(bandwidth_gbs * x, peak), color="black", lw=1.5)
     ax.axvline(ridge, color="grey", lw=0.8, ls=":")
-    ax.annotate(f"{bandwidth_gbs:g} GB/s", (lo * 1.5, bandwidth_gbs * lo * 1.5), rotation=0, fontsize=8,
-                va="bottom")
+    ax.annotate(f"{bandwidth_gbs:g} GB/s", (lo * 1.5, bandwidth_gbs * lo * 1.5), fontsize=8, va="bottom")
     ax.annotate(f"{peak_tflops:g} TFLOP/s", (ridge * 1.2, peak * 1.1), fontsize=8, va="bottom")
     size_max = float(df["us"].max()) if len(df) else 1.0
     cmap = plt.get_cmap("tab10")
@@ -233,7 +235,7 @@ def chrome_trace(timings: Iterable[OpTiming], path: str | Path | None = None) ->
     return trace
 
 
-def memory_series(results: Iterable[Any]):
+def memory_series(results: Iterable[Any]) -> pd.DataFrame:
     """Memory counters over a run as a DataFrame indexed by step (0, 1, ...), one column per counter:
     from StepResults (their .memory) or from the counter dicts themselves. A counter missing at a step
     is NaN there."""
@@ -246,7 +248,7 @@ def memory_series(results: Iterable[Any]):
 
 
 # ---- projection onto another GPU ------------------------------------------------------------------------
-def gpus():
+def gpus() -> pd.DataFrame:
     """The table of GPUs shipped with the package (rocmforge/data/gpus.json) as a DataFrame indexed by
     name: vendor, memory bandwidth (GB/s), dense f16 matrix TFLOP/s, dense int8 TOPS where known, compute
     units (CUs or SMs), memory (GB) and the datasheet each value comes from."""
@@ -286,10 +288,10 @@ IDLE_POLICIES = ("kept", "scaled", "dropped")
 @dataclass
 class Projection:
     """A run's time projected onto another GPU (profile.project): per op, the floor from its bytes and
-    FLOPs at the card's ceilings times the efficiencies; the idle share as the policy says."""
+    FLOPs at the card's ceilings (each scaled by its efficiency); the idle share as the policy says."""
 
     gpu: dict
-    frame: Any  # DataFrame: one row per op record (and the IDLE row), with us (measured) and projected_us
+    frame: pd.DataFrame  # one row per op record (and the IDLE row): us (measured), projected_us, bound
     total_us: float
     idle_us: float
     tokens: int
@@ -302,7 +304,7 @@ class Projection:
         a prefill."""
         return self.tokens * 1e6 / self.total_us if self.total_us > 0 else float("inf")
 
-    def by_op(self):
+    def by_op(self) -> pd.DataFrame:
         """Projected time, measured time and bound (the ops bound by memory or compute) summed per op."""
         df = self.frame
         df = df.assign(memory_bound=df["bound"] == "memory")

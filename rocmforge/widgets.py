@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .engine import Engine, StepResult, check_sampling, sample
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,7 @@ class Stepper:
         tok = self.engine.tokenizer
         return [Candidate(int(i), tok.token_to_piece(int(i)), float(p[i])) for i in top]
 
-    def timings_frame(self):
+    def timings_frame(self) -> pd.DataFrame | None:
         """The last decode step's per-op timings as a DataFrame (None before a timed step)."""
         return self.last.timings_frame() if self.last is not None and self.last.timings else None
 
@@ -135,7 +138,7 @@ class Stepper:
     def memory(self) -> dict[str, int]:
         return dict(self.last.memory) if self.last is not None else self.engine.memory()
 
-    def memory_frame(self):
+    def memory_frame(self) -> pd.DataFrame:
         """Memory counters after each step (profile.memory_series)."""
         from .profile import memory_series
 
