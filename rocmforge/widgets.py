@@ -202,7 +202,10 @@ class StepperWidget:
         s = self.stepper
         if not s.started or s.prompt != self.prompt.value:  # a new or edited prompt starts over
             s.start(self.prompt.value)
-        s.play(n)
+        for _ in range(n):  # shown after each token, so that Play is watched as it goes
+            if s.step() is None:
+                break
+            self.refresh()
         self.refresh()
 
     def reset(self) -> None:
