@@ -59,6 +59,22 @@ class StepResult:
         return (f"StepResult(token={self.token}, position={self.position}, logits=f32[{self.logits.size}], "
                 f"timings={self.timings!r})")
 
+    def _repr_html_(self) -> str:
+        """In a notebook: the token and position, the step's costliest ops and its memory counters."""
+        import html
+
+        from .profile import top_ops
+
+        t = self.timings
+        parts = [f"<p><b>StepResult</b>: token {self.token} at position {self.position}"
+                 f"{'' if self.finite else ' (logits hold NaN or Inf)'}; {html.escape(repr(t))}</p>"]
+        if t:
+            parts.append(top_ops(t, 5).to_html(float_format=lambda v: f"{v:.4g}"))
+        if self.memory:
+            mib = ", ".join(f"{k} {v / 2**20:.2f} MiB" for k, v in self.memory.items())
+            parts.append(f"<p>memory: {html.escape(mib)}</p>")
+        return "".join(parts)
+
 
 @dataclass
 class Generated:

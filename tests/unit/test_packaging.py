@@ -30,6 +30,15 @@ def test_refs_are_package_data():
     assert refs.texts == ["prose", "code"] and refs.meta
 
 
+def test_gpu_table_is_package_data():
+    from rocmforge.profile import find_gpu, gpus
+
+    assert (PACKAGE / "data" / "gpus.json").is_file()
+    table = gpus()
+    assert len(table) >= 8 and table["source"].str.startswith("datasheet").all()
+    assert find_gpu("RX 7900 XT")["bandwidth_gbs"] == 800
+
+
 def _sources(top: Path) -> set[str]:
     return {p.relative_to(top).as_posix() for p in top.rglob("*") if p.suffix in (".hip", ".h")}
 
@@ -37,7 +46,8 @@ def _sources(top: Path) -> set[str]:
 @pytest.mark.slow
 def test_wheel_carries_kernels_and_refs(tmp_path):
     """pip builds a wheel from a copy of the repository's package files (the link kept as a link): it holds
-    every kernel source and header and every reference file under rocmforge/, and no top-level kernels/."""
+    every kernel source and header, every reference file and the GPU table under rocmforge/, and no
+    top-level kernels/."""
     src = tmp_path / "src"
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
@@ -51,5 +61,6 @@ def test_wheel_carries_kernels_and_refs(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     want = {f"rocmforge/kernels/{n}" for n in _sources(REPO / "kernels")}
     want |= {f"rocmforge/data/refs/{p.name}" for p in (REPO / "rocmforge" / "data" / "refs").iterdir()}
+    want.add("rocmforge/data/gpus.json")
     assert len(want) > 10 and want <= names
     assert not [n for n in names if n.startswith("kernels/")]
