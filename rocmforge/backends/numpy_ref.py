@@ -295,6 +295,7 @@ class NumpyBackend:
             self.prepare(graph)
             p = self._lookup(graph)
         graph, bufs = p.graph, p.bufs
+        graph.check_indices(inputs)
         vals: dict[int, Any] = {}
         timings: list[OpTiming] = []
         for t in graph.nodes:

@@ -8,9 +8,11 @@ records (op, sources, params). Builder order is a valid execution order.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from .ops import ALIASING, IRError, Op, Shape, infer
 
@@ -215,6 +217,35 @@ class Graph:
 
     def ops(self) -> list[Tensor]:
         return [t for t in self.nodes if not t.is_leaf]
+
+    def index_bounds(self) -> dict[str, tuple[int, str]]:
+        """Input name -> (rows, node): the inputs GET_ROWS and SET_ROWS read as row indices (through
+        views and reshapes), with the fewest rows any of them indexes and that node's name."""
+        bounds: dict[str, tuple[int, str]] = {}
+        for t in self.ops():
+            if t.op not in (Op.GET_ROWS, Op.SET_ROWS):
+                continue
+            idx = t.src[1] if t.op is Op.GET_ROWS else t.src[2]
+            while idx.op in (Op.VIEW, Op.RESHAPE):
+                idx = idx.src[0]
+            if idx.kind == "input":
+                rows = t.src[0].shape[0]
+                if idx.name not in bounds or rows < bounds[idx.name][0]:
+                    bounds[idx.name] = (rows, t.name)
+        return bounds
+
+    def check_indices(self, inputs: Mapping[str, Any]) -> None:
+        """Refuse row indices out of range before any kernel sees them (a kernel would skip or wrap them):
+        a ValueError naming the input, the bad value and the node that would read it. The bounds are found
+        once per graph (a graph run is never changed)."""
+        bounds = self.__dict__.get("_index_bounds")
+        if bounds is None:
+            bounds = self.__dict__["_index_bounds"] = self.index_bounds()
+        for name, (rows, node) in bounds.items():
+            a = np.asarray(inputs.get(name, ()))
+            if a.size and (a.min() < 0 or a.max() >= rows):
+                bad = int(a.min()) if a.min() < 0 else int(a.max())
+                raise ValueError(f"input {name!r}: index {bad} out of range [0, {rows}) for {node}")
 
     def storage_root(self, t: Tensor) -> Tensor:
         """The node whose buffer t lives in (views, reshapes and set_rows alias their first source)."""

@@ -139,3 +139,13 @@ def test_int8_activations_stay_close_to_numpy(tiny, kernels, monkeypatch):
     nmse = float(np.mean((got - ref) ** 2) / np.mean(ref**2))
     assert nmse < 1e-3, nmse
     assert np.mean(got.argmax(-1) == ref.argmax(-1)) >= 0.9
+
+
+def test_out_of_range_indices_are_refused_as_on_numpy(tiny):
+    eng = Engine.from_gguf(tiny, backend="hip", max_ctx=16)
+    g = eng.graph(1)
+    for name, bad in [("inp_tokens", eng.config.n_vocab), ("inp_pos", 16), ("inp_pos", -1)]:
+        inputs = {"inp_tokens": np.array([1], np.int32), "inp_pos": np.array([0], np.int32)}
+        inputs[name] = np.array([bad], np.int32)
+        with pytest.raises(ValueError, match=f"input '{name}': index {bad} out of range"):
+            eng.backend.run(g, inputs)

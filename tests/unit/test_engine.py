@@ -1,5 +1,7 @@
 """Engine behaviour on tiny random GGUF models (numpy backend): fixed graphs, context limits, consistency."""
 
+import re
+
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as Q
@@ -138,3 +140,18 @@ def test_hip_backend_without_a_gpu_says_what_is_missing(tiny):
     with pytest.raises(RuntimeError, match="needs a GPU") as e:
         Engine.from_gguf(tiny, backend="hip")
     assert why in str(e.value)
+
+
+def test_row_indices_out_of_range_are_refused_before_any_op_runs(tiny):
+    eng = Engine.from_gguf(tiny, backend="numpy", max_ctx=16)
+    g = eng.graph(2)
+    bounds = g.index_bounds()
+    assert bounds["inp_tokens"][0] == eng.config.n_vocab and bounds["inp_pos"][0] == 16
+    ok = {"inp_tokens": np.array([1, 2], np.int32), "inp_pos": np.array([0, 1], np.int32)}
+    eng.backend.run(g, ok)
+    for name, bad, word in [("inp_tokens", -1, "-1"), ("inp_tokens", eng.config.n_vocab, "out of range"),
+                            ("inp_pos", 16, "index 16 out of range [0, 16)")]:
+        inputs = dict(ok)
+        inputs[name] = np.array([1, bad], np.int32)
+        with pytest.raises(ValueError, match=re.escape(word)):
+            eng.backend.run(g, inputs)

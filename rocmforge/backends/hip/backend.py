@@ -376,6 +376,7 @@ class HipBackend:
         timed run may run the step more than once: a step's only writes besides its outputs are its own
         KV-cache rows, which it writes with the same values each time."""
         plan = self._get_plan(graph)
+        graph.check_indices(inputs)
         self._write_inputs(graph, plan, inputs)
         can_replay = self.replay and not self.debug_poison and not plan.capture_failed
         if can_replay and (plan.runs > 0 or timed) and plan.device_graph is None:
