@@ -59,3 +59,17 @@ def test_too_small_a_device_fails_before_uploading_and_names_a_context_that_fits
 def test_a_device_smaller_than_the_weights_says_no_context_fits(tiny):
     with pytest.raises(DeviceMemoryError, match="no max_ctx fits"):
         Engine.from_gguf(tiny, backend=SmallDevice(1000), max_ctx=64)
+
+
+def test_the_hip_backend_counts_weights_in_the_form_it_uploads_them():
+    from rocmforge import quant
+    from rocmforge.backends.hip.weights import device_bytes, device_form
+    from rocmforge.ir.ops import Op
+
+    Qt = quant.QType
+    assert device_form(Qt.Q4_K, (8, 256), {Op.MUL_MAT}) == "raw"  # read in its blocks
+    assert device_form(Qt.Q2_K, (8, 256), {Op.MUL_MAT}) == "f16"  # no kernel reads Q2_K
+    assert device_form(Qt.Q8_0, (8, 256), {Op.MUL_MAT, Op.MUL}) == "f32"  # also read element-wise
+    assert device_form(Qt.F32, (256,), {Op.MUL}) == "raw"
+    assert device_bytes("raw", (8, 256), 2176) == 2176
+    assert device_bytes("f16", (8, 256), 2176) == 8 * 256 * 2 and device_bytes("f32", (8, 256), 0) == 8192

@@ -30,20 +30,14 @@ from .kernel_choice import MatMulOptions
 from .launch import LAUNCH, prepare_launch
 from .launch_mul_mat import early_quantize_x8, reads_int8_x
 from .modules import ModuleCache
-from .tensor import NATIVE_WEIGHTS, DevTensor
+from .tensor import DevTensor
+from .weights import device_bytes, device_form, upload_weight
 
 log = logging.getLogger("rocmforge.hip")
 
 ALIGN = 256
-# weights read by the weight kernels in their blocks; any other use wants plain f32
-_WEIGHT_OPS = {Op.MUL_MAT, Op.GET_ROWS}
 # bit patterns that poison a buffer (NaN for floats, INT_MIN for i32)
 _POISON = {"f32": (np.uint32, 0x7FC00000), "f16": (np.uint16, 0x7E00), "i32": (np.uint32, 0x80000000)}
-
-
-def _raw_bytes(raw: Any) -> np.ndarray:
-    a = np.ascontiguousarray(np.asarray(raw))
-    return a.reshape(-1).view(np.uint8)
 
 
 @dataclass
@@ -129,33 +123,16 @@ class HipBackend:
         self._plans: dict[int, tuple[Graph, _Plan]] = {}
 
     # ---- weights and state ------------------------------------------------------------------------------
-    def _upload(self, a: np.ndarray) -> Any:
-        b = _raw_bytes(a)
-        d = self.cp.empty(max(1, b.size), dtype=np.uint8)
-        if b.size:
-            d[: b.size].set(b)
-        return d
-
-    @staticmethod
-    def device_form(qtype: quant.QType, shape: tuple[int, ...], uses: set[Op]) -> str:
-        """How a weight of this type lives on the device: "raw" (its GGUF bytes, read by the kernels in
-        their blocks), or converted at upload to "f16" (a type no kernel reads) or "f32" (other uses)."""
-        tname = quant.QType(qtype).name.lower()
-        blocks_only = uses <= _WEIGHT_OPS and len(shape) == 2
-        if tname in ("f32", "f16") or (tname in NATIVE_WEIGHTS and blocks_only):
-            return "raw"
-        return "f16" if blocks_only else "f32"
+    device_form = staticmethod(device_form)
 
     def weight_bytes_needed(self, graph: Graph, sizes: Mapping[str, tuple[quant.QType, int]]) -> int:
         """Device bytes the graph's weights not yet bound will take; sizes: name -> (type, GGUF bytes)."""
         uses = graph.weight_uses()
-        total = 0
-        for w in graph.leaves("weight"):
-            if w.name not in self.weights:
-                qtype, nbytes = sizes[w.name]
-                form = self.device_form(qtype, tuple(w.shape), uses.get(w.name, set()))
-                total += nbytes if form == "raw" else math.prod(w.shape) * (2 if form == "f16" else 4)
-        return total
+        return sum(
+            device_bytes(device_form(sizes[w.name][0], tuple(w.shape), uses.get(w.name, set())),
+                         tuple(w.shape), sizes[w.name][1])
+            for w in graph.leaves("weight") if w.name not in self.weights
+        )
 
     def available_bytes(self) -> int:
         """Device memory a new allocation can still get (device.available_bytes)."""
@@ -165,24 +142,11 @@ class HipBackend:
         """Upload every weight leaf not yet bound; source(name) gives (raw bytes, ggml type)."""
         uses = graph.weight_uses()
         for w in graph.leaves("weight"):
-            if w.name in self.weights:
-                continue
-            raw, qtype = source(w.name)
-            qt = quant.QType(qtype)
-            shape = tuple(w.shape)
-            form = self.device_form(qt, shape, uses.get(w.name, set()))
-            if form == "raw":
-                dev = DevTensor(self._upload(raw), 0, shape, qt.name.lower())
-            elif form == "f16":
-                log.warning(
-                    "weight %s: GGML type %s has no kernel; converted to f16 at upload", w.name, qt.name
-                )
-                f = quant.dequantize(raw, qt, shape).astype(np.float16)
-                dev = DevTensor(self._upload(f), 0, shape, "f16")
-            else:
-                dev = DevTensor(self._upload(quant.dequantize(raw, qt, shape)), 0, shape, "f32")
-            self.weights[w.name] = dev
-            self.weight_bytes += int(dev.buf.nbytes)
+            if w.name not in self.weights:
+                raw, qtype = source(w.name)
+                dev = upload_weight(self.cp, w.name, raw, qtype, tuple(w.shape), uses.get(w.name, set()))
+                self.weights[w.name] = dev
+                self.weight_bytes += int(dev.buf.nbytes)
 
     def alloc_state(self, graph: Graph) -> None:
         for s in graph.leaves("state"):
