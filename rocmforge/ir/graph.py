@@ -234,19 +234,6 @@ class Graph:
                     bounds[idx.name] = (rows, t.name)
         return bounds
 
-    def check_indices(self, inputs: Mapping[str, Any]) -> None:
-        """Refuse row indices out of range before any kernel sees them (a kernel would skip or wrap them):
-        a ValueError naming the input, the bad value and the node that would read it. The bounds are found
-        once per graph (a graph run is never changed)."""
-        bounds = self.__dict__.get("_index_bounds")
-        if bounds is None:
-            bounds = self.__dict__["_index_bounds"] = self.index_bounds()
-        for name, (rows, node) in bounds.items():
-            a = np.asarray(inputs.get(name, ()))
-            if a.size and (a.min() < 0 or a.max() >= rows):
-                bad = int(a.min()) if a.min() < 0 else int(a.max())
-                raise ValueError(f"input {name!r}: index {bad} out of range [0, {rows}) for {node}")
-
     def storage_root(self, t: Tensor) -> Tensor:
         """The node whose buffer t lives in (views, reshapes and set_rows alias their first source)."""
         while t.op in ALIASING:
@@ -282,3 +269,14 @@ class Graph:
         return pd.DataFrame([{"id": t.id, "op": t.op.value, "kind": t.kind, "name": t.name,
                               "shape": t.shape, "dtype": t.dtype,
                               "sources": [s.name for s in t.src]} for t in self.nodes])
+
+
+def check_indices(bounds: Mapping[str, tuple[int, str]], inputs: Mapping[str, Any]) -> None:
+    """Refuse row indices out of range before any kernel sees them (a kernel would skip or wrap them):
+    a ValueError naming the input, the bad value and the node that would read it. bounds: the run graph's
+    index_bounds(), found once when it is prepared."""
+    for name, (rows, node) in bounds.items():
+        a = np.asarray(inputs.get(name, ()))
+        if a.size and (a.min() < 0 or a.max() >= rows):
+            bad = int(a.min()) if a.min() < 0 else int(a.max())
+            raise ValueError(f"input {name!r}: index {bad} out of range [0, {rows}) for {node}")

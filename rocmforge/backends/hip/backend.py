@@ -19,7 +19,7 @@ import numpy as np
 
 from ... import quant
 from ...ir import alloc, passes
-from ...ir.graph import Graph, Tensor
+from ...ir.graph import Graph, Tensor, check_indices
 from ...ir.ops import ITEMSIZE, NP_DTYPES, Op
 from ...profile import StepTimings
 from . import pdl
@@ -63,6 +63,7 @@ class _Plan:
     timed_graph: Any = None
     timed_events: list = field(default_factory=list)
     timed_failed: str = ""
+    index_bounds: dict = field(default_factory=dict)  # the graph's index_bounds(), checked on every run
 
     @property
     def arena_bytes(self) -> int:
@@ -223,7 +224,7 @@ class HipBackend:
                 launch = prepare_launch(self.ctx, t.op, out, srcs, t.params, t.id in early)
                 steps.append(_Step(t, out, srcs, launch))
         outputs = {name: dev[t.id] for name, t in graph.outputs.items()}
-        return _Plan(steps, inputs, outputs, arena, ir_plan)
+        return _Plan(steps, inputs, outputs, arena, ir_plan, index_bounds=graph.index_bounds())
 
     def _get_plan(self, graph: Graph) -> _Plan:
         entry = self._plans.get(id(graph))
@@ -275,19 +276,12 @@ class HipBackend:
     def _capture(self, plan: _Plan, marks: timing_mod.EventMarks | None = None) -> Any:
         """Record every launch of the plan as one device graph (CUDA/HIP graph) to replay; with marks, an
         event-record node before the first step and after each launching step (plan.timed_events)."""
-        try:
-            with self.stream:
-                self.stream.begin_capture()
-                try:
-                    events = self._launch_all(plan, timed=False, marks=marks)
-                finally:
-                    g = self.stream.end_capture()
-        except Exception as e:  # a launcher that cannot be captured: stay eager for this graph
-            if marks is not None:
-                raise
-            plan.capture_failed = f"{type(e).__name__}: {e}"
-            log.warning("graph capture failed (%s); running eagerly", plan.capture_failed)
-            return None
+        with self.stream:
+            self.stream.begin_capture()
+            try:
+                events = self._launch_all(plan, timed=False, marks=marks)
+            finally:
+                g = self.stream.end_capture()
         if marks is not None:
             plan.timed_events = events
         return g
@@ -340,14 +334,18 @@ class HipBackend:
         timed run may run the step more than once: a step's only writes besides its outputs are its own
         KV-cache rows, which it writes with the same values each time."""
         plan = self._get_plan(graph)
-        graph.check_indices(inputs)
+        check_indices(plan.index_bounds, inputs)
         self._write_inputs(graph, plan, inputs)
         can_replay = self.replay and not self.debug_poison and not plan.capture_failed
         if can_replay and (plan.runs > 0 or timed) and plan.device_graph is None:
             if plan.runs == 0:  # compile kernels and take scratch outside the capture
                 with self.stream:
                     self._launch_all(plan, timed=False)
-            plan.device_graph = self._capture(plan)
+            try:
+                plan.device_graph = self._capture(plan)
+            except Exception as e:  # a launcher that cannot be captured: stay eager for this graph
+                plan.capture_failed = f"{type(e).__name__}: {e}"
+                log.warning("graph capture failed (%s); running eagerly", plan.capture_failed)
         replays = can_replay and plan.device_graph is not None
         by_graph = timed and replays and self.timing == "graph" and not plan.timed_failed
         timings = self._graph_timed(plan) if by_graph else None
