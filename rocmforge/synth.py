@@ -74,8 +74,8 @@ def write_random_model(path: str | Path, preset: str, wtype: Q = Q.Q4_0, seed: i
         raise ValueError(f"unknown preset {preset!r}: choose one of {sorted(PRESETS)}")
     rng = np.random.default_rng(seed)
     _random_blocks(rng, wtype, 1, 256)  # an unsupported type fails before anything is written
-    return _write(path, **PRESETS[preset], raw=lambda r, c: _random_blocks(rng, wtype, r, c), wtype=wtype,
-                  rng=rng, name=f"random-{preset}")
+    return _write(path, **PRESETS[preset], raw=lambda r, c, scale: _random_blocks(rng, wtype, r, c),
+                  wtype=wtype, rng=rng, name=f"random-{preset}")
 
 
 def read_layout(source: str | Path) -> dict:
@@ -141,14 +141,15 @@ def write_tiny_model(path: str | Path, arch: str = "llama", *, n_layer: int = 2,
         return quantize(a, wtype)
 
     return _write(path, arch, n_layer, n_embd, n_head, n_head_kv, n_ff, 0, tied, n_ctx_train, raw=raw,
-                  wtype=wtype, rng=rng, name=f"tiny-{arch}", scales=True)
+                  wtype=wtype, rng=rng, name=f"tiny-{arch}")
 
 
 def _write(path: str | Path, arch: str, n_layer: int, n_embd: int, n_head: int, n_head_kv: int, n_ff: int,
            n_vocab: int, tied: bool, n_ctx_train: int, *, raw, wtype: Q, rng: np.random.Generator,
-           name: str, scales: bool = False) -> Path:
-    """The GGUF writer behind both: raw(rows, cols[, scale]) gives a matrix's data in wtype; n_vocab pads
-    the byte-level vocabulary with unused tokens (0: no padding)."""
+           name: str) -> Path:
+    """The GGUF writer behind both: raw(rows, cols, scale) gives a matrix's data in wtype (scale: its
+    spread, which random blocks ignore); n_vocab pads the byte-level vocabulary with unused tokens (0:
+    no padding)."""
     path = Path(path)
     w = GGUFWriter(str(path), arch)
     w.add_name(name)
@@ -184,7 +185,7 @@ def _write(path: str | Path, arch: str, n_layer: int, n_embd: int, n_head: int, 
     hd = n_embd // n_head
 
     def mat(name: str, rows: int, cols: int, scale: float = 0.3) -> None:
-        a = raw(rows, cols, scale) if scales else raw(rows, cols)
+        a = raw(rows, cols, scale)
         w.add_tensor(name, a, raw_dtype=None if wtype in (Q.F32, Q.F16) else wtype)
 
     def vec(name: str, n: int, center: float = 1.0) -> None:
