@@ -138,10 +138,8 @@ def summary(timings: Iterable[OpTiming], by: str = "op"):
 def top_ops(timings: Iterable[OpTiming], n: int = 5):
     """The n costliest ops by total time, with share of the step (of its wall time where known, the
     IDLE row holding the rest), as a DataFrame."""
-    df = timings_frame(timings)
-    g = df.groupby("op")["us"].agg(["sum", "count"]).sort_values("sum", ascending=False)
+    g = summary(timings, by="op")[["us", "count", "share"]].rename(columns={"us": "sum"})
     g.loc[g.index == IDLE, "count"] = 0
-    g["share"] = g["sum"] / max(g["sum"].sum(), 1e-12)
     return g.head(n)
 
 
