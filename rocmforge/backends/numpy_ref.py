@@ -52,6 +52,11 @@ def MUL_MAT(w: np.ndarray, x: np.ndarray, xq: np.ndarray | None = None) -> np.nd
     return y.reshape(*x.shape[:-1], w.shape[0])
 
 
+def MUL_MAT_ADD(w: np.ndarray, x: np.ndarray, b: np.ndarray, xq: np.ndarray | None = None) -> np.ndarray:
+    # MUL_MAT then ADD (a fused node computes exactly the pair it replaced): f32 [..., N]
+    return ADD(MUL_MAT(w, x), b)
+
+
 def QUANTIZE_X8(x: np.ndarray) -> np.ndarray:
     # x [..., K] f32 -> i32 [..., K * 5 / 16], each row's bytes: int8 [K] (rint(x * 127 / amax) per block
     # of 32, llama.cpp's q8_1 values), then f32 pairs [K / 32]: (scale amax / 127, sum of the int8 values
@@ -93,6 +98,11 @@ def RMS_NORM(a: np.ndarray, *, eps: float) -> np.ndarray:
     a64 = a.astype(np.float64)
     ms = np.mean(a64 * a64, axis=-1, keepdims=True)
     return (a64 / np.sqrt(ms + eps)).astype(np.float32)
+
+
+def RMS_NORM_MUL(a: np.ndarray, w: np.ndarray, *, eps: float) -> np.ndarray:
+    # RMS_NORM then MUL by the norm's weight [n]: f32 [..., n]
+    return MUL(RMS_NORM(a, eps=eps), w)
 
 
 def rope_angles(pos: np.ndarray, n_dims: int, base: float, freq_scale: float) -> np.ndarray:

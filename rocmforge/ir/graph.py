@@ -92,8 +92,12 @@ class Graph:
     def input(self, name: str, shape: Sequence[int], dtype: str = "f32") -> Tensor:
         return self._leaf("input", name, shape, dtype)
 
-    def weight(self, name: str, shape: Sequence[int], dtype: str) -> Tensor:
-        return self._leaf("weight", name, shape, dtype)
+    def weight(self, name: str, shape: Sequence[int], dtype: str, rows_of: Sequence[str] = ()) -> Tensor:
+        """A weight leaf; rows_of: the GGUF tensors whose rows, stacked in this order, it is (passes.fuse)."""
+        t = self._leaf("weight", name, shape, dtype)
+        if rows_of:
+            t.params["rows_of"] = tuple(rows_of)
+        return t
 
     def state(self, name: str, shape: Sequence[int], dtype: str = "f32") -> Tensor:
         return self._leaf("state", name, shape, dtype)
@@ -115,6 +119,9 @@ class Graph:
     def mul_mat(self, w: Tensor, x: Tensor, name: str, xq: Tensor | None = None) -> Tensor:
         return self.op(Op.MUL_MAT, [w, x] if xq is None else [w, x, xq], name)
 
+    def mul_mat_add(self, w: Tensor, x: Tensor, b: Tensor, name: str, xq: Tensor | None = None) -> Tensor:
+        return self.op(Op.MUL_MAT_ADD, [w, x, b] if xq is None else [w, x, b, xq], name)
+
     def quantize_x8(self, x: Tensor, name: str) -> Tensor:
         return self.op(Op.QUANTIZE_X8, [x], name)
 
@@ -129,6 +136,9 @@ class Graph:
 
     def rms_norm(self, a: Tensor, eps: float, name: str) -> Tensor:
         return self.op(Op.RMS_NORM, [a], name, eps=float(eps))
+
+    def rms_norm_mul(self, a: Tensor, w: Tensor, eps: float, name: str) -> Tensor:
+        return self.op(Op.RMS_NORM_MUL, [a, w], name, eps=float(eps))
 
     def rope(self, x: Tensor, pos: Tensor, name: str, *, n_dims: int, neox: bool, base: float,
              freq_scale: float = 1.0) -> Tensor:

@@ -29,11 +29,13 @@ class Op(enum.Enum):
     GET_ROWS = "GET_ROWS"  # (a [R, D], idx i32 [n]) -> f32 [n, D]
     MUL_MAT = "MUL_MAT"  # (w [N, K], x [..., K], xq?) -> f32 [..., N]   (x @ w.T, ggml's mul_mat(w, x))
     # xq: QUANTIZE_X8(x), the copy of x a backend's int8 kernels read (the reference reads x)
+    MUL_MAT_ADD = "MUL_MAT_ADD"  # (w [N, K], x [..., K], b, xq?) -> MUL_MAT(w, x) + b; b [N] or [..., N]
     QUANTIZE_X8 = "QUANTIZE_X8"  # (x [..., K] f32) -> i32 [..., K * 5 / 16]: int8 rows, block scales, sums
     ADD = "ADD"  # (a, b) -> a + b, b broadcast to a
     MUL = "MUL"  # (a, b) -> a * b, b broadcast to a
     SCALE = "SCALE"  # (a; s) -> a * s
     RMS_NORM = "RMS_NORM"  # (a; eps) -> a / sqrt(mean(a^2, last) + eps)
+    RMS_NORM_MUL = "RMS_NORM_MUL"  # (a [..., n], w [n]; eps) -> RMS_NORM(a) * w
     ROPE = "ROPE"  # (x [T, H, D], pos i32 [T]; n_dims, neox, base, freq_scale)
     VIEW = "VIEW"  # (a; shape, strides, offset) in elements of a's storage
     RESHAPE = "RESHAPE"  # (a; shape) of a contiguous a
@@ -98,6 +100,23 @@ def _mul_mat(s, d, p):
         _need(ok, Op.MUL_MAT, f"xq must be i32 {want} (QUANTIZE_X8 of x), got {s[2]} {d[2]}")
     _float(Op.MUL_MAT, d[1], "x")
     return (*x[:-1], w[0]), "f32"
+
+
+def _mul_mat_add(s, d, p):
+    _need(len(s) in (3, 4), Op.MUL_MAT_ADD, f"want (w, x, b[, xq]), got {len(s)} sources")
+    out, dt = _mul_mat([s[0], s[1], *s[3:]], [d[0], d[1], *d[3:]], p)
+    b = s[2]
+    _need(b in ((out[-1],), out), Op.MUL_MAT_ADD, f"b must be [{out[-1]}] or {out}, got {b}")
+    _float(Op.MUL_MAT_ADD, d[2], "b")
+    return out, dt
+
+
+def _rms_norm_mul(s, d, p):
+    a, w = s
+    _float(Op.RMS_NORM_MUL, d[0], "a")
+    _float(Op.RMS_NORM_MUL, d[1], "w")
+    _need(w == (a[-1],), Op.RMS_NORM_MUL, f"w must be [{a[-1]}], got {w}")
+    return a, "f32"
 
 
 def _binary(op: Op):
@@ -191,11 +210,13 @@ def _argmax(s, d, p):
 RULES: dict[Op, Rule] = {
     Op.GET_ROWS: _get_rows,
     Op.MUL_MAT: _mul_mat,
+    Op.MUL_MAT_ADD: _mul_mat_add,
     Op.QUANTIZE_X8: _quantize_x8,
     Op.ADD: _binary(Op.ADD),
     Op.MUL: _binary(Op.MUL),
     Op.SCALE: _unary_f32(Op.SCALE),
     Op.RMS_NORM: _unary_f32(Op.RMS_NORM),
+    Op.RMS_NORM_MUL: _rms_norm_mul,
     Op.ROPE: _rope,
     Op.VIEW: _view,
     Op.RESHAPE: _reshape,
