@@ -135,7 +135,7 @@ class Engine:
     """
 
     def __init__(self, model: GGUFFile, backend: Any = "auto", max_ctx: int = 2048,
-                 kv_dtype: str = "f32") -> None:
+                 kv_dtype: str = "f32", fuse: bool = True) -> None:
         self.model = model
         self.config = ModelConfig.from_gguf(model)
         self.tokenizer = Tokenizer.from_gguf(model)
@@ -146,8 +146,10 @@ class Engine:
             warnings.warn(f"max_ctx={self.max_ctx} is above the model's training context "
                           f"({self.config.n_ctx_train}): positions past it were never trained", stacklevel=2)
         self.kv_dtype = kv_dtype
+        self.fuse = bool(fuse)  # graphs through passes.fuse before binding (False: as the model builds them)
         self.backend = _make_backend(backend)
         self.weight_spec = {n: (t.shape, t.ggml_type.name.lower()) for n, t in model.tensors.items()}
+        self._stacked: dict[str, tuple[str, ...]] = {}  # stacked weight (passes.fuse) -> its GGUF tensors
         self._graphs: dict[tuple[int, bool], Graph] = {}
         self.n_past = 0
         self.next_token: int | None = None
@@ -158,9 +160,9 @@ class Engine:
 
     @classmethod
     def from_gguf(cls, path_or_name: str | Path, backend: Any = "auto", max_ctx: int = 2048,
-                  kv_dtype: str = "f32") -> Engine:
+                  kv_dtype: str = "f32", fuse: bool = True) -> Engine:
         """Open a GGUF file (or a known model name, fetched on first use) and bind it to a backend."""
-        return cls(open_model(path_or_name), backend=backend, max_ctx=max_ctx, kv_dtype=kv_dtype)
+        return cls(open_model(path_or_name), backend=backend, max_ctx=max_ctx, kv_dtype=kv_dtype, fuse=fuse)
 
     def __repr__(self) -> str:
         c = self.config
@@ -173,11 +175,24 @@ class Engine:
         """The (cached) graph for n_tokens per run; binding is incremental, so weights load once."""
         key = (n_tokens, all_logits and n_tokens > 1)
         if key not in self._graphs:
-            spec = GraphSpec(n_tokens, self.max_ctx, self.kv_dtype, key[1])
-            g = build_graph(self.config, self.weight_spec, spec)
+            g = self._model_graph(GraphSpec(n_tokens, self.max_ctx, self.kv_dtype, key[1]))
             self.backend.bind_weights(g, self._weight_source)
             self._graphs[key] = self.backend.prepare(g)
         return self._graphs[key]
+
+    def _model_graph(self, spec: GraphSpec) -> Graph:
+        """The model's graph for spec, fused unless the engine was made with fuse=False; stacked weights are
+        noted for _weight_source."""
+        from .ir import passes
+
+        g = build_graph(self.config, self.weight_spec, spec)
+        if not self.fuse:
+            return g
+        g = passes.fuse(g)
+        for w in g.leaves("weight"):
+            if "rows_of" in w.params:
+                self._stacked[w.name] = w.params["rows_of"]
+        return g
 
     def device_plan(self, max_ctx: int | None = None) -> dict[str, int]:
         """Bytes this model needs on the backend's device at max_ctx (default: the engine's): weights as
@@ -189,7 +204,9 @@ class Engine:
         sizes = {n: (t.ggml_type, t.n_bytes) for n, t in self.model.tensors.items()}
         plan = {"weights": 0, "kv_cache": 0, "activations": 0}
         for n_tokens in sorted({1, min(MAX_UBATCH, max_ctx)}):
-            g = build_graph(self.config, self.weight_spec, GraphSpec(n_tokens, max_ctx, self.kv_dtype, False))
+            g = self._model_graph(GraphSpec(n_tokens, max_ctx, self.kv_dtype, False))
+            for name, parts in self._stacked.items():
+                sizes[name] = (sizes[parts[0]][0], sum(sizes[p][1] for p in parts))
             if n_tokens == 1:
                 need = getattr(self.backend, "weight_bytes_needed", None)
                 plan["weights"] = need(g, sizes) if need else sum(b for _, b in sizes.values())
@@ -228,7 +245,14 @@ class Engine:
         return list(self._graphs)
 
     def _weight_source(self, name: str):
-        return self.model.raw(name), self.model.tensors[name].ggml_type
+        """(raw bytes, GGML type) of a GGUF tensor, or of a stacked weight (its parts' rows, concatenated)."""
+        parts = self._stacked.get(name)
+        if parts is None:
+            return self.model.raw(name), self.model.tensors[name].ggml_type
+        qtypes = {self.model.tensors[p].ggml_type for p in parts}
+        if len(qtypes) != 1:
+            raise ValueError(f"stacked weight {name}: parts of types {sorted(q.name for q in qtypes)}")
+        return np.concatenate([self.model.raw(p) for p in parts]), qtypes.pop()
 
     def _check_room(self, n: int) -> None:
         if self.n_past + n > self.max_ctx:

@@ -45,9 +45,10 @@ def node_cost(t: Tensor, n_kv: int | None = None) -> Cost:
     if t.is_leaf or t.op in (Op.VIEW, Op.RESHAPE):
         return Cost(0, 0, 0)
     src = [tensor_bytes(s) for s in t.src]
-    if t.op is Op.MUL_MAT:
-        w, x = t.src
-        return Cost(sum(src), out, 2 * math.prod(w.shape) * (x.n_elements // w.shape[1]))
+    if t.op in (Op.MUL_MAT, Op.MUL_MAT_ADD):  # w, x[, b][, xq]: x or xq is read, both are counted
+        w, x = t.src[:2]
+        flops = 2 * math.prod(w.shape) * (x.n_elements // w.shape[1])
+        return Cost(sum(src), out, flops + (t.n_elements if t.op is Op.MUL_MAT_ADD else 0))
     if t.op is Op.GET_ROWS:
         a, idx = t.src
         row = tensor_bytes(a) // a.shape[0]
@@ -63,6 +64,8 @@ def node_cost(t: Tensor, n_kv: int | None = None) -> Cost:
         return Cost(src[0] + kv + src[3], out, 2 * T * H * rows * (D + v.shape[2]))
     if t.op is Op.RMS_NORM:
         return Cost(sum(src), out, 3 * t.n_elements)
+    if t.op is Op.RMS_NORM_MUL:
+        return Cost(sum(src), out, 4 * t.n_elements)
     if t.op is Op.ROPE:
         return Cost(sum(src), out, 3 * t.n_elements)
     if t.op is Op.SOFT_MAX:

@@ -28,6 +28,8 @@ KEEP_LEAVES = ("input", "state")
 
 def _emit(g: Graph, t: Tensor, srcs: Sequence[Tensor]) -> Tensor:
     """A copy of t (same name, op, params) in g over the given (new) sources."""
+    if t.kind == "weight":
+        return g.weight(t.name, t.shape, t.dtype, t.params.get("rows_of", ()))
     if t.is_leaf:
         return getattr(g, t.kind)(t.name, t.shape, t.dtype)
     return g.op(t.op, list(srcs), t.name, **t.params)
@@ -146,16 +148,17 @@ def remove_noop_views(graph: Graph) -> Graph:
 # ---- QUANTIZE_X8 ------------------------------------------------------------------------------------------
 
 def insert_quantize_x8(graph: Graph, reads_x8: Callable[[Tensor], bool]) -> Graph:
-    """Give each MUL_MAT for which reads_x8(node) holds (the backend's kernel for it reads int8 x) the
-    quantized copy of its x as a third source: a QUANTIZE_X8 node of x, emitted just before it. Mat-vecs
-    that read one value get identical nodes, which CSE merges into one (run `cse` after); a value written
-    by SET_ROWS in between is quantized again."""
+    """Give each MUL_MAT (MUL_MAT_ADD) for which reads_x8(node) holds (the backend's kernel for it reads
+    int8 x) the quantized copy of its x as its last source: a QUANTIZE_X8 node of x, emitted just before it.
+    Mat-vecs that read one value get identical nodes, which CSE merges into one (run `cse` after); a value
+    written by SET_ROWS in between is quantized again."""
     g = Graph(graph.name)
     new: dict[int, Tensor] = {}
     names = {t.name for t in graph.nodes}
     for t in graph.nodes:
         srcs = [new[s.id] for s in t.src]
-        if t.op is Op.MUL_MAT and len(srcs) == 2 and reads_x8(t):
+        plain = (t.op is Op.MUL_MAT and len(srcs) == 2) or (t.op is Op.MUL_MAT_ADD and len(srcs) == 3)
+        if plain and reads_x8(t):
             name, n = f"{t.src[1].name}.x8", 1
             while name in names:
                 n += 1
@@ -250,3 +253,249 @@ def optimize(graph: Graph, pipeline: Sequence[tuple[str, Pass]] = PIPELINE) -> t
                                      (time.perf_counter() - t0) * 1e3))
         g = out
     return g, report
+
+
+# ---- fusion ---------------------------------------------------------------------------------------------
+# Run on the graph a model builds, before weights are bound (`fuse`): stacking changes which weights exist.
+
+def _readers(graph: Graph) -> dict[int, list[Tensor]]:
+    """node id -> the nodes that read it (a graph output counts as a reader, None)."""
+    rd: dict[int, list] = {t.id: [] for t in graph.nodes}
+    for t in graph.nodes:
+        for s in t.src:
+            rd[s.id].append(t)
+    for t in graph.outputs.values():
+        rd[t.id].append(None)
+    return rd
+
+
+def _joined(names: Sequence[str]) -> str:
+    """One name for stacked tensors, the common prefix up to a dot and suffix from a dot kept once:
+    ("blk.0.attn_q.weight", "blk.0.attn_k.weight") -> "blk.0.attn_q+attn_k.weight"."""
+    pre = names[0][: names[0].rfind(".", 0, len(_common(names))) + 1]
+    rev = [n[len(pre):][::-1] for n in names]
+    suf = rev[0][: rev[0].rfind(".", 0, len(_common(rev))) + 1][::-1]
+    return pre + "+".join(n[len(pre): len(n) - len(suf)] for n in names) + suf
+
+
+def _common(names: Sequence[str]) -> str:
+    n = 0
+    while all(len(s) > n and s[n] == names[0][n] for s in names):
+        n += 1
+    return names[0][:n]
+
+
+def reshape_strides(shape: Sequence[int], strides: Sequence[int], new_shape: Sequence[int]
+                    ) -> tuple[int, ...] | None:
+    """Strides that give a strided view of `shape` the shape new_shape without a copy, or None where
+    none do (numpy's no-copy reshape rule: only dims contiguous with each other are merged)."""
+    old = [(n, s) for n, s in zip(shape, strides, strict=True) if n != 1]
+    new = list(new_shape)
+    out = [1] * len(new)
+    oi = ni = 0
+    while ni < len(new) and oi < len(old):
+        oj, nj = oi + 1, ni + 1
+        po, pn = old[oi][0], new[ni]
+        while po != pn:
+            if pn < po:
+                if nj >= len(new):
+                    return None
+                pn *= new[nj]
+                nj += 1
+            else:
+                if oj >= len(old):
+                    return None
+                po *= old[oj][0]
+                oj += 1
+        if any(old[k][1] != old[k + 1][0] * old[k + 1][1] for k in range(oi, oj - 1)):
+            return None
+        out[nj - 1] = old[oj - 1][1]
+        for k in range(nj - 1, ni, -1):
+            out[k - 1] = out[k] * new[k]
+        oi, ni = oj, nj
+    if oi < len(old) or any(n != 1 for n in new[ni:]):
+        return None
+    return tuple(out)
+
+
+def stack_mul_mats(graph: Graph) -> Graph:
+    """MUL_MATs that read the same x with weights of one type and row length (Q, K and V; gate and up),
+    each weight read by that MUL_MAT alone, become one MUL_MAT over a weight leaf that is their rows
+    stacked (`rows_of`); each old result is a VIEW of its columns. A bias added to every member (an ADD of
+    an [N] weight, the MUL_MAT's only reader) is stacked likewise and added once."""
+    rd = _readers(graph)
+    groups: dict[tuple, list[tuple[Tensor, Tensor | None]]] = {}
+    for t in graph.nodes:
+        if t.op is not Op.MUL_MAT or len(t.src) != 2:
+            continue
+        w, x = t.src
+        if w.kind != "weight" or "rows_of" in w.params or len(rd[w.id]) != 1 or None in rd[t.id]:
+            continue
+        add = rd[t.id][0] if len(rd[t.id]) == 1 else None
+        b = add.src[1] if add is not None and add.op is Op.ADD and add.src[0] is t else None
+        if b is None or b.kind != "weight" or b.shape != (w.shape[0],) or len(rd[b.id]) != 1:
+            add = b = None
+        key = (x.id, w.dtype, w.shape[1], None if b is None else b.dtype)
+        groups.setdefault(key, []).append((t, add))
+    first: dict[int, list[tuple[Tensor, Tensor | None]]] = {}
+    member: set[int] = set()
+    for grp in groups.values():
+        if len(grp) > 1:
+            first[grp[0][0].id] = grp
+            member.update(t.id for t, _ in grp)
+    g = Graph(graph.name)
+    new: dict[int, Tensor] = {}
+    for t in graph.nodes:
+        if t.id in new:  # a member's bias ADD, already a view
+            continue
+        if t.id in first:
+            grp = first[t.id]
+            ws = [m.src[0] for m, _ in grp]
+            n_tot = sum(w.shape[0] for w in ws)
+            w_st = g.weight(_joined([w.name for w in ws]), (n_tot, ws[0].shape[1]), ws[0].dtype,
+                            [w.name for w in ws])
+            out = g.mul_mat(w_st, new[t.src[1].id], _joined([m.name for m, _ in grp]))
+            if grp[0][1] is not None:
+                bs = [a.src[1] for _, a in grp]
+                b_st = g.weight(_joined([b.name for b in bs]), (n_tot,), bs[0].dtype, [b.name for b in bs])
+                out = g.add(out, b_st, _joined([a.name for _, a in grp]))
+            strides = contiguous_strides(out.shape)
+            off = 0
+            for (m, a), w in zip(grp, ws, strict=True):
+                res = a if a is not None else m
+                new[res.id] = g.view(out, (*out.shape[:-1], w.shape[0]), res.name, strides, off)
+                off += w.shape[0]
+            continue
+        if t.id in member:
+            continue
+        new[t.id] = _emit(g, t, [new[s.id] for s in t.src])
+    _outputs(g, graph, new)
+    return g
+
+
+def fold_views(graph: Graph) -> Graph:
+    """RESHAPE or VIEW-free chains over a strided VIEW become one VIEW of its source where strides allow
+    (a RESHAPE of a column slice that splits [T, H * D] into [T, H, D], or merges it back)."""
+    g = Graph(graph.name)
+    new: dict[int, Tensor] = {}
+    for t in graph.nodes:
+        srcs = [new[s.id] for s in t.src]
+        if t.op is Op.RESHAPE and srcs[0].op is Op.VIEW:
+            v = srcs[0]
+            st = reshape_strides(v.shape, v.params["strides"], t.shape)
+            if st is not None:
+                new[t.id] = g.view(v.src[0], t.shape, t.name, st, v.params["offset"])
+                continue
+        new[t.id] = _emit(g, t, srcs)
+    _outputs(g, graph, new)
+    return g
+
+
+def merge_ropes(graph: Graph) -> Graph:
+    """ROPEs with the same positions and params over adjacent head ranges of one tensor (the Q and K columns
+    of a stacked Q/K/V result, as VIEWs [T, H_i, D] with equal strides) become one ROPE over all of those
+    heads; each old result is a VIEW of the merged result."""
+    groups: dict[tuple, list[Tensor]] = {}
+    for t in graph.nodes:
+        if t.op is Op.ROPE and t.src[0].op is Op.VIEW:
+            v = t.src[0]
+            st = tuple(v.params["strides"])  # a token's stride matters only with several tokens
+            key = (v.src[0].id, t.src[1].id, _freeze(t.params), v.shape[0], v.shape[2],
+                   st if v.shape[0] > 1 else st[1:])
+            groups.setdefault(key, []).append(t)
+    first: dict[int, list[Tensor]] = {}
+    member: set[int] = set()
+    for grp in groups.values():
+        grp.sort(key=lambda r: r.src[0].params["offset"])
+        D = grp[0].shape[2]
+        if len(grp) < 2 or tuple(grp[0].src[0].params["strides"])[1:] != (D, 1):
+            continue
+        runs = [[grp[0]]]  # contiguous head ranges
+        for r in grp[1:]:
+            prev = runs[-1][-1].src[0]
+            if r.src[0].params["offset"] == prev.params["offset"] + prev.shape[1] * D:
+                runs[-1].append(r)
+            else:
+                runs.append([r])
+        for run in runs:
+            if len(run) > 1:
+                first[min(r.id for r in run)] = run
+                member.update(r.id for r in run)
+    g = Graph(graph.name)
+    new: dict[int, Tensor] = {}
+    for t in graph.nodes:
+        if t.id in first:
+            run = first[t.id]
+            v0 = run[0].src[0]
+            T, D = v0.shape[0], v0.shape[2]
+            H = sum(r.shape[1] for r in run)
+            st = tuple(v0.params["strides"]) if T > 1 else (H * D, D, 1)
+            view = g.view(new[v0.src[0].id], (T, H, D), _joined([r.src[0].name for r in run]), st,
+                          v0.params["offset"])
+            out = g.op(Op.ROPE, [view, new[t.src[1].id]], _joined([r.name for r in run]), **t.params)
+            h = 0
+            for r in run:
+                new[r.id] = g.view(out, r.shape, r.name, contiguous_strides(out.shape), h * D)
+                h += r.shape[1]
+            continue
+        if t.id in member:
+            continue
+        new[t.id] = _emit(g, t, [new[s.id] for s in t.src])
+    _outputs(g, graph, new)
+    return g
+
+
+def _written_between(graph: Graph, a: Tensor, b: Tensor, x: Tensor) -> bool:
+    """Whether a SET_ROWS after node a and before node b writes x's storage."""
+    root = graph.storage_root(x).id
+    return any(t.op in SIDE_EFFECTS and graph.storage_root(t).id == root for t in graph.nodes[a.id + 1: b.id])
+
+
+def fuse_ops(graph: Graph) -> Graph:
+    """RMS_NORM followed by a MUL by an [n] weight -> RMS_NORM_MUL; MUL_MAT followed by an ADD of a bias
+    [N] or a tensor of its result's shape (the residual) -> MUL_MAT_ADD. The fused node takes the ADD's
+    or MUL's name and place; the first node must have no other reader."""
+    rd = _readers(graph)
+    g = Graph(graph.name)
+    new: dict[int, Tensor] = {}
+    absorbed: set[int] = {t.id for t in graph.nodes if _fusable(graph, t, rd) is not None}
+    for t in graph.nodes:
+        if t.id in absorbed:
+            continue
+        if t.op is Op.MUL and t.src[0].id in absorbed:
+            a = new[t.src[0].src[0].id]
+            new[t.id] = g.rms_norm_mul(a, new[t.src[1].id], t.src[0].params["eps"], t.name)
+            continue
+        if t.op is Op.ADD and any(s.id in absorbed for s in t.src):
+            mm = t.src[0] if t.src[0].id in absorbed else t.src[1]
+            other = t.src[1] if mm is t.src[0] else t.src[0]
+            new[t.id] = g.mul_mat_add(new[mm.src[0].id], new[mm.src[1].id], new[other.id], t.name)
+            continue
+        new[t.id] = _emit(g, t, [new[s.id] for s in t.src])
+    _outputs(g, graph, new)
+    return g
+
+
+def _fusable(graph: Graph, t: Tensor, rd: dict[int, list]) -> Tensor | None:
+    """The node that absorbs t (fuse_ops), or None."""
+    if len(rd[t.id]) != 1 or rd[t.id][0] is None:
+        return None
+    u = rd[t.id][0]
+    if t.op is Op.RMS_NORM and u.op is Op.MUL and u.src[0] is t and u.src[1] is not t:
+        return u if u.src[1].shape == (t.shape[-1],) else None
+    if t.op is Op.MUL_MAT and len(t.src) == 2 and u.op is Op.ADD and u.shape == t.shape:
+        other = u.src[1] if u.src[0] is t else u.src[0]
+        if other.op is Op.MUL_MAT and u.src[0] is other:
+            return None  # ADD of two MUL_MATs: the first one absorbs
+        if other is t or other.shape not in ((t.shape[-1],), t.shape):
+            return None
+        return None if _written_between(graph, t, u, t.src[1]) else u
+    return None
+
+
+def fuse(graph: Graph) -> Graph:
+    """The fusion pipeline a model's graph goes through before its weights are bound: stacked mat-vecs
+    (stack_mul_mats), views folded (fold_views), RoPE over Q and K at once (merge_ropes), RMS_NORM_MUL and
+    MUL_MAT_ADD (fuse_ops), dead nodes dropped. The result computes what the graph did."""
+    g = fold_views(merge_ropes(fold_views(stack_mul_mats(graph))))
+    return dce(fuse_ops(g))
