@@ -209,7 +209,8 @@ class Engine:
                 sizes[name] = (sizes[parts[0]][0], sum(sizes[p][1] for p in parts))
             if n_tokens == 1:
                 need = getattr(self.backend, "weight_bytes_needed", None)
-                plan["weights"] = need(g, sizes) if need else sum(b for _, b in sizes.values())
+                plan["weights"] = (need(g, sizes) if need
+                                   else sum(sizes[w.name][1] for w in g.leaves("weight")))
                 plan["kv_cache"] = sum(math.prod(s.shape) * ITEMSIZE[s.dtype] for s in g.leaves("state"))
             plan["activations"] += alloc.plan(passes.optimize(g)[0], alignment=256).arena_bytes
         plan["total"] = sum(plan.values())

@@ -1,0 +1,160 @@
+"""The fusion pass (passes.fuse): what it fuses, that fused graphs compute what unfused ones do on the
+numpy backend, the stacked weights' bytes, and the launches per layer of the real models' decode graphs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as Q
+from gguf_factory import real_model, write_model
+
+from rocmforge.config import ModelConfig
+from rocmforge.engine import Engine
+from rocmforge.gguf import GGUFFile
+from rocmforge.ir.graph import Graph
+from rocmforge.ir.ops import Op
+from rocmforge.ir.passes import fuse, fuse_ops, optimize, reshape_strides
+from rocmforge.models import GraphSpec, build_graph
+from rocmforge.synth import write_tiny_model
+
+NO_LAUNCH = (Op.VIEW, Op.RESHAPE)
+
+
+def _launching(g: Graph, prefix: str = "") -> list:
+    return [t for t in g.nodes if not t.is_leaf and t.op not in NO_LAUNCH and t.name.startswith(prefix)]
+
+
+def _graphs(path, n_tokens: int, max_ctx: int = 32) -> tuple[Graph, Graph, ModelConfig]:
+    f = GGUFFile.open(path)
+    cfg = ModelConfig.from_gguf(f)
+    spec = {n: (t.shape, t.ggml_type.name.lower()) for n, t in f.tensors.items()}
+    g = build_graph(cfg, spec, GraphSpec(n_tokens, max_ctx))
+    return g, fuse(g), cfg
+
+
+# ---- reshape of a strided view ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("T,N,S,new", [
+    (3, 12, 20, (3, 4, 3)), (1, 12, 20, (1, 4, 3)), (3, 12, 12, (36,)), (3, 12, 20, (36,)),
+    (3, 12, 20, (3, 12, 1)), (2, 8, 16, (2, 2, 2, 2)), (4, 6, 6, (2, 12)), (4, 6, 9, (2, 12)),
+])
+def test_reshape_strides_agree_with_numpy(T, N, S, new):
+    base = np.arange(T * S + N, dtype=np.float32)
+    v = np.lib.stride_tricks.as_strided(base, (T, N), (S * 4, 4))
+    got = reshape_strides((T, N), (S, 1), new)
+    try:
+        r = v.reshape(new, copy=False)
+    except ValueError:
+        assert got is None
+        return
+    assert got is not None
+    want = tuple(s // 4 for s in r.strides)
+    assert all(g == w for g, w, n in zip(got, want, new, strict=True) if n > 1), (got, want)
+    np.testing.assert_array_equal(np.lib.stride_tricks.as_strided(base, new, [s * 4 for s in got]), r)
+
+
+# ---- what fuse does on the tiny models ------------------------------------------------------------------
+
+def test_llama_graph_fuses_norms_residuals_and_stacks_same_type_mat_vecs(tmp_path):
+    # q, k Q4_0 and v F16 (gguf_factory's types): q and k stack, v stays alone; gate and up stack
+    g, fg, cfg = _graphs(write_model(tmp_path / "m.gguf"), 1)
+    ops = {op: [t for t in fg.nodes if t.op is op] for op in Op}
+    assert not ops[Op.RMS_NORM] and not ops[Op.ADD] and not ops[Op.MUL]
+    assert len(ops[Op.RMS_NORM_MUL]) == 2 * cfg.n_layer + 1
+    assert len(ops[Op.MUL_MAT_ADD]) == 2 * cfg.n_layer  # attn_output and ffn_down + residual
+    stacked = {w.name: w.params["rows_of"] for w in fg.leaves("weight") if "rows_of" in w.params}
+    assert stacked["blk.0.attn_q+attn_k.weight"] == ("blk.0.attn_q.weight", "blk.0.attn_k.weight")
+    assert stacked["blk.1.ffn_gate+ffn_up.weight"] == ("blk.1.ffn_gate.weight", "blk.1.ffn_up.weight")
+    assert len(stacked) == 2 * cfg.n_layer and "blk.0.attn_v.weight" in {w.name for w in fg.leaves("weight")}
+    assert [t.name for t in ops[Op.ROPE]] == [f"blk.{i}.q_rope+k_rope" for i in range(cfg.n_layer)]
+    for i in range(cfg.n_layer):
+        names = [t.op.value for t in _launching(fg, f"blk.{i}.")]
+        assert names == ["RMS_NORM_MUL", "MUL_MAT", "MUL_MAT", "ROPE", "SET_ROWS", "SET_ROWS",
+                         "FLASH_ATTN_EXT", "MUL_MAT_ADD", "RMS_NORM_MUL", "MUL_MAT", "SWIGLU",
+                         "MUL_MAT_ADD"], names
+    assert len(_launching(optimize(fg)[0])) < len(_launching(optimize(g)[0]))
+
+
+def test_qwen2_biases_stack_with_their_mat_vecs(tmp_path):
+    path = write_tiny_model(tmp_path / "q.gguf", "qwen2", wtype=Q.Q8_0, tied=False)
+    _, fg, cfg = _graphs(path, 3)
+    stacked = {w.name: w.params["rows_of"] for w in fg.leaves("weight") if "rows_of" in w.params}
+    assert stacked["blk.0.attn_q+attn_k+attn_v.bias"] == tuple(f"blk.0.attn_{x}.bias" for x in "qkv")
+    qkv = fg["blk.0.attn_q_b+attn_k_b+attn_v_b"]
+    assert qkv.op is Op.MUL_MAT_ADD and qkv.src[0].name == "blk.0.attn_q+attn_k+attn_v.weight"
+    assert qkv.shape == (3, (cfg.n_head + 2 * cfg.n_head_kv) * cfg.head_dim)
+
+
+def test_fuse_ops_leaves_a_mat_vec_with_two_readers_and_a_read_across_a_write():
+    g = Graph()
+    w = g.weight("w", (8, 16), "f32")
+    x = g.input("x", (2, 16))
+    r = g.input("r", (2, 8))
+    y = g.mul_mat(w, x, "y")
+    g.output(g.add(y, r, "sum"))
+    g.output(g.scale(y, 2.0, "twice"))  # y has a second reader: not fused
+    st = g.state("s", (4, 16))
+    idx = g.input("idx", (2,), "i32")
+    xv = g.view(st, (2, 16), "xv", (16, 1), 0)
+    y2 = g.mul_mat(w, xv, "y2")
+    g.set_rows(st, x, idx, "write")  # writes what y2 read before the ADD: moving y2 later would be wrong
+    g.output(g.add(y2, r, "sum2"))
+    f = fuse_ops(g)
+    assert {t.op for t in f.nodes if not t.is_leaf} >= {Op.MUL_MAT, Op.ADD}
+    assert not any(t.op is Op.MUL_MAT_ADD for t in f.nodes)
+
+
+@pytest.mark.parametrize("arch,kw", [("llama", {}), ("qwen2", {"tied": False, "qkv_bias": True})])
+def test_fused_engine_computes_what_the_unfused_one_does(tmp_path, arch, kw):
+    path = write_model(tmp_path / "m.gguf", arch, **kw)
+    out = {}
+    for flag in (False, True):
+        eng = Engine.from_gguf(path, backend="numpy", max_ctx=32, fuse=flag)
+        logits = eng.prefill([1, 5, 9, 3, 7, 2, 11], all_logits=True)
+        steps = [eng.step(timed=False) for _ in range(5)]
+        out[flag] = (logits, [s.token for s in steps], np.stack([s.logits for s in steps]),
+                     eng.device_plan()["weights"], eng.backend.weight_bytes)
+    np.testing.assert_allclose(out[True][0], out[False][0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(out[True][2], out[False][2], rtol=1e-6, atol=1e-6)
+    assert out[True][1] == out[False][1]
+    assert out[True][3:] == out[False][3:]  # stacking moves bytes, it adds none
+
+
+def test_stacked_weight_is_its_parts_rows(tmp_path):
+    eng = Engine.from_gguf(write_model(tmp_path / "m.gguf"), backend="numpy", max_ctx=16)
+    raw, qt = eng._weight_source("blk.1.ffn_gate+ffn_up.weight")
+    parts = [eng.model.raw(f"blk.1.ffn_{p}.weight") for p in ("gate", "up")]
+    assert qt == eng.model.tensors["blk.1.ffn_gate.weight"].ggml_type
+    np.testing.assert_array_equal(raw, np.concatenate(parts))
+    w = eng.backend.weights["blk.1.ffn_gate+ffn_up.weight"]
+    n_ff = eng.model.tensors["blk.1.ffn_gate.weight"].shape[0]
+    from rocmforge import quant
+
+    gate = quant.dequantize(parts[0], qt, (n_ff, eng.config.n_embd))
+    np.testing.assert_array_equal(w[:n_ff], gate)
+
+
+# ---- launches per layer of the real models ---------------------------------------------------------------
+
+# launching graph nodes per layer of the fused decode graph (FLASH_ATTN_EXT may launch a second, combining
+# kernel on the GPU); issue 19's target is 8. Qwen2.5-0.5B's attn_v is Q8_0 in half its layers, Q5_0 in
+# the others: those do not stack with Q and K.
+MAX_LAUNCHES = {"smollm2-135m": 11, "qwen2.5-0.5b": 12}
+
+
+@pytest.mark.models
+@pytest.mark.parametrize("name", sorted(MAX_LAUNCHES))
+def test_launches_per_layer_of_the_real_models_decode_graphs(name):
+    f = GGUFFile.open(real_model(name))
+    cfg = ModelConfig.from_gguf(f)
+    spec = {n: (t.shape, t.ggml_type.name.lower()) for n, t in f.tensors.items()}
+    g = build_graph(cfg, spec, GraphSpec(1, 256))
+    before, after = optimize(g)[0], optimize(fuse(g))[0]
+    per_layer = [len(_launching(after, f"blk.{i}.")) for i in range(cfg.n_layer)]
+    head = [t for t in _launching(after) if not t.name.startswith("blk.")]
+    print(name, "launching nodes", len(_launching(before)), "->", len(_launching(after)), "per layer",
+          sorted(set(per_layer)))
+    assert max(per_layer) <= MAX_LAUNCHES[name]
+    assert [t.op for t in head] == [Op.GET_ROWS, Op.RMS_NORM_MUL, Op.MUL_MAT, Op.ARGMAX]
+    assert len(_launching(after)) <= 0.62 * len(_launching(before))
+    assert not any(t.op in (Op.RMS_NORM, Op.ADD, Op.MUL) for t in after.nodes)
