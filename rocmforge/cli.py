@@ -289,7 +289,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         part = open(f"{args.o}.part", "w")
     try:
         eng = Engine.from_gguf(args.model, backend=_backend(args),
-                               max_ctx=max(args.p + 1, args.n + 1, 16))
+                               max_ctx=max(args.p + 1, args.n + 1, 16), fuse=not args.no_fuse)
         recs = bench.bench(eng, pp=[args.p] if args.p else [], tg=[args.n] if args.n else [], reps=args.r)
         if part is not None:
             for r in recs:
@@ -380,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-n", type=COUNT, default=128, help="generated tokens (0: skip tg)")
     b.add_argument("-r", type=POSITIVE, default=3, help="repetitions after one warm-up")
     b.add_argument("-o", metavar="FILE.jsonl", help="write records in llama-bench's JSONL fields")
+    b.add_argument("--no-fuse", action="store_true", help="run the graphs as the model builds them (no "
+                   "fused ops or stacked weights: the fusion pass's baseline)")
     b.set_defaults(func=cmd_bench)
 
     pp = sub.add_parser("perplexity", help="teacher-forced perplexity of a text file, chunked as "

@@ -9,6 +9,7 @@ from gguf import GGMLQuantizationType as Q
 from rocmforge.config import ModelConfig
 from rocmforge.engine import ContextOverflowError, Engine, sample
 from rocmforge.gguf import GGUFFile
+from rocmforge.ir import passes
 from rocmforge.models import GraphSpec, build_graph
 from rocmforge.synth import write_tiny_model
 
@@ -32,7 +33,8 @@ def test_decode_graph_is_the_same_at_every_position(tiny):
     assert res.position == 500
     assert eng.graph(1) is g and g.signature() == sig
     spec = GraphSpec(1, 600)
-    assert build_graph(eng.config, eng.weight_spec, spec).signature() == sig  # no position inside
+    # no position inside (the engine's graphs go through the fusion pass)
+    assert passes.fuse(build_graph(eng.config, eng.weight_spec, spec)).signature() == sig
     assert eng.graph_keys == [(1, False), (5, False), (494, False)]  # one decode graph, one per prompt size
 
 
@@ -75,7 +77,8 @@ def test_step_reports_timings_and_memory(tiny):
     res = eng.step()
     n_ops = len(eng.graph(1).ops())
     assert len(res.timings) == n_ops and all(t.us >= 0 for t in res.timings)
-    assert {t.op for t in res.timings} >= {"MUL_MAT", "FLASH_ATTN_EXT", "SET_ROWS", "ROPE", "RMS_NORM"}
+    assert {t.op for t in res.timings} >= {"MUL_MAT", "MUL_MAT_ADD", "FLASH_ATTN_EXT", "SET_ROWS", "ROPE",
+                                           "RMS_NORM_MUL"}
     cfg = eng.config
     kv = 2 * cfg.n_layer * 64 * cfg.n_head_kv * cfg.head_dim * 4
     assert res.memory["kv_cache"] == kv

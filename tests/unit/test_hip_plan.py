@@ -31,7 +31,8 @@ def _with_quantize_x8(g: Graph, reads) -> Graph:
 def test_decode_mat_vecs_share_one_quantize_x8_per_activation(tmp_path, arch):
     """insert_quantize_x8, then CSE: one QUANTIZE_X8 node per value the weight mat-vecs read, emitted before
     its first reader, which all read it as their third source."""
-    eng = Engine.from_gguf(write_tiny_model(tmp_path / "m.gguf", arch, wtype=Q.Q8_0), backend="numpy")
+    eng = Engine.from_gguf(write_tiny_model(tmp_path / "m.gguf", arch, wtype=Q.Q8_0), backend="numpy",
+                           fuse=False)  # the graph as built: Q, K, V are separate mat-vecs
     g = _with_quantize_x8(eng.graph(1), lambda t: t.src[0].kind == "weight")
     n_layer = eng.config.n_layer
     mm = [t for t in g.nodes if t.op is Op.MUL_MAT and t.src[0].kind == "weight"]

@@ -93,7 +93,7 @@ def test_costs_count_weights_in_blocks_and_attention_by_the_rows_in_use(tmp_path
     from rocmforge.ir.cost import graph_costs
 
     path = write_tiny_model(tmp_path / "q.gguf", "llama", wtype=Q.Q8_0, n_embd=64, n_ff=96, tied=False)
-    eng = Engine.from_gguf(path, backend="numpy", max_ctx=64)
+    eng = Engine.from_gguf(path, backend="numpy", max_ctx=64, fuse=False)  # one MUL_MAT per weight
     g = eng.graph(1)
     node = {t.name: t for t in g.nodes}
     c = graph_costs(g, n_kv=5)
