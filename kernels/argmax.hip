@@ -15,6 +15,7 @@ RF_DEV void am_merge(float& v, int& i, float v2, int i2) {
 
 template <typename T>
 __device__ void argmax(const T* __restrict__ a, int* __restrict__ out, int n) {
+    RF_PDL_BEGIN();
     __shared__ float sv[32];
     __shared__ int si[32];
     const rf_i64 base = (rf_i64)blockIdx.x * n;

@@ -29,6 +29,7 @@ __device__ void flash_attn(const float* __restrict__ q, const Tkv* __restrict__ 
                            const int* __restrict__ pos, float* __restrict__ out, float* __restrict__ part_o,
                            float* __restrict__ part_m, float* __restrict__ part_l, int T, int H, int Hkv,
                            rf_i64 row_stride, rf_i64 head_stride, int C, int chunk, float scale) {
+    RF_PDL_BEGIN();
     __shared__ float qs[FA_BQ][FA_D + 1];
     __shared__ float ks[FA_BKV][FA_D + 1];
     __shared__ float vs[FA_BKV][FA_D];
@@ -157,6 +158,7 @@ FA_ENTRY(f16, rf_u16)
 RF_KERNEL void __launch_bounds__(FA_THREADS)
     flash_attn_combine(const float* part_o, const float* part_m, const float* part_l, float* out, int TH,
                        int n_splits) {
+    RF_PDL_BEGIN();
     const rf_i64 th = blockIdx.x;
     float M = -RF_INF;
     for (int s = 0; s < n_splits; ++s) M = fmaxf(M, part_m[(rf_i64)s * TH + th]);

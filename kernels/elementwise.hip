@@ -42,6 +42,7 @@ RF_DEV rf_i64 bcast_index(rf_i64 i, int mode, const Shape4& s) {
 template <typename Ta, typename Tb, int OP>
 __device__ void binary(const Ta* __restrict__ a, const Tb* __restrict__ b, float* __restrict__ out, rf_i64 n,
                        int mode, Shape4 s) {
+    RF_PDL_BEGIN();
     EW_LOOP(n) {
         const float x = rf_io<Ta>::load(a, i), y = rf_io<Tb>::load(b, bcast_index(i, mode, s));
         out[i] = OP == 0 ? x + y : x * y;
@@ -63,9 +64,11 @@ RF_DEV float rf_silu(float x) { return x / (1.0f + expf(-x)); }
 
 #define EW_UNARY(t, T)                                                                                 \
     RF_KERNEL void scale_##t(const T* a, float* out, rf_i64 n, float s) {                             \
+        RF_PDL_BEGIN();                                                                                \
         EW_LOOP(n) out[i] = rf_io<T>::load(a, i) * s;                                                  \
     }                                                                                                  \
     RF_KERNEL void silu_##t(const T* a, float* out, rf_i64 n) {                                       \
+        RF_PDL_BEGIN();                                                                                \
         EW_LOOP(n) out[i] = rf_silu(rf_io<T>::load(a, i));                                             \
     }
 EW_UNARY(f32, float)
@@ -73,6 +76,7 @@ EW_UNARY(f16, rf_u16)
 
 #define EW_SWIGLU(tg, Tg, tu, Tu)                                                                      \
     RF_KERNEL void swiglu_##tg##_##tu(const Tg* g, const Tu* u, float* out, rf_i64 n) {               \
+        RF_PDL_BEGIN();                                                                                \
         EW_LOOP(n) out[i] = rf_silu(rf_io<Tg>::load(g, i)) * rf_io<Tu>::load(u, i);                   \
     }
 EW_SWIGLU(f32, float, f32, float)
@@ -84,6 +88,7 @@ EW_SWIGLU(f16, rf_u16, f16, rf_u16)
 template <typename Ti, typename To>
 __device__ void copy4(const Ti* __restrict__ src, To* __restrict__ dst, rf_i64 n, int ne0, int ne1, int ne2,
                       rf_i64 s0, rf_i64 s1, rf_i64 s2, rf_i64 s3) {
+    RF_PDL_BEGIN();
     EW_LOOP(n) {
         const rf_i64 i0 = i % ne0, r0 = i / ne0;
         const rf_i64 i1 = r0 % ne1, r1 = r0 / ne1;

@@ -13,6 +13,7 @@
 template <class T>
 __device__ void get_rows(const rf_u8* __restrict__ a, rf_i64 row_bytes, int R, const int* __restrict__ idx,
                          float* __restrict__ out, int D) {
+    RF_PDL_BEGIN();
     const int i = blockIdx.y;
     const int k = (blockIdx.x * GR_THREADS + threadIdx.x) * 8;
     const int r = idx[i];
@@ -40,6 +41,7 @@ RF_WEIGHT_TYPES(RF_GR_ENTRY)
 // i32 rows (converted to f32, as numpy's astype)
 RF_KERNEL void __launch_bounds__(GR_THREADS)
     get_rows_i32(const int* a, int R, const int* idx, float* out, int D) {
+    RF_PDL_BEGIN();
     const int i = blockIdx.y;
     const int k0 = (blockIdx.x * GR_THREADS + threadIdx.x) * 8;
     const int r = idx[i];

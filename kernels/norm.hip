@@ -9,6 +9,7 @@
 
 template <typename T>
 __device__ void rms_norm(const T* __restrict__ a, float* __restrict__ out, int n, float eps) {
+    RF_PDL_BEGIN();
     __shared__ float sh[32];
     const rf_i64 base = (rf_i64)blockIdx.x * n;
     float s = 0.0f;

@@ -101,6 +101,14 @@ RF_DEV void rf_grid_dependents() {
 #endif
 }
 
+// The first statement of every kernel: with programmatic launch (pdl.py) a kernel may start while the one
+// before it runs; it waits for that one here, and lets the next launch start (its blocks wait the same way).
+#define RF_PDL_BEGIN() \
+    do {               \
+        rf_grid_wait();        \
+        rf_grid_dependents();  \
+    } while (0)
+
 // orders shared-memory accesses among the lanes of a warp
 RF_DEV void rf_syncwarp() {
 #if defined(RF_CUDA)

@@ -11,6 +11,7 @@
 template <typename T>
 __device__ void rope(const T* __restrict__ x, const int* __restrict__ pos, float* __restrict__ out, int H,
                      int D, rf_i64 n, int n_dims, int neox, float base, float freq_scale) {
+    RF_PDL_BEGIN();
     const double lb = log2((double)base);
     const rf_i64 stride = (rf_i64)gridDim.x * blockDim.x;
     for (rf_i64 e = (rf_i64)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += stride) {

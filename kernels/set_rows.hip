@@ -10,6 +10,7 @@
 template <typename Ts, typename Td>
 __device__ void set_rows(Td* __restrict__ dst, const Ts* __restrict__ src, const int* __restrict__ idx, int R,
                          int W) {
+    RF_PDL_BEGIN();
     const int i = blockIdx.y, k = blockIdx.x * blockDim.x + threadIdx.x;
     const int r = idx[i];
     if (k >= W || r < 0 || r >= R) return;

@@ -10,6 +10,7 @@
 template <typename T, typename Tm>
 __device__ void soft_max(const T* __restrict__ a, const Tm* __restrict__ mask, int m, float* __restrict__ out,
                          int n, float scale) {
+    RF_PDL_BEGIN();
     __shared__ float sh[32];
     const rf_i64 base = (rf_i64)blockIdx.x * n;
     const rf_i64 mbase = mask ? (rf_i64)(blockIdx.x % m) * n : 0;

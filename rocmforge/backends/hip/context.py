@@ -16,6 +16,18 @@ from .modules import ModuleCache
 from .tensor import DevTensor
 
 
+class _Programmatic:
+    """A kernel function launched with programmatic dependent launch (pdl.py), called as CuPy's are."""
+
+    __slots__ = ("f", "launcher")
+
+    def __init__(self, f: Any, launcher: Any) -> None:
+        self.f, self.launcher = f, launcher
+
+    def __call__(self, grid: Sequence[int], block: Sequence[int], args: tuple, shared_mem: int = 0) -> None:
+        self.launcher(self.f, grid, block, args, shared_mem=shared_mem)
+
+
 @dataclass
 class Ctx:
     """What launchers need. Public fields: mods (compiled modules), device (Device), tunables (compile
@@ -43,12 +55,15 @@ class Ctx:
         return self.device.n_sm
 
     def k(self, file: str, name: str, **defines: Any) -> Any:
-        return self.mods.get(file, **defines).fn(name)
+        """The kernel `name` of a module, called as f(grid, block, args[, shared_mem]): launched
+        programmatically where Ctx.pdl (every kernel of these files begins with RF_PDL_BEGIN)."""
+        f = self.mods.get(file, **defines).fn(name)
+        return _Programmatic(f, self._programmatic_launcher()) if self.pdl else f
 
     def function(self, launch: KernelLaunch) -> Any:
         """The compiled function of a decided launch (compiled now, at prepare): above the default 48 KB of
         dynamic shared memory it opts in, once per function and size."""
-        f = self.k(launch.file, launch.entry, **launch.defines)
+        f = self.mods.get(launch.file, **launch.defines).fn(launch.entry)
         if launch.smem > SMEM_DEFAULT and self._smem_set.get(id(f), 0) < launch.smem:
             f.max_dynamic_shared_size_bytes = launch.smem
             self._smem_set[id(f)] = launch.smem

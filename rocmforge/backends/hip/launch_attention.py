@@ -34,7 +34,6 @@ def FLASH_ATTN_EXT(
     if k.dtype != v.dtype or k.strides != v.strides or k.strides[2] != 1 or k.dtype not in ("f32", "f16"):
         k, v = contiguous(ctx, k, "f32"), contiguous(ctx, v, "f32")
     n_splits, chunk = attn_splits(ctx, T, H, Hkv, C, D)
-    mod = ctx.mods.get("attention.hip", RF_HEAD_DIM=D)
     bq, _ = fa_tiles(D)
     grid = (-(-(T * (H // Hkv)) // bq), Hkv, n_splits)
     common = (
@@ -48,16 +47,16 @@ def FLASH_ATTN_EXT(
         f32(scale),
     )
     if n_splits == 1:
-        mod.fn(f"flash_attn_{k.dtype}")(
+        ctx.k("attention.hip", f"flash_attn_{k.dtype}", RF_HEAD_DIM=D)(
             grid, (128,), (q.ptr, k.ptr, v.ptr, pos.ptr, out.ptr, 0, 0, 0, *common)
         )
         return
     po = ctx.empty((n_splits, T, H, D), "f32")
     pm = ctx.empty((n_splits, T, H), "f32")
     pl = ctx.empty((n_splits, T, H), "f32")
-    mod.fn(f"flash_attn_{k.dtype}")(
+    ctx.k("attention.hip", f"flash_attn_{k.dtype}", RF_HEAD_DIM=D)(
         grid, (128,), (q.ptr, k.ptr, v.ptr, pos.ptr, out.ptr, po.ptr, pm.ptr, pl.ptr, *common)
     )
-    mod.fn("flash_attn_combine")(
+    ctx.k("attention.hip", "flash_attn_combine", RF_HEAD_DIM=D)(
         (T * H,), (128,), (po.ptr, pm.ptr, pl.ptr, out.ptr, i32(T * H), i32(n_splits))
     )
