@@ -4,7 +4,8 @@ dynamic shared memory, programmatic launch and scalar arguments, for every case 
 The fixture matvec_launches.json was recorded from the mat-vec choice code before the kernel layer's
 refactor (`python tests/unit/matvec_launches.py` at commit 7358230, its drive_before_refactor, with compact's
 layout); test_matvec_launches.py asserts that the current code launches exactly the same kernels for the
-same cases.
+same cases, with the changes since then spelled out (test_matvec_launches._as_now: a null addend appended to
+every MUL_MAT kernel's arguments, among others). The fixture itself is never re-recorded.
 """
 
 from __future__ import annotations
@@ -114,9 +115,10 @@ class Recorder:
 
 
 def _arg(a: Any) -> Any:
-    """A kernel argument as recorded: "ptr" for an address, [dtype, value] for a scalar."""
+    """A kernel argument as recorded: "ptr" for an address, "null" for a null pointer (a Python int 0; no
+    fake buffer is there), [dtype, value] for a scalar."""
     if isinstance(a, (int, np.uint64)) and not isinstance(a, np.integer | bool):
-        return "ptr"
+        return "null" if a == 0 else "ptr"
     a = np.asarray(a)
     return [a.dtype.name, a.item()]
 

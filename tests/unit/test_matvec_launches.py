@@ -1,5 +1,6 @@
 """The regression guard of the kernel layer: MUL_MAT launches exactly what it launched before the refactor
-(matvec_launches.json) for every weight type, shape, token count, device shape and public option."""
+(matvec_launches.json) for every weight type, shape, token count, device shape and public option, but for
+the changes `_as_now` spells out."""
 
 from __future__ import annotations
 
@@ -50,13 +51,23 @@ MOVED = {"mul_mat_vec_xr_": "mul_mat_vec_xr.hip", "mul_mat_vec_xq_": "mul_mat_ve
 MOVED["quantize_x8"] = "quantize_x8.hip"
 
 
+# MUL_MAT_ADD's (b, b_stride), the last two arguments of every MUL_MAT kernel since MUL_MAT_ADD: a null b and
+# stride 0 for MUL_MAT (the kernels then write y exactly as before)
+NO_ADDEND = ["null", ["int64", 0]]
+
+
+def _is_mul_mat(launch: dict) -> bool:
+    return launch["entry"].startswith("mul_mat")  # every launch but quantize_x8's
+
+
 def _as_now(launch: dict) -> dict:
-    """A recorded launch as the refactored code makes it: host-side tunables (blocks per SM, QMAX, EVEN),
-    once passed as -D's that no kernel reads, are geometry arguments; the int8 kernels have files of their
-    own."""
+    """A recorded launch as the current code makes it: host-side tunables (blocks per SM, QMAX, EVEN), once
+    passed as -D's that no kernel reads, are geometry arguments; the int8 kernels have files of their own;
+    the MUL_MAT kernels take NO_ADDEND after their old arguments (those unchanged, quantize_x8's too)."""
     d = {k: v for k, v in launch["defines"].items() if k not in HOST_TUNABLES}
     file = next((f for prefix, f in MOVED.items() if launch["entry"].startswith(prefix)), launch["file"])
-    return {**launch, "defines": d, "file": file}
+    args = launch["args"] + (NO_ADDEND if _is_mul_mat(launch) else [])
+    return {**launch, "defines": d, "file": file, "args": args}
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +86,17 @@ def test_same_launches_as_before_the_refactor(expected, actual):
     if wrong:
         k = wrong[0]
         pytest.fail(f"{len(wrong)} cases launch otherwise, e.g. {k}:\nwas {expected[k]}\nnow {actual[k]}")
+
+
+def test_only_the_addend_was_added(expected, actual):
+    """Said the other way round: with the last two arguments of its MUL_MAT launches cut off, every case
+    launches what the fixture recorded (files, entries, defines, geometry, old arguments), and those two
+    are NO_ADDEND."""
+    for k, launches in actual.items():
+        assert all(r["args"][-2:] == NO_ADDEND for r in launches if _is_mul_mat(r)), k
+        cut = [{**r, "args": r["args"][:-2]} if _is_mul_mat(r) else r for r in launches]
+        was = [{**r, "args": r["args"][:-2]} if _is_mul_mat(r) else r for r in expected[k]]
+        assert cut == was, k
 
 
 def test_the_fixture_covers_every_kernel_kind(expected):

@@ -111,7 +111,7 @@ def prepare_mul_mat(
             args = (w.ptr, i64(w.row_bytes), xp, i64(x_stride), out.ptr, i64(N), i32(N), i32(K))
         else:
             args = (w.ptr, i64(w.row_bytes), xp, out.ptr, i32(M), i32(N), i32(K))
-        ctx.launch(f, launch, args)
+        ctx.launch(f, launch, (*args, 0, i64(0)))  # the kernels' addend b (MUL_MAT_ADD's): null, stride 0
 
     return MUL_MAT
 
