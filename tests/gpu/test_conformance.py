@@ -430,6 +430,41 @@ for _shape, _dt in [
     CASES.append(Case(f"RMS_NORM-{_shape}-{_dt}", _rms_norm(_shape, _dt)))
 
 
+def _rms_norm_mul(shape, dt="f32", wdt="f32", w_input=False):
+    """RMS_NORM(a) * w, w [n] the norm's weight (a weight leaf; w_input: an input)."""
+
+    def make(rng):
+        g = Graph()
+        a = g.input("a", shape, dt)
+        n = shape[-1]
+        inputs = {"a": _normal(rng, shape, dt, 2.0)}
+        weights = {}
+        if w_input:
+            w = g.input("w", (n,), wdt)
+            inputs["w"] = _normal(rng, (n,), wdt)
+        else:
+            w = g.weight("w", (n,), wdt)
+            wq = Q.F16 if wdt == "f16" else Q.F32
+            weights["w"] = (quant.random_blocks(wq, (n,), rng), wq)
+        g.output(g.rms_norm_mul(a, w, 1e-6, "out"))
+        return Built(g, inputs, weights, _tol(dt, wdt))
+
+    return make
+
+
+for _shape, _dt, _wdt, _win in [
+    ((3, 577), "f16", "f32", False),
+    ((3, 577), "f16", "f16", False),
+    ((4, 577), "f32", "f16", False),
+    ((5, 896), "f32", "f32", False),
+    ((1, 4097), "f32", "f32", True),
+    ((2, 3, 40), "f32", "f32", True),
+    ((7, 5), "f16", "f16", True),
+]:
+    CASES.append(Case(f"RMS_NORM_MUL-{_shape}-{_dt}-w{_wdt}{'-input' if _win else ''}",
+                      _rms_norm_mul(_shape, _dt, _wdt, _win)))
+
+
 def _rope(T, H, D, n_dims, neox, base, freq_scale, max_pos, dt="f32"):
     def make(rng):
         g = Graph()

@@ -18,7 +18,7 @@ from .context import Ctx
 from .launch_attention import FLASH_ATTN_EXT
 from .launch_elementwise import ADD, CONT, CPY, MUL, RESHAPE, SCALE, SILU, SWIGLU, VIEW
 from .launch_mul_mat import MUL_MAT, QUANTIZE_X8, prepare_mul_mat, prepare_quantize_x8
-from .launch_rows import ARGMAX, GET_ROWS, RMS_NORM, ROPE, SET_ROWS, SOFT_MAX
+from .launch_rows import ARGMAX, GET_ROWS, RMS_NORM, RMS_NORM_MUL, ROPE, SET_ROWS, SOFT_MAX
 from .tensor import DevTensor
 
 LAUNCH: dict[str, Callable[..., Any]] = {
@@ -29,6 +29,7 @@ LAUNCH: dict[str, Callable[..., Any]] = {
     "MUL": MUL,
     "SCALE": SCALE,
     "RMS_NORM": RMS_NORM,
+    "RMS_NORM_MUL": RMS_NORM_MUL,
     "ROPE": ROPE,
     "VIEW": VIEW,
     "RESHAPE": RESHAPE,
@@ -48,6 +49,7 @@ LAUNCH: dict[str, Callable[..., Any]] = {
 MODULES = {
     Op.GET_ROWS: "get_rows.hip",
     Op.RMS_NORM: "norm.hip",
+    Op.RMS_NORM_MUL: "norm.hip",
     Op.ROPE: "rope.hip",
     Op.SET_ROWS: "set_rows.hip",
     Op.SOFT_MAX: "softmax.hip",
