@@ -2,7 +2,7 @@
 
 (a) sm_90 with NVRTC from the `nvidia-cuda-nvrtc` + `cuda-bindings` wheels, on the source exactly as
     `modules.py` hands it to CuPy (includes inlined); the PTX must hold every entry point a launcher calls,
-    and the MUL_MAT kernels' parameters must be the arguments MUL_MAT's launcher passes (CuPy does not
+    and the MUL_MAT kernels' parameters must be the arguments MUL_MAT_ADD's launcher passes (CuPy does not
     check them).
 (b) gfx1100 with clang-15 (`-x hip --offload-arch=gfx1100 --cuda-device-only -nogpulib`, Debian's
     libamdhip64-dev headers): the assembly must be gfx1100 code with wave32 kernels, every entry point
@@ -129,14 +129,15 @@ MUL_MAT_ARGS = {_table_file(k): k.args for k in (*MUL_MAT_KERNELS, *V.DEV_KERNEL
 
 
 def _launcher_arg_bytes(args: str) -> list[int]:
-    """Bytes of each argument MUL_MAT's launcher passes a kernel of this argument list, recorded without a
-    GPU: pointers 8, scalars their size."""
+    """Bytes of each argument MUL_MAT_ADD's launcher passes a kernel of this argument list (a residual b),
+    recorded without a GPU: pointers 8, scalars their size."""
     M = 1 if args == "mat_vec" else 64
     case = {"wt": "q4_0", "N": 64, "K": 256, "M": M}
     rec = R.Recorder(32)
     ctx = Ctx(rec, Device(32, 132), {}, MatMulOptions())
     out, w, x = R.tensors(case)
-    prepare_mul_mat(ctx, out, w, x)(ctx, out, w, x)
+    b = R.addend(case, "residual")
+    prepare_mul_mat(ctx, out, w, x, b=b)(ctx, out, w, x, b)
     (launch,) = [r for r in rec.launches if r["entry"] == f"mul_mat{'_vec' if M == 1 else ''}_q4_0"]
     return [8 if isinstance(a, str) else np.dtype(a[0]).itemsize for a in launch["args"]]
 
