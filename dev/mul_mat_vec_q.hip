@@ -1,4 +1,5 @@
-// mul_mat_vec_q.hip: MUL_MAT for up to 4 tokens, int8 dot products on x quantized in every block.
+// mul_mat_vec_q.hip: MUL_MAT and MUL_MAT_ADD (+ b: rf_plus_b) for up to 4 tokens, int8 dot products on x
+// quantized in every block.
 // dev/: a measurement variant, chosen by no HipBackend option (scripts/bench_matvec.py runs it through
 // dev/matvec_variants.py); compiled by tests/unit/test_kernels_compile.py.
 // mul_mat_vec_q_<type> (quantized weights, opt-in): int8 dot products (dp4a).
@@ -73,8 +74,8 @@ RF_DEV void quantize_x_q8(const float* __restrict__ x, int K, int* q1, int* q2, 
 // computing this one. The block's warps share the quantized x and never wait for each other after it.
 template <class T>
 __device__ void mmvq(const rf_u8* __restrict__ w, rf_i64 row_bytes, const float* __restrict__ x,
-                     rf_i64 x_stride,
-                     float* __restrict__ y, rf_i64 y_stride, int N, int K) {
+                     rf_i64 x_stride, float* __restrict__ y, rf_i64 y_stride, int N, int K, const float* b,
+                     rf_i64 b_stride) {
     constexpr int R = RF_MMVQ_ROWS, U = RF_MMVQ_UNROLL;
     RF_DYN_SHARED(int, smem);
     int* q1 = smem;
@@ -132,15 +133,15 @@ __device__ void mmvq(const rf_u8* __restrict__ w, rf_i64 row_bytes, const float*
 #pragma unroll
     for (int r = 0; r < R; ++r) {
         const float v = rf_warp_sum(acc[r]);
-        if (lane == 0 && row0 + r < N) y[row0 + r] = v;
+        if (lane == 0 && row0 + r < N) y[row0 + r] = rf_plus_b(v, b, b_stride, blockIdx.y, row0 + r);
     }
 }
 
 #define RF_MMVQ_ENTRY(name, T)                                                                         \
     RF_KERNEL void __launch_bounds__(MMVQ_THREADS)                                                     \
         mul_mat_vec_q_##name(const rf_u8* w, rf_i64 row_bytes, const float* x, rf_i64 x_stride, float* y, \
-                             rf_i64 y_stride, int N, int K) {                                          \
-        mmvq<T>(w, row_bytes, x, x_stride, y, y_stride, N, K);                                         \
+                             rf_i64 y_stride, int N, int K, const float* b, rf_i64 b_stride) {          \
+        mmvq<T>(w, row_bytes, x, x_stride, y, y_stride, N, K, b, b_stride);                            \
     }
 
 RF_MMVQ_ENTRY(q4_0, QT_Q4_0)

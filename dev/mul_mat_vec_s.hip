@@ -1,4 +1,5 @@
-// mul_mat_vec_s.hip: MUL_MAT for up to 4 tokens, x in f32, rows staged through shared memory.
+// mul_mat_vec_s.hip: MUL_MAT and MUL_MAT_ADD (+ b: rf_plus_b) for up to 4 tokens, x in f32, rows staged
+// through shared memory.
 // dev/: a measurement variant, chosen by no HipBackend option (scripts/bench_matvec.py runs it through
 // dev/matvec_variants.py); compiled by tests/unit/test_kernels_compile.py.
 // mul_mat_vec_s_<type> (Q4_0, Q4_1, Q5_0, Q8_0 with rows a multiple of 16 bytes, opt-in):
@@ -7,7 +8,7 @@
 // RF_MMVS_DEPTH chunks per lane in flight, while the previous stage is decoded unit by unit from shared.
 // Launch: grid (ceil(N / (RF_MMVS_WARPS * RF_MMVS_ROWS)), T), block RF_MMVS_WARPS * RF_WARP threads.
 // Tunables (-D): RF_MMVS_WARPS (4), RF_MMVS_ROWS (2), RF_MMVS_DEPTH (2).
-// Floor: the weight bytes, N * row_bytes, read once (x, K * 4 bytes, and y stay in L2).
+// Floor: the weight bytes, N * row_bytes, read once (x, K * 4 bytes, y and b stay in L2).
 #include "rf_compat.h"
 #include "rf_quant.h"
 
@@ -27,7 +28,8 @@ __host__ __device__ constexpr int rf_gcd(int a, int b) { return b == 0 ? a : rf_
 
 template <class T>
 __device__ void mmv_staged(const rf_u8* __restrict__ w, rf_i64 row_bytes, const float* __restrict__ x,
-                           rf_i64 x_stride, float* __restrict__ y, rf_i64 y_stride, int N, int K) {
+                           rf_i64 x_stride, float* __restrict__ y, rf_i64 y_stride, int N, int K,
+                           const float* b, rf_i64 b_stride) {
     constexpr int R = RF_MMVS_ROWS, D = RF_MMVS_DEPTH;
     constexpr int P = T::BYTES * 16 / rf_gcd(T::BYTES, 16);  // bytes holding whole blocks and chunks
     constexpr int C = P / 16;                                   // chunks per period
@@ -88,15 +90,15 @@ __device__ void mmv_staged(const rf_u8* __restrict__ w, rf_i64 row_bytes, const 
 #pragma unroll
     for (int r = 0; r < R; ++r) {
         const float v = rf_warp_sum(acc[r]);
-        if (lane == 0 && row0 + r < N) y[row0 + r] = v;
+        if (lane == 0 && row0 + r < N) y[row0 + r] = rf_plus_b(v, b, b_stride, blockIdx.y, row0 + r);
     }
 }
 
 #define RF_MMVS_ENTRY(name, T)                                                                         \
     RF_KERNEL void __launch_bounds__(MMVS_THREADS)                                                     \
         mul_mat_vec_s_##name(const rf_u8* w, rf_i64 row_bytes, const float* x, rf_i64 x_stride, float* y, \
-                             rf_i64 y_stride, int N, int K) {                                          \
-        mmv_staged<T>(w, row_bytes, x, x_stride, y, y_stride, N, K);                                   \
+                             rf_i64 y_stride, int N, int K, const float* b, rf_i64 b_stride) {          \
+        mmv_staged<T>(w, row_bytes, x, x_stride, y, y_stride, N, K, b, b_stride);                      \
     }
 
 RF_MMVS_ENTRY(q4_0, QT_Q4_0)

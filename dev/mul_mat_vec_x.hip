@@ -1,4 +1,5 @@
-// mul_mat_vec_x.hip: MUL_MAT for up to 4 tokens, int8 x quantized by every block (Q4_0, Q8_0).
+// mul_mat_vec_x.hip: MUL_MAT and MUL_MAT_ADD (+ b: rf_plus_b) for up to 4 tokens, int8 x quantized by every
+// block (Q4_0, Q8_0).
 // dev/: a measurement variant, chosen by no HipBackend option (scripts/bench_matvec.py runs it through
 // dev/matvec_variants.py); compiled by tests/unit/test_kernels_compile.py.
 // ---- int8 x in shared memory, warps streaming row groups (mul_mat_vec_x_<type>: Q4_0, Q8_0) -------------
@@ -221,7 +222,8 @@ struct MX_Q8_0 {
 // PREQ: x is quantize_x8's output (rows of x_stride bytes), copied, not quantized, by every block
 template <class T, bool PREQ>
 __device__ void mmvx(const rf_u8* __restrict__ w, rf_i64 row_bytes, const void* __restrict__ xv,
-                     rf_i64 x_stride, float* __restrict__ y, rf_i64 y_stride, int N, int K) {
+                     rf_i64 x_stride, float* __restrict__ y, rf_i64 y_stride, int N, int K, const float* b,
+                     rf_i64 b_stride) {
     constexpr int R = RF_MMVX_ROWS, U = RF_MMVX_UNROLL, D = RF_MMVX_ASYNC;
     static_assert(!PREQ || RF_MMVX_LEVELS == 1, "pre-quantized x has one int8 level");
     constexpr int CB = U * T::STEP;  // bytes of a row in one chunk (a multiple of 16)
@@ -332,7 +334,7 @@ __device__ void mmvx(const rf_u8* __restrict__ w, rf_i64 row_bytes, const void* 
 #pragma unroll
         for (int i = 0; i < R; ++i) {
             const float v = rf_warp_sum(acc[i]);
-            if (lane == 0 && g * R + i < N) y[g * R + i] = v;
+            if (lane == 0 && g * R + i < N) y[g * R + i] = rf_plus_b(v, b, b_stride, blockIdx.y, g * R + i);
         }
     }
 }
@@ -343,8 +345,8 @@ __device__ void mmvx(const rf_u8* __restrict__ w, rf_i64 row_bytes, const void* 
 #define RF_MMVX_ENTRY(name, T)                                                                         \
     RF_KERNEL void __launch_bounds__(MMVX_THREADS, RF_MMVX_MINB)                                       \
         mul_mat_vec_x_##name(const rf_u8* w, rf_i64 row_bytes, const float* x, rf_i64 x_stride, float* y, \
-                             rf_i64 y_stride, int N, int K) {                                          \
-        mmvx<T, false>(w, row_bytes, x, x_stride, y, y_stride, N, K);                                  \
+                             rf_i64 y_stride, int N, int K, const float* b, rf_i64 b_stride) {          \
+        mmvx<T, false>(w, row_bytes, x, x_stride, y, y_stride, N, K, b, b_stride);                     \
     }
 
 

@@ -1,4 +1,5 @@
-// mul_mat_vec_xb.hip: MUL_MAT for up to 4 tokens on int8 x (quantize_x8), a GGUF block per lane.
+// mul_mat_vec_xb.hip: MUL_MAT and MUL_MAT_ADD (+ b: rf_plus_b) for up to 4 tokens on int8 x (quantize_x8), a
+// GGUF block per lane.
 // dev/: a measurement variant, chosen by no HipBackend option (scripts/bench_matvec.py runs it through
 // dev/matvec_variants.py); compiled by tests/unit/test_kernels_compile.py.
 // mul_mat_vec_xb_<type> (Q4_0, Q8_0; x from quantize_x8; rows a multiple of 16 bytes, 16-byte aligned): the
@@ -49,7 +50,8 @@ RF_DEV void mmvx_copy_xq(const rf_u8* __restrict__ xq, int K, rf_u8* smem, int n
 
 template <class T>
 __device__ void mmvb(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8* __restrict__ xq,
-                     rf_i64 x_stride, float* __restrict__ y, rf_i64 y_stride, int N, int K) {
+                     rf_i64 x_stride, float* __restrict__ y, rf_i64 y_stride, int N, int K, const float* b,
+                     rf_i64 b_stride) {
     constexpr int R = RF_MMVB_ROWS, D = RF_MMVB_ASYNC, CB = T::BYTES * RF_WARP;
     static_assert(D >= 2, "the ring needs a chunk in flight");
     static_assert(CB % 16 == 0, "chunks are copied in 16-byte pieces");
@@ -134,7 +136,7 @@ __device__ void mmvb(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
 #pragma unroll
         for (int i = 0; i < R; ++i) {
             const float v = rf_warp_sum(acc[i]);
-            if (lane == 0 && g * R + i < N) y[g * R + i] = v;
+            if (lane == 0 && g * R + i < N) y[g * R + i] = rf_plus_b(v, b, b_stride, blockIdx.y, g * R + i);
         }
     }
 }
@@ -142,8 +144,8 @@ __device__ void mmvb(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
 #define RF_MMVB_ENTRY(name, T)                                                                         \
     RF_KERNEL void __launch_bounds__(MMVB_THREADS, RF_MMVB_MINB)                                       \
         mul_mat_vec_xb_##name(const rf_u8* w, rf_i64 row_bytes, const rf_u8* xq, rf_i64 xq_stride,     \
-                              float* y, rf_i64 y_stride, int N, int K) {                               \
-        mmvb<T>(w, row_bytes, xq, xq_stride, y, y_stride, N, K);                                       \
+                              float* y, rf_i64 y_stride, int N, int K, const float* b, rf_i64 b_stride) { \
+        mmvb<T>(w, row_bytes, xq, xq_stride, y, y_stride, N, K, b, b_stride);                          \
     }
 
 RF_MMVB_ENTRY(q4_0, MB_Q4_0)

@@ -1,4 +1,5 @@
-// mul_mat_vec_xr_trace.hip: mul_mat_vec_xr (kernels/mul_mat_vec_xr.hip) with its measurement builds:
+// mul_mat_vec_xr_trace.hip: mul_mat_vec_xr (kernels/mul_mat_vec_xr.hip: MUL_MAT and MUL_MAT_ADD, + b by
+// rf_plus_b) with its measurement builds:
 // RF_MMVR_TRACE (per-warp time stamps, scripts/trace_matvec_xr.py) and RF_MMVR_ABLATE (WRONG results: 1
 // keeps loads and staging but drops the dot products, 2 keeps only the loads).
 // dev/: a measurement variant, chosen by no HipBackend option (scripts/bench_matvec.py runs it through
@@ -111,7 +112,8 @@ RF_DEV unsigned mmvr_smid() {
 
 template <class T>
 __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8* __restrict__ xq,
-                     rf_i64 x_stride, float* __restrict__ y, rf_i64 y_stride, int N, int K) {
+                     rf_i64 x_stride, float* __restrict__ y, rf_i64 y_stride, int N, int K,
+                     const float* b_add, rf_i64 b_stride) {  // b_add: MUL_MAT_ADD's b (b: a lane's block)
     constexpr int H = MMVR_H, W = RF_MMVR_WARPS;
     constexpr int CG = T::BYTES / 2;  // chunks per group of 8 blocks (9, 17)
     constexpr int CR = H * CG;        // chunks of a row per step
@@ -309,7 +311,8 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
         for (int m = SPAN / 2; m >= 1; m /= 2) acc[0] += rf_shfl_xor(acc[0], m);
         if constexpr (W == 1) {  // lane SPAN i holds row i's sum
             const int row = g * RR + (lane & 31) / SPAN;
-            if (lane % SPAN == 0 && lane < 32 && row < n_rows) y[row] = acc[0];
+            if (lane % SPAN == 0 && lane < 32 && row < n_rows)
+                y[row] = rf_plus_b(acc[0], b_add, b_stride, blockIdx.y, row);
         } else {
             // red: [2][W][8] partial sums by group parity (a barrier a group keeps readers and writers apart)
             if ((lane & 3) == 0 && lane < 32) red[(parity * W + warp) * 8 + (lane >> 2)] = acc[0];
@@ -318,7 +321,7 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
                 float s = 0.0f;
 #pragma unroll
                 for (int k = 0; k < W; ++k) s += red[(parity * W + k) * 8 + lane];
-                y[g * 8 + lane] = s;
+                y[g * 8 + lane] = rf_plus_b(s, b_add, b_stride, blockIdx.y, g * 8 + lane);
             }
             parity ^= 1;
         }
@@ -332,8 +335,8 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
 #define RF_MMVR_ENTRY(name, T)                                                                         \
     RF_KERNEL void __launch_bounds__(MMVR_THREADS, RF_MMVR_MINB)                                       \
         mul_mat_vec_xr_##name(const rf_u8* w, rf_i64 row_bytes, const rf_u8* xq, rf_i64 xq_stride,     \
-                              float* y, rf_i64 y_stride, int N, int K) {                               \
-        mmvr<T>(w, row_bytes, xq, xq_stride, y, y_stride, N, K);                                       \
+                              float* y, rf_i64 y_stride, int N, int K, const float* b, rf_i64 b_stride) { \
+        mmvr<T>(w, row_bytes, xq, xq_stride, y, y_stride, N, K, b, b_stride);                          \
     }
 
 RF_MMVR_ENTRY(q4_0, MB_Q4_0)

@@ -1,4 +1,5 @@
-// mul_mat.hip: MUL_MAT for several tokens (prefill): y[m, n] = sum_k x[m, k] * w[n, k], w in GGUF blocks.
+// mul_mat.hip: MUL_MAT and MUL_MAT_ADD for several tokens (prefill): y[m, n] = sum_k x[m, k] * w[n, k]
+// (+ b[m * b_stride + n] where b is not null: rf_plus_b), w in GGUF blocks.
 //
 // Launch: grid (ceil(N / 64), ceil(M / 64)), block 256 threads; a block computes a 64 (tokens) x 64
 // (weight rows) tile of y, stepping over K by 32: each thread dequantizes 8 weights (one deq8) and loads
@@ -6,7 +7,8 @@
 // micro-tile in f32 registers. VEC = 0 is the element-by-element loader for float weights whose rows are
 // not a multiple of 8.
 // Tunables: the tile sizes below (fixed; 64x64x32 with 4x4 per thread).
-// Floor: the weight bytes N * row_bytes + x (M * K * 4) + y (M * N * 4); arithmetic 2 * M * N * K.
+// Floor: the weight bytes N * row_bytes + x (M * K * 4) + y (M * N * 4) (+ b: N * 4 a bias, M * N * 4 a
+// residual); arithmetic 2 * M * N * K.
 #include "rf_compat.h"
 #include "rf_quant.h"
 
@@ -17,7 +19,7 @@
 
 template <class T, int VEC>
 __device__ void mm(const rf_u8* __restrict__ w, rf_i64 row_bytes, const float* __restrict__ x,
-                   float* __restrict__ y, int M, int N, int K) {
+                   float* __restrict__ y, int M, int N, int K, const float* b, rf_i64 b_stride) {
     __shared__ float xs[MM_BK][MM_BM + 1];
     __shared__ float ws[MM_BK][MM_BN + 1];
     const int tid = threadIdx.x;
@@ -79,7 +81,7 @@ __device__ void mm(const rf_u8* __restrict__ w, rf_i64 row_bytes, const float* _
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
             const int n = n0 + tx + 16 * j;
-            if (n < N) y[(rf_i64)m * N + n] = acc[i][j];
+            if (n < N) y[(rf_i64)m * N + n] = rf_plus_b(acc[i][j], b, b_stride, m, n);
         }
     }
 }
@@ -87,8 +89,9 @@ __device__ void mm(const rf_u8* __restrict__ w, rf_i64 row_bytes, const float* _
 // quantized and 8-aligned float rows use deq8; the `_s` float variants load element by element
 #define RF_MM_ENTRY(name, T)                                                                           \
     RF_KERNEL void __launch_bounds__(MM_THREADS)                                                       \
-        mul_mat_##name(const rf_u8* w, rf_i64 row_bytes, const float* x, float* y, int M, int N, int K) { \
-        mm<T, T::UNIT != 1>(w, row_bytes, x, y, M, N, K);                                              \
+        mul_mat_##name(const rf_u8* w, rf_i64 row_bytes, const float* x, float* y, int M, int N, int K, \
+                       const float* b, rf_i64 b_stride) {                                              \
+        mm<T, T::UNIT != 1>(w, row_bytes, x, y, M, N, K, b, b_stride);                                 \
     }
 
 RF_WEIGHT_TYPES(RF_MM_ENTRY)

@@ -1,5 +1,6 @@
-// mul_mat_vec.hip: MUL_MAT for up to 4 tokens (decode), x in f32: y[m, n] = sum_k w[n, k] * x[m, k], w in its
-// GGUF blocks, every weight type (mul_mat_vec_<type>; `_s`: float rows that are not 16-byte multiples).
+// mul_mat_vec.hip: MUL_MAT and MUL_MAT_ADD for up to 4 tokens (decode), x in f32: y[m, n] = sum_k w[n, k] *
+// x[m, k] (+ b[m * b_stride + n] where b is not null: rf_plus_b), w in its GGUF blocks, every weight type
+// (mul_mat_vec_<type>; `_s`: float rows that are not 16-byte multiples).
 //
 // Launch: grid (ceil(N / RF_MMV_ROWS), M), block RF_MMV_WARPS * RF_WARP threads. A block owns RF_MMV_ROWS
 // rows; its threads split each row into "units" (rf_quant.h: 8-16 elements, lanes next to each other read
@@ -9,7 +10,7 @@
 // Tunables (-D): RF_MMV_ROWS (2), RF_MMV_WARPS (4; kernel_choice.py: 8 for Q4_0/Q8_0 rows of K >= 8192),
 // RF_MMV_UNROLL (1), RF_MMV_FAST (rf_quant.h: 1, the four-shift Q4_0 dot; 2 adds a one-permute Q8_0 dot,
 // normalized MSE ~1e-9 instead of ~1e-13).
-// Floor: the weights once, N * row_bytes (x, M * K * 4, and y stay in L2).
+// Floor: the weights once, N * row_bytes (x, M * K * 4, y and b stay in L2).
 #include "rf_compat.h"
 #include "rf_quant.h"
 
@@ -27,7 +28,8 @@
 
 template <class T>
 __device__ void mmv(const rf_u8* __restrict__ w, rf_i64 row_bytes, const float* __restrict__ x,
-                    rf_i64 x_stride, float* __restrict__ y, rf_i64 y_stride, int N, int K) {
+                    rf_i64 x_stride, float* __restrict__ y, rf_i64 y_stride, int N, int K, const float* b,
+                    rf_i64 b_stride) {
     constexpr int R = RF_MMV_ROWS, U = RF_MMV_UNROLL;
     const int tid = threadIdx.x;
     const int row0 = blockIdx.x * R;
@@ -84,15 +86,15 @@ __device__ void mmv(const rf_u8* __restrict__ w, rf_i64 row_bytes, const float* 
         float s = 0.0f;
 #pragma unroll
         for (int i = 0; i < RF_MMV_WARPS; ++i) s += red[tid][i];
-        y[row0 + tid] = s;
+        y[row0 + tid] = rf_plus_b(s, b, b_stride, blockIdx.y, row0 + tid);
     }
 }
 
 #define RF_MMV_ENTRY(name, T)                                                                          \
     RF_KERNEL void __launch_bounds__(MMV_THREADS)                                                      \
         mul_mat_vec_##name(const rf_u8* w, rf_i64 row_bytes, const float* x, rf_i64 x_stride, float* y, \
-                           rf_i64 y_stride, int N, int K) {                                            \
-        mmv<T>(w, row_bytes, x, x_stride, y, y_stride, N, K);                                          \
+                           rf_i64 y_stride, int N, int K, const float* b, rf_i64 b_stride) {            \
+        mmv<T>(w, row_bytes, x, x_stride, y, y_stride, N, K, b, b_stride);                             \
     }
 
 RF_WEIGHT_TYPES(RF_MMV_ENTRY)

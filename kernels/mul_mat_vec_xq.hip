@@ -1,6 +1,7 @@
-// mul_mat_vec_xq.hip: MUL_MAT for up to 4 tokens on int8 x (quantize_x8's rows), Q4_0 and Q8_0
-// (mul_mat_vec_xq_<type>): y[m, n] = sum_k w[n, k] * x[m, k]. Where K % 64 == 0 (pairs of blocks 4-byte
-// aligned) but mul_mat_vec_xr does not apply (K % 256 != 0), for weights of >= 8192 rows.
+// mul_mat_vec_xq.hip: MUL_MAT and MUL_MAT_ADD for up to 4 tokens on int8 x (quantize_x8's rows), Q4_0 and
+// Q8_0 (mul_mat_vec_xq_<type>): y[m, n] = sum_k w[n, k] * x[m, k] (+ b[m * b_stride + n] where b is not null:
+// rf_plus_b). Where K % 64 == 0 (pairs of blocks 4-byte aligned) but mul_mat_vec_xr does not apply
+// (K % 256 != 0), for weights of >= 8192 rows.
 // Launch: grid (B, M), B = min(n_SM * blocks per SM, row groups) (RF_MMVX_SPREAD 0: as few as give every
 // warp the same number of groups); block RF_MMVX_WARPS * RF_WARP threads; dynamic shared memory K * 1.25
 // bytes (16-byte rounded) for x, plus per warp a ring of RF_MMVX_ASYNC chunks of RF_MMVX_ROWS rows.
@@ -15,7 +16,7 @@
 // RF_MMVX_ASYNC (0), RF_MMVX_MINB (blocks per SM for the register budget), RF_MMVX_SHFL (1),
 // RF_MMVX_SPREAD (1: row groups dealt round the blocks; 0: consecutive to a block's warps); host-side: blocks
 // per SM (RF_MMVX_BPS).
-// Floor: the weights once; x (K * 1.25) from L2 per block.
+// Floor: the weights once; x (K * 1.25) from L2 per block; y and b (M * N * 4 each at most) once.
 #include "rf_compat.h"
 #include "rf_quant.h"
 
@@ -137,7 +138,8 @@ struct MX_Q8_0 {
 // x: quantize_x8's output (rows of x_stride bytes), copied into shared memory by every block
 template <class T>
 __device__ void mmvxq(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8* __restrict__ xq,
-                      rf_i64 x_stride, float* __restrict__ y, rf_i64 y_stride, int N, int K) {
+                      rf_i64 x_stride, float* __restrict__ y, rf_i64 y_stride, int N, int K, const float* b,
+                      rf_i64 b_stride) {
     constexpr int R = RF_MMVX_ROWS, U = RF_MMVX_UNROLL, D = RF_MMVX_ASYNC;
     constexpr int CB = U * T::STEP;  // bytes of a row in one chunk (a multiple of 16)
     RF_DYN_SHARED(int, smem);
@@ -240,7 +242,7 @@ __device__ void mmvxq(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8
 #pragma unroll
         for (int i = 0; i < R; ++i) {
             const float v = rf_warp_sum(acc[i]);
-            if (lane == 0 && g * R + i < N) y[g * R + i] = v;
+            if (lane == 0 && g * R + i < N) y[g * R + i] = rf_plus_b(v, b, b_stride, blockIdx.y, g * R + i);
         }
     }
 }
@@ -251,8 +253,8 @@ __device__ void mmvxq(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8
 #define RF_MMVXQ_ENTRY(name, T)                                                                        \
     RF_KERNEL void __launch_bounds__(MMVX_THREADS, RF_MMVX_MINB)                                       \
         mul_mat_vec_xq_##name(const rf_u8* w, rf_i64 row_bytes, const rf_u8* xq, rf_i64 xq_stride,     \
-                              float* y, rf_i64 y_stride, int N, int K) {                               \
-        mmvxq<T>(w, row_bytes, xq, xq_stride, y, y_stride, N, K);                                      \
+                              float* y, rf_i64 y_stride, int N, int K, const float* b, rf_i64 b_stride) { \
+        mmvxq<T>(w, row_bytes, xq, xq_stride, y, y_stride, N, K, b, b_stride);                         \
     }
 
 RF_MMVXQ_ENTRY(q4_0, MX_Q4_0)

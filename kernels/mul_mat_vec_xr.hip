@@ -1,6 +1,7 @@
-// mul_mat_vec_xr.hip: MUL_MAT for up to 4 tokens on int8 x (quantize_x8's rows), Q4_0 and Q8_0
-// (mul_mat_vec_xr_<type>): y[m, n] = sum_k w[n, k] * x[m, k]; K a multiple of 256, rows packed and 16-byte
-// aligned. The int8 default where it applies (kernel_choice.py).
+// mul_mat_vec_xr.hip: MUL_MAT and MUL_MAT_ADD for up to 4 tokens on int8 x (quantize_x8's rows), Q4_0 and
+// Q8_0 (mul_mat_vec_xr_<type>): y[m, n] = sum_k w[n, k] * x[m, k] (+ b[m * b_stride + n] where b is not
+// null: rf_plus_b); K a multiple of 256, rows packed and 16-byte aligned. The int8 default where it applies
+// (kernel_choice.py).
 // The weights are read as the plain read floor reads them: coalesced 16-byte loads into registers, a whole
 // step in flight, no async copies. A block owns row groups of 8 rows (dealt round the grid, which stays
 // resident); a group is read in steps, dealt round the block's warps (K split W ways): per step
@@ -25,7 +26,7 @@
 // the geometry), RF_MMVR_XDEP, RF_MMVR_PDL, RF_MMVR_PDLT (below), RF_MMV_HI16 and RF_MMVB_CHAINS
 // (rf_block_dot.h); host-side: blocks per SM (RF_MMVR_BPS), the largest Q (RF_MMVR_QMAX; 0: no whole rows),
 // Q row groups spread evenly (RF_MMVR_EVEN 1) or over every resident block (0).
-// Floor: the weights once; x (K * 1.25) through L1 per block and row group (L2-resident).
+// Floor: the weights once; x (K * 1.25) through L1 per block and row group (L2-resident); y and b once.
 #include "rf_compat.h"
 #include "rf_block_dot.h"
 
@@ -60,7 +61,8 @@
 
 template <class T>
 __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8* __restrict__ xq,
-                     rf_i64 x_stride, float* __restrict__ y, rf_i64 y_stride, int N, int K) {
+                     rf_i64 x_stride, float* __restrict__ y, rf_i64 y_stride, int N, int K,
+                     const float* b_add, rf_i64 b_stride) {  // b_add: MUL_MAT_ADD's b (b: a lane's block)
     constexpr int H = MMVR_H, W = RF_MMVR_WARPS;
     constexpr int CG = T::BYTES / 2;  // chunks per group of 8 blocks (9, 17)
     constexpr int CR = H * CG;        // chunks of a row per step
@@ -234,7 +236,8 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
         for (int m = SPAN / 2; m >= 1; m /= 2) acc[0] += rf_shfl_xor(acc[0], m);
         if constexpr (W == 1) {  // lane SPAN i holds row i's sum
             const int row = g * RR + (lane & 31) / SPAN;
-            if (lane % SPAN == 0 && lane < 32 && row < n_rows) y[row] = acc[0];
+            if (lane % SPAN == 0 && lane < 32 && row < n_rows)
+                y[row] = rf_plus_b(acc[0], b_add, b_stride, blockIdx.y, row);
         } else {
             // red: [2][W][8] partial sums by group parity (a barrier a group keeps readers and writers apart)
             if ((lane & 3) == 0 && lane < 32) red[(parity * W + warp) * 8 + (lane >> 2)] = acc[0];
@@ -243,7 +246,7 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
                 float s = 0.0f;
 #pragma unroll
                 for (int k = 0; k < W; ++k) s += red[(parity * W + k) * 8 + lane];
-                y[g * 8 + lane] = s;
+                y[g * 8 + lane] = rf_plus_b(s, b_add, b_stride, blockIdx.y, g * 8 + lane);
             }
             parity ^= 1;
         }
@@ -255,8 +258,8 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
 #define RF_MMVR_ENTRY(name, T)                                                                         \
     RF_KERNEL void __launch_bounds__(MMVR_THREADS, RF_MMVR_MINB)                                       \
         mul_mat_vec_xr_##name(const rf_u8* w, rf_i64 row_bytes, const rf_u8* xq, rf_i64 xq_stride,     \
-                              float* y, rf_i64 y_stride, int N, int K) {                               \
-        mmvr<T>(w, row_bytes, xq, xq_stride, y, y_stride, N, K);                                       \
+                              float* y, rf_i64 y_stride, int N, int K, const float* b, rf_i64 b_stride) { \
+        mmvr<T>(w, row_bytes, xq, xq_stride, y, y_stride, N, K, b, b_stride);                          \
     }
 
 RF_MMVR_ENTRY(q4_0, MB_Q4_0)

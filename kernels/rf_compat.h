@@ -248,3 +248,9 @@ template <> struct rf_io<int> {
     static RF_DEV float load(const int* p, rf_i64 i) { return (float)p[i]; }
     static RF_DEV void store(int* p, rf_i64 i, float v) { p[i] = (int)v; }  // truncates, as astype
 };
+
+// MUL_MAT_ADD's addend, where a MUL_MAT kernel writes y[token, row]: s + b[token * b_stride + row] (b f32;
+// b_stride 0 for a bias [N], N for a residual [M, N]). b null (plain MUL_MAT): s itself.
+RF_DEV float rf_plus_b(float s, const float* b, rf_i64 b_stride, int token, int row) {
+    return b ? s + b[(rf_i64)token * b_stride + row] : s;
+}

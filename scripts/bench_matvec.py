@@ -397,7 +397,8 @@ def bench_one(
         xq = DevTensor(cp.empty(4 * x8_words(K), dtype=np.uint8), 0, (1, x8_words(K)), "i32")
         quantize = prepare_quantize_x8(be.ctx, xq, x, choice.quantize.pdl)
         quantize(be.ctx, xq, x)
-    prepared = [prepare_mul_mat(be.ctx, y, w, x, xq) for w in ws]  # chosen and compiled, as at prepare
+    # chosen and compiled, as at prepare; plain MUL_MAT (b None: the kernels get a null b and add nothing)
+    prepared = [prepare_mul_mat(be.ctx, y, w, x, xq, b=None) for w in ws]
     prepared[0](be.ctx, y, ws[0], x, xq)  # check, every row
     cp.cuda.Device().synchronize()
     ref = quant.dequantize(cp.asnumpy(bufs[0]), qt, (N, K)).astype(np.float64) @ xh.astype(np.float64)

@@ -22,6 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rocmforge.backends.hip import HipBackend  # noqa: E402
 from rocmforge.engine import Engine  # noqa: E402
 
+MAT_OPS = ("MUL_MAT", "MUL_MAT_ADD")  # the mat-vecs (MUL_MAT_ADD: with a bias or residual added)
+
 
 def profile(path: str, steps: int, prompt: int, mode: str, int8: bool) -> dict:
     be = HipBackend(int8_activations=int8, timing=mode)
@@ -36,7 +38,7 @@ def profile(path: str, steps: int, prompt: int, mode: str, int8: bool) -> dict:
         sums.append(tm.sum_us)
         walls.append(tm.wall_us)
         for t in tm:
-            if t.op == "MUL_MAT":
+            if t.op in MAT_OPS:
                 mm[t.name].append(t.us)
     eng.reset()
     eng.prefill(ids, timed=False)
@@ -46,7 +48,7 @@ def profile(path: str, steps: int, prompt: int, mode: str, int8: bool) -> dict:
     shapes = {}
     g = eng.graph(1)
     for n in g.nodes:
-        if n.name in mm and n.op.value == "MUL_MAT":
+        if n.name in mm and n.op.value in MAT_OPS:
             w = n.src[0]
             shapes[n.name] = (tuple(w.shape), eng.model.tensors[w.name].ggml_type.name if w.kind == "weight"
                               else "act")

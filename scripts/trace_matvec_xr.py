@@ -45,7 +45,7 @@ def trace(be: HipBackend, timer: Timer, w, x, y, N: int, K: int, extra: dict, re
     warps, blocks = launch.block[0] // be.warp, launch.grid[0]
     xq = DevTensor(cp.empty(4 * x8_words(K), dtype=np.uint8), 0, (1, x8_words(K)), "i32")
     QUANTIZE_X8(be.ctx, xq, x)  # once, read by the launches below
-    mat_vec = prepare_mul_mat(be.ctx, y, w, x, xq)  # chosen and compiled
+    mat_vec = prepare_mul_mat(be.ctx, y, w, x, xq, b=None)  # chosen and compiled; plain MUL_MAT (null b)
     mat_vec(be.ctx, y, w, x, xq)
     buf = be.ctx.mods.get(launch.file, **launch.defines).raw.get_global("rf_mmvr_trace")
     stamps = cp.ndarray((CAP, 16), dtype=np.uint64, memptr=buf)

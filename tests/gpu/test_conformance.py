@@ -5,8 +5,8 @@ runs it on both backends and compares by normalized MSE, sum((out - ref)^2) / su
 per case (1e-6 for f32 paths, 1e-4 where f16 values are involved; integer results must match exactly).
 The HIP backend NaN-fills every op result before its launch (debug_poison), so an element a kernel
 forgets to write shows up as NaN. As ggml's test-backend-ops does, the table covers odd sizes, every
-weight type for MUL_MAT and GET_ROWS, decode (1 token) and prefill (7, 64 tokens) shapes, and attention
-at several context lengths.
+weight type for MUL_MAT, MUL_MAT_ADD and GET_ROWS, decode (1 token) and prefill (7, 64 tokens) shapes, and
+attention at several context lengths.
 """
 
 from __future__ import annotations
@@ -352,6 +352,106 @@ def _mul_mat_act(rng):
     return Built(g, {"w": _normal(rng, (21, 40)), "x": _normal(rng, (6, 40))}, {}, F32_TOL)
 
 
+# ---- MUL_MAT_ADD: MUL_MAT's kernels with an addend -----------------------------------------------------
+
+
+def _mul_mat_add(
+    qt: quant.QType,
+    N: int,
+    K: int,
+    xshape: tuple[int, ...],
+    addend: str,
+    bdt: str = "f32",
+    xq: bool = False,
+    tol: float = 0.0,
+    **ctx,
+):
+    """MUL_MAT_ADD(w, x, b): addend "bias" (b a weight [N], as Qwen2's q/k/v biases) or "residual" (b an input
+    of the output's shape); xq: x's QUANTIZE_X8 given as the fourth source (what an int8 kernel reads)."""
+
+    def make(rng):
+        g = Graph()
+        w = g.weight("w", (N, K), qt.name.lower())
+        x = g.input("x", (*xshape, K))
+        weights = {"w": (quant.random_blocks(qt, (N, K), rng), qt)}
+        inputs = {"x": _normal(rng, (*xshape, K))}
+        if addend == "bias":
+            b = g.weight("b", (N,), bdt)
+            bq = Q.F16 if bdt == "f16" else Q.F32
+            weights["b"] = (quant.random_blocks(bq, (N,), rng), bq)
+        else:
+            b = g.input("b", (*xshape, N), bdt)
+            inputs["b"] = _normal(rng, (*xshape, N), bdt)
+        g.output(g.mul_mat_add(w, x, b, "out", g.quantize_x8(x, "xq") if xq else None))
+        return Built(g, inputs, weights, tol or _tol(bdt), ctx)
+
+    return make
+
+
+# every weight type (float rows of a multiple of 8 and of odd length: the `_s` kernels), decode and prefill
+for _qt in WEIGHT_TYPES:
+    for _N, _K in _mm_shapes(_qt):
+        for _T in (1, 7, 64):
+            for _add in ("bias", "residual"):
+                _id = f"MUL_MAT_ADD-{_qt.name}-{_N}x{_K}-T{_T}-{_add}"
+                CASES.append(Case(_id, _mul_mat_add(_qt, _N, _K, (_T,), _add)))
+# x [2, 5, K] and its residual [2, 5, N]; f16 addends (converted to f32 before the kernel)
+for _id, _m in [
+    ("Q4_0-33x64-x3d-residual", _mul_mat_add(Q.Q4_0, 33, 64, (2, 5), "residual")),
+    ("Q8_0-896x896-T1-bias-f16", _mul_mat_add(Q.Q8_0, 896, 896, (1,), "bias", "f16")),
+    ("Q4_K-256x1024-T9-residual-f16", _mul_mat_add(Q.Q4_K, 256, 1024, (9,), "residual", "f16")),
+]:
+    CASES.append(Case(f"MUL_MAT_ADD-{_id}", _m))
+# the f32-activation mat-vec with quantized weights, x's QUANTIZE_X8 given (and not read)
+for _qt in (Q.Q4_0, Q.Q8_0):
+    for _add in ("bias", "residual"):
+        _m = _mul_mat_add(_qt, 1001, 4096, (2,), _add, xq=True, mat_mul=C.MatMulOptions())
+        CASES.append(Case(f"MUL_MAT_ADD-f32x-{_qt.name}-1001x4096-T2-{_add}", _m))
+
+
+def _int8_add_cases(label: str, shapes: list, *kernels: C.MatMulKernel, xq: bool = True) -> None:
+    """MUL_MAT_ADD cases of int8-activation kernels (F16_TOL) for Q4_0 and Q8_0, bias and residual, as
+    _int8_cases: the first of `kernels` that applies, every kernel from N = 1; x's QUANTIZE_X8 given (xq: the
+    kernel reads it)."""
+    for qt in (Q.Q4_0, Q.Q8_0):
+        for N, K, T, tun in shapes:
+            tid = "".join(f"-{k[8:]}={v}" for k, v in tun.items())
+            for add in ("bias", "residual"):
+                opts = V.options(*kernels, min_n=0)
+                m = _mul_mat_add(qt, N, K, (T,), add, xq=xq, tol=F16_TOL, mat_mul=opts, tunables=tun)
+                CASES.append(Case(f"MUL_MAT_ADD-{label}-{qt.name}-{N}x{K}-T{T}{tid}-{add}", m))
+
+
+# the table's int8 kernels, every place they write y: mul_mat_vec_xr with whole rows (K = 4096: one warp,
+# lanes of a row's virtual rows), row groups of 8 over several warps (K = 4864, 2304; 8 warps) and one warp a
+# row group (11005 rows of K = 512); mul_mat_vec_xq where K is not a multiple of 256 (576)
+_int8_add_cases(
+    "xr",
+    [
+        (1001, 4096, 1, {}),
+        (515, 4864, 2, {}),
+        (129, 2304, 3, {}),
+        (11005, 512, 2, {}),
+        (300, 4096, 4, _xr(8, 2, 2)),
+        (129, 576, 1, {}),
+    ],
+    C.MUL_MAT_VEC_XR,
+    C.MUL_MAT_VEC_XQ,
+)
+_int8_add_cases("xq", [(1000, 4096, 1, {}), (129, 576, 3, {})], C.MUL_MAT_VEC_XQ)
+# dev/'s variants (they share the argument list): block per lane, time-stamped xr, and the f32-x ones
+_int8_add_cases("xb", [(1000, 4096, 2, {})], V.MUL_MAT_VEC_XB, C.MUL_MAT_VEC_XQ)
+_int8_add_cases("xr-trace", [(515, 4096, 2, {"RF_MMVR_TRACE": 64})], V.MUL_MAT_VEC_XR_TRACE)
+_int8_add_cases("x8", [(1000, 4096, 3, {"RF_MMVX_LEVELS": 2})], V.MUL_MAT_VEC_X, xq=False)
+for _qt in (Q.Q4_0, Q.Q8_0):
+    for _label, _kern, (_N, _K) in [
+        ("int8", V.MUL_MAT_VEC_Q, _mm_shapes(_qt)[0]),
+        ("staged", V.MUL_MAT_VEC_S, (37, 256)),
+    ]:
+        _m = _mul_mat_add(_qt, _N, _K, (1,), "residual", mat_mul=V.options(_kern))
+        CASES.append(Case(f"MUL_MAT_ADD-{_label}-{_qt.name}-{_N}x{_K}-T1-residual", _m))
+
+
 # ---- element-wise --------------------------------------------------------------------------------------
 
 
@@ -428,6 +528,41 @@ for _shape, _dt in [
     ((2, 3, 40), "f32"),
 ]:
     CASES.append(Case(f"RMS_NORM-{_shape}-{_dt}", _rms_norm(_shape, _dt)))
+
+
+def _rms_norm_mul(shape, dt="f32", wdt="f32", w_input=False):
+    """RMS_NORM(a) * w, w [n] the norm's weight (a weight leaf; w_input: an input)."""
+
+    def make(rng):
+        g = Graph()
+        a = g.input("a", shape, dt)
+        n = shape[-1]
+        inputs = {"a": _normal(rng, shape, dt, 2.0)}
+        weights = {}
+        if w_input:
+            w = g.input("w", (n,), wdt)
+            inputs["w"] = _normal(rng, (n,), wdt)
+        else:
+            w = g.weight("w", (n,), wdt)
+            wq = Q.F16 if wdt == "f16" else Q.F32
+            weights["w"] = (quant.random_blocks(wq, (n,), rng), wq)
+        g.output(g.rms_norm_mul(a, w, 1e-6, "out"))
+        return Built(g, inputs, weights, _tol(dt, wdt))
+
+    return make
+
+
+for _shape, _dt, _wdt, _win in [
+    ((3, 577), "f16", "f32", False),
+    ((3, 577), "f16", "f16", False),
+    ((4, 577), "f32", "f16", False),
+    ((5, 896), "f32", "f32", False),
+    ((1, 4097), "f32", "f32", True),
+    ((2, 3, 40), "f32", "f32", True),
+    ((7, 5), "f16", "f16", True),
+]:
+    CASES.append(Case(f"RMS_NORM_MUL-{_shape}-{_dt}-w{_wdt}{'-input' if _win else ''}",
+                      _rms_norm_mul(_shape, _dt, _wdt, _win)))
 
 
 def _rope(T, H, D, n_dims, neox, base, freq_scale, max_pos, dt="f32"):

@@ -4,13 +4,15 @@ dynamic shared memory, programmatic launch and scalar arguments, for every case 
 The fixture matvec_launches.json was recorded from the mat-vec choice code before the kernel layer's
 refactor (`python tests/unit/matvec_launches.py` at commit 7358230, its drive_before_refactor, with compact's
 layout); test_matvec_launches.py asserts that the current code launches exactly the same kernels for the
-same cases.
+same cases, with the changes since then spelled out (test_matvec_launches._as_now: MUL_MAT_ADD's null addend
+appended to every MUL_MAT kernel's arguments, among others). The fixture itself is never re-recorded.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import sys
 import types
 from collections.abc import Callable, Iterator
@@ -56,7 +58,7 @@ TUNABLES = (
     {"RF_MMV_UNROLL": 2},
 )
 TUNED_TYPES = ("f16", "q4_0", "q8_0", "q4_k")
-W_PTR, X_PTR, OUT_PTR = 1 << 20, 1 << 32, 1 << 34
+W_PTR, X_PTR, OUT_PTR, B_PTR = 1 << 20, 1 << 32, 1 << 34, 1 << 35
 
 
 class FakeBuf:
@@ -114,9 +116,10 @@ class Recorder:
 
 
 def _arg(a: Any) -> Any:
-    """A kernel argument as recorded: "ptr" for an address, [dtype, value] for a scalar."""
+    """A kernel argument as recorded: "ptr" for an address, "null" for a null pointer (a Python int 0; no
+    fake buffer is there), "b" for MUL_MAT_ADD's b (`addend`'s address), [dtype, value] for a scalar."""
     if isinstance(a, (int, np.uint64)) and not isinstance(a, np.integer | bool):
-        return "ptr"
+        return {0: "null", B_PTR: "b"}.get(a, "ptr")
     a = np.asarray(a)
     return [a.dtype.name, a.item()]
 
@@ -183,6 +186,15 @@ def tensors(case: dict[str, Any]) -> tuple[Any, Any, Any]:
     x = DevTensor(FakeBuf(X_PTR, 4 * M * K), 0, (M, K), "f32")
     out = DevTensor(FakeBuf(OUT_PTR, 4 * M * N), 0, (M, N), "f32")
     return out, w, x
+
+
+def addend(case: dict[str, Any], kind: str) -> Any:
+    """MUL_MAT_ADD's b of a case, contiguous f32: "bias" [N] or "residual" [M, N] (the output's shape)."""
+    from rocmforge.backends.hip.tensor import DevTensor
+
+    N, M = case["N"], case["M"]
+    shape = (N,) if kind == "bias" else (M, N)
+    return DevTensor(FakeBuf(B_PTR, 4 * math.prod(shape)), 0, shape, "f32")
 
 
 def compact(records: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:

@@ -71,5 +71,8 @@ def test_the_hip_backend_counts_weights_in_the_form_it_uploads_them():
     assert device_form(Qt.Q2_K, (8, 256), {Op.MUL_MAT}) == "f16"  # no kernel reads Q2_K
     assert device_form(Qt.Q8_0, (8, 256), {Op.MUL_MAT, Op.MUL}) == "f32"  # also read element-wise
     assert device_form(Qt.F32, (256,), {Op.MUL}) == "raw"
+    assert device_form(Qt.Q4_0, (8, 256), {Op.MUL_MAT, Op.MUL_MAT_ADD}) == "raw"  # the fused op's w
+    assert device_form(Qt.F16, (8,), {Op.MUL_MAT_ADD}) == "raw"  # a bias, as stored
+    assert device_form(Qt.F32, (256,), {Op.RMS_NORM_MUL}) == "raw"  # a norm's weight
     assert device_bytes("raw", (8, 256), 2176) == 2176
     assert device_bytes("f16", (8, 256), 2176) == 8 * 256 * 2 and device_bytes("f32", (8, 256), 0) == 8192

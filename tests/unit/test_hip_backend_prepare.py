@@ -1,17 +1,22 @@
 """HipBackend.prepare without a GPU (CuPy replaced by a fake that hands out addresses, kernels compiled by a
 recorder): with int8 activations the decode graph of a Q4_0 model gets one QUANTIZE_X8 node per value its
 weight mat-vecs read, each with a buffer in the arena, and every module the run needs is compiled at
-prepare."""
+prepare; the fused ops (RMS_NORM_MUL, MUL_MAT_ADD with its QUANTIZE_X8 source) prepare as MUL_MAT's and
+RMS_NORM's do."""
 
 from __future__ import annotations
 
 import sys
 import types
 
+import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as Q
 
+from rocmforge import quant
+from rocmforge.backends.hip.launch_mul_mat import MUL_MAT_OPS, xq_source
 from rocmforge.engine import Engine
+from rocmforge.ir.graph import Graph
 from rocmforge.ir.ops import Op
 from rocmforge.synth import write_tiny_model
 
@@ -90,16 +95,50 @@ def test_prepare_inserts_quantize_x8_and_compiles_every_module(tmp_path, monkeyp
     g = eng.graph(1)  # bound and prepared
     ops = [t for t in g.nodes if not t.is_leaf]
     quantized = [t for t in ops if t.op is Op.QUANTIZE_X8]
-    weight_mm = [t for t in ops if t.op is Op.MUL_MAT and t.src[0].kind == "weight"]
+    weight_mm = [t for t in ops if t.op in MUL_MAT_OPS and t.src[0].kind == "weight"]
     if not int8:
-        assert not quantized and all(len(t.src) == 2 for t in weight_mm)
+        assert not quantized and all(xq_source(t) is None for t in weight_mm)
     else:
         n_layer = eng.config.n_layer
         assert len(quantized) == 4 * n_layer + 1  # attention and FFN inputs, their outputs, the last norm
-        assert all(t.src[2].op is Op.QUANTIZE_X8 for t in weight_mm)
+        assert all(xq_source(t).op is Op.QUANTIZE_X8 for t in weight_mm)
         plan = be.plan_of(g)
         assert all(t.id in plan.offsets for t in quantized)
     files = {f for f, _ in mods.compiled}
     want = {"elementwise.hip", "norm.hip", "rope.hip", "set_rows.hip", "attention.hip", "get_rows.hip"}
     want |= {"mul_mat_vec_xr.hip", "quantize_x8.hip"} if int8 else {"mul_mat_vec.hip"}
     assert want <= files, want - files
+
+
+def test_prepare_fused_ops(monkeypatch):
+    """x -> RMS_NORM_MUL(x, norm) -> MUL_MAT_ADD(wq, h, bias, QUANTIZE_X8(h)) -> MUL_MAT_ADD(wo, q, x): the
+    launchers are the fused ops' own, norm.hip and the int8 mat-vec are compiled at prepare, and h's
+    QUANTIZE_X8 starts early (its first reader, a MUL_MAT_ADD on mul_mat_vec_xr's whole rows, has it as its
+    fourth source)."""
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(32, 132))
+    from rocmforge.backends.hip import kernel_choice as C
+    from rocmforge.backends.hip import pdl
+    from rocmforge.backends.hip.backend import HipBackend
+    from rocmforge.backends.hip.launch_mul_mat import early_quantize_x8
+
+    monkeypatch.setattr(pdl, "PdlLauncher", lambda: None)
+    be = HipBackend(int8_activations=True, programmatic_launch=True)
+    be.ctx.mods = mods = _Modules()
+    be.ctx.mat_mul = C.MatMulOptions(True, min_n={"mul_mat_vec_xr": 0})
+    g = Graph()
+    x = g.input("x", (1, 2048))
+    h = g.rms_norm_mul(x, g.weight("norm", (2048,), "f32"), 1e-6, "h")
+    wq, bias = g.weight("wq", (256, 2048), "q4_0"), g.weight("bq", (256,), "f32")
+    q = g.mul_mat_add(wq, h, bias, "q", g.quantize_x8(h, "h.x8"))
+    g.output(g.mul_mat_add(g.weight("wo", (2048, 256), "f16"), q, x, "out"))
+    qtypes = {"norm": Q.F32, "wq": Q.Q4_0, "bq": Q.F32, "wo": Q.F16}
+    rng = np.random.default_rng(0)
+    shapes = {t.name: t.shape for t in g.leaves("weight")}
+    be.bind_weights(g, lambda name: (quant.random_blocks(qtypes[name], shapes[name], rng), qtypes[name]))
+    prepared = be.prepare(g)
+    steps = {st.node.name: st.launch.__name__ for st in be._get_plan(prepared).steps}
+    assert steps == {"h": "RMS_NORM_MUL", "h.x8": "QUANTIZE_X8", "q": "MUL_MAT_ADD", "out": "MUL_MAT_ADD"}
+    want = {"norm.hip", "quantize_x8.hip", "mul_mat_vec_xr.hip", "mul_mat_vec.hip"}
+    assert want <= {f for f, _ in mods.compiled}
+    (hq,) = [t for t in prepared.nodes if t.op is Op.QUANTIZE_X8]
+    assert early_quantize_x8(be.ctx, prepared, be.weights) == {hq.id}

@@ -1,7 +1,9 @@
 """Every kernel compiles, without a GPU, for both targets with the defines the runtime uses.
 
 (a) sm_90 with NVRTC from the `nvidia-cuda-nvrtc` + `cuda-bindings` wheels, on the source exactly as
-    `modules.py` hands it to CuPy (includes inlined); the PTX must hold every entry point a launcher calls.
+    `modules.py` hands it to CuPy (includes inlined); the PTX must hold every entry point a launcher calls,
+    and the MUL_MAT kernels' parameters must be the arguments MUL_MAT_ADD's launcher passes (CuPy does not
+    check them).
 (b) gfx1100 with clang-15 (`-x hip --offload-arch=gfx1100 --cuda-device-only -nogpulib`, Debian's
     libamdhip64-dev headers): the assembly must be gfx1100 code with wave32 kernels, every entry point
     there. Also CDNA (gfx90a, wave64, RF_WARP=64), so no kernel assumes a 32-wide warp.
@@ -17,9 +19,21 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import matvec_launches as R
+import numpy as np
 import pytest
 
-from rocmforge.backends.hip.kernel_choice import MUL_MAT_KERNELS, XQ_DEFAULTS, XR_DEFAULTS
+from dev import matvec_variants as V
+from rocmforge.backends.hip.context import Ctx
+from rocmforge.backends.hip.kernel_choice import (
+    MUL_MAT_KERNELS,
+    XQ_DEFAULTS,
+    XR_DEFAULTS,
+    Device,
+    MatMulKernel,
+    MatMulOptions,
+)
+from rocmforge.backends.hip.launch_mul_mat import prepare_mul_mat
 from rocmforge.backends.hip.modules import KERNEL_DIR, assemble_source, compile_options
 from rocmforge.backends.hip.tensor import NATIVE_WEIGHTS
 
@@ -44,7 +58,7 @@ ENTRY_POINTS = {
     + [f"swiglu_{p}" for p in _ACT2]
     + [f"{op}_{t}" for op in ("scale", "silu") for t in ("f32", "f16")]
     + [f"copy_{a}_{b}" for a in ("f32", "f16", "i32") for b in ("f32", "f16", "i32")],
-    "norm.hip": ["rms_norm_f32", "rms_norm_f16"],
+    "norm.hip": ["rms_norm_f32", "rms_norm_f16"] + [f"rms_norm_mul_{p}" for p in _ACT2],
     "rope.hip": ["rope_f32", "rope_f16"],
     "set_rows.hip": [f"set_rows_{p}" for p in _ACT2],
     "softmax.hip": [f"soft_max_{p}" for p in _ACT2],
@@ -106,6 +120,36 @@ def _id(v: tuple[str, dict]) -> str:
     return v[0] + "".join(f"-{k}={x}" for k, x in v[1].items() if k != "RF_WARP")
 
 
+def _table_file(kern: MatMulKernel) -> str:
+    return f"dev/{Path(kern.file).name}" if Path(kern.file).is_absolute() else kern.file
+
+
+# files of the MUL_MAT kernels (the table's and dev/'s) -> their argument list ("mat_vec" or "mat_mat")
+MUL_MAT_ARGS = {_table_file(k): k.args for k in (*MUL_MAT_KERNELS, *V.DEV_KERNELS)}
+
+
+def _launcher_arg_bytes(args: str) -> list[int]:
+    """Bytes of each argument MUL_MAT_ADD's launcher passes a kernel of this argument list (a residual b),
+    recorded without a GPU: pointers 8, scalars their size."""
+    M = 1 if args == "mat_vec" else 64
+    case = {"wt": "q4_0", "N": 64, "K": 256, "M": M}
+    rec = R.Recorder(32)
+    ctx = Ctx(rec, Device(32, 132), {}, MatMulOptions())
+    out, w, x = R.tensors(case)
+    b = R.addend(case, "residual")
+    prepare_mul_mat(ctx, out, w, x, b=b)(ctx, out, w, x, b)
+    (launch,) = [r for r in rec.launches if r["entry"] == f"mul_mat{'_vec' if M == 1 else ''}_q4_0"]
+    return [8 if isinstance(a, str) else np.dtype(a[0]).itemsize for a in launch["args"]]
+
+
+def _ptx_param_bytes(ptx: str) -> dict[str, list[int]]:
+    """Entry point -> bytes of each of its parameters (.param .u64, .u32, ...)."""
+    out = {}
+    for m in re.finditer(r"\.entry\s+(\w+)\s*\((.*?)\)", ptx, re.S):
+        out[m.group(1)] = [int(n) // 8 for n in re.findall(r"\.param\s+\.[a-z]+(\d+)", m.group(2))]
+    return out
+
+
 def test_every_kernel_file_has_its_entry_points_listed():
     assert set(FILES) == set(ENTRY_POINTS)
 
@@ -160,6 +204,10 @@ def test_nvrtc_sm90(variant):
     entries = set(re.findall(r"\.entry\s+(\w+)\s*\(", ptx))
     missing = _expected(fname, defines) - entries
     assert not missing, f"{fname}: no entry point for {sorted(missing)}"
+    if fname in MUL_MAT_ARGS:  # (..., b, b_stride) as the launcher passes them
+        want = _launcher_arg_bytes(MUL_MAT_ARGS[fname])
+        params = _ptx_param_bytes(ptx)
+        assert {e: params[e] for e in ENTRY_POINTS[fname]} == {e: want for e in ENTRY_POINTS[fname]}
     nvrtc.nvrtcDestroyProgram(prog)
 
 

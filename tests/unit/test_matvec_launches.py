@@ -1,5 +1,7 @@
 """The regression guard of the kernel layer: MUL_MAT launches exactly what it launched before the refactor
-(matvec_launches.json) for every weight type, shape, token count, device shape and public option."""
+(matvec_launches.json) for every weight type, shape, token count, device shape and public option, but for
+the changes `_as_now` spells out; MUL_MAT_ADD launches what MUL_MAT launches, with its b and b_stride as
+the last two arguments instead of (null, 0)."""
 
 from __future__ import annotations
 
@@ -17,21 +19,32 @@ from rocmforge.ir import passes
 from rocmforge.ir.graph import Graph
 
 
-def drive(rec: R.Recorder, case: dict) -> None:
+def drive(rec: R.Recorder, case: dict, addend: str | None = None) -> None:
     """The current mat-vec choice, as HipBackend uses it: a Ctx as its constructor builds it, the graph
     y = MUL_MAT(w, x) through HipBackend's passes (QUANTIZE_X8 inserted where the kernel reads int8 x), every
-    node prepared (chosen and compiled) as _plan does, then run in order."""
+    node prepared (chosen and compiled) as _plan does, then run in order. addend ("bias", "residual"): y =
+    MUL_MAT_ADD(w, x, b) instead, its QUANTIZE_X8 source given where reads_int8_x says the kernel reads int8
+    x (the insertion pass is not this layer's)."""
     dev = Device(case["warp"], case["n_sm"], case["smem_block"], case["smem_sm"], "sm_90")
     opts = MatMulOptions(int8_activations=case["int8"])
     ctx = Ctx(rec, dev, dict(case.get("tunables", {})), opts, pdl=case["pdl"])
     out, w, x = R.tensors(case)
-    g = Graph()
-    g.output(g.mul_mat(g.weight("w", w.shape, w.dtype), g.input("x", x.shape), "y"))
+    named = {"w": w, "x": x, "y": out}
     weights = {"w": w}
+    g = Graph()
+    wt, xt = g.weight("w", w.shape, w.dtype), g.input("x", x.shape)
+    if addend is None:
+        g.output(g.mul_mat(wt, xt, "y"))
+    else:
+        named["b"] = b = R.addend(case, addend)
+        bt = g.input("b", b.shape)
+        probe = g.mul_mat_add(wt, xt, bt, "probe")  # dropped by DCE
+        xq = g.quantize_x8(xt, "x.x8") if reads_int8_x(ctx, weights)(probe) else None
+        g.output(g.mul_mat_add(wt, xt, bt, "y", xq))
     insert = ("insert_quantize_x8", lambda g: passes.insert_quantize_x8(g, reads_int8_x(ctx, weights)))
     g = passes.optimize(g, (insert, *passes.PIPELINE))[0]
     early = early_quantize_x8(ctx, g, weights)
-    dev_of = {t.id: {"w": w, "x": x, "y": out}[t.name] for t in g.nodes if t.name in ("w", "x", "y")}
+    dev_of = {t.id: named[t.name] for t in g.nodes if t.name in named}
     steps = []
     for t in g.ops():
         if t.id not in dev_of:  # QUANTIZE_X8's output: a buffer of the arena
@@ -50,13 +63,23 @@ MOVED = {"mul_mat_vec_xr_": "mul_mat_vec_xr.hip", "mul_mat_vec_xq_": "mul_mat_ve
 MOVED["quantize_x8"] = "quantize_x8.hip"
 
 
+# MUL_MAT_ADD's (b, b_stride), the last two arguments of every MUL_MAT kernel since MUL_MAT_ADD: a null b and
+# stride 0 for MUL_MAT (the kernels then write y exactly as before)
+NO_ADDEND = ["null", ["int64", 0]]
+
+
+def _is_mul_mat(launch: dict) -> bool:
+    return launch["entry"].startswith("mul_mat")  # every launch but quantize_x8's
+
+
 def _as_now(launch: dict) -> dict:
-    """A recorded launch as the refactored code makes it: host-side tunables (blocks per SM, QMAX, EVEN),
-    once passed as -D's that no kernel reads, are geometry arguments; the int8 kernels have files of their
-    own."""
+    """A recorded launch as the current code makes it: host-side tunables (blocks per SM, QMAX, EVEN), once
+    passed as -D's that no kernel reads, are geometry arguments; the int8 kernels have files of their own;
+    the MUL_MAT kernels take NO_ADDEND after their old arguments (those unchanged, quantize_x8's too)."""
     d = {k: v for k, v in launch["defines"].items() if k not in HOST_TUNABLES}
     file = next((f for prefix, f in MOVED.items() if launch["entry"].startswith(prefix)), launch["file"])
-    return {**launch, "defines": d, "file": file}
+    args = launch["args"] + (NO_ADDEND if _is_mul_mat(launch) else [])
+    return {**launch, "defines": d, "file": file, "args": args}
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +98,35 @@ def test_same_launches_as_before_the_refactor(expected, actual):
     if wrong:
         k = wrong[0]
         pytest.fail(f"{len(wrong)} cases launch otherwise, e.g. {k}:\nwas {expected[k]}\nnow {actual[k]}")
+
+
+def test_only_the_addend_was_added(expected, actual):
+    """Said the other way round: with the last two arguments of its MUL_MAT launches cut off, every case
+    launches what the fixture recorded (files, entries, defines, geometry, old arguments), and those two
+    are NO_ADDEND."""
+    for k, launches in actual.items():
+        assert all(r["args"][-2:] == NO_ADDEND for r in launches if _is_mul_mat(r)), k
+        cut = [{**r, "args": r["args"][:-2]} if _is_mul_mat(r) else r for r in launches]
+        was = [{**r, "args": r["args"][:-2]} if _is_mul_mat(r) else r for r in expected[k]]
+        assert cut == was, k
+
+
+def _with_b(launch: dict, b_stride: int) -> dict:
+    """A MUL_MAT launch as MUL_MAT_ADD makes it: b's address and b_stride instead of NO_ADDEND."""
+    if not _is_mul_mat(launch):
+        return launch
+    return {**launch, "args": [*launch["args"][:-2], "b", ["int64", b_stride]]}
+
+
+@pytest.mark.parametrize("addend", ["bias", "residual"])
+def test_mul_mat_add_launches_mul_mat_with_b(addend, actual):
+    """MUL_MAT_ADD of every case: MUL_MAT's kernels, geometry, defines, QUANTIZE_X8 (started early where
+    MUL_MAT's is) and arguments, b and its stride last (0 for a bias or one token, N for a residual)."""
+    keys = [k for k, _ in R.cases()]
+    launched = R.record(lambda rec, case: drive(rec, case, addend))
+    for k, case in zip(keys, (c for _, c in R.cases()), strict=True):
+        stride = case["N"] if addend == "residual" and case["M"] > 1 else 0
+        assert launched[k] == [_with_b(r, stride) for r in actual[k]], k
 
 
 def test_the_fixture_covers_every_kernel_kind(expected):

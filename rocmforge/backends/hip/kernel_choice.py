@@ -1,7 +1,7 @@
-"""Which kernel MUL_MAT launches, and how: the mat-vec and mat-mat kernels as data (`MUL_MAT_KERNELS`), each
-with its file, entry point, weight and activation types, the shapes it serves, its launch geometry and its
-defaults per device family. `choose_mul_mat` consults the table once, when a graph is prepared; running
-the prepared graph makes no choices.
+"""Which kernel MUL_MAT (and MUL_MAT_ADD: the same kernels with an addend) launches, and how: the mat-vec and
+mat-mat kernels as data (`MUL_MAT_KERNELS`), each with its file, entry point, weight and activation types,
+the shapes it serves, its launch geometry and its defaults per device family. `choose_mul_mat` consults the
+table once, when a graph is prepared; running the prepared graph makes no choices.
 
 Tunables (HipBackend(tunables=...)) keep their -D names; the host-side ones (`HOST_TUNABLES`: blocks per
 SM, row-group spreading) are arguments of the geometry, never compile defines.
@@ -93,7 +93,8 @@ class MatMulKernel:
     x: the activation it reads, "f32" or "x8" (QUANTIZE_X8's int8 rows). serves, geometry_doc: the shapes it
     serves and its launch geometry, in words (geometry: as a function). defaults: family -> weight type ->
     compile defines and host-side parameters (lower case). args: "mat_vec" (w, row bytes, x, x stride, y,
-    N, N, K) or "mat_mat" (w, row bytes, x, y, M, N, K). min_n: the fewest rows it serves.
+    N, N, K, b, b stride) or "mat_mat" (w, row bytes, x, y, M, N, K, b, b stride); b: MUL_MAT_ADD's addend
+    (null for MUL_MAT), b stride 0 (a bias) or N (a residual). min_n: the fewest rows it serves.
     """
 
     name: str
@@ -124,8 +125,9 @@ class MatMulKernel:
 
 @dataclass(frozen=True)
 class MulMatChoice:
-    """MUL_MAT's launches for one node: the kernel's, and quantize_x8's before it for a kernel on int8 x.
-    x_stride: x's row stride argument (bytes of quantize_x8's rows, f32 elements otherwise)."""
+    """MUL_MAT's (or MUL_MAT_ADD's) launches for one node: the kernel's, and quantize_x8's before it for a
+    kernel on int8 x. x_stride: x's row stride argument (bytes of quantize_x8's rows, f32 elements
+    otherwise)."""
 
     kernel: MatMulKernel
     launch: KernelLaunch

@@ -1,7 +1,7 @@
 """One launcher per Op, named after it, each beside the numpy reference's semantics (numpy_ref.py):
 launch_elementwise (element-wise ops, copies, views), launch_rows (norms, softmax, argmax, rope, row
-gathers and scatters), launch_attention (FLASH_ATTN_EXT), launch_mul_mat (MUL_MAT, chosen at prepare, and
-QUANTIZE_X8).
+gathers and scatters), launch_attention (FLASH_ATTN_EXT), launch_mul_mat (MUL_MAT and MUL_MAT_ADD, chosen at
+prepare, and QUANTIZE_X8).
 
 A launcher takes the launch context, the preallocated output (a `DevTensor`, contiguous) and the
 sources, plus the node's params, and enqueues kernels; nothing is synchronized. VIEW and RESHAPE
@@ -17,18 +17,20 @@ from ...ir.ops import Op
 from .context import Ctx
 from .launch_attention import FLASH_ATTN_EXT
 from .launch_elementwise import ADD, CONT, CPY, MUL, RESHAPE, SCALE, SILU, SWIGLU, VIEW
-from .launch_mul_mat import MUL_MAT, QUANTIZE_X8, prepare_mul_mat, prepare_quantize_x8
-from .launch_rows import ARGMAX, GET_ROWS, RMS_NORM, ROPE, SET_ROWS, SOFT_MAX
+from .launch_mul_mat import MUL_MAT, MUL_MAT_ADD, QUANTIZE_X8, prepare_mul_mat, prepare_quantize_x8
+from .launch_rows import ARGMAX, GET_ROWS, RMS_NORM, RMS_NORM_MUL, ROPE, SET_ROWS, SOFT_MAX
 from .tensor import DevTensor
 
 LAUNCH: dict[str, Callable[..., Any]] = {
     "GET_ROWS": GET_ROWS,
     "MUL_MAT": MUL_MAT,
+    "MUL_MAT_ADD": MUL_MAT_ADD,
     "QUANTIZE_X8": QUANTIZE_X8,
     "ADD": ADD,
     "MUL": MUL,
     "SCALE": SCALE,
     "RMS_NORM": RMS_NORM,
+    "RMS_NORM_MUL": RMS_NORM_MUL,
     "ROPE": ROPE,
     "VIEW": VIEW,
     "RESHAPE": RESHAPE,
@@ -48,6 +50,7 @@ LAUNCH: dict[str, Callable[..., Any]] = {
 MODULES = {
     Op.GET_ROWS: "get_rows.hip",
     Op.RMS_NORM: "norm.hip",
+    Op.RMS_NORM_MUL: "norm.hip",
     Op.ROPE: "rope.hip",
     Op.SET_ROWS: "set_rows.hip",
     Op.SOFT_MAX: "softmax.hip",
@@ -63,9 +66,10 @@ def prepare_launch(
     params: Mapping[str, Any],
     early: bool = False,
 ) -> Callable[..., Any]:
-    """The launcher a graph node runs with, prepared for its tensors: MUL_MAT's kernel chosen and compiled
-    now (prepare_mul_mat), QUANTIZE_X8's compiled (early: started while the kernel before it ends,
-    launch_mul_mat.early_quantize_x8); the other ops' launchers as they are, their modules compiled now."""
+    """The launcher a graph node runs with, prepared for its tensors: MUL_MAT's and MUL_MAT_ADD's kernel
+    chosen and compiled now (prepare_mul_mat), QUANTIZE_X8's compiled (early: started while the kernel
+    before it ends, launch_mul_mat.early_quantize_x8); the other ops' launchers as they are, their modules
+    compiled now."""
     if op not in (Op.VIEW, Op.RESHAPE):
         ctx.mods.get("elementwise.hip")
     if op is Op.FLASH_ATTN_EXT:
@@ -74,6 +78,9 @@ def prepare_launch(
         ctx.mods.get(MODULES[op])
     if op is Op.MUL_MAT:
         return prepare_mul_mat(ctx, out, *srcs)
+    if op is Op.MUL_MAT_ADD:  # sources w, x, b[, xq]
+        w, x, b, *xq = srcs
+        return prepare_mul_mat(ctx, out, w, x, *xq, b=b)
     if op is Op.QUANTIZE_X8:
         return prepare_quantize_x8(ctx, out, srcs[0], early)
     return LAUNCH[op.value]

@@ -1,8 +1,9 @@
-"""The MUL_MAT and QUANTIZE_X8 launchers. MUL_MAT's kernel (kernel_choice's table) and its geometry are
-chosen once, when the graph is prepared (`prepare_mul_mat`, which also compiles it); the prepared launch
-only enqueues. A kernel on int8 x reads MUL_MAT's third source, the QUANTIZE_X8 node that
-passes.insert_quantize_x8 gives it where `reads_int8_x` says so (one node per value, shared by its
-readers)."""
+"""The MUL_MAT, MUL_MAT_ADD and QUANTIZE_X8 launchers. MUL_MAT's kernel (kernel_choice's table) and its
+geometry are chosen once, when the graph is prepared (`prepare_mul_mat`, which also compiles it); the
+prepared launch only enqueues. MUL_MAT_ADD is MUL_MAT with an addend b: the same kernels, which add
+b[token * b_stride + row] where they write y (b null for MUL_MAT). A kernel on int8 x reads the node's
+QUANTIZE_X8 source (MUL_MAT's third, MUL_MAT_ADD's fourth), the node that passes.insert_quantize_x8 gives it
+where `reads_int8_x` says so (one node per value, shared by its readers)."""
 
 from __future__ import annotations
 
@@ -58,14 +59,26 @@ def mul_mat_choice(ctx: Ctx, w: DevTensor, M: int) -> MulMatChoice:
     return choose_mul_mat(ctx.device, ctx.mat_mul, ctx.tunables, Weight(kt, N, K, row_bytes, ptr), M, ctx.pdl)
 
 
+# the ops MUL_MAT's kernels run, and the index of each one's QUANTIZE_X8 source (when it has one)
+MUL_MAT_OPS = {Op.MUL_MAT: 2, Op.MUL_MAT_ADD: 3}
+
+
+def xq_source(t: Tensor) -> Tensor | None:
+    """The QUANTIZE_X8 source of a MUL_MAT or MUL_MAT_ADD node (None: it has none, or another op)."""
+    i = MUL_MAT_OPS.get(t.op)
+    return t.src[i] if i is not None and len(t.src) > i else None
+
+
 def _node_choice(ctx: Ctx, t: Tensor, weights: Mapping[str, DevTensor]) -> MulMatChoice | None:
-    """The choice for a MUL_MAT node of a bound weight (None otherwise: the int8 kernels read weights)."""
-    w = weights.get(t.src[0].name) if t.op is Op.MUL_MAT and t.src[0].kind == "weight" else None
+    """The choice for a MUL_MAT or MUL_MAT_ADD node of a bound weight (None otherwise: the int8 kernels read
+    weights)."""
+    w = weights.get(t.src[0].name) if t.op in MUL_MAT_OPS and t.src[0].kind == "weight" else None
     return None if w is None else mul_mat_choice(ctx, w, t.src[1].n_elements // w.shape[1])
 
 
 def reads_int8_x(ctx: Ctx, weights: Mapping[str, DevTensor]) -> Callable[[Tensor], bool]:
-    """passes.insert_quantize_x8's predicate: the MUL_MAT nodes whose kernel reads int8 x."""
+    """passes.insert_quantize_x8's predicate: the MUL_MAT (and MUL_MAT_ADD) nodes whose kernel reads int8
+    x."""
 
     def reads(t: Tensor) -> bool:
         choice = _node_choice(ctx, t, weights)
@@ -79,8 +92,9 @@ def early_quantize_x8(ctx: Ctx, graph: Graph, weights: Mapping[str, DevTensor]) 
     those whose first reader's mat-vec starts so (before a plainly launched one it would cost time)."""
     first: dict[int, Tensor] = {}
     for t in graph.nodes:
-        if t.op is Op.MUL_MAT and len(t.src) == 3:
-            first.setdefault(t.src[2].id, t)
+        xq = xq_source(t)
+        if xq is not None:
+            first.setdefault(xq.id, t)
     early = set()
     for qid, t in first.items():
         choice = _node_choice(ctx, t, weights)
@@ -90,30 +104,60 @@ def early_quantize_x8(ctx: Ctx, graph: Graph, weights: Mapping[str, DevTensor]) 
 
 
 def prepare_mul_mat(
-    ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, xq: DevTensor | None = None
+    ctx: Ctx,
+    out: DevTensor,
+    w: DevTensor,
+    x: DevTensor,
+    xq: DevTensor | None = None,
+    b: DevTensor | None = None,
 ) -> Launcher:
-    """MUL_MAT for these tensors' shapes and types: chosen and compiled now; the returned launcher takes
-    (ctx, out, w, x[, xq]) as the other ops' launchers do. A kernel on int8 x needs xq (QUANTIZE_X8 of x)."""
+    """MUL_MAT for these tensors' shapes and types, or with b MUL_MAT_ADD (b f32 or f16: [N], a bias every
+    token adds, or out's [..., N], a residual): chosen and compiled now. The returned launcher takes the
+    node's sources as the other ops' launchers do: (ctx, out, w, x[, xq]) for MUL_MAT, (ctx, out, w, x, b[,
+    xq]) for MUL_MAT_ADD. A kernel on int8 x needs xq (QUANTIZE_X8 of x)."""
     K = w.shape[1]
     M = x.n_elements // K
+    N = w.shape[0]
     choice = mul_mat_choice(ctx, w, M)
     int8 = choice.quantize is not None
+    op = "MUL_MAT" if b is None else "MUL_MAT_ADD"
     if int8 and xq is None:
-        raise ValueError(f"MUL_MAT with {choice.kernel.name} reads int8 x: give it QUANTIZE_X8 of x")
+        raise ValueError(f"{op} with {choice.kernel.name} reads int8 x: give it QUANTIZE_X8 of x")
+    if b is not None and b.n_elements not in (N, M * N):
+        raise ValueError(f"MUL_MAT_ADD: b {b.shape} is neither [{N}] nor the output's [{M}, {N}]")
+    # elements between consecutive tokens' rows of b: 0 for a bias (or a single token's residual), N
+    b_stride = 0 if b is None or b.n_elements == N else N
     launch = choice.launch
     f = ctx.function(launch)
-    mat_vec, N, x_stride = choice.kernel.args == "mat_vec", w.shape[0], choice.x_stride
+    mat_vec, x_stride = choice.kernel.args == "mat_vec", choice.x_stride
 
-    def MUL_MAT(ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, xq: DevTensor | None = None) -> None:
+    def run(
+        ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, xq: DevTensor | None, b: DevTensor | None
+    ) -> None:
         w = as_weight(ctx, w)
         xp = xq.ptr if int8 else contiguous(ctx, x, "f32", align=16).ptr
+        bp = 0 if b is None else contiguous(ctx, b, "f32").ptr  # 0: a null b, y = the product alone
         if mat_vec:
             args = (w.ptr, i64(w.row_bytes), xp, i64(x_stride), out.ptr, i64(N), i32(N), i32(K))
         else:
             args = (w.ptr, i64(w.row_bytes), xp, out.ptr, i32(M), i32(N), i32(K))
-        ctx.launch(f, launch, args)
+        ctx.launch(f, launch, (*args, bp, i64(b_stride)))
 
-    return MUL_MAT
+    if b is None:
+
+        def MUL_MAT(
+            ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, xq: DevTensor | None = None
+        ) -> None:
+            run(ctx, out, w, x, xq, None)
+
+        return MUL_MAT
+
+    def MUL_MAT_ADD(
+        ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, b: DevTensor, xq: DevTensor | None = None
+    ) -> None:
+        run(ctx, out, w, x, xq, b)
+
+    return MUL_MAT_ADD
 
 
 def prepare_quantize_x8(ctx: Ctx, out: DevTensor, x: DevTensor, early: bool = False) -> Launcher:
@@ -135,13 +179,32 @@ def QUANTIZE_X8(ctx: Ctx, out: DevTensor, x: DevTensor, *, early: bool = False) 
     prepare_quantize_x8(ctx, out, x, early)(ctx, out, x)
 
 
-def MUL_MAT(ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, xq: DevTensor | None = None) -> None:
-    """MUL_MAT prepared and launched at once (scripts and tests; graphs prepare once, HipBackend._plan).
-    Without xq, a kernel on int8 x gets x quantized into scratch first."""
+def _now(
+    ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, xq: DevTensor | None, b: DevTensor | None
+) -> None:
+    """MUL_MAT (b None) or MUL_MAT_ADD prepared and launched at once; without xq, a kernel on int8 x gets x
+    quantized into scratch first."""
     K = w.shape[1]
     M = x.n_elements // K
     choice = mul_mat_choice(ctx, w, M)
     if choice.quantize is not None and xq is None:
         xq = ctx.empty((*x.shape[:-1], x8_words(K)), "i32")
         QUANTIZE_X8(ctx, xq, x, early=choice.quantize.pdl)
-    prepare_mul_mat(ctx, out, w, x, xq)(ctx, out, w, x, xq)
+    launch = prepare_mul_mat(ctx, out, w, x, xq, b)
+    if b is None:
+        launch(ctx, out, w, x, xq)
+    else:
+        launch(ctx, out, w, x, b, xq)
+
+
+def MUL_MAT(ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, xq: DevTensor | None = None) -> None:
+    """MUL_MAT prepared and launched at once (scripts and tests; graphs prepare once, HipBackend._plan).
+    Without xq, a kernel on int8 x gets x quantized into scratch first."""
+    _now(ctx, out, w, x, xq, None)
+
+
+def MUL_MAT_ADD(
+    ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, b: DevTensor, xq: DevTensor | None = None
+) -> None:
+    """MUL_MAT_ADD prepared and launched at once, as MUL_MAT."""
+    _now(ctx, out, w, x, xq, b)

@@ -1,5 +1,5 @@
-"""Launchers of the row-wise ops: RMS_NORM, SOFT_MAX, ARGMAX (a row a block), ROPE, GET_ROWS, SET_ROWS
-(semantics: numpy_ref.py)."""
+"""Launchers of the row-wise ops: RMS_NORM, RMS_NORM_MUL, SOFT_MAX, ARGMAX (a row a block), ROPE, GET_ROWS,
+SET_ROWS (semantics: numpy_ref.py)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,15 @@ def RMS_NORM(ctx: Ctx, out: DevTensor, a: DevTensor, *, eps: float) -> None:
     rows = a.n_elements // n
     f = ctx.k("norm.hip", f"rms_norm_{a.dtype}")
     f((rows,), (row_block(ctx, n),), (a.ptr, out.ptr, i32(n), f32(eps)))
+
+
+def RMS_NORM_MUL(ctx: Ctx, out: DevTensor, a: DevTensor, w: DevTensor, *, eps: float) -> None:
+    # a [..., n], w [n] (the norm's weight), each f32 or f16 (i32 as f32)
+    a, w = float_in(ctx, a), float_in(ctx, w)
+    n = a.shape[-1]
+    rows = a.n_elements // n
+    f = ctx.k("norm.hip", f"rms_norm_mul_{a.dtype}_{w.dtype}")
+    f((rows,), (row_block(ctx, n),), (a.ptr, w.ptr, out.ptr, i32(n), f32(eps)))
 
 
 def ROPE(
