@@ -20,6 +20,7 @@
 template <class T, int VEC>
 __device__ void mm(const rf_u8* __restrict__ w, rf_i64 row_bytes, const float* __restrict__ x,
                    float* __restrict__ y, int M, int N, int K, const float* b, rf_i64 b_stride) {
+    RF_PDL_BEGIN();
     __shared__ float xs[MM_BK][MM_BM + 1];
     __shared__ float ws[MM_BK][MM_BN + 1];
     const int tid = threadIdx.x;

@@ -30,6 +30,7 @@ template <class T>
 __device__ void mmv(const rf_u8* __restrict__ w, rf_i64 row_bytes, const float* __restrict__ x,
                     rf_i64 x_stride, float* __restrict__ y, rf_i64 y_stride, int N, int K, const float* b,
                     rf_i64 b_stride) {
+    RF_PDL_BEGIN();
     constexpr int R = RF_MMV_ROWS, U = RF_MMV_UNROLL;
     const int tid = threadIdx.x;
     const int row0 = blockIdx.x * R;

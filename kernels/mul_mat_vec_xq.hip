@@ -140,6 +140,7 @@ template <class T>
 __device__ void mmvxq(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8* __restrict__ xq,
                       rf_i64 x_stride, float* __restrict__ y, rf_i64 y_stride, int N, int K, const float* b,
                       rf_i64 b_stride) {
+    RF_PDL_BEGIN();
     constexpr int R = RF_MMVX_ROWS, U = RF_MMVX_UNROLL, D = RF_MMVX_ASYNC;
     constexpr int CB = U * T::STEP;  // bytes of a row in one chunk (a multiple of 16)
     RF_DYN_SHARED(int, smem);

@@ -72,19 +72,29 @@ def _is_mul_mat(launch: dict) -> bool:
     return launch["entry"].startswith("mul_mat")  # every launch but quantize_x8's
 
 
-def _as_now(launch: dict) -> dict:
+def _as_now(launch: dict, pdl: bool = False) -> dict:
     """A recorded launch as the current code makes it: host-side tunables (blocks per SM, QMAX, EVEN), once
     passed as -D's that no kernel reads, are geometry arguments; the int8 kernels have files of their own;
-    the MUL_MAT kernels take NO_ADDEND after their old arguments (those unchanged, quantize_x8's too)."""
+    the MUL_MAT kernels take NO_ADDEND after their old arguments (those unchanged, quantize_x8's too). pdl
+    (a case with programmatic launch): every MUL_MAT kernel but mul_mat_vec_xr (which decides for itself)
+    now begins with RF_PDL_BEGIN and is launched programmatically."""
     d = {k: v for k, v in launch["defines"].items() if k not in HOST_TUNABLES}
     file = next((f for prefix, f in MOVED.items() if launch["entry"].startswith(prefix)), launch["file"])
     args = launch["args"] + (NO_ADDEND if _is_mul_mat(launch) else [])
-    return {**launch, "defines": d, "file": file, "args": args}
+    now = pdl and _is_mul_mat(launch) and not launch["entry"].startswith("mul_mat_vec_xr_")
+    return {**launch, "defines": d, "file": file, "args": args, "pdl": launch["pdl"] or now}
+
+
+def _case_as_now(key: str, launches: list[dict]) -> list[dict]:
+    """A case's launches as now (_as_now): quantize_x8 is launched as the mat-vec that reads it is."""
+    now = [_as_now(r, "pdl" in key.split("-")) for r in launches]
+    kernel_pdl = any(r["pdl"] for r in now if _is_mul_mat(r))
+    return [{**r, "pdl": kernel_pdl} if not _is_mul_mat(r) else r for r in now]
 
 
 @pytest.fixture(scope="module")
 def expected() -> dict:
-    return {k: [_as_now(r) for r in rs] for k, rs in R.expand(json.loads(R.FIXTURE.read_text())).items()}
+    return {k: _case_as_now(k, rs) for k, rs in R.expand(json.loads(R.FIXTURE.read_text())).items()}
 
 
 @pytest.fixture(scope="module")

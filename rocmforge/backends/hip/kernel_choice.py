@@ -10,7 +10,7 @@ SM, row-group spreading) are arguments of the geometry, never compile defines.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ...ir.ops import x8_words
@@ -171,11 +171,13 @@ def _mat_vec_f32(kern, dev, w, M, base, tuned, host, pdl) -> KernelLaunch:
         d["RF_MMV_WARPS"] = wide["RF_MMV_WARPS"]
     rows = d.get("RF_MMV_ROWS", 2)
     threads = d.get("RF_MMV_WARPS", 4) * dev.warp
-    return KernelLaunch(kern.file, kern.entry.format(type=w.type), d, (cdiv(w.N, rows), M), (threads,))
+    return KernelLaunch(kern.file, kern.entry.format(type=w.type), d, (cdiv(w.N, rows), M), (threads,),
+                        pdl=pdl)
 
 
 def _mat_mat(kern, dev, w, M, base, tuned, host, pdl) -> KernelLaunch:
-    return KernelLaunch(kern.file, kern.entry.format(type=w.type), {}, (cdiv(w.N, 64), cdiv(M, 64)), (256,))
+    return KernelLaunch(kern.file, kern.entry.format(type=w.type), {}, (cdiv(w.N, 64), cdiv(M, 64)), (256,),
+                        pdl=pdl)
 
 
 # mul_mat_vec_xq: bytes of a row that one warp step covers (RF_WARP / 8 pairs of blocks) per 32-lane warp
@@ -188,7 +190,7 @@ def _mat_vec_xq(kern, dev, w, M, base, tuned, host, pdl) -> KernelLaunch | None:
     d = {**{k: v for k, v in base.items() if k.startswith("RF_")}, **tuned}
     d.pop("RF_MMVX_LEVELS", None)  # one int8 level, quantized by quantize_x8
     bps = host.get("blocks_per_sm", base.get("blocks_per_sm", 4))
-    return row_groups_launch(kern, dev, w, M, d, bps, x8_row_bytes(w.K))
+    return replace(row_groups_launch(kern, dev, w, M, d, bps, x8_row_bytes(w.K)), pdl=pdl)
 
 
 def row_groups_launch(
