@@ -211,6 +211,28 @@ def test_activity_is_on_only_around_the_replay_and_foreign_records_are_dropped()
     assert tracer.trace(lambda: None, 0)[0] == []  # records made while off never come back
 
 
+def test_the_callbacks_are_registered_once_per_process_and_a_failure_is_kept(monkeypatch):
+    monkeypatch.setattr(cupti_trace, "_TRACER", None)
+    monkeypatch.setattr(cupti_trace, "_TRACER_FAILED", "")
+    apis = []
+    monkeypatch.setattr(cupti_trace, "load_cupti", lambda: apis.append(_FakeCupti()) or apis[-1])
+    first = cupti_trace.activity_tracer()
+    assert cupti_trace.activity_tracer() is first and len(apis) == 1
+    cupti_trace.tracer_failed("CUPTI_ERROR_NOT_INITIALIZED")
+    with pytest.raises(RuntimeError, match="NOT_INITIALIZED"):
+        cupti_trace.activity_tracer()
+    monkeypatch.setattr(cupti_trace, "_TRACER", None)
+    monkeypatch.setattr(cupti_trace, "_TRACER_FAILED", "")
+
+    def missing():
+        raise ImportError("cupti-python is not installed")
+
+    monkeypatch.setattr(cupti_trace, "load_cupti", missing)
+    for _ in range(2):  # the first reason, every time
+        with pytest.raises(RuntimeError, match="ImportError: cupti-python is not installed"):
+            cupti_trace.activity_tracer()
+
+
 def test_activity_is_turned_off_when_the_replay_raises():
     api = _FakeCupti()
     tracer = cupti_trace.ActivityTracer(api)

@@ -196,12 +196,12 @@ _TRACER_FAILED = ""
 
 
 def activity_tracer() -> ActivityTracer:
-    """The process's tracer: cupti-python loaded and the buffer callbacks registered on the first call;
-    a failure then is kept and raised again (RuntimeError with the first reason) on every later call."""
+    """The process's tracer: cupti-python loaded and the buffer callbacks registered on the first call.
+    Once tracing failed (here, or tracer_failed), every call raises RuntimeError with the first reason."""
     global _TRACER, _TRACER_FAILED
+    if _TRACER_FAILED:
+        raise RuntimeError(_TRACER_FAILED)
     if _TRACER is None:
-        if _TRACER_FAILED:
-            raise RuntimeError(_TRACER_FAILED)
         try:
             _TRACER = ActivityTracer(load_cupti())
         except Exception as e:
@@ -211,10 +211,10 @@ def activity_tracer() -> ActivityTracer:
 
 
 def tracer_failed(reason: str) -> None:
-    """Mark CUPTI tracing as not working in this process (the first traced run failed): later backends
-    take the event-node mode without trying again."""
-    global _TRACER_FAILED, _TRACER
-    _TRACER_FAILED, _TRACER = reason, None
+    """Mark CUPTI tracing as not working in this process (a traced run failed in CUPTI): later backends
+    take the event-node mode without trying again. The tracer stays referenced: CUPTI keeps its callbacks."""
+    global _TRACER_FAILED
+    _TRACER_FAILED = reason
 
 
 class NodeCounter:
