@@ -7,7 +7,9 @@
   its last kernel minus the end of the last kernel before it (the first op: minus the first kernel's
   start): its kernels' time plus the gap the replayed step pays before them, so the per-op times add up
   to the traced replay's span, and nothing was added to the step to measure it. `kernel_us` keeps the
-  kernels' own time (the sum of their end - start).
+  kernels' own time (the sum of their end - start; a kernel launched programmatically, pdl.py, starts
+  while the one before it ends, so its own time includes its wait for that kernel: kernel times may then
+  add up to more than the span, the per-op times never do).
 - "graph" (CUDA with cuda-bindings, where tracing is not available or failed): the step captured once
   more with an event-record node (cuEventRecordWithFlags, CU_EVENT_RECORD_EXTERNAL) after each launching
   node, replayed; an op's time is the span from the event before it to the event after it. The kernels
