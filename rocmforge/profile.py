@@ -16,8 +16,11 @@ if TYPE_CHECKING:
 
 # What a run's per-op times measure, by the mode they were taken in.
 TIMING_MODES = {
+    "trace": "the untimed replayed device graph itself, its kernels timestamped by CUPTI: a kernel's time "
+             "plus the gap the replayed step pays before it (kernel_us: the kernels alone); the ops add up "
+             "to the traced replay's span",
     "graph": "kernels back to back in a replayed device graph, an event node after each: a kernel's time "
-             "plus the node gap the replayed step also pays",
+             "plus the node gap the replayed step also pays, plus the event node's own cost",
     "eager": "device events around each Python launch: a kernel's time plus any wait for its launch",
     "host": "host clock around each op (numpy backend)",
 }
@@ -27,12 +30,14 @@ IDLE_NAME = "(launch/idle)"
 
 @dataclass(frozen=True)
 class OpTiming:
-    """One executed node: its name, op, result shape and time in microseconds."""
+    """One executed node: its name, op, result shape and time in microseconds; kernel_us (trace mode
+    only, else None): the time its kernels themselves ran, without the gaps before them."""
 
     name: str
     op: str
     shape: tuple[int, ...]
     us: float
+    kernel_us: float | None = None
 
 
 class StepTimings(list):
@@ -90,15 +95,18 @@ _LAYER = re.compile(r"^blk\.(\d+)\.")
 
 
 def timings_frame(timings: Iterable[OpTiming], idle_row: bool = True):
-    """Timings as a tidy DataFrame: name, op, layer (-1 outside the blocks), shape, us and, where the
-    timings carry costs (StepTimings from the engine), bytes_read, bytes_written, flops, GB/s and
-    GFLOP/s. With a wall time known, one more row (op IDLE) for what the per-op sum does not explain,
-    so that the us column adds up to the wall time."""
+    """Timings as a tidy DataFrame: name, op, layer (-1 outside the blocks), shape, us, kernel_us where
+    the records carry it (trace mode: the kernels' own time, NaN on the IDLE row) and, where the timings
+    carry costs (StepTimings from the engine), bytes_read, bytes_written, flops, GB/s and GFLOP/s. With a
+    wall time known, one more row (op IDLE) for what the per-op sum does not explain, so that the us
+    column adds up to the wall time."""
     import pandas as pd
 
     costs = getattr(timings, "costs", {}) or {}
     rows = []
+    kernel_us = False
     for t in timings:
+        kernel_us = kernel_us or getattr(t, "kernel_us", None) is not None
         r = asdict(t)
         m = _LAYER.match(t.name)
         r["layer"] = int(m.group(1)) if m else -1
@@ -109,7 +117,7 @@ def timings_frame(timings: Iterable[OpTiming], idle_row: bool = True):
     idle = getattr(timings, "idle_us", None)
     if idle_row and idle is not None:
         rows.append({"name": IDLE_NAME, "op": IDLE, "layer": -1, "shape": (), "us": idle})
-    cols = ["name", "op", "layer", "shape", "us"]
+    cols = ["name", "op", "layer", "shape", "us"] + (["kernel_us"] if kernel_us else [])
     if costs:
         cols += ["bytes_read", "bytes_written", "flops"]
     df = pd.DataFrame(rows, columns=cols)
@@ -214,6 +222,8 @@ def chrome_trace(timings: Iterable[OpTiming], path: str | Path | None = None) ->
     ts = 0.0
     for t in timings:
         args: dict[str, Any] = {"shape": list(t.shape)}
+        if getattr(t, "kernel_us", None) is not None:
+            args["kernel_us"] = float(t.kernel_us)
         c = costs.get(t.name)
         if c is not None:
             args.update(bytes_read=c.read, bytes_written=c.written, flops=c.flops)

@@ -297,7 +297,9 @@ def step_timings(frame: pd.DataFrame, mode: str, wall_us: float | None) -> StepT
     import pandas as pd
 
     rows = frame[frame["op"] != IDLE]
-    st = StepTimings([OpTiming(str(r.name), str(r.op), tuple(ast.literal_eval(str(r.shape))), float(r.us))
+    kern = "kernel_us" in frame  # trace mode's kernel times
+    st = StepTimings([OpTiming(str(r.name), str(r.op), tuple(ast.literal_eval(str(r.shape))), float(r.us),
+                               float(r.kernel_us) if kern and pd.notna(r.kernel_us) else None)
                       for r in rows.itertuples(index=False)], mode, wall_us)
     if "bytes_read" in frame:
         for r in rows.itertuples(index=False):

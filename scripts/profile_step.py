@@ -1,11 +1,15 @@
 """Per-op timings of a decode step (and a prompt) against the replayed step's wall time, per model.
 
-For each GGUF file: prefill a prompt, run untimed (replayed) steps to warm up, then timed steps in graph
-mode (a replayed device graph with an event node after each kernel) and in eager mode (events around
-each Python launch). Prints, per model and mode, the median per-op sum, the median replayed step and
-their ratio, the largest mat-vecs' median times by shape, and the timed prompt's sum against its wall.
-This is a measurement, not a test: it asserts nothing. Usage:
-    python scripts/profile_step.py MODEL.gguf [...] [--steps 9] [--prompt 64] [--int8] [--json out.json]
+For each GGUF file: prefill a prompt, run untimed (replayed) steps to warm up, then timed steps in each
+mode asked for (profile.TIMING_MODES): trace (the untimed replayed graph, its kernels timestamped by
+CUPTI; needs cupti-python), graph (a replayed device graph with an event node after each kernel) and eager
+(events around each Python launch). Prints, per model and mode, the median per-op sum, the median replayed
+step and their ratio, the largest mat-vecs' median times by shape (in trace mode with their kernels' own
+time beside: compare with scripts/bench_matvec.py), and the timed prompt's sum against its wall. A mode
+that cannot be used here is skipped with the reason; one that fell back (trace to graph) says so. This is
+a measurement, not a test: it asserts nothing. Usage:
+    python scripts/profile_step.py MODEL.gguf [...] [--steps 9] [--prompt 64] [--int8] [--modes trace,graph]
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -32,14 +36,17 @@ def profile(path: str, steps: int, prompt: int, mode: str, int8: bool) -> dict:
     eng.prefill(ids)
     for _ in range(steps):
         eng.step(timed=False)
-    sums, walls, mm = [], [], defaultdict(list)
+    sums, walls, mm, mk, got = [], [], defaultdict(list), defaultdict(list), set()
     for _ in range(steps):
         tm = eng.step(timed=True).timings
+        got.add(tm.mode)
         sums.append(tm.sum_us)
         walls.append(tm.wall_us)
         for t in tm:
             if t.op in MAT_OPS:
                 mm[t.name].append(t.us)
+                if t.kernel_us is not None:
+                    mk[t.name].append(t.kernel_us)
     eng.reset()
     eng.prefill(ids, timed=False)
     eng.reset()
@@ -52,15 +59,20 @@ def profile(path: str, steps: int, prompt: int, mode: str, int8: bool) -> dict:
             w = n.src[0]
             shapes[n.name] = (tuple(w.shape), eng.model.tensors[w.name].ggml_type.name if w.kind == "weight"
                               else "act")
-    by_shape = defaultdict(list)
+    by_shape, kern_by_shape = defaultdict(list), defaultdict(list)
     for name, us in mm.items():
         if name in shapes:
             by_shape[shapes[name]].append(statistics.median(us))
+            if mk.get(name):
+                kern_by_shape[shapes[name]].append(statistics.median(mk[name]))
+    key = "{1} {0[0]}x{0[1]}".format  # a mat-vec's weight type and shape
     return {
-        "model": Path(path).name, "mode": mode, "int8": int8, "device": be.device_name,
+        "model": Path(path).name, "mode": mode, "measured_in": sorted(got | {pt.mode}),
+        "timing_failures": be.timing_failures(), "int8": int8, "device": be.device_name,
         "steps": steps, "sum_us": statistics.median(sums), "wall_us": statistics.median(walls),
         "sum_over_wall": statistics.median(s / w for s, w in zip(sums, walls, strict=True)),
-        "matvec_us": {f"{t} {s[0]}x{s[1]}": statistics.median(v) for (s, t), v in by_shape.items()},
+        "matvec_us": {key(*k): statistics.median(v) for k, v in by_shape.items()},
+        "matvec_kernel_us": {key(*k): statistics.median(v) for k, v in kern_by_shape.items()},
         "prefill_tokens": prompt, "prefill_sum_us": pt.sum_us, "prefill_wall_us": pt.wall_us,
     }
 
@@ -71,21 +83,29 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=9)
     ap.add_argument("--prompt", type=int, default=64)
     ap.add_argument("--int8", action="store_true", help="HipBackend(int8_activations=True)")
-    ap.add_argument("--modes", default="graph,eager")
+    ap.add_argument("--modes", default="trace,graph,eager", help="comma-separated: trace, graph, eager")
     ap.add_argument("--json", default="")
     a = ap.parse_args()
     recs = []
     for m in a.models:
         for mode in a.modes.split(","):
-            r = profile(m, a.steps, a.prompt, mode, a.int8)
+            try:
+                r = profile(m, a.steps, a.prompt, mode, a.int8)
+            except RuntimeError as e:  # HipBackend(timing=mode) where the mode cannot be used
+                print(f"{Path(m).name} | {mode}: skipped ({e})", flush=True)
+                continue
             recs.append(r)
+            if r["measured_in"] != [mode]:
+                print(f"    {mode} timing fell back: {r['measured_in']}, {r['timing_failures']}", flush=True)
             print(f"{r['device']} | {r['model']} | {mode}{' int8' if a.int8 else ''} | per-op sum "
                   f"{r['sum_us']:.1f} us | replayed step {r['wall_us']:.1f} us | "
                   f"ratio {r['sum_over_wall']:.3f}"
                   f" | prompt {a.prompt}: sum {r['prefill_sum_us']:.1f} wall {r['prefill_wall_us']:.1f}",
                   flush=True)
             for k, v in sorted(r["matvec_us"].items(), key=lambda kv: -kv[1])[:6]:
-                print(f"    MUL_MAT {k}: {v:.2f} us", flush=True)
+                kern = r["matvec_kernel_us"].get(k)
+                print(f"    MUL_MAT {k}: {v:.2f} us" + (f" (its kernel {kern:.2f} us)" if kern else ""),
+                      flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps(recs, indent=1))
     return 0

@@ -1,5 +1,6 @@
-"""Per-op timings on the GPU: in graph mode they add up to the replayed step's device time, timed runs
-compute what untimed ones do, and eager timing stays available and says what it is."""
+"""Per-op timings on the GPU: in the default mode (trace where cupti-python works, else graph) they add up
+to the replayed step's device time; trace mode lays CUPTI's records of the untimed replay onto the right
+steps; timed runs compute what untimed ones do, and eager timing stays available and says what it is."""
 
 import statistics
 
@@ -31,39 +32,103 @@ def wide(tmp_path_factory):
 
 def _engine(path, **kw):
     be = HipBackend(**kw)
+    if kw.get("timing") == "trace" and be.trace_unavailable:
+        pytest.skip(f"timing='trace': {be.trace_unavailable}")
     if be.event_nodes_unavailable and kw.get("timing") != "eager":
         pytest.skip(be.event_nodes_unavailable)
     return Engine.from_gguf(path, backend=be, max_ctx=128)
 
 
-def test_graph_timings_add_up_to_the_replayed_step(small):
-    eng = _engine(small)
+def _mode(eng):
+    """The mode the last timed run was taken in: the backend's, unless tracing failed (then graph, and
+    why is in timing_failures())."""
+    be = eng.backend
+    return "graph" if be.timing == "trace" and be.timing_failures() else be.timing
+
+
+def _decode_ratios(eng, mode=None):
+    """sum / wall of 7 timed decode steps after a prompt and 3 untimed steps, in `mode` (None: the
+    backend's, _mode)."""
     eng.prefill(list(range(1, 33)))
     for _ in range(3):
         eng.step(timed=False)
     ratios = []
     for _ in range(7):
         tm = eng.step(timed=True).timings
-        assert tm.mode == "graph" and len(tm) == len(eng.graph(1).ops())
+        why = eng.backend.timing_failures()
+        assert tm.mode == (mode or _mode(eng)) and len(tm) == len(eng.graph(1).ops()), (tm.mode, why)
         assert all(t.us >= 0 for t in tm)
         ratios.append(tm.sum_us / tm.wall_us)
-    assert abs(statistics.median(ratios) - 1) <= 0.10, ratios
     mm = [t.us for t in tm if t.op == "MUL_MAT"]
-    assert min(mm) > 0  # every kernel node got its own interval
+    assert min(mm) > 0  # every mat-vec got its own interval
+    return ratios, tm
 
 
-def test_graph_timings_of_a_prompt_add_up(small):
+def test_default_timings_add_up_to_the_replayed_step(small):
+    eng = _engine(small)
+    ratios, tm = _decode_ratios(eng)
+    assert abs(statistics.median(ratios) - 1) <= 0.10, (tm.mode, eng.backend.timing_failures(), ratios)
+
+
+def test_default_timings_of_a_prompt_add_up(small):
     eng = _engine(small)
     ids = list(range(1, 65))
     eng.prefill(ids)
     eng.reset()
     eng.prefill(ids, timed=True)
     pt = eng.prefill_timings
-    assert pt.mode == "graph" and len(pt) == len(eng.graph(64).ops())
+    assert pt.mode == _mode(eng) and len(pt) == len(eng.graph(64).ops())
+    assert abs(pt.sum_us / pt.wall_us - 1) <= 0.10, (pt.mode, pt.sum_us, pt.wall_us)
+
+
+# the entry point each op's own kernel starts with (copies that make its sources contiguous come before it)
+KERNEL_OF = {"MUL_MAT": "mul_mat", "QUANTIZE_X8": "quantize_x8", "RMS_NORM": "rms_norm", "ROPE": "rope",
+             "FLASH_ATTN_EXT": "flash_attn", "SET_ROWS": "set_rows", "GET_ROWS": "get_rows", "ADD": "add_",
+             "MUL": "mul_", "SCALE": "scale_", "SILU": "silu_", "SWIGLU": "swiglu_", "SOFT_MAX": "soft_max",
+             "ARGMAX": "argmax", "CPY": "copy_", "CONT": "copy_"}
+
+
+@pytest.mark.parametrize("int8", [False, True], ids=["f32-x", "int8-x"])
+def test_trace_lays_the_untimed_replays_kernels_onto_their_ops(small, wide, int8):
+    eng = _engine(wide if int8 else small, timing="trace", int8_activations=int8)
+    be = eng.backend
+    ratios, tm = _decode_ratios(eng, "trace")
+    assert not be.timing_failures(), be.timing_failures()
+    assert abs(statistics.median(ratios) - 1) <= 0.10, ratios
+    # the records of the last step: one group per op, in order; each op's own kernel where it should be
+    assert [n for n, _ in be.last_trace] == [t.name for t in tm]
+    for t, (_, recs) in zip(tm, be.last_trace, strict=True):
+        names = [r.name for r in recs]
+        if t.op in ("VIEW", "RESHAPE"):
+            assert not recs, (t.name, names)
+        if t.op in KERNEL_OF:
+            assert names and names[-1].startswith(KERNEL_OF[t.op]), (t.name, names)
+        if names[-1:] == ["flash_attn_combine"]:  # attention over splits: the split pass, then the combine
+            assert names[-2].startswith("flash_attn_"), names
+    # the ops add up to the traced replay's span; each holds its kernels' own time
+    allr = [r for _, recs in be.last_trace for r in recs]
+    span = (max(r.end for r in allr) - min(r.start for r in allr)) / 1e3
+    assert tm.sum_us == pytest.approx(span, rel=1e-9)
+    assert all(t.kernel_us is not None and 0 <= t.kernel_us for t in tm)
+    kern = sum(t.kernel_us for t in tm)
+    assert kern > 0
+    if not be.ctx.pdl:  # one kernel after another (no programmatic launch): their times fit in the span
+        assert kern <= span * (1 + 1e-9), (kern, span)
+
+
+def test_trace_of_a_prompt_adds_up(small):
+    eng = _engine(small, timing="trace")
+    ids = list(range(1, 65))
+    eng.prefill(ids)
+    eng.reset()
+    eng.prefill(ids, timed=True)
+    pt = eng.prefill_timings
+    assert pt.mode == "trace", eng.backend.timing_failures()
+    assert len(pt) == len(eng.graph(64).ops())
     assert abs(pt.sum_us / pt.wall_us - 1) <= 0.10, (pt.sum_us, pt.wall_us)
 
 
-@pytest.mark.parametrize("timing", ["graph", "eager"])
+@pytest.mark.parametrize("timing", ["trace", "graph", "eager"])
 @pytest.mark.parametrize("int8", [False, True], ids=["f32-x", "int8-x"])
 def test_timed_runs_compute_what_untimed_runs_do(small, wide, timing, int8):
     path = wide if int8 else small
@@ -77,7 +142,7 @@ def test_timed_runs_compute_what_untimed_runs_do(small, wide, timing, int8):
             r = eng.step(timed=timed)
             rows.append(r.logits[None])
             toks.append(r.token)
-            assert r.timings.mode == (timing if timed else "")
+            assert r.timings.mode == (timing if timed else ""), eng.backend.timing_failures()
         runs.append((np.concatenate(rows), toks))
     assert runs[0][1] == runs[1][1]
     np.testing.assert_array_equal(runs[0][0], runs[1][0])
@@ -89,6 +154,12 @@ def test_eager_timing_reports_the_replayed_step_beside_it(small):
     eng.step(timed=False)
     tm = eng.step(timed=True).timings
     assert tm.mode == "eager" and tm.wall_us > 0 and tm.idle_us == tm.wall_us - tm.sum_us
+
+
+def test_the_default_mode_is_trace_where_cupti_python_works():
+    be = HipBackend()
+    assert be.timing == ("trace" if not be.trace_unavailable else "graph" if not be.event_nodes_unavailable
+                         else "eager"), (be.trace_unavailable, be.event_nodes_unavailable)
 
 
 def test_an_unknown_timing_mode_is_refused():

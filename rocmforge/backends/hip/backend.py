@@ -4,7 +4,8 @@ Weights are uploaded once in their GGUF block layout (raw bytes on the device); 
 state are device buffers outside any arena. `prepare` plans each graph once: every op result gets a
 slice of one arena (first-fit by liveness, so buffers are reused), views and reshapes are resolved to
 offsets, inputs get fixed device buffers. `run` writes the inputs, launches one kernel family per node
-(device events around each node when timed) and copies the outputs back.
+(a captured device graph replayed after the first run) and copies the outputs back; a timed run measures
+each op as `timing` says (timing.py).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ...ir import alloc, passes
 from ...ir.graph import Graph, Tensor, check_indices
 from ...ir.ops import ITEMSIZE, NP_DTYPES, Op
 from ...profile import StepTimings
-from . import pdl
+from . import cupti_trace, pdl
 from . import timing as timing_mod
 from .context import Ctx
 from .device import available_bytes, gpu_available, probe
@@ -58,6 +59,9 @@ class _Plan:
     runs: int = 0
     device_graph: Any = None  # captured launches of every step, replayed when not timed
     capture_failed: str = ""
+    # nodes each step added to device_graph's capture (timing="trace": how its traced records map to steps)
+    node_counts: list[int] | None = None
+    trace_failed: str = ""  # why this plan's traced replay did not work (event-node timing instead)
     # the same launches with an event-record node after each launching step (timing="graph"), and those
     # events: the one before the first step, then per step the event after it (None: an alias)
     timed_graph: Any = None
@@ -85,9 +89,13 @@ class HipBackend:
     ) -> None:
         """int8_activations: decode mat-vecs of Q4_0/Q8_0 weights on x quantized to int8. programmatic_launch
         (CUDA sm_90+ with cuda-bindings; None: where available): those kernels start while the kernel before
-        them ends (pdl.py). timing: how timed runs measure each op (profile.TIMING_MODES): "graph" (a
-        replayed device graph with an event node after each kernel; timing.py) or "eager"; None: "graph"
-        where event nodes can be captured (CUDA with cuda-bindings), else "eager"."""
+        them ends (pdl.py). timing: how timed runs measure each op (profile.TIMING_MODES, timing.py):
+        "trace" (the untimed replayed graph, its kernels timestamped by CUPTI: what untimed steps run),
+        "graph" (a second capture with an event node after each kernel: each node adds its own cost) or
+        "eager" (events around each Python launch); None: the first of these that works here: trace on
+        CUDA with cupti-python (cupti_trace.py), graph with cuda-bindings, else eager (ROCm). A traced run
+        that fails (CUPTI not working, records that do not match the graph) falls back to graph timing,
+        with the reason in `trace_failed` (or the plan's) and a warning."""
         ok, why = gpu_available()
         if not ok:
             raise RuntimeError(f"HipBackend needs a GPU through CuPy: {why}")
@@ -113,7 +121,12 @@ class HipBackend:
             pdl=self.pdl_unavailable is None if programmatic_launch is None else bool(programmatic_launch),
         )
         self.event_nodes_unavailable = timing_mod.event_nodes_unavailable(self.is_hip)
-        self.timing = timing_mod.choose_mode(timing, self.event_nodes_unavailable)
+        self.trace_unavailable = cupti_trace.trace_unavailable(self.is_hip)
+        self.timing = timing_mod.choose_mode(
+            timing, {"graph": self.event_nodes_unavailable, "trace": self.trace_unavailable}
+        )
+        self.trace_failed = ""  # why CUPTI tracing failed at its first use (graph timing instead)
+        self.last_trace: list[tuple[str, list]] = []  # the last traced run: (node name, its records) per step
         self.weights: dict[str, DevTensor] = {}
         self.state: dict[str, DevTensor] = {}
         self.weight_bytes = 0
@@ -248,15 +261,24 @@ class HipBackend:
         view = np.lib.stride_tricks.as_strided(host, shape=t.shape, strides=[s * item for s in t.strides])
         return np.array(view)
 
-    def _launch_all(self, plan: _Plan, timed: bool, marks: timing_mod.EventMarks | None = None) -> list:
+    def _launch_all(
+        self,
+        plan: _Plan,
+        timed: bool,
+        marks: timing_mod.EventMarks | None = None,
+        counter: cupti_trace.NodeCounter | None = None,
+    ) -> list:
         """Launch every step. timed: device events around each launch (eager timing); marks: an event
-        recorded into the capture before the first step and after each launching step (graph timing)."""
+        recorded into the capture before the first step and after each launching step (graph timing);
+        counter: the capture's nodes counted after each step (trace timing)."""
         events: list = []
         if marks is not None:
             events.append(marks.mark())
         for st in plan.steps:
             if st.launch is None:
                 events.append(None)
+                if counter is not None:
+                    counter.step(launched=False)
                 continue
             if self.debug_poison and st.node.op is not Op.SET_ROWS and st.node.id not in plan.ir_plan.inplace:
                 self._poison(st.out)
@@ -265,6 +287,8 @@ class HipBackend:
                 e0.record()
             self.ctx.begin_node((id(plan), st.node.id))  # scratch the launcher takes is the node's own
             st.launch(self.ctx, st.out, *st.srcs, **st.node.params)
+            if counter is not None:
+                counter.step()
             if timed:
                 e1.record()
                 events.append((e0, e1))
@@ -273,17 +297,30 @@ class HipBackend:
         self.ctx.begin_node(None)
         return events
 
-    def _capture(self, plan: _Plan, marks: timing_mod.EventMarks | None = None) -> Any:
+    def _capture(
+        self, plan: _Plan, marks: timing_mod.EventMarks | None = None, count: bool = False
+    ) -> Any:
         """Record every launch of the plan as one device graph (CUDA/HIP graph) to replay; with marks, an
-        event-record node before the first step and after each launching step (plan.timed_events)."""
+        event-record node before the first step and after each launching step (plan.timed_events); count:
+        the nodes each step adds, in plan.node_counts (None, and plan.trace_failed, where they cannot be
+        counted: the capture itself goes on)."""
+        counter = None
+        if count:
+            try:
+                counter = cupti_trace.NodeCounter(self.stream)
+            except Exception as e:
+                plan.trace_failed = f"counting capture nodes: {type(e).__name__}: {e}"
         with self.stream:
             self.stream.begin_capture()
             try:
-                events = self._launch_all(plan, timed=False, marks=marks)
+                events = self._launch_all(plan, timed=False, marks=marks, counter=counter)
             finally:
                 g = self.stream.end_capture()
         if marks is not None:
             plan.timed_events = events
+        if counter is not None:
+            plan.node_counts = counter.counts
+            plan.trace_failed = counter.failed
         return g
 
     def _write_inputs(self, graph: Graph, plan: _Plan, inputs: Mapping[str, np.ndarray]) -> None:
@@ -316,6 +353,81 @@ class HipBackend:
         self.stream.synchronize()
         return StepTimings(timing_mod.records(self.cp, plan.steps, plan.timed_events, True), "graph", wall)
 
+    def _traces(self) -> bool:
+        """Timed runs trace the replayed graph with CUPTI (timing="trace", not failed in this process)."""
+        return self.timing == "trace" and not self.trace_failed
+
+    def _replay_timed(self, plan: _Plan) -> StepTimings | None:
+        """Per-op times of a plan that replays: traced (timing="trace"), else or where tracing fails by
+        the event-node graph (timing "trace" or "graph", event nodes available); None: time eagerly."""
+        if self._traces() and not plan.trace_failed:
+            timings = self._trace_timed(plan)
+            if timings is not None:
+                return timings
+        if self.timing in ("trace", "graph") and not self.event_nodes_unavailable and not plan.timed_failed:
+            return self._graph_timed(plan)
+        return None
+
+    def _trace_timed(self, plan: _Plan) -> StepTimings | None:
+        """Per-op times from one replay of the untimed graph (plan.device_graph, what untimed steps replay)
+        traced by CUPTI (timing.py, cupti_trace.py), with the untimed replay's time as wall. None where
+        tracing fails: CUPTI itself (self.trace_failed: not tried again in this process) or this plan's
+        nodes and records (plan.trace_failed); the caller times with event nodes instead. Each failure
+        logs a warning."""
+        try:
+            tracer = cupti_trace.activity_tracer()
+        except Exception as e:
+            return self._trace_fails(None, str(e))
+        if plan.node_counts is None:  # captured before tracing was asked for: capture it again, counting
+            try:
+                plan.device_graph = self._capture(plan, count=True)
+            except Exception as e:
+                plan.trace_failed = f"capture: {type(e).__name__}: {e}"
+            if plan.node_counts is None:
+                return self._trace_fails(plan, plan.trace_failed or "no node counts")
+        counts = plan.node_counts
+        wall = timing_mod.replay_us(self.cp, self.stream, plan.device_graph)
+
+        def replay() -> None:
+            with self.stream:
+                plan.device_graph.launch(self.stream)
+            self.stream.synchronize()
+
+        try:
+            got, t0, t1 = tracer.trace(replay, sum(counts), warmup=replay)
+        except Exception as e:  # enabling, flushing, the buffer callbacks
+            cupti_trace.tracer_failed(f"{type(e).__name__}: {e}")
+            return self._trace_fails(None, f"{type(e).__name__}: {e}")
+        try:
+            groups = timing_mod.split_records(timing_mod.replay_records(got, t0, t1, sum(counts)), counts)
+        except timing_mod.TraceError as e:
+            return self._trace_fails(plan, str(e))
+        self.last_trace = [(st.node.name, g) for st, g in zip(plan.steps, groups, strict=True)]
+        return StepTimings(timing_mod.trace_records(plan.steps, groups), "trace", wall)
+
+    def _trace_fails(self, plan: _Plan | None, why: str) -> None:
+        """Record why tracing failed, for the plan (its nodes or records) or for the process (plan None)."""
+        if plan is None:
+            self.trace_failed = why
+        else:
+            plan.trace_failed = why
+        log.warning("CUPTI-traced timing failed (%s); timing with event nodes instead", why)
+        return None
+
+    def timing_failures(self) -> list[str]:
+        """Why timed runs were not measured as `timing` says: CUPTI tracing (for the process), then per
+        prepared graph its capture, its node counts or traced records, its event-node capture."""
+        out = [f"trace: {self.trace_failed}"] if self.trace_failed else []
+        seen: set[int] = set()
+        for graph, plan in self._plans.values():
+            if id(plan) in seen:
+                continue
+            seen.add(id(plan))
+            for what in ("capture_failed", "trace_failed", "timed_failed"):
+                if getattr(plan, what):
+                    out.append(f"{graph.name} {what}: {getattr(plan, what)}")
+        return out
+
     def _eager_timings(self, plan: _Plan, events: list) -> StepTimings:
         """Per-op times from the events around each launch, with the replayed step's time as wall where
         the graph replays (else the eager run's span, Python's launch gaps included)."""
@@ -342,13 +454,12 @@ class HipBackend:
                 with self.stream:
                     self._launch_all(plan, timed=False)
             try:
-                plan.device_graph = self._capture(plan)
+                plan.device_graph = self._capture(plan, count=self._traces())
             except Exception as e:  # a launcher that cannot be captured: stay eager for this graph
                 plan.capture_failed = f"{type(e).__name__}: {e}"
                 log.warning("graph capture failed (%s); running eagerly", plan.capture_failed)
         replays = can_replay and plan.device_graph is not None
-        by_graph = timed and replays and self.timing == "graph" and not plan.timed_failed
-        timings = self._graph_timed(plan) if by_graph else None
+        timings = self._replay_timed(plan) if timed and replays else None
         if timings is None and replays and not timed:
             with self.stream:
                 plan.device_graph.launch(self.stream)
