@@ -57,7 +57,7 @@ def profile(path: str, steps: int, prompt: int, mode: str, int8: bool) -> dict:
     for n in g.nodes:
         if n.name in mm and n.op.value in MAT_OPS:
             w = n.src[0]
-            shapes[n.name] = (tuple(w.shape), eng.model.tensors[w.name].ggml_type.name if w.kind == "weight"
+            shapes[n.name] = (tuple(w.shape), w.dtype.upper() if w.kind == "weight"
                               else "act")
     by_shape, kern_by_shape = defaultdict(list), defaultdict(list)
     for name, us in mm.items():
