@@ -111,9 +111,9 @@ def _xr(w: C.Weight, dev: C.Device = H100, tunables: dict | None = None, opts=IN
 
 
 def test_early_start_for_whole_rows_with_programmatic_launch():
-    """Only mul_mat_vec_xr without x loaded with the weights (XPF 0: the whole rows at K = 4096) starts while
-    the kernel before it ends, and so does its quantize_x8; only with programmatic launch on; the row groups
-    of 8 rows (K = 11008, XPF 1) and the other kernels stay plain launches."""
+    """With programmatic launch on, mul_mat_vec_xr starts while the kernel before it ends only without x
+    loaded with the weights (XPF 0: the whole rows at K = 4096), and so does its quantize_x8; its row groups
+    of 8 rows (K = 11008, XPF 1) stay plain launches; the other kernels (RF_PDL_BEGIN) always start early."""
 
     def early(w: C.Weight, tunables: dict | None = None, pdl: bool = True) -> bool:
         c = C.choose_mul_mat(H100, INT8, tunables or {}, w, 1, pdl)
@@ -125,7 +125,8 @@ def test_early_start_for_whole_rows_with_programmatic_launch():
     assert early(up) and early(_weight(11008, 4096, "q8_0"))
     assert _xr(up, pdl=True).defines["RF_MMVR_PDL"] == 1 and "RF_MMVR_PDL" not in _xr(up).defines
     assert not early(down)  # row groups of 8 rows: x loaded with the weights
-    assert not early(C.Weight("q4_k", 4096, 4096, 4096 // 256 * 144, 1 << 20))  # not an int8 mat-vec
+    q4_k = C.Weight("q4_k", 4096, 4096, 4096 // 256 * 144, 1 << 20)  # not an int8 mat-vec
+    assert early(q4_k) and not early(q4_k, pdl=False)
     assert not early(up, {"RF_MMVR_PDL": 0})
     assert early(down, {"RF_MMVR_XPF": 0})  # row groups reading x in the loop may start early
     assert not early(_weight(49152, 576))  # mul_mat_vec_xq: plain launches
