@@ -129,7 +129,7 @@ def test_early_start_for_whole_rows_with_programmatic_launch():
     assert early(q4_k) and not early(q4_k, pdl=False)
     assert not early(up, {"RF_MMVR_PDL": 0})
     assert early(down, {"RF_MMVR_XPF": 0})  # row groups reading x in the loop may start early
-    assert not early(_weight(49152, 576))  # mul_mat_vec_xq: plain launches
+    assert early(_weight(49152, 576))  # mul_mat_vec_xq: RF_PDL_BEGIN, programmatic too
 
 
 def test_xr_applies_to_its_types_where_k_allows():
