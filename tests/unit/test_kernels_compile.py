@@ -54,6 +54,7 @@ ENTRY_POINTS = {
     "mul_mat_vec_xr.hip": [f"mul_mat_vec_xr_{t}" for t in _X8],
     "mul_mat.hip": [f"mul_mat_{t}" for t in _WTYPES],
     "get_rows.hip": [f"get_rows_{t}" for t in _WTYPES] + ["get_rows_i32"],
+    "dequantize.hip": [f"dequantize_f16_{t}" for t in _WTYPES],
     "elementwise.hip": [f"{op}_{p}" for op in ("add", "mul") for p in _ACT2]
     + [f"swiglu_{p}" for p in _ACT2]
     + [f"{op}_{t}" for op in ("scale", "silu") for t in ("f32", "f16")]
