@@ -111,9 +111,11 @@ def _xr(w: C.Weight, dev: C.Device = H100, tunables: dict | None = None, opts=IN
 
 
 def test_early_start_for_whole_rows_with_programmatic_launch():
-    """Only mul_mat_vec_xr without x loaded with the weights (XPF 0: the whole rows at K = 4096) starts while
-    the kernel before it ends, and so does its quantize_x8; only with programmatic launch on; the row groups
-    of 8 rows (K = 11008, XPF 1) and the other kernels stay plain launches."""
+    """With programmatic launch on, every MUL_MAT kernel of the table starts while the kernel before it ends
+    (each begins with RF_PDL_BEGIN since 20c3bd2: mul_mat_vec, mul_mat_vec_xq), and so does the quantize_x8
+    it reads, but mul_mat_vec_xr, which decides for itself: early without x loaded with the weights (XPF 0:
+    the whole rows at K = 4096), plain for the row groups of 8 rows (K = 11008, XPF 1) or RF_MMVR_PDL 0.
+    Nothing starts early without programmatic launch."""
 
     def early(w: C.Weight, tunables: dict | None = None, pdl: bool = True) -> bool:
         c = C.choose_mul_mat(H100, INT8, tunables or {}, w, 1, pdl)
@@ -125,10 +127,11 @@ def test_early_start_for_whole_rows_with_programmatic_launch():
     assert early(up) and early(_weight(11008, 4096, "q8_0"))
     assert _xr(up, pdl=True).defines["RF_MMVR_PDL"] == 1 and "RF_MMVR_PDL" not in _xr(up).defines
     assert not early(down)  # row groups of 8 rows: x loaded with the weights
-    assert not early(C.Weight("q4_k", 4096, 4096, 4096 // 256 * 144, 1 << 20))  # not an int8 mat-vec
+    assert early(C.Weight("q4_k", 4096, 4096, 4096 // 256 * 144, 1 << 20))  # mul_mat_vec
+    assert not early(C.Weight("q4_k", 4096, 4096, 4096 // 256 * 144, 1 << 20), pdl=False)
     assert not early(up, {"RF_MMVR_PDL": 0})
     assert early(down, {"RF_MMVR_XPF": 0})  # row groups reading x in the loop may start early
-    assert not early(_weight(49152, 576))  # mul_mat_vec_xq: plain launches
+    assert early(_weight(49152, 576))  # mul_mat_vec_xq
 
 
 def test_xr_applies_to_its_types_where_k_allows():
