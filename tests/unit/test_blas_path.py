@@ -440,3 +440,98 @@ def test_recorded_launches_of_a_tiled_node():
     assert dq_args[2] == ["ptr", ["int64", 144], "ptr", ["int32", 8], ["int32", 256]]
     assert len(ctx.blas.calls) == 6 and all(g.beta == 1.0 for g in ctx.blas.calls)
     assert ctx.blas.prepared == 1
+
+
+# ---- the library wrappers without the library ---------------------------------------------------------
+
+
+class _FakeFns:
+    """blas._CublasFns's calls, recorded; every status 0 but the one asked for."""
+
+    def __init__(self, fail: str = "") -> None:
+        self.calls: list[tuple] = []
+        self.fail = fail
+
+    def _rec(self, name: str, *args) -> int:
+        self.calls.append((name, *args))
+        return 13 if name == self.fail else 0
+
+    def set_stream(self, h, s):
+        return self._rec("stream", h, s)
+
+    def set_workspace(self, h, p, n):
+        return self._rec("workspace", h, p, n)
+
+    def gemm_ex(self, *args):
+        return self._rec("gemm", *args)
+
+    def check(self, status: int, what: str) -> None:
+        B._CublasFns.check(types.SimpleNamespace(status_name=None), status, what)
+
+
+def _fake_cupy(stream_ptr: int = 77) -> types.SimpleNamespace:
+    cuda = types.SimpleNamespace(Device=lambda: types.SimpleNamespace(id=0),
+                                 get_current_stream=lambda: types.SimpleNamespace(ptr=stream_ptr))
+    return types.SimpleNamespace(cuda=cuda, empty=lambda n, dtype=None: R.FakeBuf(1 << 30, n))
+
+
+def test_cublas_gemm_sets_the_stream_then_the_workspace_then_calls_gemm_ex(monkeypatch):
+    """Every GEMM: cublasSetStream to CuPy's current stream, our workspace again (SetStream resets it),
+    then cublasGemmEx with GemmCall's fields in cuBLAS's order: A transposed, f16 or f32 A/B, f32 C,
+    CUBLAS_COMPUTE_32F, the default algorithm, alpha 1 and beta from host memory."""
+    fns = _FakeFns()
+    monkeypatch.setitem(B._HANDLES, 0, (fns, "handle"))
+    blas = B.Cublas(_fake_cupy())
+    blas.prepare()
+    blas.prepare()  # once
+    g = B.GemmCall(3, 4, 5, a=100, lda=6, b=200, ldb=7, c=300, ldc=8, ab="f16", beta=1.0)
+    blas.gemm(g)
+    blas.gemm(B.GemmCall(3, 4, 5, 100, 6, 200, 7, 300, 8, "f32"))
+    (s, ws, (name, *args)), second = fns.calls[:3], fns.calls[3:]
+    assert s == ("stream", "handle", 77) and ws == ("workspace", "handle", 1 << 30, B.WORKSPACE_BYTES)
+    h, ta, tb, m, n, k, alpha, a, at, lda, b, bt, ldb, beta, c, ct, ldc, comp, algo = args
+    assert name == "gemm" and h == "handle"
+    assert (ta, tb, m, n, k, a, at, lda) == (1, 0, 3, 4, 5, 100, 2, 6)
+    assert (b, bt, ldb, c, ct, ldc, comp, algo) == (200, 2, 7, 300, 0, 8, 68, -1)
+    assert alpha._obj.value == 1.0 and beta._obj.value == 1.0
+    _, _, _, _, _, _, _, _, _, at, _, _, bt, _, beta, *_ = second[2]
+    assert (at, bt, beta._obj.value) == (0, 0, 0.0)  # f32 operands, beta 0
+
+
+def test_cublas_failures_name_the_call(monkeypatch):
+    monkeypatch.setitem(B._HANDLES, 0, (_FakeFns(fail="gemm"), "handle"))
+    blas = B.Cublas(_fake_cupy())
+    blas.prepare()
+    with pytest.raises(RuntimeError, match=r"cublasGemmEx \(3 x 4 x 5, f16\) failed: cuBLAS status 13"):
+        blas.gemm(B.GemmCall(3, 4, 5, 100, 5, 200, 5, 300, 3, "f16"))
+
+
+def test_no_blas_is_a_reason_and_the_backend_options_follow_it(monkeypatch):
+    """Without CuPy's cuBLAS wrapper open_blas says why; HipBackend then prefills on the tiled kernel
+    ("auto"), or refuses "blas"; an unknown prefill is refused before anything else."""
+    from test_hip_backend_prepare import _fake_cupy as fake_gpu
+
+    from rocmforge.backends.hip import pdl
+    from rocmforge.backends.hip.backend import HipBackend
+
+    blas, why = B.open_blas(types.SimpleNamespace(), is_hip=False)
+    assert blas is None and why.startswith("cuBLAS: ")
+    monkeypatch.setitem(sys.modules, "cupy", fake_gpu(32, 132))
+    monkeypatch.setattr(pdl, "PdlLauncher", lambda: None)
+    be = HipBackend()
+    assert be.ctx.blas is None and be.ctx.device.blas == "" and be.blas_unavailable.startswith("cuBLAS: ")
+    assert be.ctx.mat_mul.prefill == "auto"
+    assert HipBackend(prefill="tiled").blas_unavailable == "prefill='tiled'"
+    with pytest.raises(RuntimeError, match="prefill='blas': cuBLAS: "):
+        HipBackend(prefill="blas")
+    with pytest.raises(ValueError, match="prefill 'cublas'"):
+        HipBackend(prefill="cublas")
+    # with a BLAS (stood in for): the device names it, the options carry the choice
+    monkeypatch.setattr(B, "open_blas", lambda cupy, is_hip: (R.FakeBlas(), ""))
+    be = HipBackend(prefill="blas")
+    assert be.ctx.device.blas == "cublas" and be.ctx.mat_mul.prefill == "blas" and be.ctx.blas is not None
+
+
+def test_the_loaded_library_is_found_by_name():
+    assert B._loaded_path("libc.so") or B._loaded_path("libc-")
+    assert B._loaded_path("libno-such-library.so") is None
