@@ -118,9 +118,6 @@ class HipBackend:
         self.pdl_unavailable = pdl.unavailable_reason(cc, self.is_hip)  # None: programmatic launch works
         if programmatic_launch and self.pdl_unavailable:
             raise RuntimeError(f"programmatic_launch: {self.pdl_unavailable}")
-        # int8_activations: decode mat-vecs of Q4_0/Q8_0 weights with x quantized to int8 (as llama.cpp's
-        # q8_1) once per activation, shared by the mat-vecs that read it: faster where the weights are large
-        # (bench_matvec.py), normalized MSE ~3e-5 instead of ~1e-11
         # the vendor BLAS of the prefill GEMMs (blas.py): its handle now, its workspace and scratch at the
         # first prepare that needs them
         blas, self.blas_unavailable = (None, "prefill='tiled'") if prefill == "tiled" else blas_mod.open_blas(
@@ -128,8 +125,11 @@ class HipBackend:
         )
         if prefill == "blas" and blas is None:
             raise RuntimeError(f"prefill='blas': {self.blas_unavailable}")
-        if blas is None and prefill == "auto":
+        if blas is None and prefill == "auto" and not self.is_hip:  # on ROCm the default is the tiled kernel
             log.warning("no vendor BLAS (%s): prefill runs the tiled kernel", self.blas_unavailable)
+        # int8_activations: decode mat-vecs of Q4_0/Q8_0 weights with x quantized to int8 (as llama.cpp's
+        # q8_1) once per activation, shared by the mat-vecs that read it: faster where the weights are large
+        # (bench_matvec.py), normalized MSE ~3e-5 instead of ~1e-11
         self.ctx = Ctx(
             ModuleCache(self.arch, {"RF_WARP": self.warp}),
             replace(device_shape, blas=blas.name if blas is not None else ""),

@@ -220,10 +220,15 @@ DQ_THREADS = 256  # dequantize.hip: threads a block, 8 elements a thread
 BLAS_AS_IS = {"f32": "f32", "f32_s": "f32", "f16": "f16", "f16_s": "f16"}
 
 
+def dequantize_grid(rows: int, K: int) -> tuple[int]:
+    """dequantize.hip's grid for `rows` rows of K: 8 elements a thread, DQ_THREADS threads a block."""
+    return (max(1, cdiv(rows * K, 8 * DQ_THREADS)),)
+
+
 def dequantize_launch(wtype: str, rows: int, K: int, pdl: bool = False) -> KernelLaunch:
-    """dequantize.hip for `rows` rows of K: 8 elements a thread, DQ_THREADS threads a block."""
-    grid = (max(1, cdiv(rows * K, 8 * DQ_THREADS)),)
-    return KernelLaunch("dequantize.hip", f"dequantize_f16_{wtype}", {}, grid, (DQ_THREADS,), pdl=pdl)
+    """dequantize.hip for `rows` rows of K of a weight of kernel type wtype."""
+    entry = f"dequantize_f16_{wtype}"
+    return KernelLaunch("dequantize.hip", entry, {}, dequantize_grid(rows, K), (DQ_THREADS,), pdl=pdl)
 
 
 def _split(n: int, cap: int) -> int:

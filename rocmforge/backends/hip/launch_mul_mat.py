@@ -20,7 +20,7 @@ from .kernel_choice import (
     MulMatChoice,
     Weight,
     choose_mul_mat,
-    dequantize_launch,
+    dequantize_grid,
     quantize_x8_launch,
     x8_row_bytes,
 )
@@ -200,7 +200,7 @@ def _prepare_blas(ctx: Ctx, choice: MulMatChoice, M: int, N: int, K: int) -> Cal
     dq_rows = {}
     if dq is not None:
         last = N - (N - 1) // tiles.n_tile * tiles.n_tile
-        dq_rows = {tiles.n_tile: dq, last: replace(dq, grid=dequantize_launch("", last, K).grid)}
+        dq_rows = {tiles.n_tile: dq, last: replace(dq, grid=dequantize_grid(last, K))}
 
     def run(
         ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, xq: DevTensor | None, b: DevTensor | None
