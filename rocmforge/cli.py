@@ -231,14 +231,18 @@ def cmd_synth(args: argparse.Namespace) -> int:
 # -- generate -------------------------------------------------------------------------------------
 
 def _backend(args: argparse.Namespace) -> Any:
-    """--backend, or with --int8-activations a HIP backend that quantizes x for Q4_0/Q8_0 mat-vecs."""
-    if not args.int8_activations:
+    """--backend, or a HIP backend with the settings asked for: --int8-activations (x quantized for Q4_0/Q8_0
+    mat-vecs), bench's --prefill (the prefill MUL_MAT path)."""
+    prefill = getattr(args, "prefill", None)
+    if not args.int8_activations and prefill is None:
         return args.backend
     if args.backend == "numpy":
-        raise ValueError("--int8-activations is a HIP-backend setting; it does not apply to --backend numpy")
+        flag = "--int8-activations" if args.int8_activations else "--prefill"
+        raise ValueError(f"{flag} is a HIP-backend setting; it does not apply to --backend numpy")
     from rocmforge.backends.hip import HipBackend
 
-    return HipBackend(int8_activations=True)  # without a usable GPU: RuntimeError saying what is missing
+    # without a usable GPU (or with --prefill blas, a vendor BLAS): RuntimeError saying what is missing
+    return HipBackend(int8_activations=args.int8_activations, prefill=prefill or "auto")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -336,6 +340,10 @@ INT8_HELP = ("HIP backend: quantize activations to int8 for Q4_0/Q8_0 mat-vecs o
              "(faster, as llama.cpp's q8_1; slightly less exact)")
 
 
+PREFILL_HELP = ("HIP backend: MUL_MAT of more than 4 tokens on the vendor BLAS (blas: cuBLAS / hipBLAS GEMMs "
+                "on f16 tiles) or our tiled kernel (tiled); auto (the default): the kernel table's choice")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="rocmforge", description="Run and study GGUF LLMs (numpy / HIP).")
     p.add_argument("--version", action="version", version=f"rocmforge {__version__}")
@@ -376,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", default=hub.DEFAULT_MODEL, metavar="NAME|PATH")
     b.add_argument("--backend", default="auto", choices=("auto", "numpy", "hip"))
     b.add_argument("--int8-activations", action="store_true", help=INT8_HELP)
+    b.add_argument("--prefill", choices=("auto", "tiled", "blas"), default=None, help=PREFILL_HELP)
     b.add_argument("-p", type=COUNT, default=512, help="prompt tokens (0: skip pp)")
     b.add_argument("-n", type=COUNT, default=128, help="generated tokens (0: skip tg)")
     b.add_argument("-r", type=POSITIVE, default=3, help="repetitions after one warm-up")

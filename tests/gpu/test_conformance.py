@@ -6,11 +6,15 @@ per case (1e-6 for f32 paths, 1e-4 where f16 values are involved; integer result
 The HIP backend NaN-fills every op result before its launch (debug_poison), so an element a kernel
 forgets to write shows up as NaN. As ggml's test-backend-ops does, the table covers odd sizes, every
 weight type for MUL_MAT, MUL_MAT_ADD and GET_ROWS, decode (1 token) and prefill (7, 64 tokens) shapes, and
-attention at several context lengths.
+attention at several context lengths. Prefill MUL_MAT rows run the tiled kernel (prefill="tiled", the f32
+bound) unless labelled `blas`: those run the vendor-BLAS path (mul_mat_blas: x and w in f16, f32
+arithmetic; the f16 bound, f32 weights the f32 one), at 7, 64 and 512 tokens, through the default scratch
+and through one of 16 rows (`blas-tiles`: several chunks of x and tiles of w per node).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,9 +128,22 @@ for _dt in ("f32", "f16", "i32"):
 # ---- MUL_MAT ------------------------------------------------------------------------------------------
 
 
+# prefill rows without options of their own: the tiled kernel (mul_mat), as before the vendor-BLAS path
+TILED = C.MatMulOptions(prefill="tiled")
+
+
+def _pin_prefill(ctx: dict, xshape: tuple[int, ...]) -> dict:
+    """ctx with mat_mul=TILED where the case has more than MMV_MAX_TOKENS tokens and no options given."""
+    if "mat_mul" not in ctx and math.prod(xshape) > C.MMV_MAX_TOKENS:
+        return {**ctx, "mat_mul": TILED}
+    return ctx
+
+
 def _mul_mat(
     qt: quant.QType, N: int, K: int, xshape: tuple[int, ...], xdtype: str = "f32", tol: float = 0.0, **ctx
 ):
+    ctx = _pin_prefill(ctx, xshape)
+
     def make(rng):
         g = Graph()
         w = g.weight("w", (N, K), qt.name.lower())
@@ -343,13 +360,22 @@ _int8_cases(
 )
 
 
-@case("MUL_MAT-act-f32-w")
-def _mul_mat_act(rng):
-    g = Graph()
-    w = g.input("w", (21, 40), "f32")
-    x = g.input("x", (6, 40), "f32")
-    g.output(g.mul_mat(w, x, "out"))
-    return Built(g, {"w": _normal(rng, (21, 40)), "x": _normal(rng, (6, 40))}, {}, F32_TOL)
+def _mul_mat_act(opts: C.MatMulOptions):
+    """An f32 activation as the weight (6 tokens): the tiled kernel, or the vendor BLAS's f32 GEMM."""
+
+    def make(rng):
+        g = Graph()
+        w = g.input("w", (21, 40), "f32")
+        x = g.input("x", (6, 40), "f32")
+        g.output(g.mul_mat(w, x, "out"))
+        inputs = {"w": _normal(rng, (21, 40)), "x": _normal(rng, (6, 40))}
+        return Built(g, inputs, {}, F32_TOL, {"mat_mul": opts})
+
+    return make
+
+
+CASES.append(Case("MUL_MAT-act-f32-w", _mul_mat_act(TILED)))
+CASES.append(Case("MUL_MAT-blas-act-f32-w", _mul_mat_act(C.MatMulOptions(prefill="blas"))))
 
 
 # ---- MUL_MAT_ADD: MUL_MAT's kernels with an addend -----------------------------------------------------
@@ -368,6 +394,7 @@ def _mul_mat_add(
 ):
     """MUL_MAT_ADD(w, x, b): addend "bias" (b a weight [N], as Qwen2's q/k/v biases) or "residual" (b an input
     of the output's shape); xq: x's QUANTIZE_X8 given as the fourth source (what an int8 kernel reads)."""
+    ctx = _pin_prefill(ctx, xshape)
 
     def make(rng):
         g = Graph()
@@ -450,6 +477,53 @@ for _qt in (Q.Q4_0, Q.Q8_0):
     ]:
         _m = _mul_mat_add(_qt, _N, _K, (1,), "residual", mat_mul=V.options(_kern))
         CASES.append(Case(f"MUL_MAT_ADD-{_label}-{_qt.name}-{_N}x{_K}-T1-residual", _m))
+
+
+# ---- MUL_MAT and MUL_MAT_ADD on the vendor BLAS (mul_mat_blas) -----------------------------------------
+# x to f16, the weight dequantized to f16 (f16 weights read as they are), the library's GEMM with f32
+# arithmetic into f32: the f16 bound; f32 weights take an f32 GEMM on f32 x: the f32 bound
+BLAS = C.MatMulOptions(prefill="blas")
+
+
+def _blas_tol(qt: quant.QType) -> float:
+    return F32_TOL if qt == Q.F32 else F16_TOL
+
+
+def _blas_tiles(K: int) -> dict[str, int]:
+    """RF_BLAS_SCRATCH for 16 rows of x and 16 of the weight in f16: several chunks and tiles per node."""
+    return {"RF_BLAS_SCRATCH": 2 * C.BLAS_TILE * 2 * K + 256}
+
+
+for _qt in WEIGHT_TYPES:
+    _tol_b = _blas_tol(_qt)
+    for _N, _K in _mm_shapes(_qt):
+        for _T in (7, 64, 512):
+            _m = _mul_mat(_qt, _N, _K, (_T,), tol=_tol_b, mat_mul=BLAS)
+            CASES.append(Case(f"MUL_MAT-blas-{_qt.name}-{_N}x{_K}-T{_T}", _m))
+        _m = _mul_mat(_qt, _N, _K, (64,), tol=_tol_b, mat_mul=BLAS, tunables=_blas_tiles(_K))
+        CASES.append(Case(f"MUL_MAT-blas-tiles-{_qt.name}-{_N}x{_K}-T64", _m))
+        for _add in ("bias", "residual"):
+            for _T in (7, 64):
+                _m = _mul_mat_add(_qt, _N, _K, (_T,), _add, tol=_tol_b, mat_mul=BLAS)
+                CASES.append(Case(f"MUL_MAT_ADD-blas-{_qt.name}-{_N}x{_K}-T{_T}-{_add}", _m))
+            _m = _mul_mat_add(_qt, _N, _K, (64,), _add, tol=_tol_b, mat_mul=BLAS, tunables=_blas_tiles(_K))
+            CASES.append(Case(f"MUL_MAT_ADD-blas-tiles-{_qt.name}-{_N}x{_K}-T64-{_add}", _m))
+# x [2, 5, K] and its residual; f16 x (converted, or read in place by an f16 weight's GEMM); f16 addends;
+# LLaMA-7B shapes at 512 tokens through the default scratch (11008 rows: two tiles)
+for _id, _m in [
+    ("MUL_MAT-blas-Q4_0-batched-x3d", _mul_mat(Q.Q4_0, 33, 64, (2, 5), mat_mul=BLAS, tol=F16_TOL)),
+    ("MUL_MAT-blas-Q8_0-x-f16-T9", _mul_mat(Q.Q8_0, 33, 64, (9,), "f16", mat_mul=BLAS)),
+    ("MUL_MAT-blas-F16-37x96-x-f16-T64", _mul_mat(Q.F16, 37, 96, (64,), "f16", mat_mul=BLAS)),
+    ("MUL_MAT-blas-Q4_0-11008x4096-T512", _mul_mat(Q.Q4_0, 11008, 4096, (512,), mat_mul=BLAS, tol=F16_TOL)),
+    ("MUL_MAT-blas-Q4_K-4096x11008-T512", _mul_mat(Q.Q4_K, 4096, 11008, (512,), mat_mul=BLAS, tol=F16_TOL)),
+    ("MUL_MAT_ADD-blas-Q4_0-33x64-x3d-residual",
+     _mul_mat_add(Q.Q4_0, 33, 64, (2, 5), "residual", mat_mul=BLAS, tol=F16_TOL)),
+    ("MUL_MAT_ADD-blas-Q8_0-896x896-T64-bias-f16", _mul_mat_add(Q.Q8_0, 896, 896, (64,), "bias", "f16",
+                                                                  mat_mul=BLAS)),
+    ("MUL_MAT_ADD-blas-Q4_K-256x1024-T9-residual-f16",
+     _mul_mat_add(Q.Q4_K, 256, 1024, (9,), "residual", "f16", mat_mul=BLAS)),
+]:
+    CASES.append(Case(_id, _m))
 
 
 # ---- element-wise --------------------------------------------------------------------------------------
@@ -862,6 +936,8 @@ def nmse(out: np.ndarray, ref: np.ndarray) -> float:
 
 @pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])
 def test_conformance(c: Case, hip):
+    if c.id.split("-")[1] == "blas":  # without a vendor BLAS these would run the tiled kernel unnoticed
+        assert hip.ctx.device.blas, f"no vendor BLAS: {hip.blas_unavailable}"
     rng = np.random.default_rng()
     b = c.make(rng)
     prefix = f"{c.id}/"

@@ -42,12 +42,92 @@ def _run(eng, ids, n_steps):
 
 
 def test_hip_engine_matches_numpy(tiny):
+    """f32 all the way (prefill on the tiled kernel: the vendor-BLAS default is f16, checked below)."""
+    from rocmforge.backends.hip import HipBackend
+
     ids = [3, 17, 99, 250, 7, 42, 5, 11, 64]
     ref, ref_toks = _run(Engine.from_gguf(tiny, backend="numpy", max_ctx=64), ids, 12)
-    got, toks = _run(Engine.from_gguf(tiny, backend="hip", max_ctx=64), ids, 12)
+    got, toks = _run(Engine.from_gguf(tiny, backend=HipBackend(prefill="tiled"), max_ctx=64), ids, 12)
     assert toks == ref_toks
     nmse = float(np.mean((got - ref) ** 2) / np.mean(ref**2))
     assert nmse < 1e-6, nmse
+
+
+def test_blas_prefill_is_the_cuda_default_and_replays_from_a_captured_graph(tiny, monkeypatch):
+    """HipBackend() on CUDA prefills on cuBLAS (mul_mat_blas: f16 tiles, GEMMs through ctypes, which CuPy's
+    wrapper would refuse inside a capture): the prompt's logits are near numpy's (the f16 bound, 1e-4),
+    the second and third prefills replay the captured graph (no GEMM called from Python: the capture holds
+    them) and give the first, eager one's logits, bit for bit; decode after it, fed numpy's tokens, stays
+    near numpy's."""
+    from rocmforge.backends.hip import HipBackend
+    from rocmforge.backends.hip import blas as B
+    from rocmforge.backends.hip import kernel_choice as C
+    from rocmforge.backends.hip.launch_mul_mat import mul_mat_choice
+
+    be = HipBackend()
+    if be.is_hip:
+        pytest.skip("ROCm: hipBLAS is not the default (prefill='blas' only)")
+    assert be.ctx.device.blas == "cublas", be.blas_unavailable
+    calls = []
+    gemm = B.Cublas.gemm
+
+    def counting(self, g):
+        calls.append(g)
+        return gemm(self, g)
+
+    monkeypatch.setattr(B.Cublas, "gemm", counting)
+    ids = [3, 17, 99, 250, 7, 42, 5, 11, 64]
+    ref_eng = Engine.from_gguf(tiny, backend="numpy", max_ctx=64)
+    ref = ref_eng.prefill(ids, all_logits=True)
+    eng = Engine.from_gguf(tiny, backend=be, max_ctx=64)
+    import cupy
+
+    pool = cupy.get_default_memory_pool()
+    runs, n_calls, used = [], [], []
+    for _ in range(3):  # eager, then captured and replayed, then replayed
+        eng.reset()
+        runs.append(eng.prefill(ids, all_logits=True))
+        n_calls.append(len(calls))
+        used.append((pool.used_bytes(), pool.total_bytes()))
+    assert used[2] == used[1]  # a replayed prefill takes no memory
+    g = eng.graph(len(ids), all_logits=True)
+    plan = be._get_plan(g)
+    assert plan.device_graph is not None and not plan.capture_failed, plan.capture_failed
+    mm = [t for t in g.nodes if t.op.value in ("MUL_MAT", "MUL_MAT_ADD") and t.src[0].kind == "weight"]
+    for t in mm:  # every weight mat-mul of the prompt on the vendor BLAS
+        w = be.weights[t.src[0].name]
+        assert mul_mat_choice(be.ctx, w, t.src[1].n_elements // w.shape[1]).kernel is C.MUL_MAT_BLAS, t.name
+    assert n_calls[0] >= len(mm) > 0  # at least a GEMM a node, eagerly
+    assert n_calls[1] == 2 * n_calls[0] and n_calls[2] == n_calls[1]  # captured once, then replayed
+    np.testing.assert_array_equal(runs[1], runs[0])
+    np.testing.assert_array_equal(runs[2], runs[0])
+    nmse = float(np.mean((runs[0] - ref) ** 2) / np.mean(ref**2))
+    assert nmse <= 1e-4, nmse
+    # decode on the mat-vecs after a cuBLAS prefill, both fed numpy's greedy tokens
+    toks, want = [ref_eng.next_token], []
+    for _ in range(6):
+        want.append(ref_eng.step(toks[-1], timed=False).logits)
+        toks.append(int(np.argmax(want[-1])))
+    got = np.stack([eng.step(t, timed=False).logits for t in toks[:6]])
+    want = np.stack(want)
+    assert float(np.mean((got - want) ** 2) / np.mean(want**2)) <= 1e-4
+
+
+@pytest.mark.parametrize("prefill", ["tiled", "blas"])
+def test_prefill_options_against_numpy(tiny, prefill):
+    """HipBackend(prefill=...) on a longer prompt (a prefill graph of 40 tokens, replayed): the tiled kernel
+    within the f32 bound of numpy, the vendor BLAS (hipBLAS too, on ROCm) within the f16 one."""
+    from rocmforge.backends.hip import HipBackend
+
+    be = HipBackend(prefill=prefill)  # "blas" without a vendor BLAS: RuntimeError saying why
+    ids = [int(i) for i in np.random.default_rng(1).integers(0, 250, 40)]
+    ref = Engine.from_gguf(tiny, backend="numpy", max_ctx=64).prefill(ids, all_logits=True)
+    eng = Engine.from_gguf(tiny, backend=be, max_ctx=64)
+    for _ in range(2):  # eager, then replayed
+        eng.reset()
+        got = eng.prefill(ids, all_logits=True)
+    nmse = float(np.mean((got - ref) ** 2) / np.mean(ref**2))
+    assert nmse <= (1e-6 if prefill == "tiled" else 1e-4), nmse
 
 
 def test_replay_equals_eager(tiny):

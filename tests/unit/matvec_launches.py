@@ -115,6 +115,24 @@ class Recorder:
         )
 
 
+class FakeBlas:
+    """blas.py's interface without a library: GEMM calls recorded in `calls` (a GemmCall each), prepare
+    counted."""
+
+    name = "cublas"
+
+    def __init__(self) -> None:
+        self.calls: list[Any] = []
+        self.prepared = 0
+        self.workspace = None
+
+    def prepare(self) -> None:
+        self.prepared += 1
+
+    def gemm(self, call: Any) -> None:
+        self.calls.append(call)
+
+
 def _arg(a: Any) -> Any:
     """A kernel argument as recorded: "ptr" for an address, "null" for a null pointer (a Python int 0; no
     fake buffer is there), "b" for MUL_MAT_ADD's b (`addend`'s address), [dtype, value] for a scalar."""

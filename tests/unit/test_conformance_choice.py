@@ -1,11 +1,14 @@
 """Without a GPU: the conformance table's MUL_MAT and MUL_MAT_ADD cases for one mat-vec kernel (labels int8,
 staged, x8, xq, xb, xr, xr-trace, f32x; tests/gpu/test_conformance.py) reach that kernel on an H100-shaped
-device, except where the case is meant to fall back (K = 576 rows: mul_mat_vec_xq; more than 4 tokens:
-mul_mat); MUL_MAT with its QUANTIZE_X8 source given reaches mul_mat_vec_xr with int8 activations, the f32
-mat-vec without. A case on int8 x has x's QUANTIZE_X8 among its sources (MUL_MAT_ADD's are given by the
-case)."""
+device with cuBLAS, except where the case is meant to fall back (K = 576 rows: mul_mat_vec_xq; more than 4
+tokens: mul_mat); MUL_MAT with its QUANTIZE_X8 source given reaches mul_mat_vec_xr with int8 activations, the
+f32 mat-vec without. A case on int8 x has x's QUANTIZE_X8 among its sources (MUL_MAT_ADD's are given by the
+case). Every prefill case reaches the vendor-BLAS path where labelled blas (blas-tiles: over several tiles),
+the tiled kernel otherwise."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -14,7 +17,7 @@ from rocmforge.backends.hip.launch_mul_mat import MUL_MAT_OPS, kernel_type, xq_s
 from rocmforge.backends.hip.tensor import BLOCK
 from tests.gpu import test_conformance as T
 
-H100 = C.Device(32, 132, 227 * 1024, 228 * 1024, "sm_90")
+H100 = C.Device(32, 132, 227 * 1024, 228 * 1024, "sm_90", blas="cublas")
 LABELS = {
     "int8": "mul_mat_vec_q",
     "staged": "mul_mat_vec_s",
@@ -26,6 +29,46 @@ LABELS = {
 }
 
 
+def _choice(built: T.Built) -> tuple[C.MulMatChoice, int]:
+    """The choice for a case's MUL_MAT (or MUL_MAT_ADD) node on the H100 with cuBLAS, and its tokens."""
+    node = next(n for n in built.graph.nodes if n.op in MUL_MAT_OPS)
+    w, x = node.src[:2]
+    (N, K), M = w.shape, x.n_elements // w.shape[1]
+    bs, ts = BLOCK[w.dtype]
+    weight = C.Weight(kernel_type(w.dtype, K, 1 << 20), N, K, K // bs * ts, 1 << 20)
+    opts = built.ctx.get("mat_mul", C.MatMulOptions())
+    return C.choose_mul_mat(H100, opts, built.ctx.get("tunables", {}), weight, M), M
+
+
+def test_prefill_cases_reach_the_tiled_kernel_or_the_blas_as_labelled():
+    rng = np.random.default_rng(0)
+    seen = set()
+    for case in T.CASES:
+        op, label = case.id.split("-")[:2]
+        if op not in ("MUL_MAT", "MUL_MAT_ADD"):
+            continue
+        built = case.make(rng)
+        choice, M = _choice(built)
+        if M <= C.MMV_MAX_TOKENS:
+            assert choice.kernel.args == "mat_vec", case.id
+            continue
+        assert choice.kernel.name == ("mul_mat_blas" if label == "blas" else "mul_mat"), case.id
+        if label == "blas":
+            b = choice.blas
+            n = math.ceil(M / b.m_tile) * math.ceil(x_n(built) / b.n_tile)
+            # a scratch of 16 rows (f32 weights need none), or LLaMA-7B shapes in the default one
+            many = ("-tiles-" in case.id and "F32" not in case.id) or "11008" in case.id
+            assert (n > 1) == many, (case.id, b)
+            seen.add((op, b.ab, n > 1))
+    assert seen == {(op, ab, many) for op in ("MUL_MAT", "MUL_MAT_ADD") for ab in ("f16", "f32")
+                    for many in (False, True)} - {("MUL_MAT", "f32", True), ("MUL_MAT_ADD", "f32", True)}
+
+
+def x_n(built: T.Built) -> int:
+    """N of a case's MUL_MAT node."""
+    return next(n for n in built.graph.nodes if n.op in MUL_MAT_OPS).src[0].shape[0]
+
+
 def test_kernel_cases_reach_their_kernel():
     rng = np.random.default_rng(0)
     seen = set()
@@ -35,12 +78,8 @@ def test_kernel_cases_reach_their_kernel():
             continue
         built = case.make(rng)
         node = next(n for n in built.graph.nodes if n.op in MUL_MAT_OPS)
-        w, x = node.src[:2]
-        (N, K), M = w.shape, x.n_elements // w.shape[1]
-        bs, ts = BLOCK[w.dtype]
-        weight = C.Weight(kernel_type(w.dtype, K, 1 << 20), N, K, K // bs * ts, 1 << 20)
-        opts = built.ctx.get("mat_mul", C.MatMulOptions())
-        choice = C.choose_mul_mat(H100, opts, built.ctx.get("tunables", {}), weight, M)
+        choice, M = _choice(built)
+        K = node.src[0].shape[1]
         if "-given-" in case.id:  # QUANTIZE_X8 in the graph: read by the int8 default, ignored by the f32 one
             expect = "mul_mat_vec_xr" if case.id.endswith("-int8") else "mul_mat_vec"
         elif M > C.MMV_MAX_TOKENS:

@@ -17,6 +17,8 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import types
 from pathlib import Path
 
 import matvec_launches as R
@@ -54,6 +56,7 @@ ENTRY_POINTS = {
     "mul_mat_vec_xr.hip": [f"mul_mat_vec_xr_{t}" for t in _X8],
     "mul_mat.hip": [f"mul_mat_{t}" for t in _WTYPES],
     "get_rows.hip": [f"get_rows_{t}" for t in _WTYPES] + ["get_rows_i32"],
+    "dequantize.hip": [f"dequantize_f16_{t}" for t in _WTYPES],
     "elementwise.hip": [f"{op}_{p}" for op in ("add", "mul") for p in _ACT2]
     + [f"swiglu_{p}" for p in _ACT2]
     + [f"{op}_{t}" for op in ("scale", "silu") for t in ("f32", "f16")]
@@ -124,21 +127,32 @@ def _table_file(kern: MatMulKernel) -> str:
     return f"dev/{Path(kern.file).name}" if Path(kern.file).is_absolute() else kern.file
 
 
-# files of the MUL_MAT kernels (the table's and dev/'s) -> their argument list ("mat_vec" or "mat_mat")
+# files of the MUL_MAT kernels (the table's and dev/'s) -> their argument list ("mat_vec", "mat_mat", or
+# "blas": dequantize.hip, what the vendor-BLAS path launches of ours)
 MUL_MAT_ARGS = {_table_file(k): k.args for k in (*MUL_MAT_KERNELS, *V.DEV_KERNELS)}
 
 
 def _launcher_arg_bytes(args: str) -> list[int]:
     """Bytes of each argument MUL_MAT_ADD's launcher passes a kernel of this argument list (a residual b),
-    recorded without a GPU: pointers 8, scalars their size."""
+    recorded without a GPU (a fake BLAS for "blas"): pointers 8, scalars their size."""
     M = 1 if args == "mat_vec" else 64
     case = {"wt": "q4_0", "N": 64, "K": 256, "M": M}
     rec = R.Recorder(32)
-    ctx = Ctx(rec, Device(32, 132), {}, MatMulOptions())
+    blas = "cublas" if args == "blas" else ""
+    ctx = Ctx(rec, Device(32, 132, blas=blas), {}, MatMulOptions(), blas=R.FakeBlas() if blas else None)
     out, w, x = R.tensors(case)
     b = R.addend(case, "residual")
-    prepare_mul_mat(ctx, out, w, x, b=b)(ctx, out, w, x, b)
-    (launch,) = [r for r in rec.launches if r["entry"] == f"mul_mat{'_vec' if M == 1 else ''}_q4_0"]
+    saved = sys.modules.get("cupy")
+    sys.modules["cupy"] = types.SimpleNamespace(empty=rec.empty)  # the BLAS path's scratch, at prepare
+    try:
+        prepare_mul_mat(ctx, out, w, x, b=b)(ctx, out, w, x, b)
+    finally:
+        if saved is None:
+            sys.modules.pop("cupy", None)
+        else:
+            sys.modules["cupy"] = saved
+    entry = {"mat_vec": "mul_mat_vec_q4_0", "mat_mat": "mul_mat_q4_0", "blas": "dequantize_f16_q4_0"}[args]
+    (launch,) = [r for r in rec.launches if r["entry"] == entry]
     return [8 if isinstance(a, str) else np.dtype(a[0]).itemsize for a in launch["args"]]
 
 
@@ -204,7 +218,7 @@ def test_nvrtc_sm90(variant):
     entries = set(re.findall(r"\.entry\s+(\w+)\s*\(", ptx))
     missing = _expected(fname, defines) - entries
     assert not missing, f"{fname}: no entry point for {sorted(missing)}"
-    if fname in MUL_MAT_ARGS:  # (..., b, b_stride) as the launcher passes them
+    if fname in MUL_MAT_ARGS:  # (..., b, b_stride) as the launcher passes them (dequantize.hip: its own)
         want = _launcher_arg_bytes(MUL_MAT_ARGS[fname])
         params = _ptx_param_bytes(ptx)
         assert {e: params[e] for e in ENTRY_POINTS[fname]} == {e: want for e in ENTRY_POINTS[fname]}

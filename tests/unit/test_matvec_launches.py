@@ -1,7 +1,9 @@
 """The regression guard of the kernel layer: MUL_MAT launches exactly what it launched before the refactor
 (matvec_launches.json) for every weight type, shape, token count, device shape and public option, but for
 the changes `_as_now` spells out; MUL_MAT_ADD launches what MUL_MAT launches, with its b and b_stride as
-the last two arguments instead of (null, 0)."""
+the last two arguments instead of (null, 0). The prefill cases (M = 5, 64) are driven with prefill="tiled"
+since the vendor BLAS became their default: the tiled kernel's launches stay guarded unchanged, and
+nothing in the fixture's decode cases changed with that default."""
 
 from __future__ import annotations
 
@@ -11,22 +13,34 @@ import matvec_launches as R
 import pytest
 
 from rocmforge.backends.hip.context import Ctx
-from rocmforge.backends.hip.kernel_choice import HOST_TUNABLES, Device, MatMulOptions
+from rocmforge.backends.hip.kernel_choice import (
+    HOST_TUNABLES,
+    MMV_MAX_TOKENS,
+    MUL_MAT_BLAS,
+    Device,
+    MatMulOptions,
+    Weight,
+    choose_mul_mat,
+)
 from rocmforge.backends.hip.launch import prepare_launch
-from rocmforge.backends.hip.launch_mul_mat import early_quantize_x8, reads_int8_x
+from rocmforge.backends.hip.launch_mul_mat import early_quantize_x8, kernel_type, reads_int8_x
 from rocmforge.backends.hip.tensor import DevTensor
 from rocmforge.ir import passes
 from rocmforge.ir.graph import Graph
 
 
 def drive(rec: R.Recorder, case: dict, addend: str | None = None) -> None:
-    """The current mat-vec choice, as HipBackend uses it: a Ctx as its constructor builds it, the graph
-    y = MUL_MAT(w, x) through HipBackend's passes (QUANTIZE_X8 inserted where the kernel reads int8 x), every
-    node prepared (chosen and compiled) as _plan does, then run in order. addend ("bias", "residual"): y =
-    MUL_MAT_ADD(w, x, b) instead, its QUANTIZE_X8 source given where reads_int8_x says the kernel reads int8
-    x (the insertion pass is not this layer's)."""
-    dev = Device(case["warp"], case["n_sm"], case["smem_block"], case["smem_sm"], "sm_90")
-    opts = MatMulOptions(int8_activations=case["int8"])
+    """The current mat-vec choice, as HipBackend uses it: a Ctx as its constructor builds it on a GPU with
+    cuBLAS, the graph y = MUL_MAT(w, x) through HipBackend's passes (QUANTIZE_X8 inserted where the kernel
+    reads int8 x), every node prepared (chosen and compiled) as _plan does, then run in order. addend
+    ("bias", "residual"): y = MUL_MAT_ADD(w, x, b) instead, its QUANTIZE_X8 source given where reads_int8_x
+    says the kernel reads int8 x (the insertion pass is not this layer's). Cases of more than 4 tokens run
+    with prefill="tiled": their default is now the vendor BLAS (mul_mat_blas, tests/unit/test_blas_path.py;
+    test_prefill_defaults_to_the_blas_here below), and this guard keeps the tiled kernel's launches as they
+    were; decode cases run with the default options."""
+    dev = Device(case["warp"], case["n_sm"], case["smem_block"], case["smem_sm"], "sm_90", blas="cublas")
+    prefill = "tiled" if case["M"] > MMV_MAX_TOKENS else "auto"
+    opts = MatMulOptions(int8_activations=case["int8"], prefill=prefill)
     ctx = Ctx(rec, dev, dict(case.get("tunables", {})), opts, pdl=case["pdl"])
     out, w, x = R.tensors(case)
     named = {"w": w, "x": x, "y": out}
@@ -137,6 +151,19 @@ def test_mul_mat_add_launches_mul_mat_with_b(addend, actual):
     for k, case in zip(keys, (c for _, c in R.cases()), strict=True):
         stride = case["N"] if addend == "residual" and case["M"] > 1 else 0
         assert launched[k] == [_with_b(r, stride) for r in actual[k]], k
+
+
+def test_prefill_defaults_to_the_blas_here():
+    """What drive's prefill="tiled" sets aside: with the default options every case of more than 4 tokens
+    chooses mul_mat_blas on these devices (all of them cuBLAS-backed sm_90 here), every other case a
+    mat-vec, as recorded."""
+    for _, case in R.cases():
+        dev = Device(case["warp"], case["n_sm"], case["smem_block"], case["smem_sm"], "sm_90", blas="cublas")
+        out, w, x = R.tensors(case)
+        weight = Weight(kernel_type(w.dtype, w.shape[1], w.ptr), *w.shape, w.row_bytes, w.ptr)
+        opts = MatMulOptions(int8_activations=case["int8"])
+        chosen = choose_mul_mat(dev, opts, case.get("tunables", {}), weight, case["M"], case["pdl"]).kernel
+        assert (chosen is MUL_MAT_BLAS) == (case["M"] > MMV_MAX_TOKENS), case
 
 
 def test_the_fixture_covers_every_kernel_kind(expected):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -23,11 +23,12 @@ from ...ir import alloc, passes
 from ...ir.graph import Graph, Tensor, check_indices
 from ...ir.ops import ITEMSIZE, NP_DTYPES, Op
 from ...profile import StepTimings
+from . import blas as blas_mod
 from . import cupti_trace, pdl
 from . import timing as timing_mod
 from .context import Ctx
 from .device import available_bytes, gpu_available, probe
-from .kernel_choice import MatMulOptions
+from .kernel_choice import PREFILL, MatMulOptions
 from .launch import LAUNCH, prepare_launch
 from .launch_mul_mat import early_quantize_x8, reads_int8_x
 from .modules import ModuleCache
@@ -86,6 +87,7 @@ class HipBackend:
         int8_activations: bool = False,
         programmatic_launch: bool | None = None,
         timing: str | None = None,
+        prefill: str = "auto",
     ) -> None:
         """int8_activations: decode mat-vecs of Q4_0/Q8_0 weights on x quantized to int8. programmatic_launch
         (CUDA sm_90+ with cuda-bindings; None: where available): those kernels start while the kernel before
@@ -95,7 +97,13 @@ class HipBackend:
         "eager" (events around each Python launch); None: the first of these that works here: trace on
         CUDA with cupti-python (cupti_trace.py), graph with cuda-bindings, else eager (ROCm). A traced run
         that fails (CUPTI not working, records that do not match the graph) falls back to graph timing,
-        with the reason in `trace_failed` (or the plan's) and a warning."""
+        with the reason in `trace_failed` (or the plan's) and a warning. prefill (MatMulOptions.prefill),
+        MUL_MAT of more than 4 tokens: "auto" (the vendor BLAS's GEMM on f16 tiles where the kernel table's
+        defaults say so: cuBLAS on CUDA), "tiled" (the tiled kernel, mul_mat), "blas" (the vendor BLAS:
+        cuBLAS, or hipBLAS through CuPy on ROCm); without a usable vendor BLAS "auto" runs the tiled kernel
+        (`blas_unavailable` says why) and "blas" raises."""
+        if prefill not in PREFILL:
+            raise ValueError(f"prefill {prefill!r}: choose one of {', '.join(PREFILL)}")
         ok, why = gpu_available()
         if not ok:
             raise RuntimeError(f"HipBackend needs a GPU through CuPy: {why}")
@@ -110,15 +118,25 @@ class HipBackend:
         self.pdl_unavailable = pdl.unavailable_reason(cc, self.is_hip)  # None: programmatic launch works
         if programmatic_launch and self.pdl_unavailable:
             raise RuntimeError(f"programmatic_launch: {self.pdl_unavailable}")
+        # the vendor BLAS of the prefill GEMMs (blas.py): its handle now, its workspace and scratch at the
+        # first prepare that needs them
+        blas, self.blas_unavailable = (None, "prefill='tiled'") if prefill == "tiled" else blas_mod.open_blas(
+            cupy, self.is_hip
+        )
+        if prefill == "blas" and blas is None:
+            raise RuntimeError(f"prefill='blas': {self.blas_unavailable}")
+        if blas is None and prefill == "auto" and not self.is_hip:  # on ROCm the default is the tiled kernel
+            log.warning("no vendor BLAS (%s): prefill runs the tiled kernel", self.blas_unavailable)
         # int8_activations: decode mat-vecs of Q4_0/Q8_0 weights with x quantized to int8 (as llama.cpp's
         # q8_1) once per activation, shared by the mat-vecs that read it: faster where the weights are large
         # (bench_matvec.py), normalized MSE ~3e-5 instead of ~1e-11
         self.ctx = Ctx(
             ModuleCache(self.arch, {"RF_WARP": self.warp}),
-            device_shape,
+            replace(device_shape, blas=blas.name if blas is not None else ""),
             dict(tunables or {}),
-            MatMulOptions(int8_activations=int8_activations),
+            MatMulOptions(int8_activations=int8_activations, prefill=prefill),
             pdl=self.pdl_unavailable is None if programmatic_launch is None else bool(programmatic_launch),
+            blas=blas,
         )
         self.event_nodes_unavailable = timing_mod.event_nodes_unavailable(self.is_hip)
         self.trace_unavailable = cupti_trace.trace_unavailable(self.is_hip)

@@ -1,5 +1,5 @@
-"""The launch context: the device's shape, the compiled modules, the options MUL_MAT chooses with, and the
-scratch buffers launchers take."""
+"""The launch context: the device's shape, the compiled modules, the options MUL_MAT chooses with, the vendor
+BLAS, and the scratch buffers launchers take."""
 
 from __future__ import annotations
 
@@ -33,14 +33,17 @@ class Ctx:
     """What launchers need. Public fields: mods (compiled modules), device (Device), tunables (compile
     defines and host-side parameters of the kernels, HipBackend(tunables=...)), mat_mul (MatMulOptions: what
     MUL_MAT chooses from, at prepare), pdl (programmatic dependent launch, pdl.py: launches marked for it
-    start while the kernel before them ends)."""
+    start while the kernel before them ends), blas (the vendor BLAS, blas.py: None where there is none;
+    device.blas names it)."""
 
     mods: ModuleCache
     device: Device
     tunables: dict[str, int] = field(default_factory=dict)
     mat_mul: MatMulOptions = field(default_factory=MatMulOptions)
     pdl: bool = False
+    blas: Any = None
     _pdl_launcher: Any = None
+    _blas_scratch: Any = None  # the f16 scratch every mul_mat_blas node shares (blas_scratch)
     _scratch: dict[Any, Any] = field(default_factory=dict)  # (node key, k) -> persistent scratch
     _node: Any = None
     _n_scratch: int = 0
@@ -106,6 +109,21 @@ class Ctx:
         """Scratch taken until the next begin_node belongs to the node `key` (None: temporary)."""
         self._node, self._n_scratch = key, 0
 
+    def blas_scratch(self, nbytes: int) -> Any:
+        """The scratch every mul_mat_blas node shares (x's and weight tiles' f16 rows: one node's at a time,
+        in stream order), at least nbytes; and the BLAS's workspace. Taken at prepare, never during a run: a
+        node that needs more than the buffer so far gets a new one, and launchers prepared before keep the
+        one they were given (their captured graphs never point at freed memory)."""
+        import cupy
+
+        if self._blas_scratch is None or self._blas_scratch.nbytes < nbytes:
+            self._blas_scratch = cupy.empty(max(1, nbytes), dtype=np.uint8)
+        if self.blas is not None:
+            self.blas.prepare()
+        return self._blas_scratch
+
     @property
     def scratch_bytes(self) -> int:
-        return sum(b.nbytes for b in self._scratch.values())
+        shared = 0 if self._blas_scratch is None else self._blas_scratch.nbytes
+        ws = getattr(self.blas, "workspace", None)
+        return sum(b.nbytes for b in self._scratch.values()) + shared + (0 if ws is None else ws.nbytes)

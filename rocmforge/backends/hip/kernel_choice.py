@@ -1,7 +1,9 @@
 """Which kernel MUL_MAT (and MUL_MAT_ADD: the same kernels with an addend) launches, and how: the mat-vec and
 mat-mat kernels as data (`MUL_MAT_KERNELS`), each with its file, entry point, weight and activation types,
 the shapes it serves, its launch geometry and its defaults per device family. `choose_mul_mat` consults the
-table once, when a graph is prepared; running the prepared graph makes no choices.
+table once, when a graph is prepared; running the prepared graph makes no choices. One row is not a kernel
+of ours alone: mul_mat_blas (prefill) dequantizes weight rows to f16 (dequantize.hip) for the vendor BLAS's
+GEMM (blas.py); its "geometry" is its tiling (`BlasTiles`).
 
 Tunables (HipBackend(tunables=...)) keep their -D names; the host-side ones (`HOST_TUNABLES`: blocks per
 SM, row-group spreading) are arguments of the geometry, never compile defines.
@@ -27,6 +29,7 @@ HOST_TUNABLES = {
     "RF_MMVR_BPS": ("mul_mat_vec_xr", "blocks_per_sm"),
     "RF_MMVR_QMAX": ("mul_mat_vec_xr", "whole_rows_max_q"),
     "RF_MMVR_EVEN": ("mul_mat_vec_xr", "even"),
+    "RF_BLAS_SCRATCH": ("mul_mat_blas", "scratch_bytes"),
 }
 _DEFINE_PREFIXES = ("RF_MMV_", "RF_MMVQ_", "RF_MMVS_", "RF_MMVX_", "RF_MMVB_", "RF_MMVR_")
 
@@ -41,13 +44,14 @@ def device_family(arch: str) -> str:
 @dataclass(frozen=True)
 class Device:
     """What the choice needs of the GPU: warp width, SMs (CUs), shared memory a block may opt in to and an
-    SM holds (0: unknown), and its family for the defaults."""
+    SM holds (0: unknown), its family for the defaults, and the vendor BLAS this process can call."""
 
     warp: int
     n_sm: int
     smem_block: int = SMEM_DEFAULT
     smem_sm: int = 0
     family: str = "other"
+    blas: str = ""  # the vendor BLAS MUL_MAT may call (blas.py): "cublas", "hipblas"; "": none
 
     def resident_blocks(self, bps: int, smem: int) -> int:
         """Blocks per SM for a launch asking bps, no more than the SM's shared memory holds at once (each
@@ -80,9 +84,30 @@ class KernelLaunch:
     pdl: bool = False  # programmatic dependent launch (pdl.py): starts while the kernel before it ends
 
 
+@dataclass(frozen=True)
+class BlasTiles:
+    """mul_mat_blas's plan for one node: y [M, N] = x [M, K] @ w [N, K]^T by the vendor BLAS's GEMM on `ab`
+    operands ("f16": x converted, w dequantized or read as it is; "f32": both read as they are), f32
+    arithmetic and output. x goes in chunks of m_tile tokens, w in tiles of n_tile rows, through one scratch
+    buffer shared by every such node: x_bytes for x's f16 rows (0: not converted), then w_bytes for the
+    weight's (0: read as it is). dequant: dequantize.hip's launch for a whole tile (None: no dequantization).
+    """
+
+    m_tile: int
+    n_tile: int
+    x_bytes: int
+    w_bytes: int
+    ab: str
+    dequant: KernelLaunch | None = None
+
+    @property
+    def scratch_bytes(self) -> int:
+        return self.x_bytes + self.w_bytes
+
+
 # geometry(kernel, device, weight, M, defaults (defaults_for), tuned defines, tuned host parameters, pdl)
-# -> the launch, or None where the kernel does not apply
-Geometry = Callable[..., "KernelLaunch | None"]
+# -> the launch (mul_mat_blas: its tiling), or None where the kernel does not apply
+Geometry = Callable[..., "KernelLaunch | BlasTiles | None"]
 
 
 @dataclass(frozen=True)
@@ -94,7 +119,9 @@ class MatMulKernel:
     serves and its launch geometry, in words (geometry: as a function). defaults: family -> weight type ->
     compile defines and host-side parameters (lower case). args: "mat_vec" (w, row bytes, x, x stride, y,
     N, N, K, b, b stride) or "mat_mat" (w, row bytes, x, y, M, N, K, b, b stride); b: MUL_MAT_ADD's addend
-    (null for MUL_MAT), b stride 0 (a bias) or N (a residual). min_n: the fewest rows it serves.
+    (null for MUL_MAT), b stride 0 (a bias) or N (a residual); "blas": the vendor BLAS's GEMM after
+    dequantize.hip's (w tile, row bytes, f16 out, rows, K), b copied into y first (blas.py). min_n: the
+    fewest rows it serves. entry_name: the entry points' prefix where it is not `name`.
     """
 
     name: str
@@ -108,6 +135,7 @@ class MatMulKernel:
     max_tokens: int | None = MMV_MAX_TOKENS
     min_n: int = 0
     file: str = ""
+    entry_name: str = ""
 
     def __post_init__(self) -> None:
         if not self.file:
@@ -116,7 +144,7 @@ class MatMulKernel:
     @property
     def entry(self) -> str:
         """The entry point, {type} standing for the weight's kernel type."""
-        return self.name + "_{type}"
+        return (self.entry_name or self.name) + "_{type}"
 
     def defaults_for(self, family: str, wtype: str) -> dict[str, Any]:
         by_type = self.defaults.get(family, self.defaults["other"])
@@ -127,12 +155,14 @@ class MatMulKernel:
 class MulMatChoice:
     """MUL_MAT's (or MUL_MAT_ADD's) launches for one node: the kernel's, and quantize_x8's before it for a
     kernel on int8 x. x_stride: x's row stride argument (bytes of quantize_x8's rows, f32 elements
-    otherwise)."""
+    otherwise). blas: mul_mat_blas's tiling (launch: its dequantize kernel's for a whole tile, None where the
+    GEMM reads w as it is)."""
 
     kernel: MatMulKernel
-    launch: KernelLaunch
+    launch: KernelLaunch | None
     quantize: KernelLaunch | None
     x_stride: int
+    blas: BlasTiles | None = None
 
 
 def x8_row_bytes(K: int) -> int:
@@ -178,6 +208,70 @@ def _mat_vec_f32(kern, dev, w, M, base, tuned, host, pdl) -> KernelLaunch:
 def _mat_mat(kern, dev, w, M, base, tuned, host, pdl) -> KernelLaunch:
     return KernelLaunch(kern.file, kern.entry.format(type=w.type), {}, (cdiv(w.N, 64), cdiv(M, 64)), (256,),
                         pdl=pdl)
+
+
+# ---- mul_mat_blas: f16 tiles for the vendor BLAS's GEMM ---------------------------------------------------
+
+BLAS_TILE = 16  # where a node is tiled, its chunks of tokens and tiles of weight rows are multiples of this
+DQ_THREADS = 256  # dequantize.hip: threads a block, 8 elements a thread
+# weight kernel types the GEMM reads as they are, and its operand type: f32 rows with f32 x (f32 products
+# as the tiled kernel's, nothing copied), f16 rows with x converted to f16; every other type is dequantized
+# to f16 (bf16 too: exact in f16's normal range, and f16 x keeps 3 more bits than bf16 x would)
+BLAS_AS_IS = {"f32": "f32", "f32_s": "f32", "f16": "f16", "f16_s": "f16"}
+
+
+def dequantize_grid(rows: int, K: int) -> tuple[int]:
+    """dequantize.hip's grid for `rows` rows of K: 8 elements a thread, DQ_THREADS threads a block."""
+    return (max(1, cdiv(rows * K, 8 * DQ_THREADS)),)
+
+
+def dequantize_launch(wtype: str, rows: int, K: int, pdl: bool = False) -> KernelLaunch:
+    """dequantize.hip for `rows` rows of K of a weight of kernel type wtype."""
+    entry = f"dequantize_f16_{wtype}"
+    return KernelLaunch("dequantize.hip", entry, {}, dequantize_grid(rows, K), (DQ_THREADS,), pdl=pdl)
+
+
+def _split(n: int, cap: int) -> int:
+    """The chunk size that covers n in the fewest chunks of at most cap, as even as multiples of BLAS_TILE
+    allow (n itself where cap >= n; 0 where cap < BLAS_TILE)."""
+    if cap >= n:
+        return n
+    cap = cap // BLAS_TILE * BLAS_TILE
+    if cap == 0:
+        return 0
+    return cdiv(cdiv(n, cdiv(n, cap)), BLAS_TILE) * BLAS_TILE
+
+
+def blas_tiles(
+    M: int, N: int, K: int, budget: int, ab: str, dequant: bool
+) -> tuple[int, int, int, int] | None:
+    """(m_tile, n_tile, x_bytes, w_bytes) of a GEMM on `ab` operands through at most `budget` bytes of
+    scratch: with f16 operands x's f16 rows take up to half of it where w is dequantized too (all of it
+    where not; whole where they fit), the weight's f16 rows the rest (after x_bytes rounded up to 256, so
+    they start aligned). f32 operands need none. None: not even BLAS_TILE rows of each fit."""
+    row = 2 * K  # bytes of an f16 row
+    m_tile, x_bytes = M, 0
+    if ab == "f16":
+        m_tile = _split(M, (budget // 2 if dequant else budget) // row)
+        x_bytes = cdiv(m_tile * row, 256) * 256 if dequant else m_tile * row
+    n_tile, w_bytes = N, 0
+    if dequant:
+        n_tile = _split(N, max(0, budget - x_bytes) // row)
+        w_bytes = n_tile * row
+    if m_tile == 0 or n_tile == 0:
+        return None
+    return m_tile, n_tile, x_bytes, w_bytes
+
+
+def _blas(kern, dev, w, M, base, tuned, host, pdl) -> BlasTiles | None:
+    """mul_mat_blas's tiling in scratch_bytes of scratch (RF_BLAS_SCRATCH overrides); whether the row may be
+    chosen at all is choose_mul_mat's (blas_allowed)."""
+    ab = BLAS_AS_IS.get(w.type, "f16")
+    dequant = w.type not in BLAS_AS_IS
+    t = blas_tiles(M, w.N, w.K, host.get("scratch_bytes", base["scratch_bytes"]), ab, dequant)
+    if t is None:
+        return None
+    return BlasTiles(*t, ab, dequantize_launch(w.type, t[1], w.K, pdl) if dequant else None)
 
 
 # mul_mat_vec_xq: bytes of a row that one warp step covers (RF_WARP / 8 pairs of blocks) per 32-lane warp
@@ -311,6 +405,17 @@ XQ_DEFAULTS = {
 }
 # mul_mat_vec: 8 warps a block instead of 4 for Q4_0 and Q8_0 rows of K >= 8192 (H100)
 MMV_DEFAULTS = {t: {"wide": {"min_k": 8192, "RF_MMV_WARPS": 8}} for t in ("q4_0", "q8_0")}
+# mul_mat_blas: chosen by default (MatMulOptions.prefill "auto") where the device's vendor BLAS is among
+# `libs`, from min_tokens tokens; scratch_bytes: the f16 scratch every such node shares (RF_BLAS_SCRATCH
+# overrides). Not measured yet (scripts/bench_matmul.py): cuBLAS's tensor-core GEMM is taken to beat the
+# tiled f32 kernel (no matrix cores) from 5 tokens for every type on CUDA. hipBLAS (through CuPy, its graph
+# capture untried) runs only when asked: prefill "blas".
+_BLAS = {"scratch_bytes": 64 << 20, "min_tokens": MMV_MAX_TOKENS + 1}
+BLAS_DEFAULTS = {
+    "sm_90": {"*": {**_BLAS, "libs": ("cublas",)}},
+    "gfx1100": {"*": {**_BLAS, "libs": ()}},
+    "other": {"*": {**_BLAS, "libs": ("cublas",)}},
+}
 
 _F32_TYPES = ("f32", "f16", "bf16")
 # weight kernel types: f32/f16/bf16 rows that are not 16-byte multiples or aligned read element-wise ("_s")
@@ -349,6 +454,21 @@ MUL_MAT_VEC = MatMulKernel(
     defaults=same_on_every_family(MMV_DEFAULTS),
     geometry=_mat_vec_f32,
 )
+MUL_MAT_BLAS = MatMulKernel(
+    name="mul_mat_blas",
+    weight_types=KERNEL_TYPES,
+    x="f32",
+    serves="M > 4 (prefill), every type, where the device has a vendor BLAS and the defaults (or prefill "
+    "'blas') ask for it, and BLAS_TILE rows of x and w fit the scratch",
+    geometry_doc="x to f16 (elementwise.hip's copy) and w to f16 (dequantize.hip: grid (rows * K / 2048), "
+    "256 threads) in tiles through one shared scratch, then one GEMM a tile (f32 weights: an f32 GEMM)",
+    defaults=BLAS_DEFAULTS,
+    geometry=_blas,
+    args="blas",
+    max_tokens=None,
+    file="dequantize.hip",
+    entry_name="dequantize_f16",
+)
 MUL_MAT = MatMulKernel(
     name="mul_mat",
     weight_types=KERNEL_TYPES,
@@ -361,18 +481,37 @@ MUL_MAT = MatMulKernel(
     max_tokens=None,
 )
 # in order of preference; the first that applies is chosen
-MUL_MAT_KERNELS = (MUL_MAT_VEC_XR, MUL_MAT_VEC_XQ, MUL_MAT_VEC, MUL_MAT)
+MUL_MAT_KERNELS = (MUL_MAT_VEC_XR, MUL_MAT_VEC_XQ, MUL_MAT_VEC, MUL_MAT_BLAS, MUL_MAT)
+PREFILL = ("auto", "tiled", "blas")
 
 
 @dataclass(frozen=True)
 class MatMulOptions:
     """What MUL_MAT may choose from. int8_activations (HipBackend's option) allows the kernels on int8 x;
     kernels: the table, in order of preference; min_n: kernel name -> the fewest rows it serves, overriding
-    the table's (tests run the int8 kernels on small weights)."""
+    the table's (tests run the int8 kernels on small weights). prefill (HipBackend's option), for more than
+    MMV_MAX_TOKENS tokens: "auto" (the vendor BLAS where the table's defaults say so), "tiled" (never the
+    vendor BLAS: mul_mat), "blas" (the vendor BLAS wherever the device has one)."""
 
     int8_activations: bool = False
     kernels: tuple[MatMulKernel, ...] = MUL_MAT_KERNELS
     min_n: Mapping[str, int] = field(default_factory=dict)
+    prefill: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.prefill not in PREFILL:
+            raise ValueError(f"prefill {self.prefill!r}: choose one of {', '.join(PREFILL)}")
+
+
+def blas_allowed(device: Device, options: MatMulOptions, base: Mapping[str, Any], M: int) -> bool:
+    """Whether a row on the vendor BLAS (args "blas") may be chosen: never with prefill "tiled" or without
+    a vendor BLAS; with "blas" wherever there is one; with "auto" where its defaults (base) name the
+    device's BLAS among `libs` and M reaches their min_tokens."""
+    if options.prefill == "tiled" or not device.blas:
+        return False
+    if options.prefill == "blas":
+        return True
+    return device.blas in base.get("libs", ()) and M >= base.get("min_tokens", 1)
 
 
 def quantize_x8_launch(K: int, M: int, pdl: bool) -> KernelLaunch:
@@ -400,10 +539,14 @@ def choose_mul_mat(
         if w.N < options.min_n.get(kern.name, kern.min_n):
             continue
         base = kern.defaults_for(device.family, w.type)
+        if kern.args == "blas" and not blas_allowed(device, options, base, M):
+            continue
         host = host_parameters(kern.name, tunables)
         launch = kern.geometry(kern, device, w, M, base, dict(defines), host, pdl)
         if launch is None:
             continue
+        if isinstance(launch, BlasTiles):
+            return MulMatChoice(kern, launch.dequant, None, w.K, launch)
         quantize = quantize_x8_launch(w.K, M, launch.pdl) if kern.x == "x8" else None
         return MulMatChoice(kern, launch, quantize, x8_row_bytes(w.K) if kern.x == "x8" else w.K)
     raise NotImplementedError(f"no MUL_MAT kernel for {w.type} [{w.N}, {w.K}] with {M} tokens")

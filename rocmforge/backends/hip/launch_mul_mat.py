@@ -3,17 +3,28 @@ geometry are chosen once, when the graph is prepared (`prepare_mul_mat`, which a
 prepared launch only enqueues. MUL_MAT_ADD is MUL_MAT with an addend b: the same kernels, which add
 b[token * b_stride + row] where they write y (b null for MUL_MAT). A kernel on int8 x reads the node's
 QUANTIZE_X8 source (MUL_MAT's third, MUL_MAT_ADD's fourth), the node that passes.insert_quantize_x8 gives it
-where `reads_int8_x` says so (one node per value, shared by its readers)."""
+where `reads_int8_x` says so (one node per value, shared by its readers). mul_mat_blas (prefill on the
+vendor BLAS) runs blas.py's steps: b copied into y first, then per tile x to f16, the weight dequantized,
+one GEMM."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 from ...ir.graph import Graph, Tensor
 from ...ir.ops import Op, x8_words
+from . import blas as blas_mod
 from .context import Ctx
-from .kernel_choice import MulMatChoice, Weight, choose_mul_mat, quantize_x8_launch, x8_row_bytes
-from .launch_elementwise import contiguous
+from .kernel_choice import (
+    MulMatChoice,
+    Weight,
+    choose_mul_mat,
+    dequantize_grid,
+    quantize_x8_launch,
+    x8_row_bytes,
+)
+from .launch_elementwise import contiguous, copy_strided
 from .tensor import BLOCK, NATIVE_WEIGHTS, DevTensor, i32, i64
 
 Launcher = Callable[..., None]
@@ -127,21 +138,10 @@ def prepare_mul_mat(
         raise ValueError(f"MUL_MAT_ADD: b {b.shape} is neither [{N}] nor the output's [{M}, {N}]")
     # elements between consecutive tokens' rows of b: 0 for a bias (or a single token's residual), N
     b_stride = 0 if b is None or b.n_elements == N else N
-    launch = choice.launch
-    f = ctx.function(launch)
-    mat_vec, x_stride = choice.kernel.args == "mat_vec", choice.x_stride
-
-    def run(
-        ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, xq: DevTensor | None, b: DevTensor | None
-    ) -> None:
-        w = as_weight(ctx, w)
-        xp = xq.ptr if int8 else contiguous(ctx, x, "f32", align=16).ptr
-        bp = 0 if b is None else contiguous(ctx, b, "f32").ptr  # 0: a null b, y = the product alone
-        if mat_vec:
-            args = (w.ptr, i64(w.row_bytes), xp, i64(x_stride), out.ptr, i64(N), i32(N), i32(K))
-        else:
-            args = (w.ptr, i64(w.row_bytes), xp, out.ptr, i32(M), i32(N), i32(K))
-        ctx.launch(f, launch, (*args, bp, i64(b_stride)))
+    if choice.blas is not None:
+        run = _prepare_blas(ctx, choice, M, N, K)
+    else:
+        run = _prepare_kernel(ctx, choice, M, N, K, b_stride)
 
     if b is None:
 
@@ -158,6 +158,77 @@ def prepare_mul_mat(
         run(ctx, out, w, x, xq, b)
 
     return MUL_MAT_ADD
+
+
+def _prepare_kernel(ctx: Ctx, choice: MulMatChoice, M: int, N: int, K: int, b_stride: int) -> Callable:
+    """The run of a MUL_MAT kernel of ours (mat-vec or tiled mat-mat), compiled now."""
+    launch = choice.launch
+    assert launch is not None
+    int8 = choice.quantize is not None
+    f = ctx.function(launch)
+    mat_vec, x_stride = choice.kernel.args == "mat_vec", choice.x_stride
+
+    def run(
+        ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, xq: DevTensor | None, b: DevTensor | None
+    ) -> None:
+        w = as_weight(ctx, w)
+        xp = xq.ptr if int8 else contiguous(ctx, x, "f32", align=16).ptr
+        bp = 0 if b is None else contiguous(ctx, b, "f32").ptr  # 0: a null b, y = the product alone
+        if mat_vec:
+            args = (w.ptr, i64(w.row_bytes), xp, i64(x_stride), out.ptr, i64(N), i32(N), i32(K))
+        else:
+            args = (w.ptr, i64(w.row_bytes), xp, out.ptr, i32(M), i32(N), i32(K))
+        ctx.launch(f, launch, (*args, bp, i64(b_stride)))
+
+    return run
+
+
+def _prepare_blas(ctx: Ctx, choice: MulMatChoice, M: int, N: int, K: int) -> Callable:
+    """The run of mul_mat_blas: the shared scratch (and the BLAS's workspace) taken and dequantize.hip
+    compiled now. A run copies b into y (a bias through a stride-0 view of its row; f16 converted) and
+    keeps it with beta 1 (the same bytes as an ADD after the GEMM: one path for both addends), then runs
+    blas_steps: x's chunks through the copy kernel (a strided x made contiguous first, as the tiled
+    kernel's), weight tiles through dequantize.hip, GEMMs through ctx.blas, all on the current stream."""
+    tiles = choice.blas
+    assert tiles is not None
+    if ctx.blas is None:
+        raise RuntimeError("mul_mat_blas was chosen but the context has no vendor BLAS (Ctx.blas)")
+    scratch = ctx.blas_scratch(tiles.scratch_bytes)
+    dq = choice.launch
+    f = ctx.function(dq) if dq is not None else None
+    # dequantize.hip's launch per tile size: whole tiles, and the last one where N is not a multiple
+    dq_rows = {}
+    if dq is not None:
+        last = N - (N - 1) // tiles.n_tile * tiles.n_tile
+        dq_rows = {tiles.n_tile: dq, last: replace(dq, grid=dequantize_grid(last, K))}
+
+    def run(
+        ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, xq: DevTensor | None, b: DevTensor | None
+    ) -> None:
+        w = as_weight(ctx, w)
+        # x as the GEMM reads it: dense, f16 read in place where the GEMM is on f16, else f32
+        want = "f16" if tiles.ab == "f16" and x.dtype == "f16" else "f32"
+        x = contiguous(ctx, x, want, align=16)
+        beta = 0.0
+        if b is not None:
+            if b.n_elements == N:  # a bias: every token's row of out starts as b
+                b = DevTensor(b.buf, b.offset, (M, N), b.dtype, (0, b.strides[-1]))
+            if b.ptr != out.ptr or b.dtype != "f32" or not b.is_contiguous:
+                copy_strided(ctx, out, b)
+            beta = 1.0
+        base = int(scratch.data.ptr)
+        steps = blas_mod.blas_steps(tiles, M, N, K, w.ptr, w.row_bytes, x.ptr, x.dtype, out.ptr, base, beta)
+        for st in steps:
+            if isinstance(st, blas_mod.GemmCall):
+                ctx.blas.gemm(st)
+            elif isinstance(st, blas_mod.ToF16):
+                src = DevTensor(x.buf, x.offset + st.m0 * K * x.itemsize, (st.rows, K), x.dtype)
+                copy_strided(ctx, DevTensor(scratch, st.dst - base, (st.rows, K), "f16"), src)
+            else:
+                args = (st.src, i64(w.row_bytes), st.dst, i32(st.rows), i32(K))
+                ctx.launch(f, dq_rows[st.rows], args)
+
+    return run
 
 
 def prepare_quantize_x8(ctx: Ctx, out: DevTensor, x: DevTensor, early: bool = False) -> Launcher:

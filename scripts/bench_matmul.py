@@ -1,0 +1,155 @@
+"""Benchmark MUL_MAT's prefill paths (more than 4 tokens): the tiled f32 kernel (mul_mat.hip) against the
+vendor BLAS (mul_mat_blas: x to f16, the weight dequantized to f16 by dequantize.hip in row tiles, cuBLAS's
+or hipBLAS's GEMM), for LLaMA-7B and Qwen2-0.5B layer shapes.
+
+Prints the GPU's name and the BLAS in use, then per weight type, shape (N x K: y [M, N] = x [M, K] @ w^T)
+and token count M: each path's time per node (the median over --reps of device-event timings around
+--batch back-to-back runs of the prepared node, after warm-up: the tiled kernel is one launch, the BLAS path
+its copies, dequantizations and GEMMs), its TFLOP/s (2 M N K / time), dequantize.hip alone over the whole
+weight (dq us: what the BLAS path spends before its GEMMs, x's conversion aside), the speedup of BLAS over
+tiled, which path HipBackend's default (prefill "auto") chooses, and each path's nmse against numpy on the
+same (dequantized) weights, the BLAS path's on f16 operands (the conformance table's f16 bound: 1e-4).
+
+This is a benchmark, not a test: it asserts nothing. Usage:
+    python scripts/bench_matmul.py [--types Q4_0,Q8_0,Q4_K,Q6_K,F16] [--shapes llama,qwen] [--tokens 512]
+                                   [--reps 10] [--batch 5] [--scratch-mib 64] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rocmforge import quant  # noqa: E402
+from rocmforge.backends.hip import kernel_choice as C  # noqa: E402
+from rocmforge.backends.hip.backend import HipBackend  # noqa: E402
+from rocmforge.backends.hip.launch_mul_mat import mul_mat_choice, prepare_mul_mat  # noqa: E402
+from rocmforge.backends.hip.tensor import DevTensor, i32, i64  # noqa: E402
+from rocmforge.backends.hip.weights import upload  # noqa: E402
+
+Q = quant.QType
+SHAPES = {  # numpy (N, K) of the prefill mat-muls (logits take the last token only: a mat-vec)
+    "llama": [(4096, 4096), (11008, 4096), (4096, 11008)],
+    "qwen": [(896, 896), (128, 896), (4864, 896), (896, 4864)],
+}
+
+
+def timed_us(be: HipBackend, fn, reps: int, batch: int) -> float:
+    """Median over reps of (device time of `batch` back-to-back fn() calls) / batch, after two warm-ups."""
+    cp = be.cp
+    with be.stream:
+        fn()
+        fn()
+        times = []
+        for _ in range(reps):
+            e0, e1 = cp.cuda.Event(), cp.cuda.Event()
+            e0.record()
+            for _ in range(batch):
+                fn()
+            e1.record()
+            e1.synchronize()
+            times.append(cp.cuda.get_elapsed_time(e0, e1) * 1e3 / batch)
+    return statistics.median(times)
+
+
+def nmse(out: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.sum((out.astype(np.float64) - ref) ** 2) / np.sum(ref**2))
+
+
+def dequantize_us(be: HipBackend, w: DevTensor, reps: int, batch: int) -> float:
+    """dequantize.hip alone over the whole weight (the BLAS path's tiles add up to this); nan where the GEMM
+    reads the weight as it is."""
+    wtype = w.dtype
+    if wtype in C.BLAS_AS_IS:
+        return float("nan")
+    (N, K), ctx = w.shape, be.ctx
+    dq = C.dequantize_launch(wtype, N, K)
+    f = ctx.function(dq)
+    w16 = be.cp.empty(N * K * 2, dtype=np.uint8)
+    args = (w.ptr, i64(w.row_bytes), int(w16.data.ptr), i32(N), i32(K))
+    return timed_us(be, lambda: ctx.launch(f, dq, args), reps, batch)
+
+
+def measure(
+    be: HipBackend, path: str, w: DevTensor, x: DevTensor, ref: np.ndarray, reps: int, batch: int
+) -> dict:
+    """One prefill path on this node: us, TFLOP/s, nmse against ref (and the BLAS path's tiles); {} where
+    the path does not apply (no vendor BLAS, a scratch too small)."""
+    cp, ctx = be.cp, be.ctx
+    (M, K), N = x.shape, w.shape[0]
+    ctx.mat_mul = C.MatMulOptions(prefill=path)
+    choice = mul_mat_choice(ctx, w, M)
+    if path == "blas" and choice.blas is None:
+        return {}
+    out = DevTensor(cp.empty(4 * M * N, dtype=np.uint8), 0, (M, N), "f32")
+    out.buf.fill(0xFF)  # NaN: an element the path forgets shows
+    with be.stream:
+        run = prepare_mul_mat(ctx, out, w, x)
+    us = timed_us(be, lambda: run(ctx, out, w, x), reps, batch)
+    got = cp.asnumpy(out.buf).view(np.float32).reshape(M, N)
+    rec = {f"{path}_us": us, f"{path}_tflops": 2 * M * N * K / us / 1e6, f"{path}_nmse": nmse(got, ref)}
+    if choice.blas is not None:
+        rec["blas_tiles"] = [choice.blas.m_tile, choice.blas.n_tile]
+    return rec
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--types", default="Q4_0,Q8_0,Q4_K,Q6_K,F16", help="weight types, comma-separated")
+    ap.add_argument("--shapes", default="llama,qwen", help=f"shape sets among {', '.join(SHAPES)}")
+    ap.add_argument("--tokens", default="512", help="token counts M, comma-separated (e.g. 8,32,128,512)")
+    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=5)
+    ap.add_argument("--scratch-mib", type=int, default=None, help="RF_BLAS_SCRATCH in MiB (default: table's)")
+    ap.add_argument("--json", metavar="OUT", help="write the table as JSON")
+    a = ap.parse_args()
+
+    tunables = {} if a.scratch_mib is None else {"RF_BLAS_SCRATCH": a.scratch_mib << 20}
+    be = HipBackend(tunables=tunables)
+    cp, ctx = be.cp, be.ctx
+    print(f"{be.device_name} ({be.arch}); vendor BLAS: {ctx.device.blas or 'none'} {be.blas_unavailable}")
+    rng = np.random.default_rng(0)
+    nan = float("nan")
+    rows = []
+    print(f"{'type':6s} {'N x K':>12s} {'M':>5s} | {'tiled us':>9s} {'TF/s':>6s} | {'blas us':>9s} "
+          f"{'TF/s':>6s} {'dq us':>8s} | {'speedup':>7s} {'auto':>6s} | {'nmse tiled':>10s} "
+          f"{'nmse blas':>10s}")
+    for tname in a.types.split(","):
+        qt = Q[tname.strip().upper()]
+        for shape_set in a.shapes.split(","):
+            for N, K in SHAPES[shape_set.strip()]:
+                raw = quant.random_blocks(qt, (N, K), rng)
+                w = DevTensor(upload(cp, raw), 0, (N, K), qt.name.lower())
+                w_host = quant.dequantize(raw, qt, (N, K)).astype(np.float64)
+                dq_us = dequantize_us(be, w, a.reps, a.batch)
+                for M in (int(t) for t in a.tokens.split(",")):
+                    x_host = rng.standard_normal((M, K)).astype(np.float32)
+                    x = DevTensor(upload(cp, x_host), 0, (M, K), "f32")
+                    ref = x_host.astype(np.float64) @ w_host.T
+                    ctx.mat_mul = C.MatMulOptions()
+                    auto = "blas" if mul_mat_choice(ctx, w, M).kernel is C.MUL_MAT_BLAS else "tiled"
+                    rec = {"type": qt.name, "N": N, "K": K, "M": M, "auto": auto, "dq_us": dq_us}
+                    rec.update(measure(be, "tiled", w, x, ref, a.reps, a.batch))
+                    rec.update(measure(be, "blas", w, x, ref, a.reps, a.batch))
+                    rows.append(rec)
+                    r = {k: rec.get(k, nan) for k in ("tiled_us", "tiled_tflops", "tiled_nmse", "blas_us",
+                                                      "blas_tflops", "blas_nmse")}
+                    print(f"{qt.name:6s} {f'{N}x{K}':>12s} {M:5d} | {r['tiled_us']:9.1f} "
+                          f"{r['tiled_tflops']:6.2f} | {r['blas_us']:9.1f} {r['blas_tflops']:6.2f} "
+                          f"{dq_us:8.1f} | {r['tiled_us'] / r['blas_us']:6.2f}x {auto:>6s} | "
+                          f"{r['tiled_nmse']:10.2e} {r['blas_nmse']:10.2e}", flush=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps({"gpu": be.device_name, "arch": be.arch, "blas": ctx.device.blas,
+                                            "table": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
