@@ -1,43 +1,79 @@
 #!/usr/bin/env bash
-# One device call that checks this session's GPU-side work, in priority order (each stage time-boxed):
-# graph-timing and device-memory GPU tests; per-op sum vs replayed step (profile_step.py) on the real models'
-# layouts and the 7B synth file; bench_matvec beside it; the rest of the GPU suite; greedy tokens of an older
-# tree (OLD, e.g. `git archive d69d75b rocmforge kernels scripts pyproject.toml | tar -x -C .devrun/old`)
-# against this one. Expects .whl (gguf, cuda-bindings, cuda-pathfinder) and .devrun/<model>.layout.xz
-# (scripts/dump_layout.py) carried. Results under $OUT.
+# One device call (~8 min on an H100) that checks the GPU side, in priority order, each stage time-boxed:
+# tg128/pp512 of llama-bench (-fa 1) beside `rocmforge bench` on the same synthetic files (the real models'
+# exact layouts, Qwen2-0.5B and LLaMA-7B at Q4_0), also for an older tree OLD where given; the GPU test suite;
+# greedy tokens of this tree (fused and --no-fuse) against OLD's; per-op trace timings (profile_step.py);
+# bench_matvec against OLD's. Expects carried: .whl (gguf, cuda-bindings, cuda-pathfinder, cupti-python,
+# pyelftools wheels), .llamacpp (llbin-cuda-sm90a.tar.xz), .devrun/<model>.layout.xz (scripts/dump_layout.py)
+# and optionally OLD (e.g. `git archive d69d75b rocmforge kernels scripts pyproject.toml | tar -x -C
+# .devrun/old`). Results under $OUT.
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+export PYTHONPATH=/tmp/site:$PWD LD_LIBRARY_PATH=/tmp/llama PYTHONUNBUFFERED=1
+mkdir -p /tmp/llama && tar xJf .llamacpp/llbin-cuda-sm90a.tar.xz -C /tmp/llama
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/gpu.txt
-T0=$(date +%s); el() { echo "[t+$(( $(date +%s) - T0 ))s] $*"; }
+OLD=${OLD:-$PWD/.devrun/old}
+T0=$(date +%s); el() { echo "[t+$(( $(date +%s) - T0 ))s] $*" | tee -a $OUT/log.txt; }
 python3 - <<'PY'
 import glob, lzma, os, pickle
 from gguf import GGMLQuantizationType as Q
 from rocmforge.synth import write_layout, write_random_model
-write_random_model("/tmp/llama-7b-Q4_0.gguf", "llama-7b", Q.Q4_0)
+for p in ("qwen2-0.5b", "llama-7b"):
+    write_random_model(f"/tmp/{p}-Q4_0.gguf", p, Q.Q4_0)
 for f in glob.glob(".devrun/*.layout.xz"):
     write_layout(pickle.load(lzma.open(f)), "/tmp/" + os.path.basename(f).replace(".layout.xz", "-like.gguf"))
 PY
 el synth
-timeout 120 python3 -m pytest -q -ra tests/gpu/test_timing_gpu.py tests/gpu/test_device_memory.py 2>&1 | tee $OUT/tests_timing.txt | tail -6; el tests
-timeout 200 python3 scripts/profile_step.py /tmp/*-like.gguf /tmp/llama-7b-Q4_0.gguf --steps 5 --json $OUT/profile.json 2>&1 | tee $OUT/profile.txt; el profile
-timeout 60 python3 scripts/bench_matvec.py --types Q4_0 --shapes llama --reps 20 2>&1 | tail -6 | tee $OUT/bench.txt; el bench
-timeout 300 python3 -m pytest -q -ra tests/gpu --ignore=tests/gpu/test_timing_gpu.py --ignore=tests/gpu/test_device_memory.py 2>&1 | tee $OUT/gpu_suite.txt | tail -12; el suite
-OLD=${OLD:-$PWD/.devrun/old}
-if [ -d "$OLD" ]; then
-  for v in old new; do
-    D=$PWD; [ $v = old ] && D=$OLD
-    PYTHONPATH=/tmp/site:$D timeout 80 python3 - $OUT/toks_$v.json /tmp/*-like.gguf <<'PY'
+LLB=$(find /tmp/llama -name llama-bench -type f | head -1)
+f() { python3 -c "
 import json, sys
+try: rs = [json.loads(l) for l in open(sys.argv[1])]
+except Exception: rs = []
+print(' '.join(('pp%d=' % r['n_prompt'] if r['n_prompt'] else 'tg%d=' % r['n_gen']) + str(round(r['avg_ts'], 1))
+               for r in rs) or 'none')" $1; }
+for m in $(cd /tmp && ls *-like.gguf qwen2-0.5b-Q4_0.gguf llama-7b-Q4_0.gguf | sed 's/.gguf$//'); do
+  timeout 60 $LLB -m /tmp/$m.gguf -ngl 99 -fa 1 -p 512 -n 128 -r 3 -o jsonl > $OUT/llb_$m.jsonl 2> /tmp/llb_$m.err \
+    || tail -2 /tmp/llb_$m.err
+  echo "$m llama.cpp $(f $OUT/llb_$m.jsonl)"
+  for v in new int8 old; do
+    D=$PWD; X=""; [ $v = int8 ] && X="--int8-activations"; [ $v = old ] && D=$OLD
+    [ -d "$D" ] || continue
+    (cd $D && PYTHONPATH=/tmp/site:$D timeout 60 python3 -m rocmforge.cli bench --model /tmp/$m.gguf --backend hip \
+      -p 512 -n 128 -r 3 $X -o /tmp/rf_${v}_$m.jsonl > /tmp/rf_${v}_$m.log 2>&1 || tail -2 /tmp/rf_${v}_$m.log)
+    echo "$m rocmforge $v $(f /tmp/rf_${v}_$m.jsonl)"
+  done
+  el $m
+done 2>&1 | tee $OUT/bench.txt
+timeout 150 python3 -m pytest -q -ra tests/gpu 2>&1 | tee $OUT/gpu_suite.txt | grep -E "FAILED|ERROR|passed|failed"
+el suite
+cat > /tmp/toks.py <<'PY'
+import inspect, json, sys
 from rocmforge.engine import Engine
 out = {}
-for m in sys.argv[2:]:
-    e = Engine.from_gguf(m, max_ctx=256)
+for spec in sys.argv[2:]:
+    m, *flags = spec.split(":")
+    kw = {"fuse": "nofuse" not in flags} if "fuse" in inspect.signature(Engine.from_gguf).parameters else {}
+    e = Engine.from_gguf(m, max_ctx=256, **kw)
     e.prefill([1, 2, 3, 4, 5, 6, 7, 8])
-    out[m] = [e.step(timed=False).token for _ in range(24)]
+    out[spec] = [e.step(timed=False).token for _ in range(32)]
 json.dump(out, open(sys.argv[1], "w"))
 PY
-  done
-  python3 -c "import json; a=json.load(open('$OUT/toks_old.json')); b=json.load(open('$OUT/toks_new.json')); print('tokens equal old/new', {k: a[k] == b.get(k) for k in a})"
+M=$(ls /tmp/*-like.gguf)
+timeout 60 python3 /tmp/toks.py $OUT/toks_new.json $M $(for m in $M; do echo $m:nofuse; done)
+if [ -d "$OLD" ]; then
+  PYTHONPATH=/tmp/site:$OLD timeout 60 python3 /tmp/toks.py $OUT/toks_old.json $M
+  python3 -c "
+import json; a = json.load(open('$OUT/toks_old.json')); b = json.load(open('$OUT/toks_new.json'))
+print({m: (b[m] == a[m], b[m + ':nofuse'] == a[m]) for m in a}, '(fused, unfused) == old')" | tee -a $OUT/log.txt
 fi
+el toks
+timeout 120 python3 scripts/profile_step.py $M /tmp/llama-7b-Q4_0.gguf --steps 5 --modes trace,graph \
+  --json $OUT/profile.json 2>&1 | tee $OUT/profile.txt
+el profile
+for v in old new; do
+  D=$PWD; [ $v = old ] && D=$OLD; [ -d "$D" ] || continue
+  (cd $D && PYTHONPATH=/tmp/site:$D timeout 40 python3 scripts/bench_matvec.py --types Q4_0,Q8_0 --shapes llama \
+    --reps 20 2>&1 | tail -9 | sed "s/^/$v /")
+done | tee $OUT/matvec.txt
+timeout 60 python3 scripts/bench_matmul.py --tokens 64,512 2>&1 | tail -14 | tee $OUT/matmul.txt
 el done
