@@ -1,4 +1,5 @@
-// argmax.hip: ARGMAX over the last dim -> i32; ties go to the first index, as numpy's argmax.
+// argmax.hip: ARGMAX over the last dim -> i32; ties go to the first index and NaN ranks above every
+// number (the first NaN's index), as numpy's argmax.
 //
 // Launch: grid (rows), block 256 (fewer for short rows); each thread scans a strided slice keeping
 // (value, index), then a warp-shuffle and shared-memory reduction with the tie rule.
@@ -6,8 +7,10 @@
 // Floor: the rows read once (rows * n * 4 bytes).
 #include "rf_compat.h"
 
+// NaN ranks above every number (numpy's argmax returns the first NaN's index); ties to the lower index
 RF_DEV void am_merge(float& v, int& i, float v2, int i2) {
-    if (v2 > v || (v2 == v && i2 < i)) {
+    const bool nan1 = v != v, nan2 = v2 != v2;
+    if (nan1 ? (nan2 && i2 < i) : (nan2 || v2 > v || (v2 == v && i2 < i))) {
         v = v2;
         i = i2;
     }

@@ -775,12 +775,23 @@ for _args in [
     CASES.append(Case(f"SOFT_MAX-{'-'.join(map(str, _args))}", _soft_max(*_args)))
 
 
-def _argmax(shape, dt="f32"):
+def _argmax(shape, dt="f32", special=False):
+    """special: rows with NaNs (two, the first wins), tied maxima (the lower index wins), all -inf."""
+
     def make(rng):
         g = Graph()
         a = g.input("a", shape, dt)
         g.output(g.argmax(a, "out"))
-        return Built(g, {"a": _normal(rng, shape, dt)}, {}, 0.0)
+        x = _normal(rng, shape, dt)
+        if special:
+            rows = x.reshape(-1, shape[-1])
+            n = shape[-1]
+            rows[0, rng.choice(n, 2, replace=False)] = np.nan
+            tie = rng.choice(n, 2, replace=False)
+            rows[1, tie] = rows[1].max() + 1
+            rows[2] = -np.inf
+            rows[3, -1] = np.nan  # a NaN in the last place of a row
+        return Built(g, {"a": x}, {}, 0.0)
 
     return make
 
@@ -793,6 +804,8 @@ for _shape, _dt in [
     ((2, 3, 9), "f32"),
 ]:
     CASES.append(Case(f"ARGMAX-{_shape}-{_dt}", _argmax(_shape, _dt)))
+for _shape, _dt in [((4, 1000), "f32"), ((4, 151936), "f32"), ((4, 300), "f16")]:
+    CASES.append(Case(f"ARGMAX-nan-ties-{_shape}-{_dt}", _argmax(_shape, _dt, special=True)))
 
 
 # ---- attention ------------------------------------------------------------------------------------------
