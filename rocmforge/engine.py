@@ -25,6 +25,15 @@ from .tokenizer import Tokenizer
 MAX_UBATCH = 512  # prompt tokens per prefill graph run
 
 
+def prompt_bucket(n: int) -> int:
+    """Tokens of the graph a prompt chunk of n tokens runs in: powers of two up to 64, then multiples of 64
+    (at most 63 padding tokens past 64), so a few graphs serve every prompt length."""
+    if n <= 1:
+        return n
+    b = 1 << (n - 1).bit_length()
+    return b if b <= 64 else -(-n // 64) * 64
+
+
 class ContextOverflowError(ValueError):
     """More tokens than the engine's max_ctx (the KV cache size)."""
 
@@ -135,7 +144,7 @@ class Engine:
     """
 
     def __init__(self, model: GGUFFile, backend: Any = "auto", max_ctx: int = 2048,
-                 kv_dtype: str = "f32", fuse: bool = True) -> None:
+                 kv_dtype: str = "f32", fuse: bool = True, pad_prompts: bool = True) -> None:
         self.model = model
         self.config = ModelConfig.from_gguf(model)
         self.tokenizer = Tokenizer.from_gguf(model)
@@ -147,6 +156,8 @@ class Engine:
                           f"({self.config.n_ctx_train}): positions past it were never trained", stacklevel=2)
         self.kv_dtype = kv_dtype
         self.fuse = bool(fuse)  # graphs through passes.fuse before binding (False: as the model builds them)
+        # prompt chunks padded to prompt_bucket tokens (False: a graph for every length)
+        self.pad_prompts = bool(pad_prompts)
         self.backend = _make_backend(backend)
         self.weight_spec = {n: (t.shape, t.ggml_type.name.lower()) for n, t in model.tensors.items()}
         self._stacked: dict[str, tuple[str, ...]] = {}  # stacked weight (passes.fuse) -> its GGUF tensors
@@ -160,9 +171,10 @@ class Engine:
 
     @classmethod
     def from_gguf(cls, path_or_name: str | Path, backend: Any = "auto", max_ctx: int = 2048,
-                  kv_dtype: str = "f32", fuse: bool = True) -> Engine:
+                  kv_dtype: str = "f32", fuse: bool = True, pad_prompts: bool = True) -> Engine:
         """Open a GGUF file (or a known model name, fetched on first use) and bind it to a backend."""
-        return cls(open_model(path_or_name), backend=backend, max_ctx=max_ctx, kv_dtype=kv_dtype, fuse=fuse)
+        return cls(open_model(path_or_name), backend=backend, max_ctx=max_ctx, kv_dtype=kv_dtype, fuse=fuse,
+                   pad_prompts=pad_prompts)
 
     def __repr__(self) -> str:
         c = self.config
@@ -266,11 +278,23 @@ class Engine:
         toks = np.asarray(tokens, dtype=np.int64)
         if toks.size and (toks.min() < 0 or toks.max() >= self.config.n_vocab):
             raise ValueError(f"token id out of range [0, {self.config.n_vocab})")
-        g = self.graph(n, all_logits)
-        pos = np.arange(self.n_past, self.n_past + n, dtype=np.int32)
-        outs, timings = self.backend.run(g, {"inp_tokens": toks.astype(np.int32), "inp_pos": pos}, timed)
+        # padding tokens (id 0) sit at the positions after the prompt: no real token attends to them (causal
+        # by position), and the KV rows they write are overwritten by the tokens that later take those
+        # positions before anything reads them
+        b = prompt_bucket(n) if self.pad_prompts else n
+        if self.n_past + b > self.max_ctx:
+            b = n
+        g = self.graph(b, all_logits)
+        toks = np.concatenate([toks, np.zeros(b - n, np.int64)]).astype(np.int32)
+        inputs = {"inp_tokens": toks, "inp_pos": np.arange(self.n_past, self.n_past + b, dtype=np.int32)}
+        if "inp_out_ids" in g.inputs:
+            inputs["inp_out_ids"] = np.array([n - 1], np.int32)
+        outs, timings = self.backend.run(g, inputs, timed)
+        if all_logits and b > n:
+            outs = {k: v[:n] for k, v in outs.items()}
         if timed:
-            timings.costs = graph_costs(g, n_kv=self.n_past + n)
+            timings.costs = graph_costs(g, n_kv=self.n_past + b)
+            timings.tokens = n
         self.n_past += n
         return outs, timings
 

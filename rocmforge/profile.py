@@ -54,6 +54,7 @@ class StepTimings(list):
         self.mode = mode
         self.wall_us = wall_us
         self.costs: dict[str, Any] = {}  # node name -> ir.cost.Cost (the engine fills it for timed runs)
+        self.tokens: int | None = None  # tokens the run made (the engine's; a padded prompt runs more rows)
 
     @property
     def sum_us(self) -> float:
@@ -70,6 +71,8 @@ class StepTimings(list):
         self.mode = self.mode or other.mode
         self.extend(other)
         self.costs.update(other.costs)  # chunks of one prompt: one graph, the names repeat
+        if other.tokens is not None:
+            self.tokens = (self.tokens or 0) + other.tokens
         if other.wall_us is not None:
             self.wall_us = (self.wall_us or 0.0) + other.wall_us
 
@@ -347,8 +350,9 @@ def project(timings: Iterable[OpTiming], gpu: str | dict,
     idle: what the time outside the ops (the IDLE row: launch gaps, host overhead) becomes: "kept" as
     measured, "scaled" by the projected / measured ratio of the op time, or "dropped". A negative
     remainder counts as 0.
-    tokens: tokens the run made (1 for a decode step; a prefill's prompt length); default: the rows of
-    the token embedding (inp_embd) over the run's chunks, else 1.
+    tokens: tokens the run made (1 for a decode step; a prefill's prompt length); default: the timings'
+    `tokens` (the engine sets it: a padded prompt runs more rows than it has tokens), else the rows of the
+    token embedding (inp_embd) over the run's chunks, else 1.
 
     Uses the f16 matrix peak for every op's FLOPs: for a quantized decode step the memory term dominates
     and the choice hardly matters; for a prefill read it as the floor of f16 matrix cores."""
@@ -382,6 +386,8 @@ def project(timings: Iterable[OpTiming], gpu: str | dict,
     idle_row = {"name": IDLE_NAME, "op": IDLE, "layer": -1, "shape": (), "us": measured_idle,
                 "projected_us": idle_us, "bound": "idle"}
     df = pd.concat([df, pd.DataFrame([idle_row])], ignore_index=True)
+    if tokens is None:
+        tokens = getattr(timings, "tokens", None)
     if tokens is None:
         rows = [t.shape[0] for t in timings if t.name == "inp_embd" and t.shape]
         tokens = int(sum(rows)) if rows else 1

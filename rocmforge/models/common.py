@@ -96,9 +96,9 @@ class Builder:
 
     def head(self, x: Tensor) -> Graph:
         """Final norm, the rows whose logits are wanted, the output projection and the greedy token."""
-        c, g, T = self.cfg, self.g, self.spec.n_tokens
-        if T > 1 and not self.spec.all_logits:
-            x = g.view_2d(x, 1, c.n_embd, c.n_embd, (T - 1) * c.n_embd, "last_row")
+        g, T = self.g, self.spec.n_tokens
+        if T > 1 and not self.spec.all_logits:  # the row wanted: the last real token of a padded prompt
+            x = g.get_rows(x, g.input("inp_out_ids", (1,), "i32"), "last_row")
         cur = self.norm(x, "output_norm.weight", "output_norm")
         out = "output.weight" if self.has("output.weight") else "token_embd.weight"
         logits = g.output(g.mul_mat(self.w(out), cur, "logits"))  # f32 [n_out, n_vocab]

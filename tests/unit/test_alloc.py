@@ -199,8 +199,10 @@ def test_tiny_model_prefill_and_decode_match_without_plan(tmp_path):
         pos = 0
         for n in (6, 1, 1):
             toks = (np.arange(n) * 7 + pos) % cfg.n_vocab
-            o, _ = be.run(graphs[n], {"inp_tokens": toks.astype(np.int32),
-                                      "inp_pos": np.arange(pos, pos + n, dtype=np.int32)})
+            inputs = {"inp_tokens": toks.astype(np.int32), "inp_pos": np.arange(pos, pos + n, dtype=np.int32)}
+            if n > 1:  # the row whose logits are wanted
+                inputs["inp_out_ids"] = np.array([n - 1], np.int32)
+            o, _ = be.run(graphs[n], inputs)
             out.append(o)
             pos += n
         results.append((out, {k: v.copy() for k, v in be.state.items()}))

@@ -35,7 +35,8 @@ def test_decode_graph_is_the_same_at_every_position(tiny):
     spec = GraphSpec(1, 600)
     # no position inside (the engine's graphs go through the fusion pass)
     assert passes.fuse(build_graph(eng.config, eng.weight_spec, spec)).signature() == sig
-    assert eng.graph_keys == [(1, False), (5, False), (494, False)]  # one decode graph, one per prompt size
+    # one decode graph, one per prompt bucket (5 tokens run in the 8-token graph, 494 in the 512-token one)
+    assert eng.graph_keys == [(1, False), (8, False), (512, False)]
 
 
 def test_going_past_max_ctx_raises_naming_it(tiny):
@@ -150,7 +151,8 @@ def test_row_indices_out_of_range_are_refused_before_any_op_runs(tiny):
     g = eng.graph(2)
     bounds = g.index_bounds()
     assert bounds["inp_tokens"][0] == eng.config.n_vocab and bounds["inp_pos"][0] == 16
-    ok = {"inp_tokens": np.array([1, 2], np.int32), "inp_pos": np.array([0, 1], np.int32)}
+    ok = {"inp_tokens": np.array([1, 2], np.int32), "inp_pos": np.array([0, 1], np.int32),
+          "inp_out_ids": np.array([1], np.int32)}
     eng.backend.run(g, ok)
     for name, bad, word in [("inp_tokens", -1, "-1"), ("inp_tokens", eng.config.n_vocab, "out of range"),
                             ("inp_pos", 16, "index 16 out of range [0, 16)")]:
@@ -158,3 +160,36 @@ def test_row_indices_out_of_range_are_refused_before_any_op_runs(tiny):
         inputs[name] = np.array([1, bad], np.int32)
         with pytest.raises(ValueError, match=re.escape(word)):
             eng.backend.run(g, inputs)
+
+
+def test_prompt_buckets():
+    from rocmforge.engine import prompt_bucket
+
+    assert [prompt_bucket(n) for n in (1, 2, 3, 5, 8, 9, 33, 64, 65, 128, 129, 500, 512)] == [
+        1, 2, 4, 8, 8, 16, 64, 64, 128, 128, 192, 512, 512]
+
+
+@pytest.mark.parametrize("n", [3, 37, 100])
+def test_padded_prompts_compute_what_exact_graphs_do(tiny, n):
+    ids = [int(t) for t in (np.arange(n) * 13 + 5) % 200]
+    res = {}
+    for pad in (True, False):
+        eng = Engine.from_gguf(tiny, backend="numpy", max_ctx=160, pad_prompts=pad)
+        last = eng.prefill(ids)
+        toks = [eng.step(timed=False).token for _ in range(4)]
+        eng.reset()
+        every = eng.prefill(ids, all_logits=True)
+        res[pad] = (last, toks, every, eng.graph_keys)
+    np.testing.assert_allclose(res[True][0], res[False][0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(res[True][2], res[False][2], rtol=1e-5, atol=1e-5)
+    assert res[True][2].shape == (n, res[True][0].shape[-1])
+    assert res[True][1] == res[False][1]
+    from rocmforge.engine import prompt_bucket
+
+    assert (prompt_bucket(n), False) in res[True][3] and (n, False) in res[False][3]
+
+
+def test_a_padded_prompt_that_would_pass_max_ctx_runs_at_its_own_length(tiny):
+    eng = Engine.from_gguf(tiny, backend="numpy", max_ctx=40)
+    eng.prefill(list(range(1, 38)))  # bucket 64 > 40 rows: the 37-token graph
+    assert eng.graph_keys == [(1, False), (37, False)] and eng.n_past == 37
