@@ -7,8 +7,9 @@ rocmforge run and a llama-bench run of the same model load into one DataFrame an
 from __future__ import annotations
 
 import json
+import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +23,23 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-def _record(eng: Engine, n_prompt: int, n_gen: int, samples_ns: list[int]) -> dict:
+Progress = Callable[[str], None]
+
+
+def stderr_progress(msg: str) -> None:
+    """A progress line on standard error (the default of the CLI)."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def decode_bytes(eng: Engine, n_kv: int) -> int:
+    """Bytes one decode step moves at n_kv cache rows (ir.cost over the decode graph: weights in their
+    blocks, the KV rows attention reads, activations)."""
+    from .ir.cost import graph_costs
+
+    return int(sum(c.bytes for c in graph_costs(eng.graph(1), n_kv=n_kv).values()))
+
+
+def _record(eng: Engine, n_prompt: int, n_gen: int, samples_ns: list[int], n_depth: int = 0) -> dict:
     n_tok = n_prompt + n_gen
     ts = [n_tok / (ns * 1e-9) for ns in samples_ns]
     cfg = eng.config
@@ -33,44 +50,73 @@ def _record(eng: Engine, n_prompt: int, n_gen: int, samples_ns: list[int]) -> di
         "model_size": int(sum(t.n_bytes for t in eng.model.tensors.values())),
         "model_n_params": int(sum(t.n_elements for t in eng.model.tensors.values())),
         "type_k": eng.kv_dtype, "type_v": eng.kv_dtype, "n_prompt": n_prompt, "n_gen": n_gen,
-        "n_depth": 0, "test_time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "n_depth": n_depth, "test_time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "avg_ns": int(np.mean(samples_ns)), "stddev_ns": int(np.std(samples_ns)),
         "avg_ts": float(np.mean(ts)), "stddev_ts": float(np.std(ts)),
         "samples_ns": samples_ns, "samples_ts": ts,
     }
 
 
-def run_pp(eng: Engine, n_prompt: int, reps: int = 3, seed: int = 0) -> dict:
-    """Prefill n_prompt random tokens into an empty cache; one warm-up run, then reps timed runs."""
+def _fill(eng: Engine, n_depth: int, seed: int) -> None:
+    """An empty cache, then n_depth random tokens in it (llama-bench's n_depth: the context before a test)."""
+    eng.reset()
+    if n_depth:
+        eng.prefill(np.random.default_rng(seed + 1).integers(0, eng.config.n_vocab, n_depth).tolist())
+
+
+def _check(n: int, reps: int, n_depth: int) -> None:
+    if n < 1 or reps < 1 or n_depth < 0:
+        raise ValueError(f"want tokens >= 1, reps >= 1, depth >= 0; got {n}, {reps}, {n_depth}")
+
+
+def run_pp(eng: Engine, n_prompt: int, reps: int = 3, seed: int = 0, n_depth: int = 0,
+           progress: Progress | None = None) -> dict:
+    """Prefill n_prompt random tokens after n_depth tokens of context; one warm-up run, then reps timed runs
+    (the context is filled before each, untimed)."""
+    _check(n_prompt, reps, n_depth)
     toks = np.random.default_rng(seed).integers(0, eng.config.n_vocab, n_prompt).tolist()
     samples = []
     for i in range(reps + 1):
-        eng.reset()
+        _fill(eng, n_depth, seed)
+        if progress:
+            progress(f"pp{n_prompt} @ d{n_depth}: {'warm-up' if i == 0 else f'run {i}/{reps}'}")
         t0 = time.perf_counter_ns()
         eng.prefill(toks)
         if i:
             samples.append(time.perf_counter_ns() - t0)
-    return _record(eng, n_prompt, 0, samples)
+    return _record(eng, n_prompt, 0, samples, n_depth)
 
 
-def run_tg(eng: Engine, n_gen: int, reps: int = 3, seed: int = 0) -> dict:
-    """Decode n_gen tokens one at a time from an empty cache (as llama-bench's tg test does)."""
+def run_tg(eng: Engine, n_gen: int, reps: int = 3, seed: int = 0, n_depth: int = 0,
+           progress: Progress | None = None) -> dict:
+    """Decode n_gen tokens one at a time after n_depth tokens of context (as llama-bench's tg test does).
+    Adds `bytes_per_token` (decode_bytes at the run's middle depth) and `avg_gbs`, the bytes a second the
+    average rate moves."""
+    _check(n_gen, reps, n_depth)
     tok = int(np.random.default_rng(seed).integers(0, eng.config.n_vocab))
     samples = []
     for i in range(reps + 1):
-        eng.reset()
+        _fill(eng, n_depth, seed)
+        if progress:
+            progress(f"tg{n_gen} @ d{n_depth}: {'warm-up' if i == 0 else f'run {i}/{reps}'}")
         t0 = time.perf_counter_ns()
         t = tok
         for _ in range(n_gen):
             t = eng.step(t, timed=False).token
         if i:
             samples.append(time.perf_counter_ns() - t0)
-    return _record(eng, 0, n_gen, samples)
+    rec = _record(eng, 0, n_gen, samples, n_depth)
+    rec["bytes_per_token"] = decode_bytes(eng, n_depth + (n_gen + 1) // 2)
+    rec["avg_gbs"] = rec["bytes_per_token"] * rec["avg_ts"] / 1e9
+    return rec
 
 
-def bench(eng: Engine, pp: Iterable[int] = (512,), tg: Iterable[int] = (128,), reps: int = 3) -> list[dict]:
-    """llama-bench's default tests on this engine: pp512 and tg128."""
-    return [run_pp(eng, n, reps) for n in pp] + [run_tg(eng, n, reps) for n in tg]
+def bench(eng: Engine, pp: Iterable[int] = (512,), tg: Iterable[int] = (128,), reps: int = 3,
+          depths: Iterable[int] = (0,), progress: Progress | None = None) -> list[dict]:
+    """llama-bench's tests on this engine: each pp and tg at each depth (default pp512 and tg128 at 0)."""
+    depths = list(depths)
+    return ([run_pp(eng, n, reps, n_depth=d, progress=progress) for d in depths for n in pp]
+            + [run_tg(eng, n, reps, n_depth=d, progress=progress) for d in depths for n in tg])
 
 
 def write_jsonl(records: Iterable[dict], path: str | Path) -> None:

@@ -292,9 +292,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.o:  # opened before the run, renamed when the records are whole
         part = open(f"{args.o}.part", "w")
     try:
-        eng = Engine.from_gguf(args.model, backend=_backend(args),
-                               max_ctx=max(args.p + 1, args.n + 1, 16), fuse=not args.no_fuse)
-        recs = bench.bench(eng, pp=[args.p] if args.p else [], tg=[args.n] if args.n else [], reps=args.r)
+        max_ctx = max(args.d + args.p + 1, args.d + args.n + 1, 16)
+        eng = Engine.from_gguf(args.model, backend=_backend(args), max_ctx=max_ctx, fuse=not args.no_fuse)
+        recs = bench.bench(eng, pp=[args.p] if args.p else [], tg=[args.n] if args.n else [], reps=args.r,
+                           depths=[args.d], progress=bench.stderr_progress)
         if part is not None:
             for r in recs:
                 part.write(json.dumps(r) + "\n")
@@ -304,11 +305,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if part is not None and not part.closed:
             part.close()
             os.remove(part.name)
-    print("| model | backend | device | test | t/s |\n|---|---|---|---|---|")
+    print("| model | size | params | backend | device | test | t/s | GB/s |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in recs:
         test = f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"
-        print(f"| {r['model_type']} | {r['backends']} | {r['gpu_info']} | {test} | "
-              f"{r['avg_ts']:.2f} ± {r['stddev_ts']:.2f} |")
+        test += f" @ d{r['n_depth']}" if r["n_depth"] else ""
+        gbs = f"{r['avg_gbs']:.1f}" if "avg_gbs" in r else ""
+        size = f"{r['model_size'] / 2**20:.1f} MiB | {r['model_n_params'] / 1e6:.1f} M"
+        print(f"| {r['model_type']} | {size} | {r['backends']} | {r['gpu_info']} | {test} | "
+              f"{r['avg_ts']:.2f} ± {r['stddev_ts']:.2f} | {gbs} |")
     return 0
 
 
@@ -388,6 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-p", type=COUNT, default=512, help="prompt tokens (0: skip pp)")
     b.add_argument("-n", type=COUNT, default=128, help="generated tokens (0: skip tg)")
     b.add_argument("-r", type=POSITIVE, default=3, help="repetitions after one warm-up")
+    b.add_argument("-d", type=COUNT, default=0, help="context depth: tokens in the cache before each test "
+                   "(llama-bench's -d)")
     b.add_argument("-o", metavar="FILE.jsonl", help="write records in llama-bench's JSONL fields")
     b.add_argument("--no-fuse", action="store_true", help="run the graphs as the model builds them (no "
                    "fused ops or stacked weights: the fusion pass's baseline)")

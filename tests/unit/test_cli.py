@@ -231,13 +231,42 @@ def test_bench_writes_llama_bench_fields(tmp_path: Path, capsys) -> None:
     out_file = tmp_path / "b.jsonl"
     rc, out, _ = _run(capsys, "bench", "--model", str(model), "--backend", "numpy", "-p", "8", "-n", "3",
                       "-r", "2", "-o", str(out_file))
-    assert rc == 0 and "| pp8 |" in out and "| tg3 |" in out
+    assert rc == 0 and "| pp8 |" in out and "| tg3 |" in out and " MiB | " in out
     df = read_bench_jsonl(out_file)
     assert df["test"].tolist() == ["pp8", "tg3"]
     assert all(len(s) == 2 for s in df["samples_ns"])
     for _, r in df.iterrows():
         n = r["n_prompt"] + r["n_gen"]
         assert r["avg_ts"] == pytest.approx(sum(n / (ns * 1e-9) for ns in r["samples_ns"]) / 2)
+    tg = df[df["test"] == "tg3"].iloc[0]
+    assert tg["avg_gbs"] == pytest.approx(tg["bytes_per_token"] * tg["avg_ts"] / 1e9)
+
+
+def test_bench_depth_fills_the_context_before_each_run_and_reports_progress(tmp_path: Path, capsys,
+                                                                            monkeypatch) -> None:
+    from rocmforge import bench
+    from rocmforge.engine import Engine
+    from rocmforge.synth import write_tiny_model
+
+    model = write_tiny_model(tmp_path / "tiny.gguf")
+    seen = []  # (n_past when a timed prefill or step starts, kind)
+    prefill, step = Engine.prefill, Engine.step
+    monkeypatch.setattr(Engine, "prefill", lambda self, ids, *a, **k: (seen.append((self.n_past, len(ids))),
+                                                                        prefill(self, ids, *a, **k))[1])
+    monkeypatch.setattr(Engine, "step", lambda self, *a, **k: (seen.append((self.n_past, "step")),
+                                                               step(self, *a, **k))[1])
+    rc, out, err = _run(capsys, "bench", "--model", str(model), "--backend", "numpy", "-p", "5", "-n", "2",
+                        "-r", "1", "-d", "7")
+    assert rc == 0 and "| pp5 @ d7 |" in out and "| tg2 @ d7 |" in out
+    assert "pp5 @ d7: warm-up" in err and "tg2 @ d7: run 1/1" in err
+    # each run: the 7-token context from an empty cache, then the test at position 7
+    assert seen == [(0, 7), (7, 5)] * 2 + [(0, 7), (7, "step"), (8, "step")] * 2
+    eng = Engine.from_gguf(model, backend="numpy", max_ctx=16)
+    rec = bench.run_tg(eng, 2, reps=1, n_depth=3)
+    assert rec["n_depth"] == 3 and rec["bytes_per_token"] == bench.decode_bytes(eng, 4)
+    assert bench.decode_bytes(eng, 10) > bench.decode_bytes(eng, 4)  # attention reads more rows
+    with pytest.raises(ValueError, match="depth >= 0"):
+        bench.run_pp(eng, 2, n_depth=-1)
 
 
 def test_int8_activations_flag_errors_clearly(tmp_path: Path, capsys, monkeypatch) -> None:

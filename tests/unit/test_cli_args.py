@@ -45,6 +45,7 @@ BAD = [  # (argv, with {m} for the model, a regex the one-line message must matc
     (BENCH + ["--model", "{m}", "-n", "-2"], r"-n: -2 is not a non-negative integer"),
     (BENCH + ["--model", "{m}", "-p", "-4"], r"-p: -4 is not a non-negative integer"),
     (BENCH + ["--model", "{m}", "-r", "0"], r"-r: 0 is not a positive integer"),
+    (BENCH + ["--model", "{m}", "-d", "-1"], r"-d: -1 is not a non-negative integer"),
     (BENCH + ["--model", "{m}", "-p", "0", "-n", "0"], r"-p 0 and -n 0: nothing to run"),
     (BENCH + ["--model", "{m}", "-o", "/nonexistent-dir/b.jsonl"], r"No such file or directory"),
     (BENCH + ["--model", "{m}/nope.gguf"], r"no such file or known model"),
