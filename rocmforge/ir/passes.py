@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .graph import Graph, Tensor, _freeze, contiguous_strides
 from .ops import Op
@@ -318,6 +319,24 @@ def reshape_strides(shape: Sequence[int], strides: Sequence[int], new_shape: Seq
     return tuple(out)
 
 
+def _replace_groups(graph: Graph, first: dict[int, Any], member: set[int],
+                    emit: Callable[[Graph, dict[int, Tensor], Any], None]) -> Graph:
+    """Copy graph, emitting each group (first: the id of its first node -> the group) where its first node
+    was, by emit(new graph, old id -> new node, group), which maps the members' results; the other members
+    are dropped, and a node emit has already mapped is not copied."""
+    g = Graph(graph.name)
+    new: dict[int, Tensor] = {}
+    for t in graph.nodes:
+        if t.id in new:
+            continue
+        if t.id in first:
+            emit(g, new, first[t.id])
+        elif t.id not in member:
+            new[t.id] = _emit(g, t, [new[s.id] for s in t.src])
+    _outputs(g, graph, new)
+    return g
+
+
 def stack_mul_mats(graph: Graph) -> Graph:
     """MUL_MATs that read the same x with weights of one type and row length (Q, K and V; gate and up),
     each weight read by that MUL_MAT alone, become one MUL_MAT over a weight leaf that is their rows
@@ -343,34 +362,24 @@ def stack_mul_mats(graph: Graph) -> Graph:
         if len(grp) > 1:
             first[grp[0][0].id] = grp
             member.update(t.id for t, _ in grp)
-    g = Graph(graph.name)
-    new: dict[int, Tensor] = {}
-    for t in graph.nodes:
-        if t.id in new:  # a member's bias ADD, already a view
-            continue
-        if t.id in first:
-            grp = first[t.id]
-            ws = [m.src[0] for m, _ in grp]
-            n_tot = sum(w.shape[0] for w in ws)
-            w_st = g.weight(_joined([w.name for w in ws]), (n_tot, ws[0].shape[1]), ws[0].dtype,
-                            [w.name for w in ws])
-            out = g.mul_mat(w_st, new[t.src[1].id], _joined([m.name for m, _ in grp]))
-            if grp[0][1] is not None:
-                bs = [a.src[1] for _, a in grp]
-                b_st = g.weight(_joined([b.name for b in bs]), (n_tot,), bs[0].dtype, [b.name for b in bs])
-                out = g.add(out, b_st, _joined([a.name for _, a in grp]))
-            strides = contiguous_strides(out.shape)
-            off = 0
-            for (m, a), w in zip(grp, ws, strict=True):
-                res = a if a is not None else m
-                new[res.id] = g.view(out, (*out.shape[:-1], w.shape[0]), res.name, strides, off)
-                off += w.shape[0]
-            continue
-        if t.id in member:
-            continue
-        new[t.id] = _emit(g, t, [new[s.id] for s in t.src])
-    _outputs(g, graph, new)
-    return g
+    def emit(g: Graph, new: dict[int, Tensor], grp: list[tuple[Tensor, Tensor | None]]) -> None:
+        ws = [m.src[0] for m, _ in grp]
+        n_tot = sum(w.shape[0] for w in ws)
+        w_st = g.weight(_joined([w.name for w in ws]), (n_tot, ws[0].shape[1]), ws[0].dtype,
+                        [w.name for w in ws])
+        out = g.mul_mat(w_st, new[grp[0][0].src[1].id], _joined([m.name for m, _ in grp]))
+        if grp[0][1] is not None:
+            bs = [a.src[1] for _, a in grp]
+            b_st = g.weight(_joined([b.name for b in bs]), (n_tot,), bs[0].dtype, [b.name for b in bs])
+            out = g.add(out, b_st, _joined([a.name for _, a in grp]))
+        strides = contiguous_strides(out.shape)
+        off = 0
+        for (m, a), w in zip(grp, ws, strict=True):
+            res = a if a is not None else m  # a member's bias ADD becomes the view (and is skipped later)
+            new[res.id] = g.view(out, (*out.shape[:-1], w.shape[0]), res.name, strides, off)
+            off += w.shape[0]
+
+    return _replace_groups(graph, first, member, emit)
 
 
 def fold_views(graph: Graph) -> Graph:
@@ -421,28 +430,20 @@ def merge_ropes(graph: Graph) -> Graph:
             if len(run) > 1:
                 first[min(r.id for r in run)] = run
                 member.update(r.id for r in run)
-    g = Graph(graph.name)
-    new: dict[int, Tensor] = {}
-    for t in graph.nodes:
-        if t.id in first:
-            run = first[t.id]
-            v0 = run[0].src[0]
-            T, D = v0.shape[0], v0.shape[2]
-            H = sum(r.shape[1] for r in run)
-            st = tuple(v0.params["strides"]) if T > 1 else (H * D, D, 1)
-            view = g.view(new[v0.src[0].id], (T, H, D), _joined([r.src[0].name for r in run]), st,
-                          v0.params["offset"])
-            out = g.op(Op.ROPE, [view, new[t.src[1].id]], _joined([r.name for r in run]), **t.params)
-            h = 0
-            for r in run:
-                new[r.id] = g.view(out, r.shape, r.name, contiguous_strides(out.shape), h * D)
-                h += r.shape[1]
-            continue
-        if t.id in member:
-            continue
-        new[t.id] = _emit(g, t, [new[s.id] for s in t.src])
-    _outputs(g, graph, new)
-    return g
+    def emit(g: Graph, new: dict[int, Tensor], run: list[Tensor]) -> None:
+        v0 = run[0].src[0]
+        T, D = v0.shape[0], v0.shape[2]
+        H = sum(r.shape[1] for r in run)
+        st = tuple(v0.params["strides"]) if T > 1 else (H * D, D, 1)
+        view = g.view(new[v0.src[0].id], (T, H, D), _joined([r.src[0].name for r in run]), st,
+                      v0.params["offset"])
+        out = g.op(Op.ROPE, [view, new[run[0].src[1].id]], _joined([r.name for r in run]), **run[0].params)
+        h = 0
+        for r in run:
+            new[r.id] = g.view(out, r.shape, r.name, contiguous_strides(out.shape), h * D)
+            h += r.shape[1]
+
+    return _replace_groups(graph, first, member, emit)
 
 
 def _written_between(graph: Graph, a: Tensor, b: Tensor, x: Tensor) -> bool:
