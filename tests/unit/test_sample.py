@@ -1,13 +1,15 @@
 """SAMPLE's definition (numpy_ref.sample_logits): Philox4x32-10 against Random123's known answers, the integer
 weights, a longhand second implementation, greedy and NaN rules as numpy's argmax, the distribution it
-draws from, the params input and the IR rule."""
+draws from, the params input and the IR rule; the kernel's constants are the reference's."""
 
 import math
+import re
 
 import numpy as np
 import pytest
 
 from rocmforge.backends import numpy_ref as R
+from rocmforge.backends.hip.modules import KERNEL_DIR
 from rocmforge.ir.cost import node_cost
 from rocmforge.ir.graph import Graph
 from rocmforge.ir.ops import SAMPLE_MAX_K, SAMPLE_PARAMS, IRError
@@ -176,3 +178,14 @@ def test_sample_op_rule_cost_and_graph_run(rng):
     assert out["tok"].tolist() == R.SAMPLE(x, p).tolist()
     assert be.supports(s.op)
 
+
+def test_kernel_constants_are_the_references():
+    from rocmforge.backends.hip.launch_rows import SAMPLE_BLOCK
+
+    src = (KERNEL_DIR / "sample.hip").read_text()
+    literals = re.search(r"const rf_u64 a\[10\] = \{(.*?)\};", src, re.S).group(1)
+    assert tuple(int(v) for v in re.findall(r"(\d+)ull", literals)) == R.EXP2_Q30
+    assert re.search(r"#define RF_SAMPLE_MAX_K (\d+)", src).group(1) == str(SAMPLE_MAX_K)
+    assert re.search(r"#define RF_SAMPLE_BLOCK (\d+)", src).group(1) == str(SAMPLE_BLOCK)
+    for m, w in zip(R.PHILOX_M, R.PHILOX_W, strict=True):
+        assert f"0x{m:08X}u" in src and f"0x{w:08X}u" in src
