@@ -102,6 +102,9 @@ def _variants(warp: int) -> list[tuple[str, dict]]:
         whole = {**groups, **xr["whole"], "RF_MMVR_Q": 128 // warp}
         out.append(("mul_mat_vec_xr.hip", whole))
         out.append(("mul_mat_vec_xr.hip", {**whole, "RF_MMVR_PDL": 1}))  # a no-op on HIP
+    for tun in ({"RF_SAMPLE_BLOCK": 256, "RF_SAMPLE_UNROLL": 2, "RF_SAMPLE_CAP": 1024},
+                {"RF_SAMPLE_BLOCK": 1024, "RF_SAMPLE_UNROLL": 2}):  # SAMPLE's other geometries (tunables)
+        out.append(("sample.hip", {"RF_WARP": warp, **tun}))
     out.append(("dev/mul_mat_vec_x.hip", {"RF_WARP": warp, "RF_MMVX_LEVELS": 2}))
     out.append(("mul_mat_vec_xr.hip", {"RF_WARP": warp, "RF_MMV_HI16": 0}))  # Q4_0's dot with shifted nibbles
     out.append(("dev/mul_mat_vec_xb.hip", {"RF_WARP": warp, "RF_MMV_HI16": 0, "RF_MMVB_CHAINS": 2}))

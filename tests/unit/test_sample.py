@@ -189,3 +189,35 @@ def test_kernel_constants_are_the_references():
     assert re.search(r"#define RF_SAMPLE_BLOCK (\d+)", src).group(1) == str(SAMPLE_BLOCK)
     for m, w in zip(R.PHILOX_M, R.PHILOX_W, strict=True):
         assert f"0x{m:08X}u" in src and f"0x{w:08X}u" in src
+
+
+@pytest.mark.parametrize("tunables, block", [({}, 512), ({"RF_SAMPLE_BLOCK": 256, "RF_SAMPLE_UNROLL": 2,
+                                                          "RF_MMV_UNROLL": 2}, 256)])
+def test_launcher_launches_a_row_a_block_of_the_module_prepare_compiled(tunables, block):
+    """SAMPLE's launcher, recorded without a GPU: sample_f32 over n blocks of RF_SAMPLE_BLOCK threads, the
+    module (sample.hip with the RF_SAMPLE_ tunables) the one prepare_launch compiled."""
+    from matvec_launches import FakeBuf, Recorder
+
+    from rocmforge.backends.hip.context import Ctx
+    from rocmforge.backends.hip.kernel_choice import Device
+    from rocmforge.backends.hip.launch import prepare_launch
+    from rocmforge.backends.hip.tensor import DevTensor
+    from rocmforge.ir.ops import Op
+
+    rec = Recorder(32)
+    compiled = []
+    get = rec.get
+    rec.get = lambda file, **d: compiled.append((file, d)) or get(file, **d)
+    ctx = Ctx(rec, Device(32, 132), dict(tunables))
+    logits = DevTensor(FakeBuf(1 << 30, 3 * 1000 * 4), 0, (3, 1000), "f32")
+    params = DevTensor(FakeBuf(1 << 31, 32), 0, (SAMPLE_PARAMS,), "i32")
+    out = DevTensor(FakeBuf(1 << 32, 12), 0, (3,), "i32")
+    launch = prepare_launch(ctx, Op.SAMPLE, out, [logits, params], {})
+    launch(ctx, out, logits, params)
+    (rec_launch,) = rec.launches
+    want = {k: v for k, v in tunables.items() if k.startswith("RF_SAMPLE_")}
+    assert ("sample.hip", want) in compiled
+    assert rec_launch["file"] == "sample.hip" and rec_launch["entry"] == "sample_f32"
+    assert rec_launch["defines"] == {"RF_WARP": 32, **want}
+    assert rec_launch["grid"] == [3] and rec_launch["block"] == [block] and rec_launch["smem"] == 0
+    assert rec_launch["args"] == ["ptr", "ptr", "ptr", ["int32", 1000]]

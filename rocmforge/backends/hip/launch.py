@@ -18,7 +18,17 @@ from .context import Ctx
 from .launch_attention import FLASH_ATTN_EXT
 from .launch_elementwise import ADD, CONT, CPY, MUL, RESHAPE, SCALE, SILU, SWIGLU, VIEW
 from .launch_mul_mat import MUL_MAT, MUL_MAT_ADD, QUANTIZE_X8, prepare_mul_mat, prepare_quantize_x8
-from .launch_rows import ARGMAX, GET_ROWS, RMS_NORM, RMS_NORM_MUL, ROPE, SAMPLE, SET_ROWS, SOFT_MAX
+from .launch_rows import (
+    ARGMAX,
+    GET_ROWS,
+    RMS_NORM,
+    RMS_NORM_MUL,
+    ROPE,
+    SAMPLE,
+    SET_ROWS,
+    SOFT_MAX,
+    sample_defines,
+)
 from .tensor import DevTensor
 
 LAUNCH: dict[str, Callable[..., Any]] = {
@@ -76,6 +86,8 @@ def prepare_launch(
         ctx.mods.get("elementwise.hip")
     if op is Op.FLASH_ATTN_EXT:
         ctx.mods.get("attention.hip", RF_HEAD_DIM=srcs[0].shape[-1])
+    elif op is Op.SAMPLE:
+        ctx.mods.get("sample.hip", **sample_defines(ctx))
     elif op in MODULES:
         ctx.mods.get(MODULES[op])
     if op is Op.MUL_MAT:
