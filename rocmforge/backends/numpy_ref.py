@@ -303,32 +303,27 @@ def sample_logits(logits: np.ndarray, params: np.ndarray, max_k: int | None = No
         if nan.any():
             out[r] = int(np.argmax(nan))
             continue
-        cand = _top_k(f32_keys(x), 1 if greedy else K)
-        xs = x[cand]
-        if greedy or not np.isfinite(xs[0]):
-            out[r] = cand[0]
+        keys = f32_keys(x)
+        c0 = int(np.argmax(keys))  # the first maximum
+        if greedy or not np.isfinite(x[c0]):
+            out[r] = c0
             continue
         with np.errstate(over="ignore", invalid="ignore"):
-            w = exp2_q30((xs[0] - xs) * scale)  # f32 - f32, then f32 * f32
-        cum = np.cumsum(w, dtype=np.uint64)
+            y = (x[c0] - x) * scale  # f32 - f32, then f32 * f32
+        # only y < 32 weighs anything: those values are a prefix of the candidates' order (ties whole), so
+        # the candidates past it change no sum and are never drawn
+        live = np.flatnonzero(y < np.float32(32))
+        order = (~keys[live]).astype(np.uint64) << np.uint64(32) | live.astype(np.uint64)  # ascending: the
+        if K < len(order):  # candidates' order (value down, then index up); each unique
+            order = np.partition(order, K - 1)[:K]
+        cand = (np.sort(order) & np.uint64(_M32)).astype(np.int64)
+        cum = np.cumsum(exp2_q30(y[cand]), dtype=np.uint64)
         thr = (top_p * int(cum[-1]) + ONE_Q24 - 1) >> 24  # Python ints: cum may pass 2^40 (no bound)
         m = int(np.argmax(cum >= thr))
         u = philox4x32_10(((counter + r) & _M32, 0, 0, 0), (seed_lo, seed_hi))[0] >> 8
         target = (u * int(cum[m])) >> 24
         out[r] = cand[int(np.argmax(cum[: m + 1] > target))]
     return out.reshape(np.shape(logits)[:-1])
-
-
-def _top_k(keys: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest keys, in decreasing order, ties to the lower index."""
-    if k < len(keys):
-        t = np.partition(keys, len(keys) - k)[len(keys) - k]  # the k-th largest key
-        above = np.flatnonzero(keys > t)
-        sel = np.concatenate([above, np.flatnonzero(keys == t)[: k - len(above)]])
-        sel.sort()
-    else:
-        sel = np.arange(len(keys))
-    return sel[np.argsort(~keys[sel], kind="stable")]  # ~key: decreasing; stable: lower index first
 
 
 def SAMPLE(logits: np.ndarray, params: np.ndarray) -> np.ndarray:
