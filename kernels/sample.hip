@@ -8,9 +8,11 @@
 // cut to its best K, whose last sets the bar. The last sort orders the candidates. Then, one candidate a
 // thread: weights (integers), their inclusive scan (u64), the nucleus and the draw.
 // Tunables: RF_SAMPLE_BLOCK (a multiple of the wave, >= RF_SAMPLE_MAX_K), RF_SAMPLE_UNROLL, RF_SAMPLE_CAP (a
-// power of two >= one tile + RF_SAMPLE_MAX_K). Shared memory: 8 * (CAP + MAX_K) bytes (34 KB by default).
-// Floor: the row read once (n * V * 4 bytes), 32 bytes of params, n * 4 written. A typical row sorts the
-// buffer twice; one in increasing order cuts it every ~(CAP - tile) elements.
+// power of two >= one tile + RF_SAMPLE_MAX_K), from HipBackend(tunables=...). Shared memory: 8 * (CAP +
+// MAX_K) bytes (34 KB by default).
+// Floor: the row read once (n * V * 4 bytes), 32 bytes of params, n * 4 written. Sorts: N(0, 3^2) rows of
+// 151936 sort 4096 entries once (top_k 40) or twice (256), then about 2048; an increasing row, whose every
+// element beats the bar, cuts every tile.
 #include "rf_compat.h"
 
 #ifndef RF_SAMPLE_MAX_K
