@@ -104,7 +104,8 @@ RF_DEV int sample_cut(rf_u64* buf, int count, int K, int* s_count, rf_u32* bar) 
 
 // params: seed (low, high), counter, top_k, scale (f32 bits: log2(e) / temperature), top_p (Q24), 0, 0
 RF_KERNEL void __launch_bounds__(RF_SAMPLE_BLOCK)
-    sample_f32(const float* __restrict__ logits, const int* __restrict__ params, int* __restrict__ out, int V) {
+    sample_f32(const float* __restrict__ logits, const int* __restrict__ params, int* __restrict__ out,
+               int V) {
     RF_PDL_BEGIN();
     __shared__ rf_u64 buf[RF_SAMPLE_CAP];  // (key << 32) | ~index: larger is better
     __shared__ rf_u64 cum[RF_SAMPLE_MAX_K];
