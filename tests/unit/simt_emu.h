@@ -60,7 +60,8 @@ void launch(unsigned grid, unsigned block, F kernel) {
     for (unsigned b = 0; b < grid; ++b) {
         block_bar = std::make_unique<std::barrier<>>(block);
         warp_bar.clear();
-        for (unsigned w = 0; w < block / RF_WARP; ++w) warp_bar.push_back(std::make_unique<std::barrier<>>(RF_WARP));
+        for (unsigned w = 0; w < block / RF_WARP; ++w)
+            warp_bar.push_back(std::make_unique<std::barrier<>>(RF_WARP));
         lanes.assign(block, 0);
         std::vector<std::thread> threads;
         for (unsigned t = 0; t < block; ++t)
