@@ -61,6 +61,15 @@ RF_DEV T rf_shfl(T v, int src, int width = RF_WARP) { return RF_SHFL(, v, src, w
 template <class T>
 RF_DEV T rf_shfl_up(T v, int delta, int width = RF_WARP) { return RF_SHFL(_up, v, delta, width); }
 
+// the lanes whose p is true, as a mask (bit i: lane i); every lane of the warp calls it
+RF_DEV rf_u64 rf_ballot(bool p) {
+#if defined(RF_HIP)
+    return (rf_u64)__ballot(p);
+#else
+    return (rf_u64)__ballot_sync(0xffffffffu, p);
+#endif
+}
+
 // 16-byte copies global -> shared that run while the thread goes on (sm_80+: cp.async, in groups: commit
 // closes a group, wait<N> returns once at most N groups are still in flight); elsewhere a plain copy
 RF_DEV void rf_cp_async16(void* smem, const void* gmem) {

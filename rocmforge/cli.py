@@ -269,8 +269,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
             gen.close()
     print()
     st = eng.last_stats
+    drawn = "" if st.sampling in ("", "greedy") else f"; sampled on the {st.sampling}, seed {st.seed}"
     print(f"\n[{eng.backend.device_name}] prefill: {st.prompt_tokens} tokens, {st.prefill_tps:.1f} t/s | "
-          f"decode: {st.new_tokens} tokens, {st.decode_tps:.1f} t/s ({st.stop_reason})", file=sys.stderr)
+          f"decode: {st.new_tokens} tokens, {st.decode_tps:.1f} t/s ({st.stop_reason}){drawn}",
+          file=sys.stderr)
     if st.timings:
         tm = st.timings
         wall = "" if tm.wall_us is None else f", step {tm.wall_us / 1e3:.2f} ms"
@@ -379,9 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--max-tokens", type=POSITIVE, default=64)
     gen.add_argument("--max-ctx", type=POSITIVE, default=2048, help="KV cache size in tokens")
     gen.add_argument("--temp", type=TEMPERATURE, default=0.0, help="0 = greedy")
-    gen.add_argument("--top-k", type=COUNT, default=40, help="0 = no top-k cut")
+    gen.add_argument("--top-k", type=COUNT, default=40,
+                     help="0 = no top-k cut; 1-256: drawn on the device where the backend can")
     gen.add_argument("--top-p", type=PROBABILITY, default=0.95)
-    gen.add_argument("--seed", type=COUNT, default=None)
+    gen.add_argument("--seed", type=COUNT, default=None,
+                     help="below 2^64: the same text on every backend (default: drawn, then printed)")
     gen.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     gen.set_defaults(func=cmd_generate)
 

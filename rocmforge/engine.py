@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import secrets
 import sys
 import time
 import warnings
@@ -13,11 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from .backends.numpy_ref import sample_logits, sample_params
 from .config import ModelConfig
 from .gguf import GGUFFile, open_model
 from .ir.cost import graph_costs
 from .ir.graph import Graph
-from .ir.ops import ITEMSIZE
+from .ir.ops import ITEMSIZE, SAMPLE_MAX_K, Op
 from .models import GraphSpec, build_graph
 from .profile import StepTimings
 from .tokenizer import Tokenizer
@@ -102,6 +104,8 @@ class GenerationStats:
     decode_s: float = 0.0
     timings: StepTimings = field(default_factory=StepTimings)  # of the first decode step
     stop_reason: str = ""
+    sampling: str = ""  # "greedy", "device" (SAMPLE in the decode graph) or "host (why)"
+    seed: int | None = None  # the seed the draws used (generate draws one when given none; None: greedy)
 
     @property
     def prefill_tps(self) -> float:
@@ -162,6 +166,7 @@ class Engine:
         self.weight_spec = {n: (t.shape, t.ggml_type.name.lower()) for n, t in model.tensors.items()}
         self._stacked: dict[str, tuple[str, ...]] = {}  # stacked weight (passes.fuse) -> its GGUF tensors
         self._graphs: dict[tuple[int, bool], Graph] = {}
+        self._sample_graph: Graph | None = None  # the decode graph that draws the token (sample_graph)
         self.n_past = 0
         self.next_token: int | None = None
         self.last_stats = GenerationStats()
@@ -191,6 +196,15 @@ class Engine:
             self.backend.bind_weights(g, self._weight_source)
             self._graphs[key] = self.backend.prepare(g)
         return self._graphs[key]
+
+    def sample_graph(self) -> Graph:
+        """The (cached) decode graph that draws the next token on the device: SAMPLE after the logits, whose
+        one output "sample" is all a run downloads. Its weights and KV cache are the decode graph's."""
+        if self._sample_graph is None:
+            g = self._model_graph(GraphSpec(1, self.max_ctx, self.kv_dtype, sample=True))
+            self.backend.bind_weights(g, self._weight_source)
+            self._sample_graph = self.backend.prepare(g)
+        return self._sample_graph
 
     def _model_graph(self, spec: GraphSpec) -> Graph:
         """The model's graph for spec, fused unless the engine was made with fuse=False; stacked weights are
@@ -273,7 +287,9 @@ class Engine:
                 f"{self.n_past} tokens in the cache + {n} new exceed max_ctx={self.max_ctx}; "
                 f"reset() or make the engine with a larger max_ctx")
 
-    def _run(self, tokens: Sequence[int], all_logits: bool, timed: bool):
+    def _run(self, tokens: Sequence[int], all_logits: bool, timed: bool, sample: np.ndarray | None = None):
+        """Run the graph for these tokens at the next positions; sample: SAMPLE's params (one token: the
+        sampling decode graph, sample_graph)."""
         n = len(tokens)
         toks = np.asarray(tokens, dtype=np.int64)
         if toks.size and (toks.min() < 0 or toks.max() >= self.config.n_vocab):
@@ -281,14 +297,16 @@ class Engine:
         # padding tokens (id 0) sit at the positions after the prompt: no real token attends to them (causal
         # by position), and the KV rows they write are overwritten by the tokens that later take those
         # positions before anything reads them
-        b = prompt_bucket(n) if self.pad_prompts else n
+        b = prompt_bucket(n) if self.pad_prompts and sample is None else n
         if self.n_past + b > self.max_ctx:
             b = n
-        g = self.graph(b, all_logits)
+        g = self.graph(b, all_logits) if sample is None else self.sample_graph()
         toks = np.concatenate([toks, np.zeros(b - n, np.int64)]).astype(np.int32)
         inputs = {"inp_tokens": toks, "inp_pos": np.arange(self.n_past, self.n_past + b, dtype=np.int32)}
         if "inp_out_ids" in g.inputs:
             inputs["inp_out_ids"] = np.array([n - 1], np.int32)
+        if sample is not None:
+            inputs["inp_sample"] = sample
         outs, timings = self.backend.run(g, inputs, timed)
         if all_logits and b > n:
             outs = {k: v[:n] for k, v in outs.items()}
@@ -328,8 +346,8 @@ class Engine:
     def step(self, token: int | None = None, timed: bool = True) -> StepResult:
         """Decode one token (default: the greedy choice after the last call) at the next position."""
         if token is None:
-            if self.next_token is None:
-                raise RuntimeError("step() without a token needs a prefill() first")
+            if self.next_token is None:  # none yet, or the last call drew its token on the device
+                raise RuntimeError("step() without a token needs the greedy choice of a prefill() or step()")
             token = self.next_token
         self._check_room(1)
         position = self.n_past
@@ -337,28 +355,67 @@ class Engine:
         self.next_token = int(outs["argmax"][0])
         return StepResult(self.next_token, outs["logits"][0], timings, self.memory(), position)
 
+    def sample_step(self, token: int, temperature: float, top_k: int, top_p: float, seed: int,
+                    timed: bool = False) -> tuple[int, StepTimings]:
+        """Decode one token and draw the next on the device (sample_graph): (the token drawn, as
+        sample_seeded would draw it from this step's logits, and the step's timings). Only the token comes
+        back. top_k must be in [1, SAMPLE_MAX_K]."""
+        if not 1 <= top_k <= SAMPLE_MAX_K:
+            raise ValueError(f"sample_step keeps 1..{SAMPLE_MAX_K} candidates, got top_k={top_k}")
+        self._check_room(1)
+        params = sample_params(seed, self.n_past + 1, temperature, top_k, top_p)  # counter: its position
+        outs, timings = self._run([token], False, timed, sample=params)
+        self.next_token = None  # no greedy choice: the step's logits stayed on the device
+        return int(outs["sample"][0]), timings
+
+    def device_samples(self, temperature: float, top_k: int) -> str:
+        """Why generate with these settings samples on the host ("": it samples on the device)."""
+        if temperature == 0:
+            return "greedy"
+        supports = getattr(self.backend, "supports", None)
+        if supports is None or not supports(Op.SAMPLE):
+            return f"the {self.backend.name} backend has no SAMPLE"
+        if not 1 <= top_k <= SAMPLE_MAX_K:
+            return f"top_k={top_k}: the device keeps 1..{SAMPLE_MAX_K} candidates"
+        return ""
+
     def memory(self) -> dict[str, int]:
         return self.backend.memory()
 
     def generate(self, prompt: str | Sequence[int], max_new_tokens: int = 64, temperature: float = 0.0,
                  top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
-                 stop: Sequence[str] = ()) -> Iterator[Generated]:
+                 stop: Sequence[str] = (), device_sampling: bool | None = None) -> Iterator[Generated]:
         """Yield tokens and their text as they come; continues the current context (reset() first).
 
+        Greedy at temperature 0, else drawn as sample_seeded defines it (temperature, top-k, top-p; the
+        counter of the token at position p is p), so a seed gives the same text on every backend; seed None
+        draws one (last_stats.seed). The draw runs on the device where the backend has SAMPLE and top_k is
+        in [1, SAMPLE_MAX_K] (a step then downloads one token id, no logits), else on the host from the
+        step's logits (device_sampling: None, as available; False, the host; True, the device or a
+        ValueError saying why not). last_stats.sampling says which.
         A prompt that does not fit in max_ctx raises ContextOverflowError; generation stops when the KV
         cache is full (stop_reason says so), at a stop token or string, or after max_new_tokens.
         """
         check_sampling(temperature, top_k, top_p)
         if max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        if seed is not None and not 0 <= seed < 1 << 64:
+            raise ValueError(f"seed must be in [0, 2^64), got {seed}")
+        why = self.device_samples(temperature, top_k)
+        if device_sampling and why:
+            raise ValueError(f"device_sampling=True: {why}")
+        on_device = not why and device_sampling is not False
         ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
         self._check_room(len(ids))  # the prompt must fit; generation stops when the cache is full
-        return self._generate(ids, max_new_tokens, temperature, top_k, top_p, seed, stop)
+        if seed is None and temperature > 0:
+            seed = secrets.randbits(64)
+        sampling = "device" if on_device else why if why == "greedy" else f"host ({why or 'asked for'})"
+        return self._generate(ids, max_new_tokens, temperature, top_k, top_p, seed, stop, on_device, sampling)
 
     def _generate(self, ids: list[int], max_new_tokens: int, temperature: float, top_k: int, top_p: float,
-                  seed: int | None, stop: Sequence[str]) -> Iterator[Generated]:
-        rng = np.random.default_rng(seed)
-        stats = self.last_stats = GenerationStats(prompt_tokens=len(ids))
+                  seed: int | None, stop: Sequence[str], on_device: bool, sampling: str
+                  ) -> Iterator[Generated]:
+        stats = self.last_stats = GenerationStats(prompt_tokens=len(ids), sampling=sampling, seed=seed)
         t0 = time.perf_counter()
         logits = self.prefill(ids)
         stats.prefill_s = time.perf_counter() - t0
@@ -367,8 +424,8 @@ class Engine:
         decoder = self.tokenizer.stream()
         t0 = time.perf_counter()
         try:
-            yield from self._decode(logits, stats, decoder, max_new_tokens, temperature, top_k, top_p, rng,
-                                    stop)
+            yield from self._decode(logits, stats, decoder, max_new_tokens, temperature, top_k, top_p, seed,
+                                    stop, on_device)
         except GeneratorExit:  # the caller stopped early (or closed us after an interrupt)
             stats.stop_reason = stats.stop_reason or "stopped by the caller"
             raise
@@ -379,14 +436,16 @@ class Engine:
             stats.decode_s = time.perf_counter() - t0
 
     def _decode(self, logits: np.ndarray, stats: GenerationStats, decoder: Any, max_new_tokens: int,
-                temperature: float, top_k: int, top_p: float, rng: np.random.Generator,
-                stop: Sequence[str]) -> Iterator[Generated]:
+                temperature: float, top_k: int, top_p: float, seed: int | None, stop: Sequence[str],
+                on_device: bool) -> Iterator[Generated]:
         text = ""
         stop_ids = set(self.tokenizer.stop_ids)
         if max_new_tokens == 0:
             stats.stop_reason = "max tokens"
+        # the first token from the prompt's logits, on the host (they came back anyway); the counter of a
+        # token is its position: the cache's length when it is drawn
+        tok = sample_seeded(logits, temperature, top_k, top_p, seed, self.n_past)
         for i in range(max_new_tokens):
-            tok = sample(logits, temperature, top_k, top_p, rng)
             stats.new_tokens += 1
             if tok in stop_ids:
                 stats.stop_reason = "eos"
@@ -405,13 +464,18 @@ class Engine:
                 stats.stop_reason = f"max_ctx={self.max_ctx} reached"
                 break
             # per-op timings from the first step only: a timed step runs the step more than once
-            res = self.step(tok, timed=stats.decode_steps == 0)
+            timed = stats.decode_steps == 0
+            if on_device:  # no logits come back to check: a NaN row draws its first NaN (SAMPLE)
+                tok, timings = self.sample_step(tok, temperature, top_k, top_p, seed, timed)
+            else:
+                res = self.step(tok, timed=timed)
+                timings = res.timings
+                if not res.finite:
+                    raise FloatingPointError(f"step at position {res.position}: the logits hold NaN or Inf")
+                tok = sample_seeded(res.logits, temperature, top_k, top_p, seed, self.n_past)
             stats.decode_steps += 1
-            if res.timings:
-                stats.timings = res.timings
-            if not res.finite:
-                raise FloatingPointError(f"step at position {res.position}: the logits hold NaN or Inf")
-            logits = res.logits
+            if timings:
+                stats.timings = timings
 
 
 def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
@@ -424,9 +488,22 @@ def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
 
 
+def sample_seeded(logits: np.ndarray, temperature: float, top_k: int, top_p: float, seed: int | None,
+                  counter: int) -> int:
+    """The token generate draws from logits f32 [n_vocab] on the host: greedy (numpy's argmax) at
+    temperature 0, else numpy_ref.sample_logits with no bound on top_k (0: no cut), the definition SAMPLE
+    computes on the device for top_k in [1, SAMPLE_MAX_K]; counter: the position the token will take."""
+    if temperature <= 0:
+        return int(np.argmax(logits))
+    if seed is None:
+        raise ValueError("sampling at a temperature above 0 needs a seed")
+    return int(sample_logits(logits, sample_params(seed, counter, temperature, top_k, top_p)))
+
+
 def sample(logits: np.ndarray, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
            rng: np.random.Generator | None = None) -> int:
-    """Greedy at temperature 0, else top-k / top-p (nucleus) sampling from softmax(logits / T)."""
+    """Greedy at temperature 0, else top-k / top-p (nucleus) sampling from softmax(logits / T) with numpy's
+    Generator (not what generate draws: sample_seeded)."""
     if temperature <= 0:
         return int(np.argmax(logits))
     rng = rng or np.random.default_rng()

@@ -5,12 +5,13 @@ so the package works without it: pip install rocmforge[notebook])."""
 from __future__ import annotations
 
 import html
+import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .engine import Engine, StepResult, check_sampling, sample
+from .engine import Engine, StepResult, check_sampling, sample_seeded
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -29,8 +30,9 @@ class Stepper:
     """Generation one token at a time, with what there is to look at after each: the text so far, the
     newest token, the most likely next tokens, the step's per-op timings and memory counters.
 
-    Chooses tokens as Engine.generate does (engine.sample: greedy at temperature 0, else top-k / top-p
-    with a seeded generator), so the same settings give the same tokens. `start(prompt)` resets the
+    Chooses tokens as Engine.generate does (engine.sample_seeded: greedy at temperature 0, else top-k /
+    top-p drawn with the seed and the token's position; seed None draws one at each reset, `seed_used`), so
+    the same settings and seed give the same tokens. `start(prompt)` resets the
     engine's context and prefills the prompt; `step()` chooses a token and runs the decode step that
     feeds it, whose logits give the next candidates; `play(n)` steps n times; `reset()` forgets it all.
     """
@@ -56,7 +58,7 @@ class Stepper:
         self.logits: np.ndarray | None = None  # what chooses the next token
         self.last: StepResult | None = None
         self.memory_history: list[dict[str, int]] = []
-        self._rng = np.random.default_rng(self.seed)
+        self.seed_used = secrets.randbits(64) if self.seed is None else int(self.seed)
         self._decoder = None
 
     @property
@@ -89,7 +91,8 @@ class Stepper:
             raise RuntimeError("start(prompt) first")
         if self.done:
             return None
-        tok = sample(self.logits, self.temperature, self.top_k, self.top_p, self._rng)
+        tok = sample_seeded(self.logits, self.temperature, self.top_k, self.top_p, self.seed_used,
+                            self.engine.n_past)
         if self.engine.tokenizer.is_stop(tok):
             self.done = "eos"
             return None

@@ -70,7 +70,7 @@ def node_cost(t: Tensor, n_kv: int | None = None) -> Cost:
         return Cost(sum(src), out, 3 * t.n_elements)
     if t.op is Op.SOFT_MAX:
         return Cost(sum(src), out, 5 * t.n_elements)
-    if t.op is Op.ARGMAX:
+    if t.op in (Op.ARGMAX, Op.SAMPLE):  # a compare per logit (SAMPLE's candidates: at most 256 a row)
         return Cost(sum(src), out, t.src[0].n_elements)
     return Cost(sum(src), out, _EW_FLOPS.get(t.op, 1) * t.n_elements)
 

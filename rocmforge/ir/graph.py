@@ -195,6 +195,11 @@ class Graph:
     def argmax(self, a: Tensor, name: str) -> Tensor:
         return self.op(Op.ARGMAX, [a], name)
 
+    def sample(self, logits: Tensor, params: Tensor, name: str) -> Tensor:
+        """A token per row of logits f32 [n, V], drawn as params i32 [8] say (seed, counter, top_k,
+        temperature, top_p: an input, so one graph serves every setting): numpy_ref.SAMPLE."""
+        return self.op(Op.SAMPLE, [logits, params], name)
+
     # ---- outputs and inspection ---------------------------------------------------------------------
     def output(self, t: Tensor, name: str | None = None) -> Tensor:
         self.outputs[name or t.name] = t

@@ -18,6 +18,10 @@ FLOAT_DTYPES = ("f32", "f16")
 ACT_DTYPES = ("f32", "f16", "i32")
 NP_DTYPES = {"f32": np.float32, "f16": np.float16, "i32": np.int32}  # activation dtype -> numpy
 ITEMSIZE = {k: np.dtype(v).itemsize for k, v in NP_DTYPES.items()}
+# SAMPLE: i32 words of its params input (seed, counter, top_k, temperature, top_p: numpy_ref.sample_params)
+# and the most candidates it keeps (top_k above it, or 0, is cut there: the kernel's shared-memory bound)
+SAMPLE_PARAMS = 8
+SAMPLE_MAX_K = 256
 
 
 class IRError(ValueError):
@@ -47,6 +51,8 @@ class Op(enum.Enum):
     SWIGLU = "SWIGLU"  # (gate, up) -> silu(gate) * up
     FLASH_ATTN_EXT = "FLASH_ATTN_EXT"  # (q [T, H, D], k [C, Hkv, D], v [C, Hkv, D], pos i32 [T]; scale)
     ARGMAX = "ARGMAX"  # (a [..., n]) -> i32 [...]
+    # (logits f32 [n, V], params i32 [SAMPLE_PARAMS]) -> i32 [n]: a token a row, seeded (numpy_ref.SAMPLE)
+    SAMPLE = "SAMPLE"
 
 
 Shape = tuple[int, ...]
@@ -207,6 +213,14 @@ def _argmax(s, d, p):
     return s[0][:-1], "i32"
 
 
+def _sample(s, d, p):
+    logits, params = s
+    _need(len(logits) == 2 and d[0] == "f32", Op.SAMPLE, f"logits must be f32 [n, V], got {d[0]} {logits}")
+    _need(params == (SAMPLE_PARAMS,), Op.SAMPLE, f"params must be [{SAMPLE_PARAMS}], got {params}")
+    _i32(Op.SAMPLE, d[1], "params")
+    return logits[:1], "i32"
+
+
 RULES: dict[Op, Rule] = {
     Op.GET_ROWS: _get_rows,
     Op.MUL_MAT: _mul_mat,
@@ -228,6 +242,7 @@ RULES: dict[Op, Rule] = {
     Op.SWIGLU: _swiglu,
     Op.FLASH_ATTN_EXT: _flash_attn,
     Op.ARGMAX: _argmax,
+    Op.SAMPLE: _sample,
 }
 
 # ops whose result is the storage of (a view of) their first source, not a new buffer

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from ..config import ModelConfig
 from ..ir.graph import Graph, Tensor
+from ..ir.ops import SAMPLE_PARAMS
 
 # weight name -> (numpy shape, dtype name such as "f32", "q4_k")
 WeightSpec = Mapping[str, tuple[tuple[int, ...], str]]
@@ -19,17 +20,21 @@ WeightSpec = Mapping[str, tuple[tuple[int, ...], str]]
 
 @dataclass(frozen=True)
 class GraphSpec:
-    """What a graph is built for: tokens per run, cache rows, KV dtype, and which logits come out."""
+    """What a graph is built for: tokens per run, cache rows, KV dtype, which logits come out, and whether the
+    next token is drawn on the device (sample: the input `inp_sample` and the one output "sample", a token a
+    row of logits; no logits and no greedy token come out)."""
 
     n_tokens: int
     max_ctx: int
     kv_dtype: str = "f32"
     all_logits: bool = False
+    sample: bool = False
 
     @property
     def name(self) -> str:
         kind = "decode" if self.n_tokens == 1 else f"prefill{self.n_tokens}"
-        return kind + ("_all" if self.all_logits and self.n_tokens > 1 else "")
+        kind += "_all" if self.all_logits and self.n_tokens > 1 else ""
+        return kind + ("_sample" if self.sample else "")
 
 
 class Builder:
@@ -95,13 +100,19 @@ class Builder:
         return self.linear(self.g.swiglu(gate, up, f"{b}.ffn_swiglu"), f"{b}.ffn_down", f"{b}.ffn_down")
 
     def head(self, x: Tensor) -> Graph:
-        """Final norm, the rows whose logits are wanted, the output projection and the greedy token."""
+        """Final norm, the rows whose logits are wanted, the output projection, and the greedy token (outputs
+        "logits" and "argmax") or, for a sampling graph, the drawn token (output "sample" only)."""
         g, T = self.g, self.spec.n_tokens
         if T > 1 and not self.spec.all_logits:  # the row wanted: the last real token of a padded prompt
             x = g.get_rows(x, g.input("inp_out_ids", (1,), "i32"), "last_row")
         cur = self.norm(x, "output_norm.weight", "output_norm")
         out = "output.weight" if self.has("output.weight") else "token_embd.weight"
-        logits = g.output(g.mul_mat(self.w(out), cur, "logits"))  # f32 [n_out, n_vocab]
+        logits = g.mul_mat(self.w(out), cur, "logits")  # f32 [n_out, n_vocab]
+        if self.spec.sample:  # seed, counter and settings: numpy_ref.sample_params
+            params = g.input("inp_sample", (SAMPLE_PARAMS,), "i32")
+            g.output(g.sample(logits, params, "sample"))  # i32 [n_out]
+            return g
+        g.output(logits)
         g.output(g.argmax(logits, "argmax"))  # i32 [n_out]
         return g
 

@@ -808,6 +808,63 @@ for _shape, _dt in [((4, 1000), "f32"), ((4, 151936), "f32"), ((4, 300), "f16")]
     CASES.append(Case(f"ARGMAX-nan-ties-{_shape}-{_dt}", _argmax(_shape, _dt, special=True)))
 
 
+# ---- sample ---------------------------------------------------------------------------------------------
+
+
+def _sample_check(params: np.ndarray, x: np.ndarray):
+    """Tokens equal to the reference's, with the params and each differing row's top logits in the message
+    (the draw is exact: integer weights and sums, Philox)."""
+
+    def check(out: np.ndarray, ref: np.ndarray) -> None:
+        bad = np.flatnonzero(out != ref)
+        rows = [f"row {r}: {out[r]} vs {ref[r]}, top {np.sort(x[r])[::-1][:4].tolist()}" for r in bad[:4]]
+        assert not len(bad), f"params {params.tolist()}; " + "; ".join(rows)
+
+    return check
+
+
+def _sample(V: int, n: int, temperature: float, top_k: int, top_p: float, special: bool = False):
+    """SAMPLE over n rows of V logits ~ N(0, 3^2) (a quarter of them rounded to tenths: ties), a random
+    seed and counter (near the counter's wrap one time in four); special: ties everywhere, -0 and +0, NaN,
+    +inf, all -inf, increasing rows (every element beats the bar: the most cuts)."""
+
+    def make(rng):
+        from rocmforge.backends.numpy_ref import sample_params
+        from rocmforge.ir.ops import SAMPLE_PARAMS
+
+        g = Graph()
+        a = g.input("a", (n, V))
+        p = g.input("p", (SAMPLE_PARAMS,), "i32")
+        g.output(g.sample(a, p, "out"))
+        x = (rng.standard_normal((n, V)) * 3).astype(np.float32)
+        tie = rng.random((n, V)) < 0.25
+        x[tie] = np.round(x[tie], 1)
+        if special:
+            x[0] = np.round(x[0])
+            x[1] = np.where(np.arange(V) % 2, np.float32(0.0), np.float32(-0.0))
+            x[1, 5:] = rng.standard_normal(V - 5).astype(np.float32) - 10
+            x[2, [V // 2, V // 3]] = np.nan
+            x[3, [V - 1, 1]] = np.inf
+            x[4] = -np.inf
+            x[5] = np.sort(x[5])
+        counter = int(rng.integers(2**32 - n, 2**32)) if rng.random() < 0.25 else int(rng.integers(0, 2**32))
+        seed = int(rng.integers(0, 2**64, dtype=np.uint64))
+        params = sample_params(seed, counter, temperature, top_k, top_p)
+        return Built(g, {"a": x, "p": params}, {}, 0.0, check=_sample_check(params, x))
+
+    return make
+
+
+for _V in (49152, 151936, 3001):
+    for _t, _k, _p in [(0.0, 40, 1.0), (0.7, 40, 0.9), (1.5, 256, 1.0), (0.7, 1, 1.0), (1.5, 256, 0.9),
+                       (0.7, 40, 1.0), (1.5, 0, 0.9)]:
+        CASES.append(Case(f"SAMPLE-{_V}-T{_t}-k{_k}-p{_p}", _sample(_V, 4, _t, _k, _p)))
+for _V, _t in [(151936, 1.0), (3001, 0.7), (300, 1.5), (7, 1.0)]:
+    CASES.append(Case(f"SAMPLE-special-{_V}-T{_t}", _sample(_V, 6, _t, 256, 0.95, special=True)))
+CASES.append(Case("SAMPLE-special-151936-greedy", _sample(151936, 6, 0.0, 40, 1.0, special=True)))
+CASES.append(Case("SAMPLE-rows-49152-T30", _sample(49152, 33, 30.0, 256, 1.0)))  # flat: draws spread
+
+
 # ---- attention ------------------------------------------------------------------------------------------
 
 

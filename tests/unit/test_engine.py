@@ -193,3 +193,86 @@ def test_a_padded_prompt_that_would_pass_max_ctx_runs_at_its_own_length(tiny):
     eng = Engine.from_gguf(tiny, backend="numpy", max_ctx=40)
     eng.prefill(list(range(1, 38)))  # bucket 64 > 40 rows: the 37-token graph
     assert eng.graph_keys == [(1, False), (37, False)] and eng.n_past == 37
+
+
+# ---- seeded sampling (SAMPLE): on the device where the backend has it, the same definition on the host ----
+
+SAMPLING = dict(temperature=20.0, top_k=50, top_p=0.95)  # the tiny models' logits are steep: a high T
+
+
+def _tokens(eng, prompt="the cat sat", n=10, **kw):
+    eng.reset()
+    return [g.token for g in eng.generate(prompt, max_new_tokens=n, **kw)]
+
+
+def test_generate_draws_on_the_device_as_the_reference_does_step_by_step(tiny):
+    from rocmforge.backends import numpy_ref as R
+
+    eng = Engine.from_gguf(tiny, backend="numpy", max_ctx=64)
+    got = _tokens(eng, n=12, seed=7, **SAMPLING)
+    assert eng.last_stats.sampling == "device" and eng.last_stats.seed == 7
+    assert eng.graph_keys == [(1, False), (len(eng.tokenizer.encode("the cat sat")), False)]
+    eng.reset()
+    logits = eng.prefill(eng.tokenizer.encode("the cat sat"))
+    want = []
+    while True:  # the counter of a token is its position: the cache's length when it is drawn
+        params = R.sample_params(7, eng.n_past, SAMPLING["temperature"], SAMPLING["top_k"], SAMPLING["top_p"])
+        want.append(int(R.SAMPLE(logits[None], params)[0]))
+        if len(want) == len(got) or want[-1] in eng.tokenizer.stop_ids:
+            break
+        logits = eng.step(want[-1], timed=False).logits
+    assert got == want[: len(got)] and len(got) > 1
+
+
+def test_a_seed_repeats_its_text_and_another_seed_differs(tiny):
+    eng = Engine.from_gguf(tiny, backend="numpy", max_ctx=64)
+    a = _tokens(eng, seed=123, **SAMPLING)
+    assert _tokens(eng, seed=123, **SAMPLING) == a
+    assert sum(_tokens(eng, seed=s, **SAMPLING) != a for s in (1, 2, 3, 4)) >= 3
+    assert _tokens(eng, seed=2**64 - 1, **SAMPLING)  # the whole seed range
+    with pytest.raises(ValueError, match="seed"):
+        _tokens(eng, seed=2**64, **SAMPLING)
+    drawn = _tokens(eng, **SAMPLING)  # no seed: one is drawn and kept
+    assert _tokens(eng, seed=eng.last_stats.seed, **SAMPLING) == drawn
+
+
+def test_host_and_device_draw_the_same_tokens(tiny):
+    from rocmforge.backends.numpy_ref import NumpyBackend
+
+    eng = Engine.from_gguf(tiny, backend="numpy", max_ctx=64)
+    dev = _tokens(eng, seed=5, **SAMPLING)
+    host = _tokens(eng, seed=5, device_sampling=False, **SAMPLING)
+    assert dev == host and eng.last_stats.sampling == "host (asked for)"
+    _tokens(eng, seed=5, **{**SAMPLING, "top_k": 0})  # no cut: more candidates than the device keeps
+    assert eng.last_stats.sampling.startswith("host (top_k=0")
+    with pytest.raises(ValueError, match="device_sampling=True: top_k=300"):
+        _tokens(eng, seed=5, device_sampling=True, **{**SAMPLING, "top_k": 300})
+
+    class NoSample(NumpyBackend):  # a backend without `supports` samples on the host
+        supports = None
+
+    other = Engine.from_gguf(tiny, backend=NoSample(), max_ctx=64)
+    assert _tokens(other, seed=5, **SAMPLING) == dev
+    assert other.last_stats.sampling == "host (the numpy backend has no SAMPLE)"
+    assert _tokens(eng, temperature=0.0) == _tokens(other, temperature=0.0, top_k=9, seed=1)
+    assert eng.last_stats.sampling == "greedy"
+
+
+def test_the_sampling_graph_returns_only_the_token(tiny):
+    from rocmforge.ir.ops import Op
+
+    eng = Engine.from_gguf(tiny, backend="numpy", max_ctx=64)
+    g = eng.sample_graph()
+    assert eng.sample_graph() is g and set(g.outputs) == {"sample"} and "inp_sample" in g.inputs
+    assert [t.op for t in g.ops()][-2:] == [Op.MUL_MAT, Op.SAMPLE]
+    assert Op.SAMPLE not in {t.op for t in eng.graph(1).ops()}  # greedy decode is as before
+    eng.prefill([1, 2, 3])
+    tok, timings = eng.sample_step(4, 1.0, 40, 1.0, seed=3, timed=True)
+    assert 0 <= tok < eng.config.n_vocab and eng.n_past == 4 and timings[-1].op == "SAMPLE"
+    with pytest.raises(RuntimeError, match="greedy choice"):
+        eng.step()  # the sampled step's logits stayed on the device
+    with pytest.raises(ValueError, match="1..256"):
+        eng.sample_step(4, 1.0, 0, 1.0, seed=3)
+    spec = GraphSpec(3, 64, sample=True)  # a prompt's last row drawn the same way
+    pg = build_graph(eng.config, eng.weight_spec, spec)
+    assert pg.name == "prefill3_sample" and pg.outputs["sample"].shape == (1,)

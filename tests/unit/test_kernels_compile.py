@@ -66,6 +66,7 @@ ENTRY_POINTS = {
     "set_rows.hip": [f"set_rows_{p}" for p in _ACT2],
     "softmax.hip": [f"soft_max_{p}" for p in _ACT2],
     "argmax.hip": ["argmax_f32", "argmax_f16"],
+    "sample.hip": ["sample_f32"],
     "attention.hip": ["flash_attn_f32", "flash_attn_f16", "flash_attn_combine"],
     "dev/mul_mat_vec_q.hip": [f"mul_mat_vec_q_{t}" for t in _Q8],
     "dev/mul_mat_vec_s.hip": [f"mul_mat_vec_s_{t}" for t in ("q4_0", "q4_1", "q5_0", "q8_0")],
@@ -101,6 +102,9 @@ def _variants(warp: int) -> list[tuple[str, dict]]:
         whole = {**groups, **xr["whole"], "RF_MMVR_Q": 128 // warp}
         out.append(("mul_mat_vec_xr.hip", whole))
         out.append(("mul_mat_vec_xr.hip", {**whole, "RF_MMVR_PDL": 1}))  # a no-op on HIP
+    for tun in ({"RF_SAMPLE_BLOCK": 256, "RF_SAMPLE_UNROLL": 2, "RF_SAMPLE_CAP": 1024},
+                {"RF_SAMPLE_BLOCK": 1024, "RF_SAMPLE_UNROLL": 2}):  # SAMPLE's other geometries (tunables)
+        out.append(("sample.hip", {"RF_WARP": warp, **tun}))
     out.append(("dev/mul_mat_vec_x.hip", {"RF_WARP": warp, "RF_MMVX_LEVELS": 2}))
     out.append(("mul_mat_vec_xr.hip", {"RF_WARP": warp, "RF_MMV_HI16": 0}))  # Q4_0's dot with shifted nibbles
     out.append(("dev/mul_mat_vec_xb.hip", {"RF_WARP": warp, "RF_MMV_HI16": 0, "RF_MMVB_CHAINS": 2}))

@@ -154,6 +154,10 @@ class HipBackend:
         self.stream = cupy.cuda.Stream(non_blocking=False)
         self._plans: dict[int, tuple[Graph, _Plan]] = {}
 
+    def supports(self, op: Op) -> bool:
+        """Whether graphs may hold op: it has a launcher (launch.LAUNCH)."""
+        return op.value in LAUNCH
+
     # ---- weights and state ------------------------------------------------------------------------------
     device_form = staticmethod(device_form)
 

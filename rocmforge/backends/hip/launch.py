@@ -1,7 +1,7 @@
 """One launcher per Op, named after it, each beside the numpy reference's semantics (numpy_ref.py):
-launch_elementwise (element-wise ops, copies, views), launch_rows (norms, softmax, argmax, rope, row
-gathers and scatters), launch_attention (FLASH_ATTN_EXT), launch_mul_mat (MUL_MAT and MUL_MAT_ADD, chosen at
-prepare, and QUANTIZE_X8).
+launch_elementwise (element-wise ops, copies, views), launch_rows (norms, softmax, argmax, sample, rope,
+row gathers and scatters), launch_attention (FLASH_ATTN_EXT), launch_mul_mat (MUL_MAT and MUL_MAT_ADD,
+chosen at prepare, and QUANTIZE_X8).
 
 A launcher takes the launch context, the preallocated output (a `DevTensor`, contiguous) and the
 sources, plus the node's params, and enqueues kernels; nothing is synchronized. VIEW and RESHAPE
@@ -18,7 +18,17 @@ from .context import Ctx
 from .launch_attention import FLASH_ATTN_EXT
 from .launch_elementwise import ADD, CONT, CPY, MUL, RESHAPE, SCALE, SILU, SWIGLU, VIEW
 from .launch_mul_mat import MUL_MAT, MUL_MAT_ADD, QUANTIZE_X8, prepare_mul_mat, prepare_quantize_x8
-from .launch_rows import ARGMAX, GET_ROWS, RMS_NORM, RMS_NORM_MUL, ROPE, SET_ROWS, SOFT_MAX
+from .launch_rows import (
+    ARGMAX,
+    GET_ROWS,
+    RMS_NORM,
+    RMS_NORM_MUL,
+    ROPE,
+    SAMPLE,
+    SET_ROWS,
+    SOFT_MAX,
+    sample_defines,
+)
 from .tensor import DevTensor
 
 LAUNCH: dict[str, Callable[..., Any]] = {
@@ -42,6 +52,7 @@ LAUNCH: dict[str, Callable[..., Any]] = {
     "SWIGLU": SWIGLU,
     "FLASH_ATTN_EXT": FLASH_ATTN_EXT,
     "ARGMAX": ARGMAX,
+    "SAMPLE": SAMPLE,
 }
 
 
@@ -55,6 +66,7 @@ MODULES = {
     Op.SET_ROWS: "set_rows.hip",
     Op.SOFT_MAX: "softmax.hip",
     Op.ARGMAX: "argmax.hip",
+    Op.SAMPLE: "sample.hip",
 }
 
 
@@ -74,6 +86,8 @@ def prepare_launch(
         ctx.mods.get("elementwise.hip")
     if op is Op.FLASH_ATTN_EXT:
         ctx.mods.get("attention.hip", RF_HEAD_DIM=srcs[0].shape[-1])
+    elif op is Op.SAMPLE:
+        ctx.mods.get("sample.hip", **sample_defines(ctx))
     elif op in MODULES:
         ctx.mods.get(MODULES[op])
     if op is Op.MUL_MAT:

@@ -1,5 +1,5 @@
-"""Launchers of the row-wise ops: RMS_NORM, RMS_NORM_MUL, SOFT_MAX, ARGMAX (a row a block), ROPE, GET_ROWS,
-SET_ROWS (semantics: numpy_ref.py)."""
+"""Launchers of the row-wise ops: RMS_NORM, RMS_NORM_MUL, SOFT_MAX, ARGMAX, SAMPLE (a row a block), ROPE,
+GET_ROWS, SET_ROWS (semantics: numpy_ref.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ from .context import Ctx
 from .launch_elementwise import EW_BLOCK, contiguous, float_in, grid_1d, row_block
 from .launch_mul_mat import as_weight, weight_kernel_type
 from .tensor import DevTensor, f32, i32, i64
+
+SAMPLE_BLOCK = 512  # kernels/sample.hip's RF_SAMPLE_BLOCK: the kernel is built for its block size
+SAMPLE_TUNABLES = ("RF_SAMPLE_BLOCK", "RF_SAMPLE_UNROLL", "RF_SAMPLE_CAP")  # sample.hip's header says how
 
 
 def GET_ROWS(ctx: Ctx, out: DevTensor, a: DevTensor, idx: DevTensor) -> None:
@@ -105,3 +108,17 @@ def ARGMAX(ctx: Ctx, out: DevTensor, a: DevTensor) -> None:
     n = a.shape[-1]
     rows = a.n_elements // n
     ctx.k("argmax.hip", f"argmax_{a.dtype}")((rows,), (row_block(ctx, n),), (a.ptr, out.ptr, i32(n)))
+
+
+def sample_defines(ctx: Ctx) -> dict[str, int]:
+    """sample.hip's defines: those of SAMPLE_TUNABLES in ctx.tunables (HipBackend(tunables=...))."""
+    return {k: int(v) for k, v in ctx.tunables.items() if k in SAMPLE_TUNABLES}
+
+
+def SAMPLE(ctx: Ctx, out: DevTensor, logits: DevTensor, params: DevTensor) -> None:
+    # logits f32 [n, V], params i32 [8] (numpy_ref.sample_params) -> out i32 [n]: a row a block
+    logits, params = contiguous(ctx, logits), contiguous(ctx, params)
+    n, V = logits.shape
+    defines = sample_defines(ctx)
+    f = ctx.k("sample.hip", "sample_f32", **defines)
+    f((n,), (defines.get("RF_SAMPLE_BLOCK", SAMPLE_BLOCK),), (logits.ptr, params.ptr, out.ptr, i32(V)))

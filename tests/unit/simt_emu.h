@@ -1,0 +1,113 @@
+// simt_emu.h: enough of rf_compat.h to run a kernel on the CPU, one std::thread per GPU thread (tests only).
+//
+// __shared__ is a function-static (shared by the threads of the block; blocks run one after another),
+// __syncthreads a std::barrier over the block, warp votes and shuffles a barrier over the warp's lanes.
+// Shared-memory races a GPU would have are data races here (build with -fsanitize=thread to see them).
+#pragma once
+
+#include <atomic>
+#include <barrier>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#ifndef RF_WARP
+#define RF_WARP 32
+#endif
+
+typedef unsigned char rf_u8;
+typedef signed char rf_i8;
+typedef unsigned short rf_u16;
+typedef short rf_i16;
+typedef unsigned int rf_u32;
+typedef int rf_i32;
+typedef long long rf_i64;
+typedef unsigned long long rf_u64;
+
+#define RF_DEV static inline
+#define RF_KERNEL
+#define __device__
+#define __launch_bounds__(...)
+#define __shared__ static
+#define RF_INF std::numeric_limits<float>::infinity()
+#define RF_PDL_BEGIN() \
+    do {               \
+    } while (0)
+
+struct rf_dim3 {
+    unsigned x = 0, y = 0, z = 0;
+};
+static thread_local rf_dim3 threadIdx, blockIdx;
+static rf_dim3 blockDim, gridDim;
+
+namespace emu {
+inline std::unique_ptr<std::barrier<>> block_bar;
+inline std::vector<std::unique_ptr<std::barrier<>>> warp_bar;
+inline std::vector<rf_u64> lanes;  // one word a thread: what votes and shuffles exchange
+
+inline std::barrier<>& warp() { return *warp_bar[threadIdx.x / RF_WARP]; }
+
+// run kernel(args...) on grid blocks of `block` threads, one block after another
+template <class F>
+void launch(unsigned grid, unsigned block, F kernel) {
+    blockDim.x = block;
+    gridDim.x = grid;
+    for (unsigned b = 0; b < grid; ++b) {
+        block_bar = std::make_unique<std::barrier<>>(block);
+        warp_bar.clear();
+        for (unsigned w = 0; w < block / RF_WARP; ++w)
+            warp_bar.push_back(std::make_unique<std::barrier<>>(RF_WARP));
+        lanes.assign(block, 0);
+        std::vector<std::thread> threads;
+        for (unsigned t = 0; t < block; ++t)
+            threads.emplace_back([=] {
+                threadIdx.x = t;
+                blockIdx.x = b;
+                kernel();
+            });
+        for (auto& th : threads) th.join();
+    }
+}
+}  // namespace emu
+
+static inline void __syncthreads() { emu::block_bar->arrive_and_wait(); }
+
+static inline rf_u64 rf_ballot(bool p) {
+    const unsigned first = threadIdx.x / RF_WARP * RF_WARP;
+    emu::lanes[threadIdx.x] = p;
+    emu::warp().arrive_and_wait();
+    rf_u64 m = 0;
+    for (unsigned i = 0; i < RF_WARP; ++i) m |= (rf_u64)(emu::lanes[first + i] != 0) << i;
+    emu::warp().arrive_and_wait();
+    return m;
+}
+
+template <class T>
+static inline T rf_shfl(T v, int src, int width = RF_WARP) {
+    const unsigned first = threadIdx.x / width * width;
+    rf_u64 bits = 0;
+    std::memcpy(&bits, &v, sizeof(T));
+    emu::lanes[threadIdx.x] = bits;
+    emu::warp().arrive_and_wait();
+    bits = emu::lanes[first + src];
+    emu::warp().arrive_and_wait();
+    std::memcpy(&v, &bits, sizeof(T));
+    return v;
+}
+
+static inline int atomicAdd(int* p, int v) { return std::atomic_ref<int>(*p).fetch_add(v); }
+static inline int atomicMin(int* p, int v) {
+    std::atomic_ref<int> a(*p);
+    int old = a.load();
+    while (v < old && !a.compare_exchange_weak(old, v)) {
+    }
+    return old;
+}
+static inline int __popcll(rf_u64 v) { return std::popcount(v); }
+static inline rf_u32 __float_as_uint(float v) { return std::bit_cast<rf_u32>(v); }
+static inline float __int_as_float(int v) { return std::bit_cast<float>(v); }
