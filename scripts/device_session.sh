@@ -3,7 +3,7 @@
 # tg128/pp512 of llama-bench (-fa 1) beside `rocmforge bench` on the same synthetic files (the real models'
 # exact layouts, Qwen2-0.5B and LLaMA-7B at Q4_0), also for an older tree OLD where given; the GPU test suite;
 # greedy tokens of this tree (fused and --no-fuse) against OLD's; per-op trace timings (profile_step.py);
-# bench_matvec against OLD's. Expects carried: .whl (gguf, cuda-bindings, cuda-pathfinder, cupti-python,
+# bench_matvec against OLD's, bench_matmul (tiled vs cuBLAS prefill), bench_sample. Expects carried: .whl (gguf, cuda-bindings, cuda-pathfinder, cupti-python,
 # pyelftools wheels), .llamacpp (llbin-cuda-sm90a.tar.xz), .devrun/<model>.layout.xz (scripts/dump_layout.py)
 # and optionally OLD (e.g. `git archive d69d75b rocmforge kernels scripts pyproject.toml | tar -x -C
 # .devrun/old`). Results under $OUT.
@@ -76,4 +76,6 @@ for v in old new; do
     --reps 20 2>&1 | tail -9 | sed "s/^/$v /")
 done | tee $OUT/matvec.txt
 timeout 60 python3 scripts/bench_matmul.py --tokens 64,512 2>&1 | tail -14 | tee $OUT/matmul.txt
+timeout 60 python3 scripts/bench_sample.py --vocab 151936 --model /tmp/qwen2-0.5b-Q4_0.gguf 2>&1 | tail -12 \
+  | tee $OUT/sample.txt
 el done
