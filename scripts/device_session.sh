@@ -3,8 +3,8 @@
 # tg128/pp512 of llama-bench (-fa 1) beside `rocmforge bench` on the same synthetic files (the real models'
 # exact layouts, Qwen2-0.5B and LLaMA-7B at Q4_0), also for an older tree OLD where given; the GPU test suite;
 # greedy tokens of this tree (fused and --no-fuse) against OLD's; per-op trace timings (profile_step.py);
-# bench_matvec against OLD's, bench_matmul (tiled vs cuBLAS prefill), bench_sample. Expects carried: .whl (gguf, cuda-bindings, cuda-pathfinder, cupti-python,
-# pyelftools wheels), .llamacpp (llbin-cuda-sm90a.tar.xz), .devrun/<model>.layout.xz (scripts/dump_layout.py)
+# bench_matvec against OLD's, bench_matmul (tiled vs cuBLAS prefill), bench_sample. Expects carried: .whl
+# (gguf, cuda-bindings, cuda-pathfinder, cupti-python, pyelftools wheels), .llamacpp (llbin-cuda-sm90a.tar.xz), .devrun/<model>.layout.xz (scripts/dump_layout.py)
 # and optionally OLD (e.g. `git archive d69d75b rocmforge kernels scripts pyproject.toml | tar -x -C
 # .devrun/old`). Results under $OUT.
 set -uo pipefail
