@@ -10,8 +10,12 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .graph import Tensor
 
 FLOAT_DTYPES = ("f32", "f16")
 # dtype names: activations are f32/f16/i32; weights may also carry any GGML type name ("q4_0", "q6_k", ...)
@@ -82,6 +86,16 @@ def _get_rows(s, d, p):
     _need(len(s[0]) == 2 and len(s[1]) == 1, Op.GET_ROWS, f"want a [R, D] and idx [n], got {s[0]} {s[1]}")
     _i32(Op.GET_ROWS, d[1], "idx")
     return (s[1][0], s[0][1]), "f32"
+
+
+# the ops MUL_MAT's kernels run, and the index of each one's QUANTIZE_X8 source (when it has one)
+MUL_MAT_OPS = {Op.MUL_MAT: 2, Op.MUL_MAT_ADD: 3}
+
+
+def xq_source(t: Tensor) -> Tensor | None:
+    """The QUANTIZE_X8 source of a MUL_MAT or MUL_MAT_ADD node (None: it has none, or another op)."""
+    i = MUL_MAT_OPS.get(t.op)
+    return t.src[i] if i is not None and len(t.src) > i else None
 
 
 def x8_words(K: int) -> int:

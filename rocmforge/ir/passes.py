@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .graph import Graph, Tensor, _freeze, contiguous_strides
-from .ops import Op
+from .ops import MUL_MAT_OPS, Op
 
 # ops whose effect is not only their result (they write storage another node owns)
 SIDE_EFFECTS = frozenset({Op.SET_ROWS})
@@ -158,8 +158,7 @@ def insert_quantize_x8(graph: Graph, reads_x8: Callable[[Tensor], bool]) -> Grap
     names = {t.name for t in graph.nodes}
     for t in graph.nodes:
         srcs = [new[s.id] for s in t.src]
-        plain = (t.op is Op.MUL_MAT and len(srcs) == 2) or (t.op is Op.MUL_MAT_ADD and len(srcs) == 3)
-        if plain and reads_x8(t):
+        if len(srcs) == MUL_MAT_OPS.get(t.op) and reads_x8(t):  # a MUL_MAT (_ADD) without its xq yet
             name, n = f"{t.src[1].name}.x8", 1
             while name in names:
                 n += 1
@@ -383,8 +382,8 @@ def stack_mul_mats(graph: Graph) -> Graph:
 
 
 def fold_views(graph: Graph) -> Graph:
-    """RESHAPE or VIEW-free chains over a strided VIEW become one VIEW of its source where strides allow
-    (a RESHAPE of a column slice that splits [T, H * D] into [T, H, D], or merges it back)."""
+    """A RESHAPE of a strided VIEW becomes one VIEW of the view's source where strides allow (a column slice
+    [T, H * D] split into [T, H, D], or merged back): backends reshape only contiguous tensors."""
     g = Graph(graph.name)
     new: dict[int, Tensor] = {}
     for t in graph.nodes:

@@ -13,8 +13,9 @@ import math
 import numpy as np
 
 from rocmforge.backends.hip import kernel_choice as C
-from rocmforge.backends.hip.launch_mul_mat import MUL_MAT_OPS, kernel_type, xq_source
+from rocmforge.backends.hip.launch_mul_mat import kernel_type
 from rocmforge.backends.hip.tensor import BLOCK
+from rocmforge.ir.ops import MUL_MAT_OPS, xq_source
 from tests.gpu import test_conformance as T
 
 H100 = C.Device(32, 132, 227 * 1024, 228 * 1024, "sm_90", blas="cublas")

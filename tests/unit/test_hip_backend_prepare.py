@@ -14,10 +14,9 @@ import pytest
 from gguf import GGMLQuantizationType as Q
 
 from rocmforge import quant
-from rocmforge.backends.hip.launch_mul_mat import MUL_MAT_OPS, xq_source
 from rocmforge.engine import Engine
 from rocmforge.ir.graph import Graph
-from rocmforge.ir.ops import Op
+from rocmforge.ir.ops import MUL_MAT_OPS, Op, xq_source
 from rocmforge.synth import write_tiny_model
 
 

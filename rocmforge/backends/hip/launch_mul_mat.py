@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from ...ir.graph import Graph, Tensor
-from ...ir.ops import Op, x8_words
+from ...ir.ops import MUL_MAT_OPS, x8_words, xq_source
 from . import blas as blas_mod
 from .context import Ctx
 from .kernel_choice import (
@@ -68,16 +68,6 @@ def mul_mat_choice(ctx: Ctx, w: DevTensor, M: int) -> MulMatChoice:
     kt = kernel_type(dtype, K, ptr)
     row_bytes = K // BLOCK[dtype][0] * BLOCK[dtype][1]
     return choose_mul_mat(ctx.device, ctx.mat_mul, ctx.tunables, Weight(kt, N, K, row_bytes, ptr), M, ctx.pdl)
-
-
-# the ops MUL_MAT's kernels run, and the index of each one's QUANTIZE_X8 source (when it has one)
-MUL_MAT_OPS = {Op.MUL_MAT: 2, Op.MUL_MAT_ADD: 3}
-
-
-def xq_source(t: Tensor) -> Tensor | None:
-    """The QUANTIZE_X8 source of a MUL_MAT or MUL_MAT_ADD node (None: it has none, or another op)."""
-    i = MUL_MAT_OPS.get(t.op)
-    return t.src[i] if i is not None and len(t.src) > i else None
 
 
 def _node_choice(ctx: Ctx, t: Tensor, weights: Mapping[str, DevTensor]) -> MulMatChoice | None:
