@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .. import quant
 from .graph import Graph, Tensor
-from .ops import ITEMSIZE, Op
+from .ops import ITEMSIZE, MUL_MAT_OPS, Op
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def node_cost(t: Tensor, n_kv: int | None = None) -> Cost:
     if t.is_leaf or t.op in (Op.VIEW, Op.RESHAPE):
         return Cost(0, 0, 0)
     src = [tensor_bytes(s) for s in t.src]
-    if t.op in (Op.MUL_MAT, Op.MUL_MAT_ADD):  # w, x[, b][, xq]: x or xq is read, both are counted
+    if t.op in MUL_MAT_OPS:  # w, x[, b][, xq]: x or xq is read, both are counted
         w, x = t.src[:2]
         flops = 2 * math.prod(w.shape) * (x.n_elements // w.shape[1])
         return Cost(sum(src), out, flops + (t.n_elements if t.op is Op.MUL_MAT_ADD else 0))
