@@ -91,7 +91,8 @@ def run_tg(eng: Engine, n_gen: int, reps: int = 3, seed: int = 0, n_depth: int =
            progress: Progress | None = None) -> dict:
     """Decode n_gen tokens one at a time after n_depth tokens of context (as llama-bench's tg test does).
     Adds `bytes_per_token` (decode_bytes at the run's middle depth) and `avg_gbs`, the bytes a second the
-    average rate moves."""
+    average rate moves; where the backend replays a captured graph, `step_device_us` (one replayed step's
+    device time) and `step_host_us` (the average step's time beyond it: the host's work per token)."""
     _check(n_gen, reps, n_depth)
     tok = int(np.random.default_rng(seed).integers(0, eng.config.n_vocab))
     samples = []
@@ -108,6 +109,11 @@ def run_tg(eng: Engine, n_gen: int, reps: int = 3, seed: int = 0, n_depth: int =
     rec = _record(eng, 0, n_gen, samples, n_depth)
     rec["bytes_per_token"] = decode_bytes(eng, n_depth + (n_gen + 1) // 2)
     rec["avg_gbs"] = rec["bytes_per_token"] * rec["avg_ts"] / 1e9
+    replayed = getattr(eng.backend, "replayed_us", None)
+    device_us = replayed(eng.graph(1)) if replayed else None
+    if device_us is not None:  # the step's device time at the run's last position, and what the host adds
+        rec["step_device_us"] = device_us
+        rec["step_host_us"] = 1e6 / rec["avg_ts"] - device_us
     return rec
 
 

@@ -295,7 +295,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         part = open(f"{args.o}.part", "w")
     try:
         max_ctx = max(args.d + args.p + 1, args.d + args.n + 1, 16)
-        eng = Engine.from_gguf(args.model, backend=_backend(args), max_ctx=max_ctx, fuse=not args.no_fuse)
+        eng = Engine.from_gguf(args.model, backend=_backend(args), max_ctx=max_ctx, fuse=not args.no_fuse,
+                               kv_dtype=args.kv_type)
         recs = bench.bench(eng, pp=[args.p] if args.p else [], tg=[args.n] if args.n else [], reps=args.r,
                            depths=[args.d], progress=bench.stderr_progress)
         if part is not None:
@@ -307,15 +308,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if part is not None and not part.closed:
             part.close()
             os.remove(part.name)
-    print("| model | size | params | backend | device | test | t/s | GB/s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | size | params | backend | device | test | t/s | GB/s | step: device / host us |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in recs:
         test = f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"
         test += f" @ d{r['n_depth']}" if r["n_depth"] else ""
         gbs = f"{r['avg_gbs']:.1f}" if "avg_gbs" in r else ""
         size = f"{r['model_size'] / 2**20:.1f} MiB | {r['model_n_params'] / 1e6:.1f} M"
+        split = f"{r['step_device_us']:.0f} / {r['step_host_us']:.0f}" if "step_device_us" in r else ""
         print(f"| {r['model_type']} | {size} | {r['backends']} | {r['gpu_info']} | {test} | "
-              f"{r['avg_ts']:.2f} ± {r['stddev_ts']:.2f} | {gbs} |")
+              f"{r['avg_ts']:.2f} ± {r['stddev_ts']:.2f} | {gbs} | {split} |")
     return 0
 
 
@@ -400,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-d", type=COUNT, default=0, help="context depth: tokens in the cache before each test "
                    "(llama-bench's -d)")
     b.add_argument("-o", metavar="FILE.jsonl", help="write records in llama-bench's JSONL fields")
+    b.add_argument("-ctk", "--kv-type", dest="kv_type", choices=("auto", "f16", "f32"), default="auto",
+                   help="KV cache type (auto: f16 on a GPU, f32 on numpy; llama-bench's -ctk/-ctv)")
     b.add_argument("--no-fuse", action="store_true", help="run the graphs as the model builds them (no "
                    "fused ops or stacked weights: the fusion pass's baseline)")
     b.set_defaults(func=cmd_bench)

@@ -7,7 +7,7 @@ import secrets
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,16 @@ def prompt_bucket(n: int) -> int:
     return b if b <= 64 else -(-n // 64) * 64
 
 
+KV_DTYPES = ("auto", "f16", "f32")
+
+
+def default_kv_dtype(backend: Any) -> str:
+    """The KV cache's type where the engine is not told: f16 on a GPU, as llama.cpp keeps it (half the bytes
+    decode attention reads at depth), f32 on the numpy backend, the oracle that matches llama.cpp's exact
+    F32 run."""
+    return "f32" if getattr(backend, "name", "") == "numpy" else "f16"
+
+
 class ContextOverflowError(ValueError):
     """More tokens than the engine's max_ctx (the KV cache size)."""
 
@@ -44,21 +54,41 @@ class DeviceMemoryError(RuntimeError):
     """The model does not fit in the device's memory at this max_ctx (raised before anything is uploaded)."""
 
 
-@dataclass
 class StepResult:
     """One decode step: the greedy next token, its logits, per-op timings (empty when untimed; their mode
-    and the replayed step's wall time ride along, profile.StepTimings) and memory counters."""
+    and the replayed step's wall time ride along, profile.StepTimings) and memory counters (the backend's
+    own bookkeeping: no driver query).
 
-    token: int
-    logits: np.ndarray  # f32 [n_vocab]
-    timings: StepTimings
-    memory: dict[str, int]
-    position: int  # position of the token that was fed
+    `logits` (f32 [n_vocab]) is downloaded on first use unless the step was asked for it
+    (`step(logits=True)`); it can be downloaded until the engine runs again."""
+
+    def __init__(self, token: int, logits: np.ndarray | Callable[[int | None], np.ndarray],
+                 timings: StepTimings, memory: dict[str, int], position: int) -> None:
+        self.token = token
+        self.timings = timings
+        self.memory = memory
+        self.position = position  # position of the token that was fed
+        self._logits = logits if isinstance(logits, np.ndarray) else None
+        self._load = None if self._logits is not None else logits
+        self._finite: bool | None = None
+
+    @property
+    def logits(self) -> np.ndarray:
+        if self._logits is None:
+            self._logits = self._load(None)
+        return self._logits
 
     @property
     def finite(self) -> bool:
-        """False when the logits hold NaN or Inf (the token then means nothing)."""
-        return bool(np.isfinite(self.logits).all())
+        """False when the logits hold NaN or +Inf (the token then means nothing). ARGMAX picks the first NaN,
+        else a +Inf, so the token's own logit tells without downloading the row."""
+        if self._finite is None:
+            if self._logits is None:
+                v = float(self._load(self.token)[0])
+                self._finite = not (math.isnan(v) or v == math.inf)
+            else:
+                self._finite = not (np.isnan(self._logits).any() or np.isposinf(self._logits).any())
+        return self._finite
 
     def timings_frame(self):
         """The step's per-op timings as a DataFrame (profile.timings_frame: with the IDLE row)."""
@@ -67,7 +97,8 @@ class StepResult:
         return timings_frame(self.timings)
 
     def __repr__(self) -> str:
-        return (f"StepResult(token={self.token}, position={self.position}, logits=f32[{self.logits.size}], "
+        logits = f"f32[{self._logits.size}]" if self._logits is not None else "on the device"
+        return (f"StepResult(token={self.token}, position={self.position}, logits={logits}, "
                 f"timings={self.timings!r})")
 
     def _repr_html_(self) -> str:
@@ -77,8 +108,12 @@ class StepResult:
         from .profile import top_ops
 
         t = self.timings
-        parts = [f"<p><b>StepResult</b>: token {self.token} at position {self.position}"
-                 f"{'' if self.finite else ' (logits hold NaN or Inf)'}; {html.escape(repr(t))}</p>"]
+        try:
+            bad = "" if self.finite else " (logits hold NaN or Inf)"
+        except RuntimeError:  # lazy logits gone since: nothing to tell
+            bad = ""
+        parts = [f"<p><b>StepResult</b>: token {self.token} at position {self.position}{bad}; "
+                 f"{html.escape(repr(t))}</p>"]
         if t:
             parts.append(top_ops(t, 5).to_html(float_format=lambda v: f"{v:.4g}"))
         if self.memory:
@@ -148,7 +183,7 @@ class Engine:
     """
 
     def __init__(self, model: GGUFFile, backend: Any = "auto", max_ctx: int = 2048,
-                 kv_dtype: str = "f32", fuse: bool = True, pad_prompts: bool = True) -> None:
+                 kv_dtype: str = "auto", fuse: bool = True, pad_prompts: bool = True) -> None:
         self.model = model
         self.config = ModelConfig.from_gguf(model)
         self.tokenizer = Tokenizer.from_gguf(model)
@@ -158,16 +193,19 @@ class Engine:
         if self.config.n_ctx_train and self.max_ctx > self.config.n_ctx_train:
             warnings.warn(f"max_ctx={self.max_ctx} is above the model's training context "
                           f"({self.config.n_ctx_train}): positions past it were never trained", stacklevel=2)
-        self.kv_dtype = kv_dtype
+        if kv_dtype not in KV_DTYPES:
+            raise ValueError(f"kv_dtype {kv_dtype!r}: choose one of {', '.join(KV_DTYPES)}")
         self.fuse = bool(fuse)  # graphs through passes.fuse before binding (False: as the model builds them)
         # prompt chunks padded to prompt_bucket tokens (False: a graph for every length)
         self.pad_prompts = bool(pad_prompts)
         self.backend = _make_backend(backend)
+        self.kv_dtype = default_kv_dtype(self.backend) if kv_dtype == "auto" else kv_dtype
         self.weight_spec = {n: (t.shape, t.ggml_type.name.lower()) for n, t in model.tensors.items()}
         self._stacked: dict[str, tuple[str, ...]] = {}  # stacked weight (passes.fuse) -> its GGUF tensors
         self._graphs: dict[tuple[int, bool], Graph] = {}
         self._sample_graph: Graph | None = None  # the decode graph that draws the token (sample_graph)
         self.n_past = 0
+        self.runs = 0  # graph runs so far: a step's logits can be fetched until the next
         self.next_token: int | None = None
         self.last_stats = GenerationStats()
         self.prefill_timings = StepTimings()  # of the last prefill(timed=True)
@@ -176,8 +214,9 @@ class Engine:
 
     @classmethod
     def from_gguf(cls, path_or_name: str | Path, backend: Any = "auto", max_ctx: int = 2048,
-                  kv_dtype: str = "f32", fuse: bool = True, pad_prompts: bool = True) -> Engine:
-        """Open a GGUF file (or a known model name, fetched on first use) and bind it to a backend."""
+                  kv_dtype: str = "auto", fuse: bool = True, pad_prompts: bool = True) -> Engine:
+        """Open a GGUF file (or a known model name, fetched on first use) and bind it to a backend.
+        kv_dtype: the KV cache's type, "f16", "f32" or "auto" (default_kv_dtype)."""
         return cls(open_model(path_or_name), backend=backend, max_ctx=max_ctx, kv_dtype=kv_dtype, fuse=fuse,
                    pad_prompts=pad_prompts)
 
@@ -287,9 +326,10 @@ class Engine:
                 f"{self.n_past} tokens in the cache + {n} new exceed max_ctx={self.max_ctx}; "
                 f"reset() or make the engine with a larger max_ctx")
 
-    def _run(self, tokens: Sequence[int], all_logits: bool, timed: bool, sample: np.ndarray | None = None):
+    def _run(self, tokens: Sequence[int], all_logits: bool, timed: bool, sample: np.ndarray | None = None,
+             fetch: Collection[str] | None = None):
         """Run the graph for these tokens at the next positions; sample: SAMPLE's params (one token: the
-        sampling decode graph, sample_graph)."""
+        sampling decode graph, sample_graph); fetch: the outputs downloaded (None: all)."""
         n = len(tokens)
         toks = np.asarray(tokens, dtype=np.int64)
         if toks.size and (toks.min() < 0 or toks.max() >= self.config.n_vocab):
@@ -307,7 +347,8 @@ class Engine:
             inputs["inp_out_ids"] = np.array([n - 1], np.int32)
         if sample is not None:
             inputs["inp_sample"] = sample
-        outs, timings = self.backend.run(g, inputs, timed)
+        outs, timings = self.backend.run(g, inputs, timed, fetch=fetch)
+        self.runs += 1
         if all_logits and b > n:
             outs = {k: v[:n] for k, v in outs.items()}
         if timed:
@@ -343,17 +384,40 @@ class Engine:
         self.next_token = int(np.argmax(logits[-1] if all_logits else logits))
         return logits
 
-    def step(self, token: int | None = None, timed: bool = True) -> StepResult:
-        """Decode one token (default: the greedy choice after the last call) at the next position."""
+    def step(self, token: int | None = None, timed: bool = False, logits: bool = False) -> StepResult:
+        """Decode one token (default: the greedy choice after the last call) at the next position.
+
+        Untimed, the step replays the decode graph and downloads the greedy token id only; timed=True runs it
+        with per-op timings (the backend's timing mode). logits=True downloads the logits with the step,
+        else StepResult.logits downloads them on first use, until the engine runs again."""
         if token is None:
             if self.next_token is None:  # none yet, or the last call drew its token on the device
                 raise RuntimeError("step() without a token needs the greedy choice of a prefill() or step()")
             token = self.next_token
         self._check_room(1)
         position = self.n_past
-        outs, timings = self._run([token], False, timed)
+        fetch = ("argmax", "logits") if logits else ("argmax",)
+        outs, timings = self._run([token], False, timed, fetch=fetch)
         self.next_token = int(outs["argmax"][0])
-        return StepResult(self.next_token, outs["logits"][0], timings, self.memory(), position)
+        memory = self.backend.memory(query_device=False)
+        if logits:
+            return StepResult(self.next_token, outs["logits"][0], timings, memory, position)
+        return StepResult(self.next_token, self._logits_loader(position), timings, memory, position)
+
+    def _logits_loader(self, position: int) -> Callable[[int | None], np.ndarray]:
+        """Downloads the logits of the decode step at position (index: one element) while they are still
+        the decode graph's last output."""
+        run, g = self.runs, self.graph(1)
+
+        def load(index: int | None) -> np.ndarray:
+            if self.runs != run:
+                raise RuntimeError(f"the logits of the step at position {position} are gone: the engine has "
+                                   f"run since; ask for them with step(..., logits=True)")
+            if index is None:
+                return self.backend.fetch_output(g, "logits")[0]
+            return self.backend.fetch_output(g, "logits", index)
+
+        return load
 
     def sample_step(self, token: int, temperature: float, top_k: int, top_p: float, seed: int,
                     timed: bool = False) -> tuple[int, StepTimings]:
@@ -364,7 +428,7 @@ class Engine:
             raise ValueError(f"sample_step keeps 1..{SAMPLE_MAX_K} candidates, got top_k={top_k}")
         self._check_room(1)
         params = sample_params(seed, self.n_past + 1, temperature, top_k, top_p)  # counter: its position
-        outs, timings = self._run([token], False, timed, sample=params)
+        outs, timings = self._run([token], False, timed, sample=params, fetch=("sample",))
         self.next_token = None  # no greedy choice: the step's logits stayed on the device
         return int(outs["sample"][0]), timings
 
@@ -380,6 +444,7 @@ class Engine:
         return ""
 
     def memory(self) -> dict[str, int]:
+        """The backend's memory counters, with the device's free and total bytes (a driver query)."""
         return self.backend.memory()
 
     def generate(self, prompt: str | Sequence[int], max_new_tokens: int = 64, temperature: float = 0.0,
@@ -468,11 +533,12 @@ class Engine:
             if on_device:  # no logits come back to check: a NaN row draws its first NaN (SAMPLE)
                 tok, timings = self.sample_step(tok, temperature, top_k, top_p, seed, timed)
             else:
-                res = self.step(tok, timed=timed)
+                res = self.step(tok, timed=timed, logits=temperature > 0)  # greedy: the token id only
                 timings = res.timings
                 if not res.finite:
                     raise FloatingPointError(f"step at position {res.position}: the logits hold NaN or Inf")
-                tok = sample_seeded(res.logits, temperature, top_k, top_p, seed, self.n_past)
+                tok = (res.token if temperature <= 0
+                       else sample_seeded(res.logits, temperature, top_k, top_p, seed, self.n_past))
             stats.decode_steps += 1
             if timings:
                 stats.timings = timings

@@ -105,7 +105,7 @@ class Stepper:
             self.text += rest
             self.done = f"max_ctx={self.engine.max_ctx} reached"
             return tok
-        res = self.engine.step(tok, timed=self.timed)
+        res = self.engine.step(tok, timed=self.timed, logits=True)
         self.last, self.logits = res, res.logits
         self.memory_history.append(dict(res.memory))
         return tok

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -351,6 +351,7 @@ class _Prepared:
         self.source, self.graph, self.plan = source, graph, plan
         self.index_bounds = graph.index_bounds()  # checked on every run
         self.bufs: dict[int, np.ndarray] = {}  # node id -> its result's slice of the arena
+        self.last: dict[str, np.ndarray] = {}  # outputs of the last run (arena slices: valid until the next)
 
     def bind(self, arena: np.ndarray) -> None:
         if self.plan is None:
@@ -433,9 +434,11 @@ class NumpyBackend:
         p = self._lookup(graph)
         return p.plan if p is not None else None
 
-    def run(self, graph: Graph, inputs: Mapping[str, np.ndarray], timed: bool = False
-            ) -> tuple[dict[str, np.ndarray], StepTimings]:
-        """Run the graph op by op; timed: each op on the host clock, the whole run as wall time."""
+    def run(self, graph: Graph, inputs: Mapping[str, np.ndarray], timed: bool = False,
+            fetch: Collection[str] | None = None) -> tuple[dict[str, np.ndarray], StepTimings]:
+        """Run the graph op by op; timed: each op on the host clock, the whole run as wall time. Returns
+        copies of the outputs named in fetch (None: all); fetch_output reads any of them until the next
+        run."""
         t_run = time.perf_counter()
         p = self._lookup(graph)
         if p is None:
@@ -467,12 +470,26 @@ class NumpyBackend:
                 vals[t.id] = out
                 if timed:
                     timings.append(OpTiming(t.name, t.op.value, t.shape, (time.perf_counter() - t0) * 1e6))
-        outs = {name: np.array(vals[t.id]) for name, t in graph.outputs.items()}
+        p.last = {name: vals[t.id] for name, t in graph.outputs.items()}
+        outs = {name: np.array(p.last[name]) for name in (p.last if fetch is None else fetch)}
         if not timed:
             return outs, StepTimings()
         return outs, StepTimings(timings, "host", (time.perf_counter() - t_run) * 1e6)
 
-    def memory(self) -> dict[str, int]:
+    def fetch_output(self, graph: Graph, name: str, index: int | None = None) -> np.ndarray:
+        """Output `name` of the graph's last run (index: that flat element only, as a 1-element array)."""
+        p = self._lookup(graph)
+        if p is None or name not in p.last:
+            raise KeyError(f"graph {graph.name!r} has not run, or has no output {name!r}")
+        a = p.last[name]
+        if index is None:
+            return np.array(a)
+        if not 0 <= index < a.size:
+            raise IndexError(f"output {name!r}: element {index} of a {a.shape} tensor")
+        return np.array(a.reshape(-1)[index : index + 1])
+
+    def memory(self, query_device: bool = True) -> dict[str, int]:
+        """Bytes held: weights, KV cache, the shared arena (query_device: no device to ask)."""
         return {"weights": self.weight_bytes,
                 "kv_cache": sum(a.nbytes for a in self.state.values()),
                 "arena": int(self.arena.nbytes)}

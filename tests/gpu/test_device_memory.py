@@ -34,7 +34,7 @@ def pool():
 
 
 def test_a_capped_pool_fails_before_upload_and_the_named_context_fits(tiny, pool):
-    need = Engine.from_gguf(tiny, backend="numpy", max_ctx=8192).device_plan()
+    need = Engine.from_gguf(tiny, backend="numpy", max_ctx=8192, kv_dtype="f16").device_plan()  # HIP's KV
     base = pool.used_bytes()
     pool.set_limit(size=base + need["total"] - need["kv_cache"] // 2)
     be = HipBackend()

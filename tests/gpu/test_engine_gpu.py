@@ -47,7 +47,8 @@ def test_hip_engine_matches_numpy(tiny):
 
     ids = [3, 17, 99, 250, 7, 42, 5, 11, 64]
     ref, ref_toks = _run(Engine.from_gguf(tiny, backend="numpy", max_ctx=64), ids, 12)
-    got, toks = _run(Engine.from_gguf(tiny, backend=HipBackend(prefill="tiled"), max_ctx=64), ids, 12)
+    got, toks = _run(Engine.from_gguf(tiny, backend=HipBackend(prefill="tiled"), max_ctx=64, kv_dtype="f32"),
+                     ids, 12)
     assert toks == ref_toks
     nmse = float(np.mean((got - ref) ** 2) / np.mean(ref**2))
     assert nmse < 1e-6, nmse
@@ -79,7 +80,7 @@ def test_blas_prefill_is_the_cuda_default_and_replays_from_a_captured_graph(tiny
     ids = [3, 17, 99, 250, 7, 42, 5, 11, 64]
     ref_eng = Engine.from_gguf(tiny, backend="numpy", max_ctx=64)
     ref = ref_eng.prefill(ids, all_logits=True)
-    eng = Engine.from_gguf(tiny, backend=be, max_ctx=64)
+    eng = Engine.from_gguf(tiny, backend=be, max_ctx=64, kv_dtype="f32")
     import cupy
 
     pool = cupy.get_default_memory_pool()
@@ -122,7 +123,7 @@ def test_prefill_options_against_numpy(tiny, prefill):
     be = HipBackend(prefill=prefill)  # "blas" without a vendor BLAS: RuntimeError saying why
     ids = [int(i) for i in np.random.default_rng(1).integers(0, 250, 40)]
     ref = Engine.from_gguf(tiny, backend="numpy", max_ctx=64).prefill(ids, all_logits=True)
-    eng = Engine.from_gguf(tiny, backend=be, max_ctx=64)
+    eng = Engine.from_gguf(tiny, backend=be, max_ctx=64, kv_dtype="f32")
     for _ in range(2):  # eager, then replayed
         eng.reset()
         got = eng.prefill(ids, all_logits=True)
@@ -204,7 +205,7 @@ def test_int8_activations_stay_close_to_numpy(tiny, kernels, monkeypatch):
         assert be.ctx.mat_mul.int8_activations and be.ctx.mat_mul.kernels == C.MUL_MAT_KERNELS  # the defaults
         be.ctx.mat_mul = V.options(*table, min_n=0)
         be.replay = replay
-        runs.append(_run(Engine.from_gguf(tiny, backend=be, max_ctx=64), ids, 12))
+        runs.append(_run(Engine.from_gguf(tiny, backend=be, max_ctx=64, kv_dtype="f32"), ids, 12))
     n_mv = calls["mat-vec"] + calls["xb"] + calls["xr"]
     if n_mv and prequant:
         assert 0 < calls["quantize"] < n_mv, calls
@@ -245,7 +246,7 @@ def test_sampling_on_the_device_draws_numpys_tokens(tiny):
 
     ids = [3, 17, 99, 250, 7, 42, 5, 11, 64]
     ref = _sampled(Engine.from_gguf(tiny, backend="numpy", max_ctx=64), ids, seed=11)
-    eng = Engine.from_gguf(tiny, backend=HipBackend(prefill="tiled"), max_ctx=64)
+    eng = Engine.from_gguf(tiny, backend=HipBackend(prefill="tiled"), max_ctx=64, kv_dtype="f32")
     got = _sampled(eng, ids, seed=11)
     assert eng.last_stats.sampling == "device" and len(got) > 1
     assert got == ref
@@ -274,3 +275,21 @@ def test_sampled_steps_keep_the_pool_flat(tiny):
         tok, _ = eng.sample_step(tok, 1.0, 40, 0.9, seed=3, timed=(i % 100 == 0))
         assert 0 <= tok < eng.config.n_vocab
     assert (pool.used_bytes(), pool.total_bytes()) == before
+
+
+def test_the_kv_cache_is_f16_by_default_and_matches_numpy_f16(tiny):
+    """On the GPU the KV cache defaults to f16 (llama.cpp's default): half the f32 cache's bytes, and the same
+    logits as the numpy backend with an f16 cache (both round f32 -> f16 to nearest even), close to f32's."""
+    from rocmforge.backends.hip import HipBackend
+
+    ids = [5, 9, 13, 2, 77]
+    eng = Engine.from_gguf(tiny, backend=HipBackend(prefill="tiled"), max_ctx=64)
+    f32 = Engine.from_gguf(tiny, backend="numpy", max_ctx=64)
+    assert eng.kv_dtype == "f16" and f32.kv_dtype == "f32"
+    assert eng.memory()["kv_cache"] * 2 == f32.memory()["kv_cache"]
+    got, toks = _run(eng, ids, 12)
+    want, want_toks = _run(Engine.from_gguf(tiny, backend="numpy", max_ctx=64, kv_dtype="f16"), ids, 12)
+    assert toks == want_toks
+    assert float(np.mean((got - want) ** 2) / np.mean(want**2)) <= 1e-6
+    exact, _ = _run(f32, ids, 12)
+    assert float(np.mean((got - exact) ** 2) / np.mean(exact**2)) <= 1e-3

@@ -83,7 +83,7 @@ def test_same_tokens_and_logits_with_and_without_passes(name):
     for backend in (NumpyBackend(plan=False), NumpyBackend(plan=True)):
         eng = Engine.from_gguf(name, backend=backend, max_ctx=128)
         logits = [eng.prefill(toks, all_logits=True)]
-        steps = [eng.step(timed=False) for _ in range(6)]
+        steps = [eng.step(logits=True) for _ in range(6)]
         runs.append((np.concatenate(logits + [s.logits[None] for s in steps]), [s.token for s in steps]))
     assert runs[1][1] == runs[0][1]
     np.testing.assert_array_equal(runs[1][0], runs[0][0])

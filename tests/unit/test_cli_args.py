@@ -49,6 +49,7 @@ BAD = [  # (argv, with {m} for the model, a regex the one-line message must matc
     (BENCH + ["--model", "{m}", "-p", "0", "-n", "0"], r"-p 0 and -n 0: nothing to run"),
     (BENCH + ["--model", "{m}", "-o", "/nonexistent-dir/b.jsonl"], r"No such file or directory"),
     (BENCH + ["--model", "{m}/nope.gguf"], r"no such file or known model"),
+    (BENCH + ["--model", "{m}", "-ctk", "q8_0"], r"--kv-type: invalid choice: 'q8_0'"),
     (["info", "{m}/nope.gguf"], r"no such file or known model"),
     (["info", "--jsn"], r"unrecognized arguments: --jsn"),
     (["models", "fetch", "gpt-5"], r"unknown model 'gpt-5'"),

@@ -75,7 +75,7 @@ def test_reset_clears_the_cache(tiny):
 def test_step_reports_timings_and_memory(tiny):
     eng = Engine.from_gguf(tiny, backend="numpy", max_ctx=64)
     eng.prefill([1, 2, 3])
-    res = eng.step()
+    res = eng.step(timed=True)
     n_ops = len(eng.graph(1).ops())
     assert len(res.timings) == n_ops and all(t.us >= 0 for t in res.timings)
     assert {t.op for t in res.timings} >= {"MUL_MAT", "MUL_MAT_ADD", "FLASH_ATTN_EXT", "SET_ROWS", "ROPE",
@@ -278,3 +278,87 @@ def test_the_sampling_graph_returns_only_the_token(tiny):
     spec = GraphSpec(3, 64, sample=True)  # a prompt's last row drawn the same way
     pg = build_graph(eng.config, eng.weight_spec, spec)
     assert pg.name == "prefill3_sample" and pg.outputs["sample"].shape == (1,)
+
+
+class _Spy:
+    """Wraps a backend and records what each run downloads and what each memory call asks."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.fetched, self.memory_calls, self.element_reads = inner, [], [], []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def run(self, graph, inputs, timed=False, fetch=None):
+        self.fetched.append((graph.name, None if fetch is None else tuple(fetch)))
+        return self.inner.run(graph, inputs, timed, fetch=fetch)
+
+    def fetch_output(self, graph, name, index=None):
+        self.element_reads.append((name, index))
+        return self.inner.fetch_output(graph, name, index)
+
+    def memory(self, query_device=True):
+        self.memory_calls.append(query_device)
+        return self.inner.memory(query_device)
+
+
+def test_an_untimed_step_downloads_the_token_and_its_logits_on_demand(tiny):
+    from rocmforge.backends.numpy_ref import NumpyBackend
+
+    spy = _Spy(NumpyBackend())
+    eng = Engine.from_gguf(tiny, backend=spy, max_ctx=64)
+    eng.prefill([1, 2, 3])
+    spy.fetched.clear()
+    res = eng.step()  # replayed (untimed) by default: the token id comes back, nothing else
+    assert res.timings == [] and spy.fetched == [("decode", ("argmax",))] and "on the device" in repr(res)
+    assert spy.memory_calls == [False]  # the step's counters: bookkeeping, no device query
+    assert res.finite and spy.element_reads == [("logits", res.token)]  # one element, not the row
+    lazy = res.logits
+    assert lazy.shape == (eng.config.n_vocab,) and res.token == int(np.argmax(lazy))
+    eng.reset()
+    eng.prefill([1, 2, 3])
+    eager = eng.step(logits=True)
+    assert spy.fetched[-1] == ("decode", ("argmax", "logits")) and np.array_equal(eager.logits, lazy)
+    later = eng.step()
+    eng.step()
+    with pytest.raises(RuntimeError, match="position 4 are gone: the engine has run since"):
+        _ = later.logits
+    assert "device_free" not in later.memory
+
+
+def test_greedy_generate_downloads_token_ids_only_and_stops_on_nan(tiny):
+    from rocmforge.backends.numpy_ref import NumpyBackend
+
+    spy = _Spy(NumpyBackend())
+    eng = Engine.from_gguf(tiny, backend=spy, max_ctx=64)
+    toks = [g.token for g in eng.generate("the cat", max_new_tokens=6)]
+    decode = [f for name, f in spy.fetched if name == "decode"]
+    assert len(decode) == eng.last_stats.decode_steps == len(toks) - 1
+    assert set(decode) == {("argmax",)} and {i for _, i in spy.element_reads} - {None} and all(
+        i is not None for _, i in spy.element_reads)
+    # a NaN in the output norm poisons every logit: the first NaN's index is not turned into a token
+    norm = spy.inner.weights["output_norm.weight"]
+    norm[...] = np.nan
+    eng.reset()
+    with pytest.raises(FloatingPointError):
+        list(eng.generate([1, 2, 3], max_new_tokens=4))
+    eng.reset()
+    eng.prefill([1, 2])
+    res = eng.step()
+    assert not res.finite and np.isnan(res.logits).all()
+
+
+def test_kv_dtype_defaults_to_f16_on_a_gpu_and_f32_on_numpy(tiny):
+    import types
+
+    from rocmforge.engine import default_kv_dtype
+
+    assert default_kv_dtype(types.SimpleNamespace(name="hip")) == "f16"
+    eng = Engine.from_gguf(tiny, backend="numpy", max_ctx=64)
+    half = Engine.from_gguf(tiny, backend="numpy", max_ctx=64, kv_dtype="f16")
+    assert eng.kv_dtype == "f32" and half.kv_dtype == "f16"
+    assert half.memory()["kv_cache"] * 2 == eng.memory()["kv_cache"]
+    a, b = eng.prefill([1, 2, 3], all_logits=True), half.prefill([1, 2, 3], all_logits=True)
+    assert not np.array_equal(a, b) and float(np.mean((a - b) ** 2) / np.mean(a**2)) < 1e-4
+    with pytest.raises(ValueError, match="kv_dtype 'bf16': choose one of auto, f16, f32"):
+        Engine.from_gguf(tiny, backend="numpy", kv_dtype="bf16")

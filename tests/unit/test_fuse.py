@@ -111,7 +111,7 @@ def test_fused_engine_computes_what_the_unfused_one_does(tmp_path, arch, kw):
     for flag in (False, True):
         eng = Engine.from_gguf(path, backend="numpy", max_ctx=32, fuse=flag)
         logits = eng.prefill([1, 5, 9, 3, 7, 2, 11], all_logits=True)
-        steps = [eng.step(timed=False) for _ in range(5)]
+        steps = [eng.step(logits=True) for _ in range(5)]
         out[flag] = (logits, [s.token for s in steps], np.stack([s.logits for s in steps]),
                      eng.device_plan()["weights"], eng.backend.weight_bytes)
     np.testing.assert_allclose(out[True][0], out[False][0], rtol=1e-6, atol=1e-6)

@@ -59,6 +59,7 @@ def _fake_cupy(warp: int, sms: int) -> types.SimpleNamespace:
         runtime=runtime,
         Device=lambda i: types.SimpleNamespace(use=lambda: None),
         Stream=lambda non_blocking: object(),
+        alloc_pinned_memory=lambda n: bytearray(n),
     )
     return types.SimpleNamespace(
         cuda=cuda, empty=lambda n, dtype=None: _Buf(n), zeros=lambda n, dtype=None: _Buf(n),
@@ -141,3 +142,46 @@ def test_prepare_fused_ops(monkeypatch):
     assert want <= {f for f, _ in mods.compiled}
     (hq,) = [t for t in prepared.nodes if t.op is Op.QUANTIZE_X8]
     assert early_quantize_x8(be.ctx, prepared, be.weights) == {hq.id}
+
+
+def test_staging_copies_every_input_in_one_copy_and_small_outputs_through_pinned_memory():
+    """_Staging on host memory standing in for the device (memcpyAsync = memmove): inputs land at their
+    offsets from one copy; a small output comes back through the pinned buffer, a large one is left out."""
+    import ctypes
+
+    from rocmforge.backends.hip.backend import _Staging
+    from rocmforge.backends.hip.tensor import DevTensor
+
+    class HostBuf:
+        def __init__(self, n: int) -> None:
+            self.a = np.zeros(n, np.uint8)
+            self.nbytes = n
+            self.data = types.SimpleNamespace(ptr=self.a.ctypes.data)
+
+    copies = []
+
+    def memcpy_async(dst, src, n, kind, stream):
+        copies.append(kind)
+        ctypes.memmove(dst, src, n)
+
+    runtime = types.SimpleNamespace(memcpyAsync=memcpy_async, memcpyHostToDevice=1, memcpyDeviceToHost=2)
+    cp = types.SimpleNamespace(empty=lambda n, dtype=None: HostBuf(n),
+                               cuda=types.SimpleNamespace(runtime=runtime, alloc_pinned_memory=bytearray))
+    g = Graph()
+    tok, pos = g.input("inp_tokens", (3,), "i32"), g.input("inp_pos", (3,), "i32")
+    st = _Staging(cp, {"inp_tokens": tok, "inp_pos": pos})
+    toks, poss = np.array([7, 8, 9], np.int32), np.array([40, 41, 42], np.int32)
+    st.write({"inp_tokens": toks, "inp_pos": poss}, types.SimpleNamespace(ptr=0))
+    assert copies == [1]
+    for name, want in (("inp_tokens", toks), ("inp_pos", poss)):
+        t = st.device_input(name, g.inputs[name])
+        assert np.array_equal(t.buf.a[t.offset:t.offset + 12].view(np.int32), want)
+    dev = HostBuf(1 << 20)
+    dev.a[64:68] = np.array([123], np.int32).view(np.uint8)
+    small, big = DevTensor(dev, 64, (1,), "i32"), DevTensor(dev, 4096, (1, 200_000), "f32")
+    st.plan_outputs({"argmax": small, "logits": big})
+    assert set(st.outputs) == {"argmax"}  # 800 KB of logits: downloaded only when asked, not staged
+    st.read_async("argmax", small, types.SimpleNamespace(ptr=0))
+    got = st.result("argmax", small)
+    dev.a[64:68] = 0
+    assert copies == [1, 2] and got.tolist() == [123]  # a copy: the next run does not change it

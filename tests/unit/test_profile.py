@@ -57,9 +57,9 @@ def test_numpy_steps_and_prefills_report_host_timings_with_their_wall_time(tiny)
     pt = eng.prefill_timings
     assert pt.mode == "host" and len(pt) == len(eng.graph(3).ops())
     assert pt.wall_us >= pt.sum_us > 0
-    res = eng.step()
+    res = eng.step(timed=True)
     assert res.timings.mode == "host" and res.timings.wall_us >= res.timings.sum_us
-    assert eng.step(timed=False).timings == [] and len(repr(res)) < 300
+    assert eng.step().timings == [] and len(repr(res)) < 300  # untimed by default
 
 
 def test_a_long_prompt_joins_its_chunks_timings(tiny, monkeypatch):
@@ -81,7 +81,7 @@ def test_short_reprs_and_a_timings_frame(tiny):
     eng = Engine.from_gguf(tiny, backend="numpy", max_ctx=64)
     assert repr(eng).startswith("Engine(") and "position 0/64" in repr(eng) and len(repr(eng)) < 200
     eng.prefill([1, 2])
-    res = eng.step()
+    res = eng.step(timed=True)
     df = res.timings_frame()
     assert len(df) == len(res.timings) + 1 and df["us"].sum() == pytest.approx(res.timings.wall_us)
     assert "position 3/64" in repr(eng)
@@ -115,10 +115,10 @@ def test_timed_steps_carry_costs_into_the_frame_and_summaries(tiny):
 
     eng = Engine.from_gguf(tiny, backend="numpy", max_ctx=64)
     eng.prefill([1, 2])
-    df = eng.step().timings_frame()
+    df = eng.step(timed=True).timings_frame()
     assert {"layer", "bytes_read", "bytes_written", "flops", "GB/s", "GFLOP/s"} <= set(df.columns)
     mm = df[df.op == "MUL_MAT"]
     assert (mm.bytes_read > 0).all() and (mm.flops > 0).all()
     assert set(df.layer) == {-1, 0, 1}
-    s = summary(eng.step().timings, by="layer")
+    s = summary(eng.step(timed=True).timings, by="layer")
     assert s.loc[0, "count"] == s.loc[1, "count"] and s["share"].sum() == pytest.approx(1.0)

@@ -43,7 +43,7 @@ def step(tmp_path_factory):
     path = write_tiny_model(tmp_path_factory.mktemp("m") / "m.gguf", "llama")
     eng = Engine.from_gguf(path, backend="numpy", max_ctx=64)
     eng.prefill([1, 2, 3])
-    return eng, eng.step()
+    return eng, eng.step(timed=True)
 
 
 # ---- projection ----------------------------------------------------------------------------------------

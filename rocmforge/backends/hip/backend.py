@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -69,10 +69,71 @@ class _Plan:
     timed_events: list = field(default_factory=list)
     timed_failed: str = ""
     index_bounds: dict = field(default_factory=dict)  # the graph's index_bounds(), checked on every run
+    # every input in one device buffer, written from one pinned host mirror by one async copy a run
+    staging: _Staging | None = None
 
     @property
     def arena_bytes(self) -> int:
         return self.ir_plan.arena_bytes
+
+
+class _Staging:
+    """Host-device copies of a run without a driver call per tensor: the graph's inputs laid out in one
+    device buffer with a pinned host mirror (one async copy in), and its small outputs (token ids, up to
+    SMALL_OUTPUT bytes) copied into one pinned buffer (one async copy each, one synchronize)."""
+
+    SMALL_OUTPUT = 1 << 16
+
+    def __init__(self, cp: Any, inputs: Mapping[str, Tensor]) -> None:
+        self.cp = cp
+        self.inputs: dict[str, tuple[int, int]] = {}  # name -> (offset, bytes)
+        n = 0
+        for name, t in inputs.items():
+            nbytes = t.n_elements * ITEMSIZE[t.dtype]
+            self.inputs[name] = (n, nbytes)
+            n += -(-max(1, nbytes) // 16) * 16
+        self.in_bytes = max(16, n)
+        self.in_dev = cp.empty(self.in_bytes, dtype=np.uint8)
+        self.in_host = _pinned(cp, self.in_bytes)
+        self.outputs: dict[str, tuple[int, int]] = {}  # small contiguous outputs -> (offset, bytes)
+        self.out_host = _pinned(cp, 16)
+
+    def plan_outputs(self, outputs: Mapping[str, DevTensor]) -> None:
+        n = 0
+        for name, t in outputs.items():
+            nbytes = t.n_elements * ITEMSIZE.get(t.dtype, 0)
+            if 0 < nbytes <= self.SMALL_OUTPUT and t.is_contiguous:
+                self.outputs[name] = (n, nbytes)
+                n += -(-nbytes // 16) * 16
+        self.out_host = _pinned(self.cp, max(16, n))
+
+    def device_input(self, name: str, t: Tensor) -> DevTensor:
+        return DevTensor(self.in_dev, self.inputs[name][0], t.shape, t.dtype)
+
+    def write(self, inputs: Mapping[str, np.ndarray], stream: Any) -> None:
+        """Inputs (checked by the caller) into the pinned mirror, then one async copy to the device. The
+        caller synchronized the stream after the last run, so no copy still reads the mirror."""
+        for name, (off, nbytes) in self.inputs.items():
+            if nbytes:
+                self.in_host[off:off + nbytes] = inputs[name].reshape(-1).view(np.uint8)
+        self.cp.cuda.runtime.memcpyAsync(self.in_dev.data.ptr, self.in_host.ctypes.data, self.in_bytes,
+                                         self.cp.cuda.runtime.memcpyHostToDevice, stream.ptr)
+
+    def read_async(self, name: str, t: DevTensor, stream: Any) -> None:
+        off, nbytes = self.outputs[name]
+        self.cp.cuda.runtime.memcpyAsync(self.out_host.ctypes.data + off, t.ptr, nbytes,
+                                         self.cp.cuda.runtime.memcpyDeviceToHost, stream.ptr)
+
+    def result(self, name: str, t: DevTensor) -> np.ndarray:
+        """An output read by read_async, after the stream was synchronized: a copy the next run keeps."""
+        off, nbytes = self.outputs[name]
+        return self.out_host[off:off + nbytes].view(NP_DTYPES[t.dtype]).reshape(t.shape).copy()
+
+
+def _pinned(cp: Any, nbytes: int) -> np.ndarray:
+    """A page-locked host buffer as a uint8 array (it keeps the allocation alive)."""
+    mem = cp.cuda.alloc_pinned_memory(nbytes)
+    return np.frombuffer(mem, np.uint8, nbytes)
 
 
 class HipBackend:
@@ -234,12 +295,10 @@ class HipBackend:
         inputs: dict[str, DevTensor] = {}
         steps: list[_Step] = []
         early = early_quantize_x8(self.ctx, graph, self.weights)
+        staging = _Staging(self.cp, graph.inputs)
         for t in graph.nodes:
             if t.kind == "input":
-                nbytes = max(1, t.n_elements * ITEMSIZE[t.dtype])
-                dev[t.id] = inputs[t.name] = DevTensor(
-                    self.cp.empty(nbytes, dtype=np.uint8), 0, t.shape, t.dtype
-                )
+                dev[t.id] = inputs[t.name] = staging.device_input(t.name, t)
             elif t.kind == "weight":
                 dev[t.id] = self.weights[t.name]
             elif t.kind == "state":
@@ -259,7 +318,9 @@ class HipBackend:
                 launch = prepare_launch(self.ctx, t.op, out, srcs, t.params, t.id in early)
                 steps.append(_Step(t, out, srcs, launch))
         outputs = {name: dev[t.id] for name, t in graph.outputs.items()}
-        return _Plan(steps, inputs, outputs, arena, ir_plan, index_bounds=graph.index_bounds())
+        staging.plan_outputs(outputs)
+        return _Plan(steps, inputs, outputs, arena, ir_plan, index_bounds=graph.index_bounds(),
+                     staging=staging)
 
     def _get_plan(self, graph: Graph) -> _Plan:
         entry = self._plans.get(id(graph))
@@ -346,14 +407,16 @@ class HipBackend:
         return g
 
     def _write_inputs(self, graph: Graph, plan: _Plan, inputs: Mapping[str, np.ndarray]) -> None:
+        """Check every input, then copy them all to the device in one async copy on the stream."""
+        checked = {}
         for name, buf in plan.inputs.items():
             if name not in inputs:
                 raise KeyError(f"graph {graph.name!r} needs input {name!r}")
             a = np.ascontiguousarray(inputs[name], dtype=NP_DTYPES[buf.dtype])
             if a.shape != buf.shape:
                 raise ValueError(f"input {name!r}: shape {a.shape}, graph wants {buf.shape}")
-            if a.size:
-                buf.buf[: a.nbytes].set(a.reshape(-1).view(np.uint8))
+            checked[name] = a
+        plan.staging.write(checked, self.stream)
 
     def _graph_timed(self, plan: _Plan) -> StepTimings | None:
         """Per-op times from one replay of the timed graph (captured on first use, then replayed once
@@ -461,12 +524,15 @@ class HipBackend:
         return StepTimings(timing_mod.records(self.cp, plan.steps, events, False), "eager", wall)
 
     def run(
-        self, graph: Graph, inputs: Mapping[str, np.ndarray], timed: bool = False
+        self, graph: Graph, inputs: Mapping[str, np.ndarray], timed: bool = False,
+        fetch: Collection[str] | None = None,
     ) -> tuple[dict[str, np.ndarray], StepTimings]:
-        """Write the inputs, run the graph and download its outputs. Untimed runs replay a captured device
+        """Write the inputs, run the graph and download the outputs named in fetch (None: all; the others
+        stay on the device for `fetch_output` until the next run). Untimed runs replay a captured device
         graph (after one eager run); timed runs measure each op as `self.timing` says (TIMING_MODES). A
         timed run may run the step more than once: a step's only writes besides its outputs are its own
-        KV-cache rows, which it writes with the same values each time."""
+        KV-cache rows, which it writes with the same values each time. Host work of a replayed run: one
+        async copy in, the graph launch, one async copy out per small output, one synchronize."""
         plan = self._get_plan(graph)
         check_indices(plan.index_bounds, inputs)
         self._write_inputs(graph, plan, inputs)
@@ -491,24 +557,54 @@ class HipBackend:
             if timed:
                 self.stream.synchronize()
                 timings = self._eager_timings(plan, events)
-        self.stream.synchronize()
         plan.runs += 1
-        outs = {name: self._download(t) for name, t in plan.outputs.items()}
+        names = list(plan.outputs) if fetch is None else list(fetch)
+        small = [n for n in names if n in plan.staging.outputs]
+        for name in small:
+            plan.staging.read_async(name, plan.outputs[name], self.stream)
+        self.stream.synchronize()
+        outs = {name: plan.staging.result(name, plan.outputs[name]) for name in small}
+        outs.update({name: self._download(plan.outputs[name]) for name in names if name not in outs})
         return outs, timings or StepTimings()
 
-    def memory(self) -> dict[str, int]:
+    def replayed_us(self, graph: Graph, reps: int = 5) -> float | None:
+        """Median device time of one replay of the graph's captured device graph, with the inputs of its
+        last run (None before it was captured): the step without the host's work around it."""
+        plan = self._get_plan(graph)
+        if plan.device_graph is None:
+            return None
+        return float(np.median([timing_mod.replay_us(self.cp, self.stream, plan.device_graph)
+                                for _ in range(reps)]))
+
+    def fetch_output(self, graph: Graph, name: str, index: int | None = None) -> np.ndarray:
+        """Output `name` of the graph's last run (valid until the next run of any graph sharing its
+        arena); index: only that flat element, as a 1-element array (a 4-byte copy)."""
+        plan = self._get_plan(graph)
+        t = plan.outputs[name]
+        if index is None:
+            return self._download(t)
+        if not 0 <= index < t.n_elements or not t.is_contiguous:
+            raise IndexError(f"output {name!r}: element {index} of a {t.shape} tensor")
+        item = ITEMSIZE[t.dtype]
+        start = t.offset + index * item
+        return self.cp.asnumpy(t.buf[start:start + item]).view(NP_DTYPES[t.dtype])
+
+    def memory(self, query_device: bool = True) -> dict[str, int]:
+        """Bytes the backend holds by its own bookkeeping (weights, KV cache, activations: arenas, inputs and
+        scratch; CuPy's pool), and with query_device the driver's free and total bytes (a driver call)."""
         pool = self.cp.get_default_memory_pool()
-        free, total = self.cp.cuda.runtime.memGetInfo()
         plans = {id(p): p for _, p in self._plans.values()}.values()  # a plan is keyed by both graphs
         acts = self.ctx.scratch_bytes
         for plan in plans:
-            acts += plan.arena_bytes + sum(t.buf.nbytes for t in plan.inputs.values())
-        return {
+            acts += plan.arena_bytes + plan.staging.in_bytes
+        out = {
             "weights": self.weight_bytes,
             "kv_cache": sum(int(t.buf.nbytes) for t in self.state.values()),
             "activations": int(acts),
             "pool_used": int(pool.used_bytes()),
             "pool_total": int(pool.total_bytes()),
-            "device_free": int(free),
-            "device_total": int(total),
         }
+        if query_device:
+            free, total = self.cp.cuda.runtime.memGetInfo()
+            out.update(device_free=int(free), device_total=int(total))
+        return out
