@@ -6,8 +6,10 @@
 // of one KV group, so the G heads sharing a KV head read each K/V tile once. It walks KV tiles of BKV rows
 // (K, V converted to f32 in shared memory), scores q.k for its rows, and keeps per-row running max / sum
 // / output (online softmax): no T x C score matrix ever exists. Decode fills the GPU by splitting the
-// cache into n_splits chunks (grid z); each chunk writes an unnormalised partial (o, m, l) and
-// flash_attn_combine merges them. With n_splits == 1 (prefill) the block writes the output directly.
+// cache into n_splits chunks (grid z); each chunk writes an unnormalised partial (o, m, l), and the last
+// block of a (query tile, KV head) to finish merges them (a ticket from counters: int [grid x * grid y],
+// zero before the first launch, left zero by every launch). With n_splits == 1 (prefill) the block writes
+// the output directly.
 // Chunks past the block's largest position do no work.
 // Tunables: RF_HEAD_DIM (compile-time D); BQ and BKV follow from D so shared memory stays under 48 KB.
 // Floor: K and V rows 0..max(pos) read once per KV head and query tile, q read, out written.
@@ -26,8 +28,8 @@
 
 template <typename Tkv>
 __device__ void flash_attn(const float* __restrict__ q, const Tkv* __restrict__ k, const Tkv* __restrict__ v,
-                           const int* __restrict__ pos, float* __restrict__ out, float* __restrict__ part_o,
-                           float* __restrict__ part_m, float* __restrict__ part_l, int T, int H, int Hkv,
+                           const int* __restrict__ pos, float* __restrict__ out, float* part_o, float* part_m,
+                           float* part_l, int* __restrict__ counters, int T, int H, int Hkv,
                            rf_i64 row_stride, rf_i64 head_stride, int C, int chunk, float scale) {
     RF_PDL_BEGIN();
     __shared__ float qs[FA_BQ][FA_D + 1];
@@ -119,17 +121,21 @@ __device__ void flash_attn(const float* __restrict__ q, const Tkv* __restrict__ 
     }
 
     const int gr = row0 + r;
-    if (gr >= n_rows) return;
+    const bool valid = gr < n_rows;
     const int t = gr / G, h = hk * G + gr % G;
     if (gridDim.z == 1) {
+        if (!valid) return;
         const float inv = 1.0f / l_i;
 #pragma unroll
         for (int i = 0; i < FA_DPT; ++i) {
             const int d = sub + FA_TPR * i;
             if (d < FA_D) out[((rf_i64)t * H + h) * FA_D + d] = o[i] * inv;
         }
-    } else {
-        const rf_i64 pr = ((rf_i64)split * T + t) * H + h;
+        return;
+    }
+    const rf_i64 TH = (rf_i64)T * H, th = (rf_i64)t * H + h;
+    if (valid) {
+        const rf_i64 pr = split * TH + th;
 #pragma unroll
         for (int i = 0; i < FA_DPT; ++i) {
             const int d = sub + FA_TPR * i;
@@ -140,40 +146,56 @@ __device__ void flash_attn(const float* __restrict__ q, const Tkv* __restrict__ 
             part_l[pr] = l_i;
         }
     }
+    // the last of a tile's n_splits blocks to finish merges their partials (no second kernel): each block
+    // makes its partials visible device-wide, then takes a ticket; the last resets the counter for the next
+    // launch
+    __shared__ int last;
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) {
+        int* c = counters + blockIdx.y * gridDim.x + blockIdx.x;
+        last = atomicAdd(c, 1) == (int)gridDim.z - 1;
+        if (last) *c = 0;
+    }
+    __syncthreads();
+    if (!last || !valid) return;
+    __threadfence();
+    const volatile float* vm = part_m;  // written by other blocks: past this SM's L1
+    const volatile float* vl = part_l;
+    const volatile float* vo = part_o;
+    const int n_splits = (int)gridDim.z;
+    float M = -RF_INF;
+    for (int s2 = 0; s2 < n_splits; ++s2) M = fmaxf(M, vm[s2 * TH + th]);
+    float L = 0.0f;
+    float acc[FA_DPT];
+#pragma unroll
+    for (int i = 0; i < FA_DPT; ++i) acc[i] = 0.0f;
+    for (int s2 = 0; s2 < n_splits; ++s2) {
+        const float m = vm[s2 * TH + th];
+        if (m == -RF_INF) continue;
+        const float w = expf(m - M);
+        L += w * vl[s2 * TH + th];
+#pragma unroll
+        for (int i = 0; i < FA_DPT; ++i) {
+            const int d = sub + FA_TPR * i;
+            if (d < FA_D) acc[i] += w * vo[(s2 * TH + th) * FA_D + d];
+        }
+    }
+    const float inv = 1.0f / L;
+#pragma unroll
+    for (int i = 0; i < FA_DPT; ++i) {
+        const int d = sub + FA_TPR * i;
+        if (d < FA_D) out[th * FA_D + d] = acc[i] * inv;
+    }
 }
 
 #define FA_ENTRY(t, Tkv)                                                                               \
     RF_KERNEL void __launch_bounds__(FA_THREADS)                                                       \
         flash_attn_##t(const float* q, const Tkv* k, const Tkv* v, const int* pos, float* out,          \
-                       float* part_o,                                                                  \
-                       float* part_m, float* part_l, int T, int H, int Hkv, rf_i64 row_stride,         \
-                       rf_i64 head_stride, int C, int chunk, float scale) {                            \
-        flash_attn<Tkv>(q, k, v, pos, out, part_o, part_m, part_l, T, H, Hkv, row_stride, head_stride, C, \
-                        chunk, scale);                                                                 \
+                       float* part_o, float* part_m, float* part_l, int* counters, int T, int H, int Hkv, \
+                       rf_i64 row_stride, rf_i64 head_stride, int C, int chunk, float scale) {         \
+        flash_attn<Tkv>(q, k, v, pos, out, part_o, part_m, part_l, counters, T, H, Hkv, row_stride,     \
+                        head_stride, C, chunk, scale);                                                 \
     }
 FA_ENTRY(f32, float)
 FA_ENTRY(f16, rf_u16)
-
-// merge the n_splits partials of each (token, head): grid (T * H), block 128 over the head dims
-RF_KERNEL void __launch_bounds__(FA_THREADS)
-    flash_attn_combine(const float* part_o, const float* part_m, const float* part_l, float* out, int TH,
-                       int n_splits) {
-    RF_PDL_BEGIN();
-    const rf_i64 th = blockIdx.x;
-    float M = -RF_INF;
-    for (int s = 0; s < n_splits; ++s) M = fmaxf(M, part_m[(rf_i64)s * TH + th]);
-    float L = 0.0f;
-    for (int s = 0; s < n_splits; ++s) {
-        const float m = part_m[(rf_i64)s * TH + th];
-        if (m != -RF_INF) L += expf(m - M) * part_l[(rf_i64)s * TH + th];
-    }
-    const float inv = 1.0f / L;
-    for (int d = threadIdx.x; d < FA_D; d += blockDim.x) {
-        float acc = 0.0f;
-        for (int s = 0; s < n_splits; ++s) {
-            const float m = part_m[(rf_i64)s * TH + th];
-            if (m != -RF_INF) acc += expf(m - M) * part_o[((rf_i64)s * TH + th) * FA_D + d];
-        }
-        out[th * FA_D + d] = acc * inv;
-    }
-}

@@ -52,12 +52,13 @@ inline std::vector<rf_u64> lanes;  // one word a thread: what votes and shuffles
 
 inline std::barrier<>& warp() { return *warp_bar[threadIdx.x / RF_WARP]; }
 
-// run kernel(args...) on grid blocks of `block` threads, one block after another
+// run kernel(args...) on a grid of blocks of `block` threads, one block after another (x fastest)
 template <class F>
-void launch(unsigned grid, unsigned block, F kernel) {
+void launch(rf_dim3 grid, unsigned block, F kernel) {
     blockDim.x = block;
-    gridDim.x = grid;
-    for (unsigned b = 0; b < grid; ++b) {
+    blockDim.y = blockDim.z = 1;
+    gridDim = grid;
+    for (unsigned b = 0; b < grid.x * grid.y * grid.z; ++b) {
         block_bar = std::make_unique<std::barrier<>>(block);
         warp_bar.clear();
         for (unsigned w = 0; w < block / RF_WARP; ++w)
@@ -67,11 +68,18 @@ void launch(unsigned grid, unsigned block, F kernel) {
         for (unsigned t = 0; t < block; ++t)
             threads.emplace_back([=] {
                 threadIdx.x = t;
-                blockIdx.x = b;
+                blockIdx.x = b % grid.x;
+                blockIdx.y = b / grid.x % grid.y;
+                blockIdx.z = b / (grid.x * grid.y);
                 kernel();
             });
         for (auto& th : threads) th.join();
     }
+}
+
+template <class F>
+void launch(unsigned grid, unsigned block, F kernel) {
+    launch(rf_dim3{grid, 1, 1}, block, kernel);
 }
 }  // namespace emu
 
@@ -99,6 +107,35 @@ static inline T rf_shfl(T v, int src, int width = RF_WARP) {
     std::memcpy(&v, &bits, sizeof(T));
     return v;
 }
+
+template <class T>
+static inline T rf_shfl_xor(T v, int mask, int width = RF_WARP) {
+    const unsigned first = threadIdx.x / width * width;
+    return rf_shfl(v, (int)((threadIdx.x - first) ^ mask), width);
+}
+
+static inline float rf_group_sum(float v, int width = RF_WARP) {
+    for (int m = width >> 1; m > 0; m >>= 1) v += rf_shfl_xor(v, m, width);
+    return v;
+}
+
+static inline float rf_group_max(float v, int width = RF_WARP) {
+    for (int m = width >> 1; m > 0; m >>= 1) v = std::fmax(v, rf_shfl_xor(v, m, width));
+    return v;
+}
+
+template <typename T> struct rf_io;
+template <> struct rf_io<float> {
+    static float load(const float* p, rf_i64 i) { return p[i]; }
+};
+template <> struct rf_io<rf_u16> {  // f16 caches are for the GPU tests; here only to compile the entry
+    static float load(const rf_u16*, rf_i64) { return std::numeric_limits<float>::quiet_NaN(); }
+};
+
+using std::max;
+using std::min;
+
+static inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 
 static inline int atomicAdd(int* p, int v) { return std::atomic_ref<int>(*p).fetch_add(v); }
 static inline int atomicMin(int* p, int v) {

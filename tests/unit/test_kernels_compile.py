@@ -67,7 +67,7 @@ ENTRY_POINTS = {
     "softmax.hip": [f"soft_max_{p}" for p in _ACT2],
     "argmax.hip": ["argmax_f32", "argmax_f16"],
     "sample.hip": ["sample_f32"],
-    "attention.hip": ["flash_attn_f32", "flash_attn_f16", "flash_attn_combine"],
+    "attention.hip": ["flash_attn_f32", "flash_attn_f16"],
     "dev/mul_mat_vec_q.hip": [f"mul_mat_vec_q_{t}" for t in _Q8],
     "dev/mul_mat_vec_s.hip": [f"mul_mat_vec_s_{t}" for t in ("q4_0", "q4_1", "q5_0", "q8_0")],
     "dev/mul_mat_vec_x.hip": [f"mul_mat_vec_x_{t}" for t in _X8],

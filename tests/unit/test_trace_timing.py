@@ -32,7 +32,7 @@ COUNTS = [1, 1, 0, 2, 1]
 def _replay(t: int = 1_000_000, corr: int = 7) -> list[TraceRecord]:
     """The 5 kernels of one replay from t ns on (gaps of 1-2 us; the last overlaps the one before)."""
     spans = [(0, 3000), (4000, 14000), (15500, 25500), (26500, 28500), (28000, 40000)]
-    names = ["rms_norm_f32", "mul_mat_vec_q4_0", "flash_attn_f32", "flash_attn_combine", "mul_mat_vec_q4_0"]
+    names = ["rms_norm_f32", "mul_mat_vec_q4_0", "copy_f32_f32", "flash_attn_f32", "mul_mat_vec_q4_0"]
     return [TraceRecord(t + a, t + b, corr, 3, n) for (a, b), n in zip(spans, names, strict=True)]
 
 
@@ -41,7 +41,7 @@ def test_records_map_to_steps_by_their_node_counts_and_add_up_to_the_span():
     assert [r.start for r in recs] == sorted(r.start for r in recs)  # launch order, whatever the delivery
     groups = timing.split_records(recs, COUNTS)
     assert [len(g) for g in groups] == COUNTS
-    assert [r.name for r in groups[3]] == ["flash_attn_f32", "flash_attn_combine"]
+    assert [r.name for r in groups[3]] == ["copy_f32_f32", "flash_attn_f32"]  # a strided q made contiguous
     ops = timing.trace_records(STEPS, groups)
     assert [o.name for o in ops] == ["norm", "q", "q_view", "attn", "out"]
     # us: the step's last end minus the end before it (the first: minus the first start)

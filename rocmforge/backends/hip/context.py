@@ -105,6 +105,18 @@ class Ctx:
             buf = self._scratch[key] = cupy.empty(nbytes, dtype=np.uint8)
         return DevTensor(buf, 0, shape, dtype)
 
+    def zeros(self, shape: Sequence[int], dtype: str) -> DevTensor:
+        """Scratch as `empty`, zero when first taken (not on later runs: for counters a kernel leaves zero)."""
+
+        shape = tuple(int(n) for n in shape)
+        nbytes = max(1, math.prod(shape)) * ITEMSIZE[dtype]
+        key = None if self._node is None else (self._node, self._n_scratch)
+        fresh = key is None or key not in self._scratch or self._scratch[key].nbytes < nbytes
+        t = self.empty(shape, dtype)
+        if fresh:
+            t.buf[:nbytes].fill(0)
+        return t
+
     def begin_node(self, key: Any) -> None:
         """Scratch taken until the next begin_node belongs to the node `key` (None: temporary)."""
         self._node, self._n_scratch = key, 0

@@ -1,5 +1,6 @@
 """The FLASH_ATTN_EXT launcher (attention.hip): the cache split into chunks when the (token, head) tiles
-alone leave the GPU idle, the chunks' partial results combined by a second kernel."""
+alone leave the GPU idle, the chunks' partial results combined by the last block of each tile to finish
+(one launch either way)."""
 
 from __future__ import annotations
 
@@ -46,17 +47,12 @@ def FLASH_ATTN_EXT(
         i32(chunk),
         f32(scale),
     )
+    f = ctx.k("attention.hip", f"flash_attn_{k.dtype}", RF_HEAD_DIM=D)
     if n_splits == 1:
-        ctx.k("attention.hip", f"flash_attn_{k.dtype}", RF_HEAD_DIM=D)(
-            grid, (128,), (q.ptr, k.ptr, v.ptr, pos.ptr, out.ptr, 0, 0, 0, *common)
-        )
+        f(grid, (128,), (q.ptr, k.ptr, v.ptr, pos.ptr, out.ptr, 0, 0, 0, 0, *common))
         return
     po = ctx.empty((n_splits, T, H, D), "f32")
     pm = ctx.empty((n_splits, T, H), "f32")
     pl = ctx.empty((n_splits, T, H), "f32")
-    ctx.k("attention.hip", f"flash_attn_{k.dtype}", RF_HEAD_DIM=D)(
-        grid, (128,), (q.ptr, k.ptr, v.ptr, pos.ptr, out.ptr, po.ptr, pm.ptr, pl.ptr, *common)
-    )
-    ctx.k("attention.hip", "flash_attn_combine", RF_HEAD_DIM=D)(
-        (T * H,), (128,), (po.ptr, pm.ptr, pl.ptr, out.ptr, i32(T * H), i32(n_splits))
-    )
+    tickets = ctx.zeros((grid[0] * grid[1],), "i32")  # left zero by every launch
+    f(grid, (128,), (q.ptr, k.ptr, v.ptr, pos.ptr, out.ptr, po.ptr, pm.ptr, pl.ptr, tickets.ptr, *common))

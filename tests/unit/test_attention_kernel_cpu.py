@@ -1,0 +1,99 @@
+"""kernels/attention.hip run on the CPU (simt_emu.h: a std::thread per GPU thread, blocks one after another)
+against numpy_ref.FLASH_ATTN_EXT: decode and short prompts over a cache split into chunks, where the last
+block of each tile to finish merges the chunks' partials; the tickets it takes are left zero, so a second
+launch computes the same. Blocks run one after another here, so which block merges is not tested (any
+order would do); what only a GPU shows (blocks at once, memory ordering between SMs, f16 caches, speed) is
+tests/gpu/test_conformance.py's FLASH_ATTN_EXT rows."""
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from rocmforge.backends import numpy_ref as R
+from rocmforge.backends.hip.modules import KERNEL_DIR
+
+HERE = __import__("pathlib").Path(__file__).resolve().parent
+
+MAIN = r"""
+#include <cstdio>
+#include "attention_emu.hip"
+int main(int argc, char** argv) {
+    FILE* f = std::fopen(argv[1], "rb");
+    int d[6];  // T, H, Hkv, C, n_splits, chunk
+    if (std::fread(d, 4, 6, f) != 6) return 2;
+    const int T = d[0], H = d[1], Hkv = d[2], C = d[3], S = d[4], chunk = d[5];
+    std::vector<float> q((size_t)T * H * RF_HEAD_DIM), k((size_t)C * Hkv * RF_HEAD_DIM), v(k.size());
+    std::vector<int> pos(T);
+    if (std::fread(q.data(), 4, q.size(), f) != q.size() || std::fread(k.data(), 4, k.size(), f) != k.size() ||
+        std::fread(v.data(), 4, v.size(), f) != v.size() || std::fread(pos.data(), 4, T, f) != (size_t)T)
+        return 2;
+    std::fclose(f);
+    const int G = H / Hkv, bx = (T * G + FA_BQ - 1) / FA_BQ;
+    std::vector<float> po((size_t)S * T * H * RF_HEAD_DIM), pm((size_t)S * T * H), pl(pm.size());
+    std::vector<int> tickets((size_t)bx * Hkv, 0);
+    for (int run = 0; run < 2; ++run) {
+        std::vector<float> out(q.size(), std::numeric_limits<float>::quiet_NaN());
+        emu::launch(rf_dim3{(unsigned)bx, (unsigned)Hkv, (unsigned)S}, FA_THREADS, [&] {
+            flash_attn_f32(q.data(), k.data(), v.data(), pos.data(), out.data(), po.data(), pm.data(), pl.data(),
+                           tickets.data(), T, H, Hkv, (rf_i64)Hkv * RF_HEAD_DIM, RF_HEAD_DIM, C, chunk,
+                           0.125f);
+        });
+        int left = 0;
+        for (int t : tickets) left += t != 0;
+        std::printf("tickets %d\n", left);
+        for (float x : out) std::printf("%.9g\n", x);
+    }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def exe(tmp_path_factory):
+    cxx = shutil.which("g++") or shutil.which("clang++")
+    if cxx is None:
+        pytest.skip("no C++ compiler")
+    d = tmp_path_factory.mktemp("attention_emu")
+    src = (KERNEL_DIR / "attention.hip").read_text().replace('#include "rf_compat.h"', '#include "simt_emu.h"')
+    (d / "attention_emu.hip").write_text(src)
+    (d / "main.cpp").write_text(MAIN)
+    cmd = [cxx, "-std=c++20", "-O1", "-pthread", "-I", str(HERE), "-I", str(d), "-DRF_HEAD_DIM=64",
+           str(d / "main.cpp"), "-o", str(d / "fa")]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode and "barrier" in p.stderr:
+        pytest.skip(f"{cxx} has no C++20 <barrier>")
+    assert p.returncode == 0, p.stderr
+    return d / "fa"
+
+
+@pytest.mark.parametrize("T, H, Hkv, C, pos0, n_splits", [
+    (1, 9, 3, 100, 70, 1),    # one chunk: the block writes the output itself
+    (1, 9, 3, 100, 70, 4),    # SmolLM2's decode shape over 4 chunks of 32 rows
+    (1, 9, 3, 100, 20, 4),    # chunks past the position: no work, an empty partial
+    (3, 4, 1, 96, 50, 3),     # a 3-token prompt, 4 query heads on 1 KV head
+    (1, 14, 2, 200, 199, 7),  # Qwen's group of 7, the last row of the cache
+])
+def test_split_attention_merges_in_the_last_block(exe, tmp_path, T, H, Hkv, C, pos0, n_splits):
+    rng = np.random.default_rng(T * 1000 + C + n_splits)
+    D = 64
+    q = rng.standard_normal((T, H, D)).astype(np.float32)
+    k = rng.standard_normal((C, Hkv, D)).astype(np.float32)
+    v = rng.standard_normal((C, Hkv, D)).astype(np.float32)
+    pos = np.arange(pos0, pos0 + T, dtype=np.int32)
+    chunk = -(-C // n_splits // 32) * 32 if n_splits > 1 else C
+    n_splits = -(-C // chunk)
+    f = tmp_path / "in.bin"
+    with open(f, "wb") as fh:
+        np.array([T, H, Hkv, C, n_splits, chunk], np.int32).tofile(fh)
+        for a in (q, k, v, pos):
+            a.tofile(fh)
+    lines = subprocess.run([str(exe), str(f)], capture_output=True, text=True, check=True,
+                           timeout=300).stdout.split("\n")
+    n = T * H * D
+    want = R.FLASH_ATTN_EXT(q, k, v, pos, scale=0.125)
+    for run in range(2):
+        head = lines[run * (n + 1)]
+        got = np.array(lines[run * (n + 1) + 1 : (run + 1) * (n + 1)], np.float32).reshape(T, H, D)
+        assert head == "tickets 0"  # every counter left zero for the next launch
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)
