@@ -26,9 +26,9 @@ int main(int argc, char** argv) {
     const int T = d[0], H = d[1], Hkv = d[2], C = d[3], S = d[4], chunk = d[5];
     std::vector<float> q((size_t)T * H * RF_HEAD_DIM), k((size_t)C * Hkv * RF_HEAD_DIM), v(k.size());
     std::vector<int> pos(T);
-    if (std::fread(q.data(), 4, q.size(), f) != q.size() || std::fread(k.data(), 4, k.size(), f) != k.size() ||
-        std::fread(v.data(), 4, v.size(), f) != v.size() || std::fread(pos.data(), 4, T, f) != (size_t)T)
-        return 2;
+    for (auto* a : {&q, &k, &v})
+        if (std::fread(a->data(), 4, a->size(), f) != a->size()) return 2;
+    if (std::fread(pos.data(), 4, T, f) != (size_t)T) return 2;
     std::fclose(f);
     const int G = H / Hkv, bx = (T * G + FA_BQ - 1) / FA_BQ;
     std::vector<float> po((size_t)S * T * H * RF_HEAD_DIM), pm((size_t)S * T * H), pl(pm.size());
@@ -36,9 +36,9 @@ int main(int argc, char** argv) {
     for (int run = 0; run < 2; ++run) {
         std::vector<float> out(q.size(), std::numeric_limits<float>::quiet_NaN());
         emu::launch(rf_dim3{(unsigned)bx, (unsigned)Hkv, (unsigned)S}, FA_THREADS, [&] {
-            flash_attn_f32(q.data(), k.data(), v.data(), pos.data(), out.data(), po.data(), pm.data(), pl.data(),
-                           tickets.data(), T, H, Hkv, (rf_i64)Hkv * RF_HEAD_DIM, RF_HEAD_DIM, C, chunk,
-                           0.125f);
+            flash_attn_f32(q.data(), k.data(), v.data(), pos.data(), out.data(), po.data(), pm.data(),
+                           pl.data(), tickets.data(), T, H, Hkv, (rf_i64)Hkv * RF_HEAD_DIM, RF_HEAD_DIM, C,
+                           chunk, 0.125f);
         });
         int left = 0;
         for (int t : tickets) left += t != 0;

@@ -106,7 +106,7 @@ class Ctx:
         return DevTensor(buf, 0, shape, dtype)
 
     def zeros(self, shape: Sequence[int], dtype: str) -> DevTensor:
-        """Scratch as `empty`, zero when first taken (not on later runs: for counters a kernel leaves zero)."""
+        """Scratch as `empty`, zero when first taken (not on later runs): counters a kernel leaves zero."""
 
         shape = tuple(int(n) for n in shape)
         nbytes = max(1, math.prod(shape)) * ITEMSIZE[dtype]
