@@ -55,7 +55,8 @@ def exe(tmp_path_factory):
     if cxx is None:
         pytest.skip("no C++ compiler")
     d = tmp_path_factory.mktemp("attention_emu")
-    src = (KERNEL_DIR / "attention.hip").read_text().replace('#include "rf_compat.h"', '#include "simt_emu.h"')
+    src = (KERNEL_DIR / "attention.hip").read_text()
+    src = src.replace('#include "rf_compat.h"', '#include "simt_emu.h"')
     (d / "attention_emu.hip").write_text(src)
     (d / "main.cpp").write_text(MAIN)
     cmd = [cxx, "-std=c++20", "-O1", "-pthread", "-I", str(HERE), "-I", str(d), "-DRF_HEAD_DIM=64",
