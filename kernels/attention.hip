@@ -1,6 +1,7 @@
 // attention.hip: FLASH_ATTN_EXT: causal attention by position with grouped KV heads (GQA), online softmax.
-// q [T, H, D] f32; k, v [C, Hkv, D] f32 or f16, read through their view strides (the KV cache);
-// query t sees cache rows 0..pos[t]; head h reads kv head h / (H / Hkv). Out [T, H, D] f32.
+// q [T, H, D] f32 (ROPE'd on the way in when rope_dims > 0); k, v [C, Hkv, D] f32 or f16, read through
+// their view strides (the KV cache); query t sees cache rows 0..pos[t]; head h reads kv head h / (H / Hkv).
+// Out [T, H, D] f32.
 //
 // Launch: grid (ceil(T * G / BQ), Hkv, n_splits), block 128. A block's BQ "rows" are (token, head) pairs
 // of one KV group, so the G heads sharing a KV head read each K/V tile once. It walks KV tiles of BKV rows
@@ -14,6 +15,7 @@
 // Tunables: RF_HEAD_DIM (compile-time D); BQ and BKV follow from D so shared memory stays under 48 KB.
 // Floor: K and V rows 0..max(pos) read once per KV head and query tile, q read, out written.
 #include "rf_compat.h"
+#include "rf_rope.h"
 
 #ifndef RF_HEAD_DIM
 #define RF_HEAD_DIM 128
@@ -30,7 +32,8 @@ template <typename Tkv>
 __device__ void flash_attn(const float* __restrict__ q, const Tkv* __restrict__ k, const Tkv* __restrict__ v,
                            const int* __restrict__ pos, float* __restrict__ out, float* part_o, float* part_m,
                            float* part_l, int* __restrict__ counters, int T, int H, int Hkv,
-                           rf_i64 row_stride, rf_i64 head_stride, int C, int chunk, float scale) {
+                           rf_i64 row_stride, rf_i64 head_stride, int C, int chunk, float scale,
+                           int rope_dims, int rope_neox, float rope_base, float rope_freq_scale) {
     RF_PDL_BEGIN();
     __shared__ float qs[FA_BQ][FA_D + 1];
     __shared__ float ks[FA_BKV][FA_D + 1];
@@ -44,10 +47,18 @@ __device__ void flash_attn(const float* __restrict__ q, const Tkv* __restrict__ 
     const int tid = threadIdx.x, r = tid / FA_TPR, sub = tid % FA_TPR;
 
     if (tid < FA_BQ) rpos[tid] = row0 + tid < n_rows ? pos[(row0 + tid) / G] : -1;
+    const double rope_lb = rope_dims ? log2((double)rope_base) : 0.0;
     for (int e = tid; e < FA_BQ * FA_D; e += FA_THREADS) {
         const int rr = e / FA_D, d = e % FA_D, gr = row0 + rr;
         float val = 0.0f;
-        if (gr < n_rows) val = q[((rf_i64)(gr / G) * H + hk * G + gr % G) * FA_D + d] * scale;
+        if (gr < n_rows) {
+            const float* qh = q + ((rf_i64)(gr / G) * H + hk * G + gr % G) * FA_D;
+            // rope_dims > 0: q ROPE'd at its position on the way in (rf_rope.h, as ROPE computes it)
+            val = rope_dims ? rf_rope_elem<float>(qh, d, pos[gr / G], rope_dims, rope_neox, rope_lb,
+                                                  rope_freq_scale)
+                            : qh[d];
+            val *= scale;
+        }
         qs[rr][d] = val;
     }
     __syncthreads();
@@ -193,9 +204,10 @@ __device__ void flash_attn(const float* __restrict__ q, const Tkv* __restrict__ 
     RF_KERNEL void __launch_bounds__(FA_THREADS)                                                       \
         flash_attn_##t(const float* q, const Tkv* k, const Tkv* v, const int* pos, float* out,          \
                        float* part_o, float* part_m, float* part_l, int* counters, int T, int H, int Hkv, \
-                       rf_i64 row_stride, rf_i64 head_stride, int C, int chunk, float scale) {         \
+                       rf_i64 row_stride, rf_i64 head_stride, int C, int chunk, float scale,           \
+                       int rope_dims, int rope_neox, float rope_base, float rope_freq_scale) {         \
         flash_attn<Tkv>(q, k, v, pos, out, part_o, part_m, part_l, counters, T, H, Hkv, row_stride,     \
-                        head_stride, C, chunk, scale);                                                 \
+                        head_stride, C, chunk, scale, rope_dims, rope_neox, rope_base, rope_freq_scale); \
     }
 FA_ENTRY(f32, float)
 FA_ENTRY(f16, rf_u16)

@@ -1,12 +1,14 @@
-// rope.hip: ROPE on x [T, H, D] with positions pos [T]: rotate pairs by theta = pos * freq_scale *
-// base^(-2i / n_dims); normal mode pairs (2i, 2i+1), NEOX pairs (i, i + n_dims/2); dims >= n_dims copy.
+// rope.hip: ROPE on x [T, H, D] with positions pos [T] (rf_rope.h: pairs, angles, precision); and
+// SET_ROWS_ROPE: rows idx [T] of dst [R, W] (f32 or f16) overwritten by src [T, W] (f32, row stride
+// src_stride) whose first n_rot columns, heads of D, are ROPE'd at position idx[t] (K and V into one cache).
 //
-// Launch: grid-stride over T * H * D elements, block 256; each thread writes one element (reading its
-// pair partner). The angle and its sine/cosine are computed in double, as the reference does: at
-// positions in the tens of thousands an f32 angle is off by ~1e-3 rad.
+// Launch: grid-stride over the elements (T * H * D; T * W), block 256; each thread writes one element
+// (reading its pair partner).
 // Tunables: block size.
-// Floor: x read once and written once (T * H * D * (in + 4) bytes); pos is tiny.
+// Floor: x read once and written once (T * H * D * (in + 4) bytes); SET_ROWS_ROPE: T * W * (4 + out) bytes;
+// pos is tiny.
 #include "rf_compat.h"
+#include "rf_rope.h"
 
 template <typename T>
 __device__ void rope(const T* __restrict__ x, const int* __restrict__ pos, float* __restrict__ out, int H,
@@ -17,28 +19,7 @@ __device__ void rope(const T* __restrict__ x, const int* __restrict__ pos, float
     for (rf_i64 e = (rf_i64)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += stride) {
         const int d = (int)(e % D);
         const rf_i64 t = e / ((rf_i64)H * D);
-        if (d >= n_dims) {
-            out[e] = rf_io<T>::load(x, e);
-            continue;
-        }
-        const int half = n_dims / 2;
-        int i, first;  // pair index, and whether this element is the pair's first member
-        rf_i64 e0, e1;
-        if (neox) {
-            i = d % half;
-            first = d < half;
-            e0 = first ? e : e - half;
-            e1 = e0 + half;
-        } else {
-            i = d / 2;
-            first = (d & 1) == 0;
-            e0 = first ? e : e - 1;
-            e1 = e0 + 1;
-        }
-        const double theta = (double)pos[t] * (double)freq_scale * exp2(-lb * (2.0 * i) / (double)n_dims);
-        const double c = cos(theta), s = sin(theta);
-        const double x0 = rf_io<T>::load(x, e0), x1 = rf_io<T>::load(x, e1);
-        out[e] = (float)(first ? x0 * c - x1 * s : x0 * s + x1 * c);
+        out[e] = rf_rope_elem<T>(x + (e - d), d, pos[t], n_dims, neox, lb, freq_scale);
     }
 }
 
@@ -50,3 +31,30 @@ RF_KERNEL void rope_f16(const rf_u16* x, const int* pos, float* out, int H, int 
                         int neox, float base, float freq_scale) {
     rope<rf_u16>(x, pos, out, H, D, n, n_dims, neox, base, freq_scale);
 }
+
+template <typename To>
+__device__ void set_rows_rope(const float* __restrict__ src, rf_i64 src_stride, const int* __restrict__ idx,
+                              To* __restrict__ dst, rf_i64 dst_stride, int T, int W, int n_rot, int D,
+                              int n_dims, int neox, float base, float freq_scale) {
+    RF_PDL_BEGIN();
+    const double lb = log2((double)base);
+    const rf_i64 n = (rf_i64)T * W, stride = (rf_i64)gridDim.x * blockDim.x;
+    for (rf_i64 e = (rf_i64)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += stride) {
+        const int t = (int)(e / W), c = (int)(e % W), p = idx[t];
+        const float* row = src + (rf_i64)t * src_stride;
+        const int d = c % D;
+        const float v = c < n_rot ? rf_rope_elem<float>(row + (c - d), d, p, n_dims, neox, lb, freq_scale)
+                                  : row[c];
+        rf_io<To>::store(dst, (rf_i64)p * dst_stride + c, v);
+    }
+}
+
+#define SRR_ENTRY(to, To)                                                                              \
+    RF_KERNEL void set_rows_rope_f32_##to(const float* src, rf_i64 src_stride, const int* idx, To* dst, \
+                                          rf_i64 dst_stride, int T, int W, int n_rot, int D, int n_dims, \
+                                          int neox, float base, float freq_scale) {                    \
+        set_rows_rope<To>(src, src_stride, idx, dst, dst_stride, T, W, n_rot, D, n_dims, neox, base,    \
+                          freq_scale);                                                                 \
+    }
+SRR_ENTRY(f32, float)
+SRR_ENTRY(f16, rf_u16)

@@ -156,6 +156,15 @@ def SET_ROWS(dst: np.ndarray, src: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return dst
 
 
+def SET_ROWS_ROPE(dst: np.ndarray, src: np.ndarray, idx: np.ndarray, *, n_rot: int, head_dim: int,
+                  n_dims: int, neox: bool, base: float, freq_scale: float = 1.0) -> np.ndarray:
+    # SET_ROWS of src [n, W] whose first n_rot columns, as heads of head_dim, are ROPE'd at positions idx
+    rows = src.astype(np.float32)
+    heads = rows[:, :n_rot].reshape(rows.shape[0], n_rot // head_dim, head_dim)
+    roped = ROPE(heads, idx, n_dims=n_dims, neox=neox, base=base, freq_scale=freq_scale)
+    return SET_ROWS(dst, np.concatenate([roped.reshape(rows.shape[0], n_rot), rows[:, n_rot:]], axis=1), idx)
+
+
 def SOFT_MAX(a: np.ndarray, mask: np.ndarray | None = None, *, scale: float = 1.0) -> np.ndarray:
     # mask [m, n] repeats over rows: row r of a (second-to-last axis) takes mask row r % m
     z = a.astype(np.float64) * scale
@@ -178,8 +187,12 @@ def SWIGLU(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
 
 
 def FLASH_ATTN_EXT(q: np.ndarray, k: np.ndarray, v: np.ndarray, pos: np.ndarray, *,
-                   scale: float) -> np.ndarray:
-    # q [T, H, D], k/v [C, Hkv, D]; query t sees cache rows 0..pos[t]; head h uses kv head h // (H/Hkv)
+                   scale: float, rope_q: tuple | None = None) -> np.ndarray:
+    # q [T, H, D], k/v [C, Hkv, D]; query t sees cache rows 0..pos[t]; head h uses kv head h // (H/Hkv);
+    # rope_q (n_dims, neox, base, freq_scale): q ROPE'd at pos first
+    if rope_q is not None:
+        n_dims, neox, base, freq_scale = rope_q
+        q = ROPE(q, pos, n_dims=n_dims, neox=neox, base=base, freq_scale=freq_scale)
     n_tok, n_head, hd = q.shape
     n_kv_head = k.shape[1]
     n_kv = int(pos.max()) + 1

@@ -53,7 +53,7 @@ def node_cost(t: Tensor, n_kv: int | None = None) -> Cost:
         a, idx = t.src
         row = tensor_bytes(a) // a.shape[0]
         return Cost(row * idx.n_elements + src[1], out, 0)
-    if t.op is Op.SET_ROWS:  # writes src's rows into the destination in place
+    if t.op in (Op.SET_ROWS, Op.SET_ROWS_ROPE):  # writes src's rows into the destination in place
         return Cost(src[1] + src[2], src[1], 0)
     if t.op is Op.FLASH_ATTN_EXT:
         q, k, v = t.src[:3]

@@ -179,6 +179,12 @@ class Graph:
         """Overwrite rows idx of dst with src (converted to dst's dtype); the result is dst itself."""
         return self.op(Op.SET_ROWS, [dst, src, idx], name)
 
+    def set_rows_rope(self, dst: Tensor, src: Tensor, idx: Tensor, name: str, *, n_rot: int, head_dim: int,
+                      n_dims: int, neox: bool, base: float, freq_scale: float = 1.0) -> Tensor:
+        """SET_ROWS of src whose first n_rot columns (heads of head_dim) are ROPE'd at positions idx."""
+        return self.op(Op.SET_ROWS_ROPE, [dst, src, idx], name, n_rot=int(n_rot), head_dim=int(head_dim),
+                       n_dims=int(n_dims), neox=bool(neox), base=float(base), freq_scale=float(freq_scale))
+
     def soft_max(self, a: Tensor, name: str, mask: Tensor | None = None, scale: float = 1.0) -> Tensor:
         return self.op(Op.SOFT_MAX, [a] if mask is None else [a, mask], name, scale=float(scale))
 
@@ -188,9 +194,15 @@ class Graph:
     def swiglu(self, gate: Tensor, up: Tensor, name: str) -> Tensor:
         return self.op(Op.SWIGLU, [gate, up], name)
 
-    def flash_attn_ext(self, q: Tensor, k: Tensor, v: Tensor, pos: Tensor, scale: float, name: str) -> Tensor:
-        """Causal attention by position: query i sees cache rows 0..pos[i]; GQA by head groups."""
-        return self.op(Op.FLASH_ATTN_EXT, [q, k, v, pos], name, scale=float(scale))
+    def flash_attn_ext(self, q: Tensor, k: Tensor, v: Tensor, pos: Tensor, scale: float, name: str,
+                       rope_q: tuple | None = None) -> Tensor:
+        """Causal attention by position: query i sees cache rows 0..pos[i]; GQA by head groups. rope_q: ROPE's
+        (n_dims, neox, base, freq_scale), q ROPE'd at pos on the way in (None: q as it is)."""
+        if rope_q is None:
+            return self.op(Op.FLASH_ATTN_EXT, [q, k, v, pos], name, scale=float(scale))
+        n_dims, neox, base, freq_scale = rope_q
+        rope_q = (int(n_dims), bool(neox), float(base), float(freq_scale))
+        return self.op(Op.FLASH_ATTN_EXT, [q, k, v, pos], name, scale=float(scale), rope_q=rope_q)
 
     def argmax(self, a: Tensor, name: str) -> Tensor:
         return self.op(Op.ARGMAX, [a], name)
@@ -238,7 +250,7 @@ class Graph:
         views and reshapes), with the fewest rows any of them indexes and that node's name."""
         bounds: dict[str, tuple[int, str]] = {}
         for t in self.ops():
-            if t.op not in (Op.GET_ROWS, Op.SET_ROWS):
+            if t.op not in (Op.GET_ROWS, Op.SET_ROWS, Op.SET_ROWS_ROPE):
                 continue
             idx = t.src[1] if t.op is Op.GET_ROWS else t.src[2]
             while idx.op in (Op.VIEW, Op.RESHAPE):

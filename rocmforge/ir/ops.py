@@ -50,10 +50,15 @@ class Op(enum.Enum):
     CONT = "CONT"  # (a) -> contiguous copy (of a view)
     CPY = "CPY"  # (a; dtype) -> a converted to dtype
     SET_ROWS = "SET_ROWS"  # (dst [R, ...], src [n, ...], idx i32 [n]) -> dst with rows idx overwritten
+    # (dst [R, W], src [n, W], idx i32 [n]; n_rot, head_dim, n_dims, neox, base, freq_scale) -> SET_ROWS of
+    # src with its first n_rot columns (heads of head_dim) ROPE'd at positions idx: K and V into one cache
+    SET_ROWS_ROPE = "SET_ROWS_ROPE"
     SOFT_MAX = "SOFT_MAX"  # (a [..., n], mask? [m, n]; scale) -> softmax(a * scale + mask) over last dim
     SILU = "SILU"  # (a) -> a * sigmoid(a)
     SWIGLU = "SWIGLU"  # (gate, up) -> silu(gate) * up
-    FLASH_ATTN_EXT = "FLASH_ATTN_EXT"  # (q [T, H, D], k [C, Hkv, D], v [C, Hkv, D], pos i32 [T]; scale)
+    # (q [T, H, D], k [C, Hkv, D], v [C, Hkv, D], pos i32 [T]; scale, rope_q) with rope_q None or ROPE's
+    # (n_dims, neox, base, freq_scale): q ROPE'd at pos first
+    FLASH_ATTN_EXT = "FLASH_ATTN_EXT"
     ARGMAX = "ARGMAX"  # (a [..., n]) -> i32 [...]
     # (logits f32 [n, V], params i32 [SAMPLE_PARAMS]) -> i32 [n]: a token a row, seeded (numpy_ref.SAMPLE)
     SAMPLE = "SAMPLE"
@@ -199,6 +204,19 @@ def _set_rows(s, d, p):
     return dst, d[0]
 
 
+def _set_rows_rope(s, d, p):
+    dst, src, idx = s
+    op = Op.SET_ROWS_ROPE
+    _need(len(dst) == 2 and dst[1:] == src[1:], op, f"want dst [R, W] and src [n, W], got {dst} {src}")
+    _need(idx == (src[0],), op, f"idx must be [{src[0]}], got {idx}")
+    _i32(op, d[2], "idx")
+    _float(op, d[1], "src")
+    D, n_rot = p["head_dim"], p["n_rot"]
+    _need(D > 0 and 0 < n_rot <= src[1] and n_rot % D == 0, op, f"n_rot {n_rot} is not whole heads of {D}")
+    _need(0 < p["n_dims"] <= D and p["n_dims"] % 2 == 0, op, f"n_dims {p['n_dims']} vs head_dim {D}")
+    return dst, d[0]
+
+
 def _soft_max(s, d, p):
     _float(Op.SOFT_MAX, d[0], "a")
     if len(s) > 1:
@@ -251,6 +269,7 @@ RULES: dict[Op, Rule] = {
     Op.CONT: _cont,
     Op.CPY: _cpy,
     Op.SET_ROWS: _set_rows,
+    Op.SET_ROWS_ROPE: _set_rows_rope,
     Op.SOFT_MAX: _soft_max,
     Op.SILU: _unary_f32(Op.SILU),
     Op.SWIGLU: _swiglu,
@@ -260,7 +279,9 @@ RULES: dict[Op, Rule] = {
 }
 
 # ops whose result is the storage of (a view of) their first source, not a new buffer
-ALIASING = frozenset({Op.VIEW, Op.RESHAPE, Op.SET_ROWS})
+ALIASING = frozenset({Op.VIEW, Op.RESHAPE, Op.SET_ROWS, Op.SET_ROWS_ROPE})
+# ops that write rows of their first source in place (the KV-cache writes): side effects, never merged
+WRITES_ROWS = frozenset({Op.SET_ROWS, Op.SET_ROWS_ROPE})
 # element-wise ops that may write their result over their first source
 INPLACE_OK = frozenset({Op.ADD, Op.MUL, Op.SCALE, Op.SILU, Op.SWIGLU})
 

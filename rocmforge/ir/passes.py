@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .graph import Graph, Tensor, _freeze, contiguous_strides
-from .ops import MUL_MAT_OPS, Op
+from .ops import MUL_MAT_OPS, WRITES_ROWS, Op
 
 # ops whose effect is not only their result (they write storage another node owns)
-SIDE_EFFECTS = frozenset({Op.SET_ROWS})
+SIDE_EFFECTS = WRITES_ROWS
 # leaf kinds kept even when unused: they are the graph's interface (inputs fed, state allocated)
 KEEP_LEAVES = ("input", "state")
 
@@ -445,6 +445,101 @@ def merge_ropes(graph: Graph) -> Graph:
     return _replace_groups(graph, first, member, emit)
 
 
+def _view_of(t: Tensor, shape: tuple | None = None, strides: tuple | None = None) -> Tensor | None:
+    """t's source when t is a VIEW (of that shape and those strides, where given; a first dimension of one
+    row leaves its stride free), else None."""
+    if t.op is not Op.VIEW or (shape is not None and t.shape != shape):
+        return None
+    if strides is not None:
+        skip = 1 if t.shape[0] == 1 else 0
+        if tuple(t.params["strides"])[skip:] != tuple(strides)[skip:]:
+            return None
+    return t.src[0]
+
+
+def _rope_kv_group(fa: Tensor, rd: dict[int, list]) -> dict | None:
+    """The nodes of one attention's RoPE and KV-cache writes when they can become SET_ROWS_ROPE + a
+    FLASH_ATTN_EXT that ropes q (fuse_rope_kv), else None. The shape matched (merge_ropes' result):
+    r = ROPE(VIEW(qkv) [T, Hq + Hkv, D]); q = VIEW(r) heads [0, Hq); K rows = VIEW(r) [T, W] after them;
+    V rows = VIEW(qkv) [T, W] right after K's columns; each written by a SET_ROWS at pos into its own cache
+    [C, W], read only by FLASH_ATTN_EXT through [C, Hkv, D] views."""
+    if "rope_q" in fa.params:
+        return None
+    q, kview, vview, pos = fa.src
+    T, Hq, D = q.shape
+    C, Hkv, _ = kview.shape
+    W = Hkv * D
+    sk, sv = _view_of(kview, None, (W, D, 1)), _view_of(vview, None, (W, D, 1))
+    if sk is None or sv is None or sk.op is not Op.SET_ROWS or sv.op is not Op.SET_ROWS:
+        return None
+    if kview.params["offset"] or vview.params["offset"] or sk.src[2] is not pos or sv.src[2] is not pos:
+        return None
+    ck, cv = sk.src[0], sv.src[0]
+    if ck.kind != "state" or cv.kind != "state" or ck.shape != (C, W) or cv.shape != ck.shape:
+        return None
+    if ck.dtype != cv.dtype or any(len(rd[n.id]) != 1 for n in (ck, cv, sk, sv, kview, vview)):
+        return None
+    r = _view_of(q)
+    if r is None or r.op is not Op.ROPE or r.src[1] is not pos or r.shape != (T, Hq + Hkv, D):
+        return None
+    Hr = Hq + Hkv
+    if q.params["offset"] != 0 or _view_of(q, None, (Hr * D, D, 1)) is None or len(rd[r.id]) != 2:
+        return None
+    kr = sk.src[1]
+    if _view_of(kr, (T, W), (Hr * D, 1)) is not r or kr.params["offset"] != Hq * D:
+        return None
+    rin = r.src[0]
+    qkv = _view_of(rin)
+    vs = sv.src[1]
+    if qkv is None or rin.params["strides"][1:] != (D, 1) or _view_of(vs, (T, W)) is not qkv:
+        return None
+    row = rin.params["strides"][0] if T > 1 else vs.params["strides"][0]
+    if (T > 1 and vs.params["strides"] != (row, 1)) or vs.params["strides"][1] != 1:
+        return None
+    if vs.params["offset"] != rin.params["offset"] + Hr * D or len(rd[rin.id]) != 1 or len(rd[vs.id]) != 1:
+        return None
+    if any(len(rd[n.id]) != 1 for n in (q, kr)):
+        return None
+    return {"fa": fa, "nodes": (rin, r, q, kr, vs, ck, cv, sk, sv, kview, vview, fa), "qkv": qkv, "pos": pos,
+            "row": row, "off": rin.params["offset"], "T": T, "Hq": Hq, "Hkv": Hkv, "D": D, "C": C}
+
+
+def fuse_rope_kv(graph: Graph) -> Graph:
+    """Per attention: the ROPE over Q and K, K's and V's cache writes and the attention become one
+    SET_ROWS_ROPE of K and V (their columns of the stacked Q/K/V result, side by side) into one cache per
+    layer [C, 2W] (K's half ROPE'd on the way in) and a FLASH_ATTN_EXT that ropes q as it loads it: four
+    launches become two. The cache `cache_k_lN` becomes `cache_kv_lN` (K then V in each row), in every graph
+    of a model alike, since all go through this pass. Attentions of another shape are left as they are."""
+    rd = _readers(graph)
+    first: dict[int, dict] = {}
+    member: set[int] = set()
+    for t in graph.nodes:
+        if t.op is Op.FLASH_ATTN_EXT:
+            grp = _rope_kv_group(t, rd)
+            if grp is not None and not member.intersection(n.id for n in grp["nodes"]):
+                first[min(n.id for n in grp["nodes"])] = grp
+                member.update(n.id for n in grp["nodes"])
+
+    def emit(g: Graph, new: dict[int, Tensor], grp: dict) -> None:
+        fa, (_, r, q, kr, vs, ck, _, sk, sv, kview, vview, _) = grp["fa"], grp["nodes"]
+        T, Hq, Hkv, D, C, row, off = (grp[k] for k in ("T", "Hq", "Hkv", "D", "C", "row", "off"))
+        W = Hkv * D
+        qkv, pos = new[grp["qkv"].id], new[grp["pos"].id]
+        qh = g.view(qkv, (T, Hq, D), q.name, (row, D, 1), off)
+        kv = g.view(qkv, (T, 2 * W), _joined([kr.name, vs.name]), (row, 1), off + Hq * D)
+        cache = g.state(ck.name.replace("cache_k", "cache_kv", 1), (C, 2 * W), ck.dtype)
+        rope = r.params
+        kv_set = g.set_rows_rope(cache, kv, pos, _joined([sk.name, sv.name]), n_rot=W, head_dim=D, **rope)
+        kv3 = (C, Hkv, D)
+        new[kview.id] = g.view(kv_set, kv3, kview.name, (2 * W, D, 1), 0)
+        new[vview.id] = g.view(kv_set, kv3, vview.name, (2 * W, D, 1), W)
+        rope_q = (rope["n_dims"], rope["neox"], rope["base"], rope["freq_scale"])
+        new[fa.id] = g.flash_attn_ext(qh, new[kview.id], new[vview.id], pos, fa.params["scale"], fa.name,
+                                      rope_q=rope_q)
+
+    return _replace_groups(graph, first, member, emit)
+
+
 def _written_between(graph: Graph, a: Tensor, b: Tensor, x: Tensor) -> bool:
     """Whether a SET_ROWS after node a and before node b writes x's storage."""
     root = graph.storage_root(x).id
@@ -495,7 +590,8 @@ def _fusable(graph: Graph, t: Tensor, rd: dict[int, list]) -> Tensor | None:
 
 def fuse(graph: Graph) -> Graph:
     """The fusion pipeline a model's graph goes through before its weights are bound: stacked mat-vecs
-    (stack_mul_mats), views folded (fold_views), RoPE over Q and K at once (merge_ropes), RMS_NORM_MUL and
+    (stack_mul_mats), views folded (fold_views), RoPE over Q and K at once (merge_ropes), RoPE and the K/V
+    cache writes in one SET_ROWS_ROPE and q's RoPE in the attention (fuse_rope_kv), RMS_NORM_MUL and
     MUL_MAT_ADD (fuse_ops), dead nodes dropped. The result computes what the graph did."""
     g = fold_views(merge_ropes(fold_views(stack_mul_mats(graph))))
-    return dce(fuse_ops(g))
+    return dce(fuse_ops(fuse_rope_kv(dce(g))))

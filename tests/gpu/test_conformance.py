@@ -743,6 +743,31 @@ for _args in [("f32", 16, 24, 3), ("f16", 16, 24, 3), ("f32", 300, 128, 1), ("f1
     CASES.append(Case(f"SET_ROWS-{'-'.join(map(str, _args))}", _set_rows(*_args)))
 
 
+def _set_rows_rope(dst_dt: str, R: int, Hkv: int, D: int, n: int, n_dims: int, neox: bool, lead: int):
+    """K|V rows [n, 2 * Hkv * D]: columns `lead`.. of wider rows (as in a stacked Q/K/V result), K's half
+    ROPE'd at the row indices, into a [R, 2 * Hkv * D] cache."""
+
+    def make(rng):
+        W = 2 * Hkv * D
+        g = Graph()
+        d0 = g.input("dst", (R, W), "f32")
+        dst = g.cont(d0, "dst_copy") if dst_dt == "f32" else g.cpy(d0, dst_dt, "dst_copy")
+        wide, idx = g.input("qkv", (n, lead + W), "f32"), g.input("idx", (n,), "i32")
+        src = g.view(wide, (n, W), "kv", (lead + W, 1), lead)
+        g.output(g.set_rows_rope(dst, src, idx, "out", n_rot=W // 2, head_dim=D, n_dims=n_dims, neox=neox,
+                                 base=1e6, freq_scale=1.0))
+        rows = rng.permutation(R)[:n].astype(np.int32)
+        inputs = {"dst": _normal(rng, (R, W)), "qkv": _normal(rng, (n, lead + W)), "idx": rows}
+        return Built(g, inputs, {}, _tol(dst_dt))
+
+    return make
+
+
+for _args in [("f32", 64, 3, 64, 1, 64, False, 576), ("f16", 64, 3, 64, 1, 64, False, 576),
+              ("f16", 4096, 2, 64, 5, 64, True, 896), ("f32", 40, 1, 128, 7, 64, True, 0)]:
+    CASES.append(Case(f"SET_ROWS_ROPE-{'-'.join(map(str, _args))}", _set_rows_rope(*_args)))
+
+
 # ---- softmax, argmax ------------------------------------------------------------------------------------
 
 
@@ -878,8 +903,10 @@ def _attn(
     kv_dt: str = "f32",
     pad: int = 0,
     shuffle: bool = False,
+    rope: bool = False,
 ):
-    """q [T, H, D] at positions first_pos.. over a [C, Hkv*D(+pad)] cache viewed as [C, Hkv, D]."""
+    """q [T, H, D] at positions first_pos.. over a [C, Hkv*D(+pad)] cache viewed as [C, Hkv, D]; rope: q
+    ROPE'd inside the attention (NEOX pairs over all of D)."""
 
     def make(rng):
         g = Graph()
@@ -889,7 +916,8 @@ def _attn(
         pos = g.input("pos", (T,), "i32")
         k = g.view_3d(kc, C, Hkv, D, W, D, 0, "k")
         v = g.view_3d(vc, C, Hkv, D, W, D, 0, "v")
-        g.output(g.flash_attn_ext(q, k, v, pos, D**-0.5, "out"))
+        rope_q = (D, True, 1e6, 1.0) if rope else None
+        g.output(g.flash_attn_ext(q, k, v, pos, D**-0.5, "out", rope_q=rope_q))
         p = np.arange(first_pos, first_pos + T, dtype=np.int32)
         if shuffle:
             p = rng.permutation(p)
@@ -916,6 +944,9 @@ for _args in [
     (64, 4, 2, 128, 512, 300, "f32", 0, True),
     (3, 2, 1, 256, 100, 90),
     (5, 6, 3, 80, 50, 10, "f16"),
+    (1, 9, 3, 64, 1024, 700, "f16", 0, False, True),
+    (1, 14, 2, 64, 4096, 4095, "f32", 0, False, True),
+    (7, 14, 2, 64, 256, 200, "f16", 0, True, True),
 ]:
     CASES.append(Case(f"FLASH_ATTN_EXT-{'-'.join(map(str, _args))}", _attn(*_args)))
 

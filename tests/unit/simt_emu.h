@@ -127,9 +127,11 @@ static inline float rf_group_max(float v, int width = RF_WARP) {
 template <typename T> struct rf_io;
 template <> struct rf_io<float> {
     static float load(const float* p, rf_i64 i) { return p[i]; }
+    static void store(float* p, rf_i64 i, float v) { p[i] = v; }
 };
 template <> struct rf_io<rf_u16> {  // f16 caches are for the GPU tests; here only to compile the entry
     static float load(const rf_u16*, rf_i64) { return std::numeric_limits<float>::quiet_NaN(); }
+    static void store(rf_u16* p, rf_i64 i, float) { p[i] = 0x7E00; }  // NaN
 };
 
 using std::max;

@@ -10,19 +10,17 @@ import subprocess
 
 import numpy as np
 import pytest
+from simt_kernels import HERE, emu_source
 
 from rocmforge.backends import numpy_ref as R
-from rocmforge.backends.hip.modules import KERNEL_DIR
-
-HERE = __import__("pathlib").Path(__file__).resolve().parent
 
 MAIN = r"""
 #include <cstdio>
 #include "attention_emu.hip"
 int main(int argc, char** argv) {
     FILE* f = std::fopen(argv[1], "rb");
-    int d[6];  // T, H, Hkv, C, n_splits, chunk
-    if (std::fread(d, 4, 6, f) != 6) return 2;
+    int d[8];  // T, H, Hkv, C, n_splits, chunk, rope_dims, rope_neox
+    if (std::fread(d, 4, 8, f) != 8) return 2;
     const int T = d[0], H = d[1], Hkv = d[2], C = d[3], S = d[4], chunk = d[5];
     std::vector<float> q((size_t)T * H * RF_HEAD_DIM), k((size_t)C * Hkv * RF_HEAD_DIM), v(k.size());
     std::vector<int> pos(T);
@@ -38,7 +36,7 @@ int main(int argc, char** argv) {
         emu::launch(rf_dim3{(unsigned)bx, (unsigned)Hkv, (unsigned)S}, FA_THREADS, [&] {
             flash_attn_f32(q.data(), k.data(), v.data(), pos.data(), out.data(), po.data(), pm.data(),
                            pl.data(), tickets.data(), T, H, Hkv, (rf_i64)Hkv * RF_HEAD_DIM, RF_HEAD_DIM, C,
-                           chunk, 0.125f);
+                           chunk, 0.125f, d[6], d[7], 10000.0f, 1.0f);
         });
         int left = 0;
         for (int t : tickets) left += t != 0;
@@ -55,8 +53,7 @@ def exe(tmp_path_factory):
     if cxx is None:
         pytest.skip("no C++ compiler")
     d = tmp_path_factory.mktemp("attention_emu")
-    src = (KERNEL_DIR / "attention.hip").read_text()
-    src = src.replace('#include "rf_compat.h"', '#include "simt_emu.h"')
+    src = emu_source("attention.hip")
     (d / "attention_emu.hip").write_text(src)
     (d / "main.cpp").write_text(MAIN)
     cmd = [cxx, "-std=c++20", "-O1", "-pthread", "-I", str(HERE), "-I", str(d), "-DRF_HEAD_DIM=64",
@@ -68,14 +65,16 @@ def exe(tmp_path_factory):
     return d / "fa"
 
 
-@pytest.mark.parametrize("T, H, Hkv, C, pos0, n_splits", [
-    (1, 9, 3, 100, 70, 1),    # one chunk: the block writes the output itself
-    (1, 9, 3, 100, 70, 4),    # SmolLM2's decode shape over 4 chunks of 32 rows
-    (1, 9, 3, 100, 20, 4),    # chunks past the position: no work, an empty partial
-    (3, 4, 1, 96, 50, 3),     # a 3-token prompt, 4 query heads on 1 KV head
-    (1, 14, 2, 200, 199, 7),  # Qwen's group of 7, the last row of the cache
+@pytest.mark.parametrize("T, H, Hkv, C, pos0, n_splits, rope", [
+    (1, 9, 3, 100, 70, 1, None),       # one chunk: the block writes the output itself
+    (1, 9, 3, 100, 70, 4, None),       # SmolLM2's decode shape over 4 chunks of 32 rows
+    (1, 9, 3, 100, 20, 4, None),       # chunks past the position: no work, an empty partial
+    (3, 4, 1, 96, 50, 3, None),        # a 3-token prompt, 4 query heads on 1 KV head
+    (1, 14, 2, 200, 199, 7, None),     # Qwen's group of 7, the last row of the cache
+    (1, 9, 3, 100, 70, 4, (64, 0)),    # q ROPE'd on the way in (normal pairs)
+    (3, 4, 1, 96, 50, 3, (32, 1)),     # NEOX pairs over half the head: the rest copied
 ])
-def test_split_attention_merges_in_the_last_block(exe, tmp_path, T, H, Hkv, C, pos0, n_splits):
+def test_split_attention_merges_in_the_last_block(exe, tmp_path, T, H, Hkv, C, pos0, n_splits, rope):
     rng = np.random.default_rng(T * 1000 + C + n_splits)
     D = 64
     q = rng.standard_normal((T, H, D)).astype(np.float32)
@@ -86,13 +85,14 @@ def test_split_attention_merges_in_the_last_block(exe, tmp_path, T, H, Hkv, C, p
     n_splits = -(-C // chunk)
     f = tmp_path / "in.bin"
     with open(f, "wb") as fh:
-        np.array([T, H, Hkv, C, n_splits, chunk], np.int32).tofile(fh)
+        np.array([T, H, Hkv, C, n_splits, chunk, *(rope or (0, 0))], np.int32).tofile(fh)
         for a in (q, k, v, pos):
             a.tofile(fh)
     lines = subprocess.run([str(exe), str(f)], capture_output=True, text=True, check=True,
                            timeout=300).stdout.split("\n")
     n = T * H * D
-    want = R.FLASH_ATTN_EXT(q, k, v, pos, scale=0.125)
+    rope_q = None if rope is None else (rope[0], bool(rope[1]), 10000.0, 1.0)
+    want = R.FLASH_ATTN_EXT(q, k, v, pos, scale=0.125, rope_q=rope_q)
     for run in range(2):
         head = lines[run * (n + 1)]
         got = np.array(lines[run * (n + 1) + 1 : (run + 1) * (n + 1)], np.float32).reshape(T, H, D)

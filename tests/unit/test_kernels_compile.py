@@ -62,7 +62,7 @@ ENTRY_POINTS = {
     + [f"{op}_{t}" for op in ("scale", "silu") for t in ("f32", "f16")]
     + [f"copy_{a}_{b}" for a in ("f32", "f16", "i32") for b in ("f32", "f16", "i32")],
     "norm.hip": ["rms_norm_f32", "rms_norm_f16"] + [f"rms_norm_mul_{p}" for p in _ACT2],
-    "rope.hip": ["rope_f32", "rope_f16"],
+    "rope.hip": ["rope_f32", "rope_f16", "set_rows_rope_f32_f32", "set_rows_rope_f32_f16"],
     "set_rows.hip": [f"set_rows_{p}" for p in _ACT2],
     "softmax.hip": [f"soft_max_{p}" for p in _ACT2],
     "argmax.hip": ["argmax_f32", "argmax_f16"],

@@ -21,7 +21,7 @@ import numpy as np
 from ... import quant
 from ...ir import alloc, passes
 from ...ir.graph import Graph, Tensor, check_indices
-from ...ir.ops import ITEMSIZE, NP_DTYPES, Op
+from ...ir.ops import ITEMSIZE, NP_DTYPES, WRITES_ROWS, Op
 from ...profile import StepTimings
 from . import blas as blas_mod
 from . import cupti_trace, pdl
@@ -309,7 +309,7 @@ class HipBackend:
                     dev[t.id] = LAUNCH[t.op.value](self.ctx, srcs[0], **t.params)
                     steps.append(_Step(t, dev[t.id], srcs, None))
                     continue
-                if t.op is Op.SET_ROWS:
+                if t.op in WRITES_ROWS:
                     out = srcs[0]
                 else:
                     out = DevTensor(arena, offsets[t.id], t.shape, t.dtype)
@@ -363,7 +363,7 @@ class HipBackend:
                 if counter is not None:
                     counter.step(launched=False)
                 continue
-            if self.debug_poison and st.node.op is not Op.SET_ROWS and st.node.id not in plan.ir_plan.inplace:
+            if self.debug_poison and st.node.op not in WRITES_ROWS and st.node.id not in plan.ir_plan.inplace:
                 self._poison(st.out)
             if timed:
                 e0, e1 = self.cp.cuda.Event(), self.cp.cuda.Event()

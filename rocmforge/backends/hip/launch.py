@@ -26,6 +26,7 @@ from .launch_rows import (
     ROPE,
     SAMPLE,
     SET_ROWS,
+    SET_ROWS_ROPE,
     SOFT_MAX,
     sample_defines,
 )
@@ -47,6 +48,7 @@ LAUNCH: dict[str, Callable[..., Any]] = {
     "CONT": CONT,
     "CPY": CPY,
     "SET_ROWS": SET_ROWS,
+    "SET_ROWS_ROPE": SET_ROWS_ROPE,
     "SOFT_MAX": SOFT_MAX,
     "SILU": SILU,
     "SWIGLU": SWIGLU,
@@ -64,6 +66,7 @@ MODULES = {
     Op.RMS_NORM_MUL: "norm.hip",
     Op.ROPE: "rope.hip",
     Op.SET_ROWS: "set_rows.hip",
+    Op.SET_ROWS_ROPE: "rope.hip",
     Op.SOFT_MAX: "softmax.hip",
     Op.ARGMAX: "argmax.hip",
     Op.SAMPLE: "sample.hip",

@@ -9,6 +9,14 @@ from .launch_elementwise import contiguous
 from .tensor import DevTensor, cdiv, f32, i32, i64
 
 
+def rope_args(rope: tuple | None) -> tuple:
+    """The kernel's (rope_dims, rope_neox, rope_base, rope_freq_scale): rope_dims 0 where q is not ROPE'd."""
+    if rope is None:
+        return i32(0), i32(0), f32(1.0), f32(1.0)
+    n_dims, neox, base, freq_scale = rope
+    return i32(n_dims), i32(int(neox)), f32(base), f32(freq_scale)
+
+
 def fa_tiles(head_dim: int) -> tuple[int, int]:
     """(BQ, BKV) of attention.hip for this head dim (mirrors its macros)."""
     bq = 32 if head_dim <= 64 else (16 if head_dim <= 128 else 8)
@@ -26,7 +34,8 @@ def attn_splits(ctx: Ctx, T: int, H: int, Hkv: int, C: int, head_dim: int) -> tu
 
 
 def FLASH_ATTN_EXT(
-    ctx: Ctx, out: DevTensor, q: DevTensor, k: DevTensor, v: DevTensor, pos: DevTensor, *, scale: float
+    ctx: Ctx, out: DevTensor, q: DevTensor, k: DevTensor, v: DevTensor, pos: DevTensor, *, scale: float,
+    rope_q: tuple | None = None,
 ) -> None:
     q = contiguous(ctx, q, "f32")
     pos = contiguous(ctx, pos)
@@ -46,6 +55,7 @@ def FLASH_ATTN_EXT(
         i32(C),
         i32(chunk),
         f32(scale),
+        *rope_args(rope_q),
     )
     f = ctx.k("attention.hip", f"flash_attn_{k.dtype}", RF_HEAD_DIM=D)
     if n_splits == 1:

@@ -1,0 +1,90 @@
+"""kernels/rope.hip run on the CPU (simt_emu.h) against numpy_ref: SET_ROWS_ROPE writes K (ROPE'd) and V
+rows of a strided source into one cache at the rows its positions name, and ROPE (the same rotation,
+rf_rope.h) is unchanged. What only a GPU shows is tests/gpu/test_conformance.py's rows."""
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from simt_kernels import HERE, emu_source
+
+from rocmforge.backends import numpy_ref as R
+
+MAIN = r"""
+#include <cstdio>
+#include "rope_emu.hip"
+int main(int argc, char** argv) {
+    FILE* f = std::fopen(argv[1], "rb");
+    int d[9];  // T, W, src_stride, R, n_rot, D, n_dims, neox, H (ROPE's heads)
+    if (std::fread(d, 4, 9, f) != 9) return 2;
+    const int T = d[0], W = d[1], ss = d[2], R = d[3], n_rot = d[4], D = d[5], nd = d[6], neox = d[7];
+    std::vector<float> src((size_t)(T - 1) * ss + W), dst((size_t)R * W);
+    std::vector<int> idx(T);
+    if (std::fread(src.data(), 4, src.size(), f) != src.size()) return 2;
+    if (std::fread(idx.data(), 4, T, f) != (size_t)T) return 2;
+    if (std::fread(dst.data(), 4, dst.size(), f) != dst.size()) return 2;
+    std::fclose(f);
+    emu::launch(3, 64, [&] {  // fewer threads than elements: the grid-stride loop
+        set_rows_rope_f32_f32(src.data(), ss, idx.data(), dst.data(), W, T, W, n_rot, D, nd, neox, 5e5f,
+                              0.5f);
+    });
+    for (float x : dst) std::printf("%.9g\n", x);
+    // ROPE over the first n_rot columns of contiguous rows, as [T, n_rot / D, D] at positions idx
+    std::vector<float> x((size_t)T * n_rot), out(x.size());
+    for (int t = 0; t < T; ++t)
+        for (int c = 0; c < n_rot; ++c) x[(size_t)t * n_rot + c] = src[(size_t)t * ss + c];
+    emu::launch(2, 64, [&] {
+        rope_f32(x.data(), idx.data(), out.data(), n_rot / D, D, (rf_i64)x.size(), nd, neox, 5e5f, 0.5f);
+    });
+    for (float y : out) std::printf("%.9g\n", y);
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def exe(tmp_path_factory):
+    cxx = shutil.which("g++") or shutil.which("clang++")
+    if cxx is None:
+        pytest.skip("no C++ compiler")
+    d = tmp_path_factory.mktemp("rope_emu")
+    (d / "rope_emu.hip").write_text(emu_source("rope.hip"))
+    (d / "main.cpp").write_text(MAIN)
+    cmd = [cxx, "-std=c++20", "-O1", "-pthread", "-I", str(HERE), "-I", str(d), str(d / "main.cpp"), "-o",
+           str(d / "rope")]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode and "barrier" in p.stderr:
+        pytest.skip(f"{cxx} has no C++20 <barrier>")
+    assert p.returncode == 0, p.stderr
+    return d / "rope"
+
+
+@pytest.mark.parametrize("T, Hkv, D, n_dims, neox, stride", [
+    (1, 3, 64, 64, 0, 960),   # SmolLM2's K|V columns of one token's Q/K/V row
+    (3, 2, 64, 64, 1, 1152),  # three tokens, NEOX pairs (Qwen), rows far apart
+    (2, 1, 32, 16, 0, 64),    # part of each head rotated, the rest copied
+])
+def test_set_rows_rope_writes_k_roped_and_v_as_is(exe, tmp_path, T, Hkv, D, n_dims, neox, stride):
+    rng = np.random.default_rng(T + D + n_dims)
+    W = 2 * Hkv * D
+    n_rot, R_rows = Hkv * D, 40
+    src = rng.standard_normal((T - 1) * stride + W).astype(np.float32)
+    idx = rng.choice(R_rows, T, replace=False).astype(np.int32)  # the rows are the positions
+    dst = rng.standard_normal((R_rows, W)).astype(np.float32)
+    f = tmp_path / "in.bin"
+    with open(f, "wb") as fh:
+        np.array([T, W, stride, R_rows, n_rot, D, n_dims, neox, 0], np.int32).tofile(fh)
+        for a in (src, idx, dst):
+            a.tofile(fh)
+    got = np.array(subprocess.run([str(exe), str(f)], capture_output=True, text=True, check=True,
+                                  timeout=120).stdout.split(), np.float32)
+    rows = np.lib.stride_tricks.as_strided(src, (T, W), (stride * 4, 4))
+    kw = dict(n_dims=n_dims, neox=bool(neox), base=5e5, freq_scale=0.5)
+    want = R.SET_ROWS_ROPE(dst.copy(), rows, idx, n_rot=n_rot, head_dim=D, **kw)
+    np.testing.assert_allclose(got[: dst.size].reshape(dst.shape), want, rtol=1e-6, atol=1e-7)
+    untouched = np.setdiff1d(np.arange(R_rows), idx)
+    assert np.array_equal(got[: dst.size].reshape(dst.shape)[untouched], dst[untouched])
+    rope = R.ROPE(rows[:, :n_rot].reshape(T, Hkv, D).copy(), idx, **kw).reshape(-1)
+    np.testing.assert_allclose(got[dst.size:], rope, rtol=1e-6, atol=1e-7)
+    cache = got[: dst.size].reshape(dst.shape)
+    np.testing.assert_array_equal(got[dst.size:].reshape(T, n_rot), cache[idx, :n_rot])  # ROPE's, bit for bit
