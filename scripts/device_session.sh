@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One device call (~8 min on an H100) that checks the GPU side, in priority order, each stage time-boxed:
-# tg128/pp512 of llama-bench (-fa 1) beside `rocmforge bench` on the same synthetic files (the real models'
-# exact layouts, Qwen2-0.5B and LLaMA-7B at Q4_0), also for an older tree OLD where given; the GPU test suite;
+# the GPU test suite; tg128/pp512 of llama-bench (-fa 1) beside `rocmforge bench` on the same synthetic files
+# (the real models' exact layouts, Qwen2-0.5B and LLaMA-7B at Q4_0), for this tree and an older tree OLD
+# where given (VARIANTS: "new old" by default, "int8" adds --int8-activations);
 # greedy tokens of this tree (fused and --no-fuse) against OLD's; per-op trace timings (profile_step.py);
 # bench_matvec against OLD's, bench_matmul (tiled vs cuBLAS prefill), bench_sample. Expects carried: .whl
 # (gguf, cuda-bindings, cuda-pathfinder, cupti-python, pyelftools wheels), .llamacpp (llbin-cuda-sm90a.tar.xz), .devrun/<model>.layout.xz (scripts/dump_layout.py)
@@ -24,6 +25,8 @@ for f in glob.glob(".devrun/*.layout.xz"):
     write_layout(pickle.load(lzma.open(f)), "/tmp/" + os.path.basename(f).replace(".layout.xz", "-like.gguf"))
 PY
 el synth
+timeout 150 python3 -m pytest -q -ra tests/gpu 2>&1 | tee $OUT/gpu_suite.txt | grep -E "FAILED|ERROR|passed|failed"
+el suite
 LLB=$(find /tmp/llama -name llama-bench -type f | head -1)
 f() { python3 -c "
 import json, sys
@@ -35,17 +38,15 @@ for m in $(cd /tmp && ls *-like.gguf qwen2-0.5b-Q4_0.gguf llama-7b-Q4_0.gguf | s
   timeout 60 $LLB -m /tmp/$m.gguf -ngl 99 -fa 1 -p 512 -n 128 -r 3 -o jsonl > $OUT/llb_$m.jsonl 2> /tmp/llb_$m.err \
     || tail -2 /tmp/llb_$m.err
   echo "$m llama.cpp $(f $OUT/llb_$m.jsonl)"
-  for v in new int8 old; do
+  for v in ${VARIANTS:-new old}; do
     D=$PWD; X=""; [ $v = int8 ] && X="--int8-activations"; [ $v = old ] && D=$OLD
     [ -d "$D" ] || continue
     (cd $D && PYTHONPATH=/tmp/site:$D timeout 60 python3 -m rocmforge.cli bench --model /tmp/$m.gguf --backend hip \
-      -p 512 -n 128 -r 3 $X -o /tmp/rf_${v}_$m.jsonl > /tmp/rf_${v}_$m.log 2>&1 || tail -2 /tmp/rf_${v}_$m.log)
-    echo "$m rocmforge $v $(f /tmp/rf_${v}_$m.jsonl)"
+      -p 512 -n 128 -r 3 $X -o $OUT/rf_${v}_$m.jsonl > /tmp/rf_${v}_$m.log 2>&1 || tail -2 /tmp/rf_${v}_$m.log)
+    echo "$m rocmforge $v $(f $OUT/rf_${v}_$m.jsonl) $(grep -h '^| .* tg' /tmp/rf_${v}_$m.log | awk -F'|' '{print $10}')"
   done
   el $m
 done 2>&1 | tee $OUT/bench.txt
-timeout 150 python3 -m pytest -q -ra tests/gpu 2>&1 | tee $OUT/gpu_suite.txt | grep -E "FAILED|ERROR|passed|failed"
-el suite
 cat > /tmp/toks.py <<'PY'
 import inspect, json, sys
 from rocmforge.engine import Engine
