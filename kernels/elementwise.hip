@@ -60,7 +60,6 @@ __device__ void binary(const Ta* __restrict__ a, const Tb* __restrict__ b, float
 EW_BINARY_ALL(add, 0)
 EW_BINARY_ALL(mul, 1)
 
-RF_DEV float rf_silu(float x) { return x / (1.0f + expf(-x)); }
 
 #define EW_UNARY(t, T)                                                                                 \
     RF_KERNEL void scale_##t(const T* a, float* out, rf_i64 n, float s) {                             \
@@ -83,6 +82,12 @@ EW_SWIGLU(f32, float, f32, float)
 EW_SWIGLU(f32, float, f16, rf_u16)
 EW_SWIGLU(f16, rf_u16, f32, float)
 EW_SWIGLU(f16, rf_u16, f16, rf_u16)
+
+// MUL_MAT_SWIGLU after a kernel without the GLU epilogue: y [n rows, 2F] of gate/up pairs -> out [n, F]
+RF_KERNEL void glu_pairs_f32(const float* y, float* out, rf_i64 n) {
+    RF_PDL_BEGIN();
+    EW_LOOP(n) out[i] = rf_silu(y[2 * i]) * y[2 * i + 1];
+}
 
 // strided 4-dim view (ne0 innermost, element strides s0..s3) -> contiguous, converting the type
 template <typename Ti, typename To>

@@ -1,6 +1,7 @@
 // mul_mat_vec.hip: MUL_MAT and MUL_MAT_ADD for up to 4 tokens (decode), x in f32: y[m, n] = sum_k w[n, k] *
 // x[m, k] (+ b[m * b_stride + n] where b is not null: rf_plus_b), w in its GGUF blocks, every weight type
-// (mul_mat_vec_<type>; `_s`: float rows that are not 16-byte multiples).
+// (mul_mat_vec_<type>; `_s`: float rows that are not 16-byte multiples). With RF_MMV_GLU, MUL_MAT_SWIGLU:
+// w's rows are gate/up pairs and y[m, i] = silu(row 2i . x) * (row 2i+1 . x) (no b).
 //
 // Launch: grid (ceil(N / RF_MMV_ROWS), M), block RF_MMV_WARPS * RF_WARP threads. A block owns RF_MMV_ROWS
 // rows; its threads split each row into "units" (rf_quant.h: 8-16 elements, lanes next to each other read
@@ -19,6 +20,9 @@
 #endif
 #ifndef RF_MMV_WARPS
 #define RF_MMV_WARPS 4
+#endif
+#ifndef RF_MMV_GLU
+#define RF_MMV_GLU 0  // 1: MUL_MAT_SWIGLU's epilogue (y [M, N / 2] = silu of even rows times odd rows)
 #endif
 #ifndef RF_MMV_UNROLL
 #define RF_MMV_UNROLL 1  // 1 uses fewer registers than 2, and is as fast (H100)
@@ -83,12 +87,26 @@ __device__ void mmv(const rf_u8* __restrict__ w, rf_i64 row_bytes, const float* 
         if (lane == 0) red[r][warp] = s;
     }
     __syncthreads();
+#if RF_MMV_GLU
+    // rows 2i and 2i+1 are gate_i and up_i (an interleaved weight): y[i] = silu(gate_i) * up_i
+    static_assert(R % 2 == 0, "RF_MMV_GLU needs an even RF_MMV_ROWS");
+    if (tid < R / 2 && row0 + 2 * tid + 1 < N) {
+        float g = 0.0f, u = 0.0f;
+#pragma unroll
+        for (int i = 0; i < RF_MMV_WARPS; ++i) {
+            g += red[2 * tid][i];
+            u += red[2 * tid + 1][i];
+        }
+        y[row0 / 2 + tid] = rf_silu(g) * u;
+    }
+#else
     if (tid < R && row0 + tid < N) {
         float s = 0.0f;
 #pragma unroll
         for (int i = 0; i < RF_MMV_WARPS; ++i) s += red[tid][i];
         y[row0 + tid] = rf_plus_b(s, b, b_stride, blockIdx.y, row0 + tid);
     }
+#endif
 }
 
 #define RF_MMV_ENTRY(name, T)                                                                          \

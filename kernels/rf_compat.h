@@ -138,6 +138,8 @@ RF_DEV float rf_group_max(float v, int width = RF_WARP) {
     return v;
 }
 
+RF_DEV float rf_silu(float x) { return x / (1.0f + expf(-x)); }  // SILU, SWIGLU and the GLU epilogue
+
 RF_DEV float rf_warp_sum(float v) { return rf_group_sum(v, RF_WARP); }
 RF_DEV float rf_warp_max(float v) { return rf_group_max(v, RF_WARP); }
 

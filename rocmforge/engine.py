@@ -201,7 +201,8 @@ class Engine:
         self.backend = _make_backend(backend)
         self.kv_dtype = default_kv_dtype(self.backend) if kv_dtype == "auto" else kv_dtype
         self.weight_spec = {n: (t.shape, t.ggml_type.name.lower()) for n, t in model.tensors.items()}
-        self._stacked: dict[str, tuple[str, ...]] = {}  # stacked weight (passes.fuse) -> its GGUF tensors
+        # stacked weight (passes.fuse) -> its GGUF tensors, and whether their rows are interleaved
+        self._stacked: dict[str, tuple[tuple[str, ...], bool]] = {}
         self._graphs: dict[tuple[int, bool], Graph] = {}
         self._sample_graph: Graph | None = None  # the decode graph that draws the token (sample_graph)
         self.n_past = 0
@@ -256,7 +257,7 @@ class Engine:
         g = passes.fuse(g)
         for w in g.leaves("weight"):
             if "rows_of" in w.params:
-                self._stacked[w.name] = w.params["rows_of"]
+                self._stacked[w.name] = (w.params["rows_of"], bool(w.params.get("interleaved")))
         return g
 
     def device_plan(self, max_ctx: int | None = None) -> dict[str, int]:
@@ -270,7 +271,7 @@ class Engine:
         plan = {"weights": 0, "kv_cache": 0, "activations": 0}
         for n_tokens in sorted({1, min(MAX_UBATCH, max_ctx)}):
             g = self._model_graph(GraphSpec(n_tokens, max_ctx, self.kv_dtype, False))
-            for name, parts in self._stacked.items():
+            for name, (parts, _) in self._stacked.items():
                 sizes[name] = (sizes[parts[0]][0], sum(sizes[p][1] for p in parts))
             if n_tokens == 1:
                 need = getattr(self.backend, "weight_bytes_needed", None)
@@ -311,14 +312,23 @@ class Engine:
         return list(self._graphs)
 
     def _weight_source(self, name: str):
-        """(raw bytes, GGML type) of a GGUF tensor, or of a stacked weight (its parts' rows, concatenated)."""
-        parts = self._stacked.get(name)
-        if parts is None:
+        """(raw bytes, GGML type) of a GGUF tensor, or of a stacked weight: its parts' rows concatenated, or
+        taken in turn where interleaved (a row of each part, then the next row of each)."""
+        stacked = self._stacked.get(name)
+        if stacked is None:
             return self.model.raw(name), self.model.tensors[name].ggml_type
+        parts, interleaved = stacked
         qtypes = {self.model.tensors[p].ggml_type for p in parts}
         if len(qtypes) != 1:
             raise ValueError(f"stacked weight {name}: parts of types {sorted(q.name for q in qtypes)}")
-        return np.concatenate([self.model.raw(p) for p in parts]), qtypes.pop()
+        raws = [self.model.raw(p) for p in parts]
+        if not interleaved:
+            return np.concatenate(raws), qtypes.pop()
+        rows = {self.model.tensors[p].shape[0] for p in parts}
+        if len(rows) != 1:
+            raise ValueError(f"interleaved weight {name}: parts of {sorted(rows)} rows")
+        n = rows.pop()
+        return np.stack([r.reshape(n, -1) for r in raws], axis=1).reshape(-1), qtypes.pop()
 
     def _check_room(self, n: int) -> None:
         if self.n_past + n > self.max_ctx:

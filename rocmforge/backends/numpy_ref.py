@@ -58,6 +58,12 @@ def MUL_MAT_ADD(w: np.ndarray, x: np.ndarray, b: np.ndarray, xq: np.ndarray | No
     return ADD(MUL_MAT(w, x), b)
 
 
+def MUL_MAT_SWIGLU(w: np.ndarray, x: np.ndarray, xq: np.ndarray | None = None) -> np.ndarray:
+    # MUL_MAT over interleaved gate/up rows, then SWIGLU of its even (gate) and odd (up) columns: f32 [..., F]
+    y = MUL_MAT(w, x)
+    return SWIGLU(y[..., 0::2], y[..., 1::2])
+
+
 def QUANTIZE_X8(x: np.ndarray) -> np.ndarray:
     # x [..., K] f32 -> i32 [..., K * 5 / 16], each row's bytes: int8 [K] (rint(x * 127 / amax) per block
     # of 32, llama.cpp's q8_1 values), then f32 pairs [K / 32]: (scale amax / 127, sum of the int8 values

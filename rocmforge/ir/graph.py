@@ -92,11 +92,15 @@ class Graph:
     def input(self, name: str, shape: Sequence[int], dtype: str = "f32") -> Tensor:
         return self._leaf("input", name, shape, dtype)
 
-    def weight(self, name: str, shape: Sequence[int], dtype: str, rows_of: Sequence[str] = ()) -> Tensor:
-        """A weight leaf; rows_of: the GGUF tensors whose rows, stacked in this order, it is (passes.fuse)."""
+    def weight(self, name: str, shape: Sequence[int], dtype: str, rows_of: Sequence[str] = (),
+               interleaved: bool = False) -> Tensor:
+        """A weight leaf; rows_of: the GGUF tensors whose rows, stacked in this order, it is (passes.fuse);
+        interleaved: their rows taken in turn instead (row i of each part, then row i + 1 of each)."""
         t = self._leaf("weight", name, shape, dtype)
         if rows_of:
             t.params["rows_of"] = tuple(rows_of)
+            if interleaved:
+                t.params["interleaved"] = True
         return t
 
     def state(self, name: str, shape: Sequence[int], dtype: str = "f32") -> Tensor:
@@ -118,6 +122,10 @@ class Graph:
 
     def mul_mat(self, w: Tensor, x: Tensor, name: str, xq: Tensor | None = None) -> Tensor:
         return self.op(Op.MUL_MAT, [w, x] if xq is None else [w, x, xq], name)
+
+    def mul_mat_swiglu(self, w: Tensor, x: Tensor, name: str, xq: Tensor | None = None) -> Tensor:
+        """silu(gate) * up from one mat-vec over w's interleaved rows (gate_i, up_i): f32 [..., F]."""
+        return self.op(Op.MUL_MAT_SWIGLU, [w, x] if xq is None else [w, x, xq], name)
 
     def mul_mat_add(self, w: Tensor, x: Tensor, b: Tensor, name: str, xq: Tensor | None = None) -> Tensor:
         return self.op(Op.MUL_MAT_ADD, [w, x, b] if xq is None else [w, x, b, xq], name)

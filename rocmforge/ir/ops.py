@@ -38,6 +38,9 @@ class Op(enum.Enum):
     MUL_MAT = "MUL_MAT"  # (w [N, K], x [..., K], xq?) -> f32 [..., N]   (x @ w.T, ggml's mul_mat(w, x))
     # xq: QUANTIZE_X8(x), the copy of x a backend's int8 kernels read (the reference reads x)
     MUL_MAT_ADD = "MUL_MAT_ADD"  # (w [N, K], x [..., K], b, xq?) -> MUL_MAT(w, x) + b; b [N] or [..., N]
+    # (w [2F, K] with gate's and up's rows interleaved: row 2i gate_i, row 2i+1 up_i; x [..., K], xq?) ->
+    # f32 [..., F]: SWIGLU of MUL_MAT(w, x)'s even and odd columns (gate and up in one mat-vec)
+    MUL_MAT_SWIGLU = "MUL_MAT_SWIGLU"
     QUANTIZE_X8 = "QUANTIZE_X8"  # (x [..., K] f32) -> i32 [..., K * 5 / 16]: int8 rows, block scales, sums
     ADD = "ADD"  # (a, b) -> a + b, b broadcast to a
     MUL = "MUL"  # (a, b) -> a * b, b broadcast to a
@@ -94,7 +97,7 @@ def _get_rows(s, d, p):
 
 
 # the ops MUL_MAT's kernels run, and the index of each one's QUANTIZE_X8 source (when it has one)
-MUL_MAT_OPS = {Op.MUL_MAT: 2, Op.MUL_MAT_ADD: 3}
+MUL_MAT_OPS = {Op.MUL_MAT: 2, Op.MUL_MAT_ADD: 3, Op.MUL_MAT_SWIGLU: 2}
 
 
 def xq_source(t: Tensor) -> Tensor | None:
@@ -125,6 +128,12 @@ def _mul_mat(s, d, p):
         _need(ok, Op.MUL_MAT, f"xq must be i32 {want} (QUANTIZE_X8 of x), got {s[2]} {d[2]}")
     _float(Op.MUL_MAT, d[1], "x")
     return (*x[:-1], w[0]), "f32"
+
+
+def _mul_mat_swiglu(s, d, p):
+    out, dt = _mul_mat(s, d, p)
+    _need(out[-1] % 2 == 0, Op.MUL_MAT_SWIGLU, f"w's rows must be gate/up pairs, got {s[0]}")
+    return (*out[:-1], out[-1] // 2), dt
 
 
 def _mul_mat_add(s, d, p):
@@ -257,6 +266,7 @@ RULES: dict[Op, Rule] = {
     Op.GET_ROWS: _get_rows,
     Op.MUL_MAT: _mul_mat,
     Op.MUL_MAT_ADD: _mul_mat_add,
+    Op.MUL_MAT_SWIGLU: _mul_mat_swiglu,
     Op.QUANTIZE_X8: _quantize_x8,
     Op.ADD: _binary(Op.ADD),
     Op.MUL: _binary(Op.MUL),

@@ -30,7 +30,8 @@ KEEP_LEAVES = ("input", "state")
 def _emit(g: Graph, t: Tensor, srcs: Sequence[Tensor]) -> Tensor:
     """A copy of t (same name, op, params) in g over the given (new) sources."""
     if t.kind == "weight":
-        return g.weight(t.name, t.shape, t.dtype, t.params.get("rows_of", ()))
+        rows_of, interleaved = t.params.get("rows_of", ()), t.params.get("interleaved", False)
+        return g.weight(t.name, t.shape, t.dtype, rows_of, interleaved)
     if t.is_leaf:
         return getattr(g, t.kind)(t.name, t.shape, t.dtype)
     return g.op(t.op, list(srcs), t.name, **t.params)
@@ -540,6 +541,43 @@ def fuse_rope_kv(graph: Graph) -> Graph:
     return _replace_groups(graph, first, member, emit)
 
 
+def fuse_swiglu(graph: Graph) -> Graph:
+    """SWIGLU(gate, up) of the two halves of one stacked gate|up MUL_MAT (stack_mul_mats: its weight's rows
+    gate's then up's, its result read only by those two views) -> MUL_MAT_SWIGLU over a weight of the same
+    rows interleaved (gate_i, up_i side by side: a mat-vec block computes both and writes silu(g) * u)."""
+    rd = _readers(graph)
+    first: dict[int, tuple[Tensor, Tensor]] = {}
+    member: set[int] = set()
+    for t in graph.nodes:
+        if t.op is not Op.SWIGLU:
+            continue
+        gv, uv = t.src
+        mm = _view_of(gv)
+        if mm is None or _view_of(uv) is not mm or mm.op is not Op.MUL_MAT or len(mm.src) != 2:
+            continue
+        w = mm.src[0]
+        F = t.shape[-1]
+        if w.kind != "weight" or len(w.params.get("rows_of", ())) != 2 or w.shape[0] != 2 * F:
+            continue
+        whole = contiguous_strides(mm.shape)
+        if (gv.params["offset"], uv.params["offset"]) != (0, F) or gv.shape != t.shape or uv.shape != t.shape:
+            continue
+        if gv.params["strides"] != whole or uv.params["strides"] != whole:
+            continue
+        if len(rd[mm.id]) != 2 or len(rd[gv.id]) != 1 or len(rd[uv.id]) != 1 or len(rd[w.id]) != 1:
+            continue
+        first[min(w.id, mm.id)] = (t, mm)  # emitted where the stacked weight was: x is defined before it
+        member.update((gv.id, uv.id, mm.id, t.id, w.id))
+
+    def emit(g: Graph, new: dict[int, Tensor], grp: tuple[Tensor, Tensor]) -> None:
+        t, mm = grp
+        w = mm.src[0]
+        wi = g.weight(w.name.replace("+", "|"), w.shape, w.dtype, w.params["rows_of"], interleaved=True)
+        new[t.id] = g.mul_mat_swiglu(wi, new[mm.src[1].id], t.name)
+
+    return _replace_groups(graph, first, member, emit)
+
+
 def _written_between(graph: Graph, a: Tensor, b: Tensor, x: Tensor) -> bool:
     """Whether a SET_ROWS after node a and before node b writes x's storage."""
     root = graph.storage_root(x).id
@@ -591,7 +629,8 @@ def _fusable(graph: Graph, t: Tensor, rd: dict[int, list]) -> Tensor | None:
 def fuse(graph: Graph) -> Graph:
     """The fusion pipeline a model's graph goes through before its weights are bound: stacked mat-vecs
     (stack_mul_mats), views folded (fold_views), RoPE over Q and K at once (merge_ropes), RoPE and the K/V
-    cache writes in one SET_ROWS_ROPE and q's RoPE in the attention (fuse_rope_kv), RMS_NORM_MUL and
-    MUL_MAT_ADD (fuse_ops), dead nodes dropped. The result computes what the graph did."""
+    cache writes in one SET_ROWS_ROPE and q's RoPE in the attention (fuse_rope_kv), gate/up and SWIGLU in
+    one MUL_MAT_SWIGLU (fuse_swiglu), RMS_NORM_MUL and MUL_MAT_ADD (fuse_ops), dead nodes dropped. The
+    result computes what the graph did."""
     g = fold_views(merge_ropes(fold_views(stack_mul_mats(graph))))
-    return dce(fuse_ops(fuse_rope_kv(dce(g))))
+    return dce(fuse_ops(fuse_swiglu(fuse_rope_kv(dce(g)))))

@@ -429,6 +429,34 @@ for _id, _m in [
     ("Q4_K-256x1024-T9-residual-f16", _mul_mat_add(Q.Q4_K, 256, 1024, (9,), "residual", "f16")),
 ]:
     CASES.append(Case(f"MUL_MAT_ADD-{_id}", _m))
+
+
+def _mul_mat_swiglu(qt: quant.QType, F: int, K: int, xshape: tuple[int, ...], xq: bool = False, **ctx):
+    """MUL_MAT_SWIGLU(w [2F, K] of gate/up row pairs, x): the mat-vec's GLU epilogue at up to 4 tokens, the
+    product into scratch then glu_pairs_f32 otherwise (prefill kernels, int8 mat-vecs)."""
+    ctx = _pin_prefill(ctx, xshape)
+
+    def make(rng):
+        g = Graph()
+        w = g.weight("w", (2 * F, K), qt.name.lower())
+        x = g.input("x", (*xshape, K))
+        g.output(g.mul_mat_swiglu(w, x, "out", g.quantize_x8(x, "xq") if xq else None))
+        raw = quant.random_blocks(qt, (2 * F, K), rng)
+        tol = F16_TOL if xq or ctx.get("mat_mul", TILED).prefill == "blas" else _tol("f32")
+        return Built(g, {"x": _normal(rng, (*xshape, K))}, {"w": (raw, qt)}, tol, ctx)
+
+    return make
+
+
+for _qt in (Q.Q4_0, Q.Q4_1, Q.Q8_0, Q.Q4_K, Q.Q6_K, Q.F16):
+    _F, _K = (768, 256) if quant.block_size(_qt) == 256 else (768, 576)
+    for _T in (1, 3, 64):
+        CASES.append(Case(f"MUL_MAT_SWIGLU-{_qt.name}-{_F}x{_K}-T{_T}", _mul_mat_swiglu(_qt, _F, _K, (_T,))))
+CASES.append(Case("MUL_MAT_SWIGLU-Q4_0-11008x4096-T1", _mul_mat_swiglu(Q.Q4_0, 11008, 4096, (1,))))
+CASES.append(Case("MUL_MAT_SWIGLU-Q8_0-4096x1024-T1-int8",
+                  _mul_mat_swiglu(Q.Q8_0, 4096, 1024, (1,), xq=True, mat_mul=C.MatMulOptions(True))))
+CASES.append(Case("MUL_MAT_SWIGLU-Q4_0-768x576-T64-blas",
+                  _mul_mat_swiglu(Q.Q4_0, 768, 576, (64,), mat_mul=C.MatMulOptions(prefill="blas"))))
 # the f32-activation mat-vec with quantized weights, x's QUANTIZE_X8 given (and not read)
 for _qt in (Q.Q4_0, Q.Q8_0):
     for _add in ("bias", "residual"):

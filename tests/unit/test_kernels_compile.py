@@ -58,7 +58,7 @@ ENTRY_POINTS = {
     "get_rows.hip": [f"get_rows_{t}" for t in _WTYPES] + ["get_rows_i32"],
     "dequantize.hip": [f"dequantize_f16_{t}" for t in _WTYPES],
     "elementwise.hip": [f"{op}_{p}" for op in ("add", "mul") for p in _ACT2]
-    + [f"swiglu_{p}" for p in _ACT2]
+    + [f"swiglu_{p}" for p in _ACT2] + ["glu_pairs_f32"]
     + [f"{op}_{t}" for op in ("scale", "silu") for t in ("f32", "f16")]
     + [f"copy_{a}_{b}" for a in ("f32", "f16", "i32") for b in ("f32", "f16", "i32")],
     "norm.hip": ["rms_norm_f32", "rms_norm_f16"] + [f"rms_norm_mul_{p}" for p in _ACT2],
@@ -105,6 +105,7 @@ def _variants(warp: int) -> list[tuple[str, dict]]:
     for tun in ({"RF_SAMPLE_BLOCK": 256, "RF_SAMPLE_UNROLL": 2, "RF_SAMPLE_CAP": 1024},
                 {"RF_SAMPLE_BLOCK": 1024, "RF_SAMPLE_UNROLL": 2}):  # SAMPLE's other geometries (tunables)
         out.append(("sample.hip", {"RF_WARP": warp, **tun}))
+    out.append(("mul_mat_vec.hip", {"RF_WARP": warp, "RF_MMV_GLU": 1}))  # MUL_MAT_SWIGLU's epilogue
     out.append(("dev/mul_mat_vec_x.hip", {"RF_WARP": warp, "RF_MMVX_LEVELS": 2}))
     out.append(("mul_mat_vec_xr.hip", {"RF_WARP": warp, "RF_MMV_HI16": 0}))  # Q4_0's dot with shifted nibbles
     out.append(("dev/mul_mat_vec_xb.hip", {"RF_WARP": warp, "RF_MMV_HI16": 0, "RF_MMVB_CHAINS": 2}))

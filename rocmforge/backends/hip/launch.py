@@ -17,7 +17,14 @@ from ...ir.ops import Op
 from .context import Ctx
 from .launch_attention import FLASH_ATTN_EXT
 from .launch_elementwise import ADD, CONT, CPY, MUL, RESHAPE, SCALE, SILU, SWIGLU, VIEW
-from .launch_mul_mat import MUL_MAT, MUL_MAT_ADD, QUANTIZE_X8, prepare_mul_mat, prepare_quantize_x8
+from .launch_mul_mat import (
+    MUL_MAT,
+    MUL_MAT_ADD,
+    MUL_MAT_SWIGLU,
+    QUANTIZE_X8,
+    prepare_mul_mat,
+    prepare_quantize_x8,
+)
 from .launch_rows import (
     ARGMAX,
     GET_ROWS,
@@ -36,6 +43,7 @@ LAUNCH: dict[str, Callable[..., Any]] = {
     "GET_ROWS": GET_ROWS,
     "MUL_MAT": MUL_MAT,
     "MUL_MAT_ADD": MUL_MAT_ADD,
+    "MUL_MAT_SWIGLU": MUL_MAT_SWIGLU,
     "QUANTIZE_X8": QUANTIZE_X8,
     "ADD": ADD,
     "MUL": MUL,
@@ -95,6 +103,8 @@ def prepare_launch(
         ctx.mods.get(MODULES[op])
     if op is Op.MUL_MAT:
         return prepare_mul_mat(ctx, out, *srcs)
+    if op is Op.MUL_MAT_SWIGLU:
+        return prepare_mul_mat(ctx, out, *srcs, glu=True)
     if op is Op.MUL_MAT_ADD:  # sources w, x, b[, xq]
         w, x, b, *xq = srcs
         return prepare_mul_mat(ctx, out, w, x, *xq, b=b)

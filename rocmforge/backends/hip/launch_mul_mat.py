@@ -1,6 +1,6 @@
-"""The MUL_MAT, MUL_MAT_ADD and QUANTIZE_X8 launchers. MUL_MAT's kernel (kernel_choice's table) and its
-geometry are chosen once, when the graph is prepared (`prepare_mul_mat`, which also compiles it); the
-prepared launch only enqueues. MUL_MAT_ADD is MUL_MAT with an addend b: the same kernels, which add
+"""The MUL_MAT, MUL_MAT_ADD, MUL_MAT_SWIGLU and QUANTIZE_X8 launchers. MUL_MAT's kernel (kernel_choice's
+table) and its geometry are chosen once, when the graph is prepared (`prepare_mul_mat`, which also compiles
+it); the prepared launch only enqueues. MUL_MAT_ADD is MUL_MAT with an addend b: the same kernels, which add
 b[token * b_stride + row] where they write y (b null for MUL_MAT). A kernel on int8 x reads the node's
 QUANTIZE_X8 source (MUL_MAT's third, MUL_MAT_ADD's fourth), the node that passes.insert_quantize_x8 gives it
 where `reads_int8_x` says so (one node per value, shared by its readers). mul_mat_blas (prefill on the
@@ -24,7 +24,7 @@ from .kernel_choice import (
     quantize_x8_launch,
     x8_row_bytes,
 )
-from .launch_elementwise import contiguous, copy_strided
+from .launch_elementwise import EW_BLOCK, contiguous, copy_strided, grid_1d
 from .tensor import BLOCK, NATIVE_WEIGHTS, DevTensor, i32, i64
 
 Launcher = Callable[..., None]
@@ -111,27 +111,50 @@ def prepare_mul_mat(
     x: DevTensor,
     xq: DevTensor | None = None,
     b: DevTensor | None = None,
+    glu: bool = False,
 ) -> Launcher:
     """MUL_MAT for these tensors' shapes and types, or with b MUL_MAT_ADD (b f32 or f16: [N], a bias every
-    token adds, or out's [..., N], a residual): chosen and compiled now. The returned launcher takes the
-    node's sources as the other ops' launchers do: (ctx, out, w, x[, xq]) for MUL_MAT, (ctx, out, w, x, b[,
-    xq]) for MUL_MAT_ADD. A kernel on int8 x needs xq (QUANTIZE_X8 of x)."""
+    token adds, or out's [..., N], a residual), or with glu MUL_MAT_SWIGLU (w's rows gate/up pairs, out
+    [..., N / 2]): chosen and compiled now. The returned launcher takes the node's sources as the other ops'
+    launchers do: (ctx, out, w, x[, xq]) for MUL_MAT and MUL_MAT_SWIGLU, (ctx, out, w, x, b[, xq]) for
+    MUL_MAT_ADD. A kernel on int8 x needs xq (QUANTIZE_X8 of x). MUL_MAT_SWIGLU on mul_mat_vec is one launch
+    (its GLU epilogue); on any other kernel the product goes to scratch and glu_pairs_f32 follows."""
     K = w.shape[1]
     M = x.n_elements // K
     N = w.shape[0]
     choice = mul_mat_choice(ctx, w, M)
     int8 = choice.quantize is not None
-    op = "MUL_MAT" if b is None else "MUL_MAT_ADD"
+    op = "MUL_MAT_SWIGLU" if glu else "MUL_MAT" if b is None else "MUL_MAT_ADD"
+    if glu and (b is not None or N % 2):
+        raise ValueError(f"MUL_MAT_SWIGLU: w {w.shape} must have gate/up row pairs and no addend")
     if int8 and xq is None:
         raise ValueError(f"{op} with {choice.kernel.name} reads int8 x: give it QUANTIZE_X8 of x")
     if b is not None and b.n_elements not in (N, M * N):
         raise ValueError(f"MUL_MAT_ADD: b {b.shape} is neither [{N}] nor the output's [{M}, {N}]")
     # elements between consecutive tokens' rows of b: 0 for a bias (or a single token's residual), N
     b_stride = 0 if b is None or b.n_elements == N else N
+    epilogue = glu and choice.kernel.name == "mul_mat_vec" and choice.launch is not None
+    if epilogue:
+        assert choice.launch is not None
+        glu_defines = {**choice.launch.defines, "RF_MMV_GLU": 1}
+        choice = replace(choice, launch=replace(choice.launch, defines=glu_defines))
     if choice.blas is not None:
         run = _prepare_blas(ctx, choice, M, N, K)
     else:
-        run = _prepare_kernel(ctx, choice, M, N, K, b_stride)
+        run = _prepare_kernel(ctx, choice, M, N, K, b_stride, N // 2 if epilogue else N)
+
+    if glu and not epilogue:  # the product of gate/up pairs into scratch, then one element-wise kernel
+        pairs = ctx.k("elementwise.hip", "glu_pairs_f32")
+        n_out = M * (N // 2)
+
+        def MUL_MAT_SWIGLU_2(
+            ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, xq: DevTensor | None = None
+        ) -> None:
+            y = ctx.empty((M, N), "f32")
+            run(ctx, y, w, x, xq, None)
+            pairs(grid_1d(ctx, n_out), (EW_BLOCK,), (y.ptr, out.ptr, i64(n_out)))
+
+        return MUL_MAT_SWIGLU_2
 
     if b is None:
 
@@ -150,8 +173,11 @@ def prepare_mul_mat(
     return MUL_MAT_ADD
 
 
-def _prepare_kernel(ctx: Ctx, choice: MulMatChoice, M: int, N: int, K: int, b_stride: int) -> Callable:
-    """The run of a MUL_MAT kernel of ours (mat-vec or tiled mat-mat), compiled now."""
+def _prepare_kernel(ctx: Ctx, choice: MulMatChoice, M: int, N: int, K: int, b_stride: int,
+                    y_stride: int | None = None) -> Callable:
+    """The run of a MUL_MAT kernel of ours (mat-vec or tiled mat-mat), compiled now; y_stride: elements
+    between tokens' rows of the output (N; N / 2 for the GLU epilogue)."""
+    y_stride = N if y_stride is None else y_stride
     launch = choice.launch
     assert launch is not None
     int8 = choice.quantize is not None
@@ -165,7 +191,7 @@ def _prepare_kernel(ctx: Ctx, choice: MulMatChoice, M: int, N: int, K: int, b_st
         xp = xq.ptr if int8 else contiguous(ctx, x, "f32", align=16).ptr
         bp = 0 if b is None else contiguous(ctx, b, "f32").ptr  # 0: a null b, y = the product alone
         if mat_vec:
-            args = (w.ptr, i64(w.row_bytes), xp, i64(x_stride), out.ptr, i64(N), i32(N), i32(K))
+            args = (w.ptr, i64(w.row_bytes), xp, i64(x_stride), out.ptr, i64(y_stride), i32(N), i32(K))
         else:
             args = (w.ptr, i64(w.row_bytes), xp, out.ptr, i32(M), i32(N), i32(K))
         ctx.launch(f, launch, (*args, bp, i64(b_stride)))
@@ -241,7 +267,8 @@ def QUANTIZE_X8(ctx: Ctx, out: DevTensor, x: DevTensor, *, early: bool = False) 
 
 
 def _now(
-    ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, xq: DevTensor | None, b: DevTensor | None
+    ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, xq: DevTensor | None, b: DevTensor | None,
+    glu: bool = False,
 ) -> None:
     """MUL_MAT (b None) or MUL_MAT_ADD prepared and launched at once; without xq, a kernel on int8 x gets x
     quantized into scratch first."""
@@ -251,7 +278,7 @@ def _now(
     if choice.quantize is not None and xq is None:
         xq = ctx.empty((*x.shape[:-1], x8_words(K)), "i32")
         QUANTIZE_X8(ctx, xq, x, early=choice.quantize.pdl)
-    launch = prepare_mul_mat(ctx, out, w, x, xq, b)
+    launch = prepare_mul_mat(ctx, out, w, x, xq, b, glu)
     if b is None:
         launch(ctx, out, w, x, xq)
     else:
@@ -269,3 +296,8 @@ def MUL_MAT_ADD(
 ) -> None:
     """MUL_MAT_ADD prepared and launched at once, as MUL_MAT."""
     _now(ctx, out, w, x, xq, b)
+
+
+def MUL_MAT_SWIGLU(ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, xq: DevTensor | None = None) -> None:
+    """MUL_MAT_SWIGLU prepared and launched at once, as MUL_MAT."""
+    _now(ctx, out, w, x, xq, None, glu=True)
