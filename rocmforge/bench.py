@@ -92,7 +92,8 @@ def run_tg(eng: Engine, n_gen: int, reps: int = 3, seed: int = 0, n_depth: int =
     """Decode n_gen tokens one at a time after n_depth tokens of context (as llama-bench's tg test does).
     Adds `bytes_per_token` (decode_bytes at the run's middle depth) and `avg_gbs`, the bytes a second the
     average rate moves; where the backend replays a captured graph, `step_device_us` (one replayed step's
-    device time) and `step_host_us` (the average step's time beyond it: the host's work per token)."""
+    device time) and `step_host_us` (the average step's time beyond it: the host's work per token); on a
+    GPU, `copy_gbs` (its copy bandwidth, device.copy_bandwidth) and `pct_copy` (avg_gbs's share of it)."""
     _check(n_gen, reps, n_depth)
     tok = int(np.random.default_rng(seed).integers(0, eng.config.n_vocab))
     samples = []
@@ -114,6 +115,10 @@ def run_tg(eng: Engine, n_gen: int, reps: int = 3, seed: int = 0, n_depth: int =
     if device_us is not None:  # the step's device time at the run's last position, and what the host adds
         rec["step_device_us"] = device_us
         rec["step_host_us"] = 1e6 / rec["avg_ts"] - device_us
+    copy = getattr(eng.backend, "copy_gbs", None)
+    if copy is not None:  # decode's bytes a second against the device's copy bandwidth
+        rec["copy_gbs"] = copy()
+        rec["pct_copy"] = 100 * rec["avg_gbs"] / rec["copy_gbs"]
     return rec
 
 

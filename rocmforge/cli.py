@@ -314,6 +314,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         test = f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"
         test += f" @ d{r['n_depth']}" if r["n_depth"] else ""
         gbs = f"{r['avg_gbs']:.1f}" if "avg_gbs" in r else ""
+        gbs += f" ({r['pct_copy']:.0f}% of copy)" if "pct_copy" in r else ""
         size = f"{r['model_size'] / 2**20:.1f} MiB | {r['model_n_params'] / 1e6:.1f} M"
         split = f"{r['step_device_us']:.0f} / {r['step_host_us']:.0f}" if "step_device_us" in r else ""
         print(f"| {r['model_type']} | {size} | {r['backends']} | {r['gpu_info']} | {test} | "

@@ -459,26 +459,23 @@ def _view_of(t: Tensor, shape: tuple | None = None, strides: tuple | None = None
 
 
 def _rope_kv_group(fa: Tensor, rd: dict[int, list]) -> dict | None:
-    """The nodes of one attention's RoPE and KV-cache writes when they can become SET_ROWS_ROPE + a
+    """The nodes of one attention's RoPE and K (and V) cache writes when they can become SET_ROWS_ROPE and a
     FLASH_ATTN_EXT that ropes q (fuse_rope_kv), else None. The shape matched (merge_ropes' result):
-    r = ROPE(VIEW(qkv) [T, Hq + Hkv, D]); q = VIEW(r) heads [0, Hq); K rows = VIEW(r) [T, W] after them;
-    V rows = VIEW(qkv) [T, W] right after K's columns; each written by a SET_ROWS at pos into its own cache
-    [C, W], read only by FLASH_ATTN_EXT through [C, Hkv, D] views."""
+    r = ROPE(VIEW(qkv) [T, Hq + Hkv, D]); q = VIEW(r) heads [0, Hq); K rows = VIEW(r) [T, W] after them,
+    written by a SET_ROWS at pos into a cache [C, W] read only by FLASH_ATTN_EXT through a [C, Hkv, D] view.
+    "kv": V rows = VIEW(qkv) [T, W] right after K's columns, written likewise into a cache of K's (both
+    become one cache); else "k": V as it is, K's write alone becomes SET_ROWS_ROPE."""
     if "rope_q" in fa.params:
         return None
     q, kview, vview, pos = fa.src
     T, Hq, D = q.shape
     C, Hkv, _ = kview.shape
     W = Hkv * D
-    sk, sv = _view_of(kview, None, (W, D, 1)), _view_of(vview, None, (W, D, 1))
-    if sk is None or sv is None or sk.op is not Op.SET_ROWS or sv.op is not Op.SET_ROWS:
+    sk = _view_of(kview, None, (W, D, 1))
+    if sk is None or sk.op is not Op.SET_ROWS or kview.params["offset"] or sk.src[2] is not pos:
         return None
-    if kview.params["offset"] or vview.params["offset"] or sk.src[2] is not pos or sv.src[2] is not pos:
-        return None
-    ck, cv = sk.src[0], sv.src[0]
-    if ck.kind != "state" or cv.kind != "state" or ck.shape != (C, W) or cv.shape != ck.shape:
-        return None
-    if ck.dtype != cv.dtype or any(len(rd[n.id]) != 1 for n in (ck, cv, sk, sv, kview, vview)):
+    ck = sk.src[0]
+    if ck.kind != "state" or ck.shape != (C, W) or any(len(rd[n.id]) != 1 for n in (ck, sk, kview)):
         return None
     r = _view_of(q)
     if r is None or r.op is not Op.ROPE or r.src[1] is not pos or r.shape != (T, Hq + Hkv, D):
@@ -491,54 +488,85 @@ def _rope_kv_group(fa: Tensor, rd: dict[int, list]) -> dict | None:
         return None
     rin = r.src[0]
     qkv = _view_of(rin)
-    vs = sv.src[1]
-    if qkv is None or rin.params["strides"][1:] != (D, 1) or _view_of(vs, (T, W)) is not qkv:
-        return None
-    row = rin.params["strides"][0] if T > 1 else vs.params["strides"][0]
-    if (T > 1 and vs.params["strides"] != (row, 1)) or vs.params["strides"][1] != 1:
-        return None
-    if vs.params["offset"] != rin.params["offset"] + Hr * D or len(rd[rin.id]) != 1 or len(rd[vs.id]) != 1:
+    if qkv is None or rin.params["strides"][1:] != (D, 1) or len(rd[rin.id]) != 1:
         return None
     if any(len(rd[n.id]) != 1 for n in (q, kr)):
         return None
-    return {"fa": fa, "nodes": (rin, r, q, kr, vs, ck, cv, sk, sv, kview, vview, fa), "qkv": qkv, "pos": pos,
-            "row": row, "off": rin.params["offset"], "T": T, "Hq": Hq, "Hkv": Hkv, "D": D, "C": C}
+    row = rin.params["strides"][0] if T > 1 else Hr * D
+    grp = {"fa": fa, "first": (rin, r, q, kr, ck, sk, kview), "qkv": qkv, "pos": pos, "row": row,
+           "off": rin.params["offset"], "T": T, "Hq": Hq, "Hkv": Hkv, "D": D, "C": C, "mode": "k"}
+    sv = _view_of(vview, None, (W, D, 1))
+    if sv is None or sv.op is not Op.SET_ROWS or vview.params["offset"] or sv.src[2] is not pos:
+        return grp
+    cv, vs = sv.src[0], sv.src[1]
+    if cv.kind != "state" or cv.shape != ck.shape or cv.dtype != ck.dtype:
+        return grp
+    if any(len(rd[n.id]) != 1 for n in (cv, sv, vview, vs)) or _view_of(vs, (T, W)) is not qkv:
+        return grp
+    vrow = vs.params["strides"][0] if T > 1 else row
+    if vs.params["strides"][1] != 1 or vrow != row or vs.params["offset"] != grp["off"] + Hr * D:
+        return grp
+    grp["first"] += (cv, sv, vview, vs)
+    grp["mode"] = "kv"
+    return grp
 
 
 def fuse_rope_kv(graph: Graph) -> Graph:
-    """Per attention: the ROPE over Q and K, K's and V's cache writes and the attention become one
-    SET_ROWS_ROPE of K and V (their columns of the stacked Q/K/V result, side by side) into one cache per
-    layer [C, 2W] (K's half ROPE'd on the way in) and a FLASH_ATTN_EXT that ropes q as it loads it: four
-    launches become two. The cache `cache_k_lN` becomes `cache_kv_lN` (K then V in each row), in every graph
-    of a model alike, since all go through this pass. Attentions of another shape are left as they are."""
+    """Per attention: the ROPE over Q and K, K's cache write and the attention become a SET_ROWS_ROPE of K
+    (its columns of the stacked Q/K/V result, ROPE'd on the way into the cache) and a FLASH_ATTN_EXT that
+    ropes q as it loads it. Where V's columns follow K's, V's write joins it: one SET_ROWS_ROPE of K and V
+    side by side into one cache per layer [C, 2W] (`cache_k_lN` becomes `cache_kv_lN`, K then V in each row):
+    four launches become two; else three become two. Every graph of a model goes through this pass, so all
+    agree on the caches. Attentions of another shape are left as they are."""
     rd = _readers(graph)
-    first: dict[int, dict] = {}
+    at_first: dict[int, dict] = {}
+    at_fa: dict[int, dict] = {}
     member: set[int] = set()
     for t in graph.nodes:
         if t.op is Op.FLASH_ATTN_EXT:
             grp = _rope_kv_group(t, rd)
-            if grp is not None and not member.intersection(n.id for n in grp["nodes"]):
-                first[min(n.id for n in grp["nodes"])] = grp
-                member.update(n.id for n in grp["nodes"])
+            if grp is not None and not member.intersection(n.id for n in (*grp["first"], t)):
+                at_first[min(n.id for n in grp["first"])] = grp
+                at_fa[t.id] = grp
+                member.update(n.id for n in (*grp["first"], t))
 
-    def emit(g: Graph, new: dict[int, Tensor], grp: dict) -> None:
-        fa, (_, r, q, kr, vs, ck, _, sk, sv, kview, vview, _) = grp["fa"], grp["nodes"]
+    def emit_writes(g: Graph, new: dict[int, Tensor], grp: dict) -> None:
+        _, r, q, kr, ck, sk, kview, *v = grp["first"]
         T, Hq, Hkv, D, C, row, off = (grp[k] for k in ("T", "Hq", "Hkv", "D", "C", "row", "off"))
         W = Hkv * D
         qkv, pos = new[grp["qkv"].id], new[grp["pos"].id]
-        qh = g.view(qkv, (T, Hq, D), q.name, (row, D, 1), off)
-        kv = g.view(qkv, (T, 2 * W), _joined([kr.name, vs.name]), (row, 1), off + Hq * D)
-        cache = g.state(ck.name.replace("cache_k", "cache_kv", 1), (C, 2 * W), ck.dtype)
-        rope = r.params
-        kv_set = g.set_rows_rope(cache, kv, pos, _joined([sk.name, sv.name]), n_rot=W, head_dim=D, **rope)
+        grp["q"] = g.view(qkv, (T, Hq, D), q.name, (row, D, 1), off)
         kv3 = (C, Hkv, D)
-        new[kview.id] = g.view(kv_set, kv3, kview.name, (2 * W, D, 1), 0)
-        new[vview.id] = g.view(kv_set, kv3, vview.name, (2 * W, D, 1), W)
-        rope_q = (rope["n_dims"], rope["neox"], rope["base"], rope["freq_scale"])
-        new[fa.id] = g.flash_attn_ext(qh, new[kview.id], new[vview.id], pos, fa.params["scale"], fa.name,
-                                      rope_q=rope_q)
+        if grp["mode"] == "kv":
+            _, sv, vview, vs = v
+            src = g.view(qkv, (T, 2 * W), _joined([kr.name, vs.name]), (row, 1), off + Hq * D)
+            cache = g.state(ck.name.replace("cache_k", "cache_kv", 1), (C, 2 * W), ck.dtype)
+            written = g.set_rows_rope(cache, src, pos, _joined([sk.name, sv.name]), n_rot=W, head_dim=D,
+                                      **r.params)
+            new[kview.id] = g.view(written, kv3, kview.name, (2 * W, D, 1), 0)
+            new[vview.id] = g.view(written, kv3, vview.name, (2 * W, D, 1), W)
+        else:
+            src = g.view(qkv, (T, W), kr.name, (row, 1), off + Hq * D)
+            written = g.set_rows_rope(g.state(ck.name, ck.shape, ck.dtype), src, pos, sk.name, n_rot=W,
+                                      head_dim=D, **r.params)
+            new[kview.id] = g.view(written, kv3, kview.name, (W, D, 1), 0)
 
-    return _replace_groups(graph, first, member, emit)
+    g = Graph(graph.name)
+    new: dict[int, Tensor] = {}
+    for t in graph.nodes:
+        if t.id in at_first:
+            emit_writes(g, new, at_first[t.id])
+        if t.id in at_fa:  # after V's nodes (in "k" mode they come between the writes and the attention)
+            grp = at_fa[t.id]
+            rope = grp["first"][1].params
+            rope_q = (rope["n_dims"], rope["neox"], rope["base"], rope["freq_scale"])
+            kview, vview = t.src[1], t.src[2]
+            new[t.id] = g.flash_attn_ext(grp["q"], new[kview.id], new[vview.id], new[grp["pos"].id],
+                                         t.params["scale"], t.name, rope_q=rope_q)
+        elif t.id not in member and t.id not in new:
+            new[t.id] = _emit(g, t, [new[s.id] for s in t.src])
+    _outputs(g, graph, new)
+    return g
 
 
 def fuse_swiglu(graph: Graph) -> Graph:

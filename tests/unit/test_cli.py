@@ -265,8 +265,15 @@ def test_bench_depth_fills_the_context_before_each_run_and_reports_progress(tmp_
     rec = bench.run_tg(eng, 2, reps=1, n_depth=3)
     assert rec["n_depth"] == 3 and rec["bytes_per_token"] == bench.decode_bytes(eng, 4)
     assert bench.decode_bytes(eng, 10) > bench.decode_bytes(eng, 4)  # attention reads more rows
+    assert "step_device_us" not in rec and "pct_copy" not in rec  # numpy: no replayed graph, no copy ceiling
     with pytest.raises(ValueError, match="depth >= 0"):
         bench.run_pp(eng, 2, n_depth=-1)
+    # a backend that replays (as the HIP one): the step's device time, the host's share, the copy ceiling
+    monkeypatch.setattr(eng.backend, "replayed_us", lambda g: 50.0, raising=False)
+    monkeypatch.setattr(eng.backend, "copy_gbs", lambda: 2000.0, raising=False)
+    rec = bench.run_tg(eng, 2, reps=1)
+    assert rec["step_device_us"] == 50.0 and rec["step_host_us"] == pytest.approx(1e6 / rec["avg_ts"] - 50)
+    assert rec["pct_copy"] == pytest.approx(100 * rec["avg_gbs"] / 2000.0)
 
 
 def test_int8_activations_flag_errors_clearly(tmp_path: Path, capsys, monkeypatch) -> None:

@@ -27,7 +27,7 @@ from . import blas as blas_mod
 from . import cupti_trace, pdl
 from . import timing as timing_mod
 from .context import Ctx
-from .device import available_bytes, gpu_available, probe
+from .device import available_bytes, copy_bandwidth, gpu_available, probe
 from .kernel_choice import PREFILL, MatMulOptions
 from .launch import LAUNCH, prepare_launch
 from .launch_mul_mat import early_quantize_x8, reads_int8_x
@@ -214,6 +214,7 @@ class HipBackend:
         # every launch, copy and capture goes to this stream (blocking: ordered with the default stream)
         self.stream = cupy.cuda.Stream(non_blocking=False)
         self._plans: dict[int, tuple[Graph, _Plan]] = {}
+        self._copy_gbs: float | None = None
 
     def supports(self, op: Op) -> bool:
         """Whether graphs may hold op: it has a launcher (launch.LAUNCH)."""
@@ -566,6 +567,12 @@ class HipBackend:
         outs = {name: plan.staging.result(name, plan.outputs[name]) for name in small}
         outs.update({name: self._download(plan.outputs[name]) for name in names if name not in outs})
         return outs, timings or StepTimings()
+
+    def copy_gbs(self) -> float:
+        """The device's copy bandwidth in GB/s (read + written; device.copy_bandwidth), measured once."""
+        if self._copy_gbs is None:
+            self._copy_gbs = copy_bandwidth(self.cp, self.stream) / 1e9
+        return self._copy_gbs
 
     def replayed_us(self, graph: Graph, reps: int = 5) -> float | None:
         """Median device time of one replay of the graph's captured device graph, with the inputs of its

@@ -73,3 +73,27 @@ def available_bytes(cupy: Any) -> int:
     avail = int(free) + int(pool.total_bytes()) - used
     limit = int(pool.get_limit())
     return min(avail, limit - used) if limit else avail
+
+
+def copy_bandwidth(cupy: Any, stream: Any, nbytes: int = 256 << 20, reps: int = 10) -> float:
+    """The device's copy bandwidth, bytes read + written per second: the median of `reps` device-to-device
+    copies of nbytes (at most an eighth of the free memory), timed with events after 3 untimed ones. The
+    ceiling decode's bytes per second are compared with (bench: `pct_copy`)."""
+    import statistics
+
+    free, _ = cupy.cuda.runtime.memGetInfo()
+    n = max(1 << 20, min(nbytes, int(free) // 8)) // 16 * 16
+    a = cupy.empty(n, dtype="uint8")
+    b = cupy.empty(n, dtype="uint8")
+    kind = cupy.cuda.runtime.memcpyDeviceToDevice
+    times = []
+    for i in range(reps + 3):
+        e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
+        e0.record(stream)
+        cupy.cuda.runtime.memcpyAsync(b.data.ptr, a.data.ptr, n, kind, stream.ptr)
+        e1.record(stream)
+        e1.synchronize()
+        if i >= 3:
+            times.append(cupy.cuda.get_elapsed_time(e0, e1) * 1e-3)
+    del a, b
+    return 2 * n / statistics.median(times)
