@@ -21,7 +21,7 @@ import numpy as np
 
 from rocmforge import __version__, hub
 from rocmforge.config import ModelConfig
-from rocmforge.gguf import GGUFError, GGUFFile, open_model
+from rocmforge.gguf import GGUFError, GGUFFile, StringArray, open_model
 
 __all__ = ["main", "build_parser", "model_info"]
 
@@ -109,7 +109,7 @@ def model_info(f: GGUFFile) -> dict[str, Any]:
         file_type = str(cfg.file_type)
     tokens = f.get("tokenizer.ggml.tokens")
     merges = f.get("tokenizer.ggml.merges")
-    seq = (list, np.ndarray)
+    seq = (list, np.ndarray, StringArray)
     return {
         "path": str(f.path),
         "file_size": f.file_size,

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from rocmforge.gguf import GGUFError, GGUFFile
+from rocmforge.gguf import GGUFError, GGUFFile, StringArray
 
 __all__ = ["SUPPORTED_ARCHS", "ModelConfig"]
 
@@ -89,7 +89,7 @@ class ModelConfig:
         n_vocab = r.get_int("vocab_size", 0, required=False)
         if not n_vocab:
             tokens = f.get("tokenizer.ggml.tokens")
-            if not isinstance(tokens, list | np.ndarray):
+            if not isinstance(tokens, list | np.ndarray | StringArray):
                 raise r.error(f"missing required metadata key '{arch}.vocab_size' (no tokenizer.ggml.tokens)")
             n_vocab = len(tokens)
 

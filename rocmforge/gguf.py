@@ -21,6 +21,7 @@ import codecs
 import os
 import struct
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -243,6 +244,64 @@ class _StringArray:
     what: str
 
 
+class StringArray(Sequence[str]):
+    """A big metadata string array (tokens, merges), checked when the file is opened (every string's bounds
+    and UTF-8) but decoded only when read: as Python strings such an array takes several times its bytes in
+    the file, which opening must not cost (a vocabulary alone can be most of a file). It reads the file's map,
+    which it keeps alive after the file is closed. Compares equal to a list of the same strings; pickles
+    as one."""
+
+    __slots__ = ("_mm", "_walk", "_path", "_list")
+
+    def __init__(self, mm: np.ndarray, walk: _StringArray, path: str) -> None:
+        self._mm, self._walk, self._path = mm, walk, path
+        self._list: list[str] | None = None
+
+    def tolist(self) -> list[str]:
+        """Every string (decoded once, then kept)."""
+        if self._list is None:
+            buf = memoryview(self._mm)
+            try:
+                self._list = _Cursor(buf, self._walk.pos, self._path).decode(self._walk)
+            finally:
+                buf.release()
+        return self._list
+
+    def __len__(self) -> int:
+        return self._walk.n
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if self._list is not None or isinstance(i, slice):
+            return self.tolist()[i]
+        n = self._walk.n
+        if not -n <= i < n:
+            raise IndexError(f"string array index {i} out of range ({n})")
+        i %= n
+        ends = self._walk.ends
+        start = (ends[i - 1] if i else self._walk.pos) + 8
+        return str(self._mm[start : ends[i]].tobytes(), "utf-8")
+
+    def __iter__(self):
+        return iter(self.tolist())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, StringArray | list | tuple):
+            return self.tolist() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self):
+        return (list, (self.tolist(),))
+
+    def __repr__(self) -> str:
+        return f"StringArray({self._walk.n} strings)"
+
+
+# strings checked a chunk at a time when a file is opened: the decoded chunk is dropped at once
+_CHECK_CHUNK = 2048
+
+
 @dataclass(frozen=True)
 class _NumArray:
     """A numeric or bool array checked against the file but not yet copied out of the map."""
@@ -263,8 +322,9 @@ class _NumArray:
 class GGUFFile:
     """One parsed, memory-mapped GGUF file. Open with `GGUFFile.open(path)`; close or use `with`.
 
-    `metadata` values are Python str/int/float/bool; arrays of strings are `list[str]`, numeric and
-    bool arrays are read-only 1-D numpy arrays (copied out of the map, native little-endian).
+    `metadata` values are Python str/int/float/bool; arrays of strings are `list[str]` (big ones a
+    `StringArray`: a sequence decoded when read), numeric and bool arrays are read-only 1-D numpy arrays
+    (copied out of the map, native little-endian).
     """
 
     parse_count: int = 0  # class-level: bumped once per parse, so tests can prove single-pass loading
@@ -400,9 +460,19 @@ class GGUFFile:
         self._check_overlap(cur)
         for key, v in self.metadata.items():  # the index is sound: now the arrays' copies
             if isinstance(v, _StringArray):
-                self.metadata[key] = cur.decode(v)
+                self._check_strings(cur, v)
+                self.metadata[key] = StringArray(self._mm, v, str(self.path))
             elif isinstance(v, _NumArray):
                 self.metadata[key] = v.copy(cur.buf)
+
+    @staticmethod
+    def _check_strings(cur: _Cursor, a: _StringArray) -> None:
+        """Every string of a walked array is UTF-8 (GGUFError otherwise), decoded a chunk at a time and
+        dropped: what StringArray decodes later cannot fail."""
+        ends = a.ends
+        for i in range(0, a.n, _CHECK_CHUNK):
+            j = min(a.n, i + _CHECK_CHUNK)
+            cur.decode(_StringArray(ends[i - 1] if i else a.pos, j - i, ends[i:j], a.what))
 
     @staticmethod
     def _value_type(cur: _Cursor, what: str) -> GGUFValueType:

@@ -162,6 +162,42 @@ def test_big_string_array_with_nul_falls_back(tmp_path: Path) -> None:
         assert f.metadata["x.words"] == arr
 
 
+def test_big_string_arrays_decode_when_read_and_outlive_the_file(tmp_path: Path) -> None:
+    """A vocabulary of 40,000 strings: opening checks every string but keeps none (tracemalloc's peak well
+    under the file's size), reading decodes (one string, or all at once), and the array stays readable after
+    the file is closed; it compares equal to its list and pickles as one."""
+    import pickle
+    import tracemalloc
+
+    arr = [f"tok{i}\u0120x" for i in range(40_000)]
+    p = write_gguf(tmp_path / "vocab.gguf", kv={"tokenizer.ggml.tokens": (arr, VT.ARRAY, VT.STRING)})
+    size = p.stat().st_size
+    tracemalloc.start()
+    f = GGUFFile.open(p)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < size, (peak, size)  # as Python strings the list alone is several times the file
+    toks = f.metadata["tokenizer.ggml.tokens"]
+    assert isinstance(toks, rg.StringArray) and len(toks) == 40_000 and "40000 strings" in repr(toks)
+    assert toks[0] == arr[0] and toks[-1] == arr[-1] and toks[12345] == arr[12345]
+    with pytest.raises(IndexError):
+        toks[40_000]
+    f.close()
+    assert toks[1:3] == arr[1:3] and toks == arr and list(toks) == arr and toks.tolist() is toks.tolist()
+    assert pickle.loads(pickle.dumps(toks)) == arr and type(pickle.loads(pickle.dumps(toks))) is list
+
+
+def test_a_bad_string_deep_in_a_big_array_fails_at_open(tmp_path: Path) -> None:
+    arr = [f"w{i}" for i in range(5000)]
+    p = write_gguf(tmp_path / "bad.gguf", kv={"x.words": (arr, VT.ARRAY, VT.STRING)})
+    data = bytearray(p.read_bytes())
+    at = data.index(b"w4321")
+    data[at + 1] = 0xFF  # not UTF-8
+    p.write_bytes(bytes(data))
+    with pytest.raises(GGUFError, match="not valid UTF-8"):
+        GGUFFile.open(p)
+
+
 # -- corrupt files ----------------------------------------------------------------------------------------
 
 
