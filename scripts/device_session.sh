@@ -7,7 +7,8 @@
 # bench_matvec against OLD's, bench_matmul (tiled vs cuBLAS prefill), bench_sample. Expects carried: .whl
 # (gguf, cuda-bindings, cuda-pathfinder, cupti-python, pyelftools wheels), .llamacpp (llbin-cuda-sm90a.tar.xz), .devrun/<model>.layout.xz (scripts/dump_layout.py)
 # and optionally OLD (e.g. `git archive d69d75b rocmforge kernels scripts pyproject.toml | tar -x -C
-# .devrun/old`). Results under $OUT.
+# .devrun/old`). Results under $OUT. A short call: SUITE (pytest arguments), SUITE_S (its time limit), MODELS
+# (bench these files of /tmp, without .gguf), VARIANTS=new.
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD LD_LIBRARY_PATH=/tmp/llama PYTHONUNBUFFERED=1
@@ -25,7 +26,8 @@ for f in glob.glob(".devrun/*.layout.xz"):
     write_layout(pickle.load(lzma.open(f)), "/tmp/" + os.path.basename(f).replace(".layout.xz", "-like.gguf"))
 PY
 el synth
-timeout 150 python3 -m pytest -q -ra tests/gpu 2>&1 | tee $OUT/gpu_suite.txt | grep -E "FAILED|ERROR|passed|failed"
+timeout ${SUITE_S:-150} python3 -m pytest -q -ra ${SUITE:-tests/gpu} 2>&1 | tee $OUT/gpu_suite.txt \
+  | grep -E "FAILED|ERROR|passed|failed"
 el suite
 LLB=$(find /tmp/llama -name llama-bench -type f | head -1)
 f() { python3 -c "
@@ -34,7 +36,7 @@ try: rs = [json.loads(l) for l in open(sys.argv[1])]
 except Exception: rs = []
 print(' '.join(('pp%d=' % r['n_prompt'] if r['n_prompt'] else 'tg%d=' % r['n_gen']) + str(round(r['avg_ts'], 1))
                for r in rs) or 'none')" $1; }
-for m in $(cd /tmp && ls *-like.gguf qwen2-0.5b-Q4_0.gguf llama-7b-Q4_0.gguf | sed 's/.gguf$//'); do
+for m in ${MODELS:-$(cd /tmp && ls *-like.gguf qwen2-0.5b-Q4_0.gguf llama-7b-Q4_0.gguf | sed 's/.gguf$//')}; do
   timeout 60 $LLB -m /tmp/$m.gguf -ngl 99 -fa 1 -p 512 -n 128 -r 3 -o jsonl > $OUT/llb_$m.jsonl 2> /tmp/llb_$m.err \
     || tail -2 /tmp/llb_$m.err
   echo "$m llama.cpp $(f $OUT/llb_$m.jsonl)"
