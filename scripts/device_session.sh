@@ -16,12 +16,13 @@ mkdir -p /tmp/llama && tar xJf .llamacpp/llbin-cuda-sm90a.tar.xz -C /tmp/llama
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/gpu.txt
 OLD=${OLD:-$PWD/.devrun/old}
 T0=$(date +%s); el() { echo "[t+$(( $(date +%s) - T0 ))s] $*" | tee -a $OUT/log.txt; }
-python3 - <<'PY'
+MODELS=${MODELS:-} python3 - <<'PY'
 import glob, lzma, os, pickle
 from gguf import GGMLQuantizationType as Q
 from rocmforge.synth import write_layout, write_random_model
 for p in ("qwen2-0.5b", "llama-7b"):
-    write_random_model(f"/tmp/{p}-Q4_0.gguf", p, Q.Q4_0)
+    if not os.environ["MODELS"] or f"{p}-Q4_0" in os.environ["MODELS"]:
+        write_random_model(f"/tmp/{p}-Q4_0.gguf", p, Q.Q4_0)
 for f in glob.glob(".devrun/*.layout.xz"):
     write_layout(pickle.load(lzma.open(f)), "/tmp/" + os.path.basename(f).replace(".layout.xz", "-like.gguf"))
 PY
