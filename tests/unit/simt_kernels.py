@@ -12,3 +12,29 @@ def emu_source(name: str) -> str:
     rope = (KERNEL_DIR / "rf_rope.h").read_text().replace('#include "rf_compat.h"', "")
     src = (KERNEL_DIR / name).read_text().replace('#include "rf_compat.h"', '#include "simt_emu.h"')
     return src.replace('#include "rf_rope.h"', rope)
+
+
+def build(d: Path, kernel: str, main: str, builds: dict[str, dict]) -> dict[str, Path]:
+    """Compile `main` (which includes "<kernel stem>_emu.hip") against kernels/<kernel> for simt_emu.h in
+    d, once per build (name -> -D defines), side by side; skips the test without a C++20 compiler."""
+    import shutil
+    import subprocess
+
+    import pytest
+
+    cxx = shutil.which("g++") or shutil.which("clang++")
+    if cxx is None:
+        pytest.skip("no C++ compiler")
+    (d / f"{Path(kernel).stem}_emu.hip").write_text(emu_source(kernel))
+    (d / "main.cpp").write_text(main)
+    procs = {}
+    for name, defines in builds.items():
+        cmd = [cxx, "-std=c++20", "-O2", "-pthread", "-I", str(HERE), "-I", str(d),
+               *(f"-D{k}={v}" for k, v in defines.items()), str(d / "main.cpp"), "-o", str(d / name)]
+        procs[name] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for p in procs.values():
+        _, err = p.communicate()
+        if p.returncode and "barrier" in err:
+            pytest.skip(f"{cxx} has no C++20 <barrier>")
+        assert p.returncode == 0, err
+    return {name: d / name for name in builds}

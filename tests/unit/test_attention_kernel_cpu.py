@@ -5,12 +5,11 @@ launch computes the same. Blocks run one after another here, so which block merg
 order would do); what only a GPU shows (blocks at once, memory ordering between SMs, f16 caches, speed) is
 tests/gpu/test_conformance.py's FLASH_ATTN_EXT rows."""
 
-import shutil
 import subprocess
 
 import numpy as np
 import pytest
-from simt_kernels import HERE, emu_source
+from simt_kernels import build
 
 from rocmforge.backends import numpy_ref as R
 
@@ -49,20 +48,8 @@ int main(int argc, char** argv) {
 
 @pytest.fixture(scope="module")
 def exe(tmp_path_factory):
-    cxx = shutil.which("g++") or shutil.which("clang++")
-    if cxx is None:
-        pytest.skip("no C++ compiler")
     d = tmp_path_factory.mktemp("attention_emu")
-    src = emu_source("attention.hip")
-    (d / "attention_emu.hip").write_text(src)
-    (d / "main.cpp").write_text(MAIN)
-    cmd = [cxx, "-std=c++20", "-O1", "-pthread", "-I", str(HERE), "-I", str(d), "-DRF_HEAD_DIM=64",
-           str(d / "main.cpp"), "-o", str(d / "fa")]
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode and "barrier" in p.stderr:
-        pytest.skip(f"{cxx} has no C++20 <barrier>")
-    assert p.returncode == 0, p.stderr
-    return d / "fa"
+    return build(d, "attention.hip", MAIN, {"fa": {"RF_HEAD_DIM": 64}})["fa"]
 
 
 @pytest.mark.parametrize("T, H, Hkv, C, pos0, n_splits, rope", [

@@ -2,12 +2,11 @@
 rows of a strided source into one cache at the rows its positions name, and ROPE (the same rotation,
 rf_rope.h) is unchanged. What only a GPU shows is tests/gpu/test_conformance.py's rows."""
 
-import shutil
 import subprocess
 
 import numpy as np
 import pytest
-from simt_kernels import HERE, emu_source
+from simt_kernels import build
 
 from rocmforge.backends import numpy_ref as R
 
@@ -44,19 +43,7 @@ int main(int argc, char** argv) {
 
 @pytest.fixture(scope="module")
 def exe(tmp_path_factory):
-    cxx = shutil.which("g++") or shutil.which("clang++")
-    if cxx is None:
-        pytest.skip("no C++ compiler")
-    d = tmp_path_factory.mktemp("rope_emu")
-    (d / "rope_emu.hip").write_text(emu_source("rope.hip"))
-    (d / "main.cpp").write_text(MAIN)
-    cmd = [cxx, "-std=c++20", "-O1", "-pthread", "-I", str(HERE), "-I", str(d), str(d / "main.cpp"), "-o",
-           str(d / "rope")]
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode and "barrier" in p.stderr:
-        pytest.skip(f"{cxx} has no C++20 <barrier>")
-    assert p.returncode == 0, p.stderr
-    return d / "rope"
+    return build(tmp_path_factory.mktemp("rope_emu"), "rope.hip", MAIN, {"rope": {}})["rope"]
 
 
 @pytest.mark.parametrize("T, Hkv, D, n_dims, neox, stride", [

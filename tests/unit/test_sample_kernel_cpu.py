@@ -3,16 +3,13 @@ warp votes) against numpy_ref.SAMPLE, token for token: the kernel's selection, c
 default geometry and at a small one that cuts its buffer every tile, with 32- and 64-wide warps. What only
 a GPU shows (its compilers, memory model, speed) is tests/gpu/test_conformance.py's SAMPLE rows."""
 
-import shutil
 import subprocess
 
 import numpy as np
 import pytest
+from simt_kernels import build
 
 from rocmforge.backends import numpy_ref as R
-from rocmforge.backends.hip.modules import KERNEL_DIR
-
-HERE = __import__("pathlib").Path(__file__).resolve().parent
 
 MAIN = r"""
 #include <cstdio>
@@ -40,24 +37,7 @@ BUILDS = {
 
 @pytest.fixture(scope="module")
 def binaries(tmp_path_factory):
-    cxx = shutil.which("g++") or shutil.which("clang++")
-    if cxx is None:
-        pytest.skip("no C++ compiler")
-    d = tmp_path_factory.mktemp("sample_emu")
-    src = (KERNEL_DIR / "sample.hip").read_text().replace('#include "rf_compat.h"', '#include "simt_emu.h"')
-    (d / "sample_emu.hip").write_text(src)
-    (d / "main.cpp").write_text(MAIN)
-    procs = {}
-    for name, defines in BUILDS.items():  # compiled side by side
-        cmd = [cxx, "-std=c++20", "-O2", "-pthread", "-I", str(HERE), "-I", str(d),
-               *(f"-D{k}={v}" for k, v in defines.items()), str(d / "main.cpp"), "-o", str(d / name)]
-        procs[name] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for p in procs.values():
-        _, err = p.communicate()
-        if p.returncode and "barrier" in err:
-            pytest.skip(f"{cxx} has no C++20 <barrier>")
-        assert p.returncode == 0, err
-    return {name: d / name for name in BUILDS}
+    return build(tmp_path_factory.mktemp("sample_emu"), "sample.hip", MAIN, BUILDS)
 
 
 def _run(exe, x: np.ndarray, params: np.ndarray, tmp_path) -> np.ndarray:
