@@ -1,11 +1,18 @@
 // argmax.hip: ARGMAX over the last dim -> i32; ties go to the first index and NaN ranks above every
 // number (the first NaN's index), as numpy's argmax.
 //
-// Launch: grid (rows), block 256 (fewer for short rows); each thread scans a strided slice keeping
-// (value, index), then a warp-shuffle and shared-memory reduction with the tie rule.
-// Tunables: block size.
+// Launch: grid (n_blocks, rows), block 256 (fewer for short rows). A row is split into n_blocks chunks (a
+// vocabulary of 150k read by one block is bound by one SM's loads in flight: ~100 us on an H100); each
+// thread scans a strided slice of its block's chunk keeping (value, index), a warp-shuffle and
+// shared-memory reduction gives the chunk's; with n_blocks > 1 each block writes its (value, index) to
+// part_v/part_i [rows, n_blocks] and the last of a row's blocks to finish (a ticket from tickets [rows],
+// zero before the first launch and left zero) merges them. The merge is a total order, so the result does
+// not depend on which block finishes last.
+// Tunables: block size, n_blocks (launch_rows.ARGMAX).
 // Floor: the rows read once (rows * n * 4 bytes).
 #include "rf_compat.h"
+
+#define AM_NONE 0x7fffffff  // the index of "nothing seen yet"
 
 // NaN ranks above every number (numpy's argmax returns the first NaN's index); ties to the lower index
 RF_DEV void am_merge(float& v, int& i, float v2, int i2) {
@@ -16,30 +23,66 @@ RF_DEV void am_merge(float& v, int& i, float v2, int i2) {
     }
 }
 
-template <typename T>
-__device__ void argmax(const T* __restrict__ a, int* __restrict__ out, int n) {
-    RF_PDL_BEGIN();
-    __shared__ float sv[32];
-    __shared__ int si[32];
-    const rf_i64 base = (rf_i64)blockIdx.x * n;
-    float v = -RF_INF;
-    int idx = 0x7fffffff;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) am_merge(v, idx, rf_io<T>::load(a, base + i), i);
-    for (int m = RF_WARP / 2; m > 0; m >>= 1) am_merge(v, idx, rf_shfl_xor(v, m), rf_shfl_xor(idx, m));
+// the block's (v, i) merged into thread 0's; sv, si: shared [32]
+RF_DEV void am_block(float& v, int& i, float* sv, int* si) {
+    for (int m = RF_WARP / 2; m > 0; m >>= 1) am_merge(v, i, rf_shfl_xor(v, m), rf_shfl_xor(i, m));
     const int lane = threadIdx.x % RF_WARP, warp = threadIdx.x / RF_WARP;
     if (lane == 0) {
         sv[warp] = v;
-        si[warp] = idx;
+        si[warp] = i;
     }
     __syncthreads();
     if (warp == 0) {
         const bool ok = lane < (int)(blockDim.x / RF_WARP);
         v = ok ? sv[lane] : -RF_INF;
-        idx = ok ? si[lane] : 0x7fffffff;
-        for (int m = RF_WARP / 2; m > 0; m >>= 1) am_merge(v, idx, rf_shfl_xor(v, m), rf_shfl_xor(idx, m));
-        if (lane == 0) out[blockIdx.x] = idx == 0x7fffffff ? 0 : idx;
+        i = ok ? si[lane] : AM_NONE;
+        for (int m = RF_WARP / 2; m > 0; m >>= 1) am_merge(v, i, rf_shfl_xor(v, m), rf_shfl_xor(i, m));
     }
+    __syncthreads();
 }
 
-RF_KERNEL void argmax_f32(const float* a, int* out, int n) { argmax<float>(a, out, n); }
-RF_KERNEL void argmax_f16(const rf_u16* a, int* out, int n) { argmax<rf_u16>(a, out, n); }
+template <typename T>
+__device__ void argmax(const T* __restrict__ a, int* __restrict__ out, int n, float* part_v, int* part_i,
+                       int* __restrict__ tickets) {
+    RF_PDL_BEGIN();
+    __shared__ float sv[32];
+    __shared__ int si[32];
+    __shared__ int last;
+    const int row = blockIdx.y, nb = gridDim.x;
+    const rf_i64 base = (rf_i64)row * n;
+    const int chunk = (n + nb - 1) / nb, begin = blockIdx.x * chunk, end = min(n, begin + chunk);
+    float v = -RF_INF;
+    int idx = AM_NONE;
+    for (int i = begin + threadIdx.x; i < end; i += blockDim.x)
+        am_merge(v, idx, rf_io<T>::load(a, base + i), i);
+    am_block(v, idx, sv, si);
+    if (nb == 1) {
+        if (threadIdx.x == 0) out[row] = idx == AM_NONE ? 0 : idx;
+        return;
+    }
+    if (threadIdx.x == 0) {
+        part_v[(rf_i64)row * nb + blockIdx.x] = v;
+        part_i[(rf_i64)row * nb + blockIdx.x] = idx;
+        __threadfence();
+        int* c = tickets + row;
+        last = atomicAdd(c, 1) == nb - 1;
+        if (last) *c = 0;  // ready for the next launch
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    const volatile float* pv = part_v + (rf_i64)row * nb;  // written by other blocks: past this SM's L1
+    const volatile int* pi = part_i + (rf_i64)row * nb;
+    v = -RF_INF;
+    idx = AM_NONE;
+    for (int j = threadIdx.x; j < nb; j += blockDim.x) am_merge(v, idx, pv[j], pi[j]);
+    am_block(v, idx, sv, si);
+    if (threadIdx.x == 0) out[row] = idx == AM_NONE ? 0 : idx;
+}
+
+RF_KERNEL void argmax_f32(const float* a, int* out, int n, float* part_v, int* part_i, int* tickets) {
+    argmax<float>(a, out, n, part_v, part_i, tickets);
+}
+RF_KERNEL void argmax_f16(const rf_u16* a, int* out, int n, float* part_v, int* part_i, int* tickets) {
+    argmax<rf_u16>(a, out, n, part_v, part_i, tickets);
+}

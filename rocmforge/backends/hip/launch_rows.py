@@ -121,11 +121,21 @@ def SOFT_MAX(
     f((rows,), (row_block(ctx, n),), (a.ptr, mptr, i32(m), out.ptr, i32(n), f32(scale)))
 
 
+ARGMAX_CHUNK = 4096  # elements a block scans (a vocabulary of 150k: 38 blocks)
+
+
 def ARGMAX(ctx: Ctx, out: DevTensor, a: DevTensor) -> None:
     a = float_in(ctx, a)
     n = a.shape[-1]
     rows = a.n_elements // n
-    ctx.k("argmax.hip", f"argmax_{a.dtype}")((rows,), (row_block(ctx, n),), (a.ptr, out.ptr, i32(n)))
+    nb = max(1, min(-(-n // ARGMAX_CHUNK), 2 * ctx.n_sm))  # blocks a row: the last one merges their picks
+    f = ctx.k("argmax.hip", f"argmax_{a.dtype}")
+    if nb == 1:
+        f((1, rows), (row_block(ctx, n),), (a.ptr, out.ptr, i32(n), 0, 0, 0))
+        return
+    pv, pi = ctx.empty((rows, nb), "f32"), ctx.empty((rows, nb), "i32")
+    tickets = ctx.zeros((rows,), "i32")  # left zero by every launch
+    f((nb, rows), (256,), (a.ptr, out.ptr, i32(n), pv.ptr, pi.ptr, tickets.ptr))
 
 
 def sample_defines(ctx: Ctx) -> dict[str, int]:
