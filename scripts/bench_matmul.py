@@ -126,7 +126,8 @@ def main() -> int:
         for shape_set in a.shapes.split(","):
             for N, K in SHAPES[shape_set.strip()]:
                 if K % quant.block_size(qt):  # (Qwen's 896 is not whole K-quant blocks of 256)
-                    print(f"{qt.name:6s} {N:>5d}x{K:<6d} skipped: K is not whole blocks of {quant.block_size(qt)}")
+                    bs = quant.block_size(qt)
+                    print(f"{qt.name:6s} {N:>5d}x{K:<6d} skipped: K is not whole blocks of {bs}")
                     continue
                 raw = quant.random_blocks(qt, (N, K), rng)
                 w = DevTensor(upload(cp, raw), 0, (N, K), qt.name.lower())
