@@ -5,7 +5,8 @@ mode asked for (profile.TIMING_MODES): trace (the untimed replayed graph, its ke
 CUPTI; needs cupti-python), graph (a replayed device graph with an event node after each kernel) and eager
 (events around each Python launch). Prints, per model and mode, the median per-op sum, the median replayed
 step and their ratio, the largest mat-vecs' median times by shape (in trace mode with their kernels' own
-time beside: compare with scripts/bench_matvec.py), and the timed prompt's sum against its wall. A mode
+time beside: compare with scripts/bench_matvec.py), the step's time by op type (what to work on), and the
+timed prompt's sum against its wall. A mode
 that cannot be used here is skipped with the reason; one that fell back (trace to graph) says so. This is
 a measurement, not a test: it asserts nothing. Usage:
     python scripts/profile_step.py MODEL.gguf [...] [--steps 9] [--prompt 64] [--int8] [--modes trace,graph]
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rocmforge.backends.hip import HipBackend  # noqa: E402
 from rocmforge.engine import Engine  # noqa: E402
 
-MAT_OPS = ("MUL_MAT", "MUL_MAT_ADD")  # the mat-vecs (MUL_MAT_ADD: with a bias or residual added)
+MAT_OPS = ("MUL_MAT", "MUL_MAT_ADD", "MUL_MAT_SWIGLU")  # the mat-vecs (with an addend; with SwiGLU)
 
 
 def profile(path: str, steps: int, prompt: int, mode: str, int8: bool) -> dict:
@@ -37,11 +38,17 @@ def profile(path: str, steps: int, prompt: int, mode: str, int8: bool) -> dict:
     for _ in range(steps):
         eng.step(timed=False)
     sums, walls, mm, mk, got = [], [], defaultdict(list), defaultdict(list), set()
+    by_op: dict[str, list[float]] = defaultdict(list)  # op -> its nodes' time summed, per step
     for _ in range(steps):
         tm = eng.step(timed=True).timings
         got.add(tm.mode)
         sums.append(tm.sum_us)
         walls.append(tm.wall_us)
+        step_ops: dict[str, float] = defaultdict(float)
+        for t in tm:
+            step_ops[t.op] += t.us
+        for op, us in step_ops.items():
+            by_op[op].append(us)
         for t in tm:
             if t.op in MAT_OPS:
                 mm[t.name].append(t.us)
@@ -71,6 +78,7 @@ def profile(path: str, steps: int, prompt: int, mode: str, int8: bool) -> dict:
         "timing_failures": be.timing_failures(), "int8": int8, "device": be.device_name,
         "steps": steps, "sum_us": statistics.median(sums), "wall_us": statistics.median(walls),
         "sum_over_wall": statistics.median(s / w for s, w in zip(sums, walls, strict=True)),
+        "by_op_us": {op: statistics.median(v) for op, v in by_op.items()},
         "matvec_us": {key(*k): statistics.median(v) for k, v in by_shape.items()},
         "matvec_kernel_us": {key(*k): statistics.median(v) for k, v in kern_by_shape.items()},
         "prefill_tokens": prompt, "prefill_sum_us": pt.sum_us, "prefill_wall_us": pt.wall_us,
@@ -102,6 +110,8 @@ def main() -> int:
                   f"ratio {r['sum_over_wall']:.3f}"
                   f" | prompt {a.prompt}: sum {r['prefill_sum_us']:.1f} wall {r['prefill_wall_us']:.1f}",
                   flush=True)
+            ops = sorted(r["by_op_us"].items(), key=lambda kv: -kv[1])
+            print("    by op (us): " + ", ".join(f"{op} {us:.0f}" for op, us in ops if us >= 0.5), flush=True)
             for k, v in sorted(r["matvec_us"].items(), key=lambda kv: -kv[1])[:6]:
                 kern = r["matvec_kernel_us"].get(k)
                 print(f"    MUL_MAT {k}: {v:.2f} us" + (f" (its kernel {kern:.2f} us)" if kern else ""),
