@@ -200,6 +200,167 @@ __device__ void flash_attn(const float* __restrict__ q, const Tkv* __restrict__ 
     }
 }
 
+// Decode (one token): flash_attn_decode_<kv>. Grid (n_splits, Hkv), block FA_DEC_WARPS warps. A block
+// serves every query head of its KV head (G = H / Hkv <= FA_DEC_G: no rows padded to a tile) over its chunk
+// of the cache; each warp takes FA_DEC_ROWS rows at a time, loads their K and V (each lane its D / RF_WARP
+// dims) before any arithmetic, and keeps per head a running max, sum and output in registers (q too, ROPE'd
+// and scaled on the way in). The warps' partials merge in shared memory; with n_splits > 1 the block writes
+// its partial and the last block of the KV head to finish merges them (tickets, as flash_attn).
+#define FA_DEC_G 8
+#define FA_DEC_WARPS 4
+#define FA_DEC_ROWS 8
+#define FA_DPL (FA_D / RF_WARP > 0 ? FA_D / RF_WARP : 1)  // dims a lane holds (entries: FA_D % RF_WARP == 0)
+
+template <typename Tkv>
+__device__ void flash_attn_decode(const float* __restrict__ q, const Tkv* __restrict__ k,
+                                  const Tkv* __restrict__ v, const int* __restrict__ pos,
+                                  float* __restrict__ out, float* part_o, float* part_m, float* part_l,
+                                  int* __restrict__ counters, int H, int Hkv, rf_i64 row_stride,
+                                  rf_i64 head_stride, int C, int chunk, float scale, int rope_dims,
+                                  int rope_neox, float rope_base, float rope_freq_scale) {
+    RF_PDL_BEGIN();
+    __shared__ float sm[FA_DEC_WARPS][FA_DEC_G], sl[FA_DEC_WARPS][FA_DEC_G];
+    __shared__ float so[FA_DEC_WARPS][FA_DEC_G][FA_D];
+    __shared__ int last;
+    const int G = H / Hkv, hk = blockIdx.y, split = blockIdx.x;
+    const int warp = threadIdx.x / RF_WARP, lane = threadIdx.x % RF_WARP, d0 = lane * FA_DPL;
+    const int p = pos[0];
+    const double rope_lb = rope_dims ? log2((double)rope_base) : 0.0;
+    float qv[FA_DEC_G][FA_DPL], m[FA_DEC_G], l[FA_DEC_G], o[FA_DEC_G][FA_DPL];
+#pragma unroll
+    for (int g = 0; g < FA_DEC_G; ++g) {
+        m[g] = -RF_INF;
+        l[g] = 0.0f;
+#pragma unroll
+        for (int j = 0; j < FA_DPL; ++j) {
+            o[g][j] = 0.0f;
+            float x = 0.0f;
+            if (g < G) {
+                const float* qh = q + (rf_i64)(hk * G + g) * FA_D;
+                x = rope_dims
+                        ? rf_rope_elem<float>(qh, d0 + j, p, rope_dims, rope_neox, rope_lb, rope_freq_scale)
+                        : qh[d0 + j];
+                x *= scale;
+            }
+            qv[g][j] = x;
+        }
+    }
+    const int kv_begin = split * chunk;
+    const int kv_end = min(min(kv_begin + chunk, p + 1), C);
+    for (int r0 = kv_begin + warp * FA_DEC_ROWS; r0 < kv_end; r0 += FA_DEC_WARPS * FA_DEC_ROWS) {
+        float kk[FA_DEC_ROWS][FA_DPL], vv[FA_DEC_ROWS][FA_DPL];
+#pragma unroll
+        for (int i = 0; i < FA_DEC_ROWS; ++i) {
+            const bool in = r0 + i < kv_end;
+            const rf_i64 off = (rf_i64)(in ? r0 + i : r0) * row_stride + (rf_i64)hk * head_stride + d0;
+#pragma unroll
+            for (int j = 0; j < FA_DPL; ++j) {
+                kk[i][j] = rf_io<Tkv>::load(k, off + j);
+                vv[i][j] = rf_io<Tkv>::load(v, off + j);
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < FA_DEC_ROWS; ++i) {
+            if (r0 + i >= kv_end) break;  // the same for every lane of the warp
+#pragma unroll
+            for (int g = 0; g < FA_DEC_G; ++g) {
+                if (g >= G) break;
+                float s = 0.0f;
+#pragma unroll
+                for (int j = 0; j < FA_DPL; ++j) s += qv[g][j] * kk[i][j];
+                s = rf_warp_sum(s);
+                const float m_new = fmaxf(m[g], s);
+                const float corr = expf(m[g] - m_new), e = expf(s - m_new);
+                l[g] = l[g] * corr + e;
+#pragma unroll
+                for (int j = 0; j < FA_DPL; ++j) o[g][j] = o[g][j] * corr + e * vv[i][j];
+                m[g] = m_new;
+            }
+        }
+    }
+#pragma unroll
+    for (int g = 0; g < FA_DEC_G; ++g) {
+        if (g >= G) break;
+        if (lane == 0) {
+            sm[warp][g] = m[g];
+            sl[warp][g] = l[g];
+        }
+#pragma unroll
+        for (int j = 0; j < FA_DPL; ++j) so[warp][g][d0 + j] = o[g][j];
+    }
+    __syncthreads();
+    // the block's partial per (head, dim): its warps merged (a warp that saw no row has m = -inf)
+    const bool split_out = gridDim.x > 1;
+    for (int e = threadIdx.x; e < G * FA_D; e += blockDim.x) {
+        const int g = e / FA_D, d = e % FA_D, h = hk * G + g;
+        float M = -RF_INF;
+        for (int w = 0; w < FA_DEC_WARPS; ++w) M = fmaxf(M, sm[w][g]);
+        float L = 0.0f, O = 0.0f;
+        if (M != -RF_INF) {
+            for (int w = 0; w < FA_DEC_WARPS; ++w) {
+                if (sm[w][g] == -RF_INF) continue;
+                const float c = expf(sm[w][g] - M);
+                L += c * sl[w][g];
+                O += c * so[w][g][d];
+            }
+        }
+        if (!split_out) {
+            out[(rf_i64)h * FA_D + d] = O / L;
+        } else {
+            const rf_i64 pr = (rf_i64)split * H + h;
+            part_o[pr * FA_D + d] = O;
+            if (d == 0) {
+                part_m[pr] = M;
+                part_l[pr] = L;
+            }
+        }
+    }
+    if (!split_out) return;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int* c = counters + hk;
+        last = atomicAdd(c, 1) == (int)gridDim.x - 1;
+        if (last) *c = 0;  // ready for the next launch
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    const volatile float* vm = part_m;  // written by other blocks: past this SM's L1
+    const volatile float* vl = part_l;
+    const volatile float* vo = part_o;
+    const int n_splits = (int)gridDim.x;
+    for (int e = threadIdx.x; e < G * FA_D; e += blockDim.x) {
+        const int h = hk * G + e / FA_D, d = e % FA_D;
+        float M = -RF_INF;
+        for (int s2 = 0; s2 < n_splits; ++s2) M = fmaxf(M, vm[(rf_i64)s2 * H + h]);
+        float L = 0.0f, O = 0.0f;
+        for (int s2 = 0; s2 < n_splits; ++s2) {
+            const float ms = vm[(rf_i64)s2 * H + h];
+            if (ms == -RF_INF) continue;
+            const float c = expf(ms - M);
+            L += c * vl[(rf_i64)s2 * H + h];
+            O += c * vo[((rf_i64)s2 * H + h) * FA_D + d];
+        }
+        out[(rf_i64)h * FA_D + d] = O / L;
+    }
+}
+
+#define FA_DEC_ENTRY(t, Tkv)                                                                           \
+    RF_KERNEL void __launch_bounds__(FA_DEC_WARPS * RF_WARP)                                           \
+        flash_attn_decode_##t(const float* q, const Tkv* k, const Tkv* v, const int* pos, float* out,   \
+                              float* part_o, float* part_m, float* part_l, int* counters, int H, int Hkv, \
+                              rf_i64 row_stride, rf_i64 head_stride, int C, int chunk, float scale,    \
+                              int rope_dims, int rope_neox, float rope_base, float rope_freq_scale) {  \
+        flash_attn_decode<Tkv>(q, k, v, pos, out, part_o, part_m, part_l, counters, H, Hkv, row_stride, \
+                               head_stride, C, chunk, scale, rope_dims, rope_neox, rope_base,          \
+                               rope_freq_scale);                                                       \
+    }
+#if FA_D % RF_WARP == 0 && FA_D <= 128  // (at 256 its partials would take the tiled kernel's shared memory)
+FA_DEC_ENTRY(f32, float)
+FA_DEC_ENTRY(f16, rf_u16)
+#endif
+
 #define FA_ENTRY(t, Tkv)                                                                               \
     RF_KERNEL void __launch_bounds__(FA_THREADS)                                                       \
         flash_attn_##t(const float* q, const Tkv* k, const Tkv* v, const int* pos, float* out,          \

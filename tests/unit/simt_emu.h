@@ -119,6 +119,8 @@ static inline float rf_group_sum(float v, int width = RF_WARP) {
     return v;
 }
 
+static inline float rf_warp_sum(float v) { return rf_group_sum(v, RF_WARP); }
+
 static inline float rf_group_max(float v, int width = RF_WARP) {
     for (int m = width >> 1; m > 0; m >>= 1) v = std::fmax(v, rf_shfl_xor(v, m, width));
     return v;

@@ -145,11 +145,11 @@ def test_prepare_fused_ops(monkeypatch):
 
 
 def test_staging_copies_every_input_in_one_copy_and_small_outputs_through_pinned_memory():
-    """_Staging on host memory standing in for the device (memcpyAsync = memmove): inputs land at their
+    """plan.Staging on host memory standing in for the device (memcpyAsync = memmove): inputs land at their
     offsets from one copy; a small output comes back through the pinned buffer, a large one is left out."""
     import ctypes
 
-    from rocmforge.backends.hip.backend import _Staging
+    from rocmforge.backends.hip.plan import Staging
     from rocmforge.backends.hip.tensor import DevTensor
 
     class HostBuf:
@@ -169,7 +169,7 @@ def test_staging_copies_every_input_in_one_copy_and_small_outputs_through_pinned
                                cuda=types.SimpleNamespace(runtime=runtime, alloc_pinned_memory=bytearray))
     g = Graph()
     tok, pos = g.input("inp_tokens", (3,), "i32"), g.input("inp_pos", (3,), "i32")
-    st = _Staging(cp, {"inp_tokens": tok, "inp_pos": pos})
+    st = Staging(cp, {"inp_tokens": tok, "inp_pos": pos})
     toks, poss = np.array([7, 8, 9], np.int32), np.array([40, 41, 42], np.int32)
     st.write({"inp_tokens": toks, "inp_pos": poss}, types.SimpleNamespace(ptr=0))
     assert copies == [1]

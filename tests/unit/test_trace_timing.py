@@ -297,7 +297,8 @@ class _Stream:
 
 
 def _backend(monkeypatch, tracer=None, tracer_error=""):
-    from rocmforge.backends.hip.backend import HipBackend, _Plan
+    from rocmforge.backends.hip.backend import HipBackend
+    from rocmforge.backends.hip.plan import Plan
 
     be = object.__new__(HipBackend)
     be.timing, be.trace_failed, be.event_nodes_unavailable, be.last_trace = "trace", "", None, []
@@ -314,7 +315,7 @@ def _backend(monkeypatch, tracer=None, tracer_error=""):
 
     monkeypatch.setattr(cupti_trace, "activity_tracer", activity_tracer)
     launches = []
-    plan = _Plan(STEPS, {}, {}, None, None, device_graph=types.SimpleNamespace(
+    plan = Plan(STEPS, {}, {}, None, None, device_graph=types.SimpleNamespace(
         launch=lambda stream: launches.append(stream)), node_counts=list(COUNTS))
     return be, plan, launches
 

@@ -13,14 +13,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from ... import quant
 from ...ir import alloc, passes
-from ...ir.graph import Graph, Tensor, check_indices
+from ...ir.graph import Graph, check_indices
 from ...ir.ops import ITEMSIZE, NP_DTYPES, WRITES_ROWS, Op
 from ...profile import StepTimings
 from . import blas as blas_mod
@@ -32,7 +32,9 @@ from .kernel_choice import PREFILL, MatMulOptions
 from .launch import LAUNCH, prepare_launch
 from .launch_mul_mat import early_quantize_x8, reads_int8_x
 from .modules import ModuleCache
+from .plan import Plan, Staging, Step
 from .tensor import DevTensor
+from .timed_runs import TimedRuns
 from .weights import device_bytes, device_form, upload_weight
 
 log = logging.getLogger("rocmforge.hip")
@@ -42,101 +44,7 @@ ALIGN = 256
 _POISON = {"f32": (np.uint32, 0x7FC00000), "f16": (np.uint16, 0x7E00), "i32": (np.uint32, 0x80000000)}
 
 
-@dataclass
-class _Step:
-    node: Tensor
-    out: DevTensor
-    srcs: list[DevTensor]
-    launch: Callable[..., Any] | None  # None: an alias with nothing to launch (VIEW, RESHAPE)
-
-
-@dataclass
-class _Plan:
-    steps: list[_Step]
-    inputs: dict[str, DevTensor]
-    outputs: dict[str, DevTensor]
-    arena: Any
-    ir_plan: Any  # the ir.alloc.Plan the offsets come from
-    runs: int = 0
-    device_graph: Any = None  # captured launches of every step, replayed when not timed
-    capture_failed: str = ""
-    # nodes each step added to device_graph's capture (timing="trace": how its traced records map to steps)
-    node_counts: list[int] | None = None
-    trace_failed: str = ""  # why this plan's traced replay did not work (event-node timing instead)
-    # the same launches with an event-record node after each launching step (timing="graph"), and those
-    # events: the one before the first step, then per step the event after it (None: an alias)
-    timed_graph: Any = None
-    timed_events: list = field(default_factory=list)
-    timed_failed: str = ""
-    index_bounds: dict = field(default_factory=dict)  # the graph's index_bounds(), checked on every run
-    # every input in one device buffer, written from one pinned host mirror by one async copy a run
-    staging: _Staging | None = None
-
-    @property
-    def arena_bytes(self) -> int:
-        return self.ir_plan.arena_bytes
-
-
-class _Staging:
-    """Host-device copies of a run without a driver call per tensor: the graph's inputs laid out in one
-    device buffer with a pinned host mirror (one async copy in), and its small outputs (token ids, up to
-    SMALL_OUTPUT bytes) copied into one pinned buffer (one async copy each, one synchronize)."""
-
-    SMALL_OUTPUT = 1 << 16
-
-    def __init__(self, cp: Any, inputs: Mapping[str, Tensor]) -> None:
-        self.cp = cp
-        self.inputs: dict[str, tuple[int, int]] = {}  # name -> (offset, bytes)
-        n = 0
-        for name, t in inputs.items():
-            nbytes = t.n_elements * ITEMSIZE[t.dtype]
-            self.inputs[name] = (n, nbytes)
-            n += -(-max(1, nbytes) // 16) * 16
-        self.in_bytes = max(16, n)
-        self.in_dev = cp.empty(self.in_bytes, dtype=np.uint8)
-        self.in_host = _pinned(cp, self.in_bytes)
-        self.outputs: dict[str, tuple[int, int]] = {}  # small contiguous outputs -> (offset, bytes)
-        self.out_host = _pinned(cp, 16)
-
-    def plan_outputs(self, outputs: Mapping[str, DevTensor]) -> None:
-        n = 0
-        for name, t in outputs.items():
-            nbytes = t.n_elements * ITEMSIZE.get(t.dtype, 0)
-            if 0 < nbytes <= self.SMALL_OUTPUT and t.is_contiguous:
-                self.outputs[name] = (n, nbytes)
-                n += -(-nbytes // 16) * 16
-        self.out_host = _pinned(self.cp, max(16, n))
-
-    def device_input(self, name: str, t: Tensor) -> DevTensor:
-        return DevTensor(self.in_dev, self.inputs[name][0], t.shape, t.dtype)
-
-    def write(self, inputs: Mapping[str, np.ndarray], stream: Any) -> None:
-        """Inputs (checked by the caller) into the pinned mirror, then one async copy to the device. The
-        caller synchronized the stream after the last run, so no copy still reads the mirror."""
-        for name, (off, nbytes) in self.inputs.items():
-            if nbytes:
-                self.in_host[off:off + nbytes] = inputs[name].reshape(-1).view(np.uint8)
-        self.cp.cuda.runtime.memcpyAsync(self.in_dev.data.ptr, self.in_host.ctypes.data, self.in_bytes,
-                                         self.cp.cuda.runtime.memcpyHostToDevice, stream.ptr)
-
-    def read_async(self, name: str, t: DevTensor, stream: Any) -> None:
-        off, nbytes = self.outputs[name]
-        self.cp.cuda.runtime.memcpyAsync(self.out_host.ctypes.data + off, t.ptr, nbytes,
-                                         self.cp.cuda.runtime.memcpyDeviceToHost, stream.ptr)
-
-    def result(self, name: str, t: DevTensor) -> np.ndarray:
-        """An output read by read_async, after the stream was synchronized: a copy the next run keeps."""
-        off, nbytes = self.outputs[name]
-        return self.out_host[off:off + nbytes].view(NP_DTYPES[t.dtype]).reshape(t.shape).copy()
-
-
-def _pinned(cp: Any, nbytes: int) -> np.ndarray:
-    """A page-locked host buffer as a uint8 array (it keeps the allocation alive)."""
-    mem = cp.cuda.alloc_pinned_memory(nbytes)
-    return np.frombuffer(mem, np.uint8, nbytes)
-
-
-class HipBackend:
+class HipBackend(TimedRuns):
     """Executes graphs on the GPU with the kernels in `kernels/`; same interface as NumpyBackend."""
 
     name = "hip"
@@ -213,7 +121,7 @@ class HipBackend:
         self.replay = True  # untimed runs replay a captured device graph after one eager run
         # every launch, copy and capture goes to this stream (blocking: ordered with the default stream)
         self.stream = cupy.cuda.Stream(non_blocking=False)
-        self._plans: dict[int, tuple[Graph, _Plan]] = {}
+        self._plans: dict[int, tuple[Graph, Plan]] = {}
         self._copy_gbs: float | None = None
 
     def supports(self, op: Op) -> bool:
@@ -287,16 +195,16 @@ class HipBackend:
         entry = self._plans.get(id(graph))
         return entry[1].ir_plan if entry is not None and entry[0] is graph else None
 
-    def _plan(self, graph: Graph) -> _Plan:
+    def _plan(self, graph: Graph) -> Plan:
         ir_plan = alloc.plan(graph, alignment=ALIGN)
         offsets, arena_bytes = ir_plan.offsets, ir_plan.arena_bytes
         arena = self.cp.empty(max(1, arena_bytes), dtype=np.uint8)
 
         dev: dict[int, DevTensor] = {}
         inputs: dict[str, DevTensor] = {}
-        steps: list[_Step] = []
+        steps: list[Step] = []
         early = early_quantize_x8(self.ctx, graph, self.weights)
-        staging = _Staging(self.cp, graph.inputs)
+        staging = Staging(self.cp, graph.inputs)
         for t in graph.nodes:
             if t.kind == "input":
                 dev[t.id] = inputs[t.name] = staging.device_input(t.name, t)
@@ -308,7 +216,7 @@ class HipBackend:
                 srcs = [dev[s.id] for s in t.src]
                 if t.op in (Op.VIEW, Op.RESHAPE):
                     dev[t.id] = LAUNCH[t.op.value](self.ctx, srcs[0], **t.params)
-                    steps.append(_Step(t, dev[t.id], srcs, None))
+                    steps.append(Step(t, dev[t.id], srcs, None))
                     continue
                 if t.op in WRITES_ROWS:
                     out = srcs[0]
@@ -317,13 +225,13 @@ class HipBackend:
                 dev[t.id] = out
                 # kernels chosen and compiled now
                 launch = prepare_launch(self.ctx, t.op, out, srcs, t.params, t.id in early)
-                steps.append(_Step(t, out, srcs, launch))
+                steps.append(Step(t, out, srcs, launch))
         outputs = {name: dev[t.id] for name, t in graph.outputs.items()}
         staging.plan_outputs(outputs)
-        return _Plan(steps, inputs, outputs, arena, ir_plan, index_bounds=graph.index_bounds(),
+        return Plan(steps, inputs, outputs, arena, ir_plan, index_bounds=graph.index_bounds(),
                      staging=staging)
 
-    def _get_plan(self, graph: Graph) -> _Plan:
+    def _get_plan(self, graph: Graph) -> Plan:
         entry = self._plans.get(id(graph))
         if entry is None or entry[0] is not graph:
             self.prepare(graph)
@@ -347,7 +255,7 @@ class HipBackend:
 
     def _launch_all(
         self,
-        plan: _Plan,
+        plan: Plan,
         timed: bool,
         marks: timing_mod.EventMarks | None = None,
         counter: cupti_trace.NodeCounter | None = None,
@@ -382,7 +290,7 @@ class HipBackend:
         return events
 
     def _capture(
-        self, plan: _Plan, marks: timing_mod.EventMarks | None = None, count: bool = False
+        self, plan: Plan, marks: timing_mod.EventMarks | None = None, count: bool = False
     ) -> Any:
         """Record every launch of the plan as one device graph (CUDA/HIP graph) to replay; with marks, an
         event-record node before the first step and after each launching step (plan.timed_events); count:
@@ -407,7 +315,7 @@ class HipBackend:
             plan.trace_failed = counter.failed
         return g
 
-    def _write_inputs(self, graph: Graph, plan: _Plan, inputs: Mapping[str, np.ndarray]) -> None:
+    def _write_inputs(self, graph: Graph, plan: Plan, inputs: Mapping[str, np.ndarray]) -> None:
         """Check every input, then copy them all to the device in one async copy on the stream."""
         checked = {}
         for name, buf in plan.inputs.items():
@@ -418,111 +326,6 @@ class HipBackend:
                 raise ValueError(f"input {name!r}: shape {a.shape}, graph wants {buf.shape}")
             checked[name] = a
         plan.staging.write(checked, self.stream)
-
-    def _graph_timed(self, plan: _Plan) -> StepTimings | None:
-        """Per-op times from one replay of the timed graph (captured on first use, then replayed once
-        untimed so that the timed replay finds it uploaded), with the untimed replay's time as wall; None
-        where the timed graph cannot be captured (plan.timed_failed says why: eager timing instead)."""
-        if plan.timed_graph is None:
-            n_marks = 1 + sum(st.launch is not None for st in plan.steps)
-            try:
-                plan.timed_graph = self._capture(plan, timing_mod.EventMarks(self.cp, self.stream, n_marks))
-            except Exception as e:
-                plan.timed_failed = f"{type(e).__name__}: {e}"
-                log.warning("timed graph capture failed (%s); timing eagerly", plan.timed_failed)
-                return None
-            with self.stream:
-                plan.timed_graph.launch(self.stream)
-        wall = timing_mod.replay_us(self.cp, self.stream, plan.device_graph)
-        with self.stream:
-            plan.timed_graph.launch(self.stream)
-        self.stream.synchronize()
-        return StepTimings(timing_mod.records(self.cp, plan.steps, plan.timed_events, True), "graph", wall)
-
-    def _traces(self) -> bool:
-        """Timed runs trace the replayed graph with CUPTI (timing="trace", not failed in this process)."""
-        return self.timing == "trace" and not self.trace_failed
-
-    def _replay_timed(self, plan: _Plan) -> StepTimings | None:
-        """Per-op times of a plan that replays: traced (timing="trace"), else or where tracing fails by
-        the event-node graph (timing "trace" or "graph", event nodes available); None: time eagerly."""
-        if self._traces() and not plan.trace_failed:
-            timings = self._trace_timed(plan)
-            if timings is not None:
-                return timings
-        if self.timing in ("trace", "graph") and not self.event_nodes_unavailable and not plan.timed_failed:
-            return self._graph_timed(plan)
-        return None
-
-    def _trace_timed(self, plan: _Plan) -> StepTimings | None:
-        """Per-op times from one replay of the untimed graph (plan.device_graph, what untimed steps replay)
-        traced by CUPTI (timing.py, cupti_trace.py), with the untimed replay's time as wall. None where
-        tracing fails: CUPTI itself (self.trace_failed: not tried again in this process) or this plan's
-        nodes and records (plan.trace_failed); the caller times with event nodes instead. Each failure
-        logs a warning."""
-        try:
-            tracer = cupti_trace.activity_tracer()
-        except Exception as e:
-            return self._trace_fails(None, str(e))
-        if plan.node_counts is None:  # captured before tracing was asked for: capture it again, counting
-            try:
-                plan.device_graph = self._capture(plan, count=True)
-            except Exception as e:
-                plan.trace_failed = f"capture: {type(e).__name__}: {e}"
-            if plan.node_counts is None:
-                return self._trace_fails(plan, plan.trace_failed or "no node counts")
-        counts = plan.node_counts
-        wall = timing_mod.replay_us(self.cp, self.stream, plan.device_graph)
-
-        def replay() -> None:
-            with self.stream:
-                plan.device_graph.launch(self.stream)
-            self.stream.synchronize()
-
-        try:
-            got, t0, t1 = tracer.trace(replay, sum(counts), warmup=replay)
-        except Exception as e:  # enabling, flushing, the buffer callbacks
-            cupti_trace.tracer_failed(f"{type(e).__name__}: {e}")
-            return self._trace_fails(None, f"{type(e).__name__}: {e}")
-        try:
-            groups = timing_mod.split_records(timing_mod.replay_records(got, t0, t1, sum(counts)), counts)
-        except timing_mod.TraceError as e:
-            return self._trace_fails(plan, str(e))
-        self.last_trace = [(st.node.name, g) for st, g in zip(plan.steps, groups, strict=True)]
-        return StepTimings(timing_mod.trace_records(plan.steps, groups), "trace", wall)
-
-    def _trace_fails(self, plan: _Plan | None, why: str) -> None:
-        """Record why tracing failed, for the plan (its nodes or records) or for the process (plan None)."""
-        if plan is None:
-            self.trace_failed = why
-        else:
-            plan.trace_failed = why
-        log.warning("CUPTI-traced timing failed (%s); timing with event nodes instead", why)
-        return None
-
-    def timing_failures(self) -> list[str]:
-        """Why timed runs were not measured as `timing` says: CUPTI tracing (for the process), then per
-        prepared graph its capture, its node counts or traced records, its event-node capture."""
-        out = [f"trace: {self.trace_failed}"] if self.trace_failed else []
-        seen: set[int] = set()
-        for graph, plan in self._plans.values():
-            if id(plan) in seen:
-                continue
-            seen.add(id(plan))
-            for what in ("capture_failed", "trace_failed", "timed_failed"):
-                if getattr(plan, what):
-                    out.append(f"{graph.name} {what}: {getattr(plan, what)}")
-        return out
-
-    def _eager_timings(self, plan: _Plan, events: list) -> StepTimings:
-        """Per-op times from the events around each launch, with the replayed step's time as wall where
-        the graph replays (else the eager run's span, Python's launch gaps included)."""
-        if plan.device_graph is not None:
-            wall = timing_mod.replay_us(self.cp, self.stream, plan.device_graph)
-        else:
-            span = [ev for ev in events if ev is not None]
-            wall = timing_mod.elapsed_us(self.cp, span[0][0], span[-1][1]) if span else 0.0
-        return StepTimings(timing_mod.records(self.cp, plan.steps, events, False), "eager", wall)
 
     def run(
         self, graph: Graph, inputs: Mapping[str, np.ndarray], timed: bool = False,

@@ -33,6 +33,37 @@ def attn_splits(ctx: Ctx, T: int, H: int, Hkv: int, C: int, head_dim: int) -> tu
     return cdiv(C, chunk), chunk
 
 
+DEC_G, DEC_WARPS, DEC_CHUNK = 8, 4, 32  # attention.hip's FA_DEC_G, FA_DEC_WARPS; rows a split at least
+
+
+def decode_kernel(ctx: Ctx, T: int, H: int, Hkv: int, D: int) -> bool:
+    """Whether FLASH_ATTN_EXT runs flash_attn_decode (one token, at most DEC_G query heads a KV head, head
+    dims a multiple of the warp up to 128) rather than the tiled kernel."""
+    return T == 1 and H // Hkv <= DEC_G and D % ctx.warp == 0 and D <= 128
+
+
+def _decode(ctx: Ctx, out: DevTensor, q: DevTensor, k: DevTensor, v: DevTensor, pos: DevTensor, scale: float,
+            rope_q: tuple | None) -> None:
+    """flash_attn_decode: the cache split so that KV heads x splits fill the GPU twice over."""
+    _, H, D = q.shape
+    C, Hkv, _ = k.shape
+    n = max(1, min(cdiv(2 * ctx.n_sm, Hkv), cdiv(C, DEC_CHUNK)))
+    chunk = cdiv(cdiv(C, n), DEC_CHUNK) * DEC_CHUNK
+    n_splits = cdiv(C, chunk)
+    f = ctx.k("attention.hip", f"flash_attn_decode_{k.dtype}", RF_HEAD_DIM=D)
+    common = (i32(H), i32(Hkv), i64(k.strides[0]), i64(k.strides[1]), i32(C), i32(chunk), f32(scale),
+              *rope_args(rope_q))
+    grid, block = (n_splits, Hkv), (DEC_WARPS * ctx.warp,)
+    if n_splits == 1:
+        f(grid, block, (q.ptr, k.ptr, v.ptr, pos.ptr, out.ptr, 0, 0, 0, 0, *common))
+        return
+    po = ctx.empty((n_splits, H, D), "f32")
+    pm = ctx.empty((n_splits, H), "f32")
+    pl = ctx.empty((n_splits, H), "f32")
+    tickets = ctx.zeros((Hkv,), "i32")  # left zero by every launch
+    f(grid, block, (q.ptr, k.ptr, v.ptr, pos.ptr, out.ptr, po.ptr, pm.ptr, pl.ptr, tickets.ptr, *common))
+
+
 def FLASH_ATTN_EXT(
     ctx: Ctx, out: DevTensor, q: DevTensor, k: DevTensor, v: DevTensor, pos: DevTensor, *, scale: float,
     rope_q: tuple | None = None,
@@ -43,6 +74,9 @@ def FLASH_ATTN_EXT(
     C, Hkv, _ = k.shape
     if k.dtype != v.dtype or k.strides != v.strides or k.strides[2] != 1 or k.dtype not in ("f32", "f16"):
         k, v = contiguous(ctx, k, "f32"), contiguous(ctx, v, "f32")
+    if decode_kernel(ctx, T, H, Hkv, D):
+        _decode(ctx, out, q, k, v, pos, scale, rope_q)
+        return
     n_splits, chunk = attn_splits(ctx, T, H, Hkv, C, D)
     bq, _ = fa_tiles(D)
     grid = (-(-(T * (H // Hkv)) // bq), Hkv, n_splits)
