@@ -57,19 +57,23 @@ out = {}
 for spec in sys.argv[2:]:
     m, *flags = spec.split(":")
     kw = {"fuse": "nofuse" not in flags} if "fuse" in inspect.signature(Engine.from_gguf).parameters else {}
+    if "tiled" in flags:  # the tiled prefill kernel instead of the cuBLAS default (f16 tiles)
+        from rocmforge.backends.hip import HipBackend
+        kw["backend"] = HipBackend(prefill="tiled")
     e = Engine.from_gguf(m, max_ctx=256, kv_dtype="f16" if "f16" in flags else "f32", **kw)
     e.prefill([1, 2, 3, 4, 5, 6, 7, 8])
     out[spec] = [e.step(timed=False).token for _ in range(32)]
 json.dump(out, open(sys.argv[1], "w"))
 PY
 M=$(ls /tmp/*-like.gguf)
-timeout 90 python3 /tmp/toks.py $OUT/toks_new.json $M $(for m in $M; do echo $m:nofuse $m:f16; done)
+timeout 120 python3 /tmp/toks.py $OUT/toks_new.json $M $(for m in $M; do echo $m:nofuse $m:f16 $m:tiled; done)
 if [ -d "$OLD" ]; then
   PYTHONPATH=/tmp/site:$OLD timeout 60 python3 /tmp/toks.py $OUT/toks_old.json $M
   python3 -c "
 import json; a = json.load(open('$OUT/toks_old.json')); b = json.load(open('$OUT/toks_new.json'))
-print({m: (b[m] == a[m], b[m + ':nofuse'] == a[m], sum(x == y for x, y in zip(b[m + ':f16'], a[m])))
-       for m in a}, '(fused, unfused) == old, f16 KV tokens equal to old of 32')" | tee -a $OUT/log.txt
+print({m: (b[m] == a[m], b[m + ':nofuse'] == a[m], b[m + ':tiled'] == a[m],
+          sum(x == y for x, y in zip(b[m + ':f16'], a[m]))) for m in a},
+      '(fused, unfused, tiled prefill) == old, f16 KV tokens equal to old of 32')" | tee -a $OUT/log.txt
 fi
 el toks
 timeout 120 python3 scripts/profile_step.py $M /tmp/llama-7b-Q4_0.gguf --steps 5 --modes trace,graph \
