@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends.numpy_ref import sample_logits, sample_params
+from .backends.sampling import sample_logits, sample_params
 from .config import ModelConfig
 from .gguf import GGUFFile, open_model
 from .ir.cost import graph_costs
@@ -567,7 +567,7 @@ def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
 def sample_seeded(logits: np.ndarray, temperature: float, top_k: int, top_p: float, seed: int | None,
                   counter: int) -> int:
     """The token generate draws from logits f32 [n_vocab] on the host: greedy (numpy's argmax) at
-    temperature 0, else numpy_ref.sample_logits with no bound on top_k (0: no cut), the definition SAMPLE
+    temperature 0, else sampling.sample_logits with no bound on top_k (0: no cut), the definition SAMPLE
     computes on the device for top_k in [1, SAMPLE_MAX_K]; counter: the position the token will take."""
     if temperature <= 0:
         return int(np.argmax(logits))

@@ -6,7 +6,7 @@ Kernel rows: a replayed graph of one SAMPLE (or ARGMAX) node over logits f32 [1,
 increasing row (every element beats the bar: the most buffer cuts), at temperature 0.7 with top_k 1, 40
 and 256 and top_p 0.95. Tunables (HipBackend(tunables=...)) as KEY=VALUE, e.g. RF_SAMPLE_BLOCK=1024
 RF_SAMPLE_UNROLL=2. With --model: generate's decode tokens/s, greedy (ARGMAX, logits downloaded), sampled
-on the device (SAMPLE, one token id back) and on the host (the logits downloaded, numpy_ref.sample_logits).
+on the device (SAMPLE, one token id back) and on the host (the logits downloaded, sampling.sample_logits).
 This is a measurement, not a test: it asserts nothing. Usage:
     python scripts/bench_sample.py [--vocab 151936] [--reps 50] [--model MODEL.gguf] [KEY=VALUE ...]
 """
@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rocmforge.backends.hip import HipBackend  # noqa: E402
-from rocmforge.backends.numpy_ref import sample_params  # noqa: E402
+from rocmforge.backends.sampling import sample_params  # noqa: E402
 from rocmforge.engine import Engine  # noqa: E402
 from rocmforge.ir.graph import Graph  # noqa: E402
 from rocmforge.ir.ops import SAMPLE_PARAMS  # noqa: E402

@@ -22,7 +22,7 @@ FLOAT_DTYPES = ("f32", "f16")
 ACT_DTYPES = ("f32", "f16", "i32")
 NP_DTYPES = {"f32": np.float32, "f16": np.float16, "i32": np.int32}  # activation dtype -> numpy
 ITEMSIZE = {k: np.dtype(v).itemsize for k, v in NP_DTYPES.items()}
-# SAMPLE: i32 words of its params input (seed, counter, top_k, temperature, top_p: numpy_ref.sample_params)
+# SAMPLE: i32 words of its params input (seed, counter, top_k, temperature, top_p: sampling.sample_params)
 # and the most candidates it keeps (top_k above it, or 0, is cut there: the kernel's shared-memory bound)
 SAMPLE_PARAMS = 8
 SAMPLE_MAX_K = 256

@@ -108,7 +108,7 @@ class Builder:
         cur = self.norm(x, "output_norm.weight", "output_norm")
         out = "output.weight" if self.has("output.weight") else "token_embd.weight"
         logits = g.mul_mat(self.w(out), cur, "logits")  # f32 [n_out, n_vocab]
-        if self.spec.sample:  # seed, counter and settings: numpy_ref.sample_params
+        if self.spec.sample:  # seed, counter and settings: sampling.sample_params
             params = g.input("inp_sample", (SAMPLE_PARAMS,), "i32")
             g.output(g.sample(logits, params, "sample"))  # i32 [n_out]
             return g

@@ -882,7 +882,7 @@ def _sample(V: int, n: int, temperature: float, top_k: int, top_p: float, specia
     +inf, all -inf, increasing rows (every element beats the bar: the most cuts)."""
 
     def make(rng):
-        from rocmforge.backends.numpy_ref import sample_params
+        from rocmforge.backends.sampling import sample_params
         from rocmforge.ir.ops import SAMPLE_PARAMS
 
         g = Graph()

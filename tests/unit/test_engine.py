@@ -207,6 +207,7 @@ def _tokens(eng, prompt="the cat sat", n=10, **kw):
 
 def test_generate_draws_on_the_device_as_the_reference_does_step_by_step(tiny):
     from rocmforge.backends import numpy_ref as R
+    from rocmforge.backends import sampling as S
 
     eng = Engine.from_gguf(tiny, backend="numpy", max_ctx=64)
     got = _tokens(eng, n=12, seed=7, **SAMPLING)
@@ -218,7 +219,7 @@ def test_generate_draws_on_the_device_as_the_reference_does_step_by_step(tiny):
     logits = eng.prefill(eng.tokenizer.encode("the cat sat"))
     want = []
     while True:  # the counter of a token is its position: the cache's length when it is drawn
-        params = R.sample_params(7, eng.n_past, SAMPLING["temperature"], SAMPLING["top_k"], SAMPLING["top_p"])
+        params = S.sample_params(7, eng.n_past, SAMPLING["temperature"], SAMPLING["top_k"], SAMPLING["top_p"])
         want.append(int(R.SAMPLE(logits[None], params)[0]))
         if len(want) == len(got) or want[-1] in eng.tokenizer.stop_ids:
             break

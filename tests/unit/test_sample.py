@@ -1,4 +1,4 @@
-"""SAMPLE's definition (numpy_ref.sample_logits): Philox4x32-10 against Random123's known answers, the integer
+"""SAMPLE's definition (sampling.sample_logits): Philox4x32-10 against Random123's known answers, the integer
 weights, a longhand second implementation, greedy and NaN rules as numpy's argmax, the distribution it
 draws from, the params input and the IR rule; the kernel's constants are the reference's."""
 
@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from rocmforge.backends import numpy_ref as R
+from rocmforge.backends import sampling as S
 from rocmforge.backends.hip.modules import KERNEL_DIR
 from rocmforge.ir.cost import node_cost
 from rocmforge.ir.graph import Graph
@@ -31,33 +32,33 @@ PHILOX_KAT = [
 
 @pytest.mark.parametrize("ctr, key, want", PHILOX_KAT)
 def test_philox_matches_random123(ctr, key, want):
-    assert R.philox4x32_10(ctr, key) == want
+    assert S.philox4x32_10(ctr, key) == want
 
 
 def test_exp2_q30_is_two_to_the_minus_y_in_q30():
-    assert R.EXP2_Q30 == tuple(round(math.log(2) / i * 2**30) for i in range(10, 0, -1))
+    assert S.EXP2_Q30 == tuple(round(math.log(2) / i * 2**30) for i in range(10, 0, -1))
     y = np.concatenate([np.linspace(0, 31.99, 20001), [0.0, 1.0, 1e-7, 0.5]]).astype(np.float32)
-    w = R.exp2_q30(y)
+    w = S.exp2_q30(y)
     assert w.dtype == np.uint64 and int(w[0]) == 1 << 30
     yfx = np.floor(y.astype(np.float64) * 2**20)  # y in 20 fractional bits
     exact = np.exp2(-yfx / 2**20) * 2**30
     assert np.abs(w.astype(np.float64) - exact).max() < 3  # Q30 units
     assert np.all(np.diff(w[:20001].astype(np.int64)) <= 0)  # never increasing
-    assert R.exp2_q30(np.array([32.0, 1e30, np.inf, np.nan], np.float32)).tolist() == [0, 0, 0, 0]
+    assert S.exp2_q30(np.array([32.0, 1e30, np.inf, np.nan], np.float32)).tolist() == [0, 0, 0, 0]
 
 
 def test_sample_params_layout():
-    p = R.sample_params(0x123456789ABCDEF0, 77, 0.5, 40, 0.9)
+    p = S.sample_params(0x123456789ABCDEF0, 77, 0.5, 40, 0.9)
     assert p.dtype == np.int32 and p.shape == (SAMPLE_PARAMS,)
     u = p.view(np.uint32)
     assert (u[0], u[1], u[2], u[3]) == (0x9ABCDEF0, 0x12345678, 77, 40)
     assert u[4:5].view(np.float32)[0] == np.float32(math.log2(math.e) / 0.5)
     assert u[5] == round(0.9 * 2**24) and u[6] == u[7] == 0
-    assert R.sample_params(1, 2, 0.0)[4] == 0 and R.sample_params(1, 2, 1.0, top_p=1.0)[5] == 1 << 24
-    assert R.sample_params(1, 2**32 + 5, 1.0)[2] == 5  # the counter wraps
+    assert S.sample_params(1, 2, 0.0)[4] == 0 and S.sample_params(1, 2, 1.0, top_p=1.0)[5] == 1 << 24
+    assert S.sample_params(1, 2**32 + 5, 1.0)[2] == 5  # the counter wraps
     for bad in (-1, 1 << 64):
         with pytest.raises(ValueError, match="seed"):
-            R.sample_params(bad, 0, 1.0)
+            S.sample_params(bad, 0, 1.0)
 
 
 def longhand(x: np.ndarray, seed: int, counter: int, temperature: float, top_k: int, top_p: float) -> int:
@@ -78,7 +79,7 @@ def longhand(x: np.ndarray, seed: int, counter: int, temperature: float, top_k: 
         else:
             yfx = int(np.float32(y * np.float32(2**20)))
             f, r = yfx % 2**20, 2**30
-            for a in R.EXP2_Q30:
+            for a in S.EXP2_Q30:
                 r = 2**30 - (((a * f) >> 20) * r >> 30)
             w = r >> (yfx >> 20)
         total += w
@@ -86,7 +87,7 @@ def longhand(x: np.ndarray, seed: int, counter: int, temperature: float, top_k: 
     P = round(top_p * 2**24)
     thr = -(-P * total // 2**24)
     m = next(j for j, c in enumerate(cum) if c >= thr)
-    u = R.philox4x32_10((counter, 0, 0, 0), (seed % 2**32, seed >> 32))[0] >> 8
+    u = S.philox4x32_10((counter, 0, 0, 0), (seed % 2**32, seed >> 32))[0] >> 8
     target = u * cum[m] >> 24
     return cand[next(j for j, c in enumerate(cum) if c > target)]
 
@@ -100,7 +101,7 @@ def test_reference_equals_its_longhand_reading(rng, temperature, top_k, top_p):
         x[rng.integers(0, V, V // 4)] = np.round(x[: V // 4])  # ties
         for c in range(20):
             seed = int(rng.integers(0, 2**63)) * 2 + 1
-            got = R.sample_logits(x, R.sample_params(seed, c, temperature, top_k, top_p))
+            got = S.sample_logits(x, S.sample_params(seed, c, temperature, top_k, top_p))
             assert int(got) == longhand(x, seed, c, temperature, top_k, top_p)
 
 
@@ -113,18 +114,18 @@ def test_greedy_and_non_finite_rows_are_numpys_argmax(rng):
     x[4] = -np.inf
     x[5, 250] = np.nan
     x[5, 3] = np.inf
-    greedy = R.sample_params(9, 0, 0.0, 40, 0.9)
+    greedy = S.sample_params(9, 0, 0.0, 40, 0.9)
     assert R.SAMPLE(x, greedy).tolist() == np.argmax(x, -1).tolist()
-    hot = R.SAMPLE(x, R.sample_params(9, 0, 2.0, 40, 0.9))
+    hot = R.SAMPLE(x, S.sample_params(9, 0, 2.0, 40, 0.9))
     assert hot[2:6].tolist() == np.argmax(x[2:6], -1).tolist()  # NaN, +inf, all -inf: argmax's
-    assert R.SAMPLE(x, R.sample_params(9, 0, 2.0, 1, 1.0)).tolist() == np.argmax(x, -1).tolist()
+    assert R.SAMPLE(x, S.sample_params(9, 0, 2.0, 1, 1.0)).tolist() == np.argmax(x, -1).tolist()
 
 
 def test_draws_follow_the_cut_distribution():
     x = np.array([0.0, 5.0, 4.0, -1.0, 3.0, 4.0], np.float32)
     T, n = 1.3, 6000
     for top_k, top_p, keep in [(0, 1.0, 6), (3, 1.0, 3), (0, 0.7, 3)]:  # the nucleus at 0.7: 5, 4, 4
-        draws = [int(R.sample_logits(x, R.sample_params(42, c, T, top_k, top_p))) for c in range(n)]
+        draws = [int(S.sample_logits(x, S.sample_params(42, c, T, top_k, top_p))) for c in range(n)]
         order = np.argsort(-x, kind="stable")[:keep]
         p = np.zeros(len(x))
         p[order] = np.exp((x[order] - x.max()) / T)
@@ -136,22 +137,22 @@ def test_draws_follow_the_cut_distribution():
 
 def test_rows_draw_with_consecutive_counters_and_the_seed_decides(rng):
     x = (rng.standard_normal((3, 500)) * 0.2).astype(np.float32)  # flat: every draw differs
-    p = R.sample_params(5, 2**32 - 2, 1.0, 256, 1.0)  # the counter wraps within the run
-    rows = [int(R.sample_logits(x[r], R.sample_params(5, (2**32 - 2 + r) % 2**32, 1.0, 256, 1.0)))
+    p = S.sample_params(5, 2**32 - 2, 1.0, 256, 1.0)  # the counter wraps within the run
+    rows = [int(S.sample_logits(x[r], S.sample_params(5, (2**32 - 2 + r) % 2**32, 1.0, 256, 1.0)))
             for r in range(3)]
     assert R.SAMPLE(x, p).tolist() == rows
     assert np.array_equal(R.SAMPLE(x, p), R.SAMPLE(x, p))
-    seeds = {tuple(R.SAMPLE(x, R.sample_params(s, 0, 1.0, 256, 1.0))) for s in range(20)}
+    seeds = {tuple(R.SAMPLE(x, S.sample_params(s, 0, 1.0, 256, 1.0))) for s in range(20)}
     assert len(seeds) > 15
 
 
 def test_sample_keeps_at_most_max_k(rng):
     x = (rng.standard_normal(2000) * 0.01).astype(np.float32)
     for c in range(30):
-        bounded = R.SAMPLE(x[None], R.sample_params(3, c, 1.0, 0, 1.0))  # no cut: SAMPLE_MAX_K
-        assert int(bounded[0]) == int(R.sample_logits(x, R.sample_params(3, c, 1.0, SAMPLE_MAX_K, 1.0)))
+        bounded = R.SAMPLE(x[None], S.sample_params(3, c, 1.0, 0, 1.0))  # no cut: SAMPLE_MAX_K
+        assert int(bounded[0]) == int(S.sample_logits(x, S.sample_params(3, c, 1.0, SAMPLE_MAX_K, 1.0)))
         assert int(bounded[0]) in set(np.argsort(-x, kind="stable")[:SAMPLE_MAX_K].tolist())
-    unbounded = {int(R.sample_logits(x, R.sample_params(3, c, 1.0, 0, 1.0))) for c in range(300)}
+    unbounded = {int(S.sample_logits(x, S.sample_params(3, c, 1.0, 0, 1.0))) for c in range(300)}
     assert not unbounded <= set(np.argsort(-x, kind="stable")[:SAMPLE_MAX_K].tolist())
 
 
@@ -173,7 +174,7 @@ def test_sample_op_rule_cost_and_graph_run(rng):
     be = R.NumpyBackend()
     be.prepare(g)
     x = rng.standard_normal((2, 50)).astype(np.float32)
-    p = R.sample_params(11, 4, 0.8, 10, 0.9)
+    p = S.sample_params(11, 4, 0.8, 10, 0.9)
     out, _ = be.run(g, {"logits": x, "params": p})
     assert out["tok"].tolist() == R.SAMPLE(x, p).tolist()
     assert be.supports(s.op)
@@ -184,10 +185,10 @@ def test_kernel_constants_are_the_references():
 
     src = (KERNEL_DIR / "sample.hip").read_text()
     literals = re.search(r"const rf_u64 a\[10\] = \{(.*?)\};", src, re.S).group(1)
-    assert tuple(int(v) for v in re.findall(r"(\d+)ull", literals)) == R.EXP2_Q30
+    assert tuple(int(v) for v in re.findall(r"(\d+)ull", literals)) == S.EXP2_Q30
     assert re.search(r"#define RF_SAMPLE_MAX_K (\d+)", src).group(1) == str(SAMPLE_MAX_K)
     assert re.search(r"#define RF_SAMPLE_BLOCK (\d+)", src).group(1) == str(SAMPLE_BLOCK)
-    for m, w in zip(R.PHILOX_M, R.PHILOX_W, strict=True):
+    for m, w in zip(S.PHILOX_M, S.PHILOX_W, strict=True):
         assert f"0x{m:08X}u" in src and f"0x{w:08X}u" in src
 
 

@@ -10,6 +10,7 @@ import pytest
 from simt_kernels import build
 
 from rocmforge.backends import numpy_ref as R
+from rocmforge.backends import sampling as S
 
 MAIN = r"""
 #include <cstdio>
@@ -52,7 +53,7 @@ def _run(exe, x: np.ndarray, params: np.ndarray, tmp_path) -> np.ndarray:
 
 def _cases():
     rng = np.random.default_rng(99)
-    P = R.sample_params
+    P = S.sample_params
     cases = []
     for V, (t, k, p) in [(7, (0.7, 40, 0.9)), (300, (1.5, 256, 1.0)), (300, (1.0, 0, 0.5)),
                          (3000, (0.0, 40, 1.0)), (5000, (0.7, 40, 0.9)), (5000, (30.0, 256, 1.0)),

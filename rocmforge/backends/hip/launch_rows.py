@@ -144,7 +144,7 @@ def sample_defines(ctx: Ctx) -> dict[str, int]:
 
 
 def SAMPLE(ctx: Ctx, out: DevTensor, logits: DevTensor, params: DevTensor) -> None:
-    # logits f32 [n, V], params i32 [8] (numpy_ref.sample_params) -> out i32 [n]: a row a block
+    # logits f32 [n, V], params i32 [8] (sampling.sample_params) -> out i32 [n]: a row a block
     logits, params = contiguous(ctx, logits), contiguous(ctx, params)
     n, V = logits.shape
     defines = sample_defines(ctx)
