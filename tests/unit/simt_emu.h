@@ -131,9 +131,16 @@ template <> struct rf_io<float> {
     static float load(const float* p, rf_i64 i) { return p[i]; }
     static void store(float* p, rf_i64 i, float v) { p[i] = v; }
 };
-template <> struct rf_io<rf_u16> {  // f16 caches are for the GPU tests; here only to compile the entry
-    static float load(const rf_u16*, rf_i64) { return std::numeric_limits<float>::quiet_NaN(); }
-    static void store(rf_u16* p, rf_i64 i, float) { p[i] = 0x7E00; }  // NaN
+template <> struct rf_io<rf_u16> {  // f16 as raw bits, converted as the GPU does (round to nearest even)
+    static float load(const rf_u16* p, rf_i64 i) {
+        _Float16 h;
+        std::memcpy(&h, p + i, 2);
+        return (float)h;
+    }
+    static void store(rf_u16* p, rf_i64 i, float v) {
+        const _Float16 h = (_Float16)v;
+        std::memcpy(p + i, &h, 2);
+    }
 };
 
 using std::max;

@@ -18,8 +18,8 @@ MAIN = r"""
 #include "attention_emu.hip"
 int main(int argc, char** argv) {
     FILE* f = std::fopen(argv[1], "rb");
-    int d[9];  // T, H, Hkv, C, n_splits, chunk, rope_dims, rope_neox, decode kernel
-    if (std::fread(d, 4, 9, f) != 9) return 2;
+    int d[10];  // T, H, Hkv, C, n_splits, chunk, rope_dims, rope_neox, decode kernel, f16 cache
+    if (std::fread(d, 4, 10, f) != 10) return 2;
     const int T = d[0], H = d[1], Hkv = d[2], C = d[3], S = d[4], chunk = d[5];
     std::vector<float> q((size_t)T * H * RF_HEAD_DIM), k((size_t)C * Hkv * RF_HEAD_DIM), v(k.size());
     std::vector<int> pos(T);
@@ -30,13 +30,31 @@ int main(int argc, char** argv) {
     const int G = H / Hkv, bx = (T * G + FA_BQ - 1) / FA_BQ;
     std::vector<float> po((size_t)S * T * H * RF_HEAD_DIM), pm((size_t)S * T * H), pl(pm.size());
     std::vector<int> tickets((size_t)bx * Hkv, 0);
+    std::vector<rf_u16> kh(k.size()), vh(v.size());  // the f16 cache: the same values, rounded
+    for (size_t i = 0; i < k.size(); ++i) {
+        rf_io<rf_u16>::store(kh.data(), i, k[i]);
+        rf_io<rf_u16>::store(vh.data(), i, v[i]);
+    }
     for (int run = 0; run < 2; ++run) {
         std::vector<float> out(q.size(), std::numeric_limits<float>::quiet_NaN());
-        if (d[8])
+        const rf_i64 rs = (rf_i64)Hkv * RF_HEAD_DIM;
+        if (d[8] && d[9])
+            emu::launch(rf_dim3{(unsigned)S, (unsigned)Hkv, 1}, FA_DEC_WARPS * RF_WARP, [&] {
+                flash_attn_decode_f16(q.data(), kh.data(), vh.data(), pos.data(), out.data(), po.data(),
+                                      pm.data(), pl.data(), tickets.data(), H, Hkv, rs, RF_HEAD_DIM, C, chunk,
+                                      0.125f, d[6], d[7], 10000.0f, 1.0f);
+            });
+        else if (d[8])
             emu::launch(rf_dim3{(unsigned)S, (unsigned)Hkv, 1}, FA_DEC_WARPS * RF_WARP, [&] {
                 flash_attn_decode_f32(q.data(), k.data(), v.data(), pos.data(), out.data(), po.data(),
-                                      pm.data(), pl.data(), tickets.data(), H, Hkv, (rf_i64)Hkv * RF_HEAD_DIM,
-                                      RF_HEAD_DIM, C, chunk, 0.125f, d[6], d[7], 10000.0f, 1.0f);
+                                      pm.data(), pl.data(), tickets.data(), H, Hkv, rs, RF_HEAD_DIM, C, chunk,
+                                      0.125f, d[6], d[7], 10000.0f, 1.0f);
+            });
+        else if (d[9])
+            emu::launch(rf_dim3{(unsigned)bx, (unsigned)Hkv, (unsigned)S}, FA_THREADS, [&] {
+                flash_attn_f16(q.data(), kh.data(), vh.data(), pos.data(), out.data(), po.data(), pm.data(),
+                               pl.data(), tickets.data(), T, H, Hkv, rs, RF_HEAD_DIM, C, chunk, 0.125f, d[6],
+                               d[7], 10000.0f, 1.0f);
             });
         else
             emu::launch(rf_dim3{(unsigned)bx, (unsigned)Hkv, (unsigned)S}, FA_THREADS, [&] {
@@ -59,6 +77,10 @@ def exe(tmp_path_factory):
     return build(d, "attention.hip", MAIN, {"fa": {"RF_HEAD_DIM": 64}})["fa"]
 
 
+F16_CASES = {(4, None), (7, None), (3, (32, 1))}  # (n_splits, rope) of the rows also run on an f16 cache
+
+
+@pytest.mark.parametrize("f16", [False, True], ids=["f32", "f16"])
 @pytest.mark.parametrize("decode", [False, True], ids=["tiled", "decode"])
 @pytest.mark.parametrize("T, H, Hkv, C, pos0, n_splits, rope", [
     (1, 9, 3, 100, 70, 1, None),       # one chunk: the block writes the output itself
@@ -71,9 +93,11 @@ def exe(tmp_path_factory):
     (3, 4, 1, 96, 50, 3, (32, 1)),     # NEOX pairs over half the head: the rest copied
 ])
 def test_split_attention_merges_in_the_last_block(exe, tmp_path, T, H, Hkv, C, pos0, n_splits, rope,
-                                                  decode):
+                                                  decode, f16):
     if decode and (T > 1 or H // Hkv > 8):
         pytest.skip("flash_attn_decode: one token, at most 8 query heads a KV head")
+    if f16 and (n_splits, rope) not in F16_CASES:
+        pytest.skip("the f16 cache: on a few rows (the emulator is slow)")
     rng = np.random.default_rng(T * 1000 + C + n_splits)
     D = 64
     q = rng.standard_normal((T, H, D)).astype(np.float32)
@@ -84,13 +108,16 @@ def test_split_attention_merges_in_the_last_block(exe, tmp_path, T, H, Hkv, C, p
     n_splits = -(-C // chunk)
     f = tmp_path / "in.bin"
     with open(f, "wb") as fh:
-        np.array([T, H, Hkv, C, n_splits, chunk, *(rope or (0, 0)), int(decode)], np.int32).tofile(fh)
+        head = [T, H, Hkv, C, n_splits, chunk, *(rope or (0, 0)), int(decode), int(f16)]
+        np.array(head, np.int32).tofile(fh)
         for a in (q, k, v, pos):
             a.tofile(fh)
     lines = subprocess.run([str(exe), str(f)], capture_output=True, text=True, check=True,
                            timeout=300).stdout.split("\n")
     n = T * H * D
     rope_q = None if rope is None else (rope[0], bool(rope[1]), 10000.0, 1.0)
+    if f16:  # the kernel reads the f16 cache: the reference, the same rounded values
+        k, v = k.astype(np.float16), v.astype(np.float16)
     want = R.FLASH_ATTN_EXT(q, k, v, pos, scale=0.125, rope_q=rope_q)
     for run in range(2):
         head = lines[run * (n + 1)]
