@@ -3,10 +3,10 @@
 //
 // Launch: grid (n_blocks, rows), block 256 (fewer for short rows). A row is split into n_blocks chunks (a
 // vocabulary of 150k read by one block is bound by one SM's loads in flight: ~100 us on an H100); each
-// thread scans a strided slice of its block's chunk keeping (value, index), a warp-shuffle and
-// shared-memory reduction gives the chunk's; with n_blocks > 1 each block writes its (value, index) to
-// part_v/part_i [rows, n_blocks] and the last of a row's blocks to finish (a ticket from tickets [rows],
-// zero before the first launch and left zero) merges them. The merge is a total order, so the result does
+// thread scans a strided slice of its block's chunk, four loads at a time, keeping (value, index); a
+// warp-shuffle and shared-memory reduction gives the chunk's; with n_blocks > 1 each block writes its
+// (value, index) to part_v/part_i [rows, n_blocks] and the last of a row's blocks to finish (a ticket from
+// tickets [rows], zero before the first launch and left zero) merges them. The merge is a total order, so the result does
 // not depend on which block finishes last.
 // Tunables: block size, n_blocks (launch_rows.ARGMAX).
 // Floor: the rows read once (rows * n * 4 bytes).
@@ -53,8 +53,17 @@ __device__ void argmax(const T* __restrict__ a, int* __restrict__ out, int n, fl
     const int chunk = (n + nb - 1) / nb, begin = blockIdx.x * chunk, end = min(n, begin + chunk);
     float v = -RF_INF;
     int idx = AM_NONE;
-    for (int i = begin + threadIdx.x; i < end; i += blockDim.x)
-        am_merge(v, idx, rf_io<T>::load(a, base + i), i);
+    const int bd = blockDim.x;
+    int i = begin + threadIdx.x;
+    for (; i + 3 * bd < end; i += 4 * bd) {  // four loads in flight before the compares wait on them
+        const float x0 = rf_io<T>::load(a, base + i), x1 = rf_io<T>::load(a, base + i + bd);
+        const float x2 = rf_io<T>::load(a, base + i + 2 * bd), x3 = rf_io<T>::load(a, base + i + 3 * bd);
+        am_merge(v, idx, x0, i);
+        am_merge(v, idx, x1, i + bd);
+        am_merge(v, idx, x2, i + 2 * bd);
+        am_merge(v, idx, x3, i + 3 * bd);
+    }
+    for (; i < end; i += bd) am_merge(v, idx, rf_io<T>::load(a, base + i), i);
     am_block(v, idx, sv, si);
     if (nb == 1) {
         if (threadIdx.x == 0) out[row] = idx == AM_NONE ? 0 : idx;
