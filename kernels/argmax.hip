@@ -6,8 +6,8 @@
 // thread scans a strided slice of its block's chunk, four loads at a time, keeping (value, index); a
 // warp-shuffle and shared-memory reduction gives the chunk's; with n_blocks > 1 each block writes its
 // (value, index) to part_v/part_i [rows, n_blocks] and the last of a row's blocks to finish (a ticket from
-// tickets [rows], zero before the first launch and left zero) merges them. The merge is a total order, so the result does
-// not depend on which block finishes last.
+// tickets [rows], zero before the first launch and left zero) merges them. The merge is a total order, so
+// the result does not depend on which block finishes last.
 // Tunables: block size, n_blocks (launch_rows.ARGMAX).
 // Floor: the rows read once (rows * n * 4 bytes).
 #include "rf_compat.h"
