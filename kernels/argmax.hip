@@ -11,6 +11,7 @@
 // Tunables: block size, n_blocks (launch_rows.ARGMAX).
 // Floor: the rows read once (rows * n * 4 bytes).
 #include "rf_compat.h"
+#include "rf_split.h"
 
 #define AM_NONE 0x7fffffff  // the index of "nothing seen yet"
 
@@ -47,7 +48,6 @@ __device__ void argmax(const T* __restrict__ a, int* __restrict__ out, int n, fl
     RF_PDL_BEGIN();
     __shared__ float sv[32];
     __shared__ int si[32];
-    __shared__ int last;
     const int row = blockIdx.y, nb = gridDim.x;
     const rf_i64 base = (rf_i64)row * n;
     const int chunk = (n + nb - 1) / nb, begin = blockIdx.x * chunk, end = min(n, begin + chunk);
@@ -72,14 +72,8 @@ __device__ void argmax(const T* __restrict__ a, int* __restrict__ out, int n, fl
     if (threadIdx.x == 0) {
         part_v[(rf_i64)row * nb + blockIdx.x] = v;
         part_i[(rf_i64)row * nb + blockIdx.x] = idx;
-        __threadfence();
-        int* c = tickets + row;
-        last = atomicAdd(c, 1) == nb - 1;
-        if (last) *c = 0;  // ready for the next launch
     }
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
+    if (!rf_last_block(tickets + row, nb)) return;
     const volatile float* pv = part_v + (rf_i64)row * nb;  // written by other blocks: past this SM's L1
     const volatile int* pi = part_i + (rf_i64)row * nb;
     v = -RF_INF;

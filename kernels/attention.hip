@@ -16,6 +16,7 @@
 // Floor: K and V rows 0..max(pos) read once per KV head and query tile, q read, out written.
 #include "rf_compat.h"
 #include "rf_rope.h"
+#include "rf_split.h"
 
 #ifndef RF_HEAD_DIM
 #define RF_HEAD_DIM 128
@@ -27,6 +28,38 @@
 #define FA_TPR (FA_THREADS / FA_BQ)                 // threads per row: 4, 8, 16
 #define FA_CPT (FA_BKV / FA_TPR)                    // KV columns per thread
 #define FA_DPT ((FA_D + FA_TPR - 1) / FA_TPR)       // output dims per thread
+
+// The last block's merge: output dims d0, d0 + step, ... of (token, head) th over n_splits partials (part_m,
+// part_l [n_splits, TH], part_o [n_splits, TH, FA_D], unnormalised; a split that saw no row has m = -inf).
+RF_DEV void fa_merge_splits(const float* part_m, const float* part_l, const float* part_o, rf_i64 TH,
+                            rf_i64 th, int n_splits, int d0, int step, float* __restrict__ out) {
+    const volatile float* vm = part_m;  // written by other blocks: past this SM's L1
+    const volatile float* vl = part_l;
+    const volatile float* vo = part_o;
+    float M = -RF_INF;
+    for (int s = 0; s < n_splits; ++s) M = fmaxf(M, vm[s * TH + th]);
+    float L = 0.0f;
+    float acc[FA_DPT];
+#pragma unroll
+    for (int i = 0; i < FA_DPT; ++i) acc[i] = 0.0f;
+    for (int s = 0; s < n_splits; ++s) {
+        const float m = vm[s * TH + th];
+        if (m == -RF_INF) continue;
+        const float w = expf(m - M);
+        L += w * vl[s * TH + th];
+#pragma unroll
+        for (int i = 0; i < FA_DPT; ++i) {
+            const int d = d0 + step * i;
+            if (d < FA_D) acc[i] += w * vo[(s * TH + th) * FA_D + d];
+        }
+    }
+    const float inv = 1.0f / L;
+#pragma unroll
+    for (int i = 0; i < FA_DPT; ++i) {
+        const int d = d0 + step * i;
+        if (d < FA_D) out[th * FA_D + d] = acc[i] * inv;
+    }
+}
 
 template <typename Tkv>
 __device__ void flash_attn(const float* __restrict__ q, const Tkv* __restrict__ k, const Tkv* __restrict__ v,
@@ -157,47 +190,9 @@ __device__ void flash_attn(const float* __restrict__ q, const Tkv* __restrict__ 
             part_l[pr] = l_i;
         }
     }
-    // the last of a tile's n_splits blocks to finish merges their partials (no second kernel): each block
-    // makes its partials visible device-wide, then takes a ticket; the last resets the counter for the next
-    // launch
-    __shared__ int last;
-    __threadfence();
-    __syncthreads();
-    if (tid == 0) {
-        int* c = counters + blockIdx.y * gridDim.x + blockIdx.x;
-        last = atomicAdd(c, 1) == (int)gridDim.z - 1;
-        if (last) *c = 0;
-    }
-    __syncthreads();
-    if (!last || !valid) return;
-    __threadfence();
-    const volatile float* vm = part_m;  // written by other blocks: past this SM's L1
-    const volatile float* vl = part_l;
-    const volatile float* vo = part_o;
-    const int n_splits = (int)gridDim.z;
-    float M = -RF_INF;
-    for (int s2 = 0; s2 < n_splits; ++s2) M = fmaxf(M, vm[s2 * TH + th]);
-    float L = 0.0f;
-    float acc[FA_DPT];
-#pragma unroll
-    for (int i = 0; i < FA_DPT; ++i) acc[i] = 0.0f;
-    for (int s2 = 0; s2 < n_splits; ++s2) {
-        const float m = vm[s2 * TH + th];
-        if (m == -RF_INF) continue;
-        const float w = expf(m - M);
-        L += w * vl[s2 * TH + th];
-#pragma unroll
-        for (int i = 0; i < FA_DPT; ++i) {
-            const int d = sub + FA_TPR * i;
-            if (d < FA_D) acc[i] += w * vo[(s2 * TH + th) * FA_D + d];
-        }
-    }
-    const float inv = 1.0f / L;
-#pragma unroll
-    for (int i = 0; i < FA_DPT; ++i) {
-        const int d = sub + FA_TPR * i;
-        if (d < FA_D) out[th * FA_D + d] = acc[i] * inv;
-    }
+    // the last of a tile's n_splits blocks to finish merges their partials (no second kernel)
+    if (!rf_last_block(counters + blockIdx.y * gridDim.x + blockIdx.x, gridDim.z) || !valid) return;
+    fa_merge_splits(part_m, part_l, part_o, TH, th, gridDim.z, sub, FA_TPR, out);
 }
 
 // Decode (one token): flash_attn_decode_<kv>. Grid (n_splits, Hkv), block FA_DEC_WARPS warps. A block
@@ -221,7 +216,6 @@ __device__ void flash_attn_decode(const float* __restrict__ q, const Tkv* __rest
     RF_PDL_BEGIN();
     __shared__ float sm[FA_DEC_WARPS][FA_DEC_G], sl[FA_DEC_WARPS][FA_DEC_G];
     __shared__ float so[FA_DEC_WARPS][FA_DEC_G][FA_D];
-    __shared__ int last;
     const int G = H / Hkv, hk = blockIdx.y, split = blockIdx.x;
     const int warp = threadIdx.x / RF_WARP, lane = threadIdx.x % RF_WARP, d0 = lane * FA_DPL;
     const int p = pos[0];
@@ -315,35 +309,9 @@ __device__ void flash_attn_decode(const float* __restrict__ q, const Tkv* __rest
             }
         }
     }
-    if (!split_out) return;
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        int* c = counters + hk;
-        last = atomicAdd(c, 1) == (int)gridDim.x - 1;
-        if (last) *c = 0;  // ready for the next launch
-    }
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
-    const volatile float* vm = part_m;  // written by other blocks: past this SM's L1
-    const volatile float* vl = part_l;
-    const volatile float* vo = part_o;
-    const int n_splits = (int)gridDim.x;
-    for (int e = threadIdx.x; e < G * FA_D; e += blockDim.x) {
-        const int h = hk * G + e / FA_D, d = e % FA_D;
-        float M = -RF_INF;
-        for (int s2 = 0; s2 < n_splits; ++s2) M = fmaxf(M, vm[(rf_i64)s2 * H + h]);
-        float L = 0.0f, O = 0.0f;
-        for (int s2 = 0; s2 < n_splits; ++s2) {
-            const float ms = vm[(rf_i64)s2 * H + h];
-            if (ms == -RF_INF) continue;
-            const float c = expf(ms - M);
-            L += c * vl[(rf_i64)s2 * H + h];
-            O += c * vo[((rf_i64)s2 * H + h) * FA_D + d];
-        }
-        out[(rf_i64)h * FA_D + d] = O / L;
-    }
+    if (!split_out || !rf_last_block(counters + hk, gridDim.x)) return;
+    for (int e = threadIdx.x; e < G * FA_TPR; e += blockDim.x)  // FA_TPR threads a head, as flash_attn's rows
+        fa_merge_splits(part_m, part_l, part_o, H, hk * G + e / FA_TPR, gridDim.x, e % FA_TPR, FA_TPR, out);
 }
 
 #define FA_DEC_ENTRY(t, Tkv)                                                                           \

@@ -8,10 +8,14 @@ HERE = Path(__file__).resolve().parent  # where simt_emu.h is
 
 
 def emu_source(name: str) -> str:
-    """kernels/<name> for simt_emu.h: rf_compat.h replaced by it, rf_rope.h inlined without its include."""
-    rope = (KERNEL_DIR / "rf_rope.h").read_text().replace('#include "rf_compat.h"', "")
+    """kernels/<name> for simt_emu.h: rf_compat.h replaced by it, the other local headers (rf_rope.h,
+    rf_split.h) inlined without their own include of rf_compat.h."""
     src = (KERNEL_DIR / name).read_text().replace('#include "rf_compat.h"', '#include "simt_emu.h"')
-    return src.replace('#include "rf_rope.h"', rope)
+    for header in sorted(KERNEL_DIR.glob("rf_*.h")):
+        if header.name != "rf_compat.h":
+            body = header.read_text().replace('#include "rf_compat.h"', "")
+            src = src.replace(f'#include "{header.name}"', body)
+    return src
 
 
 def build(d: Path, kernel: str, main: str, builds: dict[str, dict]) -> dict[str, Path]:
