@@ -493,7 +493,7 @@ def _rope_kv_group(fa: Tensor, rd: dict[int, list]) -> dict | None:
     if any(len(rd[n.id]) != 1 for n in (q, kr)):
         return None
     row = rin.params["strides"][0] if T > 1 else Hr * D
-    grp = {"fa": fa, "first": (rin, r, q, kr, ck, sk, kview), "qkv": qkv, "pos": pos, "row": row,
+    grp = {"first": (rin, r, q, kr, ck, sk, kview), "qkv": qkv, "pos": pos, "row": row,
            "off": rin.params["offset"], "T": T, "Hq": Hq, "Hkv": Hkv, "D": D, "C": C, "mode": "k"}
     sv = _view_of(vview, None, (W, D, 1))
     if sv is None or sv.op is not Op.SET_ROWS or vview.params["offset"] or sv.src[2] is not pos:

@@ -36,6 +36,16 @@ def attn_splits(ctx: Ctx, T: int, H: int, Hkv: int, C: int, head_dim: int) -> tu
 DEC_G, DEC_WARPS, DEC_CHUNK = 8, 4, 32  # attention.hip's FA_DEC_G, FA_DEC_WARPS; rows a split at least
 
 
+def _split_scratch(ctx: Ctx, n_splits: int, rows: int, D: int, tiles: int) -> tuple[int, int, int, int]:
+    """Pointers to the split kernels' partials, part_o [n_splits, rows, D], part_m and part_l [n_splits,
+    rows], and their tickets, one a tile of blocks that merges (zero when taken, left zero by every
+    launch)."""
+    po = ctx.empty((n_splits, rows, D), "f32")
+    pm = ctx.empty((n_splits, rows), "f32")
+    pl = ctx.empty((n_splits, rows), "f32")
+    return po.ptr, pm.ptr, pl.ptr, ctx.zeros((tiles,), "i32").ptr
+
+
 def decode_kernel(ctx: Ctx, T: int, H: int, Hkv: int, D: int) -> bool:
     """Whether FLASH_ATTN_EXT runs flash_attn_decode (one token, at most DEC_G query heads a KV head, head
     dims a multiple of the warp up to 128) rather than the tiled kernel."""
@@ -57,11 +67,8 @@ def _decode(ctx: Ctx, out: DevTensor, q: DevTensor, k: DevTensor, v: DevTensor, 
     if n_splits == 1:
         f(grid, block, (q.ptr, k.ptr, v.ptr, pos.ptr, out.ptr, 0, 0, 0, 0, *common))
         return
-    po = ctx.empty((n_splits, H, D), "f32")
-    pm = ctx.empty((n_splits, H), "f32")
-    pl = ctx.empty((n_splits, H), "f32")
-    tickets = ctx.zeros((Hkv,), "i32")  # left zero by every launch
-    f(grid, block, (q.ptr, k.ptr, v.ptr, pos.ptr, out.ptr, po.ptr, pm.ptr, pl.ptr, tickets.ptr, *common))
+    scratch = _split_scratch(ctx, n_splits, H, D, Hkv)
+    f(grid, block, (q.ptr, k.ptr, v.ptr, pos.ptr, out.ptr, *scratch, *common))
 
 
 def FLASH_ATTN_EXT(
@@ -95,8 +102,5 @@ def FLASH_ATTN_EXT(
     if n_splits == 1:
         f(grid, (128,), (q.ptr, k.ptr, v.ptr, pos.ptr, out.ptr, 0, 0, 0, 0, *common))
         return
-    po = ctx.empty((n_splits, T, H, D), "f32")
-    pm = ctx.empty((n_splits, T, H), "f32")
-    pl = ctx.empty((n_splits, T, H), "f32")
-    tickets = ctx.zeros((grid[0] * grid[1],), "i32")  # left zero by every launch
-    f(grid, (128,), (q.ptr, k.ptr, v.ptr, pos.ptr, out.ptr, po.ptr, pm.ptr, pl.ptr, tickets.ptr, *common))
+    scratch = _split_scratch(ctx, n_splits, T * H, D, grid[0] * grid[1])
+    f(grid, (128,), (q.ptr, k.ptr, v.ptr, pos.ptr, out.ptr, *scratch, *common))

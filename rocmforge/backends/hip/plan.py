@@ -68,9 +68,10 @@ class Staging:
         self.in_dev = cp.empty(self.in_bytes, dtype=np.uint8)
         self.in_host = pinned(cp, self.in_bytes)
         self.outputs: dict[str, tuple[int, int]] = {}  # small contiguous outputs -> (offset, bytes)
-        self.out_host = pinned(cp, 16)
+        self.out_host: np.ndarray | None = None  # their pinned buffer (plan_outputs)
 
     def plan_outputs(self, outputs: Mapping[str, DevTensor]) -> None:
+        """Lay out the small contiguous outputs in one pinned buffer (once the outputs are planned)."""
         n = 0
         for name, t in outputs.items():
             nbytes = t.n_elements * ITEMSIZE.get(t.dtype, 0)
