@@ -16,7 +16,9 @@ import dataclasses
 from pathlib import Path
 
 from rocmforge.backends.hip import kernel_choice as C
-from rocmforge.backends.hip.kernel_choice import Device, KernelLaunch, MatMulKernel, Weight
+from rocmforge.backends.hip import launch_geometry as G
+from rocmforge.backends.hip.kernel_choice import MatMulKernel
+from rocmforge.backends.hip.launch_geometry import Device, KernelLaunch, Weight
 from rocmforge.backends.hip.tensor import cdiv
 
 DEV_DIR = Path(__file__).resolve().parent
@@ -35,7 +37,7 @@ def _staged(kern, dev: Device, w: Weight, M, base, tuned, host, pdl) -> KernelLa
 
 
 def _q8(kern, dev: Device, w: Weight, M, base, tuned, host, pdl) -> KernelLaunch | None:
-    if w.K > C.X8_MAX_K:
+    if w.K > G.X8_MAX_K:
         return None
     d = dict(tuned)
     warps = d.get("RF_MMVQ_WARPS", 8)
@@ -46,11 +48,11 @@ def _q8(kern, dev: Device, w: Weight, M, base, tuned, host, pdl) -> KernelLaunch
 
 def _x(kern, dev: Device, w: Weight, M, base, tuned, host, pdl) -> KernelLaunch | None:
     """mul_mat_vec_xq's geometry with x quantized in the block (RF_MMVX_LEVELS int8 levels of it)."""
-    if not (w.K <= C.X8_MAX_K and w.K % 64 == 0 and w.ptr % 4 == 0):
+    if not (w.K <= G.X8_MAX_K and w.K % 64 == 0 and w.ptr % 4 == 0):
         return None
     d = {**{k: v for k, v in base.items() if k.startswith("RF_")}, **tuned}
     bps = host.get("blocks_per_sm", base.get("blocks_per_sm", 4))
-    return C.row_groups_launch(kern, dev, w, M, d, bps, w.K * d.get("RF_MMVX_LEVELS", 1) + w.K // 4)
+    return G.row_groups_launch(kern, dev, w, M, d, bps, w.K * d.get("RF_MMVX_LEVELS", 1) + w.K // 4)
 
 
 # per type (tunables override) from bench_matvec.py --sweep xb on an H200; Q8_0's ring fits one block per SM
@@ -63,11 +65,11 @@ XB_BLOCK_BYTES = {"q4_0": 18, "q8_0": 34}
 def _xb(kern, dev: Device, w: Weight, M, base, tuned, host, pdl) -> KernelLaunch | None:
     """As many blocks as are resident at once, row groups dealt round them; None where rows are not 16-byte
     multiples or aligned, or the ring is over a block's shared memory."""
-    if not (w.K <= C.X8_MAX_K and w.K % 64 == 0 and w.ptr % 4 == 0):
+    if not (w.K <= G.X8_MAX_K and w.K % 64 == 0 and w.ptr % 4 == 0):
         return None
     d = {**{k: v for k, v in base.items() if k.startswith("RF_")}, **tuned}
     warps, rows, ring = d.get("RF_MMVB_WARPS", 8), d.get("RF_MMVB_ROWS", 2), d.get("RF_MMVB_ASYNC", 4)
-    smem = cdiv(C.x8_row_bytes(w.K), 16) * 16 + warps * ring * rows * XB_BLOCK_BYTES[w.type] * dev.warp
+    smem = cdiv(G.x8_row_bytes(w.K), 16) * 16 + warps * ring * rows * XB_BLOCK_BYTES[w.type] * dev.warp
     if w.row_bytes % 16 or w.ptr % 16 or smem > dev.smem_block:
         return None
     bps = dev.resident_blocks(host.get("blocks_per_sm", base.get("blocks_per_sm", 2)), smem)

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rocmforge import quant  # noqa: E402
 from rocmforge.backends.hip import kernel_choice as C  # noqa: E402
+from rocmforge.backends.hip import launch_geometry as G  # noqa: E402
 from rocmforge.backends.hip.backend import HipBackend  # noqa: E402
 from rocmforge.backends.hip.launch_mul_mat import mul_mat_choice, prepare_mul_mat  # noqa: E402
 from rocmforge.backends.hip.tensor import DevTensor, i32, i64  # noqa: E402
@@ -67,10 +68,10 @@ def dequantize_us(be: HipBackend, w: DevTensor, reps: int, batch: int) -> float:
     """dequantize.hip alone over the whole weight (the BLAS path's tiles add up to this); nan where the GEMM
     reads the weight as it is."""
     wtype = w.dtype
-    if wtype in C.BLAS_AS_IS:
+    if wtype in G.BLAS_AS_IS:
         return float("nan")
     (N, K), ctx = w.shape, be.ctx
-    dq = C.dequantize_launch(wtype, N, K)
+    dq = G.dequantize_launch(wtype, N, K)
     f = ctx.function(dq)
     w16 = be.cp.empty(N * K * 2, dtype=np.uint8)
     args = (w.ptr, i64(w.row_bytes), int(w16.data.ptr), i32(N), i32(K))

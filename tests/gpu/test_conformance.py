@@ -25,6 +25,7 @@ import pytest
 from dev import matvec_variants as V
 from rocmforge import quant
 from rocmforge.backends.hip import kernel_choice as C
+from rocmforge.backends.hip import launch_geometry as G
 from rocmforge.backends.numpy_ref import NumpyBackend
 from rocmforge.ir.graph import Graph
 
@@ -519,7 +520,7 @@ def _blas_tol(qt: quant.QType) -> float:
 
 def _blas_tiles(K: int) -> dict[str, int]:
     """RF_BLAS_SCRATCH for 16 rows of x and 16 of the weight in f16: several chunks and tiles per node."""
-    return {"RF_BLAS_SCRATCH": 2 * C.BLAS_TILE * 2 * K + 256}
+    return {"RF_BLAS_SCRATCH": 2 * G.BLAS_TILE * 2 * K + 256}
 
 
 for _qt in WEIGHT_TYPES:

@@ -18,22 +18,23 @@ from numpy.lib.stride_tricks import as_strided
 from rocmforge import quant
 from rocmforge.backends.hip import blas as B
 from rocmforge.backends.hip import kernel_choice as C
+from rocmforge.backends.hip import launch_geometry as G
 from rocmforge.backends.hip.context import Ctx
 from rocmforge.backends.hip.launch_mul_mat import kernel_type, prepare_mul_mat
 from rocmforge.backends.hip.tensor import BLOCK, DevTensor
 from rocmforge.backends.numpy_ref import MUL_MAT, MUL_MAT_ADD
 
-H100 = C.Device(32, 132, 227 * 1024, 228 * 1024, "sm_90", blas="cublas")
+H100 = G.Device(32, 132, 227 * 1024, 228 * 1024, "sm_90", blas="cublas")
 Q = quant.QType
 MIB = 1 << 20
 
 
-def _weight(wt: str, N: int, K: int, ptr: int = 1 << 20) -> C.Weight:
+def _weight(wt: str, N: int, K: int, ptr: int = 1 << 20) -> G.Weight:
     bs, ts = BLOCK[wt.removesuffix("_s")]
-    return C.Weight(wt, N, K, K // bs * ts, ptr)
+    return G.Weight(wt, N, K, K // bs * ts, ptr)
 
 
-def _choose(wt: str, M: int, dev: C.Device = H100, opts: C.MatMulOptions | None = None, tunables=None,
+def _choose(wt: str, M: int, dev: G.Device = H100, opts: C.MatMulOptions | None = None, tunables=None,
             N: int = 4096, K: int = 4096) -> C.MulMatChoice:
     return C.choose_mul_mat(dev, opts or C.MatMulOptions(), tunables or {}, _weight(wt, N, K), M)
 
@@ -49,8 +50,8 @@ def test_prefill_chooses_the_blas_on_cuda_and_decode_stays_on_the_mat_vecs(wt):
     for M in (5, 7, 64, 512, 2048):
         c = _choose(wt, M, K=K)
         assert c.kernel is C.MUL_MAT_BLAS and c.blas is not None and c.quantize is None, (wt, M)
-        assert c.blas.ab == C.BLAS_AS_IS.get(wt, "f16")
-        if wt in C.BLAS_AS_IS:  # the GEMM reads the weight as it is
+        assert c.blas.ab == G.BLAS_AS_IS.get(wt, "f16")
+        if wt in G.BLAS_AS_IS:  # the GEMM reads the weight as it is
             assert c.launch is None and c.blas.w_bytes == 0
         else:
             assert c.launch.file == "dequantize.hip" and c.launch.entry == f"dequantize_f16_{wt}"
@@ -61,16 +62,16 @@ def test_the_options_and_devices_that_keep_the_tiled_kernel():
     tiled = C.MatMulOptions(prefill="tiled")
     forced = C.MatMulOptions(prefill="blas")
     assert _choose("q4_0", 64, opts=tiled).kernel is C.MUL_MAT
-    no_blas = C.Device(32, 132, family="sm_90")
+    no_blas = G.Device(32, 132, family="sm_90")
     assert _choose("q4_0", 64, no_blas).kernel is C.MUL_MAT
     assert _choose("q4_0", 64, no_blas, forced).kernel is C.MUL_MAT  # nothing to call: the tiled kernel
     # the table without the row
     table = tuple(k for k in C.MUL_MAT_KERNELS if k is not C.MUL_MAT_BLAS)
     assert _choose("q4_0", 64, opts=C.MatMulOptions(kernels=table)).kernel is C.MUL_MAT
     # other CUDA GPUs: cuBLAS by default; ROCm (hipBLAS): only when asked, on every family
-    assert _choose("q8_0", 64, C.Device(32, 108, family="other", blas="cublas")).kernel is C.MUL_MAT_BLAS
+    assert _choose("q8_0", 64, G.Device(32, 108, family="other", blas="cublas")).kernel is C.MUL_MAT_BLAS
     for fam in ("gfx1100", "other"):
-        amd = C.Device(32 if fam == "gfx1100" else 64, 48, family=fam, blas="hipblas")
+        amd = G.Device(32 if fam == "gfx1100" else 64, 48, family=fam, blas="hipblas")
         assert _choose("q4_0", 64, amd).kernel is C.MUL_MAT
         assert _choose("q4_0", 64, amd, forced).kernel is C.MUL_MAT_BLAS
     # forced, a token count the mat-vecs serve still goes to them (they come first in the table)
@@ -90,9 +91,9 @@ def test_min_tokens_is_data_of_the_table(monkeypatch):
 
 def test_too_small_a_scratch_falls_back_to_the_tiled_kernel():
     K = 4096
-    small = {"RF_BLAS_SCRATCH": 2 * C.BLAS_TILE * 2 * K - 1}  # not 16 rows of x and 16 of w
+    small = {"RF_BLAS_SCRATCH": 2 * G.BLAS_TILE * 2 * K - 1}  # not 16 rows of x and 16 of w
     assert _choose("q4_0", 64, tunables=small).kernel is C.MUL_MAT
-    fits = {"RF_BLAS_SCRATCH": 2 * C.BLAS_TILE * 2 * K + 256}
+    fits = {"RF_BLAS_SCRATCH": 2 * G.BLAS_TILE * 2 * K + 256}
     c = _choose("q4_0", 64, tunables=fits)
     assert c.kernel is C.MUL_MAT_BLAS and (c.blas.m_tile, c.blas.n_tile) == (16, 16)
     assert _choose("f32", 64, tunables={"RF_BLAS_SCRATCH": 0}).kernel is C.MUL_MAT_BLAS  # no scratch needed
@@ -105,17 +106,17 @@ def test_llama_7b_and_qwen_shapes_in_the_default_64_mib():
     budget = C.BLAS_DEFAULTS["sm_90"]["*"]["scratch_bytes"]
     assert budget == 64 * MIB
     # attention / gate-up: x 4 MiB whole, 60 MiB of weight rows: 11008 in two tiles of 5504
-    assert C.blas_tiles(512, 11008, 4096, budget, "f16", True) == (512, 5504, 4 * MIB, 5504 * 8192)
-    assert C.blas_tiles(512, 4096, 4096, budget, "f16", True) == (512, 4096, 4 * MIB, 32 * MIB)
+    assert G.blas_tiles(512, 11008, 4096, budget, "f16", True) == (512, 5504, 4 * MIB, 5504 * 8192)
+    assert G.blas_tiles(512, 4096, 4096, budget, "f16", True) == (512, 4096, 4 * MIB, 32 * MIB)
     # ffn_down: x 11 MiB, 4096 rows of 22016 bytes in two tiles
-    m, n, xb, wb = C.blas_tiles(512, 4096, 11008, budget, "f16", True)
+    m, n, xb, wb = G.blas_tiles(512, 4096, 11008, budget, "f16", True)
     assert (m, n, xb) == (512, 2048, 512 * 22016) and wb == 2048 * 22016
     # Qwen2-0.5B: every projection whole
     for N, K in ((896, 896), (128, 896), (4864, 896), (896, 4864)):
-        assert C.blas_tiles(512, N, K, budget, "f16", True)[:2] == (512, N)
+        assert G.blas_tiles(512, N, K, budget, "f16", True)[:2] == (512, N)
     # f16 weights: x alone; f32 weights: nothing
-    assert C.blas_tiles(512, 4096, 4096, budget, "f16", False) == (512, 4096, 4 * MIB, 0)
-    assert C.blas_tiles(512, 4096, 4096, 0, "f32", False) == (512, 4096, 0, 0)
+    assert G.blas_tiles(512, 4096, 4096, budget, "f16", False) == (512, 4096, 4 * MIB, 0)
+    assert G.blas_tiles(512, 4096, 4096, 0, "f32", False) == (512, 4096, 0, 0)
 
 
 @pytest.mark.parametrize("dequant", [True, False])
@@ -125,23 +126,23 @@ def test_tiles_fit_the_budget_cover_the_node_and_are_as_few_as_can_be(dequant):
         M, N = int(rng.integers(5, 3000)), int(rng.integers(1, 40000))
         K = int(rng.choice([13, 64, 96, 896, 4096, 11008]))
         budget = int(rng.integers(0, 96 * MIB))
-        t = C.blas_tiles(M, N, K, budget, "f16", dequant)
+        t = G.blas_tiles(M, N, K, budget, "f16", dequant)
         row = 2 * K
         x_cap = (budget // 2 if dequant else budget) // row
-        if x_cap < min(M, C.BLAS_TILE):
+        if x_cap < min(M, G.BLAS_TILE):
             assert t is None
             continue
         if t is None:  # then the weight's rows did not fit beside x's
-            m = C._split(M, x_cap)
-            assert dequant and max(0, budget - math.ceil(m * row / 256) * 256) // row < min(N, C.BLAS_TILE)
+            m = G._split(M, x_cap)
+            assert dequant and max(0, budget - math.ceil(m * row / 256) * 256) // row < min(N, G.BLAS_TILE)
             continue
         m, n, xb, wb = t
         assert xb + wb <= budget and xb >= m * row and wb == (n * row if dequant else 0)
         assert n == N if not dequant else 0 < n <= N
         for size, total, cap in ((m, M, x_cap), (n, N, (budget - xb) // row if dequant else N)):
             if size < total:  # tiled: multiples of BLAS_TILE, the fewest tiles the cap allows
-                assert size % C.BLAS_TILE == 0 and size <= cap
-                assert math.ceil(total / size) == math.ceil(total / (cap // C.BLAS_TILE * C.BLAS_TILE))
+                assert size % G.BLAS_TILE == 0 and size <= cap
+                assert math.ceil(total / size) == math.ceil(total / (cap // G.BLAS_TILE * G.BLAS_TILE))
             else:
                 assert size == total
 
@@ -229,7 +230,7 @@ def test_blas_steps_order_and_addresses():
     """x's chunk converted before its GEMMs, each weight tile dequantized before its GEMM (once, where one
     tile covers w), every GEMM writing its own block of out once."""
     M, N, K = 40, 70, 64
-    t = C.BlasTiles(16, 32, 16 * 128, 32 * 128, "f16", C.dequantize_launch("q4_0", 32, K))
+    t = G.BlasTiles(16, 32, 16 * 128, 32 * 128, "f16", G.dequantize_launch("q4_0", 32, K))
     steps = B.blas_steps(t, M, N, K, w=1000, w_row_bytes=36, x=5000, x_dtype="f32", out=9000, scratch=20000)
     kinds = "".join({B.ToF16: "x", B.Dequantize: "w", B.GemmCall: "g"}[type(s)] for s in steps)
     assert kinds == "xwgwgwg" * 3
@@ -238,12 +239,12 @@ def test_blas_steps_order_and_addresses():
     assert blocks == {(m0, n0, min(16, M - m0), min(32, N - n0)) for m0 in (0, 16, 32) for n0 in (0, 32, 64)}
     assert {s.dst for s in steps if isinstance(s, B.Dequantize)} == {20000 + 16 * 128}
     assert all(s.src == 1000 + s.n0 * 36 for s in steps if isinstance(s, B.Dequantize))
-    one = C.BlasTiles(16, N, 16 * 128, N * 128, "f16", C.dequantize_launch("q4_0", N, K))
+    one = G.BlasTiles(16, N, 16 * 128, N * 128, "f16", G.dequantize_launch("q4_0", N, K))
     kinds = "".join({B.ToF16: "x", B.Dequantize: "w", B.GemmCall: "g"}[type(s)] for s in
                     B.blas_steps(one, M, N, K, 1000, 36, 5000, "f32", 9000, 20000))
     assert kinds == "xwg" + "xg" * 2  # one tile: dequantized once for every chunk of x
     # f16 x is read in place; f32 weights and x too
-    f16 = B.blas_steps(C.BlasTiles(M, N, 0, 0, "f16"), M, N, K, 1000, 2 * K, 5000, "f16", 9000, 20000)
+    f16 = B.blas_steps(G.BlasTiles(M, N, 0, 0, "f16"), M, N, K, 1000, 2 * K, 5000, "f16", 9000, 20000)
     assert f16 == [B.GemmCall(N, M, K, 1000, K, 5000, K, 9000, N, "f16", 0.0)]
 
 
@@ -333,7 +334,7 @@ def test_mul_mat_on_the_emulated_device(device, qt, N, K, M, scratch):
     "tiny": a scratch of 16 rows of x and 16 of w (several chunks and tiles; f16/f32 weights need less)."""
     heap, ctx = device
     if scratch == "tiny":
-        ctx.tunables["RF_BLAS_SCRATCH"] = 2 * C.BLAS_TILE * 2 * K + 256
+        ctx.tunables["RF_BLAS_SCRATCH"] = 2 * G.BLAS_TILE * 2 * K + 256
     rng = np.random.default_rng(N * K + M)
     (out, w, x, _), (w_host, x_host, _) = _node(heap, rng, qt, N, K, M)
     run = prepare_mul_mat(ctx, out, w, x)
@@ -361,7 +362,7 @@ def test_mul_mat_add_on_the_emulated_device(device, addend, bdt):
     over several tiles."""
     heap, ctx = device
     M, N, K = 40, 67, 160
-    ctx.tunables["RF_BLAS_SCRATCH"] = 2 * C.BLAS_TILE * 2 * K + 256
+    ctx.tunables["RF_BLAS_SCRATCH"] = 2 * G.BLAS_TILE * 2 * K + 256
     rng = np.random.default_rng(5)
     (out, w, x, b), (w_host, x_host, b_host) = _node(heap, rng, Q.Q4_0, N, K, M, addend, bdt)
     prepare_mul_mat(ctx, out, w, x, b=b)(ctx, out, w, x, b)

@@ -13,12 +13,13 @@ import math
 import numpy as np
 
 from rocmforge.backends.hip import kernel_choice as C
+from rocmforge.backends.hip import launch_geometry as G
 from rocmforge.backends.hip.launch_mul_mat import kernel_type
 from rocmforge.backends.hip.tensor import BLOCK
 from rocmforge.ir.ops import MUL_MAT_OPS, xq_source
 from tests.gpu import test_conformance as T
 
-H100 = C.Device(32, 132, 227 * 1024, 228 * 1024, "sm_90", blas="cublas")
+H100 = G.Device(32, 132, 227 * 1024, 228 * 1024, "sm_90", blas="cublas")
 LABELS = {
     "int8": "mul_mat_vec_q",
     "staged": "mul_mat_vec_s",
@@ -36,7 +37,7 @@ def _choice(built: T.Built) -> tuple[C.MulMatChoice, int]:
     w, x = node.src[:2]
     (N, K), M = w.shape, x.n_elements // w.shape[1]
     bs, ts = BLOCK[w.dtype]
-    weight = C.Weight(kernel_type(w.dtype, K, 1 << 20), N, K, K // bs * ts, 1 << 20)
+    weight = G.Weight(kernel_type(w.dtype, K, 1 << 20), N, K, K // bs * ts, 1 << 20)
     opts = built.ctx.get("mat_mul", C.MatMulOptions())
     return C.choose_mul_mat(H100, opts, built.ctx.get("tunables", {}), weight, M), M
 

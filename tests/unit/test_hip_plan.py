@@ -10,6 +10,7 @@ import pytest
 from gguf import GGMLQuantizationType as Q
 
 from rocmforge.backends.hip import kernel_choice as C
+from rocmforge.backends.hip import launch_geometry as G
 from rocmforge.backends.hip.context import Ctx
 from rocmforge.engine import Engine
 from rocmforge.ir import alloc, passes
@@ -17,7 +18,7 @@ from rocmforge.ir.graph import Graph
 from rocmforge.ir.ops import Op
 from rocmforge.synth import write_tiny_model
 
-H100 = C.Device(32, 132, 227 * 1024, 228 * 1024, "sm_90")
+H100 = G.Device(32, 132, 227 * 1024, 228 * 1024, "sm_90")
 INT8 = C.MatMulOptions(int8_activations=True)
 
 
@@ -100,11 +101,11 @@ def test_quantize_x8_starts_early_where_its_first_reader_does():
     assert not any(reads_int8_x(ctx, weights)(t) for t in g.nodes if t.op is Op.MUL_MAT)
 
 
-def _weight(N: int, K: int, kt: str = "q4_0", ptr: int = 1 << 20, pad: int = 0) -> C.Weight:
-    return C.Weight(kt, N, K, K // 32 * {"q4_0": 18, "q8_0": 34}[kt] + pad, ptr)
+def _weight(N: int, K: int, kt: str = "q4_0", ptr: int = 1 << 20, pad: int = 0) -> G.Weight:
+    return G.Weight(kt, N, K, K // 32 * {"q4_0": 18, "q8_0": 34}[kt] + pad, ptr)
 
 
-def _xr(w: C.Weight, dev: C.Device = H100, tunables: dict | None = None, opts=INT8, pdl: bool = False):
+def _xr(w: G.Weight, dev: G.Device = H100, tunables: dict | None = None, opts=INT8, pdl: bool = False):
     """mul_mat_vec_xr's launch for w and one token, or None where MUL_MAT chooses another kernel."""
     c = C.choose_mul_mat(dev, opts, tunables or {}, w, 1, pdl)
     return c.launch if c.kernel is C.MUL_MAT_VEC_XR else None
@@ -115,7 +116,7 @@ def test_early_start_for_whole_rows_with_programmatic_launch():
     loaded with the weights (XPF 0: the whole rows at K = 4096), and so does its quantize_x8; its row groups
     of 8 rows (K = 11008, XPF 1) stay plain launches; the other kernels (RF_PDL_BEGIN) always start early."""
 
-    def early(w: C.Weight, tunables: dict | None = None, pdl: bool = True) -> bool:
+    def early(w: G.Weight, tunables: dict | None = None, pdl: bool = True) -> bool:
         c = C.choose_mul_mat(H100, INT8, tunables or {}, w, 1, pdl)
         assert c.quantize is None or c.quantize.pdl == c.launch.pdl
         return c.launch.pdl
@@ -125,7 +126,7 @@ def test_early_start_for_whole_rows_with_programmatic_launch():
     assert early(up) and early(_weight(11008, 4096, "q8_0"))
     assert _xr(up, pdl=True).defines["RF_MMVR_PDL"] == 1 and "RF_MMVR_PDL" not in _xr(up).defines
     assert not early(down)  # row groups of 8 rows: x loaded with the weights
-    q4_k = C.Weight("q4_k", 4096, 4096, 4096 // 256 * 144, 1 << 20)  # not an int8 mat-vec
+    q4_k = G.Weight("q4_k", 4096, 4096, 4096 // 256 * 144, 1 << 20)  # not an int8 mat-vec
     assert early(q4_k) and not early(q4_k, pdl=False)
     assert not early(up, {"RF_MMVR_PDL": 0})
     assert early(down, {"RF_MMVR_XPF": 0})  # row groups reading x in the loop may start early
@@ -193,15 +194,15 @@ def test_xr_takes_whole_rows_where_k_is_256_h_q():
     assert "RF_MMVR_Q" not in _xr(_weight(11008, 4096), tunables={"RF_MMVR_WARPS": 2}).defines
     # the geometry alone sets Q
     assert "RF_MMVR_Q" not in _xr(_weight(11008, 4096), tunables={"RF_MMVR_Q": 4, "RF_MMVR_QMAX": 0}).defines
-    wave64 = C.Device(64, 132, 227 * 1024, 228 * 1024)  # 8 groups a step, so K = 4096 is Q = 2
+    wave64 = G.Device(64, 132, 227 * 1024, 228 * 1024)  # 8 groups a step, so K = 4096 is Q = 2
     assert _xr(_weight(11008, 4096), dev=wave64).defines["RF_MMVR_Q"] == 2
 
 
 def test_defaults_per_device_family():
     """Every kept kernel has defaults for every family; unmeasured families take sm_90's."""
-    assert C.device_family("sm_90") == C.device_family("sm_90a") == "sm_90"
-    assert C.device_family("gfx1100") == "gfx1100" and C.device_family("gfx90a") == "other"
-    assert C.device_family("sm_80") == "other"
+    assert G.device_family("sm_90") == G.device_family("sm_90a") == "sm_90"
+    assert G.device_family("gfx1100") == "gfx1100" and G.device_family("gfx90a") == "other"
+    assert G.device_family("sm_80") == "other"
     for kern in C.MUL_MAT_KERNELS:
         assert set(kern.defaults) == set(C.FAMILIES), kern.name
         assert kern.weight_types and kern.x in ("f32", "x8") and kern.serves and kern.geometry_doc
@@ -240,8 +241,8 @@ def test_function_opts_in_above_48k_once_per_function():
 
     ctx = Ctx(mods=Mods(), device=H100)
 
-    def launch(name: str, smem: int) -> C.KernelLaunch:
-        return C.KernelLaunch("mul_mat_vec_xq.hip", name, {}, (1,), (32,), smem)
+    def launch(name: str, smem: int) -> G.KernelLaunch:
+        return G.KernelLaunch("mul_mat_vec_xq.hip", name, {}, (1,), (32,), smem)
 
     for need in (40 << 10, 100 << 10, 100 << 10, 80 << 10, 120 << 10):
         f = ctx.function(launch("mul_mat_vec_xq_q4_0", need))

@@ -31,10 +31,10 @@ from rocmforge.backends.hip.kernel_choice import (
     MUL_MAT_KERNELS,
     XQ_DEFAULTS,
     XR_DEFAULTS,
-    Device,
     MatMulKernel,
     MatMulOptions,
 )
+from rocmforge.backends.hip.launch_geometry import Device
 from rocmforge.backends.hip.launch_mul_mat import prepare_mul_mat
 from rocmforge.backends.hip.modules import KERNEL_DIR, assemble_source, compile_options
 from rocmforge.backends.hip.tensor import NATIVE_WEIGHTS

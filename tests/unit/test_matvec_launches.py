@@ -17,12 +17,11 @@ from rocmforge.backends.hip.kernel_choice import (
     HOST_TUNABLES,
     MMV_MAX_TOKENS,
     MUL_MAT_BLAS,
-    Device,
     MatMulOptions,
-    Weight,
     choose_mul_mat,
 )
 from rocmforge.backends.hip.launch import prepare_launch
+from rocmforge.backends.hip.launch_geometry import Device, Weight
 from rocmforge.backends.hip.launch_mul_mat import early_quantize_x8, kernel_type, reads_int8_x
 from rocmforge.backends.hip.tensor import DevTensor
 from rocmforge.ir import passes

@@ -200,8 +200,8 @@ def test_launcher_launches_a_row_a_block_of_the_module_prepare_compiled(tunables
     from matvec_launches import FakeBuf, Recorder
 
     from rocmforge.backends.hip.context import Ctx
-    from rocmforge.backends.hip.kernel_choice import Device
     from rocmforge.backends.hip.launch import prepare_launch
+    from rocmforge.backends.hip.launch_geometry import Device
     from rocmforge.backends.hip.tensor import DevTensor
     from rocmforge.ir.ops import Op
 

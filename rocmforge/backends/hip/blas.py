@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .kernel_choice import BlasTiles
+from .launch_geometry import BlasTiles
 from .tensor import cdiv
 
 # cuBLAS / CUDA enum values (cublas_api.h, library_types.h); CuPy's hipBLAS layer maps the same values

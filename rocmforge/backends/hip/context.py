@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from ...ir.ops import ITEMSIZE
-from .kernel_choice import SMEM_DEFAULT, Device, KernelLaunch, MatMulOptions
+from .kernel_choice import MatMulOptions
+from .launch_geometry import SMEM_DEFAULT, Device, KernelLaunch
 from .modules import ModuleCache
 from .tensor import DevTensor
 

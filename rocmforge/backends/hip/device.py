@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .kernel_choice import SMEM_DEFAULT, Device, device_family
+from .launch_geometry import SMEM_DEFAULT, Device, device_family
 
 
 def gpu_available() -> tuple[bool, str]:

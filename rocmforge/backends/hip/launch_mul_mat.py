@@ -16,15 +16,9 @@ from ...ir.graph import Graph, Tensor
 from ...ir.ops import MUL_MAT_OPS, x8_words, xq_source
 from . import blas as blas_mod
 from .context import Ctx
-from .kernel_choice import (
-    MulMatChoice,
-    Weight,
-    choose_mul_mat,
-    dequantize_grid,
-    quantize_x8_launch,
-    x8_row_bytes,
-)
+from .kernel_choice import MulMatChoice, choose_mul_mat
 from .launch_elementwise import EW_BLOCK, contiguous, copy_strided, grid_1d
+from .launch_geometry import Weight, dequantize_grid, quantize_x8_launch, x8_row_bytes
 from .tensor import BLOCK, NATIVE_WEIGHTS, DevTensor, i32, i64
 
 Launcher = Callable[..., None]
