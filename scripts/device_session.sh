@@ -8,13 +8,15 @@
 # (gguf, cuda-bindings, cuda-pathfinder, cupti-python, pyelftools wheels), .llamacpp (llbin-cuda-sm90a.tar.xz), .devrun/<model>.layout.xz (scripts/dump_layout.py)
 # and optionally OLD (e.g. `git archive d69d75b rocmforge kernels scripts pyproject.toml | tar -x -C
 # .devrun/old`). Results under $OUT. A short call: SUITE (pytest arguments), SUITE_S (its time limit), MODELS
-# (bench these files of /tmp, without .gguf), VARIANTS=new.
+# (bench these files of /tmp, without .gguf), VARIANTS=new; STAGES: the stages to run, of
+# "suite bench toks profile matvec matmul sample soak" (all by default).
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD LD_LIBRARY_PATH=/tmp/llama PYTHONUNBUFFERED=1
 mkdir -p /tmp/llama && tar xJf .llamacpp/llbin-cuda-sm90a.tar.xz -C /tmp/llama
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/gpu.txt
 OLD=${OLD:-$PWD/.devrun/old}
+want() { [[ " ${STAGES:-suite bench toks profile matvec matmul sample soak} " == *" $1 "* ]]; }
 T0=$(date +%s); el() { echo "[t+$(( $(date +%s) - T0 ))s] $*" | tee -a $OUT/log.txt; }
 MODELS=${MODELS:-} python3 - <<'PY'
 import glob, lzma, os, pickle
@@ -27,9 +29,12 @@ for f in glob.glob(".devrun/*.layout.xz"):
     write_layout(pickle.load(lzma.open(f)), "/tmp/" + os.path.basename(f).replace(".layout.xz", "-like.gguf"))
 PY
 el synth
+if want suite; then
 timeout ${SUITE_S:-150} python3 -m pytest -q -ra ${SUITE:-tests/gpu} 2>&1 | tee $OUT/gpu_suite.txt \
   | grep -E "FAILED|ERROR|passed|failed"
 el suite
+fi
+if want bench; then
 LLB=$(find /tmp/llama -name llama-bench -type f | head -1)
 f() { python3 -c "
 import json, sys
@@ -50,6 +55,7 @@ for m in ${MODELS:-$(cd /tmp && ls *-like.gguf qwen2-0.5b-Q4_0.gguf llama-7b-Q4_
   done
   el $m
 done 2>&1 | tee $OUT/bench.txt
+fi
 cat > /tmp/toks.py <<'PY'
 import inspect, json, sys
 from rocmforge.engine import Engine
@@ -66,6 +72,7 @@ for spec in sys.argv[2:]:
 json.dump(out, open(sys.argv[1], "w"))
 PY
 M=$(ls /tmp/*-like.gguf)
+if want toks; then
 timeout 120 python3 /tmp/toks.py $OUT/toks_new.json $M $(for m in $M; do echo $m:nofuse $m:f16 $m:tiled; done)
 if [ -d "$OLD" ]; then
   PYTHONPATH=/tmp/site:$OLD timeout 60 python3 /tmp/toks.py $OUT/toks_old.json $M
@@ -76,15 +83,29 @@ print({m: (b[m] == a[m], b[m + ':nofuse'] == a[m], b[m + ':tiled'] == a[m],
       '(fused, unfused, tiled prefill) == old, f16 KV tokens equal to old of 32')" | tee -a $OUT/log.txt
 fi
 el toks
+fi
+if want profile; then
 timeout 120 python3 scripts/profile_step.py $M /tmp/llama-7b-Q4_0.gguf --steps 5 --modes trace,graph \
   --json $OUT/profile.json 2>&1 | tee $OUT/profile.txt
 el profile
+fi
+if want matvec; then
 for v in old new; do
   D=$PWD; [ $v = old ] && D=$OLD; [ -d "$D" ] || continue
   (cd $D && PYTHONPATH=/tmp/site:$D timeout 40 python3 scripts/bench_matvec.py --types Q4_0,Q8_0 --shapes llama \
     --reps 20 2>&1 | tail -9 | sed "s/^/$v /")
 done | tee $OUT/matvec.txt
+fi
+if want matmul; then
 timeout 60 python3 scripts/bench_matmul.py --tokens 64,512 2>&1 | tail -14 | tee $OUT/matmul.txt
+fi
+if want sample; then
 timeout 60 python3 scripts/bench_sample.py --vocab 151936 --model /tmp/qwen2-0.5b-Q4_0.gguf 2>&1 | tail -12 \
   | tee $OUT/sample.txt
+el bench_sample
+fi
+if want soak; then
+timeout 90 python3 scripts/soak_decode.py /tmp/smollm2-135m-like.gguf --steps 10000 --every 2500 \
+  --json $OUT/soak.json 2>&1 | tail -6 | tee $OUT/soak.txt
 el done
+fi

@@ -56,10 +56,11 @@ def main() -> int:
         res = eng.step(tok, timed=False)
         tok = res.token
         if i % a.every == 0 or i == a.steps - 8:
+            logits = res.logits  # read now: valid until an engine runs again
             now = counters()
             fresh = Engine.from_gguf(a.model, backend="hip", max_ctx=len(history) + 1)
             ref = fresh.prefill(history)
-            nmse = float(np.mean((res.logits - ref) ** 2) / np.mean(ref ** 2))
+            nmse = float(np.mean((logits - ref) ** 2) / np.mean(ref ** 2))
             same = int(np.argmax(ref)) == tok
             del fresh
             row = {"step": i + 8, "tokens": len(history), **now, "same_token": same, "nmse": nmse,
