@@ -85,7 +85,7 @@ fi
 el toks
 fi
 if want profile; then
-timeout 120 python3 scripts/profile_step.py $M /tmp/llama-7b-Q4_0.gguf --steps 5 --modes trace,graph \
+timeout 120 python3 scripts/profile_step.py $M /tmp/llama-7b-Q4_0.gguf --steps 5 --prompt 512 --modes trace,graph \
   --json $OUT/profile.json 2>&1 | tee $OUT/profile.txt
 el profile
 fi

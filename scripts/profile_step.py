@@ -6,7 +6,7 @@ CUPTI; needs cupti-python), graph (a replayed device graph with an event node af
 (events around each Python launch). Prints, per model and mode, the median per-op sum, the median replayed
 step and their ratio, the largest mat-vecs' median times by shape (in trace mode with their kernels' own
 time beside: compare with scripts/bench_matvec.py), the step's time by op type (what to work on), and the
-timed prompt's sum against its wall. A mode
+timed prompt's sum against its wall, with its time by op type. A mode
 that cannot be used here is skipped with the reason; one that fell back (trace to graph) says so. This is
 a measurement, not a test: it asserts nothing. Usage:
     python scripts/profile_step.py MODEL.gguf [...] [--steps 9] [--prompt 64] [--int8] [--modes trace,graph]
@@ -59,6 +59,9 @@ def profile(path: str, steps: int, prompt: int, mode: str, int8: bool) -> dict:
     eng.reset()
     eng.prefill(ids, timed=True)
     pt = eng.prefill_timings
+    prompt_ops: dict[str, float] = defaultdict(float)
+    for t in pt:
+        prompt_ops[t.op] += t.us
     shapes = {}
     g = eng.graph(1)
     for n in g.nodes:
@@ -82,6 +85,7 @@ def profile(path: str, steps: int, prompt: int, mode: str, int8: bool) -> dict:
         "matvec_us": {key(*k): statistics.median(v) for k, v in by_shape.items()},
         "matvec_kernel_us": {key(*k): statistics.median(v) for k, v in kern_by_shape.items()},
         "prefill_tokens": prompt, "prefill_sum_us": pt.sum_us, "prefill_wall_us": pt.wall_us,
+        "prefill_by_op_us": dict(prompt_ops),
     }
 
 
@@ -112,6 +116,9 @@ def main() -> int:
                   flush=True)
             ops = sorted(r["by_op_us"].items(), key=lambda kv: -kv[1])
             print("    by op (us): " + ", ".join(f"{op} {us:.0f}" for op, us in ops if us >= 0.5), flush=True)
+            ops = sorted(r["prefill_by_op_us"].items(), key=lambda kv: -kv[1])
+            text = ", ".join(f"{op} {us:.0f}" for op, us in ops if us >= 0.5)
+            print(f"    prompt {a.prompt} by op (us): {text}", flush=True)
             for k, v in sorted(r["matvec_us"].items(), key=lambda kv: -kv[1])[:6]:
                 kern = r["matvec_kernel_us"].get(k)
                 print(f"    MUL_MAT {k}: {v:.2f} us" + (f" (its kernel {kern:.2f} us)" if kern else ""),
