@@ -340,3 +340,162 @@ def run_perplexity(model: str | Path, text_file: str | Path, n_ctx: int = 512, n
     cmd = perplexity_command(find_tool("llama-perplexity", llama_dir), model, text_file, n_ctx, n_chunks)
     run = run_tool(cmd, timeout)
     return parse_perplexity(run.stdout + "\n" + run.stderr, n_ctx, run.command)
+
+
+# ---- llama.cpp's kernels, op by op (Nsight Compute) -------------------------------------------------------
+
+# llama.cpp's CUDA kernel (name prefix, first match wins) -> the ggml op it runs. quantize_q8_1 and
+# quantize_mmq_q8_1 quantize MUL_MAT's activations (ours: QUANTIZE_X8); k_bin_bcast is ADD or MUL by its
+# template argument; cuBLAS's GEMMs (prefill) are MUL_MAT.
+KERNEL_OPS: tuple[tuple[str, str], ...] = (
+    ("mul_mat_vec", "MUL_MAT"), ("mul_mat_q", "MUL_MAT"), ("mul_mat_f", "MUL_MAT"),
+    ("quantize_q8_1", "QUANTIZE_X8"), ("quantize_mmq", "QUANTIZE_X8"),
+    ("flash_attn", "FLASH_ATTN_EXT"), ("rms_norm", "RMS_NORM"), ("rope", "ROPE"),
+    ("k_set_rows", "SET_ROWS"), ("k_get_rows", "GET_ROWS"), ("swiglu", "SWIGLU"), ("k_swiglu", "SWIGLU"),
+    ("soft_max", "SOFT_MAX"), ("argmax", "ARGMAX"), ("cpy", "CPY"), ("convert", "CPY"), ("scale", "SCALE"),
+    ("dequantize", "MUL_MAT"), ("gemm", "MUL_MAT"), ("gemv", "MUL_MAT"), ("cutlass", "MUL_MAT"),
+    ("sm90_xmma", "MUL_MAT"), ("nvjet", "MUL_MAT"), ("cublas", "MUL_MAT"),
+)
+# the coarse part of a step each op is (fusion differs between the tools, so compare by part)
+OP_PART = {
+    "MUL_MAT": "mat-vec / mat-mul", "MUL_MAT_ADD": "mat-vec / mat-mul", "MUL_MAT_SWIGLU": "mat-vec / mat-mul",
+    "QUANTIZE_X8": "mat-vec / mat-mul", "FLASH_ATTN_EXT": "attention", "SOFT_MAX": "attention",
+    "ROPE": "attention", "SET_ROWS": "attention", "SET_ROWS_ROPE": "attention", "RMS_NORM": "norm",
+    "RMS_NORM_MUL": "norm", "GET_ROWS": "embedding", "ARGMAX": "sampling", "SAMPLE": "sampling",
+    "IDLE": "idle",
+}
+
+
+def kernel_base(name: str) -> str:
+    """A demangled kernel name's function: 'void k_bin_bcast<...>(...)' -> 'k_bin_bcast'."""
+    s = name.strip()
+    s = s[5:] if s.startswith("void ") else s
+    return re.split(r"[<(\s]", s, maxsplit=1)[0].split("::")[-1]
+
+
+def kernel_op(name: str) -> str:
+    """The ggml op a llama.cpp kernel runs (KERNEL_OPS), "other" where none matches."""
+    base = kernel_base(name).lower()
+    if base.startswith("k_bin_bcast"):
+        for op in ("add", "mul", "sub", "div"):
+            if f"op_{op}" in name:
+                return op.upper()
+        return "ADD"
+    for prefix, op in KERNEL_OPS:
+        if base.startswith(prefix):
+            return op
+    return "other"
+
+
+def ncu_command(ncu: str | Path, bench: str | Path, model: str | Path, n_gen: int = 4, depth: int = 0,
+                n_prompt: int = 0) -> list[str]:
+    """Nsight Compute timing every kernel of a llama-bench run (no warm-up, one repetition; its CUDA graphs'
+    kernels one by one), clocks left alone, as CSV."""
+    cmd = [str(ncu), "--csv", "--page", "raw", "--metrics", "gpu__time_duration.sum", "--clock-control",
+           "none", "--graph-profiling", "node", str(bench), "-m", str(model), "-p", str(n_prompt), "-n",
+           str(n_gen), "-r", "1", "--no-warmup", "-fa", "1", "-ngl", "99"]
+    return cmd + (["-d", str(depth)] if depth else [])
+
+
+_TIME_UNITS = {"nsecond": 1e-3, "ns": 1e-3, "usecond": 1.0, "us": 1.0, "msecond": 1e3, "ms": 1e3,
+               "second": 1e6, "s": 1e6}
+
+
+def parse_ncu_csv(text: str) -> pd.DataFrame:
+    """ncu --csv --page raw output (program output before it ignored) as a frame: kernel (demangled name),
+    op (kernel_op), us (gpu__time_duration), in launch order."""
+    import csv
+
+    import pandas as pd
+
+    lines = text.splitlines()
+    start = next((i for i, ln in enumerate(lines) if ln.startswith('"ID"')), None)
+    if start is None:
+        raise LlamaCppError(f"no CSV header in ncu's output: {_last_line(text)}")
+    rows = list(csv.reader(ln for ln in lines[start:] if ln.startswith('"')))
+    head = rows[0]
+    try:
+        k_col, t_col = head.index("Kernel Name"), head.index("gpu__time_duration.sum")
+    except ValueError:
+        raise LlamaCppError(f"ncu's CSV lacks 'Kernel Name' or 'gpu__time_duration.sum': {head}") from None
+    scale, out = 1e-3, []  # nanoseconds unless a units row says otherwise
+    for r in rows[1:]:
+        if len(r) <= max(k_col, t_col):
+            continue
+        if not r[0]:  # the units row
+            scale = _TIME_UNITS.get(r[t_col].strip(), scale)
+            continue
+        try:
+            t = float(r[t_col].replace(",", ""))
+        except ValueError:
+            continue
+        out.append({"kernel": r[k_col], "op": kernel_op(r[k_col]), "us": t * scale})
+    if not out:
+        raise LlamaCppError("ncu's CSV has no kernel rows")
+    return pd.DataFrame(out, columns=["kernel", "op", "us"])
+
+
+def last_repeat(names: Sequence[str], min_len: int = 8) -> int:
+    """The length P of the repeating unit at the end of a launch sequence (one decode token's kernels: the
+    last P names equal the P before them), the shortest from min_len; len(names) where nothing repeats."""
+    n = len(names)
+    for p in range(min_len, n // 2 + 1):
+        if list(names[n - p:]) == list(names[n - 2 * p:n - p]):
+            return p
+    return n
+
+
+@dataclass
+class KernelProfile:
+    """One llama.cpp decode token's kernels (the last of the run: last_repeat) with their ops and times,
+    and the run that made them."""
+
+    frame: pd.DataFrame
+    run: ToolRun
+
+    @property
+    def total_us(self) -> float:
+        return float(self.frame["us"].sum())
+
+    def by_op(self) -> pd.DataFrame:
+        """Kernels and time per op, largest first."""
+        g = self.frame.groupby("op")["us"].agg(kernels="count", us="sum")
+        return g.sort_values("us", ascending=False)
+
+    def __repr__(self) -> str:
+        return f"KernelProfile({len(self.frame)} kernels, {self.total_us:.1f} us a token)"
+
+
+def run_kernel_profile(model: str | Path, depth: int = 0, n_gen: int = 4, llama_dir: str | Path | None = None,
+                       ncu: str | Path | None = None, timeout: float | None = 600.0) -> KernelProfile:
+    """Time each kernel of llama-bench's decode under Nsight Compute (ncu on PATH unless named) and keep the
+    last token's. Kernels run one at a time under ncu: their sum is not the step's wall time (no overlap
+    between kernels), but each is its own duration."""
+    ncu_path = Path(ncu) if ncu is not None else shutil.which("ncu")
+    if ncu_path is None:
+        raise LlamaCppNotFound("ncu (Nsight Compute) not found on PATH")
+    run = run_tool(ncu_command(ncu_path, find_tool("llama-bench", llama_dir), model, n_gen, depth), timeout)
+    df = parse_ncu_csv(run.stdout)
+    p = last_repeat(list(df["kernel"]))
+    return KernelProfile(df.iloc[len(df) - p:].reset_index(drop=True), run)
+
+
+def compare_ops(ours: pd.DataFrame, theirs: pd.DataFrame, by: str = "op", column: str = "us") -> pd.DataFrame:
+    """Our step's time beside llama.cpp's: ours (rows of op and `column`: profile.timings_frame, whose
+    kernel_us, in trace mode, is each kernel's own time as ncu's is) and theirs (KernelProfile.frame),
+    summed per op (by="op") or per part of the step (by="part": OP_PART, as the two fuse differently),
+    with ratio ours / llama.cpp."""
+    import pandas as pd
+
+    def total(df: pd.DataFrame, col: str) -> pd.Series:
+        keys = df["op"].map(lambda o: OP_PART.get(o, "elementwise / other")) if by == "part" else df["op"]
+        return df.groupby(keys)[col].sum()
+
+    if by not in ("op", "part"):
+        raise ValueError(f"by must be 'op' or 'part', got {by!r}")
+    if column not in ours.columns:
+        raise ValueError(f"our frame has no column {column!r} (columns: {', '.join(ours.columns)})")
+    out = pd.DataFrame({"rocmforge_us": total(ours, column), "llama_cpp_us": total(theirs, "us")}).fillna(0.0)
+    out["ratio"] = out["rocmforge_us"] / out["llama_cpp_us"].where(out["llama_cpp_us"] > 0)
+    out.index.name = by
+    return out.sort_values("llama_cpp_us", ascending=False)

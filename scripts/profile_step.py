@@ -39,16 +39,22 @@ def profile(path: str, steps: int, prompt: int, mode: str, int8: bool) -> dict:
         eng.step(timed=False)
     sums, walls, mm, mk, got = [], [], defaultdict(list), defaultdict(list), set()
     by_op: dict[str, list[float]] = defaultdict(list)  # op -> its nodes' time summed, per step
+    by_op_kernel: dict[str, list[float]] = defaultdict(list)  # the same of their kernels' own time (trace)
     for _ in range(steps):
         tm = eng.step(timed=True).timings
         got.add(tm.mode)
         sums.append(tm.sum_us)
         walls.append(tm.wall_us)
         step_ops: dict[str, float] = defaultdict(float)
+        step_kern: dict[str, float] = defaultdict(float)
         for t in tm:
             step_ops[t.op] += t.us
+            if t.kernel_us is not None:
+                step_kern[t.op] += t.kernel_us
         for op, us in step_ops.items():
             by_op[op].append(us)
+        for op, us in step_kern.items():
+            by_op_kernel[op].append(us)
         for t in tm:
             if t.op in MAT_OPS:
                 mm[t.name].append(t.us)
@@ -82,11 +88,39 @@ def profile(path: str, steps: int, prompt: int, mode: str, int8: bool) -> dict:
         "steps": steps, "sum_us": statistics.median(sums), "wall_us": statistics.median(walls),
         "sum_over_wall": statistics.median(s / w for s, w in zip(sums, walls, strict=True)),
         "by_op_us": {op: statistics.median(v) for op, v in by_op.items()},
+        "by_op_kernel_us": {op: statistics.median(v) for op, v in by_op_kernel.items()},
         "matvec_us": {key(*k): statistics.median(v) for k, v in by_shape.items()},
         "matvec_kernel_us": {key(*k): statistics.median(v) for k, v in kern_by_shape.items()},
         "prefill_tokens": prompt, "prefill_sum_us": pt.sum_us, "prefill_wall_us": pt.wall_us,
         "prefill_by_op_us": dict(prompt_ops),
     }
+
+
+def llama_side_by_side(model: str, r: dict, depth: int, llama_dir: str | None) -> dict:
+    """llama.cpp's kernels of one decode token at this depth (ncu) beside ours, by part and by op; our
+    kernels' own time where trace mode gave it (as ncu's are), else the per-op time."""
+    import pandas as pd
+
+    from rocmforge import llamacpp
+
+    try:
+        kp = llamacpp.run_kernel_profile(model, depth=depth, llama_dir=llama_dir)
+    except llamacpp.LlamaCppError as e:
+        print(f"    llama.cpp under ncu: skipped ({e})", flush=True)
+        return {}
+    col = "by_op_kernel_us" if r.get("by_op_kernel_us") else "by_op_us"
+    ours = pd.DataFrame({"op": list(r[col]), "us": list(r[col].values())})
+    print(f"    llama.cpp, one decode token at depth {depth} under ncu: {len(kp.frame)} kernels, "
+          f"{kp.total_us:.1f} us of kernels (ours: {col})", flush=True)
+    out = {"kernels": len(kp.frame), "total_us": kp.total_us, "by_op": kp.by_op()["us"].to_dict()}
+    for by in ("part", "op"):
+        t = llamacpp.compare_ops(ours, kp.frame, by=by)
+        print(t.round(1).to_string(), flush=True)
+        out[f"compare_by_{by}"] = t.round(2).to_dict(orient="index")
+    other = kp.frame[kp.frame["op"] == "other"]["kernel"].map(llamacpp.kernel_base).unique()
+    if len(other):
+        print(f"    llama.cpp kernels of no known op: {', '.join(other[:12])}", flush=True)
+    return out
 
 
 def main() -> int:
@@ -96,6 +130,10 @@ def main() -> int:
     ap.add_argument("--prompt", type=int, default=64)
     ap.add_argument("--int8", action="store_true", help="HipBackend(int8_activations=True)")
     ap.add_argument("--modes", default="trace,graph,eager", help="comma-separated: trace, graph, eager")
+    ap.add_argument("--llama-ncu", action="store_true",
+                    help="also time llama.cpp's kernels of a decode token at the same depth under ncu "
+                         "(llama-bench from --llama-dir or $ROCMFORGE_LLAMA_DIR or PATH) and compare by op")
+    ap.add_argument("--llama-dir", default=None)
     ap.add_argument("--json", default="")
     a = ap.parse_args()
     recs = []
@@ -123,6 +161,8 @@ def main() -> int:
                 kern = r["matvec_kernel_us"].get(k)
                 print(f"    MUL_MAT {k}: {v:.2f} us" + (f" (its kernel {kern:.2f} us)" if kern else ""),
                       flush=True)
+            if a.llama_ncu and mode == a.modes.split(",")[0]:
+                r["llama_cpp"] = llama_side_by_side(m, r, a.prompt, a.llama_dir)
     if a.json:
         Path(a.json).write_text(json.dumps(recs, indent=1))
     return 0

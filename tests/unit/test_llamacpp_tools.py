@@ -10,17 +10,24 @@ import os
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from rocmforge.llamacpp import (
     LLAMA_DIR_ENV,
     LlamaCppError,
     LlamaCppNotFound,
+    compare_ops,
     find_tool,
+    kernel_base,
+    kernel_op,
+    last_repeat,
     parse_bench_jsonl,
+    parse_ncu_csv,
     parse_perplexity,
     read_bench_jsonl,
     run_bench,
+    run_kernel_profile,
     run_perplexity,
     run_tool,
 )
@@ -203,3 +210,91 @@ def test_recorded_runs_of_both_tools_sit_in_one_frame():
     t = side_by_side(df)
     assert list(t.index) == [("smol.gguf", "pp512"), ("smol.gguf", "tg128")]
     assert t.notna().all().all() and (t["rocmforge / llama.cpp"] > 0).all()
+
+
+# ---- llama.cpp's kernels under ncu ------------------------------------------------------------------------
+
+# llama.cpp's CUDA kernels of one decode layer as ncu demangles them (names cut down), then the head's
+TOKEN = [
+    "void rms_norm_f32<256, true, false>(const float *, float *, int, long, long, long, float)",
+    "void quantize_q8_1(const float *, void *, long, long, long, long, long, long)",
+    "void mul_mat_vec_q<(ggml_type)2, 1, false, false>(const void *, const void *, const int *, float *)",
+    "void rope_neox<true, false, float>(const float *, float *, int, int, int, int, int, int, const int *)",
+    "void k_set_rows<float, half, long>(const float *, const long *, half *, long, long)",
+    "void flash_attn_ext_vec<64, 1, (ggml_type)1, (ggml_type)1, false>(const char *, const char *, float *)",
+    "void k_bin_bcast<&op_add, float, float, float>(const float *, const float *, float *, int, int)",
+    "void k_bin_bcast<&op_mul, float, float, float>(const float *, const float *, float *, int, int)",
+    "void swiglu_f32(const float *, const float *, float *, long, long)",
+    "void mystery_kernel(int)",
+]
+
+
+def ncu_csv(names: list[str], us: list[float], unit: str = "usecond") -> str:
+    head = ('"ID","Process ID","Process Name","Host Name","Kernel Name","Context","Stream",'
+            '"gpu__time_duration.sum"')
+    lines = ["==PROF== Connected to process 7 (llama-bench)", "| model | size | test | t/s |", head,
+             f'"","","","","","","","{unit}"']
+    for i, (n, t) in enumerate(zip(names, us, strict=True)):
+        lines.append(f'"{i}","7","llama-bench","h","{n}","1","7","{t:,.3f}"')
+    return "\n".join(lines) + "\n==PROF== Disconnected from process 7\n"
+
+
+def test_kernel_names_map_to_ggml_ops():
+    ops = [kernel_op(n) for n in TOKEN]
+    assert ops == ["RMS_NORM", "QUANTIZE_X8", "MUL_MAT", "ROPE", "SET_ROWS", "FLASH_ATTN_EXT", "ADD", "MUL",
+                   "SWIGLU", "other"]
+    assert kernel_base(TOKEN[0]) == "rms_norm_f32"
+    assert kernel_base("sm90_xmma_gemm_f16f16(int)") == "sm90_xmma_gemm_f16f16"
+    assert kernel_op("sm90_xmma_gemm_f16f16_f32(int)") == "MUL_MAT"
+
+
+def test_ncu_csv_is_read_in_launch_order_in_microseconds():
+    df = parse_ncu_csv(ncu_csv(TOKEN[:3], [1.5, 2.25, 1234.5]))
+    assert list(df["op"]) == ["RMS_NORM", "QUANTIZE_X8", "MUL_MAT"]
+    assert list(df["us"]) == [1.5, 2.25, 1234.5]  # "1,234.500" read as a number
+    assert list(parse_ncu_csv(ncu_csv(TOKEN[:2], [1500, 80], unit="nsecond"))["us"]) == [1.5, 0.08]
+    with pytest.raises(LlamaCppError, match="no CSV header"):
+        parse_ncu_csv("==PROF== nothing profiled\n")
+    with pytest.raises(LlamaCppError, match="Kernel Name"):
+        parse_ncu_csv('"ID","Name"\n"1","x"\n')
+
+
+def test_the_last_token_is_the_repeating_tail():
+    names = ["load_a", "load_b", *TOKEN, *TOKEN, *TOKEN]
+    assert last_repeat(names) == len(TOKEN)
+    assert last_repeat(["a", "b", "c"]) == 3  # nothing repeats: all of it
+    assert last_repeat(["x"] * 20, min_len=8) == 8
+
+
+def test_run_kernel_profile_keeps_the_last_token_and_compares_by_part(tmp_path):
+    bench = fake_tool(tmp_path, "llama-bench", "")
+    times = [float(i + 1) for i in range(len(TOKEN))]
+    fake_tool(tmp_path / "ncu", "ncu", f"""
+assert args[args.index("-n") + 1] == "4" and args[args.index("-d") + 1] == "64", args
+assert "--no-warmup" in args and args[args.index("-fa") + 1] == "1" and {str(bench)!r} in args, args
+assert args[:2] == ["--csv", "--page"] and "gpu__time_duration.sum" in args, args
+print({ncu_csv(["void warmup_kernel()"] + TOKEN * 4, [9.0] + times * 4)!r})
+""")
+    kp = run_kernel_profile("/m/tiny.gguf", depth=64, llama_dir=tmp_path, ncu=tmp_path / "ncu" / "ncu")
+    assert len(kp.frame) == len(TOKEN) and kp.total_us == sum(times)
+    assert kp.by_op().loc["MUL_MAT", "us"] == 3.0 and "10 kernels" in repr(kp)
+    ours = pd.DataFrame({"op": ["MUL_MAT_SWIGLU", "MUL_MAT", "FLASH_ATTN_EXT", "RMS_NORM_MUL", "IDLE"],
+                         "us": [4.0, 6.0, 2.0, 1.0, 0.5]})
+    part = compare_ops(ours, kp.frame, by="part")
+    assert part.loc["mat-vec / mat-mul", "rocmforge_us"] == 10.0
+    assert part.loc["mat-vec / mat-mul", "llama_cpp_us"] == 2.0 + 3.0  # quantize_q8_1 + mul_mat_vec_q
+    assert part.loc["mat-vec / mat-mul", "ratio"] == 2.0
+    assert part.loc["attention", "llama_cpp_us"] == 4.0 + 5.0 + 6.0 and part.loc["idle", "llama_cpp_us"] == 0
+    assert math.isnan(part.loc["idle", "ratio"])
+    by_op = compare_ops(ours, kp.frame)
+    assert by_op.loc["SWIGLU", "rocmforge_us"] == 0 and by_op.loc["MUL_MAT_SWIGLU", "llama_cpp_us"] == 0
+    with pytest.raises(ValueError, match="by must be"):
+        compare_ops(ours, kp.frame, by="layer")
+    with pytest.raises(ValueError, match="no column 'kernel_us'"):
+        compare_ops(ours, kp.frame, column="kernel_us")
+
+
+def test_no_ncu_is_a_not_found_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(LlamaCppNotFound, match="ncu"):
+        run_kernel_profile("/m/tiny.gguf", llama_dir=tmp_path)
