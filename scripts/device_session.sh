@@ -14,6 +14,7 @@ set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD LD_LIBRARY_PATH=/tmp/llama PYTHONUNBUFFERED=1
 mkdir -p /tmp/llama && tar xJf .llamacpp/llbin-cuda-sm90a.tar.xz -C /tmp/llama
+command -v ncu > /dev/null || export PATH=$PATH:/usr/local/cuda/bin:$(ls -d /opt/nvidia/nsight-compute/* 2>/dev/null | tail -1)
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/gpu.txt
 OLD=${OLD:-$PWD/.devrun/old}
 want() { [[ " ${STAGES:-suite bench toks profile matvec matmul sample soak} " == *" $1 "* ]]; }
@@ -85,7 +86,8 @@ fi
 el toks
 fi
 if want profile; then
-timeout 120 python3 scripts/profile_step.py $M /tmp/llama-7b-Q4_0.gguf --steps 5 --prompt 512 --modes trace,graph \
+timeout 240 python3 scripts/profile_step.py $M /tmp/llama-7b-Q4_0.gguf --steps 5 --prompt 512 --modes trace,graph \
+  --llama-ncu --llama-dir /tmp/llama \
   --json $OUT/profile.json 2>&1 | tee $OUT/profile.txt
 el profile
 fi
