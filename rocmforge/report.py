@@ -179,6 +179,10 @@ def run_report(models: Sequence[str], out: str | Path, *, backend: Any = "auto",
         data.mkdir()
         flags = [str(f) for f in backend_flags]
         run_flags = ["-p", str(n_prompt), "-n", str(n_gen), "-r", str(reps)]
+        paths = []
+        for m in models:
+            with open_model(m) as f:  # a known name (fetched) or a path; all checked before any run
+                paths.append(Path(f.path))
         llama: dict[str, Any] = {"found": False, "note": "", "tool": None, "build": {}}
         try:
             llama["tool"] = str(find_tool("llama-bench", llama_dir))
@@ -186,10 +190,6 @@ def run_report(models: Sequence[str], out: str | Path, *, backend: Any = "auto",
         except LlamaCppNotFound as e:
             llama["note"] = str(e)
             progress(f"llama.cpp: {e}; the report will have rocmforge's numbers only")
-        paths = []
-        for m in models:
-            with open_model(m) as f:  # a known name (fetched) or a path; all checked before any run
-                paths.append(Path(f.path))
         labels = _labels(paths)
         report_cmd = ["rocmforge", "report", *(a for m in models for a in ("--model", m)), "--out", str(out),
                       *flags, *run_flags, *(["--llama-dir", str(llama_dir)] if llama_dir is not None else [])]

@@ -68,6 +68,21 @@ BAD = [  # (argv, with {m} for the model, a regex the one-line message must matc
     (["perplexity", "--model", "{m}", "-f", "{m}", "--chunks", "0"], r"--chunks: 0 is not a positive"),
     (["perplexity", "--model", "{m}", "-f", "{m}", "--backend", "x"], r"--backend: invalid choice: 'x'"),
     (["perplexity", "--model", "{m}/x.gguf", "-f", "{m}.txt"], r"no such file or known model"),
+    (["perplexity", "--model", "{m}", "-f", "{m}.txt", "--llama-dir", "{m}.nodir"],
+     r"llama-perplexity not found: looked in --llama-dir .*nodir"),
+    (BENCH + ["--model", "{m}", "--prefill", "fast"], r"--prefill: invalid choice: 'fast'"),
+    (["bench", "--model", "{m}", "--backend", "cuda"], r"--backend: invalid choice: 'cuda'"),
+    (["report", "--out", "{m}.r", "--llama-timeout", "-1"], r"--llama-timeout: -1 is not a positive number"),
+    (["report", "--out", "{m}.r", "-p", "-1"], r"-p: -1 is not a non-negative integer"),
+    (["report", "--out", "{m}.r", "-n", "x"], r"-n: 'x' is not a non-negative integer"),
+    (["report", "--out", "{m}.r", "-r", "0"], r"-r: 0 is not a positive integer"),
+    (["report", "--out", "{m}.r", "--backend", "x"], r"--backend: invalid choice: 'x'"),
+    (["report", "--out", "{m}.r", "--model", "{m}/x.gguf", "--llama-dir", "{m}.nodir"],
+     r"llama-bench not found: looked in --llama-dir"),
+    (["report", "--out", "{m}.r", "--model", "{m}/x.gguf"], r"no such file or known model"),
+    (["report", "--from", "{m}.nodir"], r"environment.json not found"),
+    (["report", "--from", "{m}.nodir", "-p", "4"], r"--from DIR rebuilds the page from DIR/data alone"),
+    (["report"], r"one of the arguments --out --from is required"),
 ]
 
 
@@ -82,6 +97,38 @@ def test_bad_input_is_one_line_and_exit_2(model, capsys, argv, message):
     assert rc == 2, (rc, out, err)
     assert err.count("\n") == 1 and err.startswith("rocmforge: error: ") and "Traceback" not in err, err
     assert re.search(message, err), err
+
+
+# options whose every value is valid (flags) or that the rows above cannot reach with a bad value alone
+NO_BAD_VALUE = {"--int8-activations", "--chat", "--force", "-q", "--quiet", "--json", "--no-fuse",
+                "--llama-cpp", "--version", "-h", "--help"}
+
+
+def test_every_option_of_every_command_has_a_bad_input_row():
+    import argparse
+
+    from rocmforge.cli import build_parser
+
+    def commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
+        for a in parser._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for name, sp in a.choices.items():
+                    yield from commands(sp, prefix + (name,))
+        yield prefix, parser
+
+    missing = []
+    for path, parser in commands(build_parser()):
+        if not path:
+            continue
+        rows = [argv for argv, _ in BAD if tuple(argv[:len(path)]) == path]
+        for a in parser._actions:
+            if isinstance(a, argparse._SubParsersAction) or not a.option_strings:
+                continue
+            if set(a.option_strings) & NO_BAD_VALUE:
+                continue
+            if not any(set(a.option_strings) & set(argv) for argv in rows):
+                missing.append(f"{' '.join(path)} {a.option_strings[0]}")
+    assert not missing, f"options without a bad-input row: {missing}"
 
 
 def test_bench_output_fails_before_the_run_and_is_written_whole(model, tmp_path, capsys, monkeypatch):
