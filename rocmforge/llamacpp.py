@@ -298,7 +298,7 @@ _RUNNING = re.compile(r"\[(\d+)\]([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf)),"
 _FINAL = re.compile(r"Final estimate: PPL = ([-+.\w]+) \+/- ([-+.\w]+)")
 
 
-@dataclass
+@dataclass(repr=False)
 class ToolPerplexity(Perplexity):
     """A Perplexity read from llama-perplexity's output, with the command that produced it."""
 

@@ -32,6 +32,9 @@ class Perplexity:
         return (f"PPL = {self.ppl:.4f} +/- {self.ppl_err:.5f} ({len(self.running)} chunks of {self.n_ctx}, "
                 f"{self.n_scored} tokens scored)")
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self})"
+
 
 def log_softmax_at(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """log p(targets[i]) under softmax(logits[i]) in float64: [n, vocab], [n] -> [n]."""

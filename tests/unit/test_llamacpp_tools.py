@@ -161,6 +161,7 @@ sys.stdout.write({PPL_OUT!r}); sys.stderr.write({PPL_ERR!r})
     assert res.nll == pytest.approx(math.log(13.5)) and res.n_scored == 3 * 63 and res.n_ctx == 128
     assert res.command[0] == str(tmp_path / "llama-perplexity") and "--chunks 3" in res.command_line
     assert str(res).startswith("PPL = 13.5000 +/- 0.41234 (3 chunks of 128")
+    assert repr(res) == f"ToolPerplexity({res})"  # short in a notebook: no per-chunk list
 
 
 def test_perplexity_without_final_estimate_is_an_error():
