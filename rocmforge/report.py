@@ -32,7 +32,15 @@ import numpy as np
 
 from . import __version__
 from .ir.cost import Cost
-from .llamacpp import LlamaCppNotFound, find_tool, read_bench_jsonl, run_bench
+from .llamacpp import (
+    LlamaCppError,
+    LlamaCppNotFound,
+    compare_ops,
+    find_tool,
+    read_bench_jsonl,
+    run_bench,
+    run_kernel_profile,
+)
 from .profile import IDLE, TIMING_MODES, OpTiming, StepTimings, summary, timings_frame
 
 if TYPE_CHECKING:
@@ -231,6 +239,17 @@ def run_report(models: Sequence[str], out: str | Path, *, backend: Any = "auto",
                 row = br.frame.iloc[0]
                 keys = ("build_commit", "build_number", "gpu_info", "backends", "cpu_info")
                 llama["build"] = {k: str(row[k]) for k in keys if k in row and _present(row[k])}
+                if shutil.which("ncu"):  # llama.cpp's own kernels of a decode token at the same position
+                    progress(f"{tag}: llama.cpp's kernels of one decode token under ncu")
+                    try:
+                        kp = run_kernel_profile(path, depth=depth, llama_dir=llama_dir, timeout=timeout)
+                    except LlamaCppError as e:
+                        progress(f"{tag}: llama.cpp under ncu failed ({e}); no op-by-op table")
+                    else:
+                        kp.frame.to_csv(data / f"llama_kernels_{label}.csv", index=False)
+                        meta[-1]["llama_kernels_csv"] = f"llama_kernels_{label}.csv"
+                        commands.append({"what": f"{label}: llama.cpp's kernels",
+                                         "command": kp.run.command_line})
         commands.append({"what": "rebuild this page from data/", "command": shlex.join(
             ["rocmforge", "report", "--from", str(out)])})
         record = {"created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "out": str(out),
@@ -377,6 +396,24 @@ CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
        "pre{background:#f4f4f4;padding:.6em;overflow-x:auto}.note{background:#fff3cd;padding:.5em}")
 
 
+def _op_by_op(ours: pd.DataFrame, theirs: pd.DataFrame, label: str) -> list[str]:
+    """Our decode step beside llama.cpp's kernels of one token (ncu), by part of the step and by op."""
+    col = "kernel_us" if "kernel_us" in ours and ours["kernel_us"].notna().any() else "us"
+    ours = ours[ours["op"] != IDLE].assign(us=ours[col].fillna(0.0))
+    part, by_op = compare_ops(ours, theirs, by="part"), compare_ops(ours, theirs, by="op")
+    fmt = {"rocmforge_us": ".1f", "llama_cpp_us": ".1f", "ratio": ".2f"}
+    fig, ax = _figure(7, 0.4 * len(part) + 1.2)
+    part[["rocmforge_us", "llama_cpp_us"]].iloc[::-1].plot.barh(ax=ax)
+    ax.set_xlabel("us of kernels in one decode step")
+    ax.set_title(f"{label}: by part of the step, rocmforge vs llama.cpp")
+    return [f"<h3>{html.escape(label)}: op by op against llama.cpp's kernels</h3>",
+            f"<p>llama.cpp: {len(theirs)} kernels of one decode token at the same position, each timed alone "
+            f"under Nsight Compute ({theirs['us'].sum():.1f} us in all); ours: "
+            f"{'each kernel&#39;s own time (trace)' if col == 'kernel_us' else 'the per-op times above'}. "
+            f"The two fuse differently, so the parts of the step compare best.</p>",
+            _table(part, fmt), _png(fig), _table(by_op, fmt)]
+
+
 def render(data: str | Path) -> str:
     """The report page from a report's data/ directory alone."""
     import pandas as pd
@@ -420,6 +457,8 @@ def render(data: str | Path) -> str:
                   f"step's time the per-op sum does not explain.</p>",
                   _table(summ, {"us": ".1f", "share": ".1%", "bytes": ".0f", "flops": ".0f", "GB/s": ".2f"}),
                   _share_figure(summ, f"{m['label']}: share of one decode step per op ({m['timing_mode']})")]
+        if m.get("llama_kernels_csv"):
+            parts += _op_by_op(frame, pd.read_csv(data / m["llama_kernels_csv"]), m["label"])
 
     parts += ["<h2>Commands</h2><p>What ran, to run it again:</p><pre>",
               "\n".join(f"# {e(c['what'])}\n{e(c['command'])}" for c in rec["commands"]),

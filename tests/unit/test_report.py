@@ -5,6 +5,7 @@ bad arguments and failed runs leave one line and no half-written files."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -124,6 +125,44 @@ def test_report_side_by_side_with_llama_bench(tmp_path, model, capsys):
     page = (out / PAGE).read_text()
     assert "llama.cpp was not found" not in page and "abc1234" in page
     assert f"{ours['tg4'] / 50.0:.3f}" in page  # the ratio column
+
+
+FAKE_NCU = """#!{python}
+import sys
+args = sys.argv[1:]
+assert "--no-warmup" in args and args[args.index("-d") + 1] == "2", args
+kernels = ["void rms_norm_f32<256, true, false>(const float *)", "void mul_mat_vec_q<(ggml_type)8>(int)",
+           "void flash_attn_ext_vec<64, 1>(int)", "void k_bin_bcast<&op_add, float>(int)"] * 2
+kernels[4] = "void rope_neox<true>(int)"  # a token is 8 kernels (last_repeat's shortest)
+print('"ID","Kernel Name","gpu__time_duration.sum"')
+print('"","","usecond"')
+for i, k in enumerate(["void load()"] + kernels * 3):
+    print(f'"{{i}}","{{k}}","{{1.0 + (i - 1) % 8}}"')
+"""
+
+
+def test_report_puts_llama_cpps_kernels_beside_our_ops_where_ncu_is_found(tmp_path, model, capsys,
+                                                                          monkeypatch):
+    llama = _fake_llama(tmp_path / "llama")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ncu").write_text(FAKE_NCU.format(python=sys.executable))
+    (bin_dir / "ncu").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    out = tmp_path / "rep"
+    rc, _, err = _run(capsys, "report", "--model", str(model), "--out", str(out), "--llama-dir", str(llama),
+                      *RUN)
+    assert rc == 0, err
+    kern = pd.read_csv(out / DATA / "llama_kernels_tiny.csv")
+    assert list(kern["op"]) == ["RMS_NORM", "MUL_MAT", "FLASH_ATTN_EXT", "ADD", "ROPE", "MUL_MAT",
+                                "FLASH_ATTN_EXT", "ADD"]  # the last token's
+    assert list(kern["us"]) == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
+    page = (out / PAGE).read_text()
+    assert "op by op against llama.cpp" in page and "8 kernels of one decode token" in page
+    assert re.search(r"<th>attention</th>\s*<td>[\d.]+</td>\s*<td>15.0</td>", page)  # 3 + 5 + 7
+    (out / PAGE).unlink()
+    assert main(["report", "--from", str(out)]) == 0
+    assert "op by op against llama.cpp" in (out / PAGE).read_text()
 
 
 def test_a_failed_run_leaves_nothing(tmp_path, model, capsys):
