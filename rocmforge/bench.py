@@ -130,6 +130,14 @@ def bench(eng: Engine, pp: Iterable[int] = (512,), tg: Iterable[int] = (128,), r
             + [run_tg(eng, n, reps, n_depth=d, progress=progress) for d in depths for n in tg])
 
 
+def records_frame(records: Iterable[dict]) -> pd.DataFrame:
+    """bench()'s records as the frame llama-bench's JSONL reads into (llamacpp.parse_bench_jsonl: a `test`
+    column such as pp512 / tg128, tool rocmforge), to sit beside llama.cpp's."""
+    from .llamacpp import parse_bench_jsonl
+
+    return parse_bench_jsonl("".join(json.dumps(r) + "\n" for r in records), tool="rocmforge")
+
+
 def write_jsonl(records: Iterable[dict], path: str | Path) -> None:
     with open(path, "w") as f:
         for r in records:
