@@ -86,7 +86,7 @@ fi
 el toks
 fi
 if want profile; then
-timeout 240 python3 scripts/profile_step.py $M /tmp/llama-7b-Q4_0.gguf --steps 5 --prompt 512 --modes trace,graph \
+timeout ${PROFILE_S:-240} python3 scripts/profile_step.py $M /tmp/llama-7b-Q4_0.gguf --steps 5 --prompt 512 --modes trace,graph \
   --llama-ncu --llama-dir /tmp/llama \
   --json $OUT/profile.json 2>&1 | tee $OUT/profile.txt
 el profile
