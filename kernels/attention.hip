@@ -221,26 +221,28 @@ __device__ void flash_attn_decode(const float* __restrict__ q, const Tkv* __rest
     const int p = pos[0];
     const double rope_lb = rope_dims ? log2((double)rope_base) : 0.0;
     float qv[FA_DEC_G][FA_DPL], m[FA_DEC_G], l[FA_DEC_G], o[FA_DEC_G][FA_DPL];
+    const int kv_begin = split * chunk;
+    const int kv_end = min(min(kv_begin + chunk, p + 1), C);
+    const bool any = kv_begin < kv_end;  // a split past the position only hands in an empty partial
+#pragma unroll
+    for (int j = 0; j < FA_DPL; ++j) {
+        // the rotation of dim d0 + j at p, once for every head (its double sine and cosine are the cost)
+        const RfRopeAt rr = rope_dims && any
+                                ? rf_rope_at(d0 + j, p, rope_dims, rope_neox, rope_lb, rope_freq_scale)
+                                : RfRopeAt{d0 + j, d0 + j, d0 + j, 0, 0, 1.0, 0.0};
+#pragma unroll
+        for (int g = 0; g < FA_DEC_G; ++g) {
+            o[g][j] = 0.0f;
+            float x = 0.0f;
+            if (g < G && any) x = rf_rope_apply<float>(q + (rf_i64)(hk * G + g) * FA_D, rr) * scale;
+            qv[g][j] = x;
+        }
+    }
 #pragma unroll
     for (int g = 0; g < FA_DEC_G; ++g) {
         m[g] = -RF_INF;
         l[g] = 0.0f;
-#pragma unroll
-        for (int j = 0; j < FA_DPL; ++j) {
-            o[g][j] = 0.0f;
-            float x = 0.0f;
-            if (g < G) {
-                const float* qh = q + (rf_i64)(hk * G + g) * FA_D;
-                x = rope_dims
-                        ? rf_rope_elem<float>(qh, d0 + j, p, rope_dims, rope_neox, rope_lb, rope_freq_scale)
-                        : qh[d0 + j];
-                x *= scale;
-            }
-            qv[g][j] = x;
-        }
     }
-    const int kv_begin = split * chunk;
-    const int kv_end = min(min(kv_begin + chunk, p + 1), C);
     for (int r0 = kv_begin + warp * FA_DEC_ROWS; r0 < kv_end; r0 += FA_DEC_WARPS * FA_DEC_ROWS) {
         float kk[FA_DEC_ROWS][FA_DPL], vv[FA_DEC_ROWS][FA_DPL];
 #pragma unroll

@@ -6,24 +6,45 @@
 #pragma once
 #include "rf_compat.h"
 
+// RoPE of element d at position p, apart from the values it rotates: which elements (d0, d1) it pairs,
+// whether d is the first, and the angle's cosine and sine (double). The same for every head at p.
+struct RfRopeAt {
+    int d, d0, d1, rotate, first;
+    double c, s;
+};
+
+RF_DEV RfRopeAt rf_rope_at(int d, int p, int n_dims, int neox, double lb, float freq_scale) {
+    RfRopeAt r{d, d, d, 0, 0, 1.0, 0.0};
+    if (d >= n_dims) return r;
+    const int half = n_dims / 2;
+    int i;  // pair index
+    if (neox) {
+        i = d % half;
+        r.first = d < half;
+        r.d0 = r.first ? d : d - half;
+    } else {
+        i = d / 2;
+        r.first = (d & 1) == 0;
+        r.d0 = r.first ? d : d - 1;
+    }
+    r.d1 = neox ? r.d0 + half : r.d0 + 1;
+    r.rotate = 1;
+    const double theta = (double)p * (double)freq_scale * exp2(-lb * (2.0 * i) / (double)n_dims);
+    r.c = cos(theta);
+    r.s = sin(theta);
+    return r;
+}
+
+// element r.d of the head at h (D values of type T) rotated as r says
+template <typename T>
+RF_DEV float rf_rope_apply(const T* h, const RfRopeAt& r) {
+    if (!r.rotate) return rf_io<T>::load(h, r.d);
+    const double x0 = rf_io<T>::load(h, r.d0), x1 = rf_io<T>::load(h, r.d1);
+    return (float)(r.first ? x0 * r.c - x1 * r.s : x0 * r.s + x1 * r.c);
+}
+
 // element d of the head at h (D values of type T) rotated for position p; lb = log2(base)
 template <typename T>
 RF_DEV float rf_rope_elem(const T* h, int d, int p, int n_dims, int neox, double lb, float freq_scale) {
-    if (d >= n_dims) return rf_io<T>::load(h, d);
-    const int half = n_dims / 2;
-    int i, first, d0;  // pair index, whether d is the pair's first member, and the first member
-    if (neox) {
-        i = d % half;
-        first = d < half;
-        d0 = first ? d : d - half;
-    } else {
-        i = d / 2;
-        first = (d & 1) == 0;
-        d0 = first ? d : d - 1;
-    }
-    const int d1 = neox ? d0 + half : d0 + 1;
-    const double theta = (double)p * (double)freq_scale * exp2(-lb * (2.0 * i) / (double)n_dims);
-    const double c = cos(theta), s = sin(theta);
-    const double x0 = rf_io<T>::load(h, d0), x1 = rf_io<T>::load(h, d1);
-    return (float)(first ? x0 * c - x1 * s : x0 * s + x1 * c);
+    return rf_rope_apply<T>(h, rf_rope_at(d, p, n_dims, neox, lb, freq_scale));
 }

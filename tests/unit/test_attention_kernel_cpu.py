@@ -91,6 +91,8 @@ F16_CASES = {(4, None), (7, None), (3, (32, 1))}  # (n_splits, rope) of the rows
     (1, 4, 4, 300, 299, 5, None),      # one query head a KV head (LLaMA-7B's MHA)
     (1, 9, 3, 100, 70, 4, (64, 0)),    # q ROPE'd on the way in (normal pairs)
     (3, 4, 1, 96, 50, 3, (32, 1)),     # NEOX pairs over half the head: the rest copied
+    (1, 14, 2, 200, 150, 5, (64, 1)),  # Qwen's decode: NEOX pairs, the angle shared by the group's heads
+    (1, 4, 2, 96, 40, 3, (32, 0)),     # normal pairs over half the head, splits past the position
 ])
 def test_split_attention_merges_in_the_last_block(exe, tmp_path, T, H, Hkv, C, pos0, n_splits, rope,
                                                   decode, f16):
