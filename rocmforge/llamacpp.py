@@ -352,6 +352,7 @@ KERNEL_OPS: tuple[tuple[str, str], ...] = (
     ("quantize_q8_1", "QUANTIZE_X8"), ("quantize_mmq", "QUANTIZE_X8"),
     ("flash_attn", "FLASH_ATTN_EXT"), ("rms_norm", "RMS_NORM"), ("rope", "ROPE"),
     ("k_set_rows", "SET_ROWS"), ("k_get_rows", "GET_ROWS"), ("swiglu", "SWIGLU"), ("k_swiglu", "SWIGLU"),
+    ("unary_gated_op", "SWIGLU"),
     ("soft_max", "SOFT_MAX"), ("argmax", "ARGMAX"), ("cpy", "CPY"), ("convert", "CPY"), ("scale", "SCALE"),
     ("dequantize", "MUL_MAT"), ("gemm", "MUL_MAT"), ("gemv", "MUL_MAT"), ("cutlass", "MUL_MAT"),
     ("sm90_xmma", "MUL_MAT"), ("nvjet", "MUL_MAT"), ("cublas", "MUL_MAT"),

@@ -247,6 +247,7 @@ def test_kernel_names_map_to_ggml_ops():
     assert kernel_base(TOKEN[0]) == "rms_norm_f32"
     assert kernel_base("sm90_xmma_gemm_f16f16(int)") == "sm90_xmma_gemm_f16f16"
     assert kernel_op("sm90_xmma_gemm_f16f16_f32(int)") == "MUL_MAT"
+    assert kernel_op("void unary_gated_op_kernel<&op_silu, float>(const float *)") == "SWIGLU"  # seen, H100
 
 
 def test_ncu_csv_is_read_in_launch_order_in_microseconds():
