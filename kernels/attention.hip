@@ -200,11 +200,46 @@ __device__ void flash_attn(const float* __restrict__ q, const Tkv* __restrict__ 
 // of the cache; each warp takes FA_DEC_ROWS rows at a time, loads their K and V (each lane its D / RF_WARP
 // dims) before any arithmetic, and keeps per head a running max, sum and output in registers (q too, ROPE'd
 // and scaled on the way in). The warps' partials merge in shared memory; with n_splits > 1 the block writes
-// its partial and the last block of the KV head to finish merges them (tickets, as flash_attn).
+// its partial and the last block of the KV head to finish merges them (tickets, as flash_attn): every
+// thread a (head, dim) of the group, one pass over the splits that saw rows (those up to the position's).
 #define FA_DEC_G 8
 #define FA_DEC_WARPS 4
 #define FA_DEC_ROWS 8
 #define FA_DPL (FA_D / RF_WARP > 0 ? FA_D / RF_WARP : 1)  // dims a lane holds (entries: FA_D % RF_WARP == 0)
+#define FA_DEC_MERGE 4  // splits whose partials load before their arithmetic
+
+// the decode merge: out[h0 + g] over the first n_live splits' partials (part_m, part_l [n_splits, H],
+// part_o [n_splits, H, FA_D], unnormalised; a split that saw no row has m = -inf), online over the splits
+RF_DEV void fa_dec_merge(const float* part_m, const float* part_l, const float* part_o, int H, int h0, int G,
+                         int n_live, float* __restrict__ out) {
+    const volatile float* vm = part_m;  // written by other blocks: past this SM's L1
+    const volatile float* vl = part_l;
+    const volatile float* vo = part_o;
+    for (int e = threadIdx.x; e < G * FA_D; e += blockDim.x) {
+        const int h = h0 + e / FA_D, d = e % FA_D;
+        float M = -RF_INF, L = 0.0f, O = 0.0f;
+        for (int s0 = 0; s0 < n_live; s0 += FA_DEC_MERGE) {
+            float m[FA_DEC_MERGE], l[FA_DEC_MERGE], o[FA_DEC_MERGE];
+#pragma unroll
+            for (int i = 0; i < FA_DEC_MERGE; ++i) {
+                const rf_i64 r = (rf_i64)min(s0 + i, n_live - 1) * H + h;
+                m[i] = s0 + i < n_live ? vm[r] : -RF_INF;
+                l[i] = vl[r];
+                o[i] = vo[r * FA_D + d];
+            }
+#pragma unroll
+            for (int i = 0; i < FA_DEC_MERGE; ++i) {
+                if (m[i] == -RF_INF) continue;
+                const float m_new = fmaxf(M, m[i]);
+                const float a = expf(M - m_new), b = expf(m[i] - m_new);
+                L = L * a + l[i] * b;
+                O = O * a + o[i] * b;
+                M = m_new;
+            }
+        }
+        out[(rf_i64)h * FA_D + d] = O / L;
+    }
+}
 
 template <typename Tkv>
 __device__ void flash_attn_decode(const float* __restrict__ q, const Tkv* __restrict__ k,
@@ -312,8 +347,7 @@ __device__ void flash_attn_decode(const float* __restrict__ q, const Tkv* __rest
         }
     }
     if (!split_out || !rf_last_block(counters + hk, gridDim.x)) return;
-    for (int e = threadIdx.x; e < G * FA_TPR; e += blockDim.x)  // FA_TPR threads a head, as flash_attn's rows
-        fa_merge_splits(part_m, part_l, part_o, H, hk * G + e / FA_TPR, gridDim.x, e % FA_TPR, FA_TPR, out);
+    fa_dec_merge(part_m, part_l, part_o, H, hk * G, G, min((int)gridDim.x, p / chunk + 1), out);
 }
 
 #define FA_DEC_ENTRY(t, Tkv)                                                                           \

@@ -93,6 +93,7 @@ F16_CASES = {(4, None), (7, None), (3, (32, 1))}  # (n_splits, rope) of the rows
     (3, 4, 1, 96, 50, 3, (32, 1)),     # NEOX pairs over half the head: the rest copied
     (1, 14, 2, 200, 150, 5, (64, 1)),  # Qwen's decode: NEOX pairs, the angle shared by the group's heads
     (1, 4, 2, 96, 40, 3, (32, 0)),     # normal pairs over half the head, splits past the position
+    (1, 9, 3, 640, 300, 20, None),     # 20 splits, 10 up to the position: merged four at a time
 ])
 def test_split_attention_merges_in_the_last_block(exe, tmp_path, T, H, Hkv, C, pos0, n_splits, rope,
                                                   decode, f16):
