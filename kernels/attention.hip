@@ -28,6 +28,12 @@
 #define FA_TPR (FA_THREADS / FA_BQ)                 // threads per row: 4, 8, 16
 #define FA_CPT (FA_BKV / FA_TPR)                    // KV columns per thread
 #define FA_DPT ((FA_D + FA_TPR - 1) / FA_TPR)       // output dims per thread
+// FA_VEC: q.k and p.v read shared memory four floats at a time (a thread's output dims in runs of four:
+// FA_DIM), where D is a multiple of 4 * FA_TPR; q and K rows then padded by 4 floats (16-byte aligned, no
+// bank conflicts), else by 1. Either way the sums run in the same order, so the results are the same.
+#define FA_VEC (FA_D % (4 * FA_TPR) == 0)
+#define FA_QKP (FA_VEC ? FA_D + 4 : FA_D + 1)
+#define FA_DIM(i) (FA_VEC ? 4 * (sub + FA_TPR * ((i) / 4)) + (i) % 4 : sub + FA_TPR * (i))
 
 // The last block's merge: output dims d0, d0 + step, ... of (token, head) th over n_splits partials (part_m,
 // part_l [n_splits, TH], part_o [n_splits, TH, FA_D], unnormalised; a split that saw no row has m = -inf).
@@ -68,9 +74,9 @@ __device__ void flash_attn(const float* __restrict__ q, const Tkv* __restrict__ 
                            rf_i64 row_stride, rf_i64 head_stride, int C, int chunk, float scale,
                            int rope_dims, int rope_neox, float rope_base, float rope_freq_scale) {
     RF_PDL_BEGIN();
-    __shared__ float qs[FA_BQ][FA_D + 1];
-    __shared__ float ks[FA_BKV][FA_D + 1];
-    __shared__ float vs[FA_BKV][FA_D];
+    __shared__ float qs[FA_BQ][FA_QKP] RF_ALIGN(16);  // 16-byte aligned rows where FA_VEC
+    __shared__ float ks[FA_BKV][FA_QKP] RF_ALIGN(16);
+    __shared__ float vs[FA_BKV][FA_D] RF_ALIGN(16);
     __shared__ float ps[FA_BQ][FA_BKV + 1];
     __shared__ int rpos[FA_BQ];
 
@@ -126,8 +132,19 @@ __device__ void flash_attn(const float* __restrict__ q, const Tkv* __restrict__ 
         for (int j = 0; j < FA_CPT; ++j) {
             const int c = sub + FA_TPR * j, kv = kv0 + c;
             float acc = 0.0f;
+#if FA_VEC
+#pragma unroll 4
+            for (int d = 0; d < FA_D; d += 4) {
+                const float4 a = *(const float4*)&qs[r][d], b = *(const float4*)&ks[c][d];
+                acc += a.x * b.x;
+                acc += a.y * b.y;
+                acc += a.z * b.z;
+                acc += a.w * b.w;
+            }
+#else
 #pragma unroll 8
             for (int d = 0; d < FA_D; ++d) acc += qs[r][d] * ks[c][d];
+#endif
             s[j] = (kv < kv_end && kv <= my_pos) ? acc : -RF_INF;
             tmax = fmaxf(tmax, s[j]);
         }
@@ -151,9 +168,25 @@ __device__ void flash_attn(const float* __restrict__ q, const Tkv* __restrict__ 
 #pragma unroll
         for (int j = 0; j < FA_CPT; ++j) ps[r][sub + FA_TPR * j] = s[j];
         __syncthreads();
+#if FA_VEC
+#pragma unroll
+        for (int i = 0; i < FA_DPT; ++i) o[i] *= corr;
+#pragma unroll 4
+        for (int c = 0; c < FA_BKV; ++c) {
+            const float pc = ps[r][c];
+#pragma unroll
+            for (int i4 = 0; i4 < FA_DPT / 4; ++i4) {
+                const float4 vv = *(const float4*)&vs[c][FA_DIM(4 * i4)];
+                o[4 * i4] += pc * vv.x;
+                o[4 * i4 + 1] += pc * vv.y;
+                o[4 * i4 + 2] += pc * vv.z;
+                o[4 * i4 + 3] += pc * vv.w;
+            }
+        }
+#else
 #pragma unroll
         for (int i = 0; i < FA_DPT; ++i) {
-            const int d = sub + FA_TPR * i;
+            const int d = FA_DIM(i);
             float acc = o[i] * corr;
             if (d < FA_D) {
 #pragma unroll 8
@@ -161,6 +194,7 @@ __device__ void flash_attn(const float* __restrict__ q, const Tkv* __restrict__ 
             }
             o[i] = acc;
         }
+#endif
         __syncthreads();
     }
 
@@ -172,7 +206,7 @@ __device__ void flash_attn(const float* __restrict__ q, const Tkv* __restrict__ 
         const float inv = 1.0f / l_i;
 #pragma unroll
         for (int i = 0; i < FA_DPT; ++i) {
-            const int d = sub + FA_TPR * i;
+            const int d = FA_DIM(i);
             if (d < FA_D) out[((rf_i64)t * H + h) * FA_D + d] = o[i] * inv;
         }
         return;
@@ -182,7 +216,7 @@ __device__ void flash_attn(const float* __restrict__ q, const Tkv* __restrict__ 
         const rf_i64 pr = split * TH + th;
 #pragma unroll
         for (int i = 0; i < FA_DPT; ++i) {
-            const int d = sub + FA_TPR * i;
+            const int d = FA_DIM(i);
             if (d < FA_D) part_o[pr * FA_D + d] = o[i];
         }
         if (sub == 0) {

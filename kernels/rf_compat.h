@@ -45,6 +45,7 @@ typedef unsigned long long rf_u64;
 
 // dynamic shared memory (size given at launch) as an array of `type`
 #define RF_DYN_SHARED(type, name) extern __shared__ type name[]
+#define RF_ALIGN(n) __attribute__((aligned(n)))  // after a declarator: `__shared__ float a[N] RF_ALIGN(16);`
 
 // ---- warp shuffles (int or float v) -------------------------------------------------------------------
 #if defined(RF_HIP)

@@ -34,6 +34,7 @@ typedef unsigned long long rf_u64;
 #define __device__
 #define __launch_bounds__(...)
 #define __shared__ static
+#define RF_ALIGN(n) __attribute__((aligned(n)))
 #define RF_INF std::numeric_limits<float>::infinity()
 #define RF_PDL_BEGIN() \
     do {               \
@@ -159,3 +160,6 @@ static inline int atomicMin(int* p, int v) {
 static inline int __popcll(rf_u64 v) { return std::popcount(v); }
 static inline rf_u32 __float_as_uint(float v) { return std::bit_cast<rf_u32>(v); }
 static inline float __int_as_float(int v) { return std::bit_cast<float>(v); }
+struct alignas(16) float4 {
+    float x, y, z, w;
+};

@@ -38,6 +38,7 @@ int main(int argc, char** argv) {
     for (int run = 0; run < 2; ++run) {
         std::vector<float> out(q.size(), std::numeric_limits<float>::quiet_NaN());
         const rf_i64 rs = (rf_i64)Hkv * RF_HEAD_DIM;
+#if FA_D % RF_WARP == 0 && FA_D <= 128  // the decode kernel's head dims
         if (d[8] && d[9])
             emu::launch(rf_dim3{(unsigned)S, (unsigned)Hkv, 1}, FA_DEC_WARPS * RF_WARP, [&] {
                 flash_attn_decode_f16(q.data(), kh.data(), vh.data(), pos.data(), out.data(), po.data(),
@@ -50,7 +51,9 @@ int main(int argc, char** argv) {
                                       pm.data(), pl.data(), tickets.data(), H, Hkv, rs, RF_HEAD_DIM, C, chunk,
                                       0.125f, d[6], d[7], 10000.0f, 1.0f);
             });
-        else if (d[9])
+        else
+#endif
+        if (d[9])
             emu::launch(rf_dim3{(unsigned)bx, (unsigned)Hkv, (unsigned)S}, FA_THREADS, [&] {
                 flash_attn_f16(q.data(), kh.data(), vh.data(), pos.data(), out.data(), po.data(), pm.data(),
                                pl.data(), tickets.data(), T, H, Hkv, rs, RF_HEAD_DIM, C, chunk, 0.125f, d[6],
@@ -72,9 +75,17 @@ int main(int argc, char** argv) {
 
 
 @pytest.fixture(scope="module")
-def exe(tmp_path_factory):
+def exes(tmp_path_factory):
+    # D = 64 (4 threads a row, 16 dims each: the four-float path), 128 (8 threads, 16 dims), 80 (8 threads,
+    # 10 dims: the one-float path)
     d = tmp_path_factory.mktemp("attention_emu")
-    return build(d, "attention.hip", MAIN, {"fa": {"RF_HEAD_DIM": 64}})["fa"]
+    builds = build(d, "attention.hip", MAIN, {f"fa{n}": {"RF_HEAD_DIM": n} for n in (64, 80, 128)})
+    return {n: builds[f"fa{n}"] for n in (64, 80, 128)}
+
+
+@pytest.fixture(scope="module")
+def exe(exes):
+    return exes[64]
 
 
 F16_CASES = {(4, None), (7, None), (3, (32, 1))}  # (n_splits, rope) of the rows also run on an f16 cache
@@ -94,6 +105,7 @@ F16_CASES = {(4, None), (7, None), (3, (32, 1))}  # (n_splits, rope) of the rows
     (1, 14, 2, 200, 150, 5, (64, 1)),  # Qwen's decode: NEOX pairs, the angle shared by the group's heads
     (1, 4, 2, 96, 40, 3, (32, 0)),     # normal pairs over half the head, splits past the position
     (1, 9, 3, 640, 300, 20, None),     # 20 splits, 10 up to the position: merged four at a time
+    (40, 4, 2, 96, 20, 1, (64, 1)),    # a prompt of 40: several query tiles, causal across KV tiles
 ])
 def test_split_attention_merges_in_the_last_block(exe, tmp_path, T, H, Hkv, C, pos0, n_splits, rope,
                                                   decode, f16):
@@ -101,8 +113,18 @@ def test_split_attention_merges_in_the_last_block(exe, tmp_path, T, H, Hkv, C, p
         pytest.skip("flash_attn_decode: one token, at most 8 query heads a KV head")
     if f16 and (n_splits, rope) not in F16_CASES:
         pytest.skip("the f16 cache: on a few rows (the emulator is slow)")
+    _check_case(exe, tmp_path, T, H, Hkv, C, pos0, n_splits, rope, decode, f16, 64)
+
+
+@pytest.mark.parametrize("D, decode", [(80, False), (128, False), (128, True)])
+def test_other_head_dims(exes, tmp_path, D, decode):
+    # a prompt of 20 over two query tiles (or one decode token), the cache split in 3, NEOX pairs
+    T = 1 if decode else 20
+    _check_case(exes[D], tmp_path, T, 4, 2, 96, 40, 3, (D, 1), decode, False, D)
+
+
+def _check_case(exe, tmp_path, T, H, Hkv, C, pos0, n_splits, rope, decode, f16, D):
     rng = np.random.default_rng(T * 1000 + C + n_splits)
-    D = 64
     q = rng.standard_normal((T, H, D)).astype(np.float32)
     k = rng.standard_normal((C, Hkv, D)).astype(np.float32)
     v = rng.standard_normal((C, Hkv, D)).astype(np.float32)
