@@ -9,7 +9,7 @@
 # and optionally OLD (e.g. `git archive d69d75b rocmforge kernels scripts pyproject.toml | tar -x -C
 # .devrun/old`). Results under $OUT. A short call: SUITE (pytest arguments), SUITE_S (its time limit), MODELS
 # (bench these files of /tmp, without .gguf), VARIANTS=new; STAGES: the stages to run, of
-# "suite bench toks profile matvec matmul sample soak" (all by default).
+# "suite bench toks profile host matvec matmul sample soak" (all by default).
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD LD_LIBRARY_PATH=/tmp/llama PYTHONUNBUFFERED=1
@@ -17,7 +17,7 @@ mkdir -p /tmp/llama && tar xJf .llamacpp/llbin-cuda-sm90a.tar.xz -C /tmp/llama
 command -v ncu > /dev/null || export PATH=$PATH:/usr/local/cuda/bin:$(ls -d /opt/nvidia/nsight-compute/* 2>/dev/null | tail -1)
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/gpu.txt
 OLD=${OLD:-$PWD/.devrun/old}
-want() { [[ " ${STAGES:-suite bench toks profile matvec matmul sample soak} " == *" $1 "* ]]; }
+want() { [[ " ${STAGES:-suite bench toks profile host matvec matmul sample soak} " == *" $1 "* ]]; }
 T0=$(date +%s); el() { echo "[t+$(( $(date +%s) - T0 ))s] $*" | tee -a $OUT/log.txt; }
 MODELS=${MODELS:-} python3 - <<'PY'
 import glob, lzma, os, pickle
@@ -90,6 +90,10 @@ timeout ${PROFILE_S:-240} python3 scripts/profile_step.py $M /tmp/llama-7b-Q4_0.
   --llama-ncu --llama-dir /tmp/llama \
   --json $OUT/profile.json 2>&1 | tee $OUT/profile.txt
 el profile
+fi
+if want host; then
+timeout 90 python3 scripts/profile_host.py $M --steps 200 --top 15 2>&1 | tee $OUT/host.txt
+el host
 fi
 if want matvec; then
 for v in old new; do
