@@ -307,6 +307,9 @@ def test_unwritable_cache_dir(server: _Server, tmp_path: Path, monkeypatch: pyte
 def _fetch_in_child(out: mp.Queue, contended: mp.Event | None) -> None:  # type: ignore[valid-type]
     """Forked: fetch 'fake' and put the path (or the error) on `out`. With `contended`, first prove that
     another process holds the model's lock (a non-blocking try fails), say so, then fetch."""
+    # tqdm's default lock is a semaphore shared with the parent across the fork: a child killed while it
+    # holds it (making its bar) would block the parent's next bar forever. The child takes its own.
+    hub.tqdm.set_lock(threading.RLock())
     if contended is not None:
         real_flock = fcntl.flock
 
