@@ -29,12 +29,13 @@ typedef int rf_i32;
 typedef long long rf_i64;
 typedef unsigned long long rf_u64;
 
-#define RF_DEV static inline
+#define RF_DEV inline  // not static: RF_DEV static members of rf_quant.h's weight types
 #define RF_KERNEL
 #define __device__
 #define __launch_bounds__(...)
 #define __shared__ static
 #define RF_ALIGN(n) __attribute__((aligned(n)))
+#define RF_DYN_SHARED(type, name) static type name[65536 / sizeof(type)]  // dynamic shared memory: 64 KB
 #define RF_INF std::numeric_limits<float>::infinity()
 #define RF_PDL_BEGIN() \
     do {               \
@@ -160,6 +161,55 @@ static inline int atomicMin(int* p, int v) {
 static inline int __popcll(rf_u64 v) { return std::popcount(v); }
 static inline rf_u32 __float_as_uint(float v) { return std::bit_cast<rf_u32>(v); }
 static inline float __int_as_float(int v) { return std::bit_cast<float>(v); }
+static inline float __uint_as_float(rf_u32 v) { return std::bit_cast<float>(v); }
+static inline float rsqrtf(float v) { return 1.0f / std::sqrt(v); }
+static inline rf_u32 __byte_perm(rf_u32 a, rf_u32 b, rf_u32 s) {  // CUDA's byte selector over {b, a}
+    const rf_u64 v = ((rf_u64)b << 32) | a;
+    rf_u32 r = 0;
+    for (int i = 0; i < 4; ++i) r |= (rf_u32)((v >> (8 * ((s >> (4 * i)) & 7))) & 0xff) << (8 * i);
+    return r;
+}
 struct alignas(16) float4 {
     float x, y, z, w;
 };
+struct uint4 {
+    rf_u32 x, y, z, w;
+};
+struct uint2 {
+    rf_u32 x, y;
+};
+
+// what rf_compat.h gives rf_quant.h and the mat-vec kernels, on the CPU
+template <float (*WarpReduce)(float)>
+RF_DEV float rf_block_reduce(float v, float* sh, float identity) {
+    const int lane = threadIdx.x % RF_WARP, warp = threadIdx.x / RF_WARP;
+    v = WarpReduce(v);
+    __syncthreads();
+    if (lane == 0) sh[warp] = v;
+    __syncthreads();
+    v = lane < (int)(blockDim.x / RF_WARP) ? sh[lane] : identity;
+    return WarpReduce(v);
+}
+RF_DEV float rf_block_sum(float v, float* sh) { return rf_block_reduce<rf_warp_sum>(v, sh, 0.0f); }
+RF_DEV float rf_silu(float x) { return x / (1.0f + std::exp(-x)); }
+RF_DEV float rf_plus_b(float s, const float* b, rf_i64 b_stride, int token, int row) {
+    return b ? s + b[(rf_i64)token * b_stride + row] : s;
+}
+#define RF_HAS_DP4A_US 0
+RF_DEV int rf_dp4a(int a, int b, int c) {
+    return c + (rf_i8)(a) * (rf_i8)(b) + (rf_i8)(a >> 8) * (rf_i8)(b >> 8) + (rf_i8)(a >> 16) * (rf_i8)(b >> 16) +
+           (rf_i8)(a >> 24) * (rf_i8)(b >> 24);
+}
+RF_DEV int rf_dp4a_us(rf_u32 a, int b, int c) {
+    return c + (int)(a & 0xFFu) * (rf_i8)(b) + (int)((a >> 8) & 0xFFu) * (rf_i8)(b >> 8) +
+           (int)((a >> 16) & 0xFFu) * (rf_i8)(b >> 16) + (int)(a >> 24) * (rf_i8)(b >> 24);
+}
+RF_DEV float rf_h2f(rf_u16 h) { return rf_io<rf_u16>::load(&h, 0); }
+RF_DEV float rf_bf2f(rf_u16 b) { return __uint_as_float((rf_u32)b << 16); }
+RF_DEV float rf_h2f_lo(rf_u32 w) { return rf_h2f((rf_u16)(w & 0xffffu)); }
+RF_DEV float rf_h2f_hi(rf_u32 w) { return rf_h2f((rf_u16)(w >> 16)); }
+RF_DEV rf_u32 rf_ld_u32_a2(const rf_u8* p) {
+    const rf_u16* q = (const rf_u16*)p;
+    return (rf_u32)q[0] | ((rf_u32)q[1] << 16);
+}
+RF_DEV rf_u32 rf_ld_u32_a4(const rf_u8* p) { return *(const rf_u32*)p; }
