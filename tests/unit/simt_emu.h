@@ -1,4 +1,6 @@
 // simt_emu.h: enough of rf_compat.h to run a kernel on the CPU, one std::thread per GPU thread (tests only).
+// Its platform layer only: rf_common.h's helpers (block reductions, f16 conversions, int8 dots, rf_io, ...)
+// are the kernels' own, inlined after this header by simt_kernels.emu_source.
 //
 // __shared__ is a function-static (shared by the threads of the block; blocks run one after another),
 // __syncthreads a std::barrier over the block, warp votes and shuffles a barrier over the warp's lanes.
@@ -127,23 +129,7 @@ static inline float rf_group_max(float v, int width = RF_WARP) {
     for (int m = width >> 1; m > 0; m >>= 1) v = std::fmax(v, rf_shfl_xor(v, m, width));
     return v;
 }
-
-template <typename T> struct rf_io;
-template <> struct rf_io<float> {
-    static float load(const float* p, rf_i64 i) { return p[i]; }
-    static void store(float* p, rf_i64 i, float v) { p[i] = v; }
-};
-template <> struct rf_io<rf_u16> {  // f16 as raw bits, converted as the GPU does (round to nearest even)
-    static float load(const rf_u16* p, rf_i64 i) {
-        _Float16 h;
-        std::memcpy(&h, p + i, 2);
-        return (float)h;
-    }
-    static void store(rf_u16* p, rf_i64 i, float v) {
-        const _Float16 h = (_Float16)v;
-        std::memcpy(p + i, &h, 2);
-    }
-};
+static inline float rf_warp_max(float v) { return rf_group_max(v, RF_WARP); }
 
 using std::max;
 using std::min;
@@ -179,37 +165,3 @@ struct uint2 {
     rf_u32 x, y;
 };
 
-// what rf_compat.h gives rf_quant.h and the mat-vec kernels, on the CPU
-template <float (*WarpReduce)(float)>
-RF_DEV float rf_block_reduce(float v, float* sh, float identity) {
-    const int lane = threadIdx.x % RF_WARP, warp = threadIdx.x / RF_WARP;
-    v = WarpReduce(v);
-    __syncthreads();
-    if (lane == 0) sh[warp] = v;
-    __syncthreads();
-    v = lane < (int)(blockDim.x / RF_WARP) ? sh[lane] : identity;
-    return WarpReduce(v);
-}
-RF_DEV float rf_block_sum(float v, float* sh) { return rf_block_reduce<rf_warp_sum>(v, sh, 0.0f); }
-RF_DEV float rf_silu(float x) { return x / (1.0f + std::exp(-x)); }
-RF_DEV float rf_plus_b(float s, const float* b, rf_i64 b_stride, int token, int row) {
-    return b ? s + b[(rf_i64)token * b_stride + row] : s;
-}
-#define RF_HAS_DP4A_US 0
-RF_DEV int rf_dp4a(int a, int b, int c) {
-    return c + (rf_i8)(a) * (rf_i8)(b) + (rf_i8)(a >> 8) * (rf_i8)(b >> 8) + (rf_i8)(a >> 16) * (rf_i8)(b >> 16) +
-           (rf_i8)(a >> 24) * (rf_i8)(b >> 24);
-}
-RF_DEV int rf_dp4a_us(rf_u32 a, int b, int c) {
-    return c + (int)(a & 0xFFu) * (rf_i8)(b) + (int)((a >> 8) & 0xFFu) * (rf_i8)(b >> 8) +
-           (int)((a >> 16) & 0xFFu) * (rf_i8)(b >> 16) + (int)(a >> 24) * (rf_i8)(b >> 24);
-}
-RF_DEV float rf_h2f(rf_u16 h) { return rf_io<rf_u16>::load(&h, 0); }
-RF_DEV float rf_bf2f(rf_u16 b) { return __uint_as_float((rf_u32)b << 16); }
-RF_DEV float rf_h2f_lo(rf_u32 w) { return rf_h2f((rf_u16)(w & 0xffffu)); }
-RF_DEV float rf_h2f_hi(rf_u32 w) { return rf_h2f((rf_u16)(w >> 16)); }
-RF_DEV rf_u32 rf_ld_u32_a2(const rf_u8* p) {
-    const rf_u16* q = (const rf_u16*)p;
-    return (rf_u32)q[0] | ((rf_u32)q[1] << 16);
-}
-RF_DEV rf_u32 rf_ld_u32_a4(const rf_u8* p) { return *(const rf_u32*)p; }

@@ -8,11 +8,14 @@ HERE = Path(__file__).resolve().parent  # where simt_emu.h is
 
 
 def emu_source(name: str) -> str:
-    """kernels/<name> for simt_emu.h: rf_compat.h replaced by it, the other local headers (rf_rope.h,
-    rf_split.h) inlined without their own include of rf_compat.h."""
-    src = (KERNEL_DIR / name).read_text().replace('#include "rf_compat.h"', '#include "simt_emu.h"')
+    """kernels/<name> for simt_emu.h: rf_compat.h replaced by it and rf_common.h (the helpers written on top
+    of the platform layer it emulates), the other local headers (rf_rope.h, rf_split.h, ...) inlined without
+    their own include of rf_compat.h."""
+    common = (KERNEL_DIR / "rf_common.h").read_text().replace("#pragma once", "")
+    src = (KERNEL_DIR / name).read_text()
+    src = src.replace('#include "rf_compat.h"', f'#include "simt_emu.h"\n{common}')
     for header in sorted(KERNEL_DIR.glob("rf_*.h")):
-        if header.name != "rf_compat.h":
+        if header.name not in ("rf_compat.h", "rf_common.h"):
             body = header.read_text().replace('#include "rf_compat.h"', "")
             src = src.replace(f'#include "{header.name}"', body)
     return src
