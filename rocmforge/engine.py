@@ -203,7 +203,6 @@ class Engine:
         self.weight_spec = {n: (t.shape, t.ggml_type.name.lower()) for n, t in model.tensors.items()}
         # stacked weight (passes.fuse) -> its GGUF tensors, and whether their rows are interleaved
         self._stacked: dict[str, tuple[tuple[str, ...], bool]] = {}
-        self._out_ids: dict[int, tuple[Graph, bool]] = {}  # id(graph) -> (graph, takes inp_out_ids)
         self._graphs: dict[tuple[int, bool], Graph] = {}
         self._sample_graph: Graph | None = None  # the decode graph that draws the token (sample_graph)
         self.n_past = 0
@@ -354,7 +353,7 @@ class Engine:
         g = self.graph(b, all_logits) if sample is None else self.sample_graph()
         toks = np.concatenate([toks, np.zeros(b - n, np.int64)]).astype(np.int32)
         inputs = {"inp_tokens": toks, "inp_pos": np.arange(self.n_past, self.n_past + b, dtype=np.int32)}
-        if self._wants_out_ids(g):
+        if "inp_out_ids" in g.inputs:
             inputs["inp_out_ids"] = np.array([n - 1], np.int32)
         if sample is not None:
             inputs["inp_sample"] = sample
@@ -367,13 +366,6 @@ class Engine:
             timings.tokens = n
         self.n_past += n
         return outs, timings
-
-    def _wants_out_ids(self, g: Graph) -> bool:
-        """Whether graph g takes inp_out_ids (looked up once per graph: Graph.inputs walks every node)."""
-        hit = self._out_ids.get(id(g))
-        if hit is None or hit[0] is not g:
-            hit = self._out_ids[id(g)] = (g, "inp_out_ids" in g.inputs)
-        return hit[1]
 
     # ---- public API ---------------------------------------------------------------------------------
     def reset(self) -> None:

@@ -74,6 +74,7 @@ class Graph:
         self.nodes: list[Tensor] = []
         self.outputs: dict[str, Tensor] = {}
         self._names: set[str] = set()
+        self._input_leaves: list[Tensor] = []  # Graph.inputs without a walk over every node (a step asks)
 
     # ---- leaves -------------------------------------------------------------------------------------
     def _add(self, t: Tensor) -> Tensor:
@@ -86,8 +87,10 @@ class Graph:
     def _leaf(self, kind: str, name: str, shape: Sequence[int], dtype: str) -> Tensor:
         if any(int(n) <= 0 for n in shape):
             raise IRError(f"{name}: bad shape {tuple(shape)}")
-        return self._add(Tensor(len(self.nodes), name, Op.NONE, tuple(int(n) for n in shape), dtype,
-                                kind=kind))
+        t = self._add(Tensor(len(self.nodes), name, Op.NONE, tuple(int(n) for n in shape), dtype, kind=kind))
+        if kind == "input":
+            self._input_leaves.append(t)
+        return t
 
     def input(self, name: str, shape: Sequence[int], dtype: str = "f32") -> Tensor:
         return self._leaf("input", name, shape, dtype)
@@ -239,7 +242,7 @@ class Graph:
 
     @property
     def inputs(self) -> dict[str, Tensor]:
-        return {t.name: t for t in self.leaves("input")}
+        return {t.name: t for t in self._input_leaves}
 
     def __getitem__(self, name: str) -> Tensor:
         for t in self.nodes:
