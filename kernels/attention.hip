@@ -295,10 +295,9 @@ __device__ void flash_attn_decode(const float* __restrict__ q, const Tkv* __rest
     const bool any = kv_begin < kv_end;  // a split past the position only hands in an empty partial
 #pragma unroll
     for (int j = 0; j < FA_DPL; ++j) {
-        // the rotation of dim d0 + j at p, once for every head (its double sine and cosine are the cost)
-        const RfRopeAt rr = rope_dims && any
-                                ? rf_rope_at(d0 + j, p, rope_dims, rope_neox, rope_lb, rope_freq_scale)
-                                : RfRopeAt{d0 + j, d0 + j, d0 + j, 0, 0, 1.0, 0.0};
+        // the rotation of dim d0 + j at p, once for every head (its double sine and cosine are the cost);
+        // none (n_dims 0) without RoPE or in a split past the position
+        const RfRopeAt rr = rf_rope_at(d0 + j, p, any ? rope_dims : 0, rope_neox, rope_lb, rope_freq_scale);
 #pragma unroll
         for (int g = 0; g < FA_DEC_G; ++g) {
             o[g][j] = 0.0f;
