@@ -333,10 +333,6 @@ def cmd_report(args: argparse.Namespace) -> int:
                              f"{', '.join(given)}")
         print(report.rebuild(args.from_dir))
         return 0
-    if args.llama_dir is not None:  # a build named and not there: refused before any run
-        from rocmforge import llamacpp
-
-        llamacpp.find_tool("llama-bench", args.llama_dir)
     backend: Any = args.backend
     if args.int8_activations:
         _backend(args)  # refused here, before any run, where it does not apply

@@ -169,6 +169,8 @@ def run_report(models: Sequence[str], out: str | Path, *, backend: Any = "auto",
     """Bench each model with rocmforge (and llama-bench where found), profile one decode step, write
     out/data/ and out/report.html; returns the page's path. `backend` is an Engine backend or a function
     making one per model; backend_flags are the CLI flags that choose it (for the commands on the page).
+    llama_dir: where llama-bench is (LlamaCppNotFound if it is not there); None: looked for as find_tool
+    does, the page without llama.cpp's numbers where it is not found.
     Written to a temporary directory in `out` and moved in at the end: a failed run leaves no part."""
     from . import bench
     from .engine import Engine
@@ -196,6 +198,8 @@ def run_report(models: Sequence[str], out: str | Path, *, backend: Any = "auto",
             llama["tool"] = str(find_tool("llama-bench", llama_dir))
             llama["found"] = True
         except LlamaCppNotFound as e:
+            if llama_dir is not None:  # a build named and not there: refused before any run
+                raise
             llama["note"] = str(e)
             progress(f"llama.cpp: {e}; the report will have rocmforge's numbers only")
         labels = _labels(paths)

@@ -77,7 +77,7 @@ BAD = [  # (argv, with {m} for the model, a regex the one-line message must matc
     (["report", "--out", "{m}.r", "-n", "x"], r"-n: 'x' is not a non-negative integer"),
     (["report", "--out", "{m}.r", "-r", "0"], r"-r: 0 is not a positive integer"),
     (["report", "--out", "{m}.r", "--backend", "x"], r"--backend: invalid choice: 'x'"),
-    (["report", "--out", "{m}.r", "--model", "{m}/x.gguf", "--llama-dir", "{m}.nodir"],
+    (["report", "--out", "{m}.r", "--model", "{m}", "--backend", "numpy", "--llama-dir", "{m}.nodir"],
      r"llama-bench not found: looked in --llama-dir"),
     (["report", "--out", "{m}.r", "--model", "{m}/x.gguf"], r"no such file or known model"),
     (["report", "--from", "{m}.nodir"], r"environment.json not found"),
