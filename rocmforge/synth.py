@@ -172,7 +172,7 @@ def _write(path: str | Path, arch: str, n_layer: int, n_embd: int, n_head: int, 
         [TokenType.CONTROL] * len(specials)
     n_vocab = len(tokens)
     w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("gpt2" if arch == "llama" else "qwen2")
+    w.add_tokenizer_pre("gpt-2" if arch == "llama" else "qwen2")
     w.add_token_list(tokens)
     w.add_token_types(types)
     w.add_token_merges(merges)
