@@ -75,3 +75,11 @@ def test_cli_synth_writes_whole_files_only(tmp_path, capsys):
     assert main(["synth", str(out), "keep", str(tmp_path / "c.gguf")]) == 0
     assert _layout(GGUFFile(out)) == _layout(GGUFFile(tmp_path / "c.gguf"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.gguf", "s.gguf"]
+
+
+@pytest.mark.parametrize("arch, pre", [("llama", "gpt-2"), ("qwen2", "qwen2")])
+def test_synthetic_files_name_a_pre_tokenizer_llama_cpp_loads(tmp_path, arch, pre):
+    # llama.cpp refuses an unknown tokenizer.ggml.pre ("gpt2" is one: its name is "gpt-2"), and then
+    # llama-bench cannot run the file beside ours
+    f = GGUFFile(synth.write_tiny_model(tmp_path / "m.gguf", arch))
+    assert str(f.metadata["tokenizer.ggml.pre"]) == pre
