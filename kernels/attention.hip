@@ -234,44 +234,54 @@ __device__ void flash_attn(const float* __restrict__ q, const Tkv* __restrict__ 
 // of the cache; each warp takes FA_DEC_ROWS rows at a time, loads their K and V (each lane its D / RF_WARP
 // dims) before any arithmetic, and keeps per head a running max, sum and output in registers (q too, ROPE'd
 // and scaled on the way in). The warps' partials merge in shared memory; with n_splits > 1 the block writes
-// its partial and the last block of the KV head to finish merges them (tickets, as flash_attn): every
-// thread a (head, dim) of the group, one pass over the splits that saw rows (those up to the position's).
+// its partial and the last block of the KV head to finish merges them (tickets, as flash_attn), over the
+// splits that saw rows (those up to the position's).
 #define FA_DEC_G 8
 #define FA_DEC_WARPS 4
 #define FA_DEC_ROWS 8
 #define FA_DPL (FA_D / RF_WARP > 0 ? FA_D / RF_WARP : 1)  // dims a lane holds (entries: FA_D % RF_WARP == 0)
-#define FA_DEC_MERGE 4  // splits whose partials load before their arithmetic
+#define FA_DEC_MERGE 8  // splits whose partials load before their arithmetic
+
+#define FA_DEC_MAX_SPLITS 128  // the launcher's cap on n_splits (the merge keeps a weight per split and head)
 
 // the decode merge: out[h0 + g] over the first n_live splits' partials (part_m, part_l [n_splits, H],
-// part_o [n_splits, H, FA_D], unnormalised; a split that saw no row has m = -inf), online over the splits
+// part_o [n_splits, H, FA_D], unnormalised; a split that saw no row has m = -inf, l = 0, o = 0). Each warp
+// turns a head's (m, l) into every split's weight e^(m_s - M) / L (lanes over splits), then every thread
+// sums a (head, dim) over the splits, FA_DEC_MERGE loads in flight: three dependent L2 reads in all.
 RF_DEV void fa_dec_merge(const float* part_m, const float* part_l, const float* part_o, int H, int h0, int G,
                          int n_live, float* __restrict__ out) {
-    const volatile float* vm = part_m;  // written by other blocks: past this SM's L1
-    const volatile float* vl = part_l;
-    const volatile float* vo = part_o;
-    for (int e = threadIdx.x; e < G * FA_D; e += blockDim.x) {
-        const int h = h0 + e / FA_D, d = e % FA_D;
-        float M = -RF_INF, L = 0.0f, O = 0.0f;
-        for (int s0 = 0; s0 < n_live; s0 += FA_DEC_MERGE) {
-            float m[FA_DEC_MERGE], l[FA_DEC_MERGE], o[FA_DEC_MERGE];
-#pragma unroll
-            for (int i = 0; i < FA_DEC_MERGE; ++i) {
-                const rf_i64 r = (rf_i64)min(s0 + i, n_live - 1) * H + h;
-                m[i] = s0 + i < n_live ? vm[r] : -RF_INF;
-                l[i] = vl[r];
-                o[i] = vo[r * FA_D + d];
-            }
-#pragma unroll
-            for (int i = 0; i < FA_DEC_MERGE; ++i) {
-                if (m[i] == -RF_INF) continue;
-                const float m_new = fmaxf(M, m[i]);
-                const float a = expf(M - m_new), b = expf(m[i] - m_new);
-                L = L * a + l[i] * b;
-                O = O * a + o[i] * b;
-                M = m_new;
-            }
+    __shared__ float w[FA_DEC_G][FA_DEC_MAX_SPLITS];
+    const int warp = threadIdx.x / RF_WARP, lane = threadIdx.x % RF_WARP;
+    for (int g = warp; g < G; g += blockDim.x / RF_WARP) {
+        const rf_i64 h = h0 + g;
+        float M = -RF_INF;
+        for (int s = lane; s < n_live; s += RF_WARP) M = fmaxf(M, rf_ld_cg(part_m + s * H + h));
+        M = rf_warp_max(M);
+        float L = 0.0f;
+        for (int s = lane; s < n_live; s += RF_WARP) {
+            const float m = rf_ld_cg(part_m + s * H + h);
+            const float e = m == -RF_INF ? 0.0f : expf(m - M);
+            w[g][s] = e;
+            L += e * rf_ld_cg(part_l + s * H + h);
         }
-        out[(rf_i64)h * FA_D + d] = O / L;
+        const float inv = 1.0f / rf_warp_sum(L);
+        for (int s = lane; s < n_live; s += RF_WARP) w[g][s] *= inv;
+    }
+    __syncthreads();
+    const rf_i64 split_stride = (rf_i64)H * FA_D;
+    for (int e = threadIdx.x; e < G * FA_D; e += blockDim.x) {
+        const int g = e / FA_D, d = e % FA_D;
+        const float* po = part_o + (rf_i64)(h0 + g) * FA_D + d;
+        float O = 0.0f;
+        for (int s0 = 0; s0 < n_live; s0 += FA_DEC_MERGE) {
+            float o[FA_DEC_MERGE];
+#pragma unroll
+            for (int i = 0; i < FA_DEC_MERGE; ++i)
+                o[i] = s0 + i < n_live ? rf_ld_cg(po + (s0 + i) * split_stride) : 0.0f;
+#pragma unroll
+            for (int i = 0; i < FA_DEC_MERGE; ++i) O += s0 + i < n_live ? w[g][s0 + i] * o[i] : 0.0f;
+        }
+        out[(rf_i64)(h0 + g) * FA_D + d] = O;
     }
 }
 

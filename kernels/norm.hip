@@ -2,13 +2,26 @@
 // out, a f32 or f16; RMS_NORM_MUL (rms_norm_mul_<a>_<w>): RMS_NORM times the norm's weight w [n] (f32 or
 // f16), out[r, i] = (a[r, i] * s_r) * w[i], a * s_r rounded to f32 first (RMS_NORM then MUL, one launch).
 //
-// Launch: grid (rows), block 256 threads (fewer for short rows, a multiple of the warp); one block per
-// row, f32 sum of squares reduced over the block (warp shuffles, then shared memory), a second pass
-// scales and writes.
-// Tunables: block size (chosen by the launcher).
-// Floor: the row read twice from L2 (once from memory) + written once: rows * n * (in + 4) bytes; w
-// (n * its item size) once from memory, then from L2 per row.
+// Launch: grid (rows), one block per row of about n / 4 threads (a multiple of the warp, at most 1024;
+// launch_rows.norm_block). Rows of up to NORM_NPT x the block are read once into registers (every load
+// in flight at once); longer ones twice. f32 sum of squares reduced over the block (warp shuffles, then
+// shared memory); each thread sums its elements in index order either way.
+// Tunables: NORM_NPT (values a thread holds), the block size (the launcher).
+// Floor: the row read once + written once: rows * n * (in + 4) bytes; w (n * its item size) once from
+// memory, then from L2 per row.
 #include "rf_compat.h"
+
+// MUL: RMS_NORM_MUL (times w[i]); otherwise RMS_NORM, w unused
+#define NORM_NPT 8
+
+template <typename T, typename W, bool MUL>
+RF_DEV void rms_norm_write(float v, const W* __restrict__ w, float* __restrict__ out, rf_i64 base, int i) {
+    if constexpr (MUL) {
+        out[base + i] = v * rf_io<W>::load(w, i);
+    } else {
+        out[base + i] = v;
+    }
+}
 
 // MUL: RMS_NORM_MUL (times w[i]); otherwise RMS_NORM, w unused
 template <typename T, typename W, bool MUL>
@@ -17,20 +30,34 @@ __device__ void rms_norm(const T* __restrict__ a, const W* __restrict__ w, float
     RF_PDL_BEGIN();
     __shared__ float sh[32];
     const rf_i64 base = (rf_i64)blockIdx.x * n;
+    const bool held = n <= NORM_NPT * (int)blockDim.x;
+    float x[NORM_NPT];
     float s = 0.0f;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        const float v = rf_io<T>::load(a, base + i);
-        s += v * v;
+    if (held) {
+#pragma unroll
+        for (int j = 0; j < NORM_NPT; ++j) {
+            const int i = threadIdx.x + j * blockDim.x;
+            x[j] = i < n ? rf_io<T>::load(a, base + i) : 0.0f;
+        }
+#pragma unroll
+        for (int j = 0; j < NORM_NPT; ++j) s += x[j] * x[j];
+    } else {
+        for (int i = threadIdx.x; i < n; i += blockDim.x) {
+            const float v = rf_io<T>::load(a, base + i);
+            s += v * v;
+        }
     }
     s = rf_block_sum(s, sh);
     const float r = rsqrtf(s / (float)n + eps);  // s_r
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        const float v = rf_io<T>::load(a, base + i) * r;  // RMS_NORM's f32 result
-        if constexpr (MUL) {
-            out[base + i] = v * rf_io<W>::load(w, i);
-        } else {
-            out[base + i] = v;
+    if (held) {
+#pragma unroll
+        for (int j = 0; j < NORM_NPT; ++j) {
+            const int i = threadIdx.x + j * blockDim.x;
+            if (i < n) rms_norm_write<T, W, MUL>(x[j] * r, w, out, base, i);  // RMS_NORM's f32 result, then w
         }
+    } else {
+        for (int i = threadIdx.x; i < n; i += blockDim.x)
+            rms_norm_write<T, W, MUL>(rf_io<T>::load(a, base + i) * r, w, out, base, i);
     }
 }
 

@@ -111,6 +111,16 @@ RF_DEV void rf_grid_dependents() {
 #endif
 }
 
+// a load of what another block wrote (after rf_last_block's fence and ticket): from L2, past this SM's L1;
+// unlike a volatile access the compiler may batch such loads
+RF_DEV float rf_ld_cg(const float* p) {
+#if defined(RF_CUDA)
+    return __ldcg(p);
+#else
+    return __hip_atomic_load(const_cast<float*>(p), __ATOMIC_RELAXED, __HIP_MEMORY_SCOPE_AGENT);
+#endif
+}
+
 // The first statement of every kernel: with programmatic launch (pdl.py) a kernel may start while the one
 // before it runs; it waits for that one here, and lets the next launch start (its blocks wait the same way).
 #define RF_PDL_BEGIN() \

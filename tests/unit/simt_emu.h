@@ -136,6 +136,9 @@ using std::min;
 
 static inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 
+static inline float rf_ld_cg(const float* p) {
+    return std::atomic_ref<float>(*const_cast<float*>(p)).load();
+}
 static inline int atomicAdd(int* p, int v) { return std::atomic_ref<int>(*p).fetch_add(v); }
 static inline int atomicMin(int* p, int v) {
     std::atomic_ref<int> a(*p);

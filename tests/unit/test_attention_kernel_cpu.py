@@ -104,7 +104,8 @@ F16_CASES = {(4, None), (7, None), (3, (32, 1))}  # (n_splits, rope) of the rows
     (3, 4, 1, 96, 50, 3, (32, 1)),     # NEOX pairs over half the head: the rest copied
     (1, 14, 2, 200, 150, 5, (64, 1)),  # Qwen's decode: NEOX pairs, the angle shared by the group's heads
     (1, 4, 2, 96, 40, 3, (32, 0)),     # normal pairs over half the head, splits past the position
-    (1, 9, 3, 640, 300, 20, None),     # 20 splits, 10 up to the position: merged four at a time
+    (1, 9, 3, 640, 300, 20, None),     # 20 splits, 10 up to the position: the partials of 10 merged
+    (1, 4, 1, 2200, 2100, 70, None),   # 69 splits, 66 up to the position: lanes over splits twice
     (40, 4, 2, 96, 20, 1, (64, 1)),    # a prompt of 40: several query tiles, causal across KV tiles
 ])
 def test_split_attention_merges_in_the_last_block(exe, tmp_path, T, H, Hkv, C, pos0, n_splits, rope,

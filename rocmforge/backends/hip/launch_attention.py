@@ -33,7 +33,8 @@ def attn_splits(ctx: Ctx, T: int, H: int, Hkv: int, C: int, head_dim: int) -> tu
     return cdiv(C, chunk), chunk
 
 
-DEC_G, DEC_WARPS, DEC_CHUNK = 8, 4, 32  # attention.hip's FA_DEC_G, FA_DEC_WARPS; rows a split at least
+# attention.hip's FA_DEC_G, FA_DEC_WARPS, FA_DEC_MAX_SPLITS; rows a split at least
+DEC_G, DEC_WARPS, DEC_MAX_SPLITS, DEC_CHUNK = 8, 4, 128, 32
 
 
 def _split_scratch(ctx: Ctx, n_splits: int, rows: int, D: int, tiles: int) -> tuple[int, int, int, int]:
@@ -57,7 +58,7 @@ def _decode(ctx: Ctx, out: DevTensor, q: DevTensor, k: DevTensor, v: DevTensor, 
     """flash_attn_decode: the cache split so that KV heads x splits fill the GPU twice over."""
     _, H, D = q.shape
     C, Hkv, _ = k.shape
-    n = max(1, min(cdiv(2 * ctx.n_sm, Hkv), cdiv(C, DEC_CHUNK)))
+    n = max(1, min(cdiv(2 * ctx.n_sm, Hkv), cdiv(C, DEC_CHUNK), DEC_MAX_SPLITS))
     chunk = cdiv(cdiv(C, n), DEC_CHUNK) * DEC_CHUNK
     n_splits = cdiv(C, chunk)
     f = ctx.k("attention.hip", f"flash_attn_decode_{k.dtype}", RF_HEAD_DIM=D)

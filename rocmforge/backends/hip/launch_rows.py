@@ -25,12 +25,21 @@ def GET_ROWS(ctx: Ctx, out: DevTensor, a: DevTensor, idx: DevTensor) -> None:
     f(grid, (128,), (a.ptr, i64(a.row_bytes), i32(R), idx.ptr, out.ptr, i32(D)))
 
 
+NORM_NPT = 8  # kernels/norm.hip's NORM_NPT: values a thread holds in registers
+
+
+def norm_block(ctx: Ctx, n: int) -> int:
+    """norm.hip's block for a row of n: about n / 4 threads (a multiple of the warp, at most 1024), so a
+    row of up to NORM_NPT x 1024 values is read once, every load in flight at once."""
+    return min(1024, max(ctx.warp, -(-n // (4 * ctx.warp)) * ctx.warp))
+
+
 def RMS_NORM(ctx: Ctx, out: DevTensor, a: DevTensor, *, eps: float) -> None:
     a = float_in(ctx, a)
     n = a.shape[-1]
     rows = a.n_elements // n
     f = ctx.k("norm.hip", f"rms_norm_{a.dtype}")
-    f((rows,), (row_block(ctx, n),), (a.ptr, out.ptr, i32(n), f32(eps)))
+    f((rows,), (norm_block(ctx, n),), (a.ptr, out.ptr, i32(n), f32(eps)))
 
 
 def RMS_NORM_MUL(ctx: Ctx, out: DevTensor, a: DevTensor, w: DevTensor, *, eps: float) -> None:
@@ -39,7 +48,7 @@ def RMS_NORM_MUL(ctx: Ctx, out: DevTensor, a: DevTensor, w: DevTensor, *, eps: f
     n = a.shape[-1]
     rows = a.n_elements // n
     f = ctx.k("norm.hip", f"rms_norm_mul_{a.dtype}_{w.dtype}")
-    f((rows,), (row_block(ctx, n),), (a.ptr, w.ptr, out.ptr, i32(n), f32(eps)))
+    f((rows,), (norm_block(ctx, n),), (a.ptr, w.ptr, out.ptr, i32(n), f32(eps)))
 
 
 def ROPE(
