@@ -152,6 +152,124 @@ RF_DEV float rf_group_max(float v, int width = RF_WARP) {
 RF_DEV float rf_warp_sum(float v) { return rf_group_sum(v, RF_WARP); }
 RF_DEV float rf_warp_max(float v) { return rf_group_max(v, RF_WARP); }
 
+// ---- matrix instructions: 16x16x16 f16 products with f32 accumulation, one per warp -------------------
+// RF_MMA: the device has them (CUDA sm_80+: mma.sync m16n8k16, two per tile; RDNA3 gfx11 wave32: WMMA);
+// kernels that use them exist only there. rf_mma_acc is a 16x16 f32 tile spread over the warp, 8 floats a
+// lane; element i of a lane sits at (rf_mma_acc_row(i), rf_mma_acc_col(i)), the same for every tile.
+// Operands are f16 bits in shared memory: A [16][16] row-major (A[m][k] = a[m * lda + k]); B either n-major
+// (B[k][n] = b[n * ldb + k]: K's rows as stored, for Q K^T) or k-major (_kn: B[k][n] = b[k * ldb + n]: V's
+// rows, for P V). a, b 4-byte aligned with lda, ldb even (16-byte aligned, multiples of 8 on gfx11).
+struct rf_mma_acc {
+    float x[8];
+};
+
+#if defined(RF_CUDA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#define RF_MMA 1
+// m16n8k16 C fragment, n8 half j = i / 4: c[4j], c[4j+1] at row lane/4, c[4j+2], c[4j+3] at row lane/4 + 8;
+// cols 8j + 2 (lane % 4) + {0, 1}
+RF_DEV int rf_mma_acc_row(int i) { return (int)(threadIdx.x % 32) / 4 + 8 * ((i >> 1) & 1); }
+RF_DEV int rf_mma_acc_col(int i) { return 8 * (i >> 2) + 2 * (int)(threadIdx.x % 4) + (i & 1); }
+
+RF_DEV rf_u32 rf_mma_pack(rf_u16 lo, rf_u16 hi) { return (rf_u32)lo | ((rf_u32)hi << 16); }
+
+// c (the n8 half's 4 floats) += A (a0..a3) B (b0, b1)
+RF_DEV void rf_mma_m16n8k16(float* c, const rf_u32* a, rf_u32 b0, rf_u32 b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// A fragment: a0 (row g, k 2t..2t+1), a1 (row g + 8), a2 (row g, k + 8), a3 (row g + 8, k + 8); g = lane/4,
+// t = lane%4, each a half pair in one word (low half first)
+RF_DEV void rf_mma_load_a(rf_u32* f, const rf_u16* a, int lda) {
+    const int g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
+    const rf_u16* p = a + g * lda + 2 * t;
+    f[0] = *(const rf_u32*)p;
+    f[1] = *(const rf_u32*)(p + 8 * lda);
+    f[2] = *(const rf_u32*)(p + 8);
+    f[3] = *(const rf_u32*)(p + 8 * lda + 8);
+}
+
+// B fragment of n8 half j: b0 (k 2t..2t+1, n 8j + g), b1 (k + 8)
+RF_DEV void rf_mma_16x16x16(rf_mma_acc& c, const rf_u16* a, int lda, const rf_u16* b, int ldb) {
+    rf_u32 fa[4];
+    rf_mma_load_a(fa, a, lda);
+    const int g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+        const rf_u16* p = b + (8 * j + g) * ldb + 2 * t;
+        rf_mma_m16n8k16(c.x + 4 * j, fa, *(const rf_u32*)p, *(const rf_u32*)(p + 8));
+    }
+}
+
+RF_DEV void rf_mma_16x16x16_kn(rf_mma_acc& c, const rf_u16* a, int lda, const rf_u16* b, int ldb) {
+    rf_u32 fa[4];
+    rf_mma_load_a(fa, a, lda);
+    const int g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+        const rf_u16* p = b + 2 * t * ldb + 8 * j + g;  // B[2t][8j + g]
+        const rf_u32 b0 = rf_mma_pack(p[0], p[ldb]), b1 = rf_mma_pack(p[8 * ldb], p[9 * ldb]);
+        rf_mma_m16n8k16(c.x + 4 * j, fa, b0, b1);
+    }
+}
+
+// the 4 lanes holding a row: lane ^ 1, lane ^ 2
+RF_DEV float rf_mma_row_max(float v) {
+    v = fmaxf(v, rf_shfl_xor(v, 1));
+    return fmaxf(v, rf_shfl_xor(v, 2));
+}
+RF_DEV float rf_mma_row_sum(float v) {
+    v += rf_shfl_xor(v, 1);
+    return v + rf_shfl_xor(v, 2);
+}
+
+#elif defined(RF_HIP) && RF_WARP == 32 && (defined(__gfx1100__) || defined(__gfx1101__) || \
+                                           defined(__gfx1102__) || defined(__gfx1103__) || \
+                                           defined(__gfx1150__) || defined(__gfx1151__))
+#define RF_MMA 1
+typedef _Float16 rf_v16h __attribute__((ext_vector_type(16)));
+typedef _Float16 rf_v8h __attribute__((ext_vector_type(8)));
+typedef float rf_v8f __attribute__((ext_vector_type(8)));
+
+// WMMA (wave32) D: lane l holds column l % 16, element i at row 2i + l / 16
+RF_DEV int rf_mma_acc_row(int i) { return 2 * i + (int)(threadIdx.x % 32) / 16; }
+RF_DEV int rf_mma_acc_col(int i) { return (int)(threadIdx.x % 16); }
+
+// A and B operands: lanes l and l + 16 both hold A's row l % 16 (B's column l % 16), 16 halves along k
+RF_DEV rf_v16h rf_mma_row16(const rf_u16* p) {  // 16 consecutive halves, 16-byte aligned
+    const rf_v8h lo = *(const rf_v8h*)p, hi = *(const rf_v8h*)(p + 8);
+    return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+
+RF_DEV void rf_mma_wmma(rf_mma_acc& c, rf_v16h a, rf_v16h b) {
+    rf_v8f d;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) d[i] = c.x[i];
+    d = __builtin_amdgcn_wmma_f32_16x16x16_f16_w32(a, b, d);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) c.x[i] = d[i];
+}
+
+RF_DEV void rf_mma_16x16x16(rf_mma_acc& c, const rf_u16* a, int lda, const rf_u16* b, int ldb) {
+    const int r = threadIdx.x % 16;
+    rf_mma_wmma(c, rf_mma_row16(a + r * lda), rf_mma_row16(b + r * ldb));
+}
+
+RF_DEV void rf_mma_16x16x16_kn(rf_mma_acc& c, const rf_u16* a, int lda, const rf_u16* b, int ldb) {
+    const int r = threadIdx.x % 16;
+    rf_v16h fb;
+#pragma unroll
+    for (int k = 0; k < 16; ++k) fb[k] = __builtin_bit_cast(_Float16, b[k * ldb + r]);
+    rf_mma_wmma(c, rf_mma_row16(a + r * lda), fb);
+}
+
+// the 16 lanes holding a row: lane ^ 1, 2, 4, 8
+RF_DEV float rf_mma_row_max(float v) { return rf_group_max(v, 16); }
+RF_DEV float rf_mma_row_sum(float v) { return rf_group_sum(v, 16); }
+#endif
+
 // what is written on top of the layer above, the same on every compiler (and in tests/unit/simt_emu.h's
 // CPU emulation, which supplies the layer itself)
 #include "rf_common.h"

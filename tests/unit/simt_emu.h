@@ -168,3 +168,45 @@ struct uint2 {
     rf_u32 x, y;
 };
 
+
+// a warp barrier that orders the lanes' shared-memory accesses (__syncwarp)
+static inline void rf_syncwarp() { emu::warp().arrive_and_wait(); }
+
+// ---- rf_compat.h's matrix instructions with the NVIDIA m16n8k16 layout (RF_WARP 32) -------------------
+// Each lane computes its own 8 accumulator elements straight from the shared-memory operands (f16 -> f32,
+// f32 sums), so a kernel that mixes up rows, columns or the lanes sharing a row gets wrong results here.
+#define RF_MMA 1
+struct rf_mma_acc {
+    float x[8];
+};
+static inline int rf_mma_acc_row(int i) { return (int)(threadIdx.x % 32) / 4 + 8 * ((i >> 1) & 1); }
+static inline int rf_mma_acc_col(int i) { return 8 * (i >> 2) + 2 * (int)(threadIdx.x % 4) + (i & 1); }
+
+namespace emu {
+inline float h2f(rf_u16 h) { return (float)std::bit_cast<_Float16>(h); }
+
+// c += A B for B[k][n] = b[n * bn + k * bk]
+inline void mma(rf_mma_acc& c, const rf_u16* a, int lda, const rf_u16* b, int bn, int bk) {
+    for (int i = 0; i < 8; ++i) {
+        const int m = rf_mma_acc_row(i), n = rf_mma_acc_col(i);
+        float s = 0.0f;
+        for (int k = 0; k < 16; ++k) s += h2f(a[m * lda + k]) * h2f(b[n * bn + k * bk]);
+        c.x[i] += s;
+    }
+}
+}  // namespace emu
+
+static inline void rf_mma_16x16x16(rf_mma_acc& c, const rf_u16* a, int lda, const rf_u16* b, int ldb) {
+    emu::mma(c, a, lda, b, ldb, 1);
+}
+static inline void rf_mma_16x16x16_kn(rf_mma_acc& c, const rf_u16* a, int lda, const rf_u16* b, int ldb) {
+    emu::mma(c, a, lda, b, 1, ldb);
+}
+static inline float rf_mma_row_max(float v) {
+    v = std::fmax(v, rf_shfl_xor(v, 1));
+    return std::fmax(v, rf_shfl_xor(v, 2));
+}
+static inline float rf_mma_row_sum(float v) {
+    v += rf_shfl_xor(v, 1);
+    return v + rf_shfl_xor(v, 2);
+}
