@@ -45,6 +45,7 @@ FILES = sorted(p.name for p in KERNEL_DIR.glob("*.hip")) + sorted(
     f"dev/{p.name}" for p in DEV_DIR.glob("*.hip")
 )
 HEAD_DIMS = (64, 80, 128, 256)  # attention is compiled once per head dim
+MMA_HEAD_DIMS = (64, 80, 128)  # attention_mma.hip's: multiples of 16 up to 128
 _WTYPES = [t + s for t in NATIVE_WEIGHTS for s in (("", "_s") if t in ("f32", "f16", "bf16") else ("",))]
 _ACT2 = [f"{a}_{b}" for a in ("f32", "f16") for b in ("f32", "f16")]
 _Q8 = ("q4_0", "q4_1", "q5_0", "q8_0", "q4_k", "q6_k")
@@ -68,6 +69,7 @@ ENTRY_POINTS = {
     "argmax.hip": ["argmax_f32", "argmax_f16"],
     "sample.hip": ["sample_f32"],
     "attention.hip": ["flash_attn_f32", "flash_attn_f16", "flash_attn_decode_f32", "flash_attn_decode_f16"],
+    "attention_mma.hip": ["flash_attn_mma_f16"],
     "dev/mul_mat_vec_q.hip": [f"mul_mat_vec_q_{t}" for t in _Q8],
     "dev/mul_mat_vec_s.hip": [f"mul_mat_vec_s_{t}" for t in ("q4_0", "q4_1", "q5_0", "q8_0")],
     "dev/mul_mat_vec_x.hip": [f"mul_mat_vec_x_{t}" for t in _X8],
@@ -86,6 +88,8 @@ def _variants(warp: int) -> list[tuple[str, dict]]:
     for f in FILES:
         if f == "attention.hip":
             out += [(f, {"RF_WARP": warp, "RF_HEAD_DIM": d}) for d in HEAD_DIMS]
+        elif f == "attention_mma.hip":
+            out += [(f, {"RF_WARP": warp, "RF_HEAD_DIM": d}) for d in MMA_HEAD_DIMS]
         else:
             out.append((f, {"RF_WARP": warp}))
     for t in _X8:  # the int8 mat-vecs with the table's per-type defines
@@ -121,11 +125,13 @@ def _source_path(fname: str) -> Path:
 
 def _expected(fname: str, defines: dict) -> set[str]:
     """The entry points a variant must have (attention's decode kernel: head dims a multiple of the warp, up
-    to 128)."""
+    to 128; attention_mma.hip's: only where the matrix instructions are, so none on 64-wide waves)."""
     names = set(ENTRY_POINTS[fname])
     d = defines.get("RF_HEAD_DIM", 0)
     if fname == "attention.hip" and (d % defines["RF_WARP"] or d > 128):
         names = {n for n in names if "decode" not in n}
+    if fname == "attention_mma.hip" and defines["RF_WARP"] != 32:
+        names = set()
     return names
 
 
