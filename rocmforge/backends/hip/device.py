@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .launch_geometry import SMEM_DEFAULT, Device, device_family
+from .launch_geometry import SMEM_DEFAULT, Device, device_family, has_mma
 
 
 def gpu_available() -> tuple[bool, str]:
@@ -60,6 +60,7 @@ def probe(cupy: Any, device: int) -> Probe:
         smem_block=int(props.get("sharedMemPerBlockOptin", 0)) or SMEM_DEFAULT,
         smem_sm=next((int(props[k]) for k in sm_keys if props.get(k)), 0),
         family=device_family(arch),
+        mma=has_mma(arch),
     )
     return Probe(_text(props["name"]), is_hip, arch, cc, shape)
 

@@ -1,6 +1,7 @@
 """The FLASH_ATTN_EXT launcher (attention.hip): the cache split into chunks when the (token, head) tiles
 alone leave the GPU idle, the chunks' partial results combined by the last block of each tile to finish
-(one launch either way)."""
+(one launch either way). Prompts over f16 caches run attention_mma.hip on matrix instructions where the
+device has them (mma_kernel)."""
 
 from __future__ import annotations
 
@@ -53,6 +54,37 @@ def decode_kernel(ctx: Ctx, T: int, H: int, Hkv: int, D: int) -> bool:
     return T == 1 and H // Hkv <= DEC_G and D % ctx.warp == 0 and D <= 128
 
 
+# attention_mma.hip's MA_WARPS and MA_BQ: warps a block, (token, head) rows a block (16 a warp)
+MMA_WARPS, MMA_BQ = 4, 64
+
+
+def mma_kernel(ctx: Ctx, T: int, H: int, Hkv: int, D: int, kv_dtype: str) -> bool:
+    """Whether FLASH_ATTN_EXT runs attention_mma.hip's flash_attn_mma_f16 rather than the tiled kernel: a
+    prompt (not decode_kernel's shape) over an f16 cache, head dims a multiple of 16 up to 128, at least one
+    warp's 16 (token, head) rows a KV head, on a device with f16 matrix instructions and 32-wide warps."""
+    return (
+        ctx.device.mma
+        and ctx.warp == 32
+        and kv_dtype == "f16"
+        and D % 16 == 0
+        and D <= 128
+        and T * (H // Hkv) >= 16
+        and not decode_kernel(ctx, T, H, Hkv, D)
+    )
+
+
+def _mma(ctx: Ctx, out: DevTensor, q: DevTensor, k: DevTensor, v: DevTensor, pos: DevTensor, scale: float,
+         rope_q: tuple | None) -> None:
+    """flash_attn_mma_f16: a block a 64-row tile of one KV group, the whole cache up to its positions."""
+    T, H, D = q.shape
+    C, Hkv, _ = k.shape
+    f = ctx.k("attention_mma.hip", "flash_attn_mma_f16", RF_HEAD_DIM=D)
+    grid = (cdiv(T * (H // Hkv), MMA_BQ), Hkv)
+    args = (q.ptr, k.ptr, v.ptr, pos.ptr, out.ptr, i32(T), i32(H), i32(Hkv), i64(k.strides[0]),
+            i64(k.strides[1]), i32(C), f32(scale), *rope_args(rope_q))
+    f(grid, (MMA_WARPS * ctx.warp,), args)
+
+
 def _decode(ctx: Ctx, out: DevTensor, q: DevTensor, k: DevTensor, v: DevTensor, pos: DevTensor, scale: float,
             rope_q: tuple | None) -> None:
     """flash_attn_decode: the cache split so that KV heads x splits fill the GPU twice over."""
@@ -84,6 +116,9 @@ def FLASH_ATTN_EXT(
         k, v = contiguous(ctx, k, "f32"), contiguous(ctx, v, "f32")
     if decode_kernel(ctx, T, H, Hkv, D):
         _decode(ctx, out, q, k, v, pos, scale, rope_q)
+        return
+    if mma_kernel(ctx, T, H, Hkv, D, k.dtype):
+        _mma(ctx, out, q, k, v, pos, scale, rope_q)
         return
     n_splits, chunk = attn_splits(ctx, T, H, Hkv, C, D)
     bq, _ = fa_tiles(D)

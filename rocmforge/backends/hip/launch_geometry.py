@@ -28,10 +28,20 @@ def device_family(arch: str) -> str:
     return "gfx1100" if arch == "gfx1100" else "other"
 
 
+def has_mma(arch: str) -> bool:
+    """Whether the device has the f16 matrix instructions rf_compat.h's rf_mma_* use (RF_MMA): CUDA sm_80+
+    (mma.sync m16n8k16), RDNA3 gfx11 (WMMA, wave32)."""
+    if arch.startswith("sm_"):
+        digits = "".join(c for c in arch[3:] if c.isdigit())
+        return bool(digits) and int(digits) >= 80
+    return arch in ("gfx1100", "gfx1101", "gfx1102", "gfx1103", "gfx1150", "gfx1151")  # rf_compat.h's list
+
+
 @dataclass(frozen=True)
 class Device:
     """What the choice needs of the GPU: warp width, SMs (CUs), shared memory a block may opt in to and an
-    SM holds (0: unknown), its family for the defaults, and the vendor BLAS this process can call."""
+    SM holds (0: unknown), its family for the defaults, the vendor BLAS this process can call, and whether
+    it has f16 matrix instructions."""
 
     warp: int
     n_sm: int
@@ -39,6 +49,7 @@ class Device:
     smem_sm: int = 0
     family: str = "other"
     blas: str = ""  # the vendor BLAS MUL_MAT may call (blas.py): "cublas", "hipblas"; "": none
+    mma: bool = False  # f16 matrix instructions (has_mma): attention_mma.hip runs
 
     def resident_blocks(self, bps: int, smem: int) -> int:
         """Blocks per SM for a launch asking bps, no more than the SM's shared memory holds at once (each
