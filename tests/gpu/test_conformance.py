@@ -976,6 +976,17 @@ for _args in [
     (1, 9, 3, 64, 1024, 700, "f16", 0, False, True),
     (1, 14, 2, 64, 4096, 4095, "f32", 0, False, True),
     (7, 14, 2, 64, 256, 200, "f16", 0, True, True),
+    # prompts over f16 caches on matrix instructions (attention_mma.hip, where the device has them:
+    # launch_attention.mma_kernel): q and P rounded to f16, within F16_TOL
+    (17, 14, 2, 64, 64, 40, "f16", 0, True, True),
+    (17, 4, 4, 128, 17, 0, "f16", 0, True),
+    (64, 4, 4, 128, 128, 0, "f16", 0, True),
+    (64, 14, 2, 64, 100, 30, "f16", 0, True),
+    (333, 14, 2, 128, 400, 50, "f16", 0, True, True),
+    (333, 4, 2, 128, 400, 7, "f16", 4, True),  # padded rows: K, V read one half at a time
+    (1024, 8, 8, 64, 1024, 0, "f16"),
+    (1024, 14, 2, 64, 2048, 1000, "f16", 0, True),
+    (1024, 28, 4, 128, 1100, 60, "f16", 0, True, True),
 ]:
     CASES.append(Case(f"FLASH_ATTN_EXT-{'-'.join(map(str, _args))}", _attn(*_args)))
 
