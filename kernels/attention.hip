@@ -230,9 +230,11 @@ __device__ void flash_attn(const float* __restrict__ q, const Tkv* __restrict__ 
 }
 
 // Decode (one token): flash_attn_decode_<kv>. Grid (n_splits, Hkv), block FA_DEC_WARPS warps. A block
-// serves every query head of its KV head (G = H / Hkv <= FA_DEC_G: no rows padded to a tile) over its chunk
-// of the cache; each warp takes FA_DEC_ROWS rows at a time, loads their K and V (each lane its D / RF_WARP
-// dims) before any arithmetic, and keeps per head a running max, sum and output in registers (q too, ROPE'd
+// serves every query head of its KV head (G = H / Hkv <= FA_DEC_G: no rows padded to a tile) over its share
+// of the cache: groups of `group` rows (a multiple of FA_DEC_ROWS) dealt to the splits in turn (split s
+// takes groups s, s + n_splits, ...), so the rows up to any position spread over every split. Each warp
+// takes FA_DEC_ROWS rows at a time, loads their K and V (each lane its D / RF_WARP dims) before any
+// arithmetic, and keeps per head a running max, sum and output in registers (q too, ROPE'd
 // and scaled on the way in). The warps' partials merge in shared memory; with n_splits > 1 the block writes
 // its partial and the last block of the KV head to finish merges them (tickets, as flash_attn), over the
 // splits that saw rows (those up to the position's).
@@ -242,7 +244,7 @@ __device__ void flash_attn(const float* __restrict__ q, const Tkv* __restrict__ 
 #define FA_DPL (FA_D / RF_WARP > 0 ? FA_D / RF_WARP : 1)  // dims a lane holds (entries: FA_D % RF_WARP == 0)
 #define FA_DEC_MERGE 8  // splits whose partials load before their arithmetic
 
-#define FA_DEC_MAX_SPLITS 128  // the launcher's cap on n_splits (the merge keeps a weight per split and head)
+#define FA_DEC_MAX_SPLITS 32  // the launcher's cap on n_splits (the merge keeps a weight per split and head)
 
 // the decode merge: out[h0 + g] over the first n_live splits' partials (part_m, part_l [n_splits, H],
 // part_o [n_splits, H, FA_D], unnormalised; a split that saw no row has m = -inf, l = 0, o = 0). Each warp
@@ -290,7 +292,7 @@ __device__ void flash_attn_decode(const float* __restrict__ q, const Tkv* __rest
                                   const Tkv* __restrict__ v, const int* __restrict__ pos,
                                   float* __restrict__ out, float* part_o, float* part_m, float* part_l,
                                   int* __restrict__ counters, int H, int Hkv, rf_i64 row_stride,
-                                  rf_i64 head_stride, int C, int chunk, float scale, int rope_dims,
+                                  rf_i64 head_stride, int C, int group, float scale, int rope_dims,
                                   int rope_neox, float rope_base, float rope_freq_scale) {
     RF_PDL_BEGIN();
     __shared__ float sm[FA_DEC_WARPS][FA_DEC_G], sl[FA_DEC_WARPS][FA_DEC_G];
@@ -300,9 +302,8 @@ __device__ void flash_attn_decode(const float* __restrict__ q, const Tkv* __rest
     const int p = pos[0];
     const double rope_lb = rope_dims ? log2((double)rope_base) : 0.0;
     float qv[FA_DEC_G][FA_DPL], m[FA_DEC_G], l[FA_DEC_G], o[FA_DEC_G][FA_DPL];
-    const int kv_begin = split * chunk;
-    const int kv_end = min(min(kv_begin + chunk, p + 1), C);
-    const bool any = kv_begin < kv_end;  // a split past the position only hands in an empty partial
+    const int kv_end = min(p + 1, C);
+    const bool any = split * group < kv_end;  // a split past the position only hands in an empty partial
 #pragma unroll
     for (int j = 0; j < FA_DPL; ++j) {
         // the rotation of dim d0 + j at p, once for every head (its double sine and cosine are the cost);
@@ -321,7 +322,10 @@ __device__ void flash_attn_decode(const float* __restrict__ q, const Tkv* __rest
         m[g] = -RF_INF;
         l[g] = 0.0f;
     }
-    for (int r0 = kv_begin + warp * FA_DEC_ROWS; r0 < kv_end; r0 += FA_DEC_WARPS * FA_DEC_ROWS) {
+    // i0: the offset in the split's rows (its groups one after another), FA_DEC_ROWS a warp at a time
+    for (int i0 = warp * FA_DEC_ROWS;; i0 += FA_DEC_WARPS * FA_DEC_ROWS) {
+        const int r0 = split * group + i0 % group + i0 / group * group * (int)gridDim.x;
+        if (r0 >= kv_end) break;
         float kk[FA_DEC_ROWS][FA_DPL], vv[FA_DEC_ROWS][FA_DPL];
 #pragma unroll
         for (int i = 0; i < FA_DEC_ROWS; ++i) {
@@ -390,17 +394,17 @@ __device__ void flash_attn_decode(const float* __restrict__ q, const Tkv* __rest
         }
     }
     if (!split_out || !rf_last_block(counters + hk, gridDim.x)) return;
-    fa_dec_merge(part_m, part_l, part_o, H, hk * G, G, min((int)gridDim.x, p / chunk + 1), out);
+    fa_dec_merge(part_m, part_l, part_o, H, hk * G, G, min((int)gridDim.x, (kv_end - 1) / group + 1), out);
 }
 
 #define FA_DEC_ENTRY(t, Tkv)                                                                           \
     RF_KERNEL void __launch_bounds__(FA_DEC_WARPS * RF_WARP)                                           \
         flash_attn_decode_##t(const float* q, const Tkv* k, const Tkv* v, const int* pos, float* out,   \
                               float* part_o, float* part_m, float* part_l, int* counters, int H, int Hkv, \
-                              rf_i64 row_stride, rf_i64 head_stride, int C, int chunk, float scale,    \
+                              rf_i64 row_stride, rf_i64 head_stride, int C, int group, float scale,    \
                               int rope_dims, int rope_neox, float rope_base, float rope_freq_scale) {  \
         flash_attn_decode<Tkv>(q, k, v, pos, out, part_o, part_m, part_l, counters, H, Hkv, row_stride, \
-                               head_stride, C, chunk, scale, rope_dims, rope_neox, rope_base,          \
+                               head_stride, C, group, scale, rope_dims, rope_neox, rope_base,          \
                                rope_freq_scale);                                                       \
     }
 #if FA_D % RF_WARP == 0 && FA_D <= 128  // (at 256 its partials would take the tiled kernel's shared memory)

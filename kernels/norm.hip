@@ -2,8 +2,8 @@
 // out, a f32 or f16; RMS_NORM_MUL (rms_norm_mul_<a>_<w>): RMS_NORM times the norm's weight w [n] (f32 or
 // f16), out[r, i] = (a[r, i] * s_r) * w[i], a * s_r rounded to f32 first (RMS_NORM then MUL, one launch).
 //
-// Launch: grid (rows), one block per row of about n / 4 threads (a multiple of the warp, at most 1024;
-// launch_rows.norm_block). Rows of up to NORM_NPT x the block are read once into registers (every load
+// Launch: grid (rows), one block per row of 256 threads, or about n / 4 for long rows (a multiple of the
+// warp, at most 1024; launch_rows.norm_block). Rows of up to NORM_NPT x the block are read once into registers (every load
 // in flight at once); longer ones twice. f32 sum of squares reduced over the block (warp shuffles, then
 // shared memory); each thread sums its elements in index order either way.
 // Tunables: NORM_NPT (values a thread holds), the block size (the launcher).

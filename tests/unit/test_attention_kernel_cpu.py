@@ -42,13 +42,13 @@ int main(int argc, char** argv) {
         if (d[8] && d[9])
             emu::launch(rf_dim3{(unsigned)S, (unsigned)Hkv, 1}, FA_DEC_WARPS * RF_WARP, [&] {
                 flash_attn_decode_f16(q.data(), kh.data(), vh.data(), pos.data(), out.data(), po.data(),
-                                      pm.data(), pl.data(), tickets.data(), H, Hkv, rs, RF_HEAD_DIM, C, chunk,
+                                      pm.data(), pl.data(), tickets.data(), H, Hkv, rs, RF_HEAD_DIM, C, 32,
                                       0.125f, d[6], d[7], 10000.0f, 1.0f);
             });
         else if (d[8])
             emu::launch(rf_dim3{(unsigned)S, (unsigned)Hkv, 1}, FA_DEC_WARPS * RF_WARP, [&] {
                 flash_attn_decode_f32(q.data(), k.data(), v.data(), pos.data(), out.data(), po.data(),
-                                      pm.data(), pl.data(), tickets.data(), H, Hkv, rs, RF_HEAD_DIM, C, chunk,
+                                      pm.data(), pl.data(), tickets.data(), H, Hkv, rs, RF_HEAD_DIM, C, 32,
                                       0.125f, d[6], d[7], 10000.0f, 1.0f);
             });
         else
@@ -72,6 +72,17 @@ int main(int argc, char** argv) {
     }
 }
 """
+
+
+def test_the_launcher_mirrors_the_decode_kernels_macros():
+    from rocmforge.backends.hip import launch_attention as L
+    from rocmforge.backends.hip.modules import KERNEL_DIR
+
+    src = (KERNEL_DIR / "attention.hip").read_text()
+    for macro, value in (("FA_DEC_G", L.DEC_G), ("FA_DEC_WARPS", L.DEC_WARPS), ("FA_DEC_ROWS", L.DEC_ROWS),
+                         ("FA_DEC_MAX_SPLITS", L.DEC_SPLITS)):
+        assert f"#define {macro} {value} " in src or f"#define {macro} {value}\n" in src, macro
+    assert L.DEC_GROUP % L.DEC_ROWS == 0
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +116,7 @@ F16_CASES = {(4, None), (7, None), (3, (32, 1))}  # (n_splits, rope) of the rows
     (1, 14, 2, 200, 150, 5, (64, 1)),  # Qwen's decode: NEOX pairs, the angle shared by the group's heads
     (1, 4, 2, 96, 40, 3, (32, 0)),     # normal pairs over half the head, splits past the position
     (1, 9, 3, 640, 300, 20, None),     # 20 splits, 10 up to the position: the partials of 10 merged
-    (1, 4, 1, 2200, 2100, 70, None),   # 69 splits, 66 up to the position: lanes over splits twice
+    (1, 4, 1, 2200, 2100, 30, None),   # 23 splits: the 66 live groups of 32 rows dealt 3 a split
     (40, 4, 2, 96, 20, 1, (64, 1)),    # a prompt of 40: several query tiles, causal across KV tiles
 ])
 def test_split_attention_merges_in_the_last_block(exe, tmp_path, T, H, Hkv, C, pos0, n_splits, rope,

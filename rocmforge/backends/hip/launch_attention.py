@@ -34,8 +34,9 @@ def attn_splits(ctx: Ctx, T: int, H: int, Hkv: int, C: int, head_dim: int) -> tu
     return cdiv(C, chunk), chunk
 
 
-# attention.hip's FA_DEC_G, FA_DEC_WARPS, FA_DEC_MAX_SPLITS; rows a split at least
-DEC_G, DEC_WARPS, DEC_MAX_SPLITS, DEC_CHUNK = 8, 4, 128, 32
+# attention.hip's FA_DEC_G, FA_DEC_WARPS, FA_DEC_ROWS; rows a group (the unit dealt to the splits: a
+# multiple of FA_DEC_ROWS); splits at most (FA_DEC_MAX_SPLITS: more make the merge the longer part)
+DEC_G, DEC_WARPS, DEC_ROWS, DEC_GROUP, DEC_SPLITS = 8, 4, 8, 32, 32
 
 
 def _split_scratch(ctx: Ctx, n_splits: int, rows: int, D: int, tiles: int) -> tuple[int, int, int, int]:
@@ -87,14 +88,13 @@ def _mma(ctx: Ctx, out: DevTensor, q: DevTensor, k: DevTensor, v: DevTensor, pos
 
 def _decode(ctx: Ctx, out: DevTensor, q: DevTensor, k: DevTensor, v: DevTensor, pos: DevTensor, scale: float,
             rope_q: tuple | None) -> None:
-    """flash_attn_decode: the cache split so that KV heads x splits fill the GPU twice over."""
+    """flash_attn_decode: the cache dealt to splits in groups of DEC_GROUP rows, KV heads x splits about
+    four blocks an SM (up to DEC_SPLITS splits), so that the rows up to any position spread over them."""
     _, H, D = q.shape
     C, Hkv, _ = k.shape
-    n = max(1, min(cdiv(2 * ctx.n_sm, Hkv), cdiv(C, DEC_CHUNK), DEC_MAX_SPLITS))
-    chunk = cdiv(cdiv(C, n), DEC_CHUNK) * DEC_CHUNK
-    n_splits = cdiv(C, chunk)
+    n_splits = max(1, min(cdiv(4 * ctx.n_sm, Hkv), cdiv(C, DEC_GROUP), DEC_SPLITS))
     f = ctx.k("attention.hip", f"flash_attn_decode_{k.dtype}", RF_HEAD_DIM=D)
-    common = (i32(H), i32(Hkv), i64(k.strides[0]), i64(k.strides[1]), i32(C), i32(chunk), f32(scale),
+    common = (i32(H), i32(Hkv), i64(k.strides[0]), i64(k.strides[1]), i32(C), i32(DEC_GROUP), f32(scale),
               *rope_args(rope_q))
     grid, block = (n_splits, Hkv), (DEC_WARPS * ctx.warp,)
     if n_splits == 1:

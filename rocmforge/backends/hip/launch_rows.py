@@ -29,9 +29,10 @@ NORM_NPT = 8  # kernels/norm.hip's NORM_NPT: values a thread holds in registers
 
 
 def norm_block(ctx: Ctx, n: int) -> int:
-    """norm.hip's block for a row of n: about n / 4 threads (a multiple of the warp, at most 1024), so a
-    row of up to NORM_NPT x 1024 values is read once, every load in flight at once."""
-    return min(1024, max(ctx.warp, -(-n // (4 * ctx.warp)) * ctx.warp))
+    """norm.hip's block for a row of n: row_block's (up to 256 threads), or about n / 4 threads for long rows
+    (a multiple of the warp, at most 1024), so a row of up to NORM_NPT x 1024 values is read once, every
+    load in flight at once (fewer than 256 threads on short rows measured slower)."""
+    return min(1024, max(row_block(ctx, n), -(-n // (4 * ctx.warp)) * ctx.warp))
 
 
 def RMS_NORM(ctx: Ctx, out: DevTensor, a: DevTensor, *, eps: float) -> None:
