@@ -263,12 +263,14 @@ class Engine:
     def device_plan(self, max_ctx: int | None = None) -> dict[str, int]:
         """Bytes this model needs on the backend's device at max_ctx (default: the engine's): weights as
         they are uploaded, the KV cache, the arenas of the decode graph and of the largest prefill graph,
-        and their total. Builds and plans graphs; allocates nothing."""
+        the backend's scratch beside them (its scratch_bytes_needed: the largest graph's), and their total.
+        Builds and plans graphs; allocates nothing."""
         from .ir import alloc, passes
 
         max_ctx = self.max_ctx if max_ctx is None else int(max_ctx)
         sizes = {n: (t.ggml_type, t.n_bytes) for n, t in self.model.tensors.items()}
-        plan = {"weights": 0, "kv_cache": 0, "activations": 0}
+        plan = {"weights": 0, "kv_cache": 0, "activations": 0, "scratch": 0}
+        scratch = getattr(self.backend, "scratch_bytes_needed", None)
         for n_tokens in sorted({1, min(MAX_UBATCH, max_ctx)}):
             g = self._model_graph(GraphSpec(n_tokens, max_ctx, self.kv_dtype, False))
             for name, (parts, _) in self._stacked.items():
@@ -278,7 +280,10 @@ class Engine:
                 plan["weights"] = (need(g, sizes) if need
                                    else sum(sizes[w.name][1] for w in g.leaves("weight")))
                 plan["kv_cache"] = sum(math.prod(s.shape) * ITEMSIZE[s.dtype] for s in g.leaves("state"))
-            plan["activations"] += alloc.plan(passes.optimize(g)[0], alignment=256).arena_bytes
+            opt = passes.optimize(g)[0]
+            plan["activations"] += alloc.plan(opt, alignment=256).arena_bytes
+            if scratch is not None:
+                plan["scratch"] = max(plan["scratch"], scratch(opt))
         plan["total"] = sum(plan.values())
         return plan
 
@@ -304,7 +309,8 @@ class Engine:
         raise DeviceMemoryError(
             f"{name} at max_ctx={self.max_ctx} needs {plan['total'] / gib:.2f} GiB on {dev} (weights "
             f"{plan['weights'] / gib:.2f}, KV cache {plan['kv_cache'] / gib:.2f}, activations "
-            f"{plan['activations'] / gib:.2f}); {have / gib:.2f} GiB is available; {hint}")
+            f"{plan['activations'] / gib:.2f}, scratch {plan['scratch'] / gib:.2f}); {have / gib:.2f} GiB is "
+            f"available; {hint}")
 
     @property
     def graph_keys(self) -> list[tuple[int, bool]]:

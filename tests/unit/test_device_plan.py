@@ -40,6 +40,7 @@ def test_the_plan_adds_up_and_grows_with_the_context(tiny):
     assert p["kv_cache"] == 2 * cfg.n_layer * 256 * cfg.n_head_kv * cfg.head_dim * 4
     assert p["weights"] == sum(t.n_bytes for t in eng.model.tensors.values())
     assert p["total"] == p["weights"] + p["kv_cache"] + p["activations"] and p["activations"] > 0
+    assert p["scratch"] == 0  # the numpy backend takes none beside its arenas
     assert eng.device_plan(512)["kv_cache"] == 2 * p["kv_cache"]
 
 
@@ -54,6 +55,29 @@ def test_too_small_a_device_fails_before_uploading_and_names_a_context_that_fits
     fits = int(re.search(r"max_ctx=(\d+) would fit", msg).group(1))
     assert 1500 <= fits < 4096
     Engine.from_gguf(tiny, backend=SmallDevice(be.have), max_ctx=fits)  # and it does
+
+
+class ScratchDevice(SmallDevice):
+    """SmallDevice whose prepare would also take `scratch` bytes for graphs of more than one token (as the
+    HIP backend's BLAS workspace and tile scratch)."""
+
+    scratch = 3 << 20
+
+    def scratch_bytes_needed(self, graph) -> int:
+        tokens = graph.inputs["inp_tokens"].shape[0] if "inp_tokens" in graph.inputs else 1
+        return self.scratch if tokens > 1 else 0
+
+
+def test_the_backends_scratch_is_planned_and_named(tiny):
+    plain = Engine.from_gguf(tiny, backend="numpy", max_ctx=1024).device_plan()
+    be = ScratchDevice(plain["total"] + ScratchDevice.scratch // 2)  # the arenas fit, the scratch not
+    with pytest.raises(DeviceMemoryError, match=r"scratch 0\.00") as e:
+        Engine.from_gguf(tiny, backend=be, max_ctx=1024)
+    fits = int(re.search(r"max_ctx=(\d+) would fit", str(e.value)).group(1))
+    eng = Engine.from_gguf(tiny, backend=ScratchDevice(be.have), max_ctx=fits)
+    p = eng.device_plan()
+    assert p["scratch"] == ScratchDevice.scratch and p["total"] == sum(v for k, v in p.items() if k != "total")
+    assert p["total"] <= be.have
 
 
 def test_a_device_smaller_than_the_weights_says_no_context_fits(tiny):

@@ -21,7 +21,7 @@ import numpy as np
 from ... import quant
 from ...ir import alloc, passes
 from ...ir.graph import Graph, check_indices
-from ...ir.ops import ITEMSIZE, NP_DTYPES, WRITES_ROWS, Op
+from ...ir.ops import ITEMSIZE, MUL_MAT_OPS, NP_DTYPES, WRITES_ROWS, Op
 from ...profile import StepTimings
 from . import blas as blas_mod
 from . import cupti_trace, pdl
@@ -30,13 +30,15 @@ from .context import Ctx
 from .device import available_bytes, copy_bandwidth, gpu_available, probe
 from .kernel_choice import PREFILL, MatMulOptions
 from .launch import LAUNCH, prepare_launch
-from .launch_mul_mat import early_quantize_x8, reads_int8_x
+from .launch_mul_mat import early_quantize_x8, reads_int8_x, shape_choice
 from .modules import ModuleCache
 from .plan import Plan, Staging, Step
 from .tensor import DevTensor
 from .timed_runs import TimedRuns
 from .weights import device_bytes, device_form, upload_weight
 
+# the kernels' own scratch beside the arena (split partials, tickets, contiguous copies: KBs to a few MB)
+SCRATCH_ALLOWANCE = 8 << 20
 log = logging.getLogger("rocmforge.hip")
 
 ALIGN = 256
@@ -139,6 +141,19 @@ class HipBackend(TimedRuns):
                          tuple(w.shape), sizes[w.name][1])
             for w in graph.leaves("weight") if w.name not in self.weights
         )
+
+    def scratch_bytes_needed(self, graph: Graph) -> int:
+        """Device bytes prepare takes for the graph beside its arena, state and weights: where its mat-muls
+        run on the vendor BLAS, the f16 tile scratch they share (the largest tiling) and the BLAS's
+        workspace; and SCRATCH_ALLOWANCE for the kernels' own (split partials, tickets, copies)."""
+        tiles = 0
+        for t in graph.ops():
+            if t.op in MUL_MAT_OPS and t.src[0].kind == "weight":
+                N, K = t.src[0].shape
+                blas = shape_choice(self.ctx, t.src[0].dtype, N, K, t.src[1].n_elements // K).blas
+                tiles = max(tiles, 0 if blas is None else blas.scratch_bytes)
+        workspace = blas_mod.WORKSPACE_BYTES if tiles and self.ctx.blas is not None else 0
+        return tiles + workspace + SCRATCH_ALLOWANCE
 
     def available_bytes(self) -> int:
         """Device memory a new allocation can still get (device.available_bytes)."""

@@ -56,9 +56,13 @@ def mul_mat_choice(ctx: Ctx, w: DevTensor, M: int) -> MulMatChoice:
     """What MUL_MAT launches for w [N, K] and M tokens on this context (a weight that as_weight copies is
     read from a fresh, aligned allocation)."""
     N, K = w.shape
-    copied = _copied_as_weight(w)
-    dtype = "f32" if w.dtype == "i32" else w.dtype
-    ptr = 0 if copied else w.ptr
+    return shape_choice(ctx, w.dtype, N, K, M, 0 if _copied_as_weight(w) else w.ptr)
+
+
+def shape_choice(ctx: Ctx, dtype: str, N: int, K: int, M: int, ptr: int = 0) -> MulMatChoice:
+    """What MUL_MAT launches for a weight of dtype [N, K] at ptr (0: a fresh, aligned allocation) and M
+    tokens on this context."""
+    dtype = "f32" if dtype == "i32" else dtype
     kt = kernel_type(dtype, K, ptr)
     row_bytes = K // BLOCK[dtype][0] * BLOCK[dtype][1]
     return choose_mul_mat(ctx.device, ctx.mat_mul, ctx.tunables, Weight(kt, N, K, row_bytes, ptr), M, ctx.pdl)
