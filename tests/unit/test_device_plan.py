@@ -76,7 +76,8 @@ def test_the_backends_scratch_is_planned_and_named(tiny):
     fits = int(re.search(r"max_ctx=(\d+) would fit", str(e.value)).group(1))
     eng = Engine.from_gguf(tiny, backend=ScratchDevice(be.have), max_ctx=fits)
     p = eng.device_plan()
-    assert p["scratch"] == ScratchDevice.scratch and p["total"] == sum(v for k, v in p.items() if k != "total")
+    assert p["scratch"] == ScratchDevice.scratch
+    assert p["total"] == sum(v for k, v in p.items() if k != "total")
     assert p["total"] <= be.have
 
 
