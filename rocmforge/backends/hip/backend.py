@@ -33,7 +33,7 @@ from .launch import LAUNCH, prepare_launch
 from .launch_mul_mat import early_quantize_x8, reads_int8_x, shape_choice
 from .modules import ModuleCache
 from .plan import Plan, Staging, Step
-from .tensor import DevTensor
+from .tensor import BLOCK, DevTensor
 from .timed_runs import TimedRuns
 from .weights import device_bytes, device_form, upload_weight
 
@@ -150,7 +150,8 @@ class HipBackend(TimedRuns):
         for t in graph.ops():
             if t.op in MUL_MAT_OPS and t.src[0].kind == "weight":
                 N, K = t.src[0].shape
-                blas = shape_choice(self.ctx, t.src[0].dtype, N, K, t.src[1].n_elements // K).blas
+                dtype = t.src[0].dtype if t.src[0].dtype in BLOCK else "f16"  # types uploaded as f16 rows
+                blas = shape_choice(self.ctx, dtype, N, K, t.src[1].n_elements // K).blas
                 tiles = max(tiles, 0 if blas is None else blas.scratch_bytes)
         workspace = blas_mod.WORKSPACE_BYTES if tiles and self.ctx.blas is not None else 0
         return tiles + workspace + SCRATCH_ALLOWANCE
