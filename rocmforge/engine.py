@@ -260,23 +260,25 @@ class Engine:
                 self._stacked[w.name] = (w.params["rows_of"], bool(w.params.get("interleaved")))
         return g
 
-    def device_plan(self, max_ctx: int | None = None) -> dict[str, int]:
+    def device_plan(self, max_ctx: int | None = None, backend: Any = None) -> dict[str, int]:
         """Bytes this model needs on the backend's device at max_ctx (default: the engine's): weights as
         they are uploaded, the KV cache, the arenas of the decode graph and of the largest prefill graph,
         the backend's scratch beside them (its scratch_bytes_needed: the largest graph's), and their total.
-        Builds and plans graphs; allocates nothing."""
+        Builds and plans graphs; allocates nothing. backend: plan for another backend than the engine's (the
+        weights' device form and scratch are its)."""
         from .ir import alloc, passes
 
         max_ctx = self.max_ctx if max_ctx is None else int(max_ctx)
         sizes = {n: (t.ggml_type, t.n_bytes) for n, t in self.model.tensors.items()}
         plan = {"weights": 0, "kv_cache": 0, "activations": 0, "scratch": 0}
-        scratch = getattr(self.backend, "scratch_bytes_needed", None)
+        backend = self.backend if backend is None else backend
+        scratch = getattr(backend, "scratch_bytes_needed", None)
         for n_tokens in sorted({1, min(MAX_UBATCH, max_ctx)}):
             g = self._model_graph(GraphSpec(n_tokens, max_ctx, self.kv_dtype, False))
             for name, (parts, _) in self._stacked.items():
                 sizes[name] = (sizes[parts[0]][0], sum(sizes[p][1] for p in parts))
             if n_tokens == 1:
-                need = getattr(self.backend, "weight_bytes_needed", None)
+                need = getattr(backend, "weight_bytes_needed", None)
                 plan["weights"] = (need(g, sizes) if need
                                    else sum(sizes[w.name][1] for w in g.leaves("weight")))
                 plan["kv_cache"] = sum(math.prod(s.shape) * ITEMSIZE[s.dtype] for s in g.leaves("state"))

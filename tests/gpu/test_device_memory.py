@@ -34,10 +34,12 @@ def pool():
 
 
 def test_a_capped_pool_fails_before_upload_and_the_named_context_fits(tiny, pool):
-    need = Engine.from_gguf(tiny, backend="numpy", max_ctx=8192, kv_dtype="f16").device_plan()  # HIP's KV
+    be = HipBackend()
+    # what the HIP backend needs (its weights' form, its scratch: cuBLAS's workspace and tiles), f16 KV
+    need = Engine.from_gguf(tiny, backend="numpy", max_ctx=8192, kv_dtype="f16").device_plan(backend=be)
+    assert need["scratch"] > 0
     base = pool.used_bytes()
     pool.set_limit(size=base + need["total"] - need["kv_cache"] // 2)
-    be = HipBackend()
     used = pool.used_bytes()
     with pytest.raises(DeviceMemoryError) as e:
         Engine.from_gguf(tiny, backend=be, max_ctx=8192)

@@ -79,6 +79,9 @@ def test_the_backends_scratch_is_planned_and_named(tiny):
     assert p["scratch"] == ScratchDevice.scratch
     assert p["total"] == sum(v for k, v in p.items() if k != "total")
     assert p["total"] <= be.have
+    # planned for another backend: its scratch, not the engine's
+    other = Engine.from_gguf(tiny, backend="numpy", max_ctx=fits)
+    assert other.device_plan()["scratch"] == 0 and other.device_plan(backend=be)["scratch"] == be.scratch
 
 
 def test_a_device_smaller_than_the_weights_says_no_context_fits(tiny):
