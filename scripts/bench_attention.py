@@ -3,7 +3,7 @@
 For each head layout (H query heads, Hkv KV heads, head dim D), cache size C (the engine's max_ctx) and
 position (decode: one token at that depth; prompt: T tokens from 0) it prints the time per launch in a
 captured device graph of back-to-back launches (each starts as the one before it ends, programmatically
-where the GPU can: as in a decode step), the median over replays after a warm-up one; the KV bytes it must
+where the GPU can: as in a decode step), the median over replays (timing.replay_us); the KV bytes it must
 read (rows up to the position, f16 cache) as GB/s, or for prompts the causal FLOPs as TFLOP/s; and the
 error of one launch's output against numpy_ref.FLASH_ATTN_EXT (nmse; the output is NaN-poisoned first).
 q is ROPE'd inside the kernel (NEOX over all of D), as the fused decode graph runs it.
@@ -29,29 +29,21 @@ from rocmforge.backends import numpy_ref as R  # noqa: E402
 from rocmforge.backends.hip.backend import HipBackend  # noqa: E402
 from rocmforge.backends.hip.launch_attention import FLASH_ATTN_EXT  # noqa: E402
 from rocmforge.backends.hip.tensor import DevTensor  # noqa: E402
+from rocmforge.backends.hip.timing import replay_us  # noqa: E402
 
 LAYOUTS = {"qwen2.5": (14, 2, 64), "smollm2": (9, 3, 64), "llama-7b": (32, 32, 128)}  # H, Hkv, D
 ROPE = 1e6, 1.0  # base, freq_scale
 
 
 def time_graph(cp, launch, n: int, reps: int = 10) -> float:
-    """Median time per launch (us) of a captured graph of n launches, over reps replays after one."""
+    """Median time per launch (us) of a captured graph of n launches, over reps replays."""
     stream = cp.cuda.Stream(non_blocking=True)
     with stream:
         stream.begin_capture()
         for _ in range(n):
             launch()
         graph = stream.end_capture()
-        graph.launch(stream)
-        out = []
-        for _ in range(reps):
-            a, b = cp.cuda.Event(), cp.cuda.Event()
-            a.record(stream)
-            graph.launch(stream)
-            b.record(stream)
-            b.synchronize()
-            out.append(cp.cuda.get_elapsed_time(a, b) * 1e3 / n)
-    return statistics.median(out)
+    return statistics.median(replay_us(cp, stream, graph) for _ in range(reps)) / n
 
 
 def bench(be: HipBackend, layout: str, C: int, T: int, p0: int, rng: np.random.Generator) -> dict:
