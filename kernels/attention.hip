@@ -12,7 +12,8 @@
 // zero before the first launch, left zero by every launch). With n_splits == 1 (prefill) the block writes
 // the output directly.
 // Chunks past the block's largest position do no work.
-// Tunables: RF_HEAD_DIM (compile-time D); BQ and BKV follow from D so shared memory stays under 48 KB.
+// Tunables: RF_HEAD_DIM (compile-time D); BQ and BKV follow from D so shared memory stays under 48 KB;
+// RF_DEC_G (flash_attn_decode's query heads a KV head, compile-time: no branch on the group).
 // Floor: K and V rows 0..max(pos) read once per KV head and query tile, q read, out written.
 #include "rf_compat.h"
 #include "rf_rope.h"
@@ -230,15 +231,19 @@ __device__ void flash_attn(const float* __restrict__ q, const Tkv* __restrict__ 
 }
 
 // Decode (one token): flash_attn_decode_<kv>. Grid (n_splits, Hkv), block FA_DEC_WARPS warps. A block
-// serves every query head of its KV head (G = H / Hkv <= FA_DEC_G: no rows padded to a tile) over its share
+// serves every query head of its KV head (G = H / Hkv = FA_DEC_G: no rows padded to a tile) over its share
 // of the cache: groups of `group` rows (a multiple of FA_DEC_ROWS) dealt to the splits in turn (split s
 // takes groups s, s + n_splits, ...), so the rows up to any position spread over every split. Each warp
 // takes FA_DEC_ROWS rows at a time, loads their K and V (each lane its D / RF_WARP dims) before any
-// arithmetic, and keeps per head a running max, sum and output in registers (q too, ROPE'd
-// and scaled on the way in). The warps' partials merge in shared memory; with n_splits > 1 the block writes
+// arithmetic, scores them for every head at once (independent warp sums), and takes one online-softmax step
+// a head for the lot; it keeps per head a running max, sum and output in registers (q too, ROPE'd and
+// scaled on the way in). The warps' partials merge in shared memory; with n_splits > 1 the block writes
 // its partial and the last block of the KV head to finish merges them (tickets, as flash_attn), over the
 // splits that saw rows (those up to the position's).
-#define FA_DEC_G 8
+#ifndef RF_DEC_G
+#define RF_DEC_G 8
+#endif
+#define FA_DEC_G RF_DEC_G  // query heads a KV head, compile-time (the launcher's G, at most 8)
 #define FA_DEC_WARPS 4
 #define FA_DEC_ROWS 8
 #define FA_DPL (FA_D / RF_WARP > 0 ? FA_D / RF_WARP : 1)  // dims a lane holds (entries: FA_D % RF_WARP == 0)
@@ -288,16 +293,18 @@ RF_DEV void fa_dec_merge(const float* part_m, const float* part_l, const float* 
 }
 
 template <typename Tkv>
-__device__ void flash_attn_decode(const float* __restrict__ q, const Tkv* __restrict__ k,
-                                  const Tkv* __restrict__ v, const int* __restrict__ pos,
-                                  float* __restrict__ out, float* part_o, float* part_m, float* part_l,
-                                  int* __restrict__ counters, int H, int Hkv, rf_i64 row_stride,
-                                  rf_i64 head_stride, int C, int group, float scale, int rope_dims,
-                                  int rope_neox, float rope_base, float rope_freq_scale) {
+RF_DEV void flash_attn_decode(const float* __restrict__ q, const Tkv* __restrict__ k,
+                              const Tkv* __restrict__ v, const int* __restrict__ pos,
+                              float* __restrict__ out, float* part_o, float* part_m, float* part_l,
+                              int* __restrict__ counters, int H, int Hkv, rf_i64 row_stride,
+                              rf_i64 head_stride, int C, int group, float scale, int rope_dims,
+                              int rope_neox, float rope_base, float rope_freq_scale) {
     RF_PDL_BEGIN();
     __shared__ float sm[FA_DEC_WARPS][FA_DEC_G], sl[FA_DEC_WARPS][FA_DEC_G];
     __shared__ float so[FA_DEC_WARPS][FA_DEC_G][FA_D];
-    const int G = H / Hkv, hk = blockIdx.y, split = blockIdx.x;
+    constexpr int G = FA_DEC_G;  // = H / Hkv (the launcher compiles the kernel for it)
+    (void)Hkv;
+    const int hk = blockIdx.y, split = blockIdx.x;
     const int warp = threadIdx.x / RF_WARP, lane = threadIdx.x % RF_WARP, d0 = lane * FA_DPL;
     const int p = pos[0];
     const double rope_lb = rope_dims ? log2((double)rope_base) : 0.0;
@@ -313,7 +320,7 @@ __device__ void flash_attn_decode(const float* __restrict__ q, const Tkv* __rest
         for (int g = 0; g < FA_DEC_G; ++g) {
             o[g][j] = 0.0f;
             float x = 0.0f;
-            if (g < G && any) x = rf_rope_apply<float>(q + (rf_i64)(hk * G + g) * FA_D, rr) * scale;
+            if (any) x = rf_rope_apply<float>(q + (rf_i64)(hk * G + g) * FA_D, rr) * scale;
             qv[g][j] = x;
         }
     }
@@ -337,28 +344,46 @@ __device__ void flash_attn_decode(const float* __restrict__ q, const Tkv* __rest
                 vv[i][j] = rf_io<Tkv>::load(v, off + j);
             }
         }
+        // every row's score for every head first (independent dot products and warp sums, which the
+        // compiler interleaves), rows past the position at -inf; then one online-softmax step a head
+        float sc[FA_DEC_ROWS][FA_DEC_G];
 #pragma unroll
         for (int i = 0; i < FA_DEC_ROWS; ++i) {
-            if (r0 + i >= kv_end) break;  // the same for every lane of the warp
 #pragma unroll
             for (int g = 0; g < FA_DEC_G; ++g) {
-                if (g >= G) break;
-                float s = 0.0f;
+                float x = 0.0f;
 #pragma unroll
-                for (int j = 0; j < FA_DPL; ++j) s += qv[g][j] * kk[i][j];
-                s = rf_warp_sum(s);
-                const float m_new = fmaxf(m[g], s);
-                const float corr = expf(m[g] - m_new), e = expf(s - m_new);
-                l[g] = l[g] * corr + e;
-#pragma unroll
-                for (int j = 0; j < FA_DPL; ++j) o[g][j] = o[g][j] * corr + e * vv[i][j];
-                m[g] = m_new;
+                for (int j = 0; j < FA_DPL; ++j) x += qv[g][j] * kk[i][j];
+                x = rf_warp_sum(x);
+                sc[i][g] = r0 + i < kv_end ? x : -RF_INF;
             }
+        }
+#pragma unroll
+        for (int g = 0; g < FA_DEC_G; ++g) {
+            float mx = m[g];
+#pragma unroll
+            for (int i = 0; i < FA_DEC_ROWS; ++i) mx = fmaxf(mx, sc[i][g]);
+            // mx is finite: row r0 is below kv_end; m[g] = -inf (nothing seen before) gives corr 0
+            const float corr = expf(m[g] - mx);
+            float e[FA_DEC_ROWS], sum = 0.0f;
+#pragma unroll
+            for (int i = 0; i < FA_DEC_ROWS; ++i) {
+                e[i] = expf(sc[i][g] - mx);  // 0 past the position
+                sum += e[i];
+            }
+            l[g] = l[g] * corr + sum;
+#pragma unroll
+            for (int j = 0; j < FA_DPL; ++j) {
+                float acc = o[g][j] * corr;
+#pragma unroll
+                for (int i = 0; i < FA_DEC_ROWS; ++i) acc += e[i] * vv[i][j];
+                o[g][j] = acc;
+            }
+            m[g] = mx;
         }
     }
 #pragma unroll
     for (int g = 0; g < FA_DEC_G; ++g) {
-        if (g >= G) break;
         if (lane == 0) {
             sm[warp][g] = m[g];
             sl[warp][g] = l[g];

@@ -79,24 +79,24 @@ def test_the_launcher_mirrors_the_decode_kernels_macros():
     from rocmforge.backends.hip.modules import KERNEL_DIR
 
     src = (KERNEL_DIR / "attention.hip").read_text()
-    for macro, value in (("FA_DEC_G", L.DEC_G), ("FA_DEC_WARPS", L.DEC_WARPS), ("FA_DEC_ROWS", L.DEC_ROWS),
+    for macro, value in (("RF_DEC_G", L.DEC_G), ("FA_DEC_WARPS", L.DEC_WARPS), ("FA_DEC_ROWS", L.DEC_ROWS),
                          ("FA_DEC_MAX_SPLITS", L.DEC_SPLITS)):
         assert f"#define {macro} {value} " in src or f"#define {macro} {value}\n" in src, macro
     assert L.DEC_GROUP % L.DEC_ROWS == 0
 
 
+DECODE_BUILDS = [(64, g) for g in (1, 2, 3, 4, 7)] + [(128, 2)]  # (D, G): flash_attn_decode is built per G
+
+
 @pytest.fixture(scope="module")
 def exes(tmp_path_factory):
     # D = 64 (4 threads a row, 16 dims each: the four-float path), 128 (8 threads, 16 dims), 80 (8 threads,
-    # 10 dims: the one-float path)
+    # 10 dims: the one-float path); the decode kernel for the cases' groups of query heads
     d = tmp_path_factory.mktemp("attention_emu")
-    builds = build(d, "attention.hip", MAIN, {f"fa{n}": {"RF_HEAD_DIM": n} for n in (64, 80, 128)})
-    return {n: builds[f"fa{n}"] for n in (64, 80, 128)}
-
-
-@pytest.fixture(scope="module")
-def exe(exes):
-    return exes[64]
+    builds = {(n, None): {"RF_HEAD_DIM": n} for n in (64, 80, 128)}
+    builds.update({(n, g): {"RF_HEAD_DIM": n, "RF_DEC_G": g} for n, g in DECODE_BUILDS})
+    exes = build(d, "attention.hip", MAIN, {f"fa{n}g{g}": v for (n, g), v in builds.items()})
+    return {key: exes[f"fa{key[0]}g{key[1]}"] for key in builds}
 
 
 F16_CASES = {(4, None), (7, None), (3, (32, 1))}  # (n_splits, rope) of the rows also run on an f16 cache
@@ -119,20 +119,21 @@ F16_CASES = {(4, None), (7, None), (3, (32, 1))}  # (n_splits, rope) of the rows
     (1, 4, 1, 2200, 2100, 30, None),   # 23 splits: the 66 live groups of 32 rows dealt 3 a split
     (40, 4, 2, 96, 20, 1, (64, 1)),    # a prompt of 40: several query tiles, causal across KV tiles
 ])
-def test_split_attention_merges_in_the_last_block(exe, tmp_path, T, H, Hkv, C, pos0, n_splits, rope,
+def test_split_attention_merges_in_the_last_block(exes, tmp_path, T, H, Hkv, C, pos0, n_splits, rope,
                                                   decode, f16):
     if decode and (T > 1 or H // Hkv > 8):
         pytest.skip("flash_attn_decode: one token, at most 8 query heads a KV head")
     if f16 and (n_splits, rope) not in F16_CASES:
         pytest.skip("the f16 cache: on a few rows (the emulator is slow)")
-    _check_case(exe, tmp_path, T, H, Hkv, C, pos0, n_splits, rope, decode, f16, 64)
+    _check_case(exes[64, H // Hkv if decode else None], tmp_path, T, H, Hkv, C, pos0, n_splits, rope, decode,
+                f16, 64)
 
 
 @pytest.mark.parametrize("D, decode", [(80, False), (128, False), (128, True)])
 def test_other_head_dims(exes, tmp_path, D, decode):
     # a prompt of 20 over two query tiles (or one decode token), the cache split in 3, NEOX pairs
     T = 1 if decode else 20
-    _check_case(exes[D], tmp_path, T, 4, 2, 96, 40, 3, (D, 1), decode, False, D)
+    _check_case(exes[D, 2 if decode else None], tmp_path, T, 4, 2, 96, 40, 3, (D, 1), decode, False, D)
 
 
 def _check_case(exe, tmp_path, T, H, Hkv, C, pos0, n_splits, rope, decode, f16, D):

@@ -34,8 +34,9 @@ def attn_splits(ctx: Ctx, T: int, H: int, Hkv: int, C: int, head_dim: int) -> tu
     return cdiv(C, chunk), chunk
 
 
-# attention.hip's FA_DEC_G, FA_DEC_WARPS, FA_DEC_ROWS; rows a group (the unit dealt to the splits: a
-# multiple of FA_DEC_ROWS); splits at most (FA_DEC_MAX_SPLITS: more make the merge the longer part)
+# attention.hip's RF_DEC_G (the most query heads a KV head; the kernel is built for each G), FA_DEC_WARPS,
+# FA_DEC_ROWS; rows a group (the unit dealt to the splits: a multiple of FA_DEC_ROWS); splits at most
+# (FA_DEC_MAX_SPLITS: more make the merge the longer part)
 DEC_G, DEC_WARPS, DEC_ROWS, DEC_GROUP, DEC_SPLITS = 8, 4, 8, 32, 32
 
 
@@ -93,7 +94,7 @@ def _decode(ctx: Ctx, out: DevTensor, q: DevTensor, k: DevTensor, v: DevTensor, 
     _, H, D = q.shape
     C, Hkv, _ = k.shape
     n_splits = max(1, min(cdiv(4 * ctx.n_sm, Hkv), cdiv(C, DEC_GROUP), DEC_SPLITS))
-    f = ctx.k("attention.hip", f"flash_attn_decode_{k.dtype}", RF_HEAD_DIM=D)
+    f = ctx.k("attention.hip", f"flash_attn_decode_{k.dtype}", RF_HEAD_DIM=D, RF_DEC_G=H // Hkv)
     common = (i32(H), i32(Hkv), i64(k.strides[0]), i64(k.strides[1]), i32(C), i32(DEC_GROUP), f32(scale),
               *rope_args(rope_q))
     grid, block = (n_splits, Hkv), (DEC_WARPS * ctx.warp,)
