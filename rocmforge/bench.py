@@ -57,6 +57,11 @@ def _record(eng: Engine, n_prompt: int, n_gen: int, samples_ns: list[int], n_dep
     }
 
 
+# a prompt is one graph run: the first compiles kernels and runs eagerly, the second captures the device graph
+# that later runs replay (a decode warm-up of n_gen steps gets there by itself)
+PP_WARMUP = 2
+
+
 def _fill(eng: Engine, n_depth: int, seed: int) -> None:
     """An empty cache, then n_depth random tokens in it (llama-bench's n_depth: the context before a test)."""
     eng.reset()
@@ -71,18 +76,19 @@ def _check(n: int, reps: int, n_depth: int) -> None:
 
 def run_pp(eng: Engine, n_prompt: int, reps: int = 3, seed: int = 0, n_depth: int = 0,
            progress: Progress | None = None) -> dict:
-    """Prefill n_prompt random tokens after n_depth tokens of context; one warm-up run, then reps timed runs
-    (the context is filled before each, untimed)."""
+    """Prefill n_prompt random tokens after n_depth tokens of context; PP_WARMUP warm-up runs, then reps timed
+    runs (the context is filled before each, untimed)."""
     _check(n_prompt, reps, n_depth)
     toks = np.random.default_rng(seed).integers(0, eng.config.n_vocab, n_prompt).tolist()
     samples = []
-    for i in range(reps + 1):
+    for i in range(reps + PP_WARMUP):
         _fill(eng, n_depth, seed)
         if progress:
-            progress(f"pp{n_prompt} @ d{n_depth}: {'warm-up' if i == 0 else f'run {i}/{reps}'}")
+            run = f"warm-up {i + 1}/{PP_WARMUP}" if i < PP_WARMUP else f"run {i - PP_WARMUP + 1}/{reps}"
+            progress(f"pp{n_prompt} @ d{n_depth}: {run}")
         t0 = time.perf_counter_ns()
         eng.prefill(toks)
-        if i:
+        if i >= PP_WARMUP:
             samples.append(time.perf_counter_ns() - t0)
     return _record(eng, n_prompt, 0, samples, n_depth)
 
