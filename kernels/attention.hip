@@ -40,24 +40,22 @@
 // part_l [n_splits, TH], part_o [n_splits, TH, FA_D], unnormalised; a split that saw no row has m = -inf).
 RF_DEV void fa_merge_splits(const float* part_m, const float* part_l, const float* part_o, rf_i64 TH,
                             rf_i64 th, int n_splits, int d0, int step, float* __restrict__ out) {
-    const volatile float* vm = part_m;  // written by other blocks: past this SM's L1
-    const volatile float* vl = part_l;
-    const volatile float* vo = part_o;
+    // written by other blocks: read through rf_ld_cg (past this SM's L1)
     float M = -RF_INF;
-    for (int s = 0; s < n_splits; ++s) M = fmaxf(M, vm[s * TH + th]);
+    for (int s = 0; s < n_splits; ++s) M = fmaxf(M, rf_ld_cg(part_m + s * TH + th));
     float L = 0.0f;
     float acc[FA_DPT];
 #pragma unroll
     for (int i = 0; i < FA_DPT; ++i) acc[i] = 0.0f;
     for (int s = 0; s < n_splits; ++s) {
-        const float m = vm[s * TH + th];
+        const float m = rf_ld_cg(part_m + s * TH + th);
         if (m == -RF_INF) continue;
         const float w = expf(m - M);
-        L += w * vl[s * TH + th];
+        L += w * rf_ld_cg(part_l + s * TH + th);
 #pragma unroll
         for (int i = 0; i < FA_DPT; ++i) {
             const int d = d0 + step * i;
-            if (d < FA_D) acc[i] += w * vo[(s * TH + th) * FA_D + d];
+            if (d < FA_D) acc[i] += w * rf_ld_cg(part_o + (s * TH + th) * FA_D + d);
         }
     }
     const float inv = 1.0f / L;

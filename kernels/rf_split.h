@@ -6,7 +6,7 @@
 // Call after the block's partial writes, with every thread: whether this block is the last of the n that
 // share `ticket` (an int that is zero before the first launch; the last block sets it back to zero for the
 // next). Every thread gets the answer. In the last block the other blocks' partials are visible: read them
-// through volatile pointers (past this SM's L1).
+// past this SM's L1 (rf_ld_cg, or volatile pointers).
 RF_DEV bool rf_last_block(int* ticket, int n) {
     __shared__ int last;
     __threadfence();
