@@ -9,7 +9,8 @@
 # and optionally OLD (e.g. `git archive d69d75b rocmforge kernels scripts pyproject.toml | tar -x -C
 # .devrun/old`). Results under $OUT. A short call: SUITE (pytest arguments), SUITE_S (its time limit), MODELS
 # (bench these files of /tmp, without .gguf), VARIANTS=new; STAGES: the stages to run, of
-# "suite bench toks profile host matvec matmul sample soak" (all by default).
+# "suite bench attn toks profile host matvec matmul sample soak" (all by default); PP: prompt lengths
+# of the bench stage (default 512; "512,2048" adds pp2048).
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD LD_LIBRARY_PATH=/tmp/llama PYTHONUNBUFFERED=1
@@ -17,7 +18,7 @@ mkdir -p /tmp/llama && tar xJf .llamacpp/llbin-cuda-sm90a.tar.xz -C /tmp/llama
 command -v ncu > /dev/null || export PATH=$PATH:/usr/local/cuda/bin:$(ls -d /opt/nvidia/nsight-compute/* 2>/dev/null | tail -1)
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/gpu.txt
 OLD=${OLD:-$PWD/.devrun/old}
-want() { [[ " ${STAGES:-suite bench toks profile host matvec matmul sample soak} " == *" $1 "* ]]; }
+want() { [[ " ${STAGES:-suite bench attn toks profile host matvec matmul sample soak} " == *" $1 "* ]]; }
 T0=$(date +%s); el() { echo "[t+$(( $(date +%s) - T0 ))s] $*" | tee -a $OUT/log.txt; }
 MODELS=${MODELS:-} python3 - <<'PY'
 import glob, lzma, os, pickle
@@ -35,6 +36,7 @@ timeout ${SUITE_S:-150} python3 -m pytest -q -ra ${SUITE:-tests/gpu} 2>&1 | tee 
   | grep -E "FAILED|ERROR|passed|failed"
 el suite
 fi
+PP=${PP:-512}  # prompt lengths, comma-separated (llama-bench's -p)
 if want bench; then
 LLB=$(find /tmp/llama -name llama-bench -type f | head -1)
 f() { python3 -c "
@@ -44,15 +46,21 @@ except Exception: rs = []
 print(' '.join(('pp%d=' % r['n_prompt'] if r['n_prompt'] else 'tg%d=' % r['n_gen']) + str(round(r['avg_ts'], 1))
                for r in rs) or 'none')" $1; }
 for m in ${MODELS:-$(cd /tmp && ls *-like.gguf qwen2-0.5b-Q4_0.gguf llama-7b-Q4_0.gguf | sed 's/.gguf$//')}; do
-  timeout 60 $LLB -m /tmp/$m.gguf -ngl 99 -fa 1 -p 512 -n 128 -r 3 -o jsonl > $OUT/llb_$m.jsonl 2> /tmp/llb_$m.err \
-    || tail -2 /tmp/llb_$m.err
+  timeout 90 $LLB -m /tmp/$m.gguf -ngl 99 -fa 1 -p ${PP:-512} -n 128 -r 3 -o jsonl > $OUT/llb_$m.jsonl \
+    2> /tmp/llb_$m.err || tail -2 /tmp/llb_$m.err
   echo "$m llama.cpp $(f $OUT/llb_$m.jsonl)"
   for v in ${VARIANTS:-new old}; do
     D=$PWD; X=""; [ $v = int8 ] && X="--int8-activations"; [ $v = old ] && D=$OLD
     [ -d "$D" ] || continue
-    (cd $D && PYTHONPATH=/tmp/site:$D timeout 60 python3 -m rocmforge.cli bench --model /tmp/$m.gguf --backend hip \
-      -p 512 -n 128 -r 3 $X -o $OUT/rf_${v}_$m.jsonl > /tmp/rf_${v}_$m.log 2>&1 || tail -2 /tmp/rf_${v}_$m.log)
-    echo "$m rocmforge $v $(f $OUT/rf_${v}_$m.jsonl) $(grep -h '^| .* tg' /tmp/rf_${v}_$m.log | awk -F'|' '{print $10}')"
+    for p in ${PP//,/ }; do  # one prompt length a run (tg128 with the first)
+      [ $p = ${PP%%,*} ] && n=128 || n=0
+      rm -f /tmp/rf_${v}_${m}_$p.jsonl /tmp/rf_${v}_${m}_$p.log
+      (cd $D && PYTHONPATH=/tmp/site:$D timeout 60 python3 -m rocmforge.cli bench --model /tmp/$m.gguf --backend hip \
+        -p $p -n $n -r 3 $X -o /tmp/rf_${v}_${m}_$p.jsonl > /tmp/rf_${v}_${m}_$p.log 2>&1 \
+        || tail -2 /tmp/rf_${v}_${m}_$p.log)
+      cat /tmp/rf_${v}_${m}_$p.jsonl >> $OUT/rf_${v}_$m.jsonl 2>/dev/null
+    done
+    echo "$m rocmforge $v $(f $OUT/rf_${v}_$m.jsonl) $(grep -h '^| .* tg' /tmp/rf_${v}_${m}_*.log | awk -F'|' '{print $10}')"
   done
   el $m
 done 2>&1 | tee $OUT/bench.txt
@@ -90,6 +98,14 @@ timeout ${PROFILE_S:-240} python3 scripts/profile_step.py $M /tmp/llama-7b-Q4_0.
   --llama-ncu --llama-dir /tmp/llama \
   --json $OUT/profile.json 2>&1 | tee $OUT/profile.txt
 el profile
+fi
+if want attn; then  # FLASH_ATTN_EXT alone, this tree and OLD's (scripts/bench_attention.py)
+for v in new old; do
+  D=$PWD; [ $v = old ] && D=$OLD; [ -d "$D" ] && [ -f $D/scripts/bench_attention.py ] || continue
+  (cd $D && PYTHONPATH=/tmp/site:$D timeout 120 python3 scripts/bench_attention.py --ctx 543,4096 \
+    --depth 128,512,2048 --prompt 512,2048 2>&1 | tail -22 | sed "s/^/$v /")
+done | tee $OUT/attn.txt
+el attn
 fi
 if want host; then
 timeout 90 python3 scripts/profile_host.py $M --steps 200 --top 15 2>&1 | tee $OUT/host.txt
