@@ -24,9 +24,10 @@ MODELS=${MODELS:-} python3 - <<'PY'
 import glob, lzma, os, pickle
 from gguf import GGMLQuantizationType as Q
 from rocmforge.synth import write_layout, write_random_model
-for p in ("qwen2-0.5b", "llama-7b"):
-    if not os.environ["MODELS"] or f"{p}-Q4_0" in os.environ["MODELS"]:
-        write_random_model(f"/tmp/{p}-Q4_0.gguf", p, Q.Q4_0)
+for p, t in (("qwen2-0.5b", "Q4_0"), ("llama-7b", "Q4_0"), ("llama-7b", "Q8_0")):
+    # by default the Q4_0 files; llama-7b-Q8_0 (7 GB) only when MODELS names it
+    if f"{p}-{t}" in os.environ["MODELS"] or (not os.environ["MODELS"] and t == "Q4_0"):
+        write_random_model(f"/tmp/{p}-{t}.gguf", p, getattr(Q, t))
 for f in glob.glob(".devrun/*.layout.xz"):
     write_layout(pickle.load(lzma.open(f)), "/tmp/" + os.path.basename(f).replace(".layout.xz", "-like.gguf"))
 PY
