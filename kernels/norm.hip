@@ -4,8 +4,8 @@
 //
 // Launch: grid (rows), one block per row of 256 threads, or about n / 4 for long rows (a multiple of the
 // warp, at most 1024; launch_rows.norm_block). Rows of up to NORM_NPT x the block are read once into
-// registers (every load in flight at once); longer ones twice. f32 sum of squares reduced over the block (warp shuffles, then
-// shared memory); each thread sums its elements in index order either way.
+// registers (every load in flight at once); longer ones twice. f32 sum of squares reduced over the block
+// (warp shuffles, then shared memory); each thread sums its elements in index order either way.
 // Tunables: NORM_NPT (values a thread holds), the block size (the launcher).
 // Floor: the row read once + written once: rows * n * (in + 4) bytes; w (n * its item size) once from
 // memory, then from L2 per row.
