@@ -11,10 +11,11 @@
 // memory, then from L2 per row.
 #include "rf_compat.h"
 
-// MUL: RMS_NORM_MUL (times w[i]); otherwise RMS_NORM, w unused
+// values a thread holds in registers (launch_rows.NORM_NPT mirrors it)
 #define NORM_NPT 8
 
-template <typename T, typename W, bool MUL>
+// out[base + i] = v (RMS_NORM's f32 result), times w[i] for RMS_NORM_MUL
+template <typename W, bool MUL>
 RF_DEV void rms_norm_write(float v, const W* __restrict__ w, float* __restrict__ out, rf_i64 base, int i) {
     if constexpr (MUL) {
         out[base + i] = v * rf_io<W>::load(w, i);
@@ -53,11 +54,11 @@ __device__ void rms_norm(const T* __restrict__ a, const W* __restrict__ w, float
 #pragma unroll
         for (int j = 0; j < NORM_NPT; ++j) {
             const int i = threadIdx.x + j * blockDim.x;
-            if (i < n) rms_norm_write<T, W, MUL>(x[j] * r, w, out, base, i);  // RMS_NORM's f32 result, then w
+            if (i < n) rms_norm_write<W, MUL>(x[j] * r, w, out, base, i);
         }
     } else {
         for (int i = threadIdx.x; i < n; i += blockDim.x)
-            rms_norm_write<T, W, MUL>(rf_io<T>::load(a, base + i) * r, w, out, base, i);
+            rms_norm_write<W, MUL>(rf_io<T>::load(a, base + i) * r, w, out, base, i);
     }
 }
 
