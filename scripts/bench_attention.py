@@ -66,8 +66,7 @@ def bench(be: HipBackend, layout: str, C: int, T: int, p0: int, rng: np.random.G
 
     launch()
     cp.cuda.Device().synchronize()
-    ref = R.FLASH_ATTN_EXT(q, k.astype(np.float32), v.astype(np.float32), pos, scale=D**-0.5,
-                           rope_q=(D, True, *ROPE))
+    ref = R.FLASH_ATTN_EXT(q, k.astype(np.float32), v.astype(np.float32), pos, scale=D**-0.5, rope_q=rope)
     got = cp.asnumpy(dout)
     nmse = float(np.sum((got - ref) ** 2) / max(float(np.sum(ref**2)), 1e-30))
     us = time_graph(cp, launch, 20 if T > 64 else 100)
