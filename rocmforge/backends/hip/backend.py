@@ -14,7 +14,6 @@ import logging
 import math
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
-from typing import Any
 
 import numpy as np
 
@@ -33,7 +32,8 @@ from .launch import LAUNCH, prepare_launch
 from .launch_mul_mat import early_quantize_x8, reads_int8_x, shape_choice
 from .modules import ModuleCache
 from .plan import Plan, Staging, Step
-from .tensor import BLOCK, DevTensor
+from .plan_launches import PlanLaunches
+from .tensor import BLOCK, DevTensor, download
 from .timed_runs import TimedRuns
 from .weights import device_bytes, device_form, upload_weight
 
@@ -42,11 +42,9 @@ SCRATCH_ALLOWANCE = 8 << 20
 log = logging.getLogger("rocmforge.hip")
 
 ALIGN = 256
-# bit patterns that poison a buffer (NaN for floats, INT_MIN for i32)
-_POISON = {"f32": (np.uint32, 0x7FC00000), "f16": (np.uint16, 0x7E00), "i32": (np.uint32, 0x80000000)}
 
 
-class HipBackend(TimedRuns):
+class HipBackend(PlanLaunches, TimedRuns):
     """Executes graphs on the GPU with the kernels in `kernels/`; same interface as NumpyBackend."""
 
     name = "hip"
@@ -255,82 +253,6 @@ class HipBackend(TimedRuns):
         return entry[1]
 
     # ---- execution --------------------------------------------------------------------------------------
-    def _poison(self, t: DevTensor) -> None:
-        dt, bits = _POISON[t.dtype]
-        n = t.n_elements * ITEMSIZE[t.dtype] // np.dtype(dt).itemsize
-        t.buf[t.offset : t.offset + n * np.dtype(dt).itemsize].view(dt).fill(bits)
-
-    def _download(self, t: DevTensor) -> np.ndarray:
-        if t.dtype not in ITEMSIZE:
-            raise NotImplementedError(f"download of a {t.dtype} tensor")
-        item = ITEMSIZE[t.dtype]
-        span = 1 + sum((n - 1) * s for n, s in zip(t.shape, t.strides, strict=True)) if t.n_elements else 0
-        host = self.cp.asnumpy(t.buf[t.offset : t.offset + span * item]).view(NP_DTYPES[t.dtype])
-        view = np.lib.stride_tricks.as_strided(host, shape=t.shape, strides=[s * item for s in t.strides])
-        return np.array(view)
-
-    def _launch_all(
-        self,
-        plan: Plan,
-        timed: bool,
-        marks: timing_mod.EventMarks | None = None,
-        counter: cupti_trace.NodeCounter | None = None,
-    ) -> list:
-        """Launch every step. timed: device events around each launch (eager timing); marks: an event
-        recorded into the capture before the first step and after each launching step (graph timing);
-        counter: the capture's nodes counted after each step (trace timing)."""
-        events: list = []
-        if marks is not None:
-            events.append(marks.mark())
-        for st in plan.steps:
-            if st.launch is None:
-                events.append(None)
-                if counter is not None:
-                    counter.step(launched=False)
-                continue
-            if self.debug_poison and st.node.op not in WRITES_ROWS and st.node.id not in plan.ir_plan.inplace:
-                self._poison(st.out)
-            if timed:
-                e0, e1 = self.cp.cuda.Event(), self.cp.cuda.Event()
-                e0.record()
-            self.ctx.begin_node((id(plan), st.node.id))  # scratch the launcher takes is the node's own
-            st.launch(self.ctx, st.out, *st.srcs, **st.node.params)
-            if counter is not None:
-                counter.step()
-            if timed:
-                e1.record()
-                events.append((e0, e1))
-            elif marks is not None:
-                events.append(marks.mark())
-        self.ctx.begin_node(None)
-        return events
-
-    def _capture(
-        self, plan: Plan, marks: timing_mod.EventMarks | None = None, count: bool = False
-    ) -> Any:
-        """Record every launch of the plan as one device graph (CUDA/HIP graph) to replay; with marks, an
-        event-record node before the first step and after each launching step (plan.timed_events); count:
-        the nodes each step adds, in plan.node_counts (None, and plan.trace_failed, where they cannot be
-        counted: the capture itself goes on)."""
-        counter = None
-        if count:
-            try:
-                counter = cupti_trace.NodeCounter(self.stream)
-            except Exception as e:
-                plan.trace_failed = f"counting capture nodes: {type(e).__name__}: {e}"
-        with self.stream:
-            self.stream.begin_capture()
-            try:
-                events = self._launch_all(plan, timed=False, marks=marks, counter=counter)
-            finally:
-                g = self.stream.end_capture()
-        if marks is not None:
-            plan.timed_events = events
-        if counter is not None:
-            plan.node_counts = counter.counts
-            plan.trace_failed = counter.failed
-        return g
-
     def _write_inputs(self, graph: Graph, plan: Plan, inputs: Mapping[str, np.ndarray]) -> None:
         """Check every input, then copy them all to the device in one async copy on the stream."""
         checked = {}
@@ -384,7 +306,7 @@ class HipBackend(TimedRuns):
             plan.staging.read_async(name, plan.outputs[name], self.stream)
         self.stream.synchronize()
         outs = {name: plan.staging.result(name, plan.outputs[name]) for name in small}
-        outs.update({name: self._download(plan.outputs[name]) for name in names if name not in outs})
+        outs.update({name: download(self.cp, plan.outputs[name]) for name in names if name not in outs})
         return outs, timings or StepTimings()
 
     def copy_gbs(self) -> float:
@@ -408,7 +330,7 @@ class HipBackend(TimedRuns):
         plan = self._get_plan(graph)
         t = plan.outputs[name]
         if index is None:
-            return self._download(t)
+            return download(self.cp, t)
         if not 0 <= index < t.n_elements or not t.is_contiguous:
             raise IndexError(f"output {name!r}: element {index} of a {t.shape} tensor")
         item = ITEMSIZE[t.dtype]

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ...ir.graph import contiguous_strides
-from ...ir.ops import ITEMSIZE
+from ...ir.ops import ITEMSIZE, NP_DTYPES
 
 # GGUF weight types the kernels read natively (their names as the IR writes them)
 NATIVE_WEIGHTS = ("f32", "f16", "bf16", "q4_0", "q4_1", "q5_0", "q8_0", "q4_k", "q6_k")
@@ -97,3 +97,14 @@ def i64(v: int) -> np.int64:
 
 def f32(v: float) -> np.float32:
     return np.float32(v)
+
+
+def download(cp: Any, t: DevTensor) -> np.ndarray:
+    """A device tensor (any strides) as a contiguous host array."""
+    if t.dtype not in ITEMSIZE:
+        raise NotImplementedError(f"download of a {t.dtype} tensor")
+    item = ITEMSIZE[t.dtype]
+    span = 1 + sum((n - 1) * s for n, s in zip(t.shape, t.strides, strict=True)) if t.n_elements else 0
+    host = cp.asnumpy(t.buf[t.offset : t.offset + span * item]).view(NP_DTYPES[t.dtype])
+    view = np.lib.stride_tricks.as_strided(host, shape=t.shape, strides=[s * item for s in t.strides])
+    return np.array(view)
