@@ -11,11 +11,13 @@ set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl 2>/dev/null
 export PYTHONPATH=/tmp/site:$PWD LD_LIBRARY_PATH=/tmp/llama PYTHONUNBUFFERED=1
 mkdir -p /tmp/llama && tar xJf .llamacpp/llbin-cuda-sm90a.tar.xz -C /tmp/llama
+# ncu for the report's op-by-op table of llama.cpp's kernels
+command -v ncu > /dev/null || export PATH=$PATH:/usr/local/cuda/bin:$(ls -d /opt/nvidia/nsight-compute/* 2>/dev/null | tail -1)
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 (cd /tmp/models && sha256sum *.gguf)
 S=/tmp/models/smollm2-135m.gguf Q=/tmp/models/qwen2.5-0.5b.gguf
 check() {  # logits against llama.cpp's recorded runs through the KV cache type $1
-  timeout ${CHECK_S:-170} python3 scripts/gpu_model_check.py --model smollm2-135m=$S --model qwen2.5-0.5b=$Q --kv $1 \
+  timeout ${CHECK_S:-150} python3 scripts/gpu_model_check.py --model smollm2-135m=$S --model qwen2.5-0.5b=$Q --kv $1 \
     --out $OUT/gpu_models_$1.json 2>&1 | tail -12
 }
 check f16
@@ -51,6 +53,6 @@ python3 -c "
 from gguf import GGMLQuantizationType as Q
 from rocmforge.synth import write_random_model
 write_random_model('/tmp/qwen2-0.5b-Q4_0.gguf', 'qwen2-0.5b', Q.Q4_0)"
-timeout ${REPORT_S:-240} python3 -m rocmforge.cli report --out $OUT/report --model $S --model $Q --model /tmp/qwen2-0.5b-Q4_0.gguf \
+timeout ${REPORT_S:-300} python3 -m rocmforge.cli report --out $OUT/report --model $S --model $Q --model /tmp/qwen2-0.5b-Q4_0.gguf \
   --backend hip --llama-dir /tmp/llama 2>&1 | tail -25
 check f32  # last: the f16 path is the default one
