@@ -545,6 +545,8 @@ for _id, _m in [
     ("MUL_MAT-blas-F16-37x96-x-f16-T64", _mul_mat(Q.F16, 37, 96, (64,), "f16", mat_mul=BLAS)),
     ("MUL_MAT-blas-Q4_0-11008x4096-T512", _mul_mat(Q.Q4_0, 11008, 4096, (512,), mat_mul=BLAS, tol=F16_TOL)),
     ("MUL_MAT-blas-Q4_K-4096x11008-T512", _mul_mat(Q.Q4_K, 4096, 11008, (512,), mat_mul=BLAS, tol=F16_TOL)),
+    ("MUL_MAT-blas-Q4_0-896x896-T4096", _mul_mat(Q.Q4_0, 896, 896, (4096,), mat_mul=BLAS, tol=F16_TOL)),
+    ("MUL_MAT-blas-Q6_K-896x4864-T4095", _mul_mat(Q.Q6_K, 896, 4864, (4095,), mat_mul=BLAS, tol=F16_TOL)),
     ("MUL_MAT_ADD-blas-Q4_0-33x64-x3d-residual",
      _mul_mat_add(Q.Q4_0, 33, 64, (2, 5), "residual", mat_mul=BLAS, tol=F16_TOL)),
     ("MUL_MAT_ADD-blas-Q8_0-896x896-T64-bias-f16", _mul_mat_add(Q.Q8_0, 896, 896, (64,), "bias", "f16",
@@ -987,6 +989,7 @@ for _args in [
     (1024, 8, 8, 64, 1024, 0, "f16"),
     (1024, 14, 2, 64, 2048, 1000, "f16", 0, True),
     (1024, 28, 4, 128, 1100, 60, "f16", 0, True, True),
+    (4096, 14, 2, 64, 4096, 0, "f16", 0, True),  # the longest prompt a graph takes: 64 tiles a KV group
 ]:
     CASES.append(Case(f"FLASH_ATTN_EXT-{'-'.join(map(str, _args))}", _attn(*_args)))
 
