@@ -10,7 +10,7 @@
 # .devrun/old`). Results under $OUT. A short call: SUITE (pytest arguments), SUITE_S (its time limit), MODELS
 # (bench these files of /tmp, without .gguf), VARIANTS=new; STAGES: the stages to run, of
 # "suite bench attn toks profile host matvec matmul sample soak" (all by default); PP: prompt lengths
-# of the bench stage (default 512; "512,2048" adds pp2048).
+# of the bench stage (default 512; "512,2048" adds pp2048); OLD_MODELS: bench OLD on these MODELS only.
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD LD_LIBRARY_PATH=/tmp/llama PYTHONUNBUFFERED=1
@@ -53,6 +53,7 @@ for m in ${MODELS:-$(cd /tmp && ls *-like.gguf qwen2-0.5b-Q4_0.gguf llama-7b-Q4_
   for v in ${VARIANTS:-new old}; do
     D=$PWD; X=""; [ $v = int8 ] && X="--int8-activations"; [ $v = old ] && D=$OLD
     [ -d "$D" ] || continue
+    [ $v = old ] && [ -n "${OLD_MODELS:-}" ] && [[ " $OLD_MODELS " != *" $m "* ]] && continue
     for p in ${PP//,/ }; do  # one prompt length a run (tg128 with the first)
       [ $p = ${PP%%,*} ] && n=128 || n=0
       rm -f /tmp/rf_${v}_${m}_$p.jsonl /tmp/rf_${v}_${m}_$p.log
