@@ -34,7 +34,6 @@ template <class T>
 __device__ void mmv(const rf_u8* __restrict__ w, rf_i64 row_bytes, const float* __restrict__ x,
                     rf_i64 x_stride, float* __restrict__ y, rf_i64 y_stride, int N, int K, const float* b,
                     rf_i64 b_stride) {
-    RF_PDL_BEGIN();
     constexpr int R = RF_MMV_ROWS, U = RF_MMV_UNROLL;
     const int tid = threadIdx.x;
     const int row0 = blockIdx.x * R;
@@ -50,23 +49,38 @@ __device__ void mmv(const rf_u8* __restrict__ w, rf_i64 row_bytes, const float* 
 #pragma unroll
     for (int r = 0; r < R; ++r) acc[r] = 0.0f;
 
-    int u = tid;
-    // full steps: U units per thread, all loads issued before the arithmetic
-    for (; u + (U - 1) * MMV_THREADS < n_units; u += U * MMV_THREADS) {
-        typename T::W wv[U][R];
-        typename T::X xv[U];
+    // a full step: U units per thread, all weight loads issued before x's and before any arithmetic
+    typename T::W wv[U][R];
+    auto load_w = [&](int u0) {
 #pragma unroll
         for (int j = 0; j < U; ++j) {
 #pragma unroll
-            for (int r = 0; r < R; ++r) T::load_w(wr[r], u + j * MMV_THREADS, wv[j][r]);
+            for (int r = 0; r < R; ++r) T::load_w(wr[r], u0 + j * MMV_THREADS, wv[j][r]);
         }
+    };
+    auto finish = [&](int u0) {
+        typename T::X xv[U];
 #pragma unroll
-        for (int j = 0; j < U; ++j) T::load_x(x, u + j * MMV_THREADS, xv[j]);
+        for (int j = 0; j < U; ++j) T::load_x(x, u0 + j * MMV_THREADS, xv[j]);
 #pragma unroll
         for (int j = 0; j < U; ++j) {
 #pragma unroll
             for (int r = 0; r < R; ++r) acc[r] += T::dot(wv[j][r], xv[j]);
         }
+    };
+    int u = tid;
+    // the first step's weights (no kernel writes them) are asked for before waiting for the kernel before
+    // (under programmatic launch this block may start while it runs); x is read only after the wait
+    const bool first = u + (U - 1) * MMV_THREADS < n_units;
+    if (first) load_w(u);
+    RF_PDL_BEGIN();
+    if (first) {
+        finish(u);
+        u += U * MMV_THREADS;
+    }
+    for (; u + (U - 1) * MMV_THREADS < n_units; u += U * MMV_THREADS) {
+        load_w(u);
+        finish(u);
     }
     for (; u < n_units; u += MMV_THREADS) {  // the tail, one unit at a time
         typename T::X xv;
