@@ -56,3 +56,5 @@ write_random_model('/tmp/qwen2-0.5b-Q4_0.gguf', 'qwen2-0.5b', Q.Q4_0)"
 timeout ${REPORT_S:-300} python3 -m rocmforge.cli report --out $OUT/report --model $S --model $Q --model /tmp/qwen2-0.5b-Q4_0.gguf \
   --backend hip --llama-dir /tmp/llama 2>&1 | tail -25
 [ "${F32_CHECK:-1}" = 0 ] || check f32  # last: the f16 path is the default one
+# a call returns at most 8 files of $OUT: everything in one archive besides the page
+(cd $OUT && tar czf real_models.tgz --exclude=real_models.tgz --exclude=report/report.html *)

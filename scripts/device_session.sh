@@ -6,7 +6,7 @@
 # greedy tokens of this tree (fused and --no-fuse) against OLD's; per-op trace timings (profile_step.py);
 # bench_matvec against OLD's, bench_matmul (tiled vs cuBLAS prefill), bench_sample. Expects carried: .whl
 # (gguf, cuda-bindings, cuda-pathfinder, cupti-python, pyelftools wheels), .llamacpp (llbin-cuda-sm90a.tar.xz), .devrun/<model>.layout.xz (scripts/dump_layout.py)
-# and optionally OLD (e.g. `git archive d69d75b rocmforge kernels scripts pyproject.toml | tar -x -C
+# and optionally OLD (e.g. `git archive d69d75b rocmforge kernels scripts dev pyproject.toml | tar -x -C
 # .devrun/old`). Results under $OUT. A short call: SUITE (pytest arguments), SUITE_S (its time limit), MODELS
 # (bench these files of /tmp, without .gguf), VARIANTS=new; STAGES: the stages to run, of
 # "suite bench attn toks profile host matvec matmul sample soak" (all by default); PP: prompt lengths
@@ -133,3 +133,5 @@ timeout 90 python3 scripts/soak_decode.py /tmp/smollm2-135m-like.gguf --steps 10
   --json $OUT/soak.json 2>&1 | tail -6 | tee $OUT/soak.txt
 el done
 fi
+# a call returns at most 8 files of $OUT: all of them in one archive too
+(cd $OUT && tar czf session.tgz --exclude=session.tgz *)
