@@ -9,8 +9,8 @@
 # and optionally OLD (e.g. `git archive d69d75b rocmforge kernels scripts dev pyproject.toml | tar -x -C
 # .devrun/old`). Results under $OUT. A short call: SUITE (pytest arguments), SUITE_S (its time limit), MODELS
 # (bench these files of /tmp, without .gguf), VARIANTS=new; STAGES: the stages to run, of
-# "suite bench attn toks profile host matvec matmul sample soak" (all by default); PP: prompt lengths
-# of the bench stage (default 512; "512,2048" adds pp2048); OLD_MODELS: bench OLD on these MODELS only.
+# "suite bench attn toks profile host matvec matmul sample soak deep" (all by default; deep: tg128 at depth
+# 4096 and device memory beside llama-bench's); PP: prompt lengths of the bench stage (default 512; "512,2048" adds pp2048); OLD_MODELS: bench OLD on these MODELS only.
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD LD_LIBRARY_PATH=/tmp/llama PYTHONUNBUFFERED=1
@@ -18,7 +18,7 @@ mkdir -p /tmp/llama && tar xJf .llamacpp/llbin-cuda-sm90a.tar.xz -C /tmp/llama
 command -v ncu > /dev/null || export PATH=$PATH:/usr/local/cuda/bin:$(ls -d /opt/nvidia/nsight-compute/* 2>/dev/null | tail -1)
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/gpu.txt
 OLD=${OLD:-$PWD/.devrun/old}
-want() { [[ " ${STAGES:-suite bench attn toks profile host matvec matmul sample soak} " == *" $1 "* ]]; }
+want() { [[ " ${STAGES:-suite bench attn toks profile host matvec matmul sample soak deep} " == *" $1 "* ]]; }
 T0=$(date +%s); el() { echo "[t+$(( $(date +%s) - T0 ))s] $*" | tee -a $OUT/log.txt; }
 MODELS=${MODELS:-} python3 - <<'PY'
 import glob, lzma, os, pickle
@@ -38,14 +38,15 @@ timeout ${SUITE_S:-150} python3 -m pytest -q -ra ${SUITE:-tests/gpu} 2>&1 | tee 
 el suite
 fi
 PP=${PP:-512}  # prompt lengths, comma-separated (llama-bench's -p)
-if want bench; then
-LLB=$(find /tmp/llama -name llama-bench -type f | head -1)
+# a JSONL of llama-bench or rocmforge bench records as "pp512=... tg128=..."
 f() { python3 -c "
 import json, sys
 try: rs = [json.loads(l) for l in open(sys.argv[1])]
 except Exception: rs = []
 print(' '.join(('pp%d=' % r['n_prompt'] if r['n_prompt'] else 'tg%d=' % r['n_gen']) + str(round(r['avg_ts'], 1))
                for r in rs) or 'none')" $1; }
+if want bench; then
+LLB=$(find /tmp/llama -name llama-bench -type f | head -1)
 for m in ${MODELS:-$(cd /tmp && ls *-like.gguf qwen2-0.5b-Q4_0.gguf llama-7b-Q4_0.gguf | sed 's/.gguf$//')}; do
   timeout 90 $LLB -m /tmp/$m.gguf -ngl 99 -fa 1 -p ${PP:-512} -n 128 -r 3 -o jsonl > $OUT/llb_$m.jsonl \
     2> /tmp/llb_$m.err || tail -2 /tmp/llb_$m.err
@@ -66,6 +67,25 @@ for m in ${MODELS:-$(cd /tmp && ls *-like.gguf qwen2-0.5b-Q4_0.gguf llama-7b-Q4_
   done
   el $m
 done 2>&1 | tee $OUT/bench.txt
+fi
+if want deep; then  # issue 19: tg128 at depth 4096 beside llama-bench, and device memory at that context
+for m in ${MODELS:-qwen2-0.5b-Q4_0 llama-7b-Q4_0}; do
+  LLB=$(find /tmp/llama -name llama-bench -type f | head -1)
+  timeout 120 $LLB -m /tmp/$m.gguf -ngl 99 -fa 1 -p 0 -n 128 -d 4096 -r 3 -v -o jsonl > $OUT/llb_deep_$m.jsonl \
+    2> /tmp/llb_deep_$m.err || tail -2 /tmp/llb_deep_$m.err
+  # llama.cpp's device buffers (model, KV at n_ctx = 4096 + 128, compute, output), MiB, from its -v log
+  grep -E "CUDA0 .*buffer size" /tmp/llb_deep_$m.err | sort -u | sed "s/^/$m llama.cpp /"
+  timeout 120 python3 -m rocmforge.cli bench --model /tmp/$m.gguf --backend hip -p 0 -n 128 -d 4096 -r 3 \
+    -o $OUT/rf_deep_$m.jsonl > /tmp/rf_deep_$m.log 2>&1 || tail -2 /tmp/rf_deep_$m.log
+  echo "$m deep llama.cpp $(f $OUT/llb_deep_$m.jsonl) rocmforge $(f $OUT/rf_deep_$m.jsonl)"
+  timeout 120 python3 -c "
+from rocmforge.engine import Engine
+e = Engine.from_gguf('/tmp/$m.gguf', backend='hip', max_ctx=4096 + 128)
+e.prefill([1] * 64); e.step()
+print('$m rocmforge MiB', {k: round(v / 2**20, 1) for k, v in e.memory().items()})
+print('$m rocmforge plan MiB', {k: round(v / 2**20, 1) for k, v in e.device_plan().items()})"
+done 2>&1 | tee $OUT/deep.txt
+el deep
 fi
 cat > /tmp/toks.py <<'PY'
 import inspect, json, sys
