@@ -152,7 +152,7 @@ class GenerationStats:
 
 
 def _make_backend(backend):
-    from .backends.numpy_ref import NumpyBackend
+    from .backends.numpy_backend import NumpyBackend
 
     if not isinstance(backend, str):
         return backend  # a backend object, e.g. NumpyBackend(plan=False)
@@ -293,9 +293,9 @@ class Engine:
         """Fail before uploading anything when the device cannot hold the model at max_ctx, saying how
         much it needs, how much there is and the largest max_ctx that would fit."""
         available = getattr(self.backend, "available_bytes", None)
-        if available is None:
-            return  # the numpy backend: host memory
-        have = available()
+        have = available() if available is not None else None
+        if have is None:
+            return  # nothing to check against
         plan = self.device_plan()
         if plan["total"] <= have:
             return

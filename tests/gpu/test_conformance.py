@@ -26,7 +26,7 @@ from dev import matvec_variants as V
 from rocmforge import quant
 from rocmforge.backends.hip import kernel_choice as C
 from rocmforge.backends.hip import launch_geometry as G
-from rocmforge.backends.numpy_ref import NumpyBackend
+from rocmforge.backends.numpy_backend import NumpyBackend
 from rocmforge.ir.graph import Graph
 
 try:

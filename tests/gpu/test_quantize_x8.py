@@ -8,7 +8,7 @@ import pytest
 
 from rocmforge import quant
 from rocmforge.backends.hip import HipBackend, gpu_available
-from rocmforge.backends.numpy_ref import NumpyBackend
+from rocmforge.backends.numpy_backend import NumpyBackend
 from rocmforge.ir.graph import Graph
 
 ok, why = gpu_available()

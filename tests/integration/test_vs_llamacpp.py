@@ -75,7 +75,7 @@ def test_tokenizer_gives_the_reference_ids(engine_refs):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_same_tokens_and_logits_with_and_without_passes(name):
-    from rocmforge.backends.numpy_ref import NumpyBackend
+    from rocmforge.backends.numpy_backend import NumpyBackend
 
     refs = load_refs(name)
     toks = refs.tokens(refs.texts[0])[:48]

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from hypothesis import strategies as st
 
-from rocmforge.backends.numpy_ref import NumpyBackend
+from rocmforge.backends.numpy_backend import NumpyBackend
 from rocmforge.ir.graph import Graph, Tensor, contiguous_strides
 from rocmforge.ir.ops import ALIASING, IRError, Op
 from rocmforge.quant import QType

@@ -8,7 +8,7 @@ import pytest
 from graph_strategies import Case, assert_same_results, random_cases
 from hypothesis import HealthCheck, given, settings
 
-from rocmforge.backends.numpy_ref import NumpyBackend
+from rocmforge.backends.numpy_backend import NumpyBackend
 from rocmforge.ir.alloc import ALIGNMENT, Plan, nbytes_of, plan
 from rocmforge.ir.graph import Graph
 from rocmforge.ir.passes import optimize

@@ -7,7 +7,7 @@ import re
 import pytest
 from gguf import GGMLQuantizationType as Q
 
-from rocmforge.backends.numpy_ref import NumpyBackend
+from rocmforge.backends.numpy_backend import NumpyBackend
 from rocmforge.engine import DeviceMemoryError, Engine
 from rocmforge.synth import write_tiny_model
 
@@ -38,7 +38,8 @@ def test_the_plan_adds_up_and_grows_with_the_context(tiny):
     p = eng.device_plan()
     cfg = eng.config
     assert p["kv_cache"] == 2 * cfg.n_layer * 256 * cfg.n_head_kv * cfg.head_dim * 4
-    assert p["weights"] == sum(t.n_bytes for t in eng.model.tensors.values())
+    # the weights as the numpy backend holds them (dequantized to f32): what binding them took
+    assert p["weights"] == eng.backend.weight_bytes > sum(t.n_bytes for t in eng.model.tensors.values())
     assert p["total"] == p["weights"] + p["kv_cache"] + p["activations"] and p["activations"] > 0
     assert p["scratch"] == 0  # the numpy backend takes none beside its arenas
     assert eng.device_plan(512)["kv_cache"] == 2 * p["kv_cache"]
@@ -104,3 +105,18 @@ def test_the_hip_backend_counts_weights_in_the_form_it_uploads_them():
     assert device_form(Qt.F32, (256,), {Op.RMS_NORM_MUL}) == "raw"  # a norm's weight
     assert device_bytes("raw", (8, 256), 2176) == 2176
     assert device_bytes("f16", (8, 256), 2176) == 8 * 256 * 2 and device_bytes("f32", (8, 256), 0) == 8192
+
+
+def test_the_numpy_backend_checks_host_memory_before_dequantizing(tiny, monkeypatch):
+    """The numpy backend holds weights in f32: a model that would not fit in the host's available memory
+    (a 7B file on a 24 GB machine) is refused before any weight is dequantized, not killed half way."""
+    from rocmforge.backends import numpy_backend
+
+    have = numpy_backend.NumpyBackend().available_bytes()
+    assert have is None or have > 0  # Linux's MemAvailable where it can be read
+    need = Engine.from_gguf(tiny, backend="numpy", max_ctx=64).device_plan()
+    monkeypatch.setattr(numpy_backend.NumpyBackend, "available_bytes", lambda self: need["weights"] // 2)
+    be = numpy_backend.NumpyBackend()
+    with pytest.raises(DeviceMemoryError, match=r"on CPU \(numpy\).*no max_ctx fits"):
+        Engine.from_gguf(tiny, backend=be, max_ctx=64)
+    assert not be.weights

@@ -240,7 +240,7 @@ def test_a_seed_repeats_its_text_and_another_seed_differs(tiny):
 
 
 def test_host_and_device_draw_the_same_tokens(tiny):
-    from rocmforge.backends.numpy_ref import NumpyBackend
+    from rocmforge.backends.numpy_backend import NumpyBackend
 
     eng = Engine.from_gguf(tiny, backend="numpy", max_ctx=64)
     dev = _tokens(eng, seed=5, **SAMPLING)
@@ -304,7 +304,7 @@ class _Spy:
 
 
 def test_an_untimed_step_downloads_the_token_and_its_logits_on_demand(tiny):
-    from rocmforge.backends.numpy_ref import NumpyBackend
+    from rocmforge.backends.numpy_backend import NumpyBackend
 
     spy = _Spy(NumpyBackend())
     eng = Engine.from_gguf(tiny, backend=spy, max_ctx=64)
@@ -328,7 +328,7 @@ def test_an_untimed_step_downloads_the_token_and_its_logits_on_demand(tiny):
 
 
 def test_greedy_generate_downloads_token_ids_only_and_stops_on_nan(tiny):
-    from rocmforge.backends.numpy_ref import NumpyBackend
+    from rocmforge.backends.numpy_backend import NumpyBackend
 
     spy = _Spy(NumpyBackend())
     eng = Engine.from_gguf(tiny, backend=spy, max_ctx=64)

@@ -11,6 +11,7 @@ import pytest
 from rocmforge.backends import numpy_ref as R
 from rocmforge.backends import sampling as S
 from rocmforge.backends.hip.modules import KERNEL_DIR
+from rocmforge.backends.numpy_backend import NumpyBackend
 from rocmforge.ir.cost import node_cost
 from rocmforge.ir.graph import Graph
 from rocmforge.ir.ops import SAMPLE_MAX_K, SAMPLE_PARAMS, IRError
@@ -171,7 +172,7 @@ def test_sample_op_rule_cost_and_graph_run(rng):
         bad.sample(bad.input("x", (2, 50), "f32"), bad.input("p4", (4,), "i32"), "bad2")
     with pytest.raises(IRError, match="f32"):
         bad.sample(bad.input("x3", (2, 3, 50), "f32"), bp, "bad3")
-    be = R.NumpyBackend()
+    be = NumpyBackend()
     be.prepare(g)
     x = rng.standard_normal((2, 50)).astype(np.float32)
     p = S.sample_params(11, 4, 0.8, 10, 0.9)

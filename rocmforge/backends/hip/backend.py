@@ -132,12 +132,12 @@ class HipBackend(PlanLaunches, TimedRuns):
     device_form = staticmethod(device_form)
 
     def weight_bytes_needed(self, graph: Graph, sizes: Mapping[str, tuple[quant.QType, int]]) -> int:
-        """Device bytes the graph's weights not yet bound will take; sizes: name -> (type, GGUF bytes)."""
+        """Device bytes the graph's weights take as uploaded; sizes: name -> (type, GGUF bytes)."""
         uses = graph.weight_uses()
         return sum(
             device_bytes(device_form(sizes[w.name][0], tuple(w.shape), uses.get(w.name, set())),
                          tuple(w.shape), sizes[w.name][1])
-            for w in graph.leaves("weight") if w.name not in self.weights
+            for w in graph.leaves("weight")
         )
 
     def scratch_bytes_needed(self, graph: Graph) -> int:
