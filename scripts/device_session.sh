@@ -2,7 +2,8 @@
 # One device call (~8 min on an H100) that checks the GPU side, in priority order, each stage time-boxed:
 # the GPU test suite; tg128/pp512 of llama-bench (-fa 1) beside `rocmforge bench` on the same synthetic files
 # (the real models' exact layouts, Qwen2-0.5B and LLaMA-7B at Q4_0), for this tree and an older tree OLD
-# where given (VARIANTS: "new old" by default, "int8" adds --int8-activations);
+# where given (VARIANTS: "new old" by default, "int8" adds --int8-activations, another name runs the tree
+# .devrun/<name>: a branch's archive);
 # greedy tokens of this tree (fused and --no-fuse) against OLD's; per-op trace timings (profile_step.py);
 # bench_matvec against OLD's, bench_matmul (tiled vs cuBLAS prefill), bench_sample. Expects carried: .whl
 # (gguf, cuda-bindings, cuda-pathfinder, cupti-python, pyelftools wheels), .llamacpp (llbin-cuda-sm90a.tar.xz), .devrun/<model>.layout.xz (scripts/dump_layout.py)
@@ -18,6 +19,9 @@ mkdir -p /tmp/llama && tar xJf .llamacpp/llbin-cuda-sm90a.tar.xz -C /tmp/llama
 command -v ncu > /dev/null || export PATH=$PATH:/usr/local/cuda/bin:$(ls -d /opt/nvidia/nsight-compute/* 2>/dev/null | tail -1)
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/gpu.txt
 OLD=${OLD:-$PWD/.devrun/old}
+# the tree a variant runs: new (and int8) this one, old $OLD, any other name .devrun/<name> (e.g. a branch:
+# `git archive decode-chain rocmforge kernels scripts dev pyproject.toml | tar -x -C .devrun/chain`)
+tree() { case $1 in new|int8) echo $PWD ;; old) echo $OLD ;; *) echo $PWD/.devrun/$1 ;; esac; }
 want() { [[ " ${STAGES:-suite bench attn toks profile host matvec matmul sample soak deep} " == *" $1 "* ]]; }
 T0=$(date +%s); el() { echo "[t+$(( $(date +%s) - T0 ))s] $*" | tee -a $OUT/log.txt; }
 MODELS=${MODELS:-} python3 - <<'PY'
@@ -52,7 +56,7 @@ for m in ${MODELS:-$(cd /tmp && ls *-like.gguf qwen2-0.5b-Q4_0.gguf llama-7b-Q4_
     2> /tmp/llb_$m.err || tail -2 /tmp/llb_$m.err
   echo "$m llama.cpp $(f $OUT/llb_$m.jsonl)"
   for v in ${VARIANTS:-new old}; do
-    D=$PWD; X=""; [ $v = int8 ] && X="--int8-activations"; [ $v = old ] && D=$OLD
+    D=$(tree $v); X=""; [ $v = int8 ] && X="--int8-activations"
     [ -d "$D" ] || continue
     [ $v = old ] && [ -n "${OLD_MODELS:-}" ] && [[ " $OLD_MODELS " != *" $m "* ]] && continue
     for p in ${PP//,/ }; do  # one prompt length a run (tg128 with the first)
@@ -122,8 +126,8 @@ timeout ${PROFILE_S:-240} python3 scripts/profile_step.py $M /tmp/llama-7b-Q4_0.
 el profile
 fi
 if want attn; then  # FLASH_ATTN_EXT alone, this tree and OLD's (scripts/bench_attention.py)
-for v in new old; do
-  D=$PWD; [ $v = old ] && D=$OLD; [ -d "$D" ] && [ -f $D/scripts/bench_attention.py ] || continue
+for v in ${VARIANTS:-new old}; do
+  D=$(tree $v); [ -d "$D" ] && [ -f $D/scripts/bench_attention.py ] || continue
   (cd $D && PYTHONPATH=/tmp/site:$D timeout 120 python3 scripts/bench_attention.py --ctx 543,4096 \
     --depth 128,512,2048 --prompt 512,2048 2>&1 | tail -22 | sed "s/^/$v /")
 done | tee $OUT/attn.txt
