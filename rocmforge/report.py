@@ -301,14 +301,30 @@ def load_bench(data: str | Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else read_bench_jsonl(os.devnull)
 
 
+def median_ts(df: pd.DataFrame) -> pd.Series:
+    """Each record's median t/s over its runs (samples_ts), else its avg_ts: llama-bench's first prompt run
+    is often a slow outlier (22k of ~54k t/s on an H100) that drags the mean but not the median."""
+    import numpy as np
+    import pandas as pd
+
+    def one(r) -> float:
+        s = r.get("samples_ts")
+        runs = isinstance(s, (list, tuple, np.ndarray)) and len(s) > 0
+        return float(np.median(s)) if runs else float(r["avg_ts"])
+
+    return df.apply(one, axis=1) if len(df) else pd.Series(dtype=float, index=df.index)
+
+
 def side_by_side(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (model, test): t/s and its std for each tool, and rocmforge / llama.cpp."""
+    """One row per (model, test): each tool's median t/s over its runs (median_ts) and the std of its
+    runs, and rocmforge / llama.cpp."""
     import pandas as pd
 
     cols = {}
+    df = df.assign(median_ts=median_ts(df))
     for tool in ("rocmforge", "llama.cpp"):
         sub = df[df["tool"] == tool].groupby(["model", "test"], sort=False)
-        cols[f"{tool} t/s"] = sub["avg_ts"].mean()
+        cols[f"{tool} t/s"] = sub["median_ts"].mean()
         cols[f"{tool} ±"] = sub["stddev_ts"].mean()
     t = pd.DataFrame(cols)
     t["rocmforge / llama.cpp"] = t["rocmforge t/s"] / t["llama.cpp t/s"]
@@ -438,7 +454,7 @@ def render(data: str | Path) -> str:
         parts.append(f"<p class='note'>llama.cpp was not found ({e(llama['note'])}): the table has "
                      f"rocmforge's numbers only.</p>")
 
-    parts.append("<h2>Speed (tokens/s)</h2>")
+    parts.append("<h2>Speed (tokens/s, the median of each tool's runs)</h2>")
     bench = load_bench(data)
     if bench.empty:
         parts.append("<p>No bench records.</p>")
