@@ -227,3 +227,22 @@ def test_step_timings_come_back_from_their_csv(tmp_path):
     back = step_timings(pd.read_csv(tmp_path / "ops.csv"), "graph", 80.0)
     assert list(back) == list(t) and back.costs == t.costs and back.idle_us == pytest.approx(14.25)
     pd.testing.assert_frame_equal(summary(back), summary(t))
+
+
+def test_side_by_side_takes_each_tools_median_run():
+    """llama-bench's first prompt run is often a slow outlier: the table compares medians, not means."""
+    import pandas as pd
+
+    rows = [{"tool": "llama.cpp", "model": "m.gguf", "test": "pp512", "avg_ts": 43768.3, "stddev_ts": 18587.3,
+             "samples_ts": [22308.0, 54213.0, 54784.0]},
+            {"tool": "rocmforge", "model": "m.gguf", "test": "pp512", "avg_ts": 105718.7, "stddev_ts": 1050.0,
+             "samples_ts": [104537.0, 106064.0, 106555.0]},
+            {"tool": "llama.cpp", "model": "m.gguf", "test": "tg128", "avg_ts": 934.3, "stddev_ts": 15.6,
+             "samples_ts": None},
+            {"tool": "rocmforge", "model": "m.gguf", "test": "tg128", "avg_ts": 1144.9, "stddev_ts": 3.0,
+             "samples_ts": []}]
+    t = side_by_side(pd.DataFrame(rows))
+    assert t["llama.cpp t/s"].tolist() == [54213.0, 934.3]  # no samples: the mean it has
+    assert t["rocmforge t/s"].tolist() == [106064.0, 1144.9]
+    ratio = t["rocmforge / llama.cpp"].tolist()
+    assert ratio == pytest.approx([106064 / 54213, 1144.9 / 934.3])
