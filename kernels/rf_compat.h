@@ -225,6 +225,40 @@ RF_DEV float rf_mma_row_sum(float v) {
     return v + rf_shfl_xor(v, 2);
 }
 
+// int8 products (mul_mat_q.hip): A [16][KK] and B (n-major: B[k][n] = b[n * ldb + k]) signed bytes in
+// shared memory, KK 16 or 32, into a 16x16 int32 tile with rf_mma_acc's layout; a, b 4-byte aligned, lda
+// and ldb multiples of 16. m16n8k32 (KK 32) / m16n8k16 (KK 16), two a tile: A a0..a3 (rows g, g + 8; k
+// 4t..4t+3, + 16), B b0, b1 (n 8j + g; k 4t..4t+3, + 16), 4 bytes a word.
+#define RF_MMA_I8 1
+struct rf_mma_acci {
+    int x[8];
+};
+
+template <int KK>
+RF_DEV void rf_mma_i8(rf_mma_acci& c, const rf_i8* a, int lda, const rf_i8* b, int ldb) {
+    const int g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
+    const rf_i8* pa = a + g * lda + 4 * t;
+    const rf_u32 a0 = *(const rf_u32*)pa, a1 = *(const rf_u32*)(pa + 8 * lda);
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+        const rf_i8* pb = b + (8 * j + g) * ldb + 4 * t;
+        int* d = c.x + 4 * j;
+        if (KK == 32) {
+            const rf_u32 a2 = *(const rf_u32*)(pa + 16), a3 = *(const rf_u32*)(pa + 8 * lda + 16);
+            asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+                         "{%8,%9}, {%0,%1,%2,%3};"
+                         : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+                         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(*(const rf_u32*)pb),
+                           "r"(*(const rf_u32*)(pb + 16)));
+        } else {
+            asm volatile("mma.sync.aligned.m16n8k16.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5}, {%6}, "
+                         "{%0,%1,%2,%3};"
+                         : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+                         : "r"(a0), "r"(a1), "r"(*(const rf_u32*)pb));
+        }
+    }
+}
+
 #elif defined(RF_HIP) && RF_WARP == 32 && (defined(__gfx1100__) || defined(__gfx1101__) || \
                                            defined(__gfx1102__) || defined(__gfx1103__) || \
                                            defined(__gfx1150__) || defined(__gfx1151__))
@@ -268,6 +302,30 @@ RF_DEV void rf_mma_16x16x16_kn(rf_mma_acc& c, const rf_u16* a, int lda, const rf
 // the 16 lanes holding a row: lane ^ 1, 2, 4, 8
 RF_DEV float rf_mma_row_max(float v) { return rf_group_max(v, 16); }
 RF_DEV float rf_mma_row_sum(float v) { return rf_group_sum(v, 16); }
+
+// int8 products (mul_mat_q.hip), as the CUDA branch's: WMMA iu8 (signed), 16 along k a call; lanes l and
+// l + 16 hold A's row (B's column) l % 16; a, b 16-byte aligned, lda and ldb multiples of 16
+#define RF_MMA_I8 1
+struct rf_mma_acci {
+    int x[8];
+};
+typedef int rf_v4i __attribute__((ext_vector_type(4)));
+typedef int rf_v8i __attribute__((ext_vector_type(8)));
+
+template <int KK>
+RF_DEV void rf_mma_i8(rf_mma_acci& c, const rf_i8* a, int lda, const rf_i8* b, int ldb) {
+    const int r = threadIdx.x % 16;
+    rf_v8i d;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) d[i] = c.x[i];
+#pragma unroll
+    for (int h = 0; h < KK / 16; ++h) {
+        const rf_v4i fa = *(const rf_v4i*)(a + r * lda + 16 * h), fb = *(const rf_v4i*)(b + r * ldb + 16 * h);
+        d = __builtin_amdgcn_wmma_i32_16x16x16_iu8_w32(true, fa, true, fb, d, false);
+    }
+#pragma unroll
+    for (int i = 0; i < 8; ++i) c.x[i] = d[i];
+}
 #endif
 
 // what is written on top of the layer above, the same on every compiler (and in tests/unit/simt_emu.h's

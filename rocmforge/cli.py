@@ -351,7 +351,8 @@ INT8_HELP = ("HIP backend: quantize activations to int8 for Q4_0/Q8_0 mat-vecs o
 
 
 PREFILL_HELP = ("HIP backend: MUL_MAT of more than 4 tokens on the vendor BLAS (blas: cuBLAS / hipBLAS GEMMs "
-                "on f16 tiles) or our tiled kernel (tiled); auto (the default): the kernel table's choice")
+                "on f16 tiles), our int8 matrix-core kernel on GGUF blocks (mmq) or our tiled kernel "
+                "(tiled); auto (the default): the kernel table's choice")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -396,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", default=hub.DEFAULT_MODEL, metavar="NAME|PATH")
     b.add_argument("--backend", default="auto", choices=("auto", "numpy", "hip"))
     b.add_argument("--int8-activations", action="store_true", help=INT8_HELP)
-    b.add_argument("--prefill", choices=("auto", "tiled", "blas"), default=None, help=PREFILL_HELP)
+    b.add_argument("--prefill", choices=("auto", "tiled", "blas", "mmq"), default=None, help=PREFILL_HELP)
     b.add_argument("-p", type=COUNT, default=512, help="prompt tokens (0: skip pp)")
     b.add_argument("-n", type=COUNT, default=128, help="generated tokens (0: skip tg)")
     b.add_argument("-r", type=POSITIVE, default=3, help="repetitions after one warm-up")

@@ -1,18 +1,21 @@
-"""Benchmark MUL_MAT's prefill paths (more than 4 tokens): the tiled f32 kernel (mul_mat.hip) against the
-vendor BLAS (mul_mat_blas: x to f16, the weight dequantized to f16 by dequantize.hip in row tiles, cuBLAS's
-or hipBLAS's GEMM), for LLaMA-7B and Qwen2-0.5B layer shapes.
+"""Benchmark MUL_MAT's prefill paths (more than 4 tokens): the tiled f32 kernel (mul_mat.hip), the vendor
+BLAS (mul_mat_blas: x to f16, the weight dequantized to f16 by dequantize.hip in row tiles, cuBLAS's or
+hipBLAS's GEMM) and the int8 matrix-instruction kernel on GGUF blocks (mmq: quantize_x8 of x, then
+mul_mat_q.hip), for LLaMA-7B and Qwen2-0.5B layer shapes.
 
 Prints the GPU's name and the BLAS in use, then per weight type, shape (N x K: y [M, N] = x [M, K] @ w^T)
 and token count M: each path's time per node (the median over --reps of device-event timings around
 --batch back-to-back runs of the prepared node, after warm-up: the tiled kernel is one launch, the BLAS path
-its copies, dequantizations and GEMMs), its TFLOP/s (2 M N K / time), dequantize.hip alone over the whole
-weight (dq us: what the BLAS path spends before its GEMMs, x's conversion aside), the speedup of BLAS over
-tiled, which path HipBackend's default (prefill "auto") chooses, and each path's nmse against numpy on the
-same (dequantized) weights, the BLAS path's on f16 operands (the conformance table's f16 bound: 1e-4).
+its copies, dequantizations and GEMMs, mmq its quantize_x8 and its kernel), its TFLOP/s (2 M N K / time)
+and nmse against numpy on the same (dequantized) weights (the BLAS path on f16 operands, mmq on x in int8:
+the conformance table's bound for both is 1e-4), dequantize.hip alone over the whole weight (dq us: what the
+BLAS path spends before its GEMMs), the fastest path and which one HipBackend's default (prefill "auto")
+chooses.
 
 This is a benchmark, not a test: it asserts nothing. Usage:
     python scripts/bench_matmul.py [--types Q4_0,Q8_0,Q4_K,Q6_K,F16] [--shapes llama,qwen] [--tokens 512]
-                                   [--reps 10] [--batch 5] [--scratch-mib 64] [--json out.json]
+                                   [--paths tiled,blas,mmq] [--reps 10] [--batch 5] [--scratch-mib 64]
+                                   [--json out.json]
 """
 
 from __future__ import annotations
@@ -31,9 +34,14 @@ from rocmforge import quant  # noqa: E402
 from rocmforge.backends.hip import kernel_choice as C  # noqa: E402
 from rocmforge.backends.hip import launch_geometry as G  # noqa: E402
 from rocmforge.backends.hip.backend import HipBackend  # noqa: E402
-from rocmforge.backends.hip.launch_mul_mat import mul_mat_choice, prepare_mul_mat  # noqa: E402
+from rocmforge.backends.hip.launch_mul_mat import (  # noqa: E402
+    mul_mat_choice,
+    prepare_mul_mat,
+    prepare_quantize_x8,
+)
 from rocmforge.backends.hip.tensor import DevTensor, i32, i64  # noqa: E402
 from rocmforge.backends.hip.weights import upload  # noqa: E402
+from rocmforge.ir.ops import x8_words  # noqa: E402
 
 Q = quant.QType
 SHAPES = {  # numpy (N, K) of the prefill mat-muls (logits take the last token only: a mat-vec)
@@ -87,13 +95,23 @@ def measure(
     (M, K), N = x.shape, w.shape[0]
     ctx.mat_mul = C.MatMulOptions(prefill=path)
     choice = mul_mat_choice(ctx, w, M)
-    if path == "blas" and choice.blas is None:
+    if (path == "blas" and choice.blas is None) or (path == "mmq" and choice.kernel is not C.MUL_MAT_Q):
         return {}
     out = DevTensor(cp.empty(4 * M * N, dtype=np.uint8), 0, (M, N), "f32")
     out.buf.fill(0xFF)  # NaN: an element the path forgets shows
+    xq = None
+    if choice.quantize is not None:  # x quantized to int8 first, as a graph's QUANTIZE_X8 node does
+        xq = DevTensor(cp.empty(4 * M * x8_words(K), dtype=np.uint8), 0, (M, x8_words(K)), "i32")
     with be.stream:
-        run = prepare_mul_mat(ctx, out, w, x)
-    us = timed_us(be, lambda: run(ctx, out, w, x), reps, batch)
+        quantize = prepare_quantize_x8(ctx, xq, x) if xq is not None else None
+        run = prepare_mul_mat(ctx, out, w, x, xq)
+
+    def node() -> None:
+        if quantize is not None:
+            quantize(ctx, xq, x)
+        run(ctx, out, w, x, xq)
+
+    us = timed_us(be, node, reps, batch)
     got = cp.asnumpy(out.buf).view(np.float32).reshape(M, N)
     rec = {f"{path}_us": us, f"{path}_tflops": 2 * M * N * K / us / 1e6, f"{path}_nmse": nmse(got, ref)}
     if choice.blas is not None:
@@ -106,6 +124,7 @@ def main() -> int:
     ap.add_argument("--types", default="Q4_0,Q8_0,Q4_K,Q6_K,F16", help="weight types, comma-separated")
     ap.add_argument("--shapes", default="llama,qwen", help=f"shape sets among {', '.join(SHAPES)}")
     ap.add_argument("--tokens", default="512", help="token counts M, comma-separated (e.g. 8,32,128,512)")
+    ap.add_argument("--paths", default="tiled,blas,mmq", help="prefill paths among tiled, blas, mmq")
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--batch", type=int, default=5)
     ap.add_argument("--scratch-mib", type=int, default=None, help="RF_BLAS_SCRATCH in MiB (default: table's)")
@@ -119,9 +138,9 @@ def main() -> int:
     rng = np.random.default_rng(0)
     nan = float("nan")
     rows = []
-    print(f"{'type':6s} {'N x K':>12s} {'M':>5s} | {'tiled us':>9s} {'TF/s':>6s} | {'blas us':>9s} "
-          f"{'TF/s':>6s} {'dq us':>8s} | {'speedup':>7s} {'auto':>6s} | {'nmse tiled':>10s} "
-          f"{'nmse blas':>10s}")
+    paths = [p.strip() for p in a.paths.split(",")]
+    heads = " | ".join(f"{p + ' us':>9s} {'TF/s':>6s} {'nmse':>8s}" for p in paths)
+    print(f"{'type':6s} {'N x K':>12s} {'M':>5s} | {heads} | {'dq us':>8s} {'best':>6s} {'auto':>6s}")
     for tname in a.types.split(","):
         qt = Q[tname.strip().upper()]
         for shape_set in a.shapes.split(","):
@@ -139,17 +158,18 @@ def main() -> int:
                     x = DevTensor(upload(cp, x_host), 0, (M, K), "f32")
                     ref = x_host.astype(np.float64) @ w_host.T
                     ctx.mat_mul = C.MatMulOptions()
-                    auto = "blas" if mul_mat_choice(ctx, w, M).kernel is C.MUL_MAT_BLAS else "tiled"
+                    kern = mul_mat_choice(ctx, w, M).kernel
+                    auto = {C.MUL_MAT_BLAS: "blas", C.MUL_MAT_Q: "mmq"}.get(kern, "tiled")
                     rec = {"type": qt.name, "N": N, "K": K, "M": M, "auto": auto, "dq_us": dq_us}
-                    rec.update(measure(be, "tiled", w, x, ref, a.reps, a.batch))
-                    rec.update(measure(be, "blas", w, x, ref, a.reps, a.batch))
+                    for p in paths:
+                        rec.update(measure(be, p, w, x, ref, a.reps, a.batch))
+                    timed = {p: rec[f"{p}_us"] for p in paths if f"{p}_us" in rec}
+                    rec["best"] = min(timed, key=timed.get) if timed else ""
                     rows.append(rec)
-                    r = {k: rec.get(k, nan) for k in ("tiled_us", "tiled_tflops", "tiled_nmse", "blas_us",
-                                                      "blas_tflops", "blas_nmse")}
-                    print(f"{qt.name:6s} {f'{N}x{K}':>12s} {M:5d} | {r['tiled_us']:9.1f} "
-                          f"{r['tiled_tflops']:6.2f} | {r['blas_us']:9.1f} {r['blas_tflops']:6.2f} "
-                          f"{dq_us:8.1f} | {r['tiled_us'] / r['blas_us']:6.2f}x {auto:>6s} | "
-                          f"{r['tiled_nmse']:10.2e} {r['blas_nmse']:10.2e}", flush=True)
+                    cols = " | ".join(f"{rec.get(p + '_us', nan):9.1f} {rec.get(p + '_tflops', nan):6.1f} "
+                                      f"{rec.get(p + '_nmse', nan):8.1e}" for p in paths)
+                    print(f"{qt.name:6s} {f'{N}x{K}':>12s} {M:5d} | {cols} | {dq_us:8.1f} {rec['best']:>6s} "
+                          f"{auto:>6s}", flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps({"gpu": be.device_name, "arch": be.arch, "blas": ctx.device.blas,
                                             "table": rows}, indent=1))

@@ -443,7 +443,7 @@ def _mul_mat_swiglu(qt: quant.QType, F: int, K: int, xshape: tuple[int, ...], xq
         x = g.input("x", (*xshape, K))
         g.output(g.mul_mat_swiglu(w, x, "out", g.quantize_x8(x, "xq") if xq else None))
         raw = quant.random_blocks(qt, (2 * F, K), rng)
-        tol = F16_TOL if xq or ctx.get("mat_mul", TILED).prefill == "blas" else _tol("f32")
+        tol = F16_TOL if xq or ctx.get("mat_mul", TILED).prefill in ("blas", "mmq") else _tol("f32")
         return Built(g, {"x": _normal(rng, (*xshape, K))}, {"w": (raw, qt)}, tol, ctx)
 
     return make
@@ -553,6 +553,35 @@ for _id, _m in [
                                                                   mat_mul=BLAS)),
     ("MUL_MAT_ADD-blas-Q4_K-256x1024-T9-residual-f16",
      _mul_mat_add(Q.Q4_K, 256, 1024, (9,), "residual", "f16", mat_mul=BLAS)),
+]:
+    CASES.append(Case(_id, _m))
+
+
+# ---- MUL_MAT, MUL_MAT_ADD and MUL_MAT_SWIGLU on int8 matrix instructions (mul_mat_q) --------------------
+# x quantized to int8 (quantize_x8, one level), weight granules unpacked to int8, int32 products scaled in
+# f32: the int8 bound (F16_TOL) as the int8 mat-vecs'. Every quantized type at its two shapes (K = 5 blocks:
+# a stage and a quarter; partial tiles of rows), odd token counts, prompts up to 4095 tokens, both addends.
+MMQ = C.MatMulOptions(prefill="mmq")
+_QUANTIZED = [qt for qt in WEIGHT_TYPES if qt not in (Q.F32, Q.F16, Q.BF16)]
+for _qt in _QUANTIZED:
+    for _N, _K in _mm_shapes(_qt):
+        for _T in (5, 7, 64, 129):
+            _m = _mul_mat(_qt, _N, _K, (_T,), tol=F16_TOL, mat_mul=MMQ)
+            CASES.append(Case(f"MUL_MAT-mmq-{_qt.name}-{_N}x{_K}-T{_T}", _m))
+        for _add in ("bias", "residual"):
+            _m = _mul_mat_add(_qt, _N, _K, (65,), _add, tol=F16_TOL, mat_mul=MMQ)
+            CASES.append(Case(f"MUL_MAT_ADD-mmq-{_qt.name}-{_N}x{_K}-T65-{_add}", _m))
+    _F, _K = (768, 256) if quant.block_size(_qt) == 256 else (768, 576)
+    CASES.append(Case(f"MUL_MAT_SWIGLU-mmq-{_qt.name}-{_F}x{_K}-T64",
+                      _mul_mat_swiglu(_qt, _F, _K, (64,), mat_mul=MMQ)))
+for _id, _m in [
+    ("MUL_MAT-mmq-Q4_0-11008x4096-T512", _mul_mat(Q.Q4_0, 11008, 4096, (512,), mat_mul=MMQ, tol=F16_TOL)),
+    ("MUL_MAT-mmq-Q8_0-4096x4096-T512", _mul_mat(Q.Q8_0, 4096, 4096, (512,), mat_mul=MMQ, tol=F16_TOL)),
+    ("MUL_MAT-mmq-Q4_K-4096x11008-T512", _mul_mat(Q.Q4_K, 4096, 11008, (512,), mat_mul=MMQ, tol=F16_TOL)),
+    ("MUL_MAT-mmq-Q6_K-896x4864-T4095", _mul_mat(Q.Q6_K, 896, 4864, (4095,), mat_mul=MMQ, tol=F16_TOL)),
+    ("MUL_MAT-mmq-Q4_0-batched-x3d", _mul_mat(Q.Q4_0, 33, 64, (2, 5), mat_mul=MMQ, tol=F16_TOL)),
+    ("MUL_MAT_ADD-mmq-Q5_0-896x896-T4096-residual",
+     _mul_mat_add(Q.Q5_0, 896, 896, (4096,), "residual", mat_mul=MMQ, tol=F16_TOL)),
 ]:
     CASES.append(Case(_id, _m))
 

@@ -164,8 +164,11 @@ struct alignas(16) float4 {
 struct uint4 {
     rf_u32 x, y, z, w;
 };
-struct uint2 {
+struct alignas(8) uint2 {
     rf_u32 x, y;
+};
+struct alignas(8) float2 {
+    float x, y;
 };
 
 
@@ -209,4 +212,19 @@ static inline float rf_mma_row_max(float v) {
 static inline float rf_mma_row_sum(float v) {
     v += rf_shfl_xor(v, 1);
     return v + rf_shfl_xor(v, 2);
+}
+
+// int8 products: each lane's 8 int32 elements straight from the signed bytes
+#define RF_MMA_I8 1
+struct rf_mma_acci {
+    int x[8];
+};
+template <int KK>
+static inline void rf_mma_i8(rf_mma_acci& c, const rf_i8* a, int lda, const rf_i8* b, int ldb) {
+    for (int i = 0; i < 8; ++i) {
+        const int m = rf_mma_acc_row(i), n = rf_mma_acc_col(i);
+        int s = 0;
+        for (int k = 0; k < KK; ++k) s += (int)a[m * lda + k] * (int)b[n * ldb + k];
+        c.x[i] += s;
+    }
 }

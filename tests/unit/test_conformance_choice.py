@@ -4,7 +4,7 @@ device with cuBLAS, except where the case is meant to fall back (K = 576 rows: m
 tokens: mul_mat); MUL_MAT with its QUANTIZE_X8 source given reaches mul_mat_vec_xr with int8 activations, the
 f32 mat-vec without. A case on int8 x has x's QUANTIZE_X8 among its sources (MUL_MAT_ADD's are given by the
 case). Every prefill case reaches the vendor-BLAS path where labelled blas (blas-tiles: over several tiles),
-the tiled kernel otherwise."""
+the tiled kernel otherwise, mul_mat_q where labelled mmq (its QUANTIZE_X8 inserted by the backend)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from rocmforge.backends.hip.tensor import BLOCK
 from rocmforge.ir.ops import MUL_MAT_OPS, xq_source
 from tests.gpu import test_conformance as T
 
-H100 = G.Device(32, 132, 227 * 1024, 228 * 1024, "sm_90", blas="cublas")
+H100 = G.Device(32, 132, 227 * 1024, 228 * 1024, "sm_90", blas="cublas", mma=True)
 LABELS = {
     "int8": "mul_mat_vec_q",
     "staged": "mul_mat_vec_s",
@@ -54,7 +54,13 @@ def test_prefill_cases_reach_the_tiled_kernel_or_the_blas_as_labelled():
         if M <= C.MMV_MAX_TOKENS:
             assert choice.kernel.args == "mat_vec", case.id
             continue
-        assert choice.kernel.name == ("mul_mat_blas" if label == "blas" else "mul_mat"), case.id
+        want = {"blas": "mul_mat_blas", "mmq": "mul_mat_q"}.get(label, "mul_mat")
+        assert choice.kernel.name == want, case.id
+        if label == "mmq":
+            # the QUANTIZE_X8 source: inserted by the backend's passes, not given by the case
+            assert choice.quantize is not None and xq_source(node_of(built)) is None, case.id
+            seen.add((op, "mmq", False))
+            continue
         if label == "blas":
             b = choice.blas
             n = math.ceil(M / b.m_tile) * math.ceil(x_n(built) / b.n_tile)
@@ -65,7 +71,13 @@ def test_prefill_cases_reach_the_tiled_kernel_or_the_blas_as_labelled():
             assert (n > 1) == many, (case.id, b)
             seen.add((op, b.ab, n > 1))
     assert seen == {(op, ab, many) for op in ("MUL_MAT", "MUL_MAT_ADD") for ab in ("f16", "f32")
-                    for many in (False, True)} - {("MUL_MAT", "f32", True), ("MUL_MAT_ADD", "f32", True)}
+                    for many in (False, True)} - {("MUL_MAT", "f32", True), ("MUL_MAT_ADD", "f32", True)} | {
+                        (op, "mmq", False) for op in ("MUL_MAT", "MUL_MAT_ADD")}
+
+
+def node_of(built: T.Built):
+    """A case's MUL_MAT (or MUL_MAT_ADD) node."""
+    return next(n for n in built.graph.nodes if n.op in MUL_MAT_OPS)
 
 
 def x_n(built: T.Built) -> int:

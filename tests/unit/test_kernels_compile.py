@@ -70,11 +70,22 @@ ENTRY_POINTS = {
     "sample.hip": ["sample_f32"],
     "attention.hip": ["flash_attn_f32", "flash_attn_f16", "flash_attn_decode_f32", "flash_attn_decode_f16"],
     "attention_mma.hip": ["flash_attn_mma_f16"],
+    "mul_mat_q.hip": [f"mul_mat_q_{t}" for t in _Q8],
     "dev/mul_mat_vec_q.hip": [f"mul_mat_vec_q_{t}" for t in _Q8],
     "dev/mul_mat_vec_s.hip": [f"mul_mat_vec_s_{t}" for t in ("q4_0", "q4_1", "q5_0", "q8_0")],
     "dev/mul_mat_vec_x.hip": [f"mul_mat_vec_x_{t}" for t in _X8],
     "dev/mul_mat_vec_xb.hip": [f"mul_mat_vec_xb_{t}" for t in _X8],
     "dev/mul_mat_vec_xr_trace.hip": [f"mul_mat_vec_xr_{t}" for t in _X8],
+}
+
+
+# the matrix instructions a file must use: in NVRTC's PTX for sm_90, in clang's gfx1100 assembly
+MATRIX_INSTRUCTIONS = {
+    "attention_mma.hip": {"sm_90": ("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32",),
+                          "gfx1100": ("v_wmma_f32_16x16x16_f16",)},
+    "mul_mat_q.hip": {"sm_90": ("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32",  # blocks of 32
+                                "mma.sync.aligned.m16n8k16.row.col.s32.s8.s8.s32"),  # Q6_K's 16
+                      "gfx1100": ("v_wmma_i32_16x16x16_iu8",)},
 }
 
 
@@ -125,12 +136,13 @@ def _source_path(fname: str) -> Path:
 
 def _expected(fname: str, defines: dict) -> set[str]:
     """The entry points a variant must have (attention's decode kernel: head dims a multiple of the warp, up
-    to 128; attention_mma.hip's: only where the matrix instructions are, so none on 64-wide waves)."""
+    to 128; attention_mma.hip's and mul_mat_q.hip's: only where the matrix instructions are, so none on
+    64-wide waves)."""
     names = set(ENTRY_POINTS[fname])
     d = defines.get("RF_HEAD_DIM", 0)
     if fname == "attention.hip" and (d % defines["RF_WARP"] or d > 128):
         names = {n for n in names if "decode" not in n}
-    if fname == "attention_mma.hip" and defines["RF_WARP"] != 32:
+    if fname in ("attention_mma.hip", "mul_mat_q.hip") and defines["RF_WARP"] != 32:
         names = set()
     return names
 
@@ -234,6 +246,8 @@ def test_nvrtc_sm90(variant):
     entries = set(re.findall(r"\.entry\s+(\w+)\s*\(", ptx))
     missing = _expected(fname, defines) - entries
     assert not missing, f"{fname}: no entry point for {sorted(missing)}"
+    for ins in MATRIX_INSTRUCTIONS.get(fname, {}).get("sm_90", ()):
+        assert ins in ptx, f"{fname}: no {ins}"
     if fname in MUL_MAT_ARGS:  # (..., b, b_stride) as the launcher passes them (dequantize.hip: its own)
         want = _launcher_arg_bytes(MUL_MAT_ARGS[fname])
         params = _ptx_param_bytes(ptx)
@@ -296,6 +310,8 @@ def test_clang_gfx1100_wave32(variant, tmp_path):
     missing = _expected(fname, defines) - set(kernels)
     assert not missing, f"{fname}: no kernel for {sorted(missing)}"
     assert all(v == 1 for v in kernels.values()), f"not wave32: {[k for k, v in kernels.items() if v != 1]}"
+    for ins in MATRIX_INSTRUCTIONS.get(fname, {}).get("gfx1100", ()):
+        assert ins in asm, f"{fname}: no {ins}"
 
 
 @pytest.mark.parametrize(

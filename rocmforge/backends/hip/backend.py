@@ -68,9 +68,11 @@ class HipBackend(PlanLaunches, TimedRuns):
         that fails (CUPTI not working, records that do not match the graph) falls back to graph timing,
         with the reason in `trace_failed` (or the plan's) and a warning. prefill (MatMulOptions.prefill),
         MUL_MAT of more than 4 tokens: "auto" (the vendor BLAS's GEMM on f16 tiles where the kernel table's
-        defaults say so: cuBLAS on CUDA), "tiled" (the tiled kernel, mul_mat), "blas" (the vendor BLAS:
-        cuBLAS, or hipBLAS through CuPy on ROCm); without a usable vendor BLAS "auto" runs the tiled kernel
-        (`blas_unavailable` says why) and "blas" raises."""
+        defaults say so: cuBLAS on CUDA; mul_mat_q on RDNA3), "tiled" (the tiled kernel, mul_mat), "blas"
+        (the vendor BLAS: cuBLAS, or hipBLAS through CuPy on ROCm), "mmq" (mul_mat_q: int8 matrix
+        instructions on x quantized to int8, quantized weights; others as "auto"); without a usable vendor
+        BLAS "auto" runs the tiled kernel (`blas_unavailable` says why) and "blas" raises, as "mmq" does
+        without int8 matrix instructions."""
         if prefill not in PREFILL:
             raise ValueError(f"prefill {prefill!r}: choose one of {', '.join(PREFILL)}")
         ok, why = gpu_available()
@@ -94,6 +96,9 @@ class HipBackend(PlanLaunches, TimedRuns):
         )
         if prefill == "blas" and blas is None:
             raise RuntimeError(f"prefill='blas': {self.blas_unavailable}")
+        if prefill == "mmq" and not (device_shape.mma and self.warp == 32):
+            raise RuntimeError(f"prefill='mmq': {self.device_name} ({self.arch}) has no int8 matrix "
+                               "instructions on 32-lane warps (CUDA sm_80+, RDNA3)")
         if blas is None and prefill == "auto" and not self.is_hip:  # on ROCm the default is the tiled kernel
             log.warning("no vendor BLAS (%s): prefill runs the tiled kernel", self.blas_unavailable)
         # int8_activations: decode mat-vecs of Q4_0/Q8_0 weights with x quantized to int8 (as llama.cpp's

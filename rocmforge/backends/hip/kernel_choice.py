@@ -23,6 +23,7 @@ from .launch_geometry import (
     Weight,
     blas_geometry,
     mat_mat_geometry,
+    mat_mat_q_geometry,
     mat_vec_f32_geometry,
     mat_vec_xq_geometry,
     mat_vec_xr_geometry,
@@ -172,6 +173,15 @@ BLAS_DEFAULTS = {
     "other": {"*": {**_BLAS, "libs": ("cublas",)}},
 }
 
+# mul_mat_q (prefill on int8 matrix instructions): chosen by "auto" where `auto` is true, and always by
+# prefill "mmq". gfx1100: there is no vendor BLAS in its default path and the tiled kernel has no matrix
+# cores (unmeasured); sm_90: cuBLAS on f16 tiles until bench_matmul.py says otherwise.
+MMQ_DEFAULTS = {
+    "sm_90": {"*": {"auto": False}},
+    "gfx1100": {"*": {"auto": True}},
+    "other": {"*": {"auto": False}},
+}
+
 _F32_TYPES = ("f32", "f16", "bf16")
 # weight kernel types: f32/f16/bf16 rows that are not 16-byte multiples or aligned read element-wise ("_s")
 KERNEL_TYPES = tuple(
@@ -209,6 +219,18 @@ MUL_MAT_VEC = MatMulKernel(
     defaults=same_on_every_family(MMV_DEFAULTS),
     geometry=mat_vec_f32_geometry,
 )
+MUL_MAT_Q = MatMulKernel(
+    name="mul_mat_q",
+    weight_types=("q4_0", "q4_1", "q5_0", "q8_0", "q4_k", "q6_k"),
+    x="x8",
+    serves="M > 4 (prefill), quantized types, K % 32 == 0, where the device has int8 matrix instructions "
+    "and prefill 'mmq' (or the defaults) ask for it",
+    geometry_doc="grid (N / 64, M / 64), 128 threads: 64 x 64 tiles, a warp's 2 x 2 int8 MMA tiles of 16",
+    defaults=MMQ_DEFAULTS,
+    geometry=mat_mat_q_geometry,
+    args="mat_mat",
+    max_tokens=None,
+)
 MUL_MAT_BLAS = MatMulKernel(
     name="mul_mat_blas",
     weight_types=KERNEL_TYPES,
@@ -236,8 +258,8 @@ MUL_MAT = MatMulKernel(
     max_tokens=None,
 )
 # in order of preference; the first that applies is chosen
-MUL_MAT_KERNELS = (MUL_MAT_VEC_XR, MUL_MAT_VEC_XQ, MUL_MAT_VEC, MUL_MAT_BLAS, MUL_MAT)
-PREFILL = ("auto", "tiled", "blas")
+MUL_MAT_KERNELS = (MUL_MAT_VEC_XR, MUL_MAT_VEC_XQ, MUL_MAT_VEC, MUL_MAT_Q, MUL_MAT_BLAS, MUL_MAT)
+PREFILL = ("auto", "tiled", "blas", "mmq")
 
 
 @dataclass(frozen=True)
@@ -245,8 +267,9 @@ class MatMulOptions:
     """What MUL_MAT may choose from. int8_activations (HipBackend's option) allows the kernels on int8 x;
     kernels: the table, in order of preference; min_n: kernel name -> the fewest rows it serves, overriding
     the table's (tests run the int8 kernels on small weights). prefill (HipBackend's option), for more than
-    MMV_MAX_TOKENS tokens: "auto" (the vendor BLAS where the table's defaults say so), "tiled" (never the
-    vendor BLAS: mul_mat), "blas" (the vendor BLAS wherever the device has one)."""
+    MMV_MAX_TOKENS tokens: "auto" (mul_mat_q or the vendor BLAS where the table's defaults say so), "tiled"
+    (mul_mat), "blas" (the vendor BLAS wherever the device has one), "mmq" (mul_mat_q on int8 matrix
+    instructions for quantized weights, where the device has them)."""
 
     int8_activations: bool = False
     kernels: tuple[MatMulKernel, ...] = MUL_MAT_KERNELS
@@ -269,6 +292,12 @@ def blas_allowed(device: Device, options: MatMulOptions, base: Mapping[str, Any]
     return device.blas in base.get("libs", ()) and M >= base.get("min_tokens", 1)
 
 
+def mmq_allowed(device: Device, options: MatMulOptions, base: Mapping[str, Any]) -> bool:
+    """Whether mul_mat_q (int8 x, prefill) may be chosen: with prefill "mmq", or "auto" where its defaults
+    (base) say so; never with "tiled" or "blas" (the geometry checks the device)."""
+    return options.prefill == "mmq" or (options.prefill == "auto" and bool(base.get("auto")))
+
+
 def choose_mul_mat(
     device: Device,
     options: MatMulOptions,
@@ -282,7 +311,8 @@ def choose_mul_mat(
     launch is on."""
     defines = kernel_defines(tunables)
     for kern in options.kernels:
-        if kern.x == "x8" and not options.int8_activations:
+        prefill_x8 = kern.x == "x8" and kern.max_tokens is None  # mul_mat_q: its own switch, prefill
+        if kern.x == "x8" and not prefill_x8 and not options.int8_activations:
             continue
         if w.type not in kern.weight_types or (kern.max_tokens is not None and M > kern.max_tokens):
             continue
@@ -290,6 +320,8 @@ def choose_mul_mat(
             continue
         base = kern.defaults_for(device.family, w.type)
         if kern.args == "blas" and not blas_allowed(device, options, base, M):
+            continue
+        if prefill_x8 and not mmq_allowed(device, options, base):
             continue
         host = host_parameters(kern.name, tunables)
         launch = kern.geometry(kern, device, w, M, base, dict(defines), host, pdl)

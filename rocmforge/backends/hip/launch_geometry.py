@@ -132,6 +132,18 @@ def mat_mat_geometry(kern, dev, w, M, base, tuned, host, pdl) -> KernelLaunch:
                         pdl=pdl)
 
 
+MQ_TILE, MQ_THREADS = 64, 128  # mul_mat_q.hip: 64 tokens x 64 weight rows a block, 4 warps of 32
+
+
+def mat_mat_q_geometry(kern, dev, w, M, base, tuned, host, pdl) -> KernelLaunch | None:
+    """mul_mat_q.hip: where the device has int8 matrix instructions (those of Device.mma, on 32-lane warps)
+    and x's blocks of 32 tile a row."""
+    if not dev.mma or dev.warp != 32 or w.K % 32:
+        return None
+    return KernelLaunch(kern.file, kern.entry.format(type=w.type), {}, (cdiv(w.N, MQ_TILE), cdiv(M, MQ_TILE)),
+                        (MQ_THREADS,), pdl=pdl)
+
+
 # ---- mul_mat_blas: f16 tiles for the vendor BLAS's GEMM ---------------------------------------------------
 
 BLAS_TILE = 16  # where a node is tiled, its chunks of tokens and tiles of weight rows are multiples of this
