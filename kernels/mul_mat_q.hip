@@ -5,18 +5,26 @@
 // w = d q + m (RfG below); a 16x16 tile's int32 products over one granule (rf_compat.h's rf_mma_i8: mma.sync
 // s8 on NVIDIA sm_80+, WMMA iu8 on RDNA3) are scaled into f32 accumulators: += dx dw p + m sx.
 //
-// Launch: grid (ceil(N / MQ_BN), ceil(M / MQ_BM)), MQ_THREADS (4 warps of 32). A block computes 64 tokens x
-// 64 weight rows, stepping over K by MQ_BK = 128: x's int8 rows and scales copied to shared memory, the
-// weight granules unpacked there, then each warp's 2 x 2 tiles of 16 x 16 (32 tokens x 32 rows).
-// Tunables: none (the tile sizes are fixed).
-// Floor: the weight bytes N * row_bytes once per 64 tokens (ceil(M / 64) passes over w, from L2 after the
-// first), x (M * (K + K / 4)) once per 64 rows, y (M * N * 4) (+ b); arithmetic 2 * M * N * K.
+// Launch: grid (ceil(N / MQ_BN), ceil(M / MQ_BM)), MQ_THREADS (4 warps of 32, 2 x 2 over the block's tile).
+// A block computes MQ_BM tokens x MQ_BN weight rows, stepping over K by MQ_BK = 128: x's int8 rows and
+// scales copied to shared memory, the weight granules unpacked there, then each warp's RF_MMQ_WM x RF_MMQ_WN
+// tiles of 16 x 16.
+// Tunables: RF_MMQ_WM, RF_MMQ_WN (16-token and 16-row tiles a warp: MQ_BM = 32 RF_MMQ_WM, MQ_BN = 32
+// RF_MMQ_WN; 2 and 2 by default).
+// Floor: the weight bytes N * row_bytes once per MQ_BM tokens (from L2 after the first pass), x (M * (K + K /
+// 4)) once per MQ_BN rows, y (M * N * 4) (+ b); arithmetic 2 * M * N * K.
 // Needs K % 32 == 0 (quantize_x8's blocks) and x rows 8-byte aligned.
 #include "rf_compat.h"
 #include "rf_quant.h"
 
-#define MQ_BM 64                  // tokens a block
-#define MQ_BN 64                  // weight rows a block
+#ifndef RF_MMQ_WM
+#define RF_MMQ_WM 2
+#endif
+#ifndef RF_MMQ_WN
+#define RF_MMQ_WN 2
+#endif
+#define MQ_BM (32 * RF_MMQ_WM)    // tokens a block
+#define MQ_BN (32 * RF_MMQ_WN)    // weight rows a block
 #define MQ_BK 128                 // K a stage
 #define MQ_THREADS 128            // 4 warps of 32, 2 x 2 over the block's tile
 #define MQ_LD (MQ_BK + 16)        // bytes a shared row: 16-byte aligned, fragment loads free of bank conflicts
@@ -130,27 +138,37 @@ struct RfG<QT_Q6_K> {  // 16 elements a scale: granule j of a super-block, scale
 // the kernel exists where the instructions do
 #if defined(RF_MMA_I8)
 
+// a block's shared memory, declared in each entry point (clang gives a device function's __shared__
+// variables of every instantiation to every kernel of the module)
+template <int G>
+struct MqShared {
+    rf_i8 xs[MQ_BM * MQ_LD] RF_ALIGN(16);
+    rf_i8 ws[MQ_BN * MQ_LD] RF_ALIGN(16);
+    float2 xds[MQ_BM][MQ_BK / 32];  // x's blocks of 32: (scale, sum as quantized)
+    float2 wdm[MQ_BN][MQ_BK / G];   // the weight granules' (d, m)
+};
+
 template <class T>
-__device__ void mq(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8* __restrict__ xq,
-                   float* __restrict__ y, int M, int N, int K, const float* b, rf_i64 b_stride) {
+RF_DEV void mq(MqShared<RfG<T>::G>& sh, const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8* __restrict__ xq,
+               float* __restrict__ y, int M, int N, int K, const float* b, rf_i64 b_stride) {
     RF_PDL_BEGIN();
     typedef RfG<T> Gr;
     constexpr int G = Gr::G, NG = MQ_BK / G, NB = MQ_BK / 32;
-    __shared__ rf_i8 xs[MQ_BM * MQ_LD] RF_ALIGN(16);
-    __shared__ rf_i8 ws[MQ_BN * MQ_LD] RF_ALIGN(16);
-    __shared__ float2 xds[MQ_BM][NB];  // x's blocks of 32: (scale, sum as quantized)
-    __shared__ float2 wdm[MQ_BN][NG];  // the weight granules' (d, m)
+    rf_i8* xs = sh.xs;
+    rf_i8* ws = sh.ws;
+    auto& xds = sh.xds;
+    auto& wdm = sh.wdm;
     const int tid = threadIdx.x, warp = tid / 32;
     const int m0 = blockIdx.y * MQ_BM, n0 = blockIdx.x * MQ_BN;
-    const int tm = 32 * (warp >> 1), tn = 32 * (warp & 1);  // the warp's 32 x 32 within the block's tile
+    const int tm = (MQ_BM / 2) * (warp >> 1), tn = (MQ_BN / 2) * (warp & 1);  // the warp's part of the tile
     const rf_i64 xstride = (rf_i64)K + K / 4;
     const int nblk = K / 32, ngr = K / G;
 
-    rf_mma_acc acc[2][2];
+    rf_mma_acc acc[RF_MMQ_WM][RF_MMQ_WN];
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
+    for (int i = 0; i < RF_MMQ_WM; ++i) {
 #pragma unroll
-        for (int j = 0; j < 2; ++j) {
+        for (int j = 0; j < RF_MMQ_WN; ++j) {
 #pragma unroll
             for (int e = 0; e < 8; ++e) acc[i][j].x[e] = 0.0f;
         }
@@ -189,9 +207,9 @@ __device__ void mq(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8* _
 #pragma unroll
         for (int gi = 0; gi < NG; ++gi) {
 #pragma unroll
-            for (int i = 0; i < 2; ++i) {
+            for (int i = 0; i < RF_MMQ_WM; ++i) {
 #pragma unroll
-                for (int j = 0; j < 2; ++j) {
+                for (int j = 0; j < RF_MMQ_WN; ++j) {
                     rf_mma_acci p;
 #pragma unroll
                     for (int e = 0; e < 8; ++e) p.x[e] = 0;
@@ -211,9 +229,9 @@ __device__ void mq(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8* _
         __syncthreads();
     }
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
+    for (int i = 0; i < RF_MMQ_WM; ++i) {
 #pragma unroll
-        for (int j = 0; j < 2; ++j) {
+        for (int j = 0; j < RF_MMQ_WN; ++j) {
 #pragma unroll
             for (int e = 0; e < 8; ++e) {
                 const int m = m0 + tm + 16 * i + rf_mma_acc_row(e), n = n0 + tn + 16 * j + rf_mma_acc_col(e);
@@ -227,7 +245,8 @@ __device__ void mq(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8* _
     RF_KERNEL void __launch_bounds__(MQ_THREADS)                                                           \
         mul_mat_q_##name(const rf_u8* w, rf_i64 row_bytes, const rf_u8* xq, float* y, int M, int N, int K, \
                          const float* b, rf_i64 b_stride) {                                                \
-        mq<T>(w, row_bytes, xq, y, M, N, K, b, b_stride);                                                  \
+        __shared__ MqShared<RfG<T>::G> sh;                                                                 \
+        mq<T>(sh, w, row_bytes, xq, y, M, N, K, b, b_stride);                                              \
     }
 
 RF_MQ_ENTRY(q4_0, QT_Q4_0)

@@ -91,12 +91,29 @@ def measure(
 ) -> dict:
     """One prefill path on this node: us, TFLOP/s, nmse against ref (and the BLAS path's tiles); {} where
     the path does not apply (no vendor BLAS, a scratch too small)."""
+    ctx, M = be.ctx, x.shape[0]
+    prefill, _, tiles = path.partition(":")  # mmq:WMxWN: mul_mat_q with that tiling (RF_MMQ_WM, RF_MMQ_WN)
+    tuned = dict(ctx.tunables)
+    if tiles:
+        wm, wn = (int(v) for v in tiles.split("x"))
+        ctx.tunables = {**tuned, "RF_MMQ_WM": wm, "RF_MMQ_WN": wn}
+    ctx.mat_mul = C.MatMulOptions(prefill=prefill)
+    try:
+        choice = mul_mat_choice(ctx, w, M)
+        missing = choice.blas is None if prefill == "blas" else choice.kernel is not C.MUL_MAT_Q
+        if prefill in ("blas", "mmq") and missing:
+            return {}
+        return _measure(be, path, choice, w, x, ref, reps, batch)
+    finally:
+        ctx.tunables = tuned
+
+
+def _measure(
+    be: HipBackend, path: str, choice: C.MulMatChoice, w: DevTensor, x: DevTensor, ref: np.ndarray, reps: int,
+    batch: int,
+) -> dict:
     cp, ctx = be.cp, be.ctx
     (M, K), N = x.shape, w.shape[0]
-    ctx.mat_mul = C.MatMulOptions(prefill=path)
-    choice = mul_mat_choice(ctx, w, M)
-    if (path == "blas" and choice.blas is None) or (path == "mmq" and choice.kernel is not C.MUL_MAT_Q):
-        return {}
     out = DevTensor(cp.empty(4 * M * N, dtype=np.uint8), 0, (M, N), "f32")
     out.buf.fill(0xFF)  # NaN: an element the path forgets shows
     xq = None
@@ -124,7 +141,8 @@ def main() -> int:
     ap.add_argument("--types", default="Q4_0,Q8_0,Q4_K,Q6_K,F16", help="weight types, comma-separated")
     ap.add_argument("--shapes", default="llama,qwen", help=f"shape sets among {', '.join(SHAPES)}")
     ap.add_argument("--tokens", default="512", help="token counts M, comma-separated (e.g. 8,32,128,512)")
-    ap.add_argument("--paths", default="tiled,blas,mmq", help="prefill paths among tiled, blas, mmq")
+    ap.add_argument("--paths", default="tiled,blas,mmq",
+                    help="prefill paths among tiled, blas, mmq (mmq:WMxWN: mul_mat_q's tiling, e.g. mmq:4x2)")
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--batch", type=int, default=5)
     ap.add_argument("--scratch-mib", type=int, default=None, help="RF_BLAS_SCRATCH in MiB (default: table's)")

@@ -56,6 +56,14 @@ def test_float_weights_and_devices_without_int8_mma_keep_the_other_paths():
     assert _choose("q4_0", 64, wave64).kernel is C.MUL_MAT
 
 
+def test_the_tiling_is_a_tunable():
+    c = C.choose_mul_mat(H100, MMQ, {"RF_MMQ_WM": 4, "RF_MMQ_WN": 1},
+                         G.Weight("q8_0", 4864, 896, 896 // 32 * 34, 1 << 20), 300)
+    assert c.launch.defines == {"RF_MMQ_WM": 4, "RF_MMQ_WN": 1}
+    assert c.launch.grid == (4864 // 32, math.ceil(300 / 128))
+    assert _choose("q8_0", 64).launch.defines == {"RF_MMQ_WM": 2, "RF_MMQ_WN": 2}
+
+
 def test_the_defaults_per_family():
     auto = C.MatMulOptions()
     assert _choose("q4_0", 64, H100, auto).kernel is C.MUL_MAT_BLAS  # sm_90: cuBLAS on f16 tiles

@@ -53,7 +53,8 @@ int main(int argc, char** argv) {
 
 @pytest.fixture(scope="module")
 def exe(tmp_path_factory):
-    return build(tmp_path_factory.mktemp("mmq_emu"), "mul_mat_q.hip", MAIN, {"mmq": {}})["mmq"]
+    return build(tmp_path_factory.mktemp("mmq_emu"), "mul_mat_q.hip", MAIN,
+                 {"mmq": {}, "wide": {"RF_MMQ_WM": 1, "RF_MMQ_WN": 4}})
 
 
 def nmse(got: np.ndarray, want: np.ndarray) -> float:
@@ -66,7 +67,8 @@ def nmse(got: np.ndarray, want: np.ndarray) -> float:
     (64, 512, 70, "residual"),   # two token tiles, the second of 6 tokens
     (130, 768, 9, "bias"),       # three row tiles
 ])
-def test_the_int8_mat_mat_matches_the_product_of_what_it_reads(exe, tmp_path, wtype, N, K, M, addend):
+@pytest.mark.parametrize("build", ["mmq", "wide"])  # 2 x 2 tiles a warp (64 x 64 a block); 1 x 4 (32 x 128)
+def test_the_int8_mat_mat_matches_the_product_of_what_it_reads(exe, tmp_path, wtype, N, K, M, addend, build):
     qt = quant.QType[wtype.upper()]
     if K % quant.block_size(qt):
         K = 256 * (K // 256 + 1)  # the K-quants' rows: whole super-blocks
@@ -82,7 +84,7 @@ def test_the_int8_mat_mat_matches_the_product_of_what_it_reads(exe, tmp_path, wt
         np.array([TYPES.index(wtype), N, K, M, raw.size // N, xq.shape[1] * 4, stride], np.int32).tofile(fh)
         for a in (raw, xq, np.resize(b, (M, N))):
             np.ascontiguousarray(a).tofile(fh)
-    out = subprocess.run([str(exe), str(f)], capture_output=True, text=True, check=True,
+    out = subprocess.run([str(exe[build]), str(f)], capture_output=True, text=True, check=True,
                          timeout=300).stdout.split()
     got = np.array(out, np.float32).reshape(M, N)
     assert not np.any(got == -7.0), "outputs left unwritten"

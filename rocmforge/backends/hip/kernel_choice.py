@@ -42,7 +42,7 @@ HOST_TUNABLES = {
     "RF_MMVR_EVEN": ("mul_mat_vec_xr", "even"),
     "RF_BLAS_SCRATCH": ("mul_mat_blas", "scratch_bytes"),
 }
-_DEFINE_PREFIXES = ("RF_MMV_", "RF_MMVQ_", "RF_MMVS_", "RF_MMVX_", "RF_MMVB_", "RF_MMVR_")
+_DEFINE_PREFIXES = ("RF_MMV_", "RF_MMVQ_", "RF_MMVS_", "RF_MMVX_", "RF_MMVB_", "RF_MMVR_", "RF_MMQ_")
 
 
 # geometry(kernel, device, weight, M, defaults (defaults_for), tuned defines, tuned host parameters, pdl)
@@ -176,10 +176,11 @@ BLAS_DEFAULTS = {
 # mul_mat_q (prefill on int8 matrix instructions): chosen by "auto" where `auto` is true, and always by
 # prefill "mmq". gfx1100: there is no vendor BLAS in its default path and the tiled kernel has no matrix
 # cores (unmeasured); sm_90: cuBLAS on f16 tiles until bench_matmul.py says otherwise.
+_MMQ_TILES = {"RF_MMQ_WM": 2, "RF_MMQ_WN": 2}  # 16 x 16 tiles a warp (unmeasured)
 MMQ_DEFAULTS = {
-    "sm_90": {"*": {"auto": False}},
-    "gfx1100": {"*": {"auto": True}},
-    "other": {"*": {"auto": False}},
+    "sm_90": {"*": {**_MMQ_TILES, "auto": False}},
+    "gfx1100": {"*": {**_MMQ_TILES, "auto": True}},
+    "other": {"*": {**_MMQ_TILES, "auto": False}},
 }
 
 _F32_TYPES = ("f32", "f16", "bf16")

@@ -132,15 +132,18 @@ def mat_mat_geometry(kern, dev, w, M, base, tuned, host, pdl) -> KernelLaunch:
                         pdl=pdl)
 
 
-MQ_TILE, MQ_THREADS = 64, 128  # mul_mat_q.hip: 64 tokens x 64 weight rows a block, 4 warps of 32
+MQ_THREADS = 128  # mul_mat_q.hip: 4 warps of 32, 2 x 2 over a block's tile
 
 
 def mat_mat_q_geometry(kern, dev, w, M, base, tuned, host, pdl) -> KernelLaunch | None:
     """mul_mat_q.hip: where the device has int8 matrix instructions (those of Device.mma, on 32-lane warps)
-    and x's blocks of 32 tile a row."""
+    and x's blocks of 32 tile a row; RF_MMQ_WM x RF_MMQ_WN tiles of 16 a warp (tunables, else the
+    defaults'): blocks of 32 WM tokens x 32 WN rows."""
     if not dev.mma or dev.warp != 32 or w.K % 32:
         return None
-    return KernelLaunch(kern.file, kern.entry.format(type=w.type), {}, (cdiv(w.N, MQ_TILE), cdiv(M, MQ_TILE)),
+    defines = {k: int(tuned.get(k, base.get(k, 2))) for k in ("RF_MMQ_WM", "RF_MMQ_WN")}
+    bm, bn = 32 * defines["RF_MMQ_WM"], 32 * defines["RF_MMQ_WN"]
+    return KernelLaunch(kern.file, kern.entry.format(type=w.type), defines, (cdiv(w.N, bn), cdiv(M, bm)),
                         (MQ_THREADS,), pdl=pdl)
 
 
