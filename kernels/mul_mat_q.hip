@@ -148,6 +148,8 @@ struct MqShared {
     float2 wdm[MQ_BN][MQ_BK / G];   // the weight granules' (d, m)
 };
 
+static_assert(sizeof(MqShared<16>) <= 48 * 1024, "mul_mat_q.hip: static shared memory over 48 KB (RF_MMQ_WM/WN)");
+
 template <class T>
 RF_DEV void mq(MqShared<RfG<T>::G>& sh, const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8* __restrict__ xq,
                float* __restrict__ y, int M, int N, int K, const float* b, rf_i64 b_stride) {
