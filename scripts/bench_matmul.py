@@ -177,7 +177,7 @@ def main() -> int:
                     ref = x_host.astype(np.float64) @ w_host.T
                     ctx.mat_mul = C.MatMulOptions()
                     kern = mul_mat_choice(ctx, w, M).kernel
-                    auto = {C.MUL_MAT_BLAS: "blas", C.MUL_MAT_Q: "mmq"}.get(kern, "tiled")
+                    auto = {"mul_mat_blas": "blas", "mul_mat_q": "mmq"}.get(kern.name, "tiled")
                     rec = {"type": qt.name, "N": N, "K": K, "M": M, "auto": auto, "dq_us": dq_us}
                     for p in paths:
                         rec.update(measure(be, p, w, x, ref, a.reps, a.batch))

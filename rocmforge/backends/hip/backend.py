@@ -202,10 +202,9 @@ class HipBackend(PlanLaunches, TimedRuns):
         return g
 
     def graph_passes(self) -> tuple[tuple[str, passes.Pass], ...]:
-        """The graph passes prepare runs: the IR's pipeline, after QUANTIZE_X8 insertion for the mat-vecs
-        whose kernel reads int8 x (int8_activations; weights bound before prepare)."""
-        if not self.ctx.mat_mul.int8_activations:
-            return passes.PIPELINE
+        """The graph passes prepare runs: the IR's pipeline, after QUANTIZE_X8 insertion for the MUL_MAT nodes
+        whose kernel reads int8 x (the int8 mat-vecs with int8_activations, mul_mat_q for prompts; weights
+        bound before prepare)."""
         reads = reads_int8_x(self.ctx, self.weights)
         return (("insert_quantize_x8", lambda g: passes.insert_quantize_x8(g, reads)), *passes.PIPELINE)
 
