@@ -360,9 +360,7 @@ class Engine:
             b = n
         g = self.graph(b, all_logits) if sample is None else self.sample_graph()
         toks = np.concatenate([toks, np.zeros(b - n, np.int64)]).astype(np.int32)
-        inputs = {"inp_tokens": toks, "inp_pos": np.arange(self.n_past, self.n_past + b, dtype=np.int32)}
-        if "inp_out_ids" in g.inputs:
-            inputs["inp_out_ids"] = np.array([n - 1], np.int32)
+        inputs = self._inputs(g, toks, n)
         if sample is not None:
             inputs["inp_sample"] = sample
         outs, timings = self.backend.run(g, inputs, timed, fetch=fetch)
@@ -374,6 +372,14 @@ class Engine:
             timings.tokens = n
         self.n_past += n
         return outs, timings
+
+    def _inputs(self, g: Graph, toks: np.ndarray, n: int) -> dict[str, np.ndarray]:
+        """A run's inputs: tokens (int32, n real ones then padding) at the next positions."""
+        pos = np.arange(self.n_past, self.n_past + len(toks), dtype=np.int32)
+        inputs = {"inp_tokens": toks, "inp_pos": pos}
+        if "inp_out_ids" in g.inputs:
+            inputs["inp_out_ids"] = np.array([n - 1], np.int32)
+        return inputs
 
     # ---- public API ---------------------------------------------------------------------------------
     def reset(self) -> None:
@@ -421,6 +427,35 @@ class Engine:
         if logits:
             return StepResult(self.next_token, outs["logits"][0], timings, memory, position)
         return StepResult(self.next_token, self._logits_loader(position), timings, memory, position)
+
+    def decode(self, n: int, token: int | None = None) -> list[int]:
+        """Greedy: n more tokens from `token` (default: the last greedy choice of a prefill() or step()), as
+        n step() calls would give them. Where the backend chains steps on the device (HipBackend.run_chain:
+        each step's token fed to the next without the host) the tokens come back together at the end; else
+        step by step. Nothing but token ids is downloaded."""
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        if token is None and self.next_token is None:
+            raise RuntimeError("decode() needs a token, or the greedy choice of a prefill() or step()")
+        self._check_room(n)
+        if token is not None:
+            if not 0 <= token < self.config.n_vocab:
+                raise ValueError(f"token id out of range [0, {self.config.n_vocab})")
+            self.next_token = int(token)
+        chain = getattr(self.backend, "run_chain", None)
+        out: list[int] = []
+        while len(out) < n:
+            if out and chain is not None:  # after a step: the graph is prepared (captured after two runs)
+                g = self.graph(1)
+                toks = chain(g, self._inputs(g, np.array([self.next_token], np.int32), 1), n - len(out))
+                if toks is not None:
+                    self.runs += len(toks)
+                    self.n_past += len(toks)
+                    out += [int(t) for t in toks]
+                    self.next_token = out[-1]
+                    break
+            out.append(self.step().token)
+        return out
 
     def _logits_loader(self, position: int) -> Callable[[int | None], np.ndarray]:
         """Downloads the logits of the decode step at position (index: one element) while they are still

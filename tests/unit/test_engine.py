@@ -363,3 +363,59 @@ def test_kv_dtype_defaults_to_f16_on_a_gpu_and_f32_on_numpy(tiny):
     assert not np.array_equal(a, b) and float(np.mean((a - b) ** 2) / np.mean(a**2)) < 1e-4
     with pytest.raises(ValueError, match="kv_dtype 'bf16': choose one of auto, f16, f32"):
         Engine.from_gguf(tiny, backend="numpy", kv_dtype="bf16")
+
+
+class _ChainingNumpy:
+    """The numpy backend with a run_chain that does what HipBackend's chain_advance does between replays
+    (the step's argmax becomes the next token, the position advances), refusing the first call as an
+    uncaptured graph would: what Engine.decode must do with it, checked without a GPU."""
+
+    def __init__(self) -> None:
+        from rocmforge.backends.numpy_ref import NumpyBackend
+
+        self.inner = NumpyBackend()
+        self.calls: list[tuple[int, int, int]] = []  # (first token, first position, n) of each chain
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def run_chain(self, graph, inputs, n):
+        self.calls.append((int(inputs["inp_tokens"][0]), int(inputs["inp_pos"][0]), n))
+        if len(self.calls) == 1:
+            return None
+        inputs, toks = dict(inputs), []
+        for _ in range(n):
+            outs, _ = self.inner.run(graph, inputs, fetch=("argmax",))
+            toks.append(int(outs["argmax"][0]))
+            inputs = {**inputs, "inp_tokens": np.array([toks[-1]], np.int32),
+                      "inp_pos": inputs["inp_pos"] + 1}
+        return np.array(toks, np.int32)
+
+
+def test_decode_gives_the_tokens_of_as_many_steps(tiny):
+    ids = [5, 17, 99, 3]
+    ref = Engine.from_gguf(tiny, backend="numpy", max_ctx=64)
+    ref.prefill(ids)
+    want = [ref.step().token for _ in range(12)]
+    for backend in ("numpy", _ChainingNumpy()):
+        eng = Engine.from_gguf(tiny, backend=backend, max_ctx=64)
+        eng.prefill(ids)
+        assert eng.decode(5) == want[:5]
+        assert eng.n_past == len(ids) + 5 and eng.next_token == want[4]
+        assert eng.decode(6) + [eng.step().token] == want[5:]
+        if not isinstance(backend, str):  # refused once (after the first step), then the rest in one chain
+            assert backend.calls[:2] == [(want[0], len(ids) + 1, 4), (want[1], len(ids) + 2, 3)]
+            assert backend.calls[2] == (want[5], len(ids) + 6, 5)
+
+
+def test_decode_checks_its_arguments(tiny):
+    eng = Engine.from_gguf(tiny, backend="numpy", max_ctx=8)
+    with pytest.raises(RuntimeError, match="prefill"):
+        eng.decode(2)
+    eng.prefill([1, 2, 3])
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        eng.decode(0)
+    with pytest.raises(ContextOverflowError, match="max_ctx=8"):
+        eng.decode(6)
+    assert eng.n_past == 3  # nothing ran
+    assert len(eng.decode(5)) == 5 and eng.n_past == 8
