@@ -432,7 +432,8 @@ class Engine:
         """Greedy: n more tokens from `token` (default: the last greedy choice of a prefill() or step()), as
         n step() calls would give them. Where the backend chains steps on the device (HipBackend.run_chain:
         each step's token fed to the next without the host) the tokens come back together at the end; else
-        step by step. Nothing but token ids is downloaded."""
+        step by step. Nothing but token ids (and each token's logit) is downloaded. Logits with NaN or +Inf
+        raise FloatingPointError, as in generate()."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         if token is None and self.next_token is None:
@@ -447,14 +448,23 @@ class Engine:
         while len(out) < n:
             if out and chain is not None:  # after a step: the graph is prepared (captured after two runs)
                 g = self.graph(1)
-                toks = chain(g, self._inputs(g, np.array([self.next_token], np.int32), 1), n - len(out))
-                if toks is not None:
+                p0 = self.n_past
+                got = chain(g, self._inputs(g, np.array([self.next_token], np.int32), 1), n - len(out))
+                if got is not None:
+                    toks, vals = got
                     self.runs += len(toks)
                     self.n_past += len(toks)
                     out += [int(t) for t in toks]
                     self.next_token = out[-1]
+                    bad = np.flatnonzero(np.isnan(vals) | np.isposinf(vals))
+                    if bad.size:
+                        where = p0 + int(bad[0])
+                        raise FloatingPointError(f"step at position {where}: the logits hold NaN or Inf")
                     break
-            out.append(self.step().token)
+            res = self.step()
+            if not res.finite:
+                raise FloatingPointError(f"step at position {res.position}: the logits hold NaN or Inf")
+            out.append(res.token)
         return out
 
     def _logits_loader(self, position: int) -> Callable[[int | None], np.ndarray]:

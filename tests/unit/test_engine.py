@@ -370,10 +370,11 @@ class _ChainingNumpy:
     (the step's argmax becomes the next token, the position advances), refusing the first call as an
     uncaptured graph would: what Engine.decode must do with it, checked without a GPU."""
 
-    def __init__(self) -> None:
+    def __init__(self, nan_at: int | None = None) -> None:
         from rocmforge.backends.numpy_ref import NumpyBackend
 
         self.inner = NumpyBackend()
+        self.nan_at = nan_at  # a chained step whose logits are reported as not finite
         self.calls: list[tuple[int, int, int]] = []  # (first token, first position, n) of each chain
 
     def __getattr__(self, name):
@@ -383,13 +384,14 @@ class _ChainingNumpy:
         self.calls.append((int(inputs["inp_tokens"][0]), int(inputs["inp_pos"][0]), n))
         if len(self.calls) == 1:
             return None
-        inputs, toks = dict(inputs), []
+        inputs, toks, vals = dict(inputs), [], []
         for _ in range(n):
-            outs, _ = self.inner.run(graph, inputs, fetch=("argmax",))
+            outs, _ = self.inner.run(graph, inputs, fetch=("argmax", "logits"))
             toks.append(int(outs["argmax"][0]))
+            vals.append(np.nan if len(vals) == self.nan_at else outs["logits"][0, toks[-1]])
             inputs = {**inputs, "inp_tokens": np.array([toks[-1]], np.int32),
                       "inp_pos": inputs["inp_pos"] + 1}
-        return np.array(toks, np.int32)
+        return np.array(toks, np.int32), np.array(vals, np.float32)
 
 
 def test_decode_gives_the_tokens_of_as_many_steps(tiny):
@@ -419,3 +421,11 @@ def test_decode_checks_its_arguments(tiny):
         eng.decode(6)
     assert eng.n_past == 3  # nothing ran
     assert len(eng.decode(5)) == 5 and eng.n_past == 8
+
+
+def test_decode_reports_logits_that_are_not_finite(tiny):
+    eng = Engine.from_gguf(tiny, backend=_ChainingNumpy(nan_at=2), max_ctx=32)
+    eng.prefill([1, 2, 3])
+    # steps at 3 and 4 (the first refused chain), then a chain from 5 whose third step (position 7) is NaN
+    with pytest.raises(FloatingPointError, match="position 7"):
+        eng.decode(8)
