@@ -25,6 +25,7 @@ from .profile import StepTimings
 from .tokenizer import Tokenizer
 
 MAX_UBATCH = 512  # prompt tokens per prefill graph run
+CHAIN_CHUNK = 16  # greedy generate(): tokens decoded per chain (Engine.decode) where the backend chains
 
 
 def prompt_bucket(n: int) -> int:
@@ -208,6 +209,7 @@ class Engine:
         self.n_past = 0
         self.runs = 0  # graph runs so far: a step's logits can be fetched until the next
         self.next_token: int | None = None
+        self._last_given: int | None = None  # generate(): the last token given out of a chain
         self.last_stats = GenerationStats()
         self.prefill_timings = StepTimings()  # of the last prefill(timed=True)
         self._check_device_memory()
@@ -566,6 +568,22 @@ class Engine:
     def _decode(self, logits: np.ndarray, stats: GenerationStats, decoder: Any, max_new_tokens: int,
                 temperature: float, top_k: int, top_p: float, seed: int | None, stop: Sequence[str],
                 on_device: bool) -> Iterator[Generated]:
+        # greedy on a backend that chains steps: after the first (timed) step, CHAIN_CHUNK tokens a chain
+        # (decode); those decoded past where generation stops are taken back (the cache's later rows are
+        # rewritten before anything reads them)
+        chained = temperature <= 0 and not on_device and hasattr(self.backend, "run_chain")
+        pending: list[int] = []  # tokens a chain decoded that were not given out yet
+        try:
+            yield from self._decode_loop(logits, stats, decoder, max_new_tokens, temperature, top_k, top_p,
+                                         seed, stop, on_device, chained, pending)
+        finally:
+            if pending:  # as if stepped one at a time: the last token given out is the one not yet fed
+                self.n_past -= len(pending)
+                self.next_token = self._last_given
+
+    def _decode_loop(self, logits: np.ndarray, stats: GenerationStats, decoder: Any, max_new_tokens: int,
+                     temperature: float, top_k: int, top_p: float, seed: int | None, stop: Sequence[str],
+                     on_device: bool, chained: bool, pending: list[int]) -> Iterator[Generated]:
         text = ""
         stop_ids = set(self.tokenizer.stop_ids)
         if max_new_tokens == 0:
@@ -593,6 +611,13 @@ class Engine:
                 break
             # per-op timings from the first step only: a timed step runs the step more than once
             timed = stats.decode_steps == 0
+            if chained and not timed:
+                if not pending:
+                    k = min(CHAIN_CHUNK, max_new_tokens - 1 - i, self.max_ctx - self.n_past)
+                    pending += self.decode(k, tok)
+                tok = self._last_given = pending.pop(0)
+                stats.decode_steps += 1
+                continue
             if on_device:  # no logits come back to check: a NaN row draws its first NaN (SAMPLE)
                 tok, timings = self.sample_step(tok, temperature, top_k, top_p, seed, timed)
             else:

@@ -429,3 +429,30 @@ def test_decode_reports_logits_that_are_not_finite(tiny):
     # steps at 3 and 4 (the first refused chain), then a chain from 5 whose third step (position 7) is NaN
     with pytest.raises(FloatingPointError, match="position 7"):
         eng.decode(8)
+
+
+@pytest.mark.parametrize("n_new", [1, 2, 3, 19, 40])
+def test_greedy_generate_through_chains_equals_steps(tiny, n_new):
+    """generate() at temperature 0 on a backend that chains (the double): the same tokens as step by step,
+    and the engine left where step by step leaves it (the tokens decoded past the end taken back)."""
+    runs = []
+    for backend in ("numpy", _ChainingNumpy()):
+        eng = Engine.from_gguf(tiny, backend=backend, max_ctx=64)
+        toks = [g.token for g in eng.generate([5, 17, 99], max_new_tokens=n_new)]
+        runs.append((toks, eng.n_past, eng.next_token, eng.last_stats.decode_steps, eng.step().token))
+        if n_new > 3 and not isinstance(backend, str):  # chains ran: one refused, then up to CHAIN_CHUNK
+            assert backend.calls and max(c[2] for c in backend.calls) <= 16
+    assert runs[1] == runs[0]
+
+
+def test_greedy_generate_stopped_early_takes_the_chain_back(tiny):
+    eng_ref = Engine.from_gguf(tiny, backend="numpy", max_ctx=64)
+    ref = eng_ref.generate([5, 17, 99], max_new_tokens=30)
+    want = [next(ref).token for _ in range(7)]
+    ref.close()
+    eng = Engine.from_gguf(tiny, backend=_ChainingNumpy(), max_ctx=64)
+    gen = eng.generate([5, 17, 99], max_new_tokens=30)
+    assert [next(gen).token for _ in range(7)] == want
+    gen.close()  # the consumer stops: 16-token chains ran further
+    assert (eng.n_past, eng.next_token) == (eng_ref.n_past, eng_ref.next_token)
+    assert eng.step().token == eng_ref.step().token
