@@ -371,7 +371,7 @@ class _ChainingNumpy:
     uncaptured graph would: what Engine.decode must do with it, checked without a GPU."""
 
     def __init__(self, nan_at: int | None = None) -> None:
-        from rocmforge.backends.numpy_ref import NumpyBackend
+        from rocmforge.backends.numpy_backend import NumpyBackend
 
         self.inner = NumpyBackend()
         self.nan_at = nan_at  # a chained step whose logits are reported as not finite
