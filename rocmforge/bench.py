@@ -95,10 +95,13 @@ def run_pp(eng: Engine, n_prompt: int, reps: int = 3, seed: int = 0, n_depth: in
 
 def run_tg(eng: Engine, n_gen: int, reps: int = 3, seed: int = 0, n_depth: int = 0,
            progress: Progress | None = None) -> dict:
-    """Decode n_gen tokens one at a time after n_depth tokens of context (as llama-bench's tg test does).
+    """Decode n_gen tokens one at a time after n_depth tokens of context (as llama-bench's tg test does),
+    greedily through Engine.decode (chained on the device where the backend can: the host enqueues steps
+    and reads the tokens back at the end).
     Adds `bytes_per_token` (decode_bytes at the run's middle depth) and `avg_gbs`, the bytes a second the
     average rate moves; where the backend replays a captured graph, `step_device_us` (one replayed step's
-    device time) and `step_host_us` (the average step's time beyond it: the host's work per token); on a
+    device time) and `step_host_us` (the average step's time beyond it: the host's work per token, or with
+    chained steps the gap between replays); on a
     GPU, `copy_gbs` (its copy bandwidth, device.copy_bandwidth) and `pct_copy` (avg_gbs's share of it)."""
     _check(n_gen, reps, n_depth)
     tok = int(np.random.default_rng(seed).integers(0, eng.config.n_vocab))
@@ -108,9 +111,7 @@ def run_tg(eng: Engine, n_gen: int, reps: int = 3, seed: int = 0, n_depth: int =
         if progress:
             progress(f"tg{n_gen} @ d{n_depth}: {'warm-up' if i == 0 else f'run {i}/{reps}'}")
         t0 = time.perf_counter_ns()
-        t = tok
-        for _ in range(n_gen):
-            t = eng.step(t, timed=False).token
+        eng.decode(n_gen, tok)
         if i:
             samples.append(time.perf_counter_ns() - t0)
     rec = _record(eng, 0, n_gen, samples, n_depth)

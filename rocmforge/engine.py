@@ -25,6 +25,7 @@ from .profile import StepTimings
 from .tokenizer import Tokenizer
 
 MAX_UBATCH = 512  # prompt tokens per prefill graph run
+CHAIN_CHUNK = 16  # greedy generate(): tokens decoded per chain (Engine.decode) where the backend chains
 
 
 def prompt_bucket(n: int) -> int:
@@ -208,6 +209,7 @@ class Engine:
         self.n_past = 0
         self.runs = 0  # graph runs so far: a step's logits can be fetched until the next
         self.next_token: int | None = None
+        self._last_given: int | None = None  # generate(): the last token given out of a chain
         self.last_stats = GenerationStats()
         self.prefill_timings = StepTimings()  # of the last prefill(timed=True)
         self._check_device_memory()
@@ -360,9 +362,7 @@ class Engine:
             b = n
         g = self.graph(b, all_logits) if sample is None else self.sample_graph()
         toks = np.concatenate([toks, np.zeros(b - n, np.int64)]).astype(np.int32)
-        inputs = {"inp_tokens": toks, "inp_pos": np.arange(self.n_past, self.n_past + b, dtype=np.int32)}
-        if "inp_out_ids" in g.inputs:
-            inputs["inp_out_ids"] = np.array([n - 1], np.int32)
+        inputs = self._inputs(g, toks, n)
         if sample is not None:
             inputs["inp_sample"] = sample
         outs, timings = self.backend.run(g, inputs, timed, fetch=fetch)
@@ -374,6 +374,14 @@ class Engine:
             timings.tokens = n
         self.n_past += n
         return outs, timings
+
+    def _inputs(self, g: Graph, toks: np.ndarray, n: int) -> dict[str, np.ndarray]:
+        """A run's inputs: tokens (int32, n real ones then padding) at the next positions."""
+        pos = np.arange(self.n_past, self.n_past + len(toks), dtype=np.int32)
+        inputs = {"inp_tokens": toks, "inp_pos": pos}
+        if "inp_out_ids" in g.inputs:
+            inputs["inp_out_ids"] = np.array([n - 1], np.int32)
+        return inputs
 
     # ---- public API ---------------------------------------------------------------------------------
     def reset(self) -> None:
@@ -421,6 +429,45 @@ class Engine:
         if logits:
             return StepResult(self.next_token, outs["logits"][0], timings, memory, position)
         return StepResult(self.next_token, self._logits_loader(position), timings, memory, position)
+
+    def decode(self, n: int, token: int | None = None) -> list[int]:
+        """Greedy: n more tokens from `token` (default: the last greedy choice of a prefill() or step()), as
+        n step() calls would give them. Where the backend chains steps on the device (HipBackend.run_chain:
+        each step's token fed to the next without the host) the tokens come back together at the end; else
+        step by step. Nothing but token ids (and each token's logit) is downloaded. Logits with NaN or +Inf
+        raise FloatingPointError, as in generate()."""
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        if token is None and self.next_token is None:
+            raise RuntimeError("decode() needs a token, or the greedy choice of a prefill() or step()")
+        self._check_room(n)
+        if token is not None:
+            if not 0 <= token < self.config.n_vocab:
+                raise ValueError(f"token id out of range [0, {self.config.n_vocab})")
+            self.next_token = int(token)
+        chain = getattr(self.backend, "run_chain", None)
+        out: list[int] = []
+        while len(out) < n:
+            if out and chain is not None:  # after a step: the graph is prepared (captured after two runs)
+                g = self.graph(1)
+                p0 = self.n_past
+                got = chain(g, self._inputs(g, np.array([self.next_token], np.int32), 1), n - len(out))
+                if got is not None:
+                    toks, vals = got
+                    self.runs += len(toks)
+                    self.n_past += len(toks)
+                    out += [int(t) for t in toks]
+                    self.next_token = out[-1]
+                    bad = np.flatnonzero(np.isnan(vals) | np.isposinf(vals))
+                    if bad.size:
+                        where = p0 + int(bad[0])
+                        raise FloatingPointError(f"step at position {where}: the logits hold NaN or Inf")
+                    break
+            res = self.step()
+            if not res.finite:
+                raise FloatingPointError(f"step at position {res.position}: the logits hold NaN or Inf")
+            out.append(res.token)
+        return out
 
     def _logits_loader(self, position: int) -> Callable[[int | None], np.ndarray]:
         """Downloads the logits of the decode step at position (index: one element) while they are still
@@ -521,6 +568,22 @@ class Engine:
     def _decode(self, logits: np.ndarray, stats: GenerationStats, decoder: Any, max_new_tokens: int,
                 temperature: float, top_k: int, top_p: float, seed: int | None, stop: Sequence[str],
                 on_device: bool) -> Iterator[Generated]:
+        # greedy on a backend that chains steps: after the first (timed) step, CHAIN_CHUNK tokens a chain
+        # (decode); those decoded past where generation stops are taken back (the cache's later rows are
+        # rewritten before anything reads them)
+        chained = temperature <= 0 and not on_device and hasattr(self.backend, "run_chain")
+        pending: list[int] = []  # tokens a chain decoded that were not given out yet
+        try:
+            yield from self._decode_loop(logits, stats, decoder, max_new_tokens, temperature, top_k, top_p,
+                                         seed, stop, on_device, chained, pending)
+        finally:
+            if pending:  # as if stepped one at a time: the last token given out is the one not yet fed
+                self.n_past -= len(pending)
+                self.next_token = self._last_given
+
+    def _decode_loop(self, logits: np.ndarray, stats: GenerationStats, decoder: Any, max_new_tokens: int,
+                     temperature: float, top_k: int, top_p: float, seed: int | None, stop: Sequence[str],
+                     on_device: bool, chained: bool, pending: list[int]) -> Iterator[Generated]:
         text = ""
         stop_ids = set(self.tokenizer.stop_ids)
         if max_new_tokens == 0:
@@ -548,6 +611,13 @@ class Engine:
                 break
             # per-op timings from the first step only: a timed step runs the step more than once
             timed = stats.decode_steps == 0
+            if chained and not timed:
+                if not pending:
+                    k = min(CHAIN_CHUNK, max_new_tokens - 1 - i, self.max_ctx - self.n_past)
+                    pending += self.decode(k, tok)
+                tok = self._last_given = pending.pop(0)
+                stats.decode_steps += 1
+                continue
             if on_device:  # no logits come back to check: a NaN row draws its first NaN (SAMPLE)
                 tok, timings = self.sample_step(tok, temperature, top_k, top_p, seed, timed)
             else:

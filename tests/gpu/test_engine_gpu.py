@@ -144,6 +144,28 @@ def test_replay_equals_eager(tiny):
     assert plan.device_graph is not None and not plan.capture_failed
 
 
+@pytest.mark.parametrize("kv", ["f32", "f16"])
+def test_decode_chained_on_the_device_equals_steps(tiny, kv):
+    """Engine.decode on the HIP backend: after two steps (the second captures the step's graph) the rest run
+    as one chain (run_chain: chain_advance between replays, no host in between) and give the tokens of as
+    many step() calls; a step after the chain continues from its position."""
+    ids = [1, 2, 3, 4, 5]
+    ref = Engine.from_gguf(tiny, backend="hip", max_ctx=96, kv_dtype=kv)
+    ref.prefill(ids)
+    want = [ref.step(timed=False).token for _ in range(41)]
+    eng = Engine.from_gguf(tiny, backend="hip", max_ctx=96, kv_dtype=kv)
+    chains = []
+    run_chain = eng.backend.run_chain
+    eng.backend.run_chain = lambda g, inputs, n: chains.append(n) or run_chain(g, inputs, n)
+    eng.prefill(ids)
+    assert eng.decode(40) + [eng.step(timed=False).token] == want
+    assert chains == [39, 38]  # refused before the capture (nothing run), then one chain of the rest
+    assert eng.n_past == len(ids) + 41
+    eng.reset()  # the chained graph's inputs are written again by the next run
+    eng.prefill(ids)
+    assert eng.decode(8) == want[:8]
+
+
 def test_pool_counters_stay_flat_over_1000_decode_steps(tiny):
     import cupy
 

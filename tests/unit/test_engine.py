@@ -363,3 +363,96 @@ def test_kv_dtype_defaults_to_f16_on_a_gpu_and_f32_on_numpy(tiny):
     assert not np.array_equal(a, b) and float(np.mean((a - b) ** 2) / np.mean(a**2)) < 1e-4
     with pytest.raises(ValueError, match="kv_dtype 'bf16': choose one of auto, f16, f32"):
         Engine.from_gguf(tiny, backend="numpy", kv_dtype="bf16")
+
+
+class _ChainingNumpy:
+    """The numpy backend with a run_chain that does what HipBackend's chain_advance does between replays
+    (the step's argmax becomes the next token, the position advances), refusing the first call as an
+    uncaptured graph would: what Engine.decode must do with it, checked without a GPU."""
+
+    def __init__(self, nan_at: int | None = None) -> None:
+        from rocmforge.backends.numpy_backend import NumpyBackend
+
+        self.inner = NumpyBackend()
+        self.nan_at = nan_at  # a chained step whose logits are reported as not finite
+        self.calls: list[tuple[int, int, int]] = []  # (first token, first position, n) of each chain
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def run_chain(self, graph, inputs, n):
+        self.calls.append((int(inputs["inp_tokens"][0]), int(inputs["inp_pos"][0]), n))
+        if len(self.calls) == 1:
+            return None
+        inputs, toks, vals = dict(inputs), [], []
+        for _ in range(n):
+            outs, _ = self.inner.run(graph, inputs, fetch=("argmax", "logits"))
+            toks.append(int(outs["argmax"][0]))
+            vals.append(np.nan if len(vals) == self.nan_at else outs["logits"][0, toks[-1]])
+            inputs = {**inputs, "inp_tokens": np.array([toks[-1]], np.int32),
+                      "inp_pos": inputs["inp_pos"] + 1}
+        return np.array(toks, np.int32), np.array(vals, np.float32)
+
+
+def test_decode_gives_the_tokens_of_as_many_steps(tiny):
+    ids = [5, 17, 99, 3]
+    ref = Engine.from_gguf(tiny, backend="numpy", max_ctx=64)
+    ref.prefill(ids)
+    want = [ref.step().token for _ in range(12)]
+    for backend in ("numpy", _ChainingNumpy()):
+        eng = Engine.from_gguf(tiny, backend=backend, max_ctx=64)
+        eng.prefill(ids)
+        assert eng.decode(5) == want[:5]
+        assert eng.n_past == len(ids) + 5 and eng.next_token == want[4]
+        assert eng.decode(6) + [eng.step().token] == want[5:]
+        if not isinstance(backend, str):  # refused once (after the first step), then the rest in one chain
+            assert backend.calls[:2] == [(want[0], len(ids) + 1, 4), (want[1], len(ids) + 2, 3)]
+            assert backend.calls[2] == (want[5], len(ids) + 6, 5)
+
+
+def test_decode_checks_its_arguments(tiny):
+    eng = Engine.from_gguf(tiny, backend="numpy", max_ctx=8)
+    with pytest.raises(RuntimeError, match="prefill"):
+        eng.decode(2)
+    eng.prefill([1, 2, 3])
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        eng.decode(0)
+    with pytest.raises(ContextOverflowError, match="max_ctx=8"):
+        eng.decode(6)
+    assert eng.n_past == 3  # nothing ran
+    assert len(eng.decode(5)) == 5 and eng.n_past == 8
+
+
+def test_decode_reports_logits_that_are_not_finite(tiny):
+    eng = Engine.from_gguf(tiny, backend=_ChainingNumpy(nan_at=2), max_ctx=32)
+    eng.prefill([1, 2, 3])
+    # steps at 3 and 4 (the first refused chain), then a chain from 5 whose third step (position 7) is NaN
+    with pytest.raises(FloatingPointError, match="position 7"):
+        eng.decode(8)
+
+
+@pytest.mark.parametrize("n_new", [1, 2, 3, 19, 40])
+def test_greedy_generate_through_chains_equals_steps(tiny, n_new):
+    """generate() at temperature 0 on a backend that chains (the double): the same tokens as step by step,
+    and the engine left where step by step leaves it (the tokens decoded past the end taken back)."""
+    runs = []
+    for backend in ("numpy", _ChainingNumpy()):
+        eng = Engine.from_gguf(tiny, backend=backend, max_ctx=64)
+        toks = [g.token for g in eng.generate([5, 17, 99], max_new_tokens=n_new)]
+        runs.append((toks, eng.n_past, eng.next_token, eng.last_stats.decode_steps, eng.step().token))
+        if n_new > 3 and not isinstance(backend, str):  # chains ran: one refused, then up to CHAIN_CHUNK
+            assert backend.calls and max(c[2] for c in backend.calls) <= 16
+    assert runs[1] == runs[0]
+
+
+def test_greedy_generate_stopped_early_takes_the_chain_back(tiny):
+    eng_ref = Engine.from_gguf(tiny, backend="numpy", max_ctx=64)
+    ref = eng_ref.generate([5, 17, 99], max_new_tokens=30)
+    want = [next(ref).token for _ in range(7)]
+    ref.close()
+    eng = Engine.from_gguf(tiny, backend=_ChainingNumpy(), max_ctx=64)
+    gen = eng.generate([5, 17, 99], max_new_tokens=30)
+    assert [next(gen).token for _ in range(7)] == want
+    gen.close()  # the consumer stops: 16-token chains ran further
+    assert (eng.n_past, eng.next_token) == (eng_ref.n_past, eng_ref.next_token)
+    assert eng.step().token == eng_ref.step().token

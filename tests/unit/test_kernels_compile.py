@@ -71,6 +71,7 @@ ENTRY_POINTS = {
     "attention.hip": ["flash_attn_f32", "flash_attn_f16", "flash_attn_decode_f32", "flash_attn_decode_f16"],
     "attention_mma.hip": ["flash_attn_mma_f16"],
     "mul_mat_q.hip": [f"mul_mat_q_{t}" for t in _Q8],
+    "chain.hip": ["chain_advance"],
     "dev/mul_mat_vec_q.hip": [f"mul_mat_vec_q_{t}" for t in _Q8],
     "dev/mul_mat_vec_s.hip": [f"mul_mat_vec_s_{t}" for t in ("q4_0", "q4_1", "q5_0", "q8_0")],
     "dev/mul_mat_vec_x.hip": [f"mul_mat_vec_x_{t}" for t in _X8],

@@ -42,6 +42,8 @@ SCRATCH_ALLOWANCE = 8 << 20
 log = logging.getLogger("rocmforge.hip")
 
 ALIGN = 256
+# a one-token decode step run_chain can chain: its token and position inputs, its greedy token output
+CHAIN_INPUTS, CHAIN_OUTPUT, CHAIN_LOGITS = ("inp_tokens", "inp_pos"), "argmax", "logits"
 
 
 class HipBackend(PlanLaunches, TimedRuns):
@@ -246,8 +248,13 @@ class HipBackend(PlanLaunches, TimedRuns):
                 steps.append(Step(t, out, srcs, launch))
         outputs = {name: dev[t.id] for name, t in graph.outputs.items()}
         staging.plan_outputs(outputs)
+        chain = None
+        if (all(n in inputs and inputs[n].n_elements == 1 for n in CHAIN_INPUTS) and CHAIN_OUTPUT in outputs
+                and CHAIN_LOGITS in outputs and outputs[CHAIN_LOGITS].dtype == "f32"
+                and outputs[CHAIN_LOGITS].is_contiguous):
+            chain = self.ctx.mods.get("chain.hip").fn("chain_advance")  # compiled now, not in run_chain
         return Plan(steps, inputs, outputs, arena, ir_plan, index_bounds=graph.index_bounds(),
-                     staging=staging)
+                     staging=staging, chain=chain)
 
     def _get_plan(self, graph: Graph) -> Plan:
         entry = self._plans.get(id(graph))
@@ -312,6 +319,35 @@ class HipBackend(PlanLaunches, TimedRuns):
         outs = {name: plan.staging.result(name, plan.outputs[name]) for name in small}
         outs.update({name: download(self.cp, plan.outputs[name]) for name in names if name not in outs})
         return outs, timings or StepTimings()
+
+    def run_chain(self, graph: Graph, inputs: Mapping[str, np.ndarray], n: int
+                  ) -> tuple[np.ndarray, np.ndarray] | None:
+        """n one-token greedy steps back to back, the host out of the loop: each replay of the captured
+        step is followed by chain_advance (chain.hip), which makes the step's ARGMAX the next step's token
+        and advances its position on the device; the n tokens (int32) and their logits (f32: NaN or +Inf
+        where a step's logits were not finite) come back in one copy at the end.
+        inputs: the first step's. None, having run nothing, where the step does not replay (not captured
+        yet: run it once first; capture failed; replay off) or is not a one-token greedy step."""
+        plan = self._get_plan(graph)
+        can_replay = self.replay and not self.debug_poison and not plan.capture_failed
+        if plan.chain is None or not can_replay or plan.device_graph is None:
+            return None
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        check_indices(plan.index_bounds, inputs)
+        self._write_inputs(graph, plan, inputs)
+        tok, pos = (plan.inputs[name] for name in CHAIN_INPUTS)
+        out, logits = plan.outputs[CHAIN_OUTPUT], plan.outputs[CHAIN_LOGITS]
+        ring = self.cp.empty(2 * n, dtype=np.int32)  # the tokens, then their logits (f32 bits)
+        with self.stream:
+            for i in range(n):
+                plan.device_graph.launch(self.stream)
+                plan.chain((1,), (1,), (out.ptr, logits.ptr, tok.ptr, pos.ptr, ring.data.ptr,
+                                        ring.data.ptr + 4 * n, np.int32(i)))
+            host = ring.get(stream=self.stream)
+        self.stream.synchronize()
+        plan.runs += n
+        return host[:n], host[n:].view(np.float32)
 
     def copy_gbs(self) -> float:
         """The device's copy bandwidth in GB/s (read + written; device.copy_bandwidth), measured once."""

@@ -43,6 +43,7 @@ class Plan:
     index_bounds: dict = field(default_factory=dict)  # the graph's index_bounds(), checked on every run
     # every input in one device buffer, written from one pinned host mirror by one async copy a run
     staging: Staging | None = None
+    chain: Any = None  # chain_advance (chain.hip) where the graph is a one-token greedy decode step
 
     @property
     def arena_bytes(self) -> int:
