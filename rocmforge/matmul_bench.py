@@ -77,7 +77,7 @@ def plot(df: pd.DataFrame, gpu: str | Mapping[str, Any] | None = None, ax: Any =
         ax.axhline(g["f16_tflops"], color="k", ls="--", lw=1, label=f"f16 peak {g['f16_tflops']:g}")
         if g.get("int8_tops") == g.get("int8_tops"):  # not NaN
             ax.axhline(g["int8_tops"], color="k", ls=":", lw=1, label=f"int8 peak {g['int8_tops']:g}")
-    ax.set_xticks(x, [f"{t}\n{s}" for t, s in wide.index], fontsize=8)
+    ax.set_xticks(x, [f"{t} {s}" for t, s in wide.index], fontsize=7, rotation=60, ha="right")
     ax.set_ylabel("TFLOP/s (int8: TOPS)")
     ax.legend(fontsize=8, ncol=2)
     return ax
