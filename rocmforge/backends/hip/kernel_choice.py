@@ -174,8 +174,10 @@ BLAS_DEFAULTS = {
 }
 
 # mul_mat_q (prefill on int8 matrix instructions): chosen by "auto" where `auto` is true, and always by
-# prefill "mmq". gfx1100: there is no vendor BLAS in its default path and the tiled kernel has no matrix
-# cores (unmeasured); sm_90: cuBLAS on f16 tiles until bench_matmul.py says otherwise.
+# prefill "mmq". sm_90: the vendor-BLAS path is faster (H100, data/bench/matmul_h100.json: 1.4-3.8x at
+# LLaMA-7B's 11008-row weights; Qwen2.5-0.5B's pp512 88,735 vs 46,147 t/s end to end), so not by default.
+# gfx1100: there is no vendor BLAS in its default path and the tiled kernel has no matrix cores (unmeasured).
+# The tiling (16x16 tiles a warp) is unmeasured beyond the H100's 2x2 / 4x2 rows there.
 _MMQ_TILES = {"RF_MMQ_WM": 2, "RF_MMQ_WN": 2}  # 16 x 16 tiles a warp (unmeasured)
 MMQ_DEFAULTS = {
     "sm_90": {"*": {**_MMQ_TILES, "auto": False}},
