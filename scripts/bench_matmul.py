@@ -5,17 +5,18 @@ mul_mat_q.hip), for LLaMA-7B and Qwen2-0.5B layer shapes.
 
 Prints the GPU's name and the BLAS in use, then per weight type, shape (N x K: y [M, N] = x [M, K] @ w^T)
 and token count M: each path's time per node (the median over --reps of device-event timings around
---batch back-to-back runs of the prepared node, after warm-up: the tiled kernel is one launch, the BLAS path
-its copies, dequantizations and GEMMs, mmq its quantize_x8 and its kernel), its TFLOP/s (2 M N K / time)
-and nmse against numpy on the same (dequantized) weights (the BLAS path on f16 operands, mmq on x in int8:
-the conformance table's bound for both is 1e-4), dequantize.hip alone over the whole weight (dq us: what the
-BLAS path spends before its GEMMs), the fastest path and which one HipBackend's default (prefill "auto")
-chooses.
+--batch back-to-back runs of the prepared node replayed as one captured device graph, after two eager
+warm-ups; --eager launches them from Python instead, where small nodes then time the host: the tiled kernel
+is one launch, the BLAS path its copies, dequantizations and GEMMs, mmq its quantize_x8 and its kernel),
+its TFLOP/s (2 M N K / time) and nmse against numpy on the same (dequantized) weights (the BLAS path on
+f16 operands, mmq on x in int8: the conformance table's bound for both is 1e-4), dequantize.hip alone over
+the whole weight (dq us: what the BLAS path spends before its GEMMs), the fastest path and which one
+HipBackend's default (prefill "auto") chooses.
 
 This is a benchmark, not a test: it asserts nothing. Usage:
     python scripts/bench_matmul.py [--types Q4_0,Q8_0,Q4_K,Q6_K,F16] [--shapes llama,qwen] [--tokens 512]
                                    [--paths tiled,blas,mmq] [--reps 10] [--batch 5] [--scratch-mib 64]
-                                   [--json out.json]
+                                   [--eager] [--json out.json]
 """
 
 from __future__ import annotations
@@ -50,18 +51,36 @@ SHAPES = {  # numpy (N, K) of the prefill mat-muls (logits take the last token o
 }
 
 
+# time `batch` back-to-back runs captured as one device graph (no host time inside), or launched eagerly
+# (--eager: the host's launch time counts where it exceeds the GPU's)
+GRAPH = True
+
+
 def timed_us(be: HipBackend, fn, reps: int, batch: int) -> float:
-    """Median over reps of (device time of `batch` back-to-back fn() calls) / batch, after two warm-ups."""
+    """Median over reps of (device time of `batch` back-to-back fn() calls) / batch, after two eager
+    warm-ups (kernels compiled, the BLAS's workspace set): the calls replayed as one captured device graph
+    (GRAPH), else launched eagerly."""
     cp = be.cp
     with be.stream:
         fn()
         fn()
+        graph = None
+        if GRAPH:
+            be.stream.begin_capture()
+            try:
+                for _ in range(batch):
+                    fn()
+            finally:
+                graph = be.stream.end_capture()
         times = []
         for _ in range(reps):
             e0, e1 = cp.cuda.Event(), cp.cuda.Event()
             e0.record()
-            for _ in range(batch):
-                fn()
+            if graph is not None:
+                graph.launch()
+            else:
+                for _ in range(batch):
+                    fn()
             e1.record()
             e1.synchronize()
             times.append(cp.cuda.get_elapsed_time(e0, e1) * 1e3 / batch)
@@ -143,11 +162,15 @@ def main() -> int:
     ap.add_argument("--tokens", default="512", help="token counts M, comma-separated (e.g. 8,32,128,512)")
     ap.add_argument("--paths", default="tiled,blas,mmq",
                     help="prefill paths among tiled, blas, mmq (mmq:WMxWN: mul_mat_q's tiling, e.g. mmq:4x2)")
+    ap.add_argument("--eager", action="store_true",
+                    help="launch each run from Python instead of replaying a captured graph of --batch runs")
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--batch", type=int, default=5)
     ap.add_argument("--scratch-mib", type=int, default=None, help="RF_BLAS_SCRATCH in MiB (default: table's)")
     ap.add_argument("--json", metavar="OUT", help="write the table as JSON")
     a = ap.parse_args()
+    global GRAPH
+    GRAPH = not a.eager
 
     tunables = {} if a.scratch_mib is None else {"RF_BLAS_SCRATCH": a.scratch_mib << 20}
     be = HipBackend(tunables=tunables)
@@ -189,8 +212,9 @@ def main() -> int:
                     print(f"{qt.name:6s} {f'{N}x{K}':>12s} {M:5d} | {cols} | {dq_us:8.1f} {rec['best']:>6s} "
                           f"{auto:>6s}", flush=True)
     if a.json:
-        Path(a.json).write_text(json.dumps({"gpu": be.device_name, "arch": be.arch, "blas": ctx.device.blas,
-                                            "table": rows}, indent=1))
+        head = {"gpu": be.device_name, "arch": be.arch, "blas": ctx.device.blas,
+                "timing": "graph" if GRAPH else "eager"}
+        Path(a.json).write_text(json.dumps({**head, "table": rows}, indent=1))
     return 0
 
 
