@@ -299,7 +299,7 @@ def test_int8_activations_flag_errors_clearly(tmp_path: Path, capsys, monkeypatc
 
 
 def test_bench_prefill_flag_chooses_the_hip_prefill_path(tmp_path: Path, capsys, monkeypatch) -> None:
-    """bench --prefill tiled|blas|auto: a HIP-backend setting (one line and exit 2 with --backend numpy),
+    """bench --prefill tiled|blas|mmq|auto: a HIP-backend setting (one line and exit 2 with --backend numpy),
     passed to HipBackend(prefill=...) as asked."""
     import rocmforge.backends.hip as hip
     from rocmforge.synth import write_tiny_model
@@ -314,10 +314,10 @@ def test_bench_prefill_flag_chooses_the_hip_prefill_path(tmp_path: Path, capsys,
         raise RuntimeError("no CUDA device (test)")
 
     monkeypatch.setattr(hip, "HipBackend", fake_backend)
-    for choice in ("tiled", "blas", "auto"):
+    for choice in ("tiled", "blas", "mmq", "auto"):
         rc, _, err = _run(capsys, "bench", "--model", str(model), "--prefill", choice, "-p", "8", "-n", "0")
         assert rc == 2 and "no CUDA device (test)" in _one_line_error(err)
     rc, _, err = _run(capsys, "bench", "--model", str(model), "--prefill", "tiled", "--int8-activations")
-    assert made == [{"int8_activations": False, "prefill": p} for p in ("tiled", "blas", "auto")] + [
+    assert made == [{"int8_activations": False, "prefill": p} for p in ("tiled", "blas", "mmq", "auto")] + [
         {"int8_activations": True, "prefill": "tiled"}
     ]
