@@ -73,6 +73,7 @@ ENTRY_POINTS = {
     "mul_mat_q.hip": [f"mul_mat_q_{t}" for t in _Q8],
     "chain.hip": ["chain_advance"],
     "dev/mul_mat_vec_q.hip": [f"mul_mat_vec_q_{t}" for t in _Q8],
+    "dev/grid_barrier.hip": ["stage_kernel", "persistent_stages"],
     "dev/mul_mat_vec_s.hip": [f"mul_mat_vec_s_{t}" for t in ("q4_0", "q4_1", "q5_0", "q8_0")],
     "dev/mul_mat_vec_x.hip": [f"mul_mat_vec_x_{t}" for t in _X8],
     "dev/mul_mat_vec_xb.hip": [f"mul_mat_vec_xb_{t}" for t in _X8],
