@@ -64,6 +64,7 @@ def plot(df: pd.DataFrame, gpu: str | Mapping[str, Any] | None = None, ax: Any =
     """TFLOP/s per (type, shape), a bar per path; with gpu, its dense f16 and int8 peaks as lines."""
     import matplotlib.pyplot as plt
     import numpy as np
+    import pandas as pd
 
     if ax is None:
         _, ax = plt.subplots(figsize=(11, 4))
@@ -75,7 +76,7 @@ def plot(df: pd.DataFrame, gpu: str | Mapping[str, Any] | None = None, ax: Any =
     if gpu is not None:
         g = find_gpu(gpu) if isinstance(gpu, str) else dict(gpu)
         ax.axhline(g["f16_tflops"], color="k", ls="--", lw=1, label=f"f16 peak {g['f16_tflops']:g}")
-        if g.get("int8_tops") == g.get("int8_tops"):  # not NaN
+        if pd.notna(g.get("int8_tops")):
             ax.axhline(g["int8_tops"], color="k", ls=":", lw=1, label=f"int8 peak {g['int8_tops']:g}")
     ax.set_xticks(x, [f"{t} {s}" for t, s in wide.index], fontsize=7, rotation=60, ha="right")
     ax.set_ylabel("TFLOP/s (int8: TOPS)")
@@ -83,22 +84,15 @@ def plot(df: pd.DataFrame, gpu: str | Mapping[str, Any] | None = None, ax: Any =
     return ax
 
 
-def prompt_tflops(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """Whole prompts (pp records of llama-bench or rocmforge bench, JSONL rows) as effective TFLOP/s of the
-    weights alone: 2 * model_n_params * tokens a second (attention's and the rest's arithmetic left out, the
-    same for both tools). One row per record with n_prompt > 0: tool, model, n_prompt, t/s (the median of
-    its runs where given), TFLOP/s."""
-    import numpy as np
-    import pandas as pd
+def prompt_tflops(runs: pd.DataFrame) -> pd.DataFrame:
+    """Whole prompts (the pp rows of llama-bench or rocmforge bench runs, as llamacpp.read_bench_jsonl reads
+    them) as effective TFLOP/s of the weights alone: 2 * model_n_params * tokens a second (attention's and
+    the rest's arithmetic left out, the same for both tools). One row per pp record: tool, model, n_prompt,
+    t/s (report.median_ts: the median of its runs where given), TFLOP/s."""
+    from .report import median_ts
 
-    rows = []
-    for r in records:
-        if not r.get("n_prompt") or r.get("n_gen"):
-            continue
-        s = r.get("samples_ts")
-        ts = float(np.median(s)) if isinstance(s, list) and s else float(r["avg_ts"])
-        tool = "rocmforge" if str(r.get("build_commit", "")).startswith("rocmforge") else "llama.cpp"
-        rows.append({"tool": tool, "model": Path(str(r.get("model_filename", ""))).name,
-                     "n_prompt": int(r["n_prompt"]), "ts": ts,
-                     "tflops": 2.0 * float(r["model_n_params"]) * ts / 1e12})
-    return pd.DataFrame(rows, columns=["tool", "model", "n_prompt", "ts", "tflops"])
+    pp = runs[(runs["n_prompt"] > 0) & (runs["n_gen"] == 0)]
+    out = pp[["tool", "model", "n_prompt"]].reset_index(drop=True)
+    out["ts"] = median_ts(pp).to_numpy()
+    out["tflops"] = 2.0 * pp["model_n_params"].to_numpy(dtype=float) * out["ts"] / 1e12
+    return out

@@ -59,6 +59,8 @@ def test_plot_draws_a_bar_per_path_and_the_peaks():
 
 
 def test_prompt_tflops_of_both_tools():
+    from rocmforge.llamacpp import parse_bench_jsonl
+
     recs = [
         {"build_commit": "rocmforge-0.1.0", "model_filename": "/tmp/a.gguf", "n_prompt": 512, "n_gen": 0,
          "model_n_params": 1_000_000_000, "avg_ts": 10.0, "samples_ts": [9.0, 100.0, 11.0]},
@@ -67,7 +69,8 @@ def test_prompt_tflops_of_both_tools():
         {"build_commit": "b1234", "model_filename": "/tmp/a.gguf", "n_prompt": 0, "n_gen": 128,
          "model_n_params": 1_000_000_000, "avg_ts": 300.0},
     ]
-    df = MB.prompt_tflops(recs)
+    df = MB.prompt_tflops(parse_bench_jsonl("\n".join(json.dumps(r) for r in recs)))
     assert list(df["tool"]) == ["rocmforge", "llama.cpp"]  # the tg record is not a prompt
     assert df["ts"].tolist() == [11.0, 5000.0]  # the median of the runs where given
     assert df["tflops"].tolist() == pytest.approx([2 * 1e9 * 11 / 1e12, 2 * 1e9 * 5000 / 1e12])
+    assert df["model"].tolist() == ["a.gguf", "a.gguf"]
