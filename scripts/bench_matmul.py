@@ -45,6 +45,7 @@ from rocmforge.backends.hip.weights import upload  # noqa: E402
 from rocmforge.ir.ops import x8_words  # noqa: E402
 
 Q = quant.QType
+PATH_KERNELS = {"tiled": "mul_mat", "blas": "mul_mat_blas", "mmq": "mul_mat_q"}  # --paths -> the table's row
 SHAPES = {  # numpy (N, K) of the prefill mat-muls (logits take the last token only: a mat-vec)
     "llama": [(4096, 4096), (11008, 4096), (4096, 11008)],
     "qwen": [(896, 896), (128, 896), (4864, 896), (896, 4864)],
@@ -119,8 +120,7 @@ def measure(
     ctx.mat_mul = C.MatMulOptions(prefill=prefill)
     try:
         choice = mul_mat_choice(ctx, w, M)
-        missing = choice.blas is None if prefill == "blas" else choice.kernel is not C.MUL_MAT_Q
-        if prefill in ("blas", "mmq") and missing:
+        if prefill != "tiled" and choice.kernel.name != PATH_KERNELS[prefill]:  # the path does not apply
             return {}
         return _measure(be, path, choice, w, x, ref, reps, batch)
     finally:
@@ -199,8 +199,8 @@ def main() -> int:
                     x = DevTensor(upload(cp, x_host), 0, (M, K), "f32")
                     ref = x_host.astype(np.float64) @ w_host.T
                     ctx.mat_mul = C.MatMulOptions()
-                    kern = mul_mat_choice(ctx, w, M).kernel
-                    auto = {"mul_mat_blas": "blas", "mul_mat_q": "mmq"}.get(kern.name, "tiled")
+                    kern = mul_mat_choice(ctx, w, M).kernel.name
+                    auto = next((p for p, k in PATH_KERNELS.items() if k == kern), kern)
                     rec = {"type": qt.name, "N": N, "K": K, "M": M, "auto": auto, "dq_us": dq_us}
                     for p in paths:
                         rec.update(measure(be, p, w, x, ref, a.reps, a.batch))
