@@ -141,7 +141,7 @@ def mat_mat_q_geometry(kern, dev, w, M, base, tuned, host, pdl) -> KernelLaunch 
     defaults'): blocks of 32 WM tokens x 32 WN rows."""
     if not dev.mma or dev.warp != 32 or w.K % 32:
         return None
-    defines = {k: int(tuned.get(k, base.get(k, 2))) for k in ("RF_MMQ_WM", "RF_MMQ_WN")}
+    defines = {k: int(tuned.get(k, base[k])) for k in ("RF_MMQ_WM", "RF_MMQ_WN")}
     bm, bn = 32 * defines["RF_MMQ_WM"], 32 * defines["RF_MMQ_WN"]
     return KernelLaunch(kern.file, kern.entry.format(type=w.type), defines, (cdiv(w.N, bn), cdiv(M, bm)),
                         (MQ_THREADS,), pdl=pdl)
