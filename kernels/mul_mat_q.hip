@@ -27,7 +27,7 @@
 #define MQ_BN (32 * RF_MMQ_WN)    // weight rows a block
 #define MQ_BK 128                 // K a stage
 #define MQ_THREADS 128            // 4 warps of 32, 2 x 2 over the block's tile
-#define MQ_LD (MQ_BK + 16)        // bytes a shared row: 16-byte aligned, fragment loads free of bank conflicts
+#define MQ_LD (MQ_BK + 16)        // bytes a shared row: 16-byte aligned, no bank conflicts on fragments
 
 // x - c for 4 bytes of v in [0, 127] and c <= 128 a byte: signed bytes, no borrow between them
 RF_DEV rf_u32 rf_bytes_minus(rf_u32 v, rf_u32 c) { return ((v | 0x80808080u) - c) ^ 0x80808080u; }
@@ -100,7 +100,7 @@ struct RfG<QT_Q8_0> {  // d qs[32]
 };
 
 template <>
-struct RfG<QT_Q4_K> {  // sub-block j of a super-block: nibble j % 2 of qs[32 (j / 2) ..]; w = d sc q - dmin mn
+struct RfG<QT_Q4_K> {  // sub-block j of a super-block: nibble j % 2 of qs[32 (j / 2)..]; w = d sc q - dmin mn
     static constexpr int G = 32;
     static constexpr bool HAS_M = true;
     RF_DEV static void load(const rf_u8* row, int g, rf_u32* q, float& d, float& m) {
@@ -148,11 +148,13 @@ struct MqShared {
     float2 wdm[MQ_BN][MQ_BK / G];   // the weight granules' (d, m)
 };
 
-static_assert(sizeof(MqShared<16>) <= 48 * 1024, "mul_mat_q.hip: static shared memory over 48 KB (RF_MMQ_WM/WN)");
+static_assert(sizeof(MqShared<16>) <= 48 * 1024,
+              "mul_mat_q.hip: static shared memory over 48 KB (RF_MMQ_WM/WN)");
 
 template <class T>
-RF_DEV void mq(MqShared<RfG<T>::G>& sh, const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8* __restrict__ xq,
-               float* __restrict__ y, int M, int N, int K, const float* b, rf_i64 b_stride) {
+RF_DEV void mq(MqShared<RfG<T>::G>& sh, const rf_u8* __restrict__ w, rf_i64 row_bytes,
+               const rf_u8* __restrict__ xq, float* __restrict__ y, int M, int N, int K, const float* b,
+               rf_i64 b_stride) {
     RF_PDL_BEGIN();
     typedef RfG<T> Gr;
     constexpr int G = Gr::G, NG = MQ_BK / G, NB = MQ_BK / 32;
@@ -215,8 +217,9 @@ RF_DEV void mq(MqShared<RfG<T>::G>& sh, const rf_u8* __restrict__ w, rf_i64 row_
                     rf_mma_acci p;
 #pragma unroll
                     for (int e = 0; e < 8; ++e) p.x[e] = 0;
-                    rf_mma_i8<G>(p, xs + (tm + 16 * i) * MQ_LD + gi * G, MQ_LD, ws + (tn + 16 * j) * MQ_LD + gi * G,
-                                 MQ_LD);
+                    const int k = gi * G;
+                    const rf_i8* a = xs + (tm + 16 * i) * MQ_LD + k;
+                    rf_mma_i8<G>(p, a, MQ_LD, ws + (tn + 16 * j) * MQ_LD + k, MQ_LD);
 #pragma unroll
                     for (int e = 0; e < 8; ++e) {
                         const float2 xd = xds[tm + 16 * i + rf_mma_acc_row(e)][gi * G / 32];
