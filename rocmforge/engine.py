@@ -152,6 +152,10 @@ class GenerationStats:
         return self.decode_steps / self.decode_s if self.decode_s else 0.0
 
 
+def _non_finite(position: int) -> FloatingPointError:
+    return FloatingPointError(f"step at position {position}: the logits hold NaN or Inf")
+
+
 def _make_backend(backend):
     from .backends.numpy_backend import NumpyBackend
 
@@ -461,11 +465,11 @@ class Engine:
                     bad = np.flatnonzero(np.isnan(vals) | np.isposinf(vals))
                     if bad.size:
                         where = p0 + int(bad[0])
-                        raise FloatingPointError(f"step at position {where}: the logits hold NaN or Inf")
+                        raise _non_finite(where)
                     break
             res = self.step()
             if not res.finite:
-                raise FloatingPointError(f"step at position {res.position}: the logits hold NaN or Inf")
+                raise _non_finite(res.position)
             out.append(res.token)
         return out
 
@@ -624,7 +628,7 @@ class Engine:
                 res = self.step(tok, timed=timed, logits=temperature > 0)  # greedy: the token id only
                 timings = res.timings
                 if not res.finite:
-                    raise FloatingPointError(f"step at position {res.position}: the logits hold NaN or Inf")
+                    raise _non_finite(res.position)
                 tok = (res.token if temperature <= 0
                        else sample_seeded(res.logits, temperature, top_k, top_p, seed, self.n_past))
             stats.decode_steps += 1
