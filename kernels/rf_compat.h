@@ -162,6 +162,10 @@ RF_DEV float rf_warp_max(float v) { return rf_group_max(v, RF_WARP); }
 struct rf_mma_acc {
     float x[8];
 };
+// the int32 tile of rf_mma_i8 (RF_MMA_I8: where the int8 instructions are), elements where rf_mma_acc's are
+struct rf_mma_acci {
+    int x[8];
+};
 
 #if defined(RF_CUDA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
 #define RF_MMA 1
@@ -230,9 +234,6 @@ RF_DEV float rf_mma_row_sum(float v) {
 // and ldb multiples of 16. m16n8k32 (KK 32) / m16n8k16 (KK 16), two a tile: A a0..a3 (rows g, g + 8; k
 // 4t..4t+3, + 16), B b0, b1 (n 8j + g; k 4t..4t+3, + 16), 4 bytes a word.
 #define RF_MMA_I8 1
-struct rf_mma_acci {
-    int x[8];
-};
 
 template <int KK>
 RF_DEV void rf_mma_i8(rf_mma_acci& c, const rf_i8* a, int lda, const rf_i8* b, int ldb) {
@@ -306,9 +307,6 @@ RF_DEV float rf_mma_row_sum(float v) { return rf_group_sum(v, 16); }
 // int8 products (mul_mat_q.hip), as the CUDA branch's: WMMA iu8 (signed), 16 along k a call; lanes l and
 // l + 16 hold A's row (B's column) l % 16; a, b 16-byte aligned, lda and ldb multiples of 16
 #define RF_MMA_I8 1
-struct rf_mma_acci {
-    int x[8];
-};
 typedef int rf_v4i __attribute__((ext_vector_type(4)));
 typedef int rf_v8i __attribute__((ext_vector_type(8)));
 
