@@ -80,6 +80,10 @@ def main() -> int:
     a = ap.parse_args()
     if a.stages < 1 or a.reps < 1:
         ap.error("--stages and --reps must be at least 1")
+    try:
+        wanted = [None if b.strip().upper() == "SM" else int(b) for b in a.blocks.split(",")]
+    except ValueError:
+        ap.error(f"--blocks {a.blocks!r}: block counts (integers or SM), comma-separated")
 
     be = HipBackend()
     cp, n_sm = be.cp, be.ctx.device.n_sm
@@ -89,8 +93,8 @@ def main() -> int:
     sync = cp.zeros(2, dtype=np.uint32)
     rows = []
     print(f"{'blocks':>6s} | {'kernels us':>10s} {'kernels+pdl us':>14s} | {'persistent us':>13s}  (a stage)")
-    for b in a.blocks.split(","):
-        blocks = n_sm if b.strip().upper() == "SM" else int(b)
+    for b in wanted:
+        blocks = n_sm if b is None else b
         if not 1 <= blocks <= n_sm:
             print(f"{blocks:6d} | skipped: the persistent kernel wants 1 to {n_sm} blocks (one an SM)")
             continue
