@@ -237,7 +237,9 @@ __device__ void flash_attn(const float* __restrict__ q, const Tkv* __restrict__ 
 // a head for the lot; it keeps per head a running max, sum and output in registers (q too, ROPE'd and
 // scaled on the way in). The warps' partials merge in shared memory; with n_splits > 1 the block writes
 // its partial and the last block of the KV head to finish merges them (tickets, as flash_attn), over the
-// splits that saw rows (those up to the position's).
+// splits that saw rows (those up to the position's). With kn and vn (f32 [Hkv * D]: the step's K row before
+// RoPE and its V row) the block whose split holds row p first writes them there (fuse_kv_write: no
+// SET_ROWS_ROPE launch before it); null: the cache holds row p already.
 #ifndef RF_DEC_G
 #define RF_DEC_G 8
 #endif
@@ -291,8 +293,9 @@ RF_DEV void fa_dec_merge(const float* part_m, const float* part_l, const float* 
 }
 
 template <typename Tkv>
-RF_DEV void flash_attn_decode(const float* __restrict__ q, const Tkv* __restrict__ k,
-                              const Tkv* __restrict__ v, const int* __restrict__ pos,
+RF_DEV void flash_attn_decode(const float* __restrict__ q, Tkv* __restrict__ k, Tkv* __restrict__ v,
+                              const int* __restrict__ pos,
+                              const float* __restrict__ kn, const float* __restrict__ vn,
                               float* __restrict__ out, float* part_o, float* part_m, float* part_l,
                               int* __restrict__ counters, int H, int Hkv, rf_i64 row_stride,
                               rf_i64 head_stride, int C, int group, float scale, int rope_dims,
@@ -309,6 +312,17 @@ RF_DEV void flash_attn_decode(const float* __restrict__ q, const Tkv* __restrict
     float qv[FA_DEC_G][FA_DPL], m[FA_DEC_G], l[FA_DEC_G], o[FA_DEC_G][FA_DPL];
     const int kv_end = min(p + 1, C);
     const bool any = split * group < kv_end;  // a split past the position only hands in an empty partial
+    if (kn != nullptr && p < C && (p / group) % (int)gridDim.x == split) {
+        // the step's own row p (k_new ROPE'd as SET_ROWS_ROPE ropes it, v_new) into the cache, by the block
+        // whose split reads row p: no other block reads it, and __syncthreads makes it visible to this one's
+        for (int d = threadIdx.x; d < FA_D; d += blockDim.x) {
+            const rf_i64 off = (rf_i64)p * row_stride + (rf_i64)hk * head_stride + d;
+            rf_io<Tkv>::store(k, off, rf_rope_elem<float>(kn + (rf_i64)hk * FA_D, d, p, rope_dims, rope_neox,
+                                                           rope_lb, rope_freq_scale));
+            rf_io<Tkv>::store(v, off, vn[(rf_i64)hk * FA_D + d]);
+        }
+        __syncthreads();
+    }
 #pragma unroll
     for (int j = 0; j < FA_DPL; ++j) {
         // the rotation of dim d0 + j at p, once for every head (its double sine and cosine are the cost);
@@ -422,12 +436,13 @@ RF_DEV void flash_attn_decode(const float* __restrict__ q, const Tkv* __restrict
 
 #define FA_DEC_ENTRY(t, Tkv)                                                                           \
     RF_KERNEL void __launch_bounds__(FA_DEC_WARPS * RF_WARP)                                           \
-        flash_attn_decode_##t(const float* q, const Tkv* k, const Tkv* v, const int* pos, float* out,   \
-                              float* part_o, float* part_m, float* part_l, int* counters, int H, int Hkv, \
-                              rf_i64 row_stride, rf_i64 head_stride, int C, int group, float scale,    \
-                              int rope_dims, int rope_neox, float rope_base, float rope_freq_scale) {  \
-        flash_attn_decode<Tkv>(q, k, v, pos, out, part_o, part_m, part_l, counters, H, Hkv, row_stride, \
-                               head_stride, C, group, scale, rope_dims, rope_neox, rope_base,          \
+        flash_attn_decode_##t(const float* q, Tkv* k, Tkv* v, const int* pos, const float* kn,          \
+                              const float* vn, float* out, float* part_o, float* part_m, float* part_l, \
+                              int* counters, int H, int Hkv, rf_i64 row_stride, rf_i64 head_stride,    \
+                              int C, int group, float scale, int rope_dims, int rope_neox,             \
+                              float rope_base, float rope_freq_scale) {                                \
+        flash_attn_decode<Tkv>(q, k, v, pos, kn, vn, out, part_o, part_m, part_l, counters, H, Hkv,     \
+                               row_stride, head_stride, C, group, scale, rope_dims, rope_neox, rope_base, \
                                rope_freq_scale);                                                       \
     }
 #if FA_D % RF_WARP == 0 && FA_D <= 128  // (at 256 its partials would take the tiled kernel's shared memory)

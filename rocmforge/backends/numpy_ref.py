@@ -134,8 +134,9 @@ def ROPE(x: np.ndarray, pos: np.ndarray, *, n_dims: int, neox: bool, base: float
 def VIEW(a: np.ndarray, *, shape: tuple, strides: tuple, offset: int) -> np.ndarray:
     flat = a.reshape(-1)  # a view when a is contiguous (sources of views are)
     item = flat.itemsize
+    # writeable only over writeable storage (the KV cache, which FLASH_ATTN_EXT's k_new writes through)
     return np.lib.stride_tricks.as_strided(flat[offset:], shape=shape, strides=[s * item for s in strides],
-                                           writeable=False)
+                                           writeable=a.flags.writeable and flat.base is not None)
 
 
 def RESHAPE(a: np.ndarray, *, shape: tuple) -> np.ndarray:
@@ -188,10 +189,19 @@ def SWIGLU(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
     return (g / (1.0 + np.exp(-g)) * up.astype(np.float64)).astype(np.float32)
 
 
-def FLASH_ATTN_EXT(q: np.ndarray, k: np.ndarray, v: np.ndarray, pos: np.ndarray, *,
+def FLASH_ATTN_EXT(q: np.ndarray, k: np.ndarray, v: np.ndarray, pos: np.ndarray,
+                   k_new: np.ndarray | None = None, v_new: np.ndarray | None = None, *,
                    scale: float, rope_q: tuple | None = None) -> np.ndarray:
     # q [T, H, D], k/v [C, Hkv, D]; query t sees cache rows 0..pos[t]; head h uses kv head h // (H/Hkv);
-    # rope_q (n_dims, neox, base, freq_scale): q ROPE'd at pos first
+    # rope_q (n_dims, neox, base, freq_scale): q ROPE'd at pos first. k_new, v_new [T, Hkv * D]: written
+    # into rows pos of k and v (in place: views of the cache) first, k_new ROPE'd as q is (SET_ROWS_ROPE's)
+    if k_new is not None:
+        kr = k_new.astype(np.float32).reshape(k_new.shape[0], k.shape[1], k.shape[2])
+        if rope_q is not None:
+            n_dims, neox, base, freq_scale = rope_q
+            kr = ROPE(kr, pos, n_dims=n_dims, neox=neox, base=base, freq_scale=freq_scale)
+        k[pos] = kr.astype(k.dtype)
+        v[pos] = v_new.reshape(kr.shape).astype(v.dtype)
     if rope_q is not None:
         n_dims, neox, base, freq_scale = rope_q
         q = ROPE(q, pos, n_dims=n_dims, neox=neox, base=base, freq_scale=freq_scale)

@@ -206,14 +206,16 @@ class Graph:
         return self.op(Op.SWIGLU, [gate, up], name)
 
     def flash_attn_ext(self, q: Tensor, k: Tensor, v: Tensor, pos: Tensor, scale: float, name: str,
-                       rope_q: tuple | None = None) -> Tensor:
+                       rope_q: tuple | None = None, kv_new: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """Causal attention by position: query i sees cache rows 0..pos[i]; GQA by head groups. rope_q: ROPE's
-        (n_dims, neox, base, freq_scale), q ROPE'd at pos on the way in (None: q as it is)."""
+        (n_dims, neox, base, freq_scale), q ROPE'd at pos on the way in (None: q as it is). kv_new: (k_new,
+        v_new) f32 [T, Hkv * D] written into rows pos of k's and v's storage first, k_new ROPE'd as q is."""
+        srcs = [q, k, v, pos, *(kv_new or ())]
         if rope_q is None:
-            return self.op(Op.FLASH_ATTN_EXT, [q, k, v, pos], name, scale=float(scale))
+            return self.op(Op.FLASH_ATTN_EXT, srcs, name, scale=float(scale))
         n_dims, neox, base, freq_scale = rope_q
         rope_q = (int(n_dims), bool(neox), float(base), float(freq_scale))
-        return self.op(Op.FLASH_ATTN_EXT, [q, k, v, pos], name, scale=float(scale), rope_q=rope_q)
+        return self.op(Op.FLASH_ATTN_EXT, srcs, name, scale=float(scale), rope_q=rope_q)
 
     def argmax(self, a: Tensor, name: str) -> Tensor:
         return self.op(Op.ARGMAX, [a], name)
@@ -257,17 +259,23 @@ class Graph:
         return [t for t in self.nodes if not t.is_leaf]
 
     def index_bounds(self) -> dict[str, tuple[int, str]]:
-        """Input name -> (rows, node): the inputs GET_ROWS and SET_ROWS read as row indices (through
-        views and reshapes), with the fewest rows any of them indexes and that node's name."""
+        """Input name -> (rows, node): the inputs GET_ROWS and SET_ROWS (and a FLASH_ATTN_EXT that writes
+        the cache) read as row indices (through views and reshapes), with the fewest rows any of them indexes
+        and that node's name."""
         bounds: dict[str, tuple[int, str]] = {}
         for t in self.ops():
-            if t.op not in (Op.GET_ROWS, Op.SET_ROWS, Op.SET_ROWS_ROPE):
+            if t.op in (Op.SET_ROWS, Op.SET_ROWS_ROPE):
+                idx = t.src[2]
+            elif t.op is Op.GET_ROWS:
+                idx = t.src[1]
+            elif t.op is Op.FLASH_ATTN_EXT and len(t.src) == 6:  # its cache writes at pos
+                idx = t.src[3]
+            else:
                 continue
-            idx = t.src[1] if t.op is Op.GET_ROWS else t.src[2]
             while idx.op in (Op.VIEW, Op.RESHAPE):
                 idx = idx.src[0]
             if idx.kind == "input":
-                rows = t.src[0].shape[0]
+                rows = t.src[1 if t.op is Op.FLASH_ATTN_EXT else 0].shape[0]
                 if idx.name not in bounds or rows < bounds[idx.name][0]:
                     bounds[idx.name] = (rows, t.name)
         return bounds

@@ -59,8 +59,10 @@ class Op(enum.Enum):
     SOFT_MAX = "SOFT_MAX"  # (a [..., n], mask? [m, n]; scale) -> softmax(a * scale + mask) over last dim
     SILU = "SILU"  # (a) -> a * sigmoid(a)
     SWIGLU = "SWIGLU"  # (gate, up) -> silu(gate) * up
-    # (q [T, H, D], k [C, Hkv, D], v [C, Hkv, D], pos i32 [T]; scale, rope_q) with rope_q None or ROPE's
-    # (n_dims, neox, base, freq_scale): q ROPE'd at pos first
+    # (q [T, H, D], k [C, Hkv, D], v [C, Hkv, D], pos i32 [T][, k_new, v_new f32 [T, Hkv * D]]; scale,
+    # rope_q) with rope_q None or ROPE's (n_dims, neox, base, freq_scale): q ROPE'd at pos first. With k_new
+    # and v_new it first writes them into rows pos of k's and v's storage (k_new ROPE'd as q is; the cache
+    # writes of a decode step, fuse_kv_write): a side effect, as SET_ROWS'
     FLASH_ATTN_EXT = "FLASH_ATTN_EXT"
     ARGMAX = "ARGMAX"  # (a [..., n]) -> i32 [...]
     # (logits f32 [n, V], params i32 [SAMPLE_PARAMS]) -> i32 [n]: a token a row, seeded (numpy_ref.SAMPLE)
@@ -241,11 +243,16 @@ def _swiglu(s, d, p):
 
 
 def _flash_attn(s, d, p):
-    q, k, v, pos = s
+    _need(len(s) in (4, 6), Op.FLASH_ATTN_EXT, f"takes q, k, v, pos[, k_new, v_new], got {len(s)} sources")
+    q, k, v, pos = s[:4]
     _need(len(q) == 3 and len(k) == 3 and k == v, Op.FLASH_ATTN_EXT, f"q {q} k {k} v {v}")
     _need(q[2] == k[2] and q[1] % k[1] == 0, Op.FLASH_ATTN_EXT, f"heads/dims differ: q {q} k {k}")
     _need(pos == (q[0],), Op.FLASH_ATTN_EXT, f"pos must be [{q[0]}], got {pos}")
     _i32(Op.FLASH_ATTN_EXT, d[3], "pos")
+    if len(s) == 6:
+        row, op = (q[0], k[1] * k[2]), Op.FLASH_ATTN_EXT
+        _need(s[4] == row and s[5] == row, op, f"k_new, v_new must be {row}, got {s[4]} {s[5]}")
+        _need(d[4] == "f32" and d[5] == "f32", op, f"k_new, v_new must be f32, got {d[4]} {d[5]}")
     return q, "f32"
 
 
@@ -292,6 +299,16 @@ RULES: dict[Op, Rule] = {
 ALIASING = frozenset({Op.VIEW, Op.RESHAPE, Op.SET_ROWS, Op.SET_ROWS_ROPE})
 # ops that write rows of their first source in place (the KV-cache writes): side effects, never merged
 WRITES_ROWS = frozenset({Op.SET_ROWS, Op.SET_ROWS_ROPE})
+
+
+def writes_into(t: Tensor) -> list[Tensor]:
+    """The sources whose storage node t writes besides its result: SET_ROWS' destination (its result
+    aliases it), a FLASH_ATTN_EXT's k and v where it takes k_new and v_new; [] for a pure op."""
+    if t.op in WRITES_ROWS:
+        return [t.src[0]]
+    if t.op is Op.FLASH_ATTN_EXT and len(t.src) == 6:
+        return [t.src[1], t.src[2]]
+    return []
 # element-wise ops that may write their result over their first source
 INPLACE_OK = frozenset({Op.ADD, Op.MUL, Op.SCALE, Op.SILU, Op.SWIGLU})
 

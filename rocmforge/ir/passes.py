@@ -19,10 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .graph import Graph, Tensor, _freeze, contiguous_strides
-from .ops import MUL_MAT_OPS, WRITES_ROWS, Op
+from .ops import MUL_MAT_OPS, Op, writes_into
 
-# ops whose effect is not only their result (they write storage another node owns)
-SIDE_EFFECTS = WRITES_ROWS
 # leaf kinds kept even when unused: they are the graph's interface (inputs fed, state allocated)
 KEEP_LEAVES = ("input", "state")
 
@@ -51,7 +49,7 @@ def cse(graph: Graph) -> Graph:
     storage so far, so a read before a cache write is never merged with the same read after it.
     """
     # a buffer that some SET_ROWS writes is not a pure value: never merge it with another
-    written = {graph.storage_root(t).id for t in graph.nodes if t.op in SIDE_EFFECTS}
+    written = {graph.storage_root(w).id for t in graph.nodes for w in writes_into(t)}
     g = Graph(graph.name)
     new: dict[int, Tensor] = {}
     seen: dict[tuple, Tensor] = {}
@@ -60,10 +58,10 @@ def cse(graph: Graph) -> Graph:
         srcs = [new[s.id] for s in t.src]
         if t.is_leaf:
             key: tuple = (t.kind, t.name)
-        elif t.op in SIDE_EFFECTS or t.id in written:
+        elif writes_into(t) or t.id in written:
             n = new[t.id] = _emit(g, t, srcs)
-            if t.op in SIDE_EFFECTS:
-                root = g.storage_root(n).id
+            for w in writes_into(n):
+                root = g.storage_root(w).id
                 writes[root] = writes.get(root, 0) + 1
             continue
         else:
@@ -91,10 +89,11 @@ def live_nodes(graph: Graph) -> set[int]:
             live.add(t.id)
             stack.extend(t.src)
 
-    roots = {t.id: graph.storage_root(t) for t in graph.nodes if t.op in SIDE_EFFECTS}
-    mark(list(graph.outputs.values()) + [graph.nodes[i] for i, r in roots.items() if r.is_leaf])
+    roots = {t.id: [graph.storage_root(w) for w in writes_into(t)] for t in graph.nodes if writes_into(t)}
+    mark(list(graph.outputs.values()) + [graph.nodes[i] for i, rs in roots.items()
+                                         if any(r.is_leaf for r in rs)])
     while True:  # a write into an intermediate matters once that intermediate is kept
-        more = [graph.nodes[i] for i, r in roots.items() if i not in live and r.id in live]
+        more = [graph.nodes[i] for i, rs in roots.items() if i not in live and any(r.id in live for r in rs)]
         if not more:
             return live
         mark(more)
@@ -569,6 +568,85 @@ def fuse_rope_kv(graph: Graph) -> Graph:
     return g
 
 
+def _kv_write_group(fa: Tensor, rd: dict[int, list]) -> dict | None:
+    """One decode attention's cache writes when they can move into it (fuse_kv_write), else None: fa
+    (one token, no k_new yet) reads k and v through VIEWs of SET_ROWS_ROPE / SET_ROWS nodes at fa's pos
+    into state caches, each read by those views alone. K's write ROPEs all of K as fa ropes q (SET_ROWS
+    without rope_q); V's is a SET_ROWS, or the second half of K's SET_ROWS_ROPE row (one [C, 2W] cache)."""
+    if len(fa.src) != 4 or fa.src[0].shape[0] != 1:
+        return None
+    q, kview, vview, pos = fa.src
+    C, Hkv, D = kview.shape
+    W = Hkv * D
+    wk, wv = _view_of(kview), _view_of(vview)
+    if wk is None or wv is None or wk.src[2] is not pos or wv.src[2] is not pos:
+        return None
+    rope = fa.params.get("rope_q")
+    if wk.op is Op.SET_ROWS_ROPE:
+        p = wk.params
+        if rope is None or (p["n_dims"], p["neox"], p["base"], p["freq_scale"]) != rope or p["head_dim"] != D:
+            return None
+        if p["n_rot"] != W:
+            return None
+    elif wk.op is not Op.SET_ROWS or rope is not None:
+        return None
+    joint = wv is wk
+    if not joint and wv.op is not Op.SET_ROWS:
+        return None
+    for w in {wk.id: wk, wv.id: wv}.values():
+        if w.src[0].kind != "state" or w.src[1].dtype != "f32" or w.src[1].shape[0] != 1:
+            return None
+    if len(rd[wk.id]) != (2 if joint else 1) or (not joint and len(rd[wv.id]) != 1):
+        return None
+    if len(rd[kview.id]) != 1 or len(rd[vview.id]) != 1 or kview is vview:
+        return None
+    if joint and (wk.src[1].shape != (1, 2 * W) or vview.params["offset"] != kview.params["offset"] + W):
+        return None
+    if not joint and (wk.src[1].shape != (1, W) or wv.src[1].shape != (1, W)):
+        return None
+    return {"fa": fa, "wk": wk, "wv": wv, "joint": joint}
+
+
+def fuse_kv_write(graph: Graph) -> Graph:
+    """Per decode attention (one token): the K/V cache writes before it (SET_ROWS_ROPE, SET_ROWS) move into
+    the FLASH_ATTN_EXT as its k_new and v_new, so a step writes the cache and attends in one launch. The
+    caches stay as they are; prompt graphs (more than one token) keep their writes."""
+    rd = _readers(graph)
+    groups: dict[int, dict] = {}
+    member: set[int] = set()
+    for t in graph.nodes:
+        if t.op is Op.FLASH_ATTN_EXT:
+            grp = _kv_write_group(t, rd)
+            if grp is not None:
+                groups[t.id] = grp
+                member.update({grp["wk"].id, grp["wv"].id, t.src[1].id, t.src[2].id})
+
+    def row_views(g: Graph, new: dict[int, Tensor], src: Tensor, W: int, names: tuple[str, str]) -> tuple:
+        """k_new and v_new: the two halves of a [1, 2W] row, as views of its storage's node."""
+        base, stride, off = src, 2 * W, 0
+        if src.op is Op.VIEW:
+            base, stride, off = src.src[0], src.params["strides"][0], src.params["offset"]
+        b = new[base.id]
+        return (g.view(b, (1, W), names[0], (stride, 1), off),
+                g.view(b, (1, W), names[1], (stride, 1), off + W))
+
+    def emit(g: Graph, new: dict[int, Tensor], grp: dict) -> None:
+        fa, wk, wv = grp["fa"], grp["wk"], grp["wv"]
+        q, kview, vview, pos = fa.src
+        C, Hkv, D = kview.shape
+        ks, vs = new[wk.src[0].id], new[wv.src[0].id]
+        k = g.view(ks, kview.shape, kview.name, kview.params["strides"], kview.params["offset"])
+        v = g.view(vs, vview.shape, vview.name, vview.params["strides"], vview.params["offset"])
+        if grp["joint"]:
+            kv_new = row_views(g, new, wk.src[1], Hkv * D, (fa.name + ".k_new", fa.name + ".v_new"))
+        else:
+            kv_new = (new[wk.src[1].id], new[wv.src[1].id])
+        new[fa.id] = g.flash_attn_ext(new[q.id], k, v, new[pos.id], fa.params["scale"], fa.name,
+                                      rope_q=fa.params.get("rope_q"), kv_new=kv_new)
+
+    return _replace_groups(graph, groups, member | set(groups), emit)
+
+
 def fuse_swiglu(graph: Graph) -> Graph:
     """SWIGLU(gate, up) of the two halves of one stacked gate|up MUL_MAT (stack_mul_mats: its weight's rows
     gate's then up's, its result read only by those two views) -> MUL_MAT_SWIGLU over a weight of the same
@@ -609,7 +687,7 @@ def fuse_swiglu(graph: Graph) -> Graph:
 def _written_between(graph: Graph, a: Tensor, b: Tensor, x: Tensor) -> bool:
     """Whether a SET_ROWS after node a and before node b writes x's storage."""
     root = graph.storage_root(x).id
-    return any(t.op in SIDE_EFFECTS and graph.storage_root(t).id == root for t in graph.nodes[a.id + 1: b.id])
+    return any(graph.storage_root(w).id == root for t in graph.nodes[a.id + 1: b.id] for w in writes_into(t))
 
 
 def fuse_ops(graph: Graph) -> Graph:
@@ -657,8 +735,8 @@ def _fusable(graph: Graph, t: Tensor, rd: dict[int, list]) -> Tensor | None:
 def fuse(graph: Graph) -> Graph:
     """The fusion pipeline a model's graph goes through before its weights are bound: stacked mat-vecs
     (stack_mul_mats), views folded (fold_views), RoPE over Q and K at once (merge_ropes), RoPE and the K/V
-    cache writes in one SET_ROWS_ROPE and q's RoPE in the attention (fuse_rope_kv), gate/up and SWIGLU in
-    one MUL_MAT_SWIGLU (fuse_swiglu), RMS_NORM_MUL and MUL_MAT_ADD (fuse_ops), dead nodes dropped. The
-    result computes what the graph did."""
+    cache writes in one SET_ROWS_ROPE and q's RoPE in the attention (fuse_rope_kv), at decode those writes
+    in the attention itself (fuse_kv_write), gate/up and SWIGLU in one MUL_MAT_SWIGLU (fuse_swiglu),
+    RMS_NORM_MUL and MUL_MAT_ADD (fuse_ops), dead nodes dropped. The result computes what the graph did."""
     g = fold_views(merge_ropes(fold_views(stack_mul_mats(graph))))
-    return dce(fuse_ops(fuse_swiglu(fuse_rope_kv(dce(g)))))
+    return dce(fuse_ops(fuse_swiglu(fuse_kv_write(fuse_rope_kv(dce(g))))))

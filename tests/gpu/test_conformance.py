@@ -1023,6 +1023,53 @@ for _args in [
     CASES.append(Case(f"FLASH_ATTN_EXT-{'-'.join(map(str, _args))}", _attn(*_args)))
 
 
+
+def _attn_write(T: int, H: int, Hkv: int, D: int, C: int, first_pos: int, kv_dt: str, joint: bool, rope: bool):
+    """FLASH_ATTN_EXT that first writes k_new and v_new (strided views of one [T, 3W] row, as a decode step's
+    Q/K/V result is) into rows pos of the cache (fuse_kv_write): K and V in one [C, 2W] cache (joint) or
+    in two, k_new ROPE'd where rope; rows pos are NaN before, and read back after (GET_ROWS) as outputs."""
+
+    def make(rng):
+        g = Graph()
+        W = Hkv * D
+        q = g.input("q", (T, H, D), "f32")
+        pos = g.input("pos", (T,), "i32")
+        qkv = g.input("qkv", (T, 3 * W), "f32")
+        k_new = g.view(qkv, (T, W), "k_new", (3 * W, 1), W)
+        v_new = g.view(qkv, (T, W), "v_new", (3 * W, 1), 2 * W)
+        caches = {"kvc": (C, 2 * W)} if joint else {"kc": (C, W), "vc": (C, W)}
+        cs = {n: g.input(n, shape, kv_dt) for n, shape in caches.items()}
+        if joint:
+            k = g.view_3d(cs["kvc"], C, Hkv, D, 2 * W, D, 0, "k")
+            v = g.view_3d(cs["kvc"], C, Hkv, D, 2 * W, D, W, "v")
+        else:
+            k = g.view_3d(cs["kc"], C, Hkv, D, W, D, 0, "k")
+            v = g.view_3d(cs["vc"], C, Hkv, D, W, D, 0, "v")
+        rope_q = (D, True, 1e6, 1.0) if rope else None
+        g.output(g.flash_attn_ext(q, k, v, pos, D**-0.5, "out", rope_q=rope_q, kv_new=(k_new, v_new)))
+        for n, c in cs.items():
+            g.output(g.get_rows(c, pos, n + "_rows"))
+        p = np.arange(first_pos, first_pos + T, dtype=np.int32)
+        inputs = {"q": _normal(rng, (T, H, D), scale=2.0), "pos": p, "qkv": _normal(rng, (T, 3 * W))}
+        for n, shape in caches.items():
+            inputs[n] = _normal(rng, shape, kv_dt)
+            inputs[n][p] = np.nan  # the rows the op writes: a read before its write shows
+        return Built(g, inputs, {}, _tol(kv_dt))
+
+    return make
+
+
+for _args in [
+    (1, 14, 2, 64, 100, 99, "f16", True, True),  # Qwen's decode step: one cache, the decode kernel writes
+    (1, 9, 3, 64, 1024, 0, "f16", True, True),  # SmolLM2's first step, 32 splits
+    (1, 14, 2, 64, 1024, 700, "f32", False, True),  # two caches (K and V of other types), f32
+    (1, 32, 32, 128, 4096, 4095, "f16", False, True),  # LLaMA-7B, the cache's last row
+    (1, 4, 4, 128, 300, 37, "f16", True, False),  # no RoPE: the rows copied
+    (1, 32, 2, 64, 256, 100, "f16", True, True),  # 16 heads a KV head: the tiled kernel, rows written first
+    (5, 14, 2, 64, 256, 30, "f16", True, True),  # a prompt: attention_mma (or tiled), rows written first
+]:
+    CASES.append(Case(f"FLASH_ATTN_EXT-write-{'-'.join(map(str, _args))}", _attn_write(*_args)))
+
 # ---- QUANTIZE_X8 ----------------------------------------------------------------------------------------
 
 
@@ -1120,7 +1167,7 @@ def test_conformance(c: Case, hip):
     ref_be = NumpyBackend()
     ref_be.bind_weights(b.graph, lambda name: weights[name])
     ref_be.prepare(b.graph)
-    ref, _ = ref_be.run(b.graph, b.inputs)
+    ref, _ = ref_be.run(b.graph, {k: v.copy() for k, v in b.inputs.items()})  # a graph may write inputs
     saved = {k: getattr(hip.ctx, k) for k in b.ctx}
     try:
         for k, v in b.ctx.items():  # before prepare: kernels are chosen there

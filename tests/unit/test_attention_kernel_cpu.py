@@ -18,14 +18,20 @@ MAIN = r"""
 #include "attention_emu.hip"
 int main(int argc, char** argv) {
     FILE* f = std::fopen(argv[1], "rb");
-    int d[10];  // T, H, Hkv, C, n_splits, chunk, rope_dims, rope_neox, decode kernel, f16 cache
-    if (std::fread(d, 4, 10, f) != 10) return 2;
+    int d[11];  // T, H, Hkv, C, n_splits, chunk, rope_dims, rope_neox, decode kernel, f16 cache, write row
+    if (std::fread(d, 4, 11, f) != 11) return 2;
     const int T = d[0], H = d[1], Hkv = d[2], C = d[3], S = d[4], chunk = d[5];
     std::vector<float> q((size_t)T * H * RF_HEAD_DIM), k((size_t)C * Hkv * RF_HEAD_DIM), v(k.size());
     std::vector<int> pos(T);
     for (auto* a : {&q, &k, &v})
         if (std::fread(a->data(), 4, a->size(), f) != a->size()) return 2;
     if (std::fread(pos.data(), 4, T, f) != (size_t)T) return 2;
+    // with d[10]: the step's K and V rows, which the decode kernel writes into cache row pos[0] itself
+    std::vector<float> kn(d[10] ? (size_t)Hkv * RF_HEAD_DIM : 0), vn(kn.size());
+    for (auto* a : {&kn, &vn})
+        if (std::fread(a->data(), 4, a->size(), f) != a->size()) return 2;
+    const float* knp = d[10] ? kn.data() : nullptr;
+    const float* vnp = d[10] ? vn.data() : nullptr;
     std::fclose(f);
     const int G = H / Hkv, bx = (T * G + FA_BQ - 1) / FA_BQ;
     std::vector<float> po((size_t)S * T * H * RF_HEAD_DIM), pm((size_t)S * T * H), pl(pm.size());
@@ -41,15 +47,15 @@ int main(int argc, char** argv) {
 #if FA_D % RF_WARP == 0 && FA_D <= 128  // the decode kernel's head dims
         if (d[8] && d[9])
             emu::launch(rf_dim3{(unsigned)S, (unsigned)Hkv, 1}, FA_DEC_WARPS * RF_WARP, [&] {
-                flash_attn_decode_f16(q.data(), kh.data(), vh.data(), pos.data(), out.data(), po.data(),
-                                      pm.data(), pl.data(), tickets.data(), H, Hkv, rs, RF_HEAD_DIM, C, 32,
-                                      0.125f, d[6], d[7], 10000.0f, 1.0f);
+                flash_attn_decode_f16(q.data(), kh.data(), vh.data(), pos.data(), knp, vnp, out.data(),
+                                      po.data(), pm.data(), pl.data(), tickets.data(), H, Hkv, rs,
+                                      RF_HEAD_DIM, C, 32, 0.125f, d[6], d[7], 10000.0f, 1.0f);
             });
         else if (d[8])
             emu::launch(rf_dim3{(unsigned)S, (unsigned)Hkv, 1}, FA_DEC_WARPS * RF_WARP, [&] {
-                flash_attn_decode_f32(q.data(), k.data(), v.data(), pos.data(), out.data(), po.data(),
-                                      pm.data(), pl.data(), tickets.data(), H, Hkv, rs, RF_HEAD_DIM, C, 32,
-                                      0.125f, d[6], d[7], 10000.0f, 1.0f);
+                flash_attn_decode_f32(q.data(), k.data(), v.data(), pos.data(), knp, vnp, out.data(),
+                                      po.data(), pm.data(), pl.data(), tickets.data(), H, Hkv, rs,
+                                      RF_HEAD_DIM, C, 32, 0.125f, d[6], d[7], 10000.0f, 1.0f);
             });
         else
 #endif
@@ -69,6 +75,14 @@ int main(int argc, char** argv) {
         for (int t : tickets) left += t != 0;
         std::printf("tickets %d\n", left);
         for (float x : out) std::printf("%.9g\n", x);
+    }
+    // cache row pos[0] as the kernels left it: K's heads, then V's
+    const size_t r0 = (size_t)pos[0] * Hkv * RF_HEAD_DIM;
+    for (int i = 0; i < 2 * Hkv * RF_HEAD_DIM; ++i) {
+        const size_t e = r0 + i % (Hkv * RF_HEAD_DIM);
+        const bool is_k = i < Hkv * RF_HEAD_DIM;
+        std::printf("%.9g\n", d[9] ? rf_io<rf_u16>::load(is_k ? kh.data() : vh.data(), e)
+                                   : (is_k ? k : v)[e]);
     }
 }
 """
@@ -136,19 +150,23 @@ def test_other_head_dims(exes, tmp_path, D, decode):
     _check_case(exes[D, 2 if decode else None], tmp_path, T, 4, 2, 96, 40, 3, (D, 1), decode, False, D)
 
 
-def _check_case(exe, tmp_path, T, H, Hkv, C, pos0, n_splits, rope, decode, f16, D):
+def _check_case(exe, tmp_path, T, H, Hkv, C, pos0, n_splits, rope, decode, f16, D, write=False):
     rng = np.random.default_rng(T * 1000 + C + n_splits)
     q = rng.standard_normal((T, H, D)).astype(np.float32)
     k = rng.standard_normal((C, Hkv, D)).astype(np.float32)
     v = rng.standard_normal((C, Hkv, D)).astype(np.float32)
     pos = np.arange(pos0, pos0 + T, dtype=np.int32)
+    kv_new = ()
+    if write:  # the step's rows: the kernel writes them into the cache's row pos (poisoned here)
+        kv_new = tuple(rng.standard_normal((T, Hkv * D)).astype(np.float32) for _ in "kv")
+        k[pos] = v[pos] = np.nan
     chunk = -(-C // n_splits // 32) * 32 if n_splits > 1 else C
     n_splits = -(-C // chunk)
     f = tmp_path / "in.bin"
     with open(f, "wb") as fh:
-        head = [T, H, Hkv, C, n_splits, chunk, *(rope or (0, 0)), int(decode), int(f16)]
+        head = [T, H, Hkv, C, n_splits, chunk, *(rope or (0, 0)), int(decode), int(f16), int(write)]
         np.array(head, np.int32).tofile(fh)
-        for a in (q, k, v, pos):
+        for a in (q, k, v, pos, *kv_new):
             a.tofile(fh)
     lines = subprocess.run([str(exe), str(f)], capture_output=True, text=True, check=True,
                            timeout=300).stdout.split("\n")
@@ -156,9 +174,26 @@ def _check_case(exe, tmp_path, T, H, Hkv, C, pos0, n_splits, rope, decode, f16, 
     rope_q = None if rope is None else (rope[0], bool(rope[1]), 10000.0, 1.0)
     if f16:  # the kernel reads the f16 cache: the reference, the same rounded values
         k, v = k.astype(np.float16), v.astype(np.float16)
-    want = R.FLASH_ATTN_EXT(q, k, v, pos, scale=0.125, rope_q=rope_q)
+    want = R.FLASH_ATTN_EXT(q, k, v, pos, *kv_new, scale=0.125, rope_q=rope_q)  # writes k[pos], v[pos]
     for run in range(2):
         head = lines[run * (n + 1)]
         got = np.array(lines[run * (n + 1) + 1 : (run + 1) * (n + 1)], np.float32).reshape(T, H, D)
         assert head == "tickets 0"  # every counter left zero for the next launch
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)
+    row = np.array(lines[2 * (n + 1) : 2 * (n + 1) + 2 * Hkv * D], np.float32).reshape(2, Hkv, D)
+    # the row as written: bit for bit what SET_ROWS_ROPE's reference stores (rf_rope.h computes in double)
+    np.testing.assert_array_equal(row[0], k[pos0].astype(np.float32))
+    np.testing.assert_array_equal(row[1], v[pos0].astype(np.float32))
+
+
+@pytest.mark.parametrize("f16", [False, True], ids=["f32", "f16"])
+@pytest.mark.parametrize("H, Hkv, C, pos0, n_splits, rope", [
+    (9, 3, 100, 70, 1, (64, 1)),     # one split: the only block writes the row and reads it
+    (14, 2, 200, 150, 5, (64, 1)),   # Qwen's decode: the row in split (150 / 32) % 5 = 4's groups
+    (4, 2, 96, 0, 3, (32, 0)),       # the first step: row 0, the one row attended
+    (9, 3, 640, 300, 20, None),      # no RoPE: the rows copied; 20 splits
+])
+def test_decode_writes_the_steps_row_into_the_cache(exes, tmp_path, H, Hkv, C, pos0, n_splits, rope, f16):
+    # fuse_kv_write: the attention takes k_new and v_new, writes them into row pos (k_new ROPE'd as q) and
+    # attends over the cache with it; the poisoned row would make any read of it before the write NaN
+    _check_case(exes[64, H // Hkv], tmp_path, 1, H, Hkv, C, pos0, n_splits, rope, True, f16, 64, write=True)

@@ -67,17 +67,26 @@ def test_llama_graph_fuses_norms_residuals_and_stacks_same_type_mat_vecs(tmp_pat
     assert stacked["blk.1.ffn_gate|ffn_up.weight"] == ("blk.1.ffn_gate.weight", "blk.1.ffn_up.weight")
     assert fg["blk.1.ffn_gate|ffn_up.weight"].params["interleaved"]  # MUL_MAT_SWIGLU's row pairs
     assert len(stacked) == 2 * cfg.n_layer and "blk.0.attn_v.weight" in {w.name for w in fg.leaves("weight")}
-    assert not ops[Op.ROPE]  # K's in SET_ROWS_ROPE, q's in FLASH_ATTN_EXT
-    assert [t.name for t in ops[Op.SET_ROWS_ROPE]] == [f"blk.{i}.cache_k_set" for i in range(cfg.n_layer)]
+    assert not ops[Op.ROPE]  # K's and q's in FLASH_ATTN_EXT, with the cache writes (fuse_kv_write)
+    assert not ops[Op.SET_ROWS_ROPE] and not ops[Op.SET_ROWS]
     assert all(t.params["rope_q"] == (cfg.rope_dim, cfg.rope_neox, cfg.rope_base, cfg.rope_scale)
                for t in ops[Op.FLASH_ATTN_EXT])
     for i in range(cfg.n_layer):
         names = [t.op.value for t in _launching(fg, f"blk.{i}.")]
-        # v (F16) does not stack with q and k (Q4_0): K's write alone is SET_ROWS_ROPE, V's a SET_ROWS
-        assert names == ["RMS_NORM_MUL", "MUL_MAT", "MUL_MAT", "SET_ROWS_ROPE", "SET_ROWS",
-                         "FLASH_ATTN_EXT", "MUL_MAT_ADD", "RMS_NORM_MUL", "MUL_MAT_SWIGLU",
-                         "MUL_MAT_ADD"], names
+        # v (F16) does not stack with q and k (Q4_0): two mat-vecs, then the attention writes K's row
+        # (ROPE'd) and V's, both taken from their own results
+        assert names == ["RMS_NORM_MUL", "MUL_MAT", "MUL_MAT", "FLASH_ATTN_EXT", "MUL_MAT_ADD",
+                         "RMS_NORM_MUL", "MUL_MAT_SWIGLU", "MUL_MAT_ADD"], names
+        fa = ops[Op.FLASH_ATTN_EXT][i]
+        k_new, v_new = fa.src[4:]
+        assert (fa.src[1].src[0].name, fa.src[2].src[0].name) == (f"cache_k_l{i}", f"cache_v_l{i}")
+        assert k_new.shape == v_new.shape == (1, cfg.n_head_kv * cfg.head_dim)
     assert len(_launching(optimize(fg)[0])) < len(_launching(optimize(g)[0]))
+    # a prompt keeps its cache writes: K's ROPE'd on the way in (SET_ROWS_ROPE), V's a SET_ROWS
+    _, pg, _ = _graphs(write_model(tmp_path / "m.gguf"), 3)
+    assert [t.name for t in pg.nodes if t.op is Op.SET_ROWS_ROPE] == [
+        f"blk.{i}.cache_k_set" for i in range(cfg.n_layer)]
+    assert all(len(t.src) == 4 for t in pg.nodes if t.op is Op.FLASH_ATTN_EXT)
 
 
 def test_qwen2_biases_stack_with_their_mat_vecs(tmp_path):
@@ -150,8 +159,9 @@ def test_stacked_weight_is_its_parts_rows(tmp_path):
 
 # launching graph nodes per layer of the fused decode graph (a kernel each on the GPU); issue 19's target
 # is 8. Qwen2.5-0.5B's attn_v is Q8_0 in half its layers, Q5_0 in the others: those do not stack with Q
-# and K, so K's SET_ROWS_ROPE and V's SET_ROWS stay apart there (10 a layer; 8 in the others).
-MAX_LAUNCHES = {"smollm2-135m": 8, "qwen2.5-0.5b": 10}
+# and K (Q4_K), so V is a mat-vec of its own there (8 a layer; 7 in the others). The attention writes the
+# cache rows (fuse_kv_write).
+MAX_LAUNCHES = {"smollm2-135m": 7, "qwen2.5-0.5b": 8}
 
 
 @pytest.mark.models
@@ -170,11 +180,13 @@ def test_launches_per_layer_of_the_real_models_decode_graphs(name):
     assert [t.op for t in head] == [Op.GET_ROWS, Op.RMS_NORM_MUL, Op.MUL_MAT, Op.ARGMAX]
     assert len(_launching(after)) <= 0.62 * len(_launching(before))
     assert not any(t.op in (Op.RMS_NORM, Op.ADD, Op.MUL) for t in after.nodes)
-    fused = [i for i in range(cfg.n_layer) if per_layer[i] == 8]
-    assert len(fused) == (cfg.n_layer if name == "smollm2-135m" else cfg.n_layer // 2)
-    for i in fused:  # RoPE and the cache writes in one SET_ROWS_ROPE, q's RoPE inside the attention
-        ops = {t.op for t in _launching(after, f"blk.{i}.")}
-        assert Op.SET_ROWS_ROPE in ops and Op.ROPE not in ops and Op.SET_ROWS not in ops
+    stacked = [i for i in range(cfg.n_layer) if per_layer[i] == 7]
+    assert len(stacked) == (cfg.n_layer if name == "smollm2-135m" else cfg.n_layer // 2)
+    for i in range(cfg.n_layer):  # RoPE and the cache writes inside the attention
+        ops = [t.op for t in _launching(after, f"blk.{i}.")]
+        assert ops.count(Op.FLASH_ATTN_EXT) == 1 and not {Op.ROPE, Op.SET_ROWS, Op.SET_ROWS_ROPE} & set(ops)
+        fa = next(t for t in _launching(after, f"blk.{i}.") if t.op is Op.FLASH_ATTN_EXT)
+        assert len(fa.src) == 6 and "rope_q" in fa.params
     assert not any(t.op is Op.ROPE for t in after.nodes)
     for i in range(cfg.n_layer):
         assert Op.MUL_MAT_SWIGLU in {t.op for t in _launching(after, f"blk.{i}.")}

@@ -97,6 +97,8 @@ def prepare_launch(
         ctx.mods.get("elementwise.hip")
     if op is Op.FLASH_ATTN_EXT:
         ctx.mods.get("attention.hip", RF_HEAD_DIM=srcs[0].shape[-1])
+        if len(srcs) == 6:  # its cache writes, where the decode kernel does not take them (set_rows_rope)
+            ctx.mods.get("rope.hip")
     elif op is Op.SAMPLE:
         ctx.mods.get("sample.hip", **sample_defines(ctx))
     elif op in MODULES:

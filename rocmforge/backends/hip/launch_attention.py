@@ -6,7 +6,7 @@ device has them (mma_kernel)."""
 from __future__ import annotations
 
 from .context import Ctx
-from .launch_elementwise import contiguous
+from .launch_elementwise import EW_BLOCK, contiguous, grid_1d
 from .tensor import DevTensor, cdiv, f32, i32, i64
 
 
@@ -88,9 +88,10 @@ def _mma(ctx: Ctx, out: DevTensor, q: DevTensor, k: DevTensor, v: DevTensor, pos
 
 
 def _decode(ctx: Ctx, out: DevTensor, q: DevTensor, k: DevTensor, v: DevTensor, pos: DevTensor, scale: float,
-            rope_q: tuple | None) -> None:
+            rope_q: tuple | None, kv_new: tuple[DevTensor, DevTensor] | None) -> None:
     """flash_attn_decode: the cache dealt to splits in groups of DEC_GROUP rows, KV heads x splits about
-    four blocks an SM (up to DEC_SPLITS splits), so that the rows up to any position spread over them."""
+    four blocks an SM (up to DEC_SPLITS splits), so that the rows up to any position spread over them;
+    kv_new (contiguous f32 rows) written into row pos by the block that reads it."""
     _, H, D = q.shape
     C, Hkv, _ = k.shape
     n_splits = max(1, min(cdiv(4 * ctx.n_sm, Hkv), cdiv(C, DEC_GROUP), DEC_SPLITS))
@@ -98,15 +99,31 @@ def _decode(ctx: Ctx, out: DevTensor, q: DevTensor, k: DevTensor, v: DevTensor, 
     common = (i32(H), i32(Hkv), i64(k.strides[0]), i64(k.strides[1]), i32(C), i32(DEC_GROUP), f32(scale),
               *rope_args(rope_q))
     grid, block = (n_splits, Hkv), (DEC_WARPS * ctx.warp,)
+    head = (q.ptr, k.ptr, v.ptr, pos.ptr, *((kv_new[0].ptr, kv_new[1].ptr) if kv_new else (0, 0)), out.ptr)
     if n_splits == 1:
-        f(grid, block, (q.ptr, k.ptr, v.ptr, pos.ptr, out.ptr, 0, 0, 0, 0, *common))
+        f(grid, block, (*head, 0, 0, 0, 0, *common))
         return
     scratch = _split_scratch(ctx, n_splits, H, D, Hkv)
-    f(grid, block, (q.ptr, k.ptr, v.ptr, pos.ptr, out.ptr, *scratch, *common))
+    f(grid, block, (*head, *scratch, *common))
+
+
+def _write_rows(ctx: Ctx, cache: DevTensor, rows: DevTensor, pos: DevTensor, rope: tuple | None) -> None:
+    """rows f32 [T, Hkv * D] into rows pos of the cache view [C, Hkv, D] (heads side by side in a row),
+    ROPE'd where rope is given: rope.hip's set_rows_rope (SET_ROWS_ROPE's kernel) through the view."""
+    C, Hkv, D = cache.shape
+    if cache.strides[1:] != (D, 1):
+        raise NotImplementedError("FLASH_ATTN_EXT's cache write into a view whose heads are not side by side")
+    T, W = rows.shape
+    n_dims, neox, base, freq_scale = rope if rope is not None else (0, False, 1.0, 1.0)
+    f = ctx.k("rope.hip", f"set_rows_rope_f32_{cache.dtype}")
+    f(grid_1d(ctx, T * W), (EW_BLOCK,), (rows.ptr, i64(rows.strides[0]), pos.ptr, cache.ptr,
+                                         i64(cache.strides[0]), i32(T), i32(W), i32(W if rope else 0), i32(D),
+                                         i32(n_dims), i32(int(neox)), f32(base), f32(freq_scale)))
 
 
 def FLASH_ATTN_EXT(
-    ctx: Ctx, out: DevTensor, q: DevTensor, k: DevTensor, v: DevTensor, pos: DevTensor, *, scale: float,
+    ctx: Ctx, out: DevTensor, q: DevTensor, k: DevTensor, v: DevTensor, pos: DevTensor,
+    k_new: DevTensor | None = None, v_new: DevTensor | None = None, *, scale: float,
     rope_q: tuple | None = None,
 ) -> None:
     q = contiguous(ctx, q, "f32")
@@ -114,10 +131,18 @@ def FLASH_ATTN_EXT(
     T, H, D = q.shape
     C, Hkv, _ = k.shape
     if k.dtype != v.dtype or k.strides != v.strides or k.strides[2] != 1 or k.dtype not in ("f32", "f16"):
+        if k_new is not None:  # a copy of the cache would take the writes
+            raise NotImplementedError("FLASH_ATTN_EXT with k_new over a cache of another layout or dtype")
         k, v = contiguous(ctx, k, "f32"), contiguous(ctx, v, "f32")
+    kv_new = None
+    if k_new is not None and v_new is not None:
+        kv_new = contiguous(ctx, k_new, "f32"), contiguous(ctx, v_new, "f32")
     if decode_kernel(ctx, T, H, Hkv, D):
-        _decode(ctx, out, q, k, v, pos, scale, rope_q)
+        _decode(ctx, out, q, k, v, pos, scale, rope_q, kv_new)
         return
+    if kv_new is not None:  # the other kernels read the cache as it is: write the rows first
+        _write_rows(ctx, k, kv_new[0], pos, rope_q)
+        _write_rows(ctx, v, kv_new[1], pos, None)
     if mma_kernel(ctx, T, H, Hkv, D, k.dtype):
         _mma(ctx, out, q, k, v, pos, scale, rope_q)
         return
