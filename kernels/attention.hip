@@ -230,8 +230,9 @@ __device__ void flash_attn(const float* __restrict__ q, const Tkv* __restrict__ 
 
 // Decode (one token): flash_attn_decode_<kv>. Grid (n_splits, Hkv), block FA_DEC_WARPS warps. A block
 // serves every query head of its KV head (G = H / Hkv = FA_DEC_G: no rows padded to a tile) over its share
-// of the cache: groups of `group` rows (a multiple of FA_DEC_ROWS) dealt to the splits in turn (split s
-// takes groups s, s + n_splits, ...), so the rows up to any position spread over every split. Each warp
+// of the cache: groups of `group` rows (a multiple of FA_DEC_ROWS) dealt in turn to the step's splits
+// (n_eff: as many as give each at least `span` rows, up to n_splits; split s takes groups s, s + n_eff,
+// ...), so the rows up to the position spread over them and a short cache needs no merge. Each warp
 // takes FA_DEC_ROWS rows at a time, loads their K and V (each lane its D / RF_WARP dims) before any
 // arithmetic, scores them for every head at once (independent warp sums), and takes one online-softmax step
 // a head for the lot; it keeps per head a running max, sum and output in registers (q too, ROPE'd and
@@ -298,7 +299,7 @@ RF_DEV void flash_attn_decode(const float* __restrict__ q, Tkv* __restrict__ k, 
                               const float* __restrict__ kn, const float* __restrict__ vn,
                               float* __restrict__ out, float* part_o, float* part_m, float* part_l,
                               int* __restrict__ counters, int H, int Hkv, rf_i64 row_stride,
-                              rf_i64 head_stride, int C, int group, float scale, int rope_dims,
+                              rf_i64 head_stride, int C, int group, int span, float scale, int rope_dims,
                               int rope_neox, float rope_base, float rope_freq_scale) {
     RF_PDL_BEGIN();
     __shared__ float sm[FA_DEC_WARPS][FA_DEC_G], sl[FA_DEC_WARPS][FA_DEC_G];
@@ -311,8 +312,11 @@ RF_DEV void flash_attn_decode(const float* __restrict__ q, Tkv* __restrict__ k, 
     const double rope_lb = rope_dims ? log2((double)rope_base) : 0.0;
     float qv[FA_DEC_G][FA_DPL], m[FA_DEC_G], l[FA_DEC_G], o[FA_DEC_G][FA_DPL];
     const int kv_end = min(p + 1, C);
-    const bool any = split * group < kv_end;  // a split past the position only hands in an empty partial
-    if (kn != nullptr && p < C && (p / group) % (int)gridDim.x == split) {
+    // the splits this step: at least `span` rows each (a multiple of group), at most the grid's; the rest
+    // have no rows, and neither write a partial nor take a ticket
+    const int n_eff = min((int)gridDim.x, max(1, (kv_end + span - 1) / span));
+    if (split >= n_eff) return;
+    if (kn != nullptr && p < C && (p / group) % n_eff == split) {
         // the step's own row p (k_new ROPE'd as SET_ROWS_ROPE ropes it, v_new) into the cache, by the block
         // whose split reads row p: no other block reads it, and __syncthreads makes it visible to this one's
         for (int d = threadIdx.x; d < FA_D; d += blockDim.x) {
@@ -326,14 +330,12 @@ RF_DEV void flash_attn_decode(const float* __restrict__ q, Tkv* __restrict__ k, 
 #pragma unroll
     for (int j = 0; j < FA_DPL; ++j) {
         // the rotation of dim d0 + j at p, once for every head (its double sine and cosine are the cost);
-        // none (n_dims 0) without RoPE or in a split past the position
-        const RfRopeAt rr = rf_rope_at(d0 + j, p, any ? rope_dims : 0, rope_neox, rope_lb, rope_freq_scale);
+        // none (n_dims 0) without RoPE
+        const RfRopeAt rr = rf_rope_at(d0 + j, p, rope_dims, rope_neox, rope_lb, rope_freq_scale);
 #pragma unroll
         for (int g = 0; g < FA_DEC_G; ++g) {
             o[g][j] = 0.0f;
-            float x = 0.0f;
-            if (any) x = rf_rope_apply<float>(q + (rf_i64)(hk * G + g) * FA_D, rr) * scale;
-            qv[g][j] = x;
+            qv[g][j] = rf_rope_apply<float>(q + (rf_i64)(hk * G + g) * FA_D, rr) * scale;
         }
     }
 #pragma unroll
@@ -343,7 +345,7 @@ RF_DEV void flash_attn_decode(const float* __restrict__ q, Tkv* __restrict__ k, 
     }
     // i0: the offset in the split's rows (its groups one after another), FA_DEC_ROWS a warp at a time
     for (int i0 = warp * FA_DEC_ROWS;; i0 += FA_DEC_WARPS * FA_DEC_ROWS) {
-        const int r0 = split * group + i0 % group + i0 / group * group * (int)gridDim.x;
+        const int r0 = split * group + i0 % group + i0 / group * group * n_eff;
         if (r0 >= kv_end) break;
         float kk[FA_DEC_ROWS][FA_DPL], vv[FA_DEC_ROWS][FA_DPL];
 #pragma unroll
@@ -405,7 +407,7 @@ RF_DEV void flash_attn_decode(const float* __restrict__ q, Tkv* __restrict__ k, 
     }
     __syncthreads();
     // the block's partial per (head, dim): its warps merged (a warp that saw no row has m = -inf)
-    const bool split_out = gridDim.x > 1;
+    const bool split_out = n_eff > 1;
     for (int e = threadIdx.x; e < G * FA_D; e += blockDim.x) {
         const int g = e / FA_D, d = e % FA_D, h = hk * G + g;
         float M = -RF_INF;
@@ -430,8 +432,8 @@ RF_DEV void flash_attn_decode(const float* __restrict__ q, Tkv* __restrict__ k, 
             }
         }
     }
-    if (!split_out || !rf_last_block(counters + hk, gridDim.x)) return;
-    fa_dec_merge(part_m, part_l, part_o, H, hk * G, G, min((int)gridDim.x, (kv_end - 1) / group + 1), out);
+    if (!split_out || !rf_last_block(counters + hk, n_eff)) return;
+    fa_dec_merge(part_m, part_l, part_o, H, hk * G, G, n_eff, out);
 }
 
 #define FA_DEC_ENTRY(t, Tkv)                                                                           \
@@ -439,11 +441,11 @@ RF_DEV void flash_attn_decode(const float* __restrict__ q, Tkv* __restrict__ k, 
         flash_attn_decode_##t(const float* q, Tkv* k, Tkv* v, const int* pos, const float* kn,          \
                               const float* vn, float* out, float* part_o, float* part_m, float* part_l, \
                               int* counters, int H, int Hkv, rf_i64 row_stride, rf_i64 head_stride,    \
-                              int C, int group, float scale, int rope_dims, int rope_neox,             \
+                              int C, int group, int span, float scale, int rope_dims, int rope_neox,   \
                               float rope_base, float rope_freq_scale) {                                \
         flash_attn_decode<Tkv>(q, k, v, pos, kn, vn, out, part_o, part_m, part_l, counters, H, Hkv,     \
-                               row_stride, head_stride, C, group, scale, rope_dims, rope_neox, rope_base, \
-                               rope_freq_scale);                                                       \
+                               row_stride, head_stride, C, group, span, scale, rope_dims, rope_neox,   \
+                               rope_base, rope_freq_scale);                                            \
     }
 #if FA_D % RF_WARP == 0 && FA_D <= 128  // (at 256 its partials would take the tiled kernel's shared memory)
 FA_DEC_ENTRY(f32, float)

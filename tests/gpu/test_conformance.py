@@ -1024,7 +1024,8 @@ for _args in [
 
 
 
-def _attn_write(T: int, H: int, Hkv: int, D: int, C: int, first_pos: int, kv_dt: str, joint: bool, rope: bool):
+def _attn_write(T: int, H: int, Hkv: int, D: int, C: int, first_pos: int, kv_dt: str, joint: bool,
+                rope: bool):
     """FLASH_ATTN_EXT that first writes k_new and v_new (strided views of one [T, 3W] row, as a decode step's
     Q/K/V result is) into rows pos of the cache (fuse_kv_write): K and V in one [C, 2W] cache (joint) or
     in two, k_new ROPE'd where rope; rows pos are NaN before, and read back after (GET_ROWS) as outputs."""

@@ -18,8 +18,8 @@ MAIN = r"""
 #include "attention_emu.hip"
 int main(int argc, char** argv) {
     FILE* f = std::fopen(argv[1], "rb");
-    int d[11];  // T, H, Hkv, C, n_splits, chunk, rope_dims, rope_neox, decode kernel, f16 cache, write row
-    if (std::fread(d, 4, 11, f) != 11) return 2;
+    int d[12];  // T, H, Hkv, C, n_splits, chunk, rope_dims, rope_neox, decode kernel, f16 cache, write row,
+    if (std::fread(d, 4, 12, f) != 12) return 2;  // rows a decode split takes at least
     const int T = d[0], H = d[1], Hkv = d[2], C = d[3], S = d[4], chunk = d[5];
     std::vector<float> q((size_t)T * H * RF_HEAD_DIM), k((size_t)C * Hkv * RF_HEAD_DIM), v(k.size());
     std::vector<int> pos(T);
@@ -49,13 +49,13 @@ int main(int argc, char** argv) {
             emu::launch(rf_dim3{(unsigned)S, (unsigned)Hkv, 1}, FA_DEC_WARPS * RF_WARP, [&] {
                 flash_attn_decode_f16(q.data(), kh.data(), vh.data(), pos.data(), knp, vnp, out.data(),
                                       po.data(), pm.data(), pl.data(), tickets.data(), H, Hkv, rs,
-                                      RF_HEAD_DIM, C, 32, 0.125f, d[6], d[7], 10000.0f, 1.0f);
+                                      RF_HEAD_DIM, C, 32, d[11], 0.125f, d[6], d[7], 10000.0f, 1.0f);
             });
         else if (d[8])
             emu::launch(rf_dim3{(unsigned)S, (unsigned)Hkv, 1}, FA_DEC_WARPS * RF_WARP, [&] {
                 flash_attn_decode_f32(q.data(), k.data(), v.data(), pos.data(), knp, vnp, out.data(),
                                       po.data(), pm.data(), pl.data(), tickets.data(), H, Hkv, rs,
-                                      RF_HEAD_DIM, C, 32, 0.125f, d[6], d[7], 10000.0f, 1.0f);
+                                      RF_HEAD_DIM, C, 32, d[11], 0.125f, d[6], d[7], 10000.0f, 1.0f);
             });
         else
 #endif
@@ -150,7 +150,8 @@ def test_other_head_dims(exes, tmp_path, D, decode):
     _check_case(exes[D, 2 if decode else None], tmp_path, T, 4, 2, 96, 40, 3, (D, 1), decode, False, D)
 
 
-def _check_case(exe, tmp_path, T, H, Hkv, C, pos0, n_splits, rope, decode, f16, D, write=False):
+def _check_case(exe, tmp_path, T, H, Hkv, C, pos0, n_splits, rope, decode, f16, D, write=False,
+                span=32):
     rng = np.random.default_rng(T * 1000 + C + n_splits)
     q = rng.standard_normal((T, H, D)).astype(np.float32)
     k = rng.standard_normal((C, Hkv, D)).astype(np.float32)
@@ -164,7 +165,7 @@ def _check_case(exe, tmp_path, T, H, Hkv, C, pos0, n_splits, rope, decode, f16, 
     n_splits = -(-C // chunk)
     f = tmp_path / "in.bin"
     with open(f, "wb") as fh:
-        head = [T, H, Hkv, C, n_splits, chunk, *(rope or (0, 0)), int(decode), int(f16), int(write)]
+        head = [T, H, Hkv, C, n_splits, chunk, *(rope or (0, 0)), int(decode), int(f16), int(write), span]
         np.array(head, np.int32).tofile(fh)
         for a in (q, k, v, pos, *kv_new):
             a.tofile(fh)
@@ -197,3 +198,16 @@ def test_decode_writes_the_steps_row_into_the_cache(exes, tmp_path, H, Hkv, C, p
     # fuse_kv_write: the attention takes k_new and v_new, writes them into row pos (k_new ROPE'd as q) and
     # attends over the cache with it; the poisoned row would make any read of it before the write NaN
     _check_case(exes[64, H // Hkv], tmp_path, 1, H, Hkv, C, pos0, n_splits, rope, True, f16, 64, write=True)
+
+
+@pytest.mark.parametrize("H, Hkv, C, pos0, n_splits, span", [
+    (14, 2, 640, 100, 20, 128),   # 101 rows, span 128: one split (no merge), the other 19 blocks idle
+    (14, 2, 640, 300, 20, 128),   # 301 rows: 3 splits of 128-row spans, groups of 32 dealt over them
+    (9, 3, 2200, 2100, 30, 256),  # 9 splits (2101 / 256), 66 groups dealt over them
+    (4, 2, 96, 0, 3, 64),         # the first step: one row, one split
+])
+def test_decode_splits_by_the_position(exes, tmp_path, H, Hkv, C, pos0, n_splits, span):
+    # the launcher's span: a step uses only the splits its rows fill (at least `span` rows each); the
+    # tickets of the splits it uses are left zero, the others' untouched; the step's row written as well
+    _check_case(exes[64, H // Hkv], tmp_path, 1, H, Hkv, C, pos0, n_splits, (64, 1), True, False, 64,
+                write=True, span=span)

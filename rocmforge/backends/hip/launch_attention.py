@@ -38,6 +38,9 @@ def attn_splits(ctx: Ctx, T: int, H: int, Hkv: int, C: int, head_dim: int) -> tu
 # FA_DEC_ROWS; rows a group (the unit dealt to the splits: a multiple of FA_DEC_ROWS); splits at most
 # (FA_DEC_MAX_SPLITS: more make the merge the longer part)
 DEC_G, DEC_WARPS, DEC_ROWS, DEC_GROUP, DEC_SPLITS = 8, 4, 8, 32, 32
+# rows a decode split takes at least (a multiple of DEC_GROUP): below it a step splits the cache over fewer
+# blocks, down to one block a KV head and no merge
+DEC_SPAN = 32
 
 
 def _split_scratch(ctx: Ctx, n_splits: int, rows: int, D: int, tiles: int) -> tuple[int, int, int, int]:
@@ -96,8 +99,8 @@ def _decode(ctx: Ctx, out: DevTensor, q: DevTensor, k: DevTensor, v: DevTensor, 
     C, Hkv, _ = k.shape
     n_splits = max(1, min(cdiv(4 * ctx.n_sm, Hkv), cdiv(C, DEC_GROUP), DEC_SPLITS))
     f = ctx.k("attention.hip", f"flash_attn_decode_{k.dtype}", RF_HEAD_DIM=D, RF_DEC_G=H // Hkv)
-    common = (i32(H), i32(Hkv), i64(k.strides[0]), i64(k.strides[1]), i32(C), i32(DEC_GROUP), f32(scale),
-              *rope_args(rope_q))
+    common = (i32(H), i32(Hkv), i64(k.strides[0]), i64(k.strides[1]), i32(C), i32(DEC_GROUP), i32(DEC_SPAN),
+              f32(scale), *rope_args(rope_q))
     grid, block = (n_splits, Hkv), (DEC_WARPS * ctx.warp,)
     head = (q.ptr, k.ptr, v.ptr, pos.ptr, *((kv_new[0].ptr, kv_new[1].ptr) if kv_new else (0, 0)), out.ptr)
     if n_splits == 1:
