@@ -129,7 +129,7 @@ if want attn; then  # FLASH_ATTN_EXT alone, this tree and OLD's (scripts/bench_a
 for v in ${VARIANTS:-new old}; do
   D=$(tree $v); [ -d "$D" ] && [ -f $D/scripts/bench_attention.py ] || continue
   (cd $D && PYTHONPATH=/tmp/site:$D timeout 120 python3 scripts/bench_attention.py --ctx 543,4096 \
-    --depth 128,512,2048 --prompt 512,2048 2>&1 | tail -22 | sed "s/^/$v /")
+    --depth 16,64,128,512,2048 --prompt 512,2048 2>&1 | tail -26 | sed "s/^/$v /")
 done | tee $OUT/attn.txt
 el attn
 fi
