@@ -247,7 +247,9 @@ __device__ void flash_attn(const float* __restrict__ q, const Tkv* __restrict__ 
 #define FA_DEC_G RF_DEC_G  // query heads a KV head, compile-time (the launcher's G, at most 8)
 #define FA_DEC_WARPS 4
 #define FA_DEC_ROWS 8
-#define FA_DPL (FA_D / RF_WARP > 0 ? FA_D / RF_WARP : 1)  // dims a lane holds (entries: FA_D % RF_WARP == 0)
+#define FA_DEC_E 8                      // dims a lane holds: 16 bytes of an f16 row
+#define FA_DEC_L (FA_D / FA_DEC_E)      // lanes a row: 8 (D 64), 16 (D 128)
+#define FA_DEC_R (RF_WARP / FA_DEC_L)   // rows a warp scores at once (slots): 4, 2 (wave32)
 #define FA_DEC_MERGE 8  // splits whose partials load before their arithmetic
 
 #define FA_DEC_MAX_SPLITS 32  // the launcher's cap on n_splits (the merge keeps a weight per split and head)
@@ -293,6 +295,27 @@ RF_DEV void fa_dec_merge(const float* part_m, const float* part_l, const float* 
     }
 }
 
+// a lane's FA_DEC_E consecutive elements of a cache row as f32 (16-byte loads: one for f16, two for f32)
+template <typename Tkv>
+RF_DEV void fa_dec_load(const Tkv* p, float (&x)[FA_DEC_E]);
+template <>
+RF_DEV void fa_dec_load<rf_u16>(const rf_u16* p, float (&x)[FA_DEC_E]) {
+    const uint4 w = *(const uint4*)p;
+    const rf_u32 u[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        x[2 * i] = rf_h2f_lo(u[i]);
+        x[2 * i + 1] = rf_h2f_hi(u[i]);
+    }
+}
+template <>
+RF_DEV void fa_dec_load<float>(const float* p, float (&x)[FA_DEC_E]) {
+    const float4 a = *(const float4*)p, b = *(const float4*)(p + 4);
+    const float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+#pragma unroll
+    for (int i = 0; i < 8; ++i) x[i] = v[i];
+}
+
 template <typename Tkv>
 RF_DEV void flash_attn_decode(const float* __restrict__ q, Tkv* __restrict__ k, Tkv* __restrict__ v,
                               const int* __restrict__ pos,
@@ -303,107 +326,122 @@ RF_DEV void flash_attn_decode(const float* __restrict__ q, Tkv* __restrict__ k, 
                               int rope_neox, float rope_base, float rope_freq_scale) {
     RF_PDL_BEGIN();
     __shared__ float sm[FA_DEC_WARPS][FA_DEC_G], sl[FA_DEC_WARPS][FA_DEC_G];
-    __shared__ float so[FA_DEC_WARPS][FA_DEC_G][FA_D];
+    __shared__ float so[FA_DEC_WARPS][FA_DEC_G][FA_D] RF_ALIGN(16);
+    __shared__ float sq[FA_DEC_G][FA_D] RF_ALIGN(16);
     constexpr int G = FA_DEC_G;  // = H / Hkv (the launcher compiles the kernel for it)
+    constexpr int E = FA_DEC_E, L = FA_DEC_L, R = FA_DEC_R;
+    constexpr int SUB = FA_DEC_ROWS / R > 0 ? FA_DEC_ROWS / R : 1;  // rows a slot takes of the warp's
     (void)Hkv;
     const int hk = blockIdx.y, split = blockIdx.x;
-    const int warp = threadIdx.x / RF_WARP, lane = threadIdx.x % RF_WARP, d0 = lane * FA_DPL;
+    const int warp = threadIdx.x / RF_WARP, lane = threadIdx.x % RF_WARP;
+    const int slot = lane / L, d0 = lane % L * E;  // the lane's row slot (of R) and first dim
     const int p = pos[0];
-    const double rope_lb = rope_dims ? log2((double)rope_base) : 0.0;
-    float qv[FA_DEC_G][FA_DPL], m[FA_DEC_G], l[FA_DEC_G], o[FA_DEC_G][FA_DPL];
     const int kv_end = min(p + 1, C);
     // the splits this step: at least `span` rows each (a multiple of group), at most the grid's; the rest
     // have no rows, and neither write a partial nor take a ticket
     const int n_eff = min((int)gridDim.x, max(1, (kv_end + span - 1) / span));
     if (split >= n_eff) return;
+    const double rope_lb = rope_dims ? log2((double)rope_base) : 0.0;
     if (kn != nullptr && p < C && (p / group) % n_eff == split) {
         // the step's own row p (k_new ROPE'd as SET_ROWS_ROPE ropes it, v_new) into the cache, by the block
-        // whose split reads row p: no other block reads it, and __syncthreads makes it visible to this one's
+        // whose split reads row p: no other block reads it, and the __syncthreads below shows it to this one
         for (int d = threadIdx.x; d < FA_D; d += blockDim.x) {
             const rf_i64 off = (rf_i64)p * row_stride + (rf_i64)hk * head_stride + d;
             rf_io<Tkv>::store(k, off, rf_rope_elem<float>(kn + (rf_i64)hk * FA_D, d, p, rope_dims, rope_neox,
                                                            rope_lb, rope_freq_scale));
             rf_io<Tkv>::store(v, off, vn[(rf_i64)hk * FA_D + d]);
         }
-        __syncthreads();
     }
+    // q of the group's heads, ROPE'd and scaled, through shared memory: each dim's rotation (its double
+    // sine and cosine are the cost) once for every head
+    for (int d = threadIdx.x; d < FA_D; d += blockDim.x) {
+        const RfRopeAt rr = rf_rope_at(d, p, rope_dims, rope_neox, rope_lb, rope_freq_scale);
 #pragma unroll
-    for (int j = 0; j < FA_DPL; ++j) {
-        // the rotation of dim d0 + j at p, once for every head (its double sine and cosine are the cost);
-        // none (n_dims 0) without RoPE
-        const RfRopeAt rr = rf_rope_at(d0 + j, p, rope_dims, rope_neox, rope_lb, rope_freq_scale);
-#pragma unroll
-        for (int g = 0; g < FA_DEC_G; ++g) {
-            o[g][j] = 0.0f;
-            qv[g][j] = rf_rope_apply<float>(q + (rf_i64)(hk * G + g) * FA_D, rr) * scale;
-        }
+        for (int g = 0; g < G; ++g)
+            sq[g][d] = rf_rope_apply<float>(q + (rf_i64)(hk * G + g) * FA_D, rr) * scale;
     }
+    __syncthreads();
+    float qv[G][E], m[G], l[G], o[G][E];
 #pragma unroll
-    for (int g = 0; g < FA_DEC_G; ++g) {
+    for (int g = 0; g < G; ++g) {
         m[g] = -RF_INF;
         l[g] = 0.0f;
+#pragma unroll
+        for (int j = 0; j < E; ++j) {
+            qv[g][j] = sq[g][d0 + j];
+            o[g][j] = 0.0f;
+        }
     }
-    // i0: the offset in the split's rows (its groups one after another), FA_DEC_ROWS a warp at a time
+    // i0: the offset in the split's rows (its groups one after another), FA_DEC_ROWS a warp at a time; of
+    // those, the lane's slot takes rows slot, slot + R, ...: L lanes a row, E dims a lane
     for (int i0 = warp * FA_DEC_ROWS;; i0 += FA_DEC_WARPS * FA_DEC_ROWS) {
         const int r0 = split * group + i0 % group + i0 / group * group * n_eff;
         if (r0 >= kv_end) break;
-        float kk[FA_DEC_ROWS][FA_DPL], vv[FA_DEC_ROWS][FA_DPL];
+        float kk[SUB][E], vv[SUB][E];
 #pragma unroll
-        for (int i = 0; i < FA_DEC_ROWS; ++i) {
-            const bool in = r0 + i < kv_end;
-            const rf_i64 off = (rf_i64)(in ? r0 + i : r0) * row_stride + (rf_i64)hk * head_stride + d0;
-#pragma unroll
-            for (int j = 0; j < FA_DPL; ++j) {
-                kk[i][j] = rf_io<Tkv>::load(k, off + j);
-                vv[i][j] = rf_io<Tkv>::load(v, off + j);
-            }
+        for (int s = 0; s < SUB; ++s) {
+            const int r = r0 + slot + s * R;
+            const rf_i64 off = (rf_i64)(r < kv_end ? r : r0) * row_stride + (rf_i64)hk * head_stride + d0;
+            fa_dec_load<Tkv>(k + off, kk[s]);
+            fa_dec_load<Tkv>(v + off, vv[s]);
         }
-        // every row's score for every head first (independent dot products and warp sums, which the
-        // compiler interleaves), rows past the position at -inf; then one online-softmax step a head
-        float sc[FA_DEC_ROWS][FA_DEC_G];
+        // every (row, head) score first: E products and a sum over the row's L lanes each, independent
+        float sc[SUB][G];
 #pragma unroll
-        for (int i = 0; i < FA_DEC_ROWS; ++i) {
+        for (int s = 0; s < SUB; ++s) {
 #pragma unroll
-            for (int g = 0; g < FA_DEC_G; ++g) {
+            for (int g = 0; g < G; ++g) {
                 float x = 0.0f;
 #pragma unroll
-                for (int j = 0; j < FA_DPL; ++j) x += qv[g][j] * kk[i][j];
-                x = rf_warp_sum(x);
-                sc[i][g] = r0 + i < kv_end ? x : -RF_INF;
+                for (int j = 0; j < E; ++j) x += qv[g][j] * kk[s][j];
+                x = rf_group_sum(x, L);
+                sc[s][g] = r0 + slot + s * R < kv_end ? x : -RF_INF;
             }
         }
+        // one online-softmax step a head over the slot's rows (a slot whose rows are all past the position,
+        // with nothing before, keeps its empty state)
 #pragma unroll
-        for (int g = 0; g < FA_DEC_G; ++g) {
+        for (int g = 0; g < G; ++g) {
             float mx = m[g];
 #pragma unroll
-            for (int i = 0; i < FA_DEC_ROWS; ++i) mx = fmaxf(mx, sc[i][g]);
-            // mx is finite: row r0 is below kv_end; m[g] = -inf (nothing seen before) gives corr 0
+            for (int s = 0; s < SUB; ++s) mx = fmaxf(mx, sc[s][g]);
+            if (mx == -RF_INF) continue;
             const float corr = expf(m[g] - mx);
-            float e[FA_DEC_ROWS], sum = 0.0f;
+            float e[SUB], sum = 0.0f;
 #pragma unroll
-            for (int i = 0; i < FA_DEC_ROWS; ++i) {
-                e[i] = expf(sc[i][g] - mx);  // 0 past the position
-                sum += e[i];
+            for (int s = 0; s < SUB; ++s) {
+                e[s] = expf(sc[s][g] - mx);
+                sum += e[s];
             }
             l[g] = l[g] * corr + sum;
 #pragma unroll
-            for (int j = 0; j < FA_DPL; ++j) {
+            for (int j = 0; j < E; ++j) {
                 float acc = o[g][j] * corr;
 #pragma unroll
-                for (int i = 0; i < FA_DEC_ROWS; ++i) acc += e[i] * vv[i][j];
+                for (int s = 0; s < SUB; ++s) acc += e[s] * vv[s][j];
                 o[g][j] = acc;
             }
             m[g] = mx;
         }
     }
+    // the warp's R slots merged (lanes L apart hold the same dims): slot 0's lanes hold the warp's partial
 #pragma unroll
-    for (int g = 0; g < FA_DEC_G; ++g) {
-        if (lane == 0) {
-            sm[warp][g] = m[g];
-            sl[warp][g] = l[g];
+    for (int g = 0; g < G; ++g) {
+        float M = m[g];
+        for (int off = L; off < RF_WARP; off <<= 1) M = fmaxf(M, rf_shfl_xor(M, off));
+        const float c = m[g] == -RF_INF ? 0.0f : expf(m[g] - M);
+        float lw = l[g] * c;
+        for (int off = L; off < RF_WARP; off <<= 1) lw += rf_shfl_xor(lw, off);
+#pragma unroll
+        for (int j = 0; j < E; ++j) {
+            float x = o[g][j] * c;
+            for (int off = L; off < RF_WARP; off <<= 1) x += rf_shfl_xor(x, off);
+            if (slot == 0) so[warp][g][d0 + j] = x;
         }
-#pragma unroll
-        for (int j = 0; j < FA_DPL; ++j) so[warp][g][d0 + j] = o[g][j];
+        if (lane == 0) {
+            sm[warp][g] = M;
+            sl[warp][g] = lw;
+        }
     }
     __syncthreads();
     // the block's partial per (head, dim): its warps merged (a warp that saw no row has m = -inf)
@@ -447,7 +485,9 @@ RF_DEV void flash_attn_decode(const float* __restrict__ q, Tkv* __restrict__ k, 
                                row_stride, head_stride, C, group, span, scale, rope_dims, rope_neox,   \
                                rope_base, rope_freq_scale);                                            \
     }
-#if FA_D % RF_WARP == 0 && FA_D <= 128  // (at 256 its partials would take the tiled kernel's shared memory)
+// (head dims of 16-byte lane slices that fill whole warps and FA_DEC_ROWS; up to 128: at 256 its partials
+// would take the tiled kernel's shared memory)
+#if FA_D % FA_DEC_E == 0 && FA_D <= 128 && RF_WARP % FA_DEC_L == 0 && FA_DEC_ROWS % FA_DEC_R == 0
 FA_DEC_ENTRY(f32, float)
 FA_DEC_ENTRY(f16, rf_u16)
 #endif

@@ -44,7 +44,7 @@ int main(int argc, char** argv) {
     for (int run = 0; run < 2; ++run) {
         std::vector<float> out(q.size(), std::numeric_limits<float>::quiet_NaN());
         const rf_i64 rs = (rf_i64)Hkv * RF_HEAD_DIM;
-#if FA_D % RF_WARP == 0 && FA_D <= 128  // the decode kernel's head dims
+#if FA_D % FA_DEC_E == 0 && FA_D <= 128 && RF_WARP % FA_DEC_L == 0 && FA_DEC_ROWS % FA_DEC_R == 0
         if (d[8] && d[9])
             emu::launch(rf_dim3{(unsigned)S, (unsigned)Hkv, 1}, FA_DEC_WARPS * RF_WARP, [&] {
                 flash_attn_decode_f16(q.data(), kh.data(), vh.data(), pos.data(), knp, vnp, out.data(),
@@ -94,7 +94,7 @@ def test_the_launcher_mirrors_the_decode_kernels_macros():
 
     src = (KERNEL_DIR / "attention.hip").read_text()
     for macro, value in (("RF_DEC_G", L.DEC_G), ("FA_DEC_WARPS", L.DEC_WARPS), ("FA_DEC_ROWS", L.DEC_ROWS),
-                         ("FA_DEC_MAX_SPLITS", L.DEC_SPLITS)):
+                         ("FA_DEC_MAX_SPLITS", L.DEC_SPLITS), ("FA_DEC_E", L.DEC_E)):
         assert f"#define {macro} {value} " in src or f"#define {macro} {value}\n" in src, macro
     assert L.DEC_GROUP % L.DEC_ROWS == 0
 

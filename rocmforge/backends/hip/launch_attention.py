@@ -38,6 +38,7 @@ def attn_splits(ctx: Ctx, T: int, H: int, Hkv: int, C: int, head_dim: int) -> tu
 # FA_DEC_ROWS; rows a group (the unit dealt to the splits: a multiple of FA_DEC_ROWS); splits at most
 # (FA_DEC_MAX_SPLITS: more make the merge the longer part)
 DEC_G, DEC_WARPS, DEC_ROWS, DEC_GROUP, DEC_SPLITS = 8, 4, 8, 32, 32
+DEC_E = 8  # attention.hip's FA_DEC_E: the dims a lane holds (16 bytes of an f16 row)
 # rows a decode split takes at least (a multiple of DEC_GROUP): below it a step splits the cache over fewer
 # blocks, down to one block a KV head and no merge
 DEC_SPAN = 32
@@ -55,8 +56,11 @@ def _split_scratch(ctx: Ctx, n_splits: int, rows: int, D: int, tiles: int) -> tu
 
 def decode_kernel(ctx: Ctx, T: int, H: int, Hkv: int, D: int) -> bool:
     """Whether FLASH_ATTN_EXT runs flash_attn_decode (one token, at most DEC_G query heads a KV head, head
-    dims a multiple of the warp up to 128) rather than the tiled kernel."""
-    return T == 1 and H // Hkv <= DEC_G and D % ctx.warp == 0 and D <= 128
+    dims up to 128 in DEC_E-element lane slices that fill whole warps and DEC_ROWS) rather than the tiled
+    kernel."""
+    lanes = D // DEC_E
+    return (T == 1 and H // Hkv <= DEC_G and D % DEC_E == 0 and D <= 128 and ctx.warp % lanes == 0
+            and DEC_ROWS % (ctx.warp // lanes) == 0)
 
 
 # attention_mma.hip's MA_WARPS and MA_BQ: warps a block, (token, head) rows a block (16 a warp)
