@@ -73,3 +73,20 @@ def test_flash_attn_ext_launches(kv, mma):
         assert scalars == [T, H, Hkv, Hkv * D + 8, D, C, 0.125, 64, 1, 1e6, 1.0]
     else:
         assert (launch["file"], launch["entry"]) == ("attention.hip", f"flash_attn_{kv}")
+
+
+@pytest.mark.parametrize("pad, offset, want", [
+    (0, 0, "flash_attn_decode_f16"),  # rows of whole 16-byte lane slices
+    (8, 0, "flash_attn_decode_f16"),
+    (4, 0, "flash_attn_f16"),         # a row stride of 132 halves: a lane's 16-byte load would straddle
+    (0, 8, "flash_attn_f16"),         # a view 8 bytes into its buffer
+])
+def test_decode_kernel_needs_lane_aligned_caches(pad, offset, want):
+    ctx, rec = _ctx()
+    H, Hkv, D, C = 14, 2, 64, 32  # one split of the cache either way: no scratch to take
+    q, out = _tensor(rec, (1, H, D), "f32"), _tensor(rec, (1, H, D), "f32")
+    k = DevTensor(rec.empty(1 << 24), offset, (C, Hkv, D), "f16", (Hkv * D + pad, D, 1))
+    v = DevTensor(rec.empty(1 << 24), offset, (C, Hkv, D), "f16", (Hkv * D + pad, D, 1))
+    pos = _tensor(rec, (1,), "i32")
+    FLASH_ATTN_EXT(ctx, out, q, k, v, pos, scale=0.125, rope_q=(64, True, 1e6, 1.0))
+    assert rec.launches[-1]["entry"] == want

@@ -44,6 +44,12 @@ DEC_E = 8  # attention.hip's FA_DEC_E: the dims a lane holds (16 bytes of an f16
 DEC_SPAN = 32
 
 
+def _lane_aligned(c: DevTensor) -> bool:
+    """Whether flash_attn_decode's 16-byte loads of DEC_E elements a lane can read the cache view c: its row
+    and head strides whole lane slices, its start 16-byte aligned."""
+    return c.strides[0] % DEC_E == 0 and c.strides[1] % DEC_E == 0 and c.ptr % 16 == 0
+
+
 def _split_scratch(ctx: Ctx, n_splits: int, rows: int, D: int, tiles: int) -> tuple[int, int, int, int]:
     """Pointers to the split kernels' partials, part_o [n_splits, rows, D], part_m and part_l [n_splits,
     rows], and their tickets, one a tile of blocks that merges (zero when taken, left zero by every
@@ -144,7 +150,7 @@ def FLASH_ATTN_EXT(
     kv_new = None
     if k_new is not None and v_new is not None:
         kv_new = contiguous(ctx, k_new, "f32"), contiguous(ctx, v_new, "f32")
-    if decode_kernel(ctx, T, H, Hkv, D):
+    if decode_kernel(ctx, T, H, Hkv, D) and _lane_aligned(k) and _lane_aligned(v):
         _decode(ctx, out, q, k, v, pos, scale, rope_q, kv_new)
         return
     if kv_new is not None:  # the other kernels read the cache as it is: write the rows first
