@@ -232,13 +232,16 @@ __device__ void flash_attn(const float* __restrict__ q, const Tkv* __restrict__ 
 // serves every query head of its KV head (G = H / Hkv = FA_DEC_G: no rows padded to a tile) over its share
 // of the cache: groups of `group` rows (a multiple of FA_DEC_ROWS) dealt in turn to the step's splits
 // (n_eff: as many as give each at least `span` rows, up to n_splits; split s takes groups s, s + n_eff,
-// ...), so the rows up to the position spread over them and a short cache needs no merge. Each warp
-// takes FA_DEC_ROWS rows at a time, loads their K and V (each lane its D / RF_WARP dims) before any
-// arithmetic, scores them for every head at once (independent warp sums), and takes one online-softmax step
-// a head for the lot; it keeps per head a running max, sum and output in registers (q too, ROPE'd and
-// scaled on the way in). The warps' partials merge in shared memory; with n_splits > 1 the block writes
-// its partial and the last block of the KV head to finish merges them (tickets, as flash_attn), over the
-// splits that saw rows (those up to the position's). With kn and vn (f32 [Hkv * D]: the step's K row before
+// ...), so the rows up to the position spread over them and a short cache needs no merge. q is ROPE'd and
+// scaled into shared memory once (a dim's rotation for every head). Each warp takes FA_DEC_ROWS rows at a
+// time as FA_DEC_R slots of FA_DEC_L lanes, a lane FA_DEC_E dims (one 16-byte load of an f16 row: the
+// launcher keeps unaligned caches on the tiled kernel); each slot scores its rows for every head (E
+// products and a sum over its L lanes) and keeps its own running max, sum and output a head in registers;
+// at the end the slots merge by shuffles, the warps in shared memory; with n_eff > 1 the block writes its
+// partial and the last block of the KV head to finish merges them (tickets, as flash_attn). Per warp and
+// 8 rows of Qwen2.5's 7 heads that is ~42 shuffles and 21 exps, against 280 and 63 with a lane a dim pair
+// (the kernel before, where one warp's dependent chain was the launch's time: LOG.md 2026-12-08).
+// With kn and vn (f32 [Hkv * D]: the step's K row before
 // RoPE and its V row) the block whose split holds row p first writes them there (fuse_kv_write: no
 // SET_ROWS_ROPE launch before it); null: the cache holds row p already.
 #ifndef RF_DEC_G
