@@ -238,9 +238,8 @@ __device__ void flash_attn(const float* __restrict__ q, const Tkv* __restrict__ 
 // launcher keeps unaligned caches on the tiled kernel); each slot scores its rows for every head (E
 // products and a sum over its L lanes) and keeps its own running max, sum and output a head in registers;
 // at the end the slots merge by shuffles, the warps in shared memory; with n_eff > 1 the block writes its
-// partial and the last block of the KV head to finish merges them (tickets, as flash_attn). Per warp and
-// 8 rows of Qwen2.5's 7 heads that is ~42 shuffles and 21 exps, against 280 and 63 with a lane a dim pair
-// (the kernel before, where one warp's dependent chain was the launch's time: LOG.md 2026-12-08).
+// partial and the last block of the KV head to finish merges them (tickets, as flash_attn). Few
+// instructions a row matter more than bytes here: at short depths one warp's dependent chain is the time.
 // With kn and vn (f32 [Hkv * D]: the step's K row before
 // RoPE and its V row) the block whose split holds row p first writes them there (fuse_kv_write: no
 // SET_ROWS_ROPE launch before it); null: the cache holds row p already.
