@@ -240,9 +240,9 @@ __device__ void flash_attn(const float* __restrict__ q, const Tkv* __restrict__ 
 // at the end the slots merge by shuffles, the warps in shared memory; with n_eff > 1 the block writes its
 // partial and the last block of the KV head to finish merges them (tickets, as flash_attn). Few
 // instructions a row matter more than bytes here: at short depths one warp's dependent chain is the time.
-// With kn and vn (f32 [Hkv * D]: the step's K row before
-// RoPE and its V row) the block whose split holds row p first writes them there (fuse_kv_write: no
-// SET_ROWS_ROPE launch before it); null: the cache holds row p already.
+// With kn and vn (f32 [Hkv * D]: the step's K row before RoPE and its V row) the block whose split holds
+// row p first writes them there (fuse_kv_write: no SET_ROWS_ROPE launch before it); null: the cache holds
+// row p already.
 #ifndef RF_DEC_G
 #define RF_DEC_G 8
 #endif
@@ -344,23 +344,21 @@ RF_DEV void flash_attn_decode(const float* __restrict__ q, Tkv* __restrict__ k, 
     const int n_eff = min((int)gridDim.x, max(1, (kv_end + span - 1) / span));
     if (split >= n_eff) return;
     const double rope_lb = rope_dims ? log2((double)rope_base) : 0.0;
-    if (kn != nullptr && p < C && (p / group) % n_eff == split) {
-        // the step's own row p (k_new ROPE'd as SET_ROWS_ROPE ropes it, v_new) into the cache, by the block
-        // whose split reads row p: no other block reads it, and the __syncthreads below shows it to this one
-        for (int d = threadIdx.x; d < FA_D; d += blockDim.x) {
-            const rf_i64 off = (rf_i64)p * row_stride + (rf_i64)hk * head_stride + d;
-            rf_io<Tkv>::store(k, off, rf_rope_elem<float>(kn + (rf_i64)hk * FA_D, d, p, rope_dims, rope_neox,
-                                                           rope_lb, rope_freq_scale));
-            rf_io<Tkv>::store(v, off, vn[(rf_i64)hk * FA_D + d]);
-        }
-    }
+    // the block whose split reads row p writes the step's own row there (k_new ROPE'd as SET_ROWS_ROPE
+    // ropes it, v_new): no other block reads it, and the __syncthreads below shows it to this one
+    const bool write_row = kn != nullptr && p < C && (p / group) % n_eff == split;
     // q of the group's heads, ROPE'd and scaled, through shared memory: each dim's rotation (its double
-    // sine and cosine are the cost) once for every head
+    // sine and cosine are the cost) once for every head and the step's K row
     for (int d = threadIdx.x; d < FA_D; d += blockDim.x) {
         const RfRopeAt rr = rf_rope_at(d, p, rope_dims, rope_neox, rope_lb, rope_freq_scale);
 #pragma unroll
         for (int g = 0; g < G; ++g)
             sq[g][d] = rf_rope_apply<float>(q + (rf_i64)(hk * G + g) * FA_D, rr) * scale;
+        if (write_row) {
+            const rf_i64 off = (rf_i64)p * row_stride + (rf_i64)hk * head_stride + d;
+            rf_io<Tkv>::store(k, off, rf_rope_apply<float>(kn + (rf_i64)hk * FA_D, rr));
+            rf_io<Tkv>::store(v, off, vn[(rf_i64)hk * FA_D + d]);
+        }
     }
     __syncthreads();
     float qv[G][E], m[G], l[G], o[G][E];
