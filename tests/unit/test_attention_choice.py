@@ -90,3 +90,24 @@ def test_decode_kernel_needs_lane_aligned_caches(pad, offset, want):
     pos = _tensor(rec, (1,), "i32")
     FLASH_ATTN_EXT(ctx, out, q, k, v, pos, scale=0.125, rope_q=(64, True, 1e6, 1.0))
     assert rec.launches[-1]["entry"] == want
+
+
+def test_cache_writes_before_a_kernel_that_does_not_take_them():
+    # FLASH_ATTN_EXT with k_new and v_new where the decode kernel does not run (16 query heads a KV head):
+    # SET_ROWS_ROPE's kernel writes K's row (ROPE'd) and V's through the cache views' row stride (a joint
+    # [C, 2W] cache), then attention_mma's kernel attends
+    ctx, rec = _ctx()
+    H, Hkv, D, C = 32, 2, 64, 32
+    W = Hkv * D
+    q, out = _tensor(rec, (1, H, D), "f32"), _tensor(rec, (1, H, D), "f32")
+    cache = rec.empty(1 << 24)
+    k = DevTensor(cache, 0, (C, Hkv, D), "f16", (2 * W, D, 1))
+    v = DevTensor(cache, 2 * W, (C, Hkv, D), "f16", (2 * W, D, 1))
+    k_new, v_new = _tensor(rec, (1, W), "f32"), _tensor(rec, (1, W), "f32")
+    pos = _tensor(rec, (1,), "i32")
+    FLASH_ATTN_EXT(ctx, out, q, k, v, pos, k_new, v_new, scale=0.125, rope_q=(64, True, 1e6, 1.0))
+    wk, wv, _ = rec.launches
+    assert [x["entry"] for x in rec.launches] == ["set_rows_rope_f32_f16"] * 2 + ["flash_attn_mma_f16"]
+    # src's and the cache's row strides, rows written, their width, the columns ROPE'd, the head dim, the RoPE
+    assert [a[1] for a in wk["args"] if a != "ptr"] == [W, 2 * W, 1, W, W, D, 64, 1, 1e6, 1.0]
+    assert [a[1] for a in wv["args"] if a != "ptr"] == [W, 2 * W, 1, W, 0, D, 0, 0, 1.0, 1.0]

@@ -6,7 +6,8 @@ device has them (mma_kernel)."""
 from __future__ import annotations
 
 from .context import Ctx
-from .launch_elementwise import EW_BLOCK, contiguous, grid_1d
+from .launch_elementwise import contiguous
+from .launch_rows import SET_ROWS_ROPE
 from .tensor import DevTensor, cdiv, f32, i32, i64
 
 
@@ -122,16 +123,14 @@ def _decode(ctx: Ctx, out: DevTensor, q: DevTensor, k: DevTensor, v: DevTensor, 
 
 def _write_rows(ctx: Ctx, cache: DevTensor, rows: DevTensor, pos: DevTensor, rope: tuple | None) -> None:
     """rows f32 [T, Hkv * D] into rows pos of the cache view [C, Hkv, D] (heads side by side in a row),
-    ROPE'd where rope is given: rope.hip's set_rows_rope (SET_ROWS_ROPE's kernel) through the view."""
+    ROPE'd where rope is given: SET_ROWS_ROPE's launcher on the view as [C, Hkv * D] rows."""
     C, Hkv, D = cache.shape
     if cache.strides[1:] != (D, 1):
         raise NotImplementedError("FLASH_ATTN_EXT's cache write into a view whose heads are not side by side")
-    T, W = rows.shape
+    flat = DevTensor(cache.buf, cache.offset, (C, Hkv * D), cache.dtype, (cache.strides[0], 1))
     n_dims, neox, base, freq_scale = rope if rope is not None else (0, False, 1.0, 1.0)
-    f = ctx.k("rope.hip", f"set_rows_rope_f32_{cache.dtype}")
-    f(grid_1d(ctx, T * W), (EW_BLOCK,), (rows.ptr, i64(rows.strides[0]), pos.ptr, cache.ptr,
-                                         i64(cache.strides[0]), i32(T), i32(W), i32(W if rope else 0), i32(D),
-                                         i32(n_dims), i32(int(neox)), f32(base), f32(freq_scale)))
+    SET_ROWS_ROPE(ctx, flat, flat, rows, pos, n_rot=Hkv * D if rope else 0, head_dim=D, n_dims=n_dims,
+                  neox=neox, base=base, freq_scale=freq_scale)
 
 
 def FLASH_ATTN_EXT(

@@ -102,17 +102,19 @@ def SET_ROWS_ROPE(
     ctx: Ctx, out: DevTensor, dst: DevTensor, src: DevTensor, idx: DevTensor, *, n_rot: int, head_dim: int,
     n_dims: int, neox: bool, base: float, freq_scale: float = 1.0,
 ) -> None:
-    # out is dst: rows idx of the [R, W] cache overwritten by src [T, W] (rows may be strided: K and V's
-    # columns of the stacked Q/K/V result), its first n_rot columns ROPE'd (rope.hip)
-    if not dst.is_contiguous:
-        raise NotImplementedError("SET_ROWS_ROPE into a non-contiguous view")
+    # out is dst: rows idx of the [R, W] cache overwritten by src [T, W] (rows of both may be strided: K and
+    # V's columns of the stacked Q/K/V result, K's half of a joint K/V cache), its first n_rot columns
+    # ROPE'd (rope.hip)
+    if dst.strides[-1] != 1:
+        raise NotImplementedError("SET_ROWS_ROPE into a view whose rows are not contiguous")
     if src.dtype != "f32" or src.strides[-1] != 1:
         src = contiguous(ctx, src, "f32")
     idx = contiguous(ctx, idx)
     T, W = src.shape
+    row = dst.strides[0] if dst.shape[0] > 1 else W
     f = ctx.k("rope.hip", f"set_rows_rope_f32_{dst.dtype}")
-    args = (src.ptr, i64(src.strides[0]), idx.ptr, dst.ptr, i64(W), i32(T), i32(W), i32(n_rot), i32(head_dim),
-            i32(n_dims), i32(int(neox)), f32(base), f32(freq_scale))
+    args = (src.ptr, i64(src.strides[0]), idx.ptr, dst.ptr, i64(row), i32(T), i32(W), i32(n_rot),
+            i32(head_dim), i32(n_dims), i32(int(neox)), f32(base), f32(freq_scale))
     f(grid_1d(ctx, T * W), (EW_BLOCK,), args)
 
 
