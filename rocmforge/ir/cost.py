@@ -60,12 +60,10 @@ def node_cost(t: Tensor, n_kv: int | None = None) -> Cost:
         C, Hkv, D = k.shape
         rows = C if n_kv is None else min(C, n_kv)
         T, H = q.shape[0], q.shape[1]
-        kv = rows * Hkv * D * ITEMSIZE[k.dtype] + rows * Hkv * v.shape[2] * ITEMSIZE[v.dtype]
-        if len(t.src) == 6:  # k_new and v_new read, and written into the cache rows at pos
-            written = T * Hkv * D * ITEMSIZE[k.dtype] + T * Hkv * v.shape[2] * ITEMSIZE[v.dtype]
-            reads = src[0] + kv + src[3] + src[4] + src[5]
-            return Cost(reads, out + written, 2 * T * H * rows * (D + v.shape[2]))
-        return Cost(src[0] + kv + src[3], out, 2 * T * H * rows * (D + v.shape[2]))
+        row = Hkv * D * ITEMSIZE[k.dtype] + Hkv * v.shape[2] * ITEMSIZE[v.dtype]  # a cache row, K and V
+        # k_new and v_new (where given) read, and written into the cache rows at pos
+        written = T * row if len(src) == 6 else 0
+        return Cost(src[0] + rows * row + sum(src[3:]), out + written, 2 * T * H * rows * (D + v.shape[2]))
     if t.op is Op.RMS_NORM:
         return Cost(sum(src), out, 3 * t.n_elements)
     if t.op is Op.RMS_NORM_MUL:

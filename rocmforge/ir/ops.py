@@ -309,6 +309,8 @@ def writes_into(t: Tensor) -> list[Tensor]:
     if t.op is Op.FLASH_ATTN_EXT and len(t.src) == 6:
         return [t.src[1], t.src[2]]
     return []
+
+
 # element-wise ops that may write their result over their first source
 INPLACE_OK = frozenset({Op.ADD, Op.MUL, Op.SCALE, Op.SILU, Op.SWIGLU})
 

@@ -48,7 +48,7 @@ def cse(graph: Graph) -> Graph:
     A node's key also holds, for each source, the number of SET_ROWS that have written that source's
     storage so far, so a read before a cache write is never merged with the same read after it.
     """
-    # a buffer that some SET_ROWS writes is not a pure value: never merge it with another
+    # a buffer that some SET_ROWS (or a FLASH_ATTN_EXT's k_new) writes is not a pure value: never merge it
     written = {graph.storage_root(w).id for t in graph.nodes for w in writes_into(t)}
     g = Graph(graph.name)
     new: dict[int, Tensor] = {}
@@ -584,9 +584,9 @@ def _kv_write_group(fa: Tensor, rd: dict[int, list]) -> dict | None:
     rope = fa.params.get("rope_q")
     if wk.op is Op.SET_ROWS_ROPE:
         p = wk.params
-        if rope is None or (p["n_dims"], p["neox"], p["base"], p["freq_scale"]) != rope or p["head_dim"] != D:
+        if (p["n_dims"], p["neox"], p["base"], p["freq_scale"]) != rope:
             return None
-        if p["n_rot"] != W:
+        if (p["head_dim"], p["n_rot"]) != (D, W):
             return None
     elif wk.op is not Op.SET_ROWS or rope is not None:
         return None
@@ -633,7 +633,7 @@ def fuse_kv_write(graph: Graph) -> Graph:
     def emit(g: Graph, new: dict[int, Tensor], grp: dict) -> None:
         fa, wk, wv = grp["fa"], grp["wk"], grp["wv"]
         q, kview, vview, pos = fa.src
-        C, Hkv, D = kview.shape
+        Hkv, D = kview.shape[1:]
         ks, vs = new[wk.src[0].id], new[wv.src[0].id]
         k = g.view(ks, kview.shape, kview.name, kview.params["strides"], kview.params["offset"])
         v = g.view(vs, vview.shape, vview.name, vview.params["strides"], vview.params["offset"])
@@ -685,7 +685,7 @@ def fuse_swiglu(graph: Graph) -> Graph:
 
 
 def _written_between(graph: Graph, a: Tensor, b: Tensor, x: Tensor) -> bool:
-    """Whether a SET_ROWS after node a and before node b writes x's storage."""
+    """Whether a node after a and before b writes x's storage (ops.writes_into)."""
     root = graph.storage_root(x).id
     return any(graph.storage_root(w).id == root for t in graph.nodes[a.id + 1: b.id] for w in writes_into(t))
 
