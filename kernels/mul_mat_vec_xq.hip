@@ -1,6 +1,7 @@
 // mul_mat_vec_xq.hip: MUL_MAT and MUL_MAT_ADD for up to 4 tokens on int8 x (quantize_x8's rows), Q4_0 and
 // Q8_0 (mul_mat_vec_xq_<type>): y[m, n] = sum_k w[n, k] * x[m, k] (+ b[m * b_stride + n] where b is not null:
-// rf_plus_b). Where K % 64 == 0 (pairs of blocks 4-byte aligned) but mul_mat_vec_xr does not apply
+// rf_plus_b); MUL_MAT_SWIGLU with RF_MMVX_GLU (rows 2i, 2i + 1 gate_i, up_i: y[m, i] = silu(gate_i . x) *
+// (up_i . x), y_stride N / 2; RF_MMVX_ROWS even). Where K % 64 == 0 (pairs of blocks 4-byte aligned) but mul_mat_vec_xr does not apply
 // (K % 256 != 0), for weights of >= 8192 rows.
 // Launch: grid (B, M), B = min(n_SM * blocks per SM, row groups) (RF_MMVX_SPREAD 0: as few as give every
 // warp the same number of groups); block RF_MMVX_WARPS * RF_WARP threads; dynamic shared memory K * 1.25
@@ -25,6 +26,9 @@
 #endif
 #ifndef RF_MMVX_ROWS
 #define RF_MMVX_ROWS 2
+#endif
+#ifndef RF_MMVX_GLU
+#define RF_MMVX_GLU 0  // 1: MUL_MAT_SWIGLU's epilogue (above)
 #endif
 #ifndef RF_MMVX_SHFL
 #define RF_MMVX_SHFL 1
@@ -240,11 +244,20 @@ __device__ void mmvxq(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8
                 acc[i] += ok ? v : 0.0f;
             }
         }
+#if RF_MMVX_GLU
+        static_assert(R % 2 == 0, "RF_MMVX_GLU needs an even RF_MMVX_ROWS");
+#pragma unroll
+        for (int i = 0; i < R; i += 2) {  // rows 2j and 2j + 1: gate_j and up_j
+            const float gate = rf_warp_sum(acc[i]), up = rf_warp_sum(acc[i + 1]);
+            if (lane == 0 && g * R + i < N) y[(g * R + i) / 2] = rf_silu(gate) * up;
+        }
+#else
 #pragma unroll
         for (int i = 0; i < R; ++i) {
             const float v = rf_warp_sum(acc[i]);
             if (lane == 0 && g * R + i < N) y[g * R + i] = rf_plus_b(v, b, b_stride, blockIdx.y, g * R + i);
         }
+#endif
     }
 }
 

@@ -1,6 +1,6 @@
 // mul_mat_vec_xr.hip: MUL_MAT and MUL_MAT_ADD for up to 4 tokens on int8 x (quantize_x8's rows), Q4_0 and
 // Q8_0 (mul_mat_vec_xr_<type>): y[m, n] = sum_k w[n, k] * x[m, k] (+ b[m * b_stride + n] where b is not
-// null: rf_plus_b); K a multiple of 256, rows packed and 16-byte aligned. The int8 default where it applies
+// null: rf_plus_b); MUL_MAT_SWIGLU with RF_MMVR_GLU; K a multiple of 256, rows packed and 16-byte aligned. The int8 default where it applies
 // (kernel_choice.py).
 // The weights are read as the plain read floor reads them: coalesced 16-byte loads into registers, a whole
 // step in flight, no async copies. A block owns row groups of 8 rows (dealt round the grid, which stays
@@ -23,8 +23,8 @@
 // 8 rows x H groups x (chunks a group + 1) x 16 bytes, and 2 x W x 8 floats.
 // Tunables (-D; kernel_choice.py XR_DEFAULTS): RF_MMVR_WARPS (4), RF_MMVR_MINB (blocks per SM for the
 // register budget), RF_MMVR_XPF (1: x prefetched with the weights), RF_MMVR_Q (whole rows, above; set by
-// the geometry), RF_MMVR_XDEP, RF_MMVR_PDL, RF_MMVR_PDLT (below), RF_MMV_HI16 and RF_MMVB_CHAINS
-// (rf_block_dot.h); host-side: blocks per SM (RF_MMVR_BPS), the largest Q (RF_MMVR_QMAX; 0: no whole rows),
+// the geometry), RF_MMVR_XDEP, RF_MMVR_PDL, RF_MMVR_PDLT (below), RF_MMVR_GLU (MUL_MAT_SWIGLU), RF_MMV_HI16
+// and RF_MMVB_CHAINS (rf_block_dot.h); host-side: blocks per SM (RF_MMVR_BPS), the largest Q (RF_MMVR_QMAX; 0: no whole rows),
 // Q row groups spread evenly (RF_MMVR_EVEN 1) or over every resident block (0).
 // Floor: the weights once; x (K * 1.25) through L1 per block and row group (L2-resident); y and b once.
 #include "rf_compat.h"
@@ -55,6 +55,11 @@
 #endif
 #ifndef RF_MMVR_PDLT
 #define RF_MMVR_PDLT 1  // with PDL: 1 lets the next launch start at once, 0 after the wait
+#endif
+#ifndef RF_MMVR_GLU
+// 1: MUL_MAT_SWIGLU's epilogue: rows 2i and 2i + 1 are gate_i and up_i (a row group holds whole pairs: 8
+// or 8 / Q rows), y[m, i] = silu(row 2i . x) * (row 2i + 1 . x), y_stride N / 2, no b
+#define RF_MMVR_GLU 0
 #endif
 #define MMVR_THREADS (RF_MMVR_WARPS * RF_WARP)
 #define MMVR_H (RF_WARP / 8)           // groups of a row per step
@@ -236,18 +241,33 @@ __device__ void mmvr(const rf_u8* __restrict__ w, rf_i64 row_bytes, const rf_u8*
         for (int m = SPAN / 2; m >= 1; m /= 2) acc[0] += rf_shfl_xor(acc[0], m);
         if constexpr (W == 1) {  // lane SPAN i holds row i's sum
             const int row = g * RR + (lane & 31) / SPAN;
+#if RF_MMVR_GLU
+            const float up = rf_shfl_xor(acc[0], SPAN);  // row i + 1's sum, to the lane of even row i
+            if (lane % (2 * SPAN) == 0 && lane < 32 && row < n_rows) y[row / 2] = rf_silu(acc[0]) * up;
+#else
             if (lane % SPAN == 0 && lane < 32 && row < n_rows)
                 y[row] = rf_plus_b(acc[0], b_add, b_stride, blockIdx.y, row);
+#endif
         } else {
             // red: [2][W][8] partial sums by group parity (a barrier a group keeps readers and writers apart)
             if ((lane & 3) == 0 && lane < 32) red[(parity * W + warp) * 8 + (lane >> 2)] = acc[0];
             __syncthreads();
+#if RF_MMVR_GLU
+            if (warp == 0) {  // every lane of the warp in the shuffle; lanes 2i < 8 write pair i
+                float s = 0.0f;
+#pragma unroll
+                for (int k = 0; k < W; ++k) s += red[(parity * W + k) * 8 + (lane & 7)];
+                const float up = rf_shfl_xor(s, 1);
+                if (lane < 8 && lane % 2 == 0 && g * 8 + lane < N) y[(g * 8 + lane) / 2] = rf_silu(s) * up;
+            }
+#else
             if (warp == 0 && lane < 8 && g * 8 + lane < N) {
                 float s = 0.0f;
 #pragma unroll
                 for (int k = 0; k < W; ++k) s += red[(parity * W + k) * 8 + lane];
                 y[g * 8 + lane] = rf_plus_b(s, b_add, b_stride, blockIdx.y, g * 8 + lane);
             }
+#endif
             parity ^= 1;
         }
 #pragma unroll

@@ -454,8 +454,12 @@ for _qt in (Q.Q4_0, Q.Q4_1, Q.Q8_0, Q.Q4_K, Q.Q6_K, Q.F16):
     for _T in (1, 3, 64):
         CASES.append(Case(f"MUL_MAT_SWIGLU-{_qt.name}-{_F}x{_K}-T{_T}", _mul_mat_swiglu(_qt, _F, _K, (_T,))))
 CASES.append(Case("MUL_MAT_SWIGLU-Q4_0-11008x4096-T1", _mul_mat_swiglu(Q.Q4_0, 11008, 4096, (1,))))
-CASES.append(Case("MUL_MAT_SWIGLU-Q8_0-4096x1024-T1-int8",
-                  _mul_mat_swiglu(Q.Q8_0, 4096, 1024, (1,), xq=True, mat_mul=C.MatMulOptions(True))))
+# on int8 x: mul_mat_vec_xr's epilogue (row groups over warps; whole rows at K = 4096), mul_mat_vec_xq's
+# (Q4_0: 4 rows a warp), and at 3 tokens
+for _qt, _F, _K, _T in ((Q.Q8_0, 4096, 1024, 1), (Q.Q4_0, 2048, 4096, 1), (Q.Q8_0, 2048, 4096, 3),
+                        (Q.Q4_0, 4096, 576, 2), (Q.Q8_0, 4096, 576, 1)):
+    CASES.append(Case(f"MUL_MAT_SWIGLU-{_qt.name}-{_F}x{_K}-T{_T}-int8",
+                      _mul_mat_swiglu(_qt, _F, _K, (_T,), xq=True, mat_mul=C.MatMulOptions(True))))
 CASES.append(Case("MUL_MAT_SWIGLU-Q4_0-768x576-T64-blas",
                   _mul_mat_swiglu(Q.Q4_0, 768, 576, (64,), mat_mul=C.MatMulOptions(prefill="blas"))))
 # the f32-activation mat-vec with quantized weights, x's QUANTIZE_X8 given (and not read)

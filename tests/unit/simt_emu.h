@@ -118,6 +118,14 @@ static inline T rf_shfl_xor(T v, int mask, int width = RF_WARP) {
     return rf_shfl(v, (int)((threadIdx.x - first) ^ mask), width);
 }
 
+// lane i gets lane i - delta's value; the first delta lanes of each width keep their own (as __shfl_up_sync)
+template <class T>
+static inline T rf_shfl_up(T v, int delta, int width = RF_WARP) {
+    const int i = (int)(threadIdx.x % width);
+    const T other = rf_shfl(v, i >= delta ? i - delta : i, width);
+    return i >= delta ? other : v;
+}
+
 static inline float rf_group_sum(float v, int width = RF_WARP) {
     for (int m = width >> 1; m > 0; m >>= 1) v += rf_shfl_xor(v, m, width);
     return v;
@@ -161,9 +169,13 @@ static inline rf_u32 __byte_perm(rf_u32 a, rf_u32 b, rf_u32 s) {  // CUDA's byte
 struct alignas(16) float4 {
     float x, y, z, w;
 };
-struct uint4 {
+struct alignas(16) uint4 {
     rf_u32 x, y, z, w;
 };
+struct alignas(16) int4 {
+    int x, y, z, w;
+};
+static inline uint4 make_uint4(rf_u32 x, rf_u32 y, rf_u32 z, rf_u32 w) { return uint4{x, y, z, w}; }
 struct alignas(8) uint2 {
     rf_u32 x, y;
 };
@@ -174,6 +186,12 @@ struct alignas(8) float2 {
 
 // a warp barrier that orders the lanes' shared-memory accesses (__syncwarp)
 static inline void rf_syncwarp() { emu::warp().arrive_and_wait(); }
+
+// async copies done at once (the kernels wait for them before reading, as on a GPU)
+static inline void rf_cp_async16(void* smem, const void* gmem) { std::memcpy(smem, gmem, 16); }
+static inline void rf_cp_async_commit() {}
+template <int N>
+static inline void rf_cp_async_wait() {}
 
 // ---- rf_compat.h's matrix instructions with the NVIDIA m16n8k16 layout (RF_WARP 32) -------------------
 // Each lane computes its own 8 accumulator elements straight from the shared-memory operands (f16 -> f32,

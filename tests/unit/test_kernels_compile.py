@@ -119,6 +119,10 @@ def _variants(warp: int) -> list[tuple[str, dict]]:
         whole = {**groups, **xr["whole"], "RF_MMVR_Q": 128 // warp}
         out.append(("mul_mat_vec_xr.hip", whole))
         out.append(("mul_mat_vec_xr.hip", {**whole, "RF_MMVR_PDL": 1}))  # a no-op on HIP
+        for glu in (groups, {**groups, **xr["one_warp"]}, whole):  # MUL_MAT_SWIGLU's epilogue, each write
+            out.append(("mul_mat_vec_xr.hip", {**glu, "RF_MMVR_GLU": 1}))
+        if XQ_DEFAULTS[t]["RF_MMVX_ROWS"] % 2 == 0:
+            out.append(("mul_mat_vec_xq.hip", {"RF_WARP": warp, **_rf(XQ_DEFAULTS[t]), "RF_MMVX_GLU": 1}))
     for tun in ({"RF_SAMPLE_BLOCK": 256, "RF_SAMPLE_UNROLL": 2, "RF_SAMPLE_CAP": 1024},
                 {"RF_SAMPLE_BLOCK": 1024, "RF_SAMPLE_UNROLL": 2}):  # SAMPLE's other geometries (tunables)
         out.append(("sample.hip", {"RF_WARP": warp, **tun}))

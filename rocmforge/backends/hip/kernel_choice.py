@@ -51,6 +51,20 @@ Geometry = Callable[..., "KernelLaunch | BlasTiles | None"]
 
 
 @dataclass(frozen=True)
+class GluEpilogue:
+    """A mat-vec kernel's MUL_MAT_SWIGLU epilogue (w's rows gate/up pairs, y[i] = silu(row 2i . x) * (row
+    2i + 1 . x) in one launch): the compile define that switches it on; rows: the define of the rows one
+    lane's writes see together and the kernel's default for it, which must be even (None: always whole
+    pairs)."""
+
+    define: str
+    rows: tuple[str, int] | None = None
+
+    def applies(self, defines: Mapping[str, Any]) -> bool:
+        return self.rows is None or defines.get(self.rows[0], self.rows[1]) % 2 == 0
+
+
+@dataclass(frozen=True)
 class MatMulKernel:
     """A row of the table: a kernel family of MUL_MAT, in the file `<name>.hip` of kernels/ (`file`: another
     path), entry points `<name>_<weight kernel type>`.
@@ -61,7 +75,8 @@ class MatMulKernel:
     N, N, K, b, b stride) or "mat_mat" (w, row bytes, x, y, M, N, K, b, b stride); b: MUL_MAT_ADD's addend
     (null for MUL_MAT), b stride 0 (a bias) or N (a residual); "blas": the vendor BLAS's GEMM after
     dequantize.hip's (w tile, row bytes, f16 out, rows, K), b copied into y first (blas.py). min_n: the
-    fewest rows it serves. entry_name: the entry points' prefix where it is not `name`.
+    fewest rows it serves. entry_name: the entry points' prefix where it is not `name`. glu: its
+    MUL_MAT_SWIGLU epilogue (None: the product goes to scratch and glu_pairs_f32 follows).
     """
 
     name: str
@@ -76,6 +91,7 @@ class MatMulKernel:
     min_n: int = 0
     file: str = ""
     entry_name: str = ""
+    glu: GluEpilogue | None = None
 
     def __post_init__(self) -> None:
         if not self.file:
@@ -202,6 +218,7 @@ MUL_MAT_VEC_XR = MatMulKernel(
     defaults=same_on_every_family(XR_DEFAULTS),
     geometry=mat_vec_xr_geometry,
     min_n=4096,
+    glu=GluEpilogue("RF_MMVR_GLU"),  # a row group: 8 or 8 / Q (<= 4) whole rows
 )
 MUL_MAT_VEC_XQ = MatMulKernel(
     name="mul_mat_vec_xq",
@@ -212,6 +229,7 @@ MUL_MAT_VEC_XQ = MatMulKernel(
     defaults=same_on_every_family(XQ_DEFAULTS),
     geometry=mat_vec_xq_geometry,
     min_n=8192,
+    glu=GluEpilogue("RF_MMVX_GLU", ("RF_MMVX_ROWS", 2)),
 )
 MUL_MAT_VEC = MatMulKernel(
     name="mul_mat_vec",
@@ -221,6 +239,7 @@ MUL_MAT_VEC = MatMulKernel(
     geometry_doc="grid (N / RF_MMV_ROWS, M), RF_MMV_WARPS warps",
     defaults=same_on_every_family(MMV_DEFAULTS),
     geometry=mat_vec_f32_geometry,
+    glu=GluEpilogue("RF_MMV_GLU", ("RF_MMV_ROWS", 2)),
 )
 MUL_MAT_Q = MatMulKernel(
     name="mul_mat_q",

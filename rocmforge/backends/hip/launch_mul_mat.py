@@ -115,8 +115,9 @@ def prepare_mul_mat(
     token adds, or out's [..., N], a residual), or with glu MUL_MAT_SWIGLU (w's rows gate/up pairs, out
     [..., N / 2]): chosen and compiled now. The returned launcher takes the node's sources as the other ops'
     launchers do: (ctx, out, w, x[, xq]) for MUL_MAT and MUL_MAT_SWIGLU, (ctx, out, w, x, b[, xq]) for
-    MUL_MAT_ADD. A kernel on int8 x needs xq (QUANTIZE_X8 of x). MUL_MAT_SWIGLU on mul_mat_vec is one launch
-    (its GLU epilogue); on any other kernel the product goes to scratch and glu_pairs_f32 follows."""
+    MUL_MAT_ADD. A kernel on int8 x needs xq (QUANTIZE_X8 of x). MUL_MAT_SWIGLU on a mat-vec with a GLU
+    epilogue (the table's `glu`) is one launch; on any other kernel the product goes to scratch and
+    glu_pairs_f32 follows."""
     K = w.shape[1]
     M = x.n_elements // K
     N = w.shape[0]
@@ -131,10 +132,11 @@ def prepare_mul_mat(
         raise ValueError(f"MUL_MAT_ADD: b {b.shape} is neither [{N}] nor the output's [{M}, {N}]")
     # elements between consecutive tokens' rows of b: 0 for a bias (or a single token's residual), N
     b_stride = 0 if b is None or b.n_elements == N else N
-    epilogue = glu and choice.kernel.name == "mul_mat_vec" and choice.launch is not None
+    epi = choice.kernel.glu
+    epilogue = glu and epi is not None and choice.launch is not None and epi.applies(choice.launch.defines)
     if epilogue:
-        assert choice.launch is not None
-        glu_defines = {**choice.launch.defines, "RF_MMV_GLU": 1}
+        assert choice.launch is not None and epi is not None
+        glu_defines = {**choice.launch.defines, epi.define: 1}
         choice = replace(choice, launch=replace(choice.launch, defines=glu_defines))
     if choice.blas is not None:
         run = _prepare_blas(ctx, choice, M, N, K)
