@@ -5,7 +5,9 @@
 // Launch: grid (rows), one block per row of 256 threads, or about n / 4 for long rows (a multiple of the
 // warp, at most 1024; launch_rows.norm_block). Rows of up to NORM_NPT x the block are read once into
 // registers (every load in flight at once); longer ones twice. f32 sum of squares reduced over the block
-// (warp shuffles, then shared memory); each thread sums its elements in index order either way.
+// (warp shuffles, then shared memory); each thread sums its elements in index order either way. w_early
+// (RMS_NORM_MUL, w a weight: no kernel writes it): a held row's w is asked for before waiting for the
+// kernel before (programmatic launch), so its round trip is not after the reduction.
 // Tunables: NORM_NPT (values a thread holds), the block size (the launcher).
 // Floor: the row read once + written once: rows * n * (in + 4) bytes; w (n * its item size) once from
 // memory, then from L2 per row.
@@ -27,11 +29,19 @@ RF_DEV void rms_norm_write(float v, const W* __restrict__ w, float* __restrict__
 // MUL: RMS_NORM_MUL (times w[i]); otherwise RMS_NORM, w unused
 template <typename T, typename W, bool MUL>
 __device__ void rms_norm(const T* __restrict__ a, const W* __restrict__ w, float* __restrict__ out, int n,
-                         float eps) {
+                         float eps, int w_early) {
+    const bool held = n <= NORM_NPT * (int)blockDim.x;
+    float wv[NORM_NPT];  // a held row's w, where w_early
+    if (MUL && held && w_early) {
+#pragma unroll
+        for (int j = 0; j < NORM_NPT; ++j) {
+            const int i = threadIdx.x + j * blockDim.x;
+            wv[j] = i < n ? rf_io<W>::load(w, i) : 0.0f;
+        }
+    }
     RF_PDL_BEGIN();
     __shared__ float sh[32];
     const rf_i64 base = (rf_i64)blockIdx.x * n;
-    const bool held = n <= NORM_NPT * (int)blockDim.x;
     float x[NORM_NPT];
     float s = 0.0f;
     if (held) {
@@ -54,7 +64,9 @@ __device__ void rms_norm(const T* __restrict__ a, const W* __restrict__ w, float
 #pragma unroll
         for (int j = 0; j < NORM_NPT; ++j) {
             const int i = threadIdx.x + j * blockDim.x;
-            if (i < n) rms_norm_write<W, MUL>(x[j] * r, w, out, base, i);
+            if (i >= n) continue;
+            if (MUL && w_early) out[base + i] = (x[j] * r) * wv[j];
+            else rms_norm_write<W, MUL>(x[j] * r, w, out, base, i);
         }
     } else {
         for (int i = threadIdx.x; i < n; i += blockDim.x)
@@ -63,15 +75,16 @@ __device__ void rms_norm(const T* __restrict__ a, const W* __restrict__ w, float
 }
 
 RF_KERNEL void rms_norm_f32(const float* a, float* out, int n, float eps) {
-    rms_norm<float, float, false>(a, nullptr, out, n, eps);
+    rms_norm<float, float, false>(a, nullptr, out, n, eps, 0);
 }
 RF_KERNEL void rms_norm_f16(const rf_u16* a, float* out, int n, float eps) {
-    rms_norm<rf_u16, float, false>(a, nullptr, out, n, eps);
+    rms_norm<rf_u16, float, false>(a, nullptr, out, n, eps, 0);
 }
 
 #define RF_RMS_NORM_MUL(an, T, wn, W)                                                                  \
-    RF_KERNEL void rms_norm_mul_##an##_##wn(const T* a, const W* w, float* out, int n, float eps) {    \
-        rms_norm<T, W, true>(a, w, out, n, eps);                                                       \
+    RF_KERNEL void rms_norm_mul_##an##_##wn(const T* a, const W* w, float* out, int n, float eps,      \
+                                            int w_early) {                                             \
+        rms_norm<T, W, true>(a, w, out, n, eps, w_early);                                              \
     }
 
 RF_RMS_NORM_MUL(f32, float, f32, float)

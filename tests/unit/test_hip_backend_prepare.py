@@ -67,13 +67,24 @@ def _fake_cupy(warp: int, sms: int) -> types.SimpleNamespace:
     )
 
 
+def _direct(f, grid, block, args, shared_mem=0) -> None:  # pdl.PdlLauncher's launch: the function called
+    f(grid, block, args)
+
+
 class _Modules:
+    """ModuleCache's stand-in: modules compiled, and every kernel call as (entry, args) in `calls`."""
+
     def __init__(self) -> None:
         self.compiled: set[tuple] = set()
+        self.calls: list[tuple[str, tuple]] = []
 
     def get(self, file: str, **defines):
         self.compiled.add((file, tuple(sorted(defines.items()))))
-        return types.SimpleNamespace(fn=lambda name: types.SimpleNamespace())
+
+        def fn(name: str):
+            return lambda grid, block, args, shared_mem=0: self.calls.append((name, args))
+
+        return types.SimpleNamespace(fn=fn)
 
 
 @pytest.mark.parametrize("int8", [False, True])
@@ -121,7 +132,7 @@ def test_prepare_fused_ops(monkeypatch):
     from rocmforge.backends.hip.backend import HipBackend
     from rocmforge.backends.hip.launch_mul_mat import early_quantize_x8
 
-    monkeypatch.setattr(pdl, "PdlLauncher", lambda: None)
+    monkeypatch.setattr(pdl, "PdlLauncher", lambda: _direct)
     be = HipBackend(int8_activations=True, programmatic_launch=True)
     be.ctx.mods = mods = _Modules()
     be.ctx.mat_mul = C.MatMulOptions(True, min_n={"mul_mat_vec_xr": 0})
@@ -142,6 +153,32 @@ def test_prepare_fused_ops(monkeypatch):
     assert want <= {f for f, _ in mods.compiled}
     (hq,) = [t for t in prepared.nodes if t.op is Op.QUANTIZE_X8]
     assert early_quantize_x8(be.ctx, prepared, be.weights) == {hq.id}
+    # the norm's weight is read before the kernel waits for the one before it (w_early, its last argument)
+    (st,) = [st for st in be._get_plan(prepared).steps if st.node.name == "h"]
+    st.launch(be.ctx, st.out, *st.srcs, **st.node.params)
+    assert mods.calls[-1][0] == "rms_norm_mul_f32_f32" and int(mods.calls[-1][1][-1]) == 1
+
+
+def test_rms_norm_mul_reads_w_early_only_where_it_is_a_weight(monkeypatch):
+    """A norm whose w another kernel computes (here an ADD) waits before reading it."""
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(32, 132))
+    from rocmforge.backends.hip import pdl
+    from rocmforge.backends.hip.backend import HipBackend
+
+    monkeypatch.setattr(pdl, "PdlLauncher", lambda: _direct)
+    be = HipBackend(programmatic_launch=True)
+    be.ctx.mods = mods = _Modules()
+    g = Graph()
+    x, v = g.input("x", (1, 256)), g.input("v", (256,))
+    w = g.add(v, g.weight("norm", (256,), "f32"), "w")  # computed: not a weight
+    g.output(g.rms_norm_mul(x, w, 1e-6, "h"))
+    rng = np.random.default_rng(0)
+    be.bind_weights(g, lambda name: (quant.random_blocks(Q.F32, (256,), rng), Q.F32))
+    prepared = be.prepare(g)
+    for st in be._get_plan(prepared).steps:
+        st.launch(be.ctx, st.out, *st.srcs, **st.node.params)
+    (norm,) = [args for name, args in mods.calls if name.startswith("rms_norm_mul")]
+    assert int(norm[-1]) == 0
 
 
 def test_staging_copies_every_input_in_one_copy_and_small_outputs_through_pinned_memory():

@@ -244,7 +244,8 @@ class HipBackend(PlanLaunches, TimedRuns):
                     out = DevTensor(arena, offsets[t.id], t.shape, t.dtype)
                 dev[t.id] = out
                 # kernels chosen and compiled now
-                launch = prepare_launch(self.ctx, t.op, out, srcs, t.params, t.id in early)
+                weights = [s.kind == "weight" for s in t.src]
+                launch = prepare_launch(self.ctx, t.op, out, srcs, t.params, t.id in early, weights)
                 steps.append(Step(t, out, srcs, launch))
         outputs = {name: dev[t.id] for name, t in graph.outputs.items()}
         staging.plan_outputs(outputs)

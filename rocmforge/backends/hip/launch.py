@@ -35,6 +35,7 @@ from .launch_rows import (
     SET_ROWS,
     SET_ROWS_ROPE,
     SOFT_MAX,
+    prepare_rms_norm_mul,
     sample_defines,
 )
 from .tensor import DevTensor
@@ -88,11 +89,13 @@ def prepare_launch(
     srcs: Sequence[DevTensor],
     params: Mapping[str, Any],
     early: bool = False,
+    weights: Sequence[bool] = (),
 ) -> Callable[..., Any]:
     """The launcher a graph node runs with, prepared for its tensors: MUL_MAT's and MUL_MAT_ADD's kernel
     chosen and compiled now (prepare_mul_mat), QUANTIZE_X8's compiled (early: started while the kernel
-    before it ends, launch_mul_mat.early_quantize_x8); the other ops' launchers as they are, their modules
-    compiled now."""
+    before it ends, launch_mul_mat.early_quantize_x8); RMS_NORM_MUL's reading its w before waiting for the
+    kernel before where w is a weight (weights: per source, whether it is one, i.e. no kernel writes it);
+    the other ops' launchers as they are, their modules compiled now."""
     if op not in (Op.VIEW, Op.RESHAPE):
         ctx.mods.get("elementwise.hip")
     if op is Op.FLASH_ATTN_EXT:
@@ -112,4 +115,6 @@ def prepare_launch(
         return prepare_mul_mat(ctx, out, w, x, *xq, b=b)
     if op is Op.QUANTIZE_X8:
         return prepare_quantize_x8(ctx, out, srcs[0], early)
+    if op is Op.RMS_NORM_MUL:
+        return prepare_rms_norm_mul(len(weights) > 1 and weights[1])
     return LAUNCH[op.value]

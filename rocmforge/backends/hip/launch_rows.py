@@ -3,6 +3,8 @@ GET_ROWS, SET_ROWS (semantics: numpy_ref.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .context import Ctx
 from .launch_elementwise import EW_BLOCK, contiguous, float_in, grid_1d, row_block
 from .launch_mul_mat import as_weight, weight_kernel_type
@@ -43,13 +45,31 @@ def RMS_NORM(ctx: Ctx, out: DevTensor, a: DevTensor, *, eps: float) -> None:
     f((rows,), (norm_block(ctx, n),), (a.ptr, out.ptr, i32(n), f32(eps)))
 
 
-def RMS_NORM_MUL(ctx: Ctx, out: DevTensor, a: DevTensor, w: DevTensor, *, eps: float) -> None:
-    # a [..., n], w [n] (the norm's weight), each f32 or f16 (i32 as f32)
+def RMS_NORM_MUL(ctx: Ctx, out: DevTensor, a: DevTensor, w: DevTensor, *, eps: float,
+                 w_early: bool = False) -> None:
+    # a [..., n], w [n] (the norm's weight), each f32 or f16 (i32 as f32). w_early: w is a weight (no kernel
+    # writes it), so the kernel may read it before waiting for the kernel before; not where w needs a copy
+    # first (that copy is the kernel before)
+    w_early = w_early and w.dtype in ("f32", "f16") and w.is_contiguous
     a, w = float_in(ctx, a), float_in(ctx, w)
     n = a.shape[-1]
     rows = a.n_elements // n
     f = ctx.k("norm.hip", f"rms_norm_mul_{a.dtype}_{w.dtype}")
-    f((rows,), (norm_block(ctx, n),), (a.ptr, w.ptr, out.ptr, i32(n), f32(eps)))
+    f((rows,), (norm_block(ctx, n),), (a.ptr, w.ptr, out.ptr, i32(n), f32(eps), i32(int(w_early))))
+
+
+def prepare_rms_norm_mul(w_is_weight: bool) -> Callable[..., None]:
+    """RMS_NORM_MUL's launcher for a node whose w is (w_is_weight) or is not a weight: a weight is read
+    before the kernel waits for the kernel before it."""
+    if not w_is_weight:
+        return RMS_NORM_MUL
+    launch = RMS_NORM_MUL
+
+    def early(ctx: Ctx, out: DevTensor, a: DevTensor, w: DevTensor, *, eps: float) -> None:
+        launch(ctx, out, a, w, eps=eps, w_early=True)
+
+    early.__name__ = early.__qualname__ = "RMS_NORM_MUL"  # the op it launches (timings, plans)
+    return early
 
 
 def ROPE(
