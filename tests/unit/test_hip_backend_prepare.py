@@ -159,8 +159,9 @@ def test_prepare_fused_ops(monkeypatch):
     assert mods.calls[-1][0] == "rms_norm_mul_f32_f32" and int(mods.calls[-1][1][-1]) == 1
 
 
-def test_rms_norm_mul_reads_w_early_only_where_it_is_a_weight(monkeypatch):
-    """A norm whose w another kernel computes (here an ADD) waits before reading it."""
+def test_constant_operands_are_read_early_only_where_they_are_weights(monkeypatch):
+    """A norm whose w another kernel computes (here an ADD) waits before reading it; a mat-vec's bias that
+    is a weight is read before the wait (a build of its own), a residual after."""
     monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(32, 132))
     from rocmforge.backends.hip import pdl
     from rocmforge.backends.hip.backend import HipBackend
@@ -171,14 +172,23 @@ def test_rms_norm_mul_reads_w_early_only_where_it_is_a_weight(monkeypatch):
     g = Graph()
     x, v = g.input("x", (1, 256)), g.input("v", (256,))
     w = g.add(v, g.weight("norm", (256,), "f32"), "w")  # computed: not a weight
-    g.output(g.rms_norm_mul(x, w, 1e-6, "h"))
+    h = g.rms_norm_mul(x, w, 1e-6, "h")
+    # MUL_MAT_ADD on mul_mat_vec: a bias (a weight) read before the wait, a residual (an input) after
+    q = g.mul_mat_add(g.weight("wq", (64, 256), "q8_0"), h, g.weight("bq", (64,), "f32"), "q")
+    g.output(g.mul_mat_add(g.weight("wo", (256, 64), "q8_0"), q, x, "out"))
     rng = np.random.default_rng(0)
-    be.bind_weights(g, lambda name: (quant.random_blocks(Q.F32, (256,), rng), Q.F32))
+    types_ = {"norm": Q.F32, "bq": Q.F32, "wq": Q.Q8_0, "wo": Q.Q8_0}
+    shapes = {t.name: t.shape for t in g.leaves("weight")}
+    be.bind_weights(g, lambda name: (quant.random_blocks(types_[name], shapes[name], rng), types_[name]))
     prepared = be.prepare(g)
     for st in be._get_plan(prepared).steps:
         st.launch(be.ctx, st.out, *st.srcs, **st.node.params)
     (norm,) = [args for name, args in mods.calls if name.startswith("rms_norm_mul")]
     assert int(norm[-1]) == 0
+    mmv = [dict(d) for f, d in mods.compiled if f == "mul_mat_vec.hip"]
+    assert sorted(d.get("RF_MMV_BCONST", 0) for d in mmv) == [0, 1]  # q's build and out's
+    calls = [name for name, _ in mods.calls if name.startswith("mul_mat_vec")]
+    assert calls == ["mul_mat_vec_q8_0", "mul_mat_vec_q8_0"]
 
 
 def test_staging_copies_every_input_in_one_copy_and_small_outputs_through_pinned_memory():

@@ -127,6 +127,7 @@ def _variants(warp: int) -> list[tuple[str, dict]]:
                 {"RF_SAMPLE_BLOCK": 1024, "RF_SAMPLE_UNROLL": 2}):  # SAMPLE's other geometries (tunables)
         out.append(("sample.hip", {"RF_WARP": warp, **tun}))
     out.append(("mul_mat_vec.hip", {"RF_WARP": warp, "RF_MMV_GLU": 1}))  # MUL_MAT_SWIGLU's epilogue
+    out.append(("mul_mat_vec.hip", {"RF_WARP": warp, "RF_MMV_BCONST": 1}))  # a weight's b read early
     out.append(("mul_mat_q.hip", {"RF_WARP": warp, "RF_MMQ_WM": 4, "RF_MMQ_WN": 2}))  # another tiling
     out.append(("dev/mul_mat_vec_x.hip", {"RF_WARP": warp, "RF_MMVX_LEVELS": 2}))
     out.append(("mul_mat_vec_xr.hip", {"RF_WARP": warp, "RF_MMV_HI16": 0}))  # Q4_0's dot with shifted nibbles

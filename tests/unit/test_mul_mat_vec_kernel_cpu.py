@@ -53,7 +53,7 @@ int main(int argc, char** argv) {
 @pytest.fixture(scope="module")
 def exes(tmp_path_factory):
     return build(tmp_path_factory.mktemp("mmv_emu"), "mul_mat_vec.hip", MAIN,
-                 {"plain": {}, "glu": {"RF_MMV_GLU": 1}})
+                 {"plain": {}, "glu": {"RF_MMV_GLU": 1}, "bconst": {"RF_MMV_BCONST": 1}})
 
 
 @pytest.mark.parametrize("wtype", TYPES)
@@ -85,3 +85,7 @@ def test_the_decode_mat_vec_matches_the_dequantized_product(exes, tmp_path, wtyp
         want = R.MUL_MAT(w, x)
     err = float(np.sum((got - want) ** 2) / np.sum(want ** 2))
     assert err < 1e-8, err  # f32 sums in another order (the GLU: silu of them)
+    if not glu:  # b read before the wait (RF_MMV_BCONST, b a weight): the same result, bit for bit
+        early = subprocess.run([str(exes["bconst"]), str(f)], capture_output=True, text=True, check=True,
+                               timeout=300).stdout.split()
+        np.testing.assert_array_equal(np.array(early, np.float32).reshape(got.shape), got)

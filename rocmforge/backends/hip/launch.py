@@ -93,8 +93,9 @@ def prepare_launch(
 ) -> Callable[..., Any]:
     """The launcher a graph node runs with, prepared for its tensors: MUL_MAT's and MUL_MAT_ADD's kernel
     chosen and compiled now (prepare_mul_mat), QUANTIZE_X8's compiled (early: started while the kernel
-    before it ends, launch_mul_mat.early_quantize_x8); RMS_NORM_MUL's reading its w before waiting for the
-    kernel before where w is a weight (weights: per source, whether it is one, i.e. no kernel writes it);
+    before it ends, launch_mul_mat.early_quantize_x8); RMS_NORM_MUL's w and MUL_MAT_ADD's b (on mul_mat_vec)
+    read before waiting for the kernel before where they are weights (weights: per source, whether it is
+    one, i.e. no kernel writes it);
     the other ops' launchers as they are, their modules compiled now."""
     if op not in (Op.VIEW, Op.RESHAPE):
         ctx.mods.get("elementwise.hip")
@@ -112,7 +113,7 @@ def prepare_launch(
         return prepare_mul_mat(ctx, out, *srcs, glu=True)
     if op is Op.MUL_MAT_ADD:  # sources w, x, b[, xq]
         w, x, b, *xq = srcs
-        return prepare_mul_mat(ctx, out, w, x, *xq, b=b)
+        return prepare_mul_mat(ctx, out, w, x, *xq, b=b, b_weight=len(weights) > 2 and weights[2])
     if op is Op.QUANTIZE_X8:
         return prepare_quantize_x8(ctx, out, srcs[0], early)
     if op is Op.RMS_NORM_MUL:

@@ -110,6 +110,7 @@ def prepare_mul_mat(
     xq: DevTensor | None = None,
     b: DevTensor | None = None,
     glu: bool = False,
+    b_weight: bool = False,
 ) -> Launcher:
     """MUL_MAT for these tensors' shapes and types, or with b MUL_MAT_ADD (b f32 or f16: [N], a bias every
     token adds, or out's [..., N], a residual), or with glu MUL_MAT_SWIGLU (w's rows gate/up pairs, out
@@ -117,7 +118,8 @@ def prepare_mul_mat(
     launchers do: (ctx, out, w, x[, xq]) for MUL_MAT and MUL_MAT_SWIGLU, (ctx, out, w, x, b[, xq]) for
     MUL_MAT_ADD. A kernel on int8 x needs xq (QUANTIZE_X8 of x). MUL_MAT_SWIGLU on a mat-vec with a GLU
     epilogue (the table's `glu`) is one launch; on any other kernel the product goes to scratch and
-    glu_pairs_f32 follows."""
+    glu_pairs_f32 follows. b_weight: b is a weight (no kernel writes it): mul_mat_vec reads an f32 one
+    before waiting for the kernel before it (RF_MMV_BCONST)."""
     K = w.shape[1]
     M = x.n_elements // K
     N = w.shape[0]
@@ -138,6 +140,10 @@ def prepare_mul_mat(
         assert choice.launch is not None and epi is not None
         glu_defines = {**choice.launch.defines, epi.define: 1}
         choice = replace(choice, launch=replace(choice.launch, defines=glu_defines))
+    if b_weight and b is not None and b.dtype == "f32" and b.is_contiguous and choice.launch is not None \
+            and choice.kernel.name == "mul_mat_vec":  # (an f16 b is converted by a kernel just before)
+        choice = replace(choice, launch=replace(choice.launch, defines={**choice.launch.defines,
+                                                                        "RF_MMV_BCONST": 1}))
     if choice.blas is not None:
         run = _prepare_blas(ctx, choice, M, N, K)
     else:
