@@ -233,10 +233,13 @@ __device__ void flash_attn(const float* __restrict__ q, const Tkv* __restrict__ 
 // of the cache: groups of `group` rows (a multiple of FA_DEC_ROWS) dealt in turn to the step's splits
 // (n_eff: as many as give each at least `span` rows, up to n_splits; split s takes groups s, s + n_eff,
 // ...), so the rows up to the position spread over them and a short cache needs no merge. q is ROPE'd and
-// scaled into shared memory once (a dim's rotation for every head). Each warp takes FA_DEC_ROWS rows at a
-// time as FA_DEC_R slots of FA_DEC_L lanes, a lane FA_DEC_E dims (one 16-byte load of an f16 row: the
-// launcher keeps unaligned caches on the tiled kernel); each slot scores its rows for every head (E
-// products and a sum over its L lanes) and keeps its own running max, sum and output a head in registers;
+// scaled into shared memory once (a dim's rotation for every head). Before the wait for the kernel before
+// (programmatic launch) a block computes those rotations and asks its first rows of K and V into L2, from
+// the position as it reads then (FA_DEC_AHEAD passes; what it uses is read after). Each warp takes
+// FA_DEC_ROWS rows at a time as FA_DEC_R slots of FA_DEC_L lanes, a lane FA_DEC_E dims (one 16-byte load of
+// an f16 row: the launcher keeps unaligned caches on the tiled kernel); each slot scores its rows for every
+// head (E products and a sum over its L lanes) and keeps its own running max, sum and output a head in
+// registers;
 // at the end the slots merge by shuffles, the warps in shared memory; with n_eff > 1 the block writes its
 // partial and the last block of the KV head to finish merges them (tickets, as flash_attn). Few
 // instructions a row matter more than bytes here: at short depths one warp's dependent chain is the time.
@@ -253,6 +256,12 @@ __device__ void flash_attn(const float* __restrict__ q, const Tkv* __restrict__ 
 #define FA_DEC_L (FA_D / FA_DEC_E)      // lanes a row: 8 (D 64), 16 (D 128)
 #define FA_DEC_R (RF_WARP / FA_DEC_L)   // rows a warp scores at once (slots): 4, 2 (wave32)
 #define FA_DEC_MERGE 8  // splits whose partials load before their arithmetic
+#ifndef FA_DEC_POS_HINT
+#define FA_DEC_POS_HINT(pos) (*(const volatile int*)(pos))  // the position before the wait (tests: another)
+#endif
+#ifndef FA_DEC_AHEAD
+#define FA_DEC_AHEAD 2  // passes of a warp's rows asked into L2 before the wait
+#endif
 
 #define FA_DEC_MAX_SPLITS 32  // the launcher's cap on n_splits (the merge keeps a weight per split and head)
 
@@ -326,7 +335,6 @@ RF_DEV void flash_attn_decode(const float* __restrict__ q, Tkv* __restrict__ k, 
                               int* __restrict__ counters, int H, int Hkv, rf_i64 row_stride,
                               rf_i64 head_stride, int C, int group, int span, float scale, int rope_dims,
                               int rope_neox, float rope_base, float rope_freq_scale) {
-    RF_PDL_BEGIN();
     __shared__ float sm[FA_DEC_WARPS][FA_DEC_G], sl[FA_DEC_WARPS][FA_DEC_G];
     __shared__ float so[FA_DEC_WARPS][FA_DEC_G][FA_D] RF_ALIGN(16);
     __shared__ float sq[FA_DEC_G][FA_D] RF_ALIGN(16);
@@ -337,20 +345,46 @@ RF_DEV void flash_attn_decode(const float* __restrict__ q, Tkv* __restrict__ k, 
     const int hk = blockIdx.y, split = blockIdx.x;
     const int warp = threadIdx.x / RF_WARP, lane = threadIdx.x % RF_WARP;
     const int slot = lane / L, d0 = lane % L * E;  // the lane's row slot (of R) and first dim
+    const double rope_lb = rope_dims ? log2((double)rope_base) : 0.0;
+    // before the wait (programmatic launch: the kernel before may still run), from the position as it reads
+    // now (p_hint: the step's is read again after the wait, and used): the rotation of the thread's dim, and
+    // the block's first FA_DEC_AHEAD passes of K and V rows asked into L2 (no register holds them, so a row
+    // another kernel still writes is no hazard)
+    const int p_hint = FA_DEC_POS_HINT(pos);
+    const RfRopeAt rr_hint = rf_rope_at(threadIdx.x, p_hint, rope_dims, rope_neox, rope_lb, rope_freq_scale);
+    {
+        const int end_h = min(p_hint + 1, C), n_h = min((int)gridDim.x, max(1, (end_h + span - 1) / span));
+#pragma unroll
+        for (int a = 0; a < FA_DEC_AHEAD; ++a) {
+            const int i0 = warp * FA_DEC_ROWS + a * FA_DEC_WARPS * FA_DEC_ROWS;
+            const int r0 = split * group + i0 % group + i0 / group * group * n_h;
+#pragma unroll
+            for (int s = 0; s < SUB; ++s) {
+                const int r = r0 + slot + s * R;
+                if (split < n_h && r < end_h) {
+                    const rf_i64 off = (rf_i64)r * row_stride + (rf_i64)hk * head_stride + d0;
+                    rf_prefetch_l2(k + off);
+                    rf_prefetch_l2(v + off);
+                }
+            }
+        }
+    }
+    RF_PDL_BEGIN();
     const int p = pos[0];
     const int kv_end = min(p + 1, C);
     // the splits this step: at least `span` rows each (a multiple of group), at most the grid's; the rest
     // have no rows, and neither write a partial nor take a ticket
     const int n_eff = min((int)gridDim.x, max(1, (kv_end + span - 1) / span));
     if (split >= n_eff) return;
-    const double rope_lb = rope_dims ? log2((double)rope_base) : 0.0;
     // the block whose split reads row p writes the step's own row there (k_new ROPE'd as SET_ROWS_ROPE
     // ropes it, v_new): no other block reads it, and the __syncthreads below shows it to this one
     const bool write_row = kn != nullptr && p < C && (p / group) % n_eff == split;
     // q of the group's heads, ROPE'd and scaled, through shared memory: each dim's rotation (its double
-    // sine and cosine are the cost) once for every head and the step's K row
-    for (int d = threadIdx.x; d < FA_D; d += blockDim.x) {
-        const RfRopeAt rr = rf_rope_at(d, p, rope_dims, rope_neox, rope_lb, rope_freq_scale);
+    // sine and cosine are the cost; computed before the wait where the position is the one read then) once
+    // for every head and the step's K row
+    for (int d = threadIdx.x; d < FA_D; d += blockDim.x) {  // (one pass: D <= the block)
+        const RfRopeAt rr = p == p_hint && d == threadIdx.x
+                                ? rr_hint : rf_rope_at(d, p, rope_dims, rope_neox, rope_lb, rope_freq_scale);
 #pragma unroll
         for (int g = 0; g < G; ++g)
             sq[g][d] = rf_rope_apply<float>(q + (rf_i64)(hk * G + g) * FA_D, rr) * scale;

@@ -1,8 +1,8 @@
 // mul_mat_vec_xq.hip: MUL_MAT and MUL_MAT_ADD for up to 4 tokens on int8 x (quantize_x8's rows), Q4_0 and
 // Q8_0 (mul_mat_vec_xq_<type>): y[m, n] = sum_k w[n, k] * x[m, k] (+ b[m * b_stride + n] where b is not null:
 // rf_plus_b); MUL_MAT_SWIGLU with RF_MMVX_GLU (rows 2i, 2i + 1 gate_i, up_i: y[m, i] = silu(gate_i . x) *
-// (up_i . x), y_stride N / 2; RF_MMVX_ROWS even). Where K % 64 == 0 (pairs of blocks 4-byte aligned) but mul_mat_vec_xr does not apply
-// (K % 256 != 0), for weights of >= 8192 rows.
+// (up_i . x), y_stride N / 2; RF_MMVX_ROWS even). Where K % 64 == 0 (pairs of blocks 4-byte aligned) but
+// mul_mat_vec_xr does not apply (K % 256 != 0), for weights of >= 8192 rows.
 // Launch: grid (B, M), B = min(n_SM * blocks per SM, row groups) (RF_MMVX_SPREAD 0: as few as give every
 // warp the same number of groups); block RF_MMVX_WARPS * RF_WARP threads; dynamic shared memory K * 1.25
 // bytes (16-byte rounded) for x, plus per warp a ring of RF_MMVX_ASYNC chunks of RF_MMVX_ROWS rows.

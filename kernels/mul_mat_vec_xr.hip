@@ -1,7 +1,7 @@
 // mul_mat_vec_xr.hip: MUL_MAT and MUL_MAT_ADD for up to 4 tokens on int8 x (quantize_x8's rows), Q4_0 and
 // Q8_0 (mul_mat_vec_xr_<type>): y[m, n] = sum_k w[n, k] * x[m, k] (+ b[m * b_stride + n] where b is not
-// null: rf_plus_b); MUL_MAT_SWIGLU with RF_MMVR_GLU; K a multiple of 256, rows packed and 16-byte aligned. The int8 default where it applies
-// (kernel_choice.py).
+// null: rf_plus_b); MUL_MAT_SWIGLU with RF_MMVR_GLU; K a multiple of 256, rows packed and 16-byte
+// aligned. The int8 default where it applies (kernel_choice.py).
 // The weights are read as the plain read floor reads them: coalesced 16-byte loads into registers, a whole
 // step in flight, no async copies. A block owns row groups of 8 rows (dealt round the grid, which stays
 // resident); a group is read in steps, dealt round the block's warps (K split W ways): per step
@@ -24,8 +24,9 @@
 // Tunables (-D; kernel_choice.py XR_DEFAULTS): RF_MMVR_WARPS (4), RF_MMVR_MINB (blocks per SM for the
 // register budget), RF_MMVR_XPF (1: x prefetched with the weights), RF_MMVR_Q (whole rows, above; set by
 // the geometry), RF_MMVR_XDEP, RF_MMVR_PDL, RF_MMVR_PDLT (below), RF_MMVR_GLU (MUL_MAT_SWIGLU), RF_MMV_HI16
-// and RF_MMVB_CHAINS (rf_block_dot.h); host-side: blocks per SM (RF_MMVR_BPS), the largest Q (RF_MMVR_QMAX; 0: no whole rows),
-// Q row groups spread evenly (RF_MMVR_EVEN 1) or over every resident block (0).
+// and RF_MMVB_CHAINS (rf_block_dot.h); host-side: blocks per SM (RF_MMVR_BPS), the largest Q
+// (RF_MMVR_QMAX; 0: no whole rows), Q row groups spread evenly (RF_MMVR_EVEN 1) or over every resident
+// block (0).
 // Floor: the weights once; x (K * 1.25) through L1 per block and row group (L2-resident); y and b once.
 #include "rf_compat.h"
 #include "rf_block_dot.h"

@@ -95,6 +95,16 @@ RF_DEV void rf_cp_async_wait() {
 #endif
 }
 
+// asks for the line holding p into L2 (sm_80+), nothing else: no register waits for it, so a line another
+// kernel still writes is no hazard (writes land in L2); elsewhere nothing
+RF_DEV void rf_prefetch_l2(const void* p) {
+#if defined(RF_CUDA) && __CUDA_ARCH__ >= 800
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+#else
+    (void)p;
+#endif
+}
+
 // Programmatic dependent launch (sm_90+, a launch with the attribute, pdl.py): the kernel may start
 // while the one before it in the stream still runs. rf_grid_wait() returns once that one has ended and its
 // writes are visible (before anything reads what it wrote, or writes anything it may still read);

@@ -187,6 +187,8 @@ struct alignas(8) float2 {
 // a warp barrier that orders the lanes' shared-memory accesses (__syncwarp)
 static inline void rf_syncwarp() { emu::warp().arrive_and_wait(); }
 
+static inline void rf_prefetch_l2(const void*) {}
+
 // async copies done at once (the kernels wait for them before reading, as on a GPU)
 static inline void rf_cp_async16(void* smem, const void* gmem) { std::memcpy(smem, gmem, 16); }
 static inline void rf_cp_async_commit() {}

@@ -109,8 +109,10 @@ def exes(tmp_path_factory):
     d = tmp_path_factory.mktemp("attention_emu")
     builds = {(n, None): {"RF_HEAD_DIM": n} for n in (64, 80, 128)}
     builds.update({(n, g): {"RF_HEAD_DIM": n, "RF_DEC_G": g} for n, g in DECODE_BUILDS})
-    exes = build(d, "attention.hip", MAIN, {f"fa{n}g{g}": v for (n, g), v in builds.items()})
-    return {key: exes[f"fa{key[0]}g{key[1]}"] for key in builds}
+    # the position read before the wait (its rotation, the rows asked into L2) made stale on purpose
+    builds[64, 7, "stale"] = {"RF_HEAD_DIM": 64, "RF_DEC_G": 7, "FA_DEC_POS_HINT(pos)": "(pos[0]-37)"}
+    exes = build(d, "attention.hip", MAIN, {"fa" + "g".join(map(str, k)): v for k, v in builds.items()})
+    return {key: exes["fa" + "g".join(map(str, key))] for key in builds}
 
 
 F16_CASES = {(4, None), (7, None), (3, (32, 1))}  # (n_splits, rope) of the rows also run on an f16 cache
@@ -210,4 +212,11 @@ def test_decode_splits_by_the_position(exes, tmp_path, H, Hkv, C, pos0, n_splits
     # the launcher's span: a step uses only the splits its rows fill (at least `span` rows each); the
     # tickets of the splits it uses are left zero, the others' untouched; the step's row written as well
     _check_case(exes[64, H // Hkv], tmp_path, 1, H, Hkv, C, pos0, n_splits, (64, 1), True, False, 64,
+                write=True, span=span)
+
+
+@pytest.mark.parametrize("pos0, n_splits, span", [(150, 5, 32), (300, 20, 128), (20, 3, 32)])
+def test_decode_does_not_depend_on_the_position_read_before_the_wait(exes, tmp_path, pos0, n_splits, span):
+    # the hint 37 rows off (fewer splits, another rotation): the result is the position's, the row written
+    _check_case(exes[64, 7, "stale"], tmp_path, 1, 14, 2, 640, pos0, n_splits, (64, 1), True, False, 64,
                 write=True, span=span)
