@@ -263,46 +263,58 @@ __device__ void flash_attn(const float* __restrict__ q, const Tkv* __restrict__ 
 #define FA_DEC_AHEAD 2  // passes of a warp's rows asked into L2 before the wait
 #endif
 
-#define FA_DEC_MAX_SPLITS 32  // the launcher's cap on n_splits (the merge keeps a weight per split and head)
+#define FA_DEC_MAX_SPLITS 32  // the launcher's cap on n_splits (the merge: a lane a split's weight, a head)
 
 // the decode merge: out[h0 + g] over the first n_live splits' partials (part_m, part_l [n_splits, H],
-// part_o [n_splits, H, FA_D], unnormalised; a split that saw no row has m = -inf, l = 0, o = 0). Each warp
-// turns a head's (m, l) into every split's weight e^(m_s - M) / L (lanes over splits), then every thread
-// sums a (head, dim) over the splits, FA_DEC_MERGE loads in flight: three dependent L2 reads in all.
-RF_DEV void fa_dec_merge(const float* part_m, const float* part_l, const float* part_o, int H, int h0, int G,
+// part_o [n_splits, H, FA_D], unnormalised; a split that saw no row has m = -inf, l = 0, o = 0). Every
+// thread first asks for the first FA_DEC_MERGE splits' o of its (head, dim) elements (they do not depend on
+// the weights), then each warp turns a head's (m, l) into every split's weight e^(m_s - M) / L (lanes over
+// splits), and the sums use the o already in registers: one round of L2 reads for up to FA_DEC_MERGE
+// splits (later ones, FA_DEC_MERGE at a time, after the weights).
+RF_DEV void fa_dec_merge(const float* part_m, const float* part_l, const float* part_o, int H, int h0,
                          int n_live, float* __restrict__ out) {
+    constexpr int G = FA_DEC_G, T = FA_DEC_WARPS * RF_WARP, EPT = (G * FA_D + T - 1) / T, S = FA_DEC_MERGE;
+    static_assert(FA_DEC_MAX_SPLITS <= RF_WARP, "a lane a split: one pass of the weights");
     __shared__ float w[FA_DEC_G][FA_DEC_MAX_SPLITS];
     const int warp = threadIdx.x / RF_WARP, lane = threadIdx.x % RF_WARP;
-    for (int g = warp; g < G; g += blockDim.x / RF_WARP) {
+    const rf_i64 split_stride = (rf_i64)H * FA_D;
+    const float* po = part_o + (rf_i64)h0 * FA_D;  // element e = g * FA_D + d of split s: po[s * stride + e]
+    float o[EPT][S];
+#pragma unroll
+    for (int k = 0; k < EPT; ++k) {
+        const int e = threadIdx.x + k * T;
+#pragma unroll
+        for (int i = 0; i < S; ++i)
+            o[k][i] = e < G * FA_D && i < n_live ? rf_ld_cg(po + i * split_stride + e) : 0.0f;
+    }
+    for (int g = warp; g < G; g += FA_DEC_WARPS) {
         const rf_i64 h = h0 + g;
-        float M = -RF_INF;
-        for (int s = lane; s < n_live; s += RF_WARP) M = fmaxf(M, rf_ld_cg(part_m + s * H + h));
-        M = rf_warp_max(M);
-        float L = 0.0f;
-        for (int s = lane; s < n_live; s += RF_WARP) {
-            const float m = rf_ld_cg(part_m + s * H + h);
-            const float e = m == -RF_INF ? 0.0f : expf(m - M);
-            w[g][s] = e;
-            L += e * rf_ld_cg(part_l + s * H + h);
-        }
-        const float inv = 1.0f / rf_warp_sum(L);
-        for (int s = lane; s < n_live; s += RF_WARP) w[g][s] *= inv;
+        const bool live = lane < n_live;
+        const float m = live ? rf_ld_cg(part_m + lane * H + h) : -RF_INF;
+        const float l = live ? rf_ld_cg(part_l + lane * H + h) : 0.0f;
+        const float M = rf_warp_max(m);
+        const float e = m == -RF_INF ? 0.0f : expf(m - M);
+        const float inv = 1.0f / rf_warp_sum(e * l);
+        if (lane < FA_DEC_MAX_SPLITS) w[g][lane] = e * inv;
     }
     __syncthreads();
-    const rf_i64 split_stride = (rf_i64)H * FA_D;
-    for (int e = threadIdx.x; e < G * FA_D; e += blockDim.x) {
-        const int g = e / FA_D, d = e % FA_D;
-        const float* po = part_o + (rf_i64)(h0 + g) * FA_D + d;
+#pragma unroll
+    for (int k = 0; k < EPT; ++k) {
+        const int e = threadIdx.x + k * T;
+        if (e >= G * FA_D) continue;
+        const int g = e / FA_D;
         float O = 0.0f;
-        for (int s0 = 0; s0 < n_live; s0 += FA_DEC_MERGE) {
-            float o[FA_DEC_MERGE];
 #pragma unroll
-            for (int i = 0; i < FA_DEC_MERGE; ++i)
-                o[i] = s0 + i < n_live ? rf_ld_cg(po + (s0 + i) * split_stride) : 0.0f;
+        for (int i = 0; i < S; ++i) O += w[g][i] * o[k][i];  // (splits past n_live: weight 0, o 0)
+        for (int s0 = S; s0 < n_live; s0 += S) {
+            float x[S];
 #pragma unroll
-            for (int i = 0; i < FA_DEC_MERGE; ++i) O += s0 + i < n_live ? w[g][s0 + i] * o[i] : 0.0f;
+            for (int i = 0; i < S; ++i)
+                x[i] = s0 + i < n_live ? rf_ld_cg(po + (s0 + i) * split_stride + e) : 0.0f;
+#pragma unroll
+            for (int i = 0; i < S; ++i) O += s0 + i < n_live ? w[g][s0 + i] * x[i] : 0.0f;
         }
-        out[(rf_i64)(h0 + g) * FA_D + d] = O;
+        out[(rf_i64)h0 * FA_D + e] = O;
     }
 }
 
@@ -505,7 +517,7 @@ RF_DEV void flash_attn_decode(const float* __restrict__ q, Tkv* __restrict__ k, 
         }
     }
     if (!split_out || !rf_last_block(counters + hk, n_eff)) return;
-    fa_dec_merge(part_m, part_l, part_o, H, hk * G, G, n_eff, out);
+    fa_dec_merge(part_m, part_l, part_o, H, hk * G, n_eff, out);
 }
 
 #define FA_DEC_ENTRY(t, Tkv)                                                                           \
