@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from . import quant
 from .backends.sampling import sample_logits, sample_params
 from .config import ModelConfig
 from .gguf import GGUFFile, open_model
@@ -22,6 +23,7 @@ from .ir.graph import Graph
 from .ir.ops import ITEMSIZE, SAMPLE_MAX_K, Op
 from .models import GraphSpec, build_graph
 from .profile import StepTimings
+from .quant import QType
 from .tokenizer import Tokenizer
 
 MAX_UBATCH = 512  # prompt tokens per prefill graph run
@@ -207,7 +209,8 @@ class Engine:
         self.kv_dtype = default_kv_dtype(self.backend) if kv_dtype == "auto" else kv_dtype
         self.weight_spec = {n: (t.shape, t.ggml_type.name.lower()) for n, t in model.tensors.items()}
         # stacked weight (passes.fuse) -> its GGUF tensors, and whether their rows are interleaved
-        self._stacked: dict[str, tuple[tuple[str, ...], bool]] = {}
+        # stacked weight -> (its parts, interleaved, its type: the parts' or Q8_0 for mixed ones)
+        self._stacked: dict[str, tuple[tuple[str, ...], bool, str]] = {}
         self._graphs: dict[tuple[int, bool], Graph] = {}
         self._sample_graph: Graph | None = None  # the decode graph that draws the token (sample_graph)
         self.n_past = 0
@@ -263,7 +266,7 @@ class Engine:
         g = passes.fuse(g)
         for w in g.leaves("weight"):
             if "rows_of" in w.params:
-                self._stacked[w.name] = (w.params["rows_of"], bool(w.params.get("interleaved")))
+                self._stacked[w.name] = (w.params["rows_of"], bool(w.params.get("interleaved")), w.dtype)
         return g
 
     def device_plan(self, max_ctx: int | None = None, backend: Any = None) -> dict[str, int]:
@@ -281,8 +284,10 @@ class Engine:
         scratch = getattr(backend, "scratch_bytes_needed", None)
         for n_tokens in sorted({1, min(MAX_UBATCH, max_ctx)}):
             g = self._model_graph(GraphSpec(n_tokens, max_ctx, self.kv_dtype, False))
-            for name, (parts, _) in self._stacked.items():
-                sizes[name] = (sizes[parts[0]][0], sum(sizes[p][1] for p in parts))
+            for name, (parts, _, dtype) in self._stacked.items():
+                qt = QType[dtype.upper()]  # (Q8_0 for mixed parts: their blocks converted)
+                sizes[name] = (qt, sum(quant.row_bytes(qt, math.prod(self.model.tensors[p].shape))
+                                       for p in parts))
             if n_tokens == 1:
                 need = getattr(backend, "weight_bytes_needed", None)
                 plan["weights"] = (need(g, sizes) if need
@@ -327,22 +332,26 @@ class Engine:
 
     def _weight_source(self, name: str):
         """(raw bytes, GGML type) of a GGUF tensor, or of a stacked weight: its parts' rows concatenated, or
-        taken in turn where interleaved (a row of each part, then the next row of each)."""
+        taken in turn where interleaved (a row of each part, then the next row of each); parts of another
+        type than the stack's converted to it first (Q4_0 or Q5_0 to Q8_0, without loss)."""
         stacked = self._stacked.get(name)
         if stacked is None:
             return self.model.raw(name), self.model.tensors[name].ggml_type
-        parts, interleaved = stacked
-        qtypes = {self.model.tensors[p].ggml_type for p in parts}
-        if len(qtypes) != 1:
-            raise ValueError(f"stacked weight {name}: parts of types {sorted(q.name for q in qtypes)}")
-        raws = [self.model.raw(p) for p in parts]
+        parts, interleaved, dtype = stacked
+        target = QType[dtype.upper()]
+        raws = []
+        for p in parts:
+            qt = self.model.tensors[p].ggml_type
+            if qt != target and not (target == QType.Q8_0 and qt in quant.TO_Q8_0):
+                raise ValueError(f"stacked weight {name} ({target.name}): part {p} is {qt.name}")
+            raws.append(self.model.raw(p) if qt == target else quant.to_q8_0(self.model.raw(p), qt))
         if not interleaved:
-            return np.concatenate(raws), qtypes.pop()
+            return np.concatenate(raws), target
         rows = {self.model.tensors[p].shape[0] for p in parts}
         if len(rows) != 1:
             raise ValueError(f"interleaved weight {name}: parts of {sorted(rows)} rows")
         n = rows.pop()
-        return np.stack([r.reshape(n, -1) for r in raws], axis=1).reshape(-1), qtypes.pop()
+        return np.stack([r.reshape(n, -1) for r in raws], axis=1).reshape(-1), target
 
     def _check_room(self, n: int) -> None:
         if self.n_past + n > self.max_ctx:

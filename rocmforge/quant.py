@@ -360,6 +360,36 @@ def dequantize(raw: np.ndarray, qtype: QType, shape: Sequence[int]) -> np.ndarra
 
 
 # ---------------------------------------------------------------------------------------------
+# lossless conversion to Q8_0 (a stacked weight of mixed types)
+
+# types whose blocks Q8_0 holds exactly: the same 32 elements under the same f16 scale, values d * q with
+# q an int in [-8, 7] (Q4_0) or [-16, 15] (Q5_0); Q8_0 itself
+TO_Q8_0 = (QType.Q4_0, QType.Q5_0, QType.Q8_0)
+
+
+def to_q8_0(raw: np.ndarray, qtype: QType) -> np.ndarray:
+    """The raw bytes of a Q4_0, Q5_0 or Q8_0 tensor as Q8_0 blocks that dequantize to the same values, bit
+    for bit (u8, 34 bytes a block of 32). ValueError for another type or a byte count of partial blocks."""
+    qt = _as_qtype(qtype)
+    if qt not in TO_Q8_0:
+        raise ValueError(f"{qt.name} does not convert to Q8_0 without loss (only Q4_0, Q5_0, Q8_0 do)")
+    buf = _as_bytes(raw)
+    if buf.size % type_size(qt):
+        raise ValueError(f"{buf.size} bytes are not whole {qt.name} blocks of {type_size(qt)}")
+    if qt == QType.Q8_0:
+        return buf.copy()
+    b = buf.view(BLOCK_DTYPES[qt])
+    q = _nibbles32(b["qs"])
+    if qt == QType.Q5_0:
+        q |= _high_bits32(b["qh"])
+    q -= 8 if qt == QType.Q4_0 else 16  # wraps in u8: the int8 values
+    out = np.empty(len(b), dtype=BLOCK_DTYPES[QType.Q8_0])
+    out["d"] = b["d"]
+    out["qs"] = q.view(np.int8)
+    return out.view(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
 # quantization (reference: gguf) and random valid blocks
 
 

@@ -336,11 +336,29 @@ def _replace_groups(graph: Graph, first: dict[int, Any], member: set[int],
     return g
 
 
+# types whose blocks Q8_0 holds exactly (quant.TO_Q8_0), and their bytes a block of 32
+_TO_Q8_0 = {"q4_0": 18, "q5_0": 22, "q8_0": 34}
+# a group of mat-vecs of these mixed types stacks as Q8_0 where that reads at most this many more bytes (a
+# decode launch costs more: H100, 3-5 us a mat-vec in a step against ~1.4 us for 4 MB at 3 TB/s)
+STACK_PROMOTE_MAX_BYTES = 4 << 20
+
+
+def _stack_family(dtype: str) -> str:
+    return "q8_0" if dtype in _TO_Q8_0 else dtype
+
+
+def _promotion_bytes(ws: Sequence[Tensor]) -> int:
+    """The bytes a stack of these weights reads more as Q8_0 than as they are."""
+    return sum(w.shape[0] * w.shape[1] // 32 * (34 - _TO_Q8_0[w.dtype]) for w in ws)
+
+
 def stack_mul_mats(graph: Graph) -> Graph:
     """MUL_MATs that read the same x with weights of one type and row length (Q, K and V; gate and up),
     each weight read by that MUL_MAT alone, become one MUL_MAT over a weight leaf that is their rows
     stacked (`rows_of`); each old result is a VIEW of its columns. A bias added to every member (an ADD of
-    an [N] weight, the MUL_MAT's only reader) is stacked likewise and added once."""
+    an [N] weight, the MUL_MAT's only reader) is stacked likewise and added once. Weights of Q4_0, Q5_0 and
+    Q8_0 mixed stack as Q8_0 (their blocks converted without loss when bound, quant.to_q8_0) where that reads
+    at most STACK_PROMOTE_MAX_BYTES more; otherwise each type stacks apart."""
     rd = _readers(graph)
     groups: dict[tuple, list[tuple[Tensor, Tensor | None]]] = {}
     for t in graph.nodes:
@@ -353,19 +371,26 @@ def stack_mul_mats(graph: Graph) -> Graph:
         b = add.src[1] if add is not None and add.op is Op.ADD and add.src[0] is t else None
         if b is None or b.kind != "weight" or b.shape != (w.shape[0],) or len(rd[b.id]) != 1:
             add = b = None
-        key = (x.id, w.dtype, w.shape[1], None if b is None else b.dtype)
+        key = (x.id, _stack_family(w.dtype), w.shape[1], None if b is None else b.dtype)
         groups.setdefault(key, []).append((t, add))
+    stacks: list[list[tuple[Tensor, Tensor | None]]] = []
+    for grp in groups.values():
+        types = {t.src[0].dtype for t, _ in grp}
+        if len(types) > 1 and _promotion_bytes([t.src[0] for t, _ in grp]) > STACK_PROMOTE_MAX_BYTES:
+            stacks += [[m for m in grp if m[0].src[0].dtype == d] for d in sorted(types)]  # each type apart
+        else:
+            stacks.append(grp)
     first: dict[int, list[tuple[Tensor, Tensor | None]]] = {}
     member: set[int] = set()
-    for grp in groups.values():
+    for grp in stacks:
         if len(grp) > 1:
             first[grp[0][0].id] = grp
             member.update(t.id for t, _ in grp)
     def emit(g: Graph, new: dict[int, Tensor], grp: list[tuple[Tensor, Tensor | None]]) -> None:
         ws = [m.src[0] for m, _ in grp]
         n_tot = sum(w.shape[0] for w in ws)
-        w_st = g.weight(_joined([w.name for w in ws]), (n_tot, ws[0].shape[1]), ws[0].dtype,
-                        [w.name for w in ws])
+        dtype = ws[0].dtype if len({w.dtype for w in ws}) == 1 else "q8_0"  # mixed: converted when bound
+        w_st = g.weight(_joined([w.name for w in ws]), (n_tot, ws[0].shape[1]), dtype, [w.name for w in ws])
         out = g.mul_mat(w_st, new[grp[0][0].src[1].id], _joined([m.name for m, _ in grp]))
         if grp[0][1] is not None:
             bs = [a.src[1] for _, a in grp]

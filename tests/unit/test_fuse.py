@@ -6,14 +6,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as Q
-from gguf_factory import real_model, write_model
+from gguf_factory import model_kv, model_tensors, real_model, write_gguf, write_model
 
 from rocmforge.config import ModelConfig
 from rocmforge.engine import Engine
 from rocmforge.gguf import GGUFFile
 from rocmforge.ir.graph import Graph
 from rocmforge.ir.ops import Op
-from rocmforge.ir.passes import fuse, fuse_ops, optimize, reshape_strides
+from rocmforge.ir.passes import (
+    STACK_PROMOTE_MAX_BYTES,
+    dce,
+    fuse,
+    fuse_ops,
+    optimize,
+    reshape_strides,
+    stack_mul_mats,
+)
 from rocmforge.models import GraphSpec, build_graph
 from rocmforge.synth import write_tiny_model
 
@@ -134,6 +142,63 @@ def test_fused_engine_computes_what_the_unfused_one_does(tmp_path, arch, kw):
     assert out[True][3:] == out[False][3:]  # stacking moves bytes, it adds none
 
 
+def test_mixed_q4_0_q5_0_q8_0_mat_vecs_stack_as_q8_0(tmp_path):
+    # Q and K Q5_0, V Q8_0 (layer 0) or Q4_0 (layer 1), as Qwen2.5's Q4_K_M mix: one Q8_0 mat-vec a layer,
+    # the same logits and tokens as unfused, and exactly the converted blocks' extra bytes
+    types = {f"blk.{i}.attn_{p}.weight": Q.Q5_0 for i in range(2) for p in "qk"}
+    types |= {"blk.0.attn_v.weight": Q.Q8_0, "blk.1.attn_v.weight": Q.Q4_0}
+    path = write_gguf(tmp_path / "m.gguf", "qwen2", kv=model_kv("qwen2"),
+                      tensors=model_tensors(tied=False, qkv_bias=True), types=types)
+    out = {}
+    for flag in (False, True):
+        eng = Engine.from_gguf(path, backend="numpy", max_ctx=32, fuse=flag)
+        logits = eng.prefill([1, 5, 9, 3, 7, 2, 11], all_logits=True)
+        steps = [eng.step(logits=True) for _ in range(5)]
+        out[flag] = (logits, [s.token for s in steps], np.stack([s.logits for s in steps]),
+                     eng.device_plan()["weights"], eng.backend.weight_bytes)
+        if flag:
+            stacked = {w.name: w.dtype for w in eng.graph(1).nodes if "rows_of" in w.params}
+            assert {n: d for n, d in stacked.items() if n.endswith("attn_v.weight")} == {
+                "blk.0.attn_q+attn_k+attn_v.weight": "q8_0", "blk.1.attn_q+attn_k+attn_v.weight": "q8_0"}
+    np.testing.assert_allclose(out[True][0], out[False][0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(out[True][2], out[False][2], rtol=1e-6, atol=1e-6)
+    assert out[True][1] == out[False][1]
+    assert out[True][3:] == out[False][3:]  # the numpy backend keeps f32 weights: the same bytes
+    # bound as Q8_0 blocks that dequantize to the parts' values bit for bit; planned at their size
+    from rocmforge import quant
+
+    f = GGUFFile.open(path)
+    name = "blk.1.attn_q+attn_k+attn_v.weight"
+    raw, qt = eng._weight_source(name)
+    parts = [f"blk.1.attn_{p}.weight" for p in "qkv"]
+    want = np.concatenate([quant.dequantize(f.raw(p), f.tensors[p].ggml_type, f.tensors[p].shape)
+                           for p in parts])
+    assert qt == Q.Q8_0 and raw.size == want.size // 32 * 34
+    np.testing.assert_array_equal(quant.dequantize(raw, qt, want.shape).view(np.uint32), want.view(np.uint32))
+
+    class Blocks:  # a backend that keeps the GGUF blocks as they are bound (HipBackend does)
+        def weight_bytes_needed(self, graph, sizes):
+            return sum(sizes[w.name][1] for w in graph.leaves("weight"))
+
+    extra = sum(f.tensors[n].n_elements // 32 * (34 - {Q.Q5_0: 22, Q.Q4_0: 18, Q.Q8_0: 34}[t])
+                for n, t in types.items())
+    unfused = Engine.from_gguf(path, backend="numpy", max_ctx=32, fuse=False)
+    planned = eng.device_plan(backend=Blocks())["weights"]
+    assert planned == unfused.device_plan(backend=Blocks())["weights"] + extra
+
+
+def test_mixed_types_stack_apart_where_q8_0_would_read_too_much_more():
+    g = Graph()
+    x = g.input("x", (1, 4096))
+    big = 4096 * 4096 // 32 * (34 - 18)  # a Q4_0 4096 x 4096 as Q8_0: 8 MB more
+    assert big > STACK_PROMOTE_MAX_BYTES
+    q, k, v = (g.mul_mat(g.weight(f"{n}.weight", (4096, 4096), t), x, n)
+               for n, t in (("q", "q4_0"), ("k", "q4_0"), ("v", "q8_0")))
+    g.output(g.add(g.add(q, k, "qk"), v, "qkv"))
+    st = {w.name: w.dtype for w in dce(stack_mul_mats(g)).leaves("weight")}
+    assert st == {"q+k.weight": "q4_0", "v.weight": "q8_0"}
+
+
 def test_stacked_weight_is_its_parts_rows(tmp_path):
     from rocmforge import quant
 
@@ -158,10 +223,10 @@ def test_stacked_weight_is_its_parts_rows(tmp_path):
 # ---- launches per layer of the real models ---------------------------------------------------------------
 
 # launching graph nodes per layer of the fused decode graph (a kernel each on the GPU); issue 19's target
-# is 8. Qwen2.5-0.5B's attn_v is Q8_0 in half its layers, Q5_0 in the others: those do not stack with Q
-# and K (Q4_K), so V is a mat-vec of its own there (8 a layer; 7 in the others). The attention writes the
-# cache rows (fuse_kv_write).
-MAX_LAUNCHES = {"smollm2-135m": 7, "qwen2.5-0.5b": 8}
+# is 8. Qwen2.5-0.5B's attn_v is Q8_0 in half its layers, Q5_0 (as Q and K) in the others: there Q, K and V
+# stack as Q8_0 (Q5_0 blocks converted without loss; ~0.34 MB more a layer than one launch fewer). The
+# attention writes the cache rows (fuse_kv_write).
+MAX_LAUNCHES = {"smollm2-135m": 7, "qwen2.5-0.5b": 7}
 
 
 @pytest.mark.models
@@ -180,8 +245,13 @@ def test_launches_per_layer_of_the_real_models_decode_graphs(name):
     assert [t.op for t in head] == [Op.GET_ROWS, Op.RMS_NORM_MUL, Op.MUL_MAT, Op.ARGMAX]
     assert len(_launching(after)) <= 0.62 * len(_launching(before))
     assert not any(t.op in (Op.RMS_NORM, Op.ADD, Op.MUL) for t in after.nodes)
-    stacked = [i for i in range(cfg.n_layer) if per_layer[i] == 7]
-    assert len(stacked) == (cfg.n_layer if name == "smollm2-135m" else cfg.n_layer // 2)
+    assert per_layer == [7] * cfg.n_layer
+    qkv = {f"blk.{i}": w.dtype for w in after.leaves("weight") for i in range(cfg.n_layer)
+           if w.params.get("rows_of", ())[:1] == (f"blk.{i}.attn_q.weight",)}
+    v_types = {f"blk.{i}": f.tensors[f"blk.{i}.attn_v.weight"].ggml_type.name.lower()
+               for i in range(cfg.n_layer)}
+    if name == "qwen2.5-0.5b":  # Q8_0 where V is (Q and K converted), Q5_0 where all three are
+        assert qkv == v_types and set(v_types.values()) == {"q5_0", "q8_0"}
     for i in range(cfg.n_layer):  # RoPE and the cache writes inside the attention
         ops = [t.op for t in _launching(after, f"blk.{i}.")]
         assert ops.count(Op.FLASH_ATTN_EXT) == 1 and not {Op.ROPE, Op.SET_ROWS, Op.SET_ROWS_ROPE} & set(ops)

@@ -384,3 +384,22 @@ def test_dequantize_embedding_sized_tensor_fast(qtype: QType) -> None:
         best = min(best, time.perf_counter() - t0)
         del out
     assert best < 2.0, f"{qtype.name} {shape}: {best:.2f} s"
+
+
+@pytest.mark.parametrize("qt", [QType.Q4_0, QType.Q5_0, QType.Q8_0])
+def test_to_q8_0_holds_the_same_values_bit_for_bit(qt):
+    rng = np.random.default_rng(int(qt))
+    raw = quant.random_blocks(qt, (5, 128), rng)
+    q8 = quant.to_q8_0(raw, qt)
+    want = quant.dequantize(raw, qt, (5, 128))
+    assert q8.size == 5 * 4 * 34
+    got = quant.dequantize(q8, QType.Q8_0, (5, 128))
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def test_to_q8_0_refuses_what_it_cannot_hold():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="without loss"):
+        quant.to_q8_0(quant.random_blocks(QType.Q4_1, (2, 64), rng), QType.Q4_1)
+    with pytest.raises(ValueError, match="whole Q5_0 blocks"):
+        quant.to_q8_0(quant.random_blocks(QType.Q5_0, (2, 64), rng).reshape(-1)[:-1], QType.Q5_0)
