@@ -11,7 +11,7 @@
 // Tunables (-D): RF_MMV_ROWS (2), RF_MMV_WARPS (4; kernel_choice.py: 8 for Q4_0/Q8_0 rows of K >= 8192),
 // RF_MMV_UNROLL (1), RF_MMV_FAST (rf_quant.h: 1, the four-shift Q4_0 dot; 2 adds a one-permute Q8_0 dot,
 // normalized MSE ~1e-9 instead of ~1e-13), RF_MMV_BCONST (1: b is a weight, e.g. a bias: no kernel writes
-// it, so the block's b is asked for with its first weights, not after the reduction; the launcher's choice).
+// it, so the block's b is asked for with its first weights, before the wait; the launcher's choice).
 // Floor: the weights once, N * row_bytes (x, M * K * 4, y and b stay in L2).
 #include "rf_compat.h"
 #include "rf_quant.h"
@@ -77,11 +77,13 @@ __device__ void mmv(const rf_u8* __restrict__ w, rf_i64 row_bytes, const float* 
     // (under programmatic launch this block may start while it runs); x is read only after the wait
     const bool first = u + (U - 1) * MMV_THREADS < n_units;
     if (first) load_w(u);
-#if RF_MMV_BCONST && !RF_MMV_GLU
-    float bv = 0.0f;  // b of the thread's row (tid < R), a weight's: read before the wait
-    if (b && tid < R && row0 + tid < N) bv = b[(rf_i64)blockIdx.y * b_stride + row0 + tid];
-#endif
+    // b of the thread's row (tid < R), asked for before the dot products (its round trip beside x's, not
+    // after the reduction): a weight's before the wait, another's (a residual) right after it
+    float bv = 0.0f;
+    const bool has_b = !RF_MMV_GLU && b && tid < R && row0 + tid < N;
+    if (RF_MMV_BCONST && has_b) bv = b[(rf_i64)blockIdx.y * b_stride + row0 + tid];
     RF_PDL_BEGIN();
+    if (!RF_MMV_BCONST && has_b) bv = b[(rf_i64)blockIdx.y * b_stride + row0 + tid];
     if (first) {
         finish(u);
         u += U * MMV_THREADS;
@@ -126,11 +128,7 @@ __device__ void mmv(const rf_u8* __restrict__ w, rf_i64 row_bytes, const float* 
         float s = 0.0f;
 #pragma unroll
         for (int i = 0; i < RF_MMV_WARPS; ++i) s += red[tid][i];
-#if RF_MMV_BCONST
-        y[row0 + tid] = b ? s + bv : s;
-#else
-        y[row0 + tid] = rf_plus_b(s, b, b_stride, blockIdx.y, row0 + tid);
-#endif
+        y[row0 + tid] = b ? s + bv : s;  // (rf_plus_b's sum)
     }
 #endif
 }
