@@ -119,6 +119,7 @@ MUL_MAT_VEC_XB = MatMulKernel(
     geometry=_xb,
     min_n=4096,
     file=str(DEV_DIR / "mul_mat_vec_xb.hip"),
+    option="int8_activations",
 )
 # mul_mat_vec_xr with RF_MMVR_TRACE or RF_MMVR_ABLATE in the tunables
 MUL_MAT_VEC_XR_TRACE = dataclasses.replace(C.MUL_MAT_VEC_XR, file=str(DEV_DIR / "mul_mat_vec_xr_trace.hip"))

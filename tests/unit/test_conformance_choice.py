@@ -109,3 +109,17 @@ def test_kernel_cases_reach_their_kernel():
             assert xq_source(node) is not None, case.id
         seen.add((op, label))
     assert seen >= {("MUL_MAT", label) for label in LABELS} | {("MUL_MAT_ADD", label) for label in LABELS}
+
+
+def test_every_kernel_on_int8_x_names_the_option_that_lets_it_be_chosen():
+    from dev import matvec_variants as V
+
+    for k in (*C.MUL_MAT_KERNELS, *V.DEV_KERNELS):
+        assert k.option in ("", "int8_activations", "mmq"), k.name
+        assert (k.x == "x8") == bool(k.option), k.name
+        assert (k.option == "mmq") == (k.x == "x8" and k.max_tokens is None), k.name
+    w = G.Weight("q4_0", 8192, 4096, 4096 // 32 * 18, 0)
+    pick = {(i8, p): C.choose_mul_mat(H100, C.MatMulOptions(i8, prefill=p), {}, w, m).kernel.name
+            for i8 in (False, True) for p, m in (("auto", 1), ("mmq", 64))}
+    assert pick == {(False, "auto"): "mul_mat_vec", (True, "auto"): "mul_mat_vec_xr",
+                    (False, "mmq"): "mul_mat_q", (True, "mmq"): "mul_mat_q"}

@@ -76,7 +76,9 @@ class MatMulKernel:
     (null for MUL_MAT), b stride 0 (a bias) or N (a residual); "blas": the vendor BLAS's GEMM after
     dequantize.hip's (w tile, row bytes, f16 out, rows, K), b copied into y first (blas.py). min_n: the
     fewest rows it serves. entry_name: the entry points' prefix where it is not `name`. glu: its
-    MUL_MAT_SWIGLU epilogue (None: the product goes to scratch and glu_pairs_f32 follows).
+    MUL_MAT_SWIGLU epilogue (None: the product goes to scratch and glu_pairs_f32 follows). option: what
+    lets it be chosen: "int8_activations" (MatMulOptions', the decode kernels on int8 x), "mmq" (prefill
+    "mmq", or "auto" where its defaults say so: mul_mat_q), "" (nothing: always where it applies).
     """
 
     name: str
@@ -92,6 +94,7 @@ class MatMulKernel:
     file: str = ""
     entry_name: str = ""
     glu: GluEpilogue | None = None
+    option: str = ""
 
     def __post_init__(self) -> None:
         if not self.file:
@@ -219,6 +222,7 @@ MUL_MAT_VEC_XR = MatMulKernel(
     geometry=mat_vec_xr_geometry,
     min_n=4096,
     glu=GluEpilogue("RF_MMVR_GLU"),  # a row group: 8 or 8 / Q (<= 4) whole rows
+    option="int8_activations",
 )
 MUL_MAT_VEC_XQ = MatMulKernel(
     name="mul_mat_vec_xq",
@@ -230,6 +234,7 @@ MUL_MAT_VEC_XQ = MatMulKernel(
     geometry=mat_vec_xq_geometry,
     min_n=8192,
     glu=GluEpilogue("RF_MMVX_GLU", ("RF_MMVX_ROWS", 2)),
+    option="int8_activations",
 )
 MUL_MAT_VEC = MatMulKernel(
     name="mul_mat_vec",
@@ -252,6 +257,7 @@ MUL_MAT_Q = MatMulKernel(
     geometry=mat_mat_q_geometry,
     args="mat_mat",
     max_tokens=None,
+    option="mmq",
 )
 MUL_MAT_BLAS = MatMulKernel(
     name="mul_mat_blas",
@@ -333,8 +339,7 @@ def choose_mul_mat(
     launch is on."""
     defines = kernel_defines(tunables)
     for kern in options.kernels:
-        prefill_x8 = kern.x == "x8" and kern.max_tokens is None  # mul_mat_q: its own switch, prefill
-        if kern.x == "x8" and not prefill_x8 and not options.int8_activations:
+        if kern.option == "int8_activations" and not options.int8_activations:
             continue
         if w.type not in kern.weight_types or (kern.max_tokens is not None and M > kern.max_tokens):
             continue
@@ -343,7 +348,7 @@ def choose_mul_mat(
         base = kern.defaults_for(device.family, w.type)
         if kern.args == "blas" and not blas_allowed(device, options, base, M):
             continue
-        if prefill_x8 and not mmq_allowed(device, options, base):
+        if kern.option == "mmq" and not mmq_allowed(device, options, base):
             continue
         host = host_parameters(kern.name, tunables)
         launch = kern.geometry(kern, device, w, M, base, dict(defines), host, pdl)
