@@ -250,7 +250,10 @@ __device__ void flash_attn(const float* __restrict__ q, const Tkv* __restrict__ 
 #define RF_DEC_G 8
 #endif
 #define FA_DEC_G RF_DEC_G  // query heads a KV head, compile-time (the launcher's G, at most 8)
-#define FA_DEC_WARPS 4
+#ifndef RF_DEC_WARPS
+#define RF_DEC_WARPS 4  // warps a block (a tunable: launch_attention.dec_params)
+#endif
+#define FA_DEC_WARPS RF_DEC_WARPS
 #define FA_DEC_ROWS 8
 #define FA_DEC_E 8                      // dims a lane holds: 16 bytes of an f16 row
 #define FA_DEC_L (FA_D / FA_DEC_E)      // lanes a row: 8 (D 64), 16 (D 128)

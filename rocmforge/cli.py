@@ -57,6 +57,30 @@ TEMPERATURE = _checked(float, lambda v: v >= 0 and v == v and v != float("inf"),
 PROBABILITY = _checked(float, lambda v: 0 < v <= 1, "a probability in (0, 1]")
 
 
+def tunables(text: str) -> dict[str, int]:
+    """An argparse type: NAME=INT,... of the HIP backend's tunables (HipBackend(tunables=...)): the kernels'
+    compile defines and host-side parameters (kernel_choice: RF_MMV*, RF_MMQ_*; launch_attention:
+    RF_DEC_WARPS, RF_DEC_SPAN); another name is refused rather than ignored."""
+    from rocmforge.backends.hip.kernel_choice import _DEFINE_PREFIXES, HOST_TUNABLES
+    from rocmforge.backends.hip.launch_attention import DEC_TUNABLES
+
+    out = {}
+    for item in filter(None, text.split(",")):
+        name, eq, value = item.partition("=")
+        name = name.strip()
+        if not eq:
+            raise argparse.ArgumentTypeError(f"{item!r}: write NAME=INT")
+        if not (name.startswith(_DEFINE_PREFIXES) or name in HOST_TUNABLES or name in DEC_TUNABLES):
+            raise argparse.ArgumentTypeError(
+                f"{name}: not a tunable (the mat-vec ones start {', '.join(_DEFINE_PREFIXES)}; the decode "
+                f"attention's are {', '.join(DEC_TUNABLES)})")
+        try:
+            out[name] = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r}: {value!r} is not an integer") from None
+    return out
+
+
 def _size(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
@@ -234,15 +258,16 @@ def _backend(args: argparse.Namespace) -> Any:
     """--backend, or a HIP backend with the settings asked for: --int8-activations (x quantized for Q4_0/Q8_0
     mat-vecs), bench's --prefill (the prefill MUL_MAT path)."""
     prefill = getattr(args, "prefill", None)
-    if not args.int8_activations and prefill is None:
+    tuned = getattr(args, "tunables", None)
+    if not args.int8_activations and prefill is None and not tuned:
         return args.backend
     if args.backend == "numpy":
-        flag = "--int8-activations" if args.int8_activations else "--prefill"
+        flag = "--int8-activations" if args.int8_activations else "--prefill" if prefill else "--tunables"
         raise ValueError(f"{flag} is a HIP-backend setting; it does not apply to --backend numpy")
     from rocmforge.backends.hip import HipBackend
 
     # without a usable GPU (or with --prefill blas, a vendor BLAS): RuntimeError saying what is missing
-    return HipBackend(int8_activations=args.int8_activations, prefill=prefill or "auto")
+    return HipBackend(int8_activations=args.int8_activations, prefill=prefill or "auto", tunables=tuned)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -398,6 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--backend", default="auto", choices=("auto", "numpy", "hip"))
     b.add_argument("--int8-activations", action="store_true", help=INT8_HELP)
     b.add_argument("--prefill", choices=("auto", "tiled", "blas", "mmq"), default=None, help=PREFILL_HELP)
+    b.add_argument("--tunables", type=tunables, default=None, metavar="NAME=INT,...",
+                   help="HIP backend: kernel tunables, e.g. RF_DEC_WARPS=8,RF_DEC_SPAN=64 (the decode "
+                        "attention's block and the rows a split takes) or RF_MMV_ROWS=4")
     b.add_argument("-p", type=COUNT, default=512, help="prompt tokens (0: skip pp)")
     b.add_argument("-n", type=COUNT, default=128, help="generated tokens (0: skip tg)")
     b.add_argument("-r", type=POSITIVE, default=3, help="repetitions after one warm-up")

@@ -11,6 +11,7 @@ q is ROPE'd inside the kernel (NEOX over all of D), as the fused decode graph ru
 This is a benchmark, not a test: it asserts nothing. Usage:
     python scripts/bench_attention.py [--layouts qwen2.5,smollm2,llama-7b] [--ctx 543,4096]
                                       [--depth 128,512,2048] [--prompt 512,2048] [--json out.json]
+                                      [--tunables RF_DEC_WARPS=8,RF_DEC_SPAN=64]
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from rocmforge.backends.hip.backend import HipBackend  # noqa: E402
 from rocmforge.backends.hip.launch_attention import FLASH_ATTN_EXT  # noqa: E402
 from rocmforge.backends.hip.tensor import DevTensor  # noqa: E402
 from rocmforge.backends.hip.timing import replay_us  # noqa: E402
+from rocmforge.cli import tunables  # noqa: E402
 
 LAYOUTS = {"qwen2.5": (14, 2, 64), "smollm2": (9, 3, 64), "llama-7b": (32, 32, 128)}  # H, Hkv, D
 ROPE = 1e6, 1.0  # base, freq_scale
@@ -84,10 +86,12 @@ def main() -> None:
     ap.add_argument("--depth", default="128,512,2048", help="decode positions (those below each --ctx)")
     ap.add_argument("--prompt", default="512,2048", help="prompt lengths (cache = the prompt)")
     ap.add_argument("--json", default="")
+    ap.add_argument("--tunables", type=tunables, default=None, metavar="NAME=INT,...",
+                    help="e.g. RF_DEC_WARPS=8,RF_DEC_SPAN=64 (the decode kernel's block, rows a split takes)")
     a = ap.parse_args()
     import cupy as cp
 
-    be = HipBackend()
+    be = HipBackend(tunables=a.tunables)
     name = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
     rng = np.random.default_rng(0)
     rows = []
@@ -98,14 +102,16 @@ def main() -> None:
                     rows.append(bench(be, layout, C, 1, d, rng))
         for T in (int(x) for x in a.prompt.split(",") if x):
             rows.append(bench(be, layout, T, T, 0, rng))
-    print(f"{name}: FLASH_ATTN_EXT, f16 KV cache, per launch in a device graph")
+    print(f"{name}: FLASH_ATTN_EXT, f16 KV cache, per launch in a device graph"
+          + (f" (tunables {a.tunables})" if a.tunables else ""))
     print(f"{'layout':9} {'H/Hkv/D':>10} {'C':>6} {'T':>5} {'pos':>5} {'us':>9} "
           f"{'KV GB/s':>8} {'TFLOP/s':>8} {'nmse':>8}")
     for r in rows:
         print(f"{r['layout']:9} {r['H']:>3}/{r['Hkv']:>2}/{r['D']:<3} {r['C']:>6} {r['T']:>5} {r['pos']:>5} "
               f"{r['us']:9.2f} {r['gbps']:8.0f} {r['tflops']:8.2f} {r['nmse']:8.1e}")
     if a.json:
-        Path(a.json).write_text(json.dumps({"device": name, "rows": rows}, indent=1))
+        Path(a.json).write_text(json.dumps({"device": name, "tunables": a.tunables or {}, "rows": rows},
+                                           indent=1))
 
 
 if __name__ == "__main__":

@@ -111,3 +111,32 @@ def test_cache_writes_before_a_kernel_that_does_not_take_them():
     # src's and the cache's row strides, rows written, their width, the columns ROPE'd, the head dim, the RoPE
     assert [a[1] for a in wk["args"] if a != "ptr"] == [W, 2 * W, 1, W, W, D, 64, 1, 1e6, 1.0]
     assert [a[1] for a in wv["args"] if a != "ptr"] == [W, 2 * W, 1, W, 0, D, 0, 0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("tunables, block, span, define", [
+    ({}, 128, 32, None),                                      # the defaults: 4 warps, span 32, no define
+    ({"RF_DEC_WARPS": 8, "RF_DEC_SPAN": 64}, 256, 64, 8),     # a build of 8 warps
+    ({"RF_DEC_WARPS": 4, "RF_DEC_SPAN": 128}, 128, 128, None),
+])
+def test_decode_attention_tunables(tunables, block, span, define):
+    rec = R.Recorder(32)
+    ctx = Ctx(rec, Device(32, 4), tunables)
+    H, Hkv, D, C = 14, 2, 64, 32  # one split: no scratch
+    q, out = _tensor(rec, (1, H, D), "f32"), _tensor(rec, (1, H, D), "f32")
+    k, v = _tensor(rec, (C, Hkv, D), "f16"), _tensor(rec, (C, Hkv, D), "f16")
+    FLASH_ATTN_EXT(ctx, out, q, k, v, _tensor(rec, (1,), "i32"), scale=0.125, rope_q=(64, True, 1e6, 1.0))
+    (launch,) = rec.launches
+    assert launch["entry"] == "flash_attn_decode_f16" and launch["block"] == [block]
+    assert launch["defines"].get("RF_DEC_WARPS") == define
+    assert launch["args"][17] == ["int32", span]  # (q, k, v, pos, kn, vn, out, 3 partials, tickets, H, Hkv,
+    # row and head strides, C, group, span, ...)
+
+
+@pytest.mark.parametrize("tunables", [{"RF_DEC_WARPS": 3}, {"RF_DEC_SPAN": 48}, {"RF_DEC_SPAN": 0}])
+def test_decode_attention_tunables_are_checked(tunables):
+    rec = R.Recorder(32)
+    ctx = Ctx(rec, Device(32, 4), tunables)
+    q, out = _tensor(rec, (1, 14, 64), "f32"), _tensor(rec, (1, 14, 64), "f32")
+    k, v = _tensor(rec, (32, 2, 64), "f16"), _tensor(rec, (32, 2, 64), "f16")
+    with pytest.raises(ValueError, match="RF_DEC_"):
+        FLASH_ATTN_EXT(ctx, out, q, k, v, _tensor(rec, (1,), "i32"), scale=0.125, rope_q=(64, True, 1e6, 1.0))

@@ -93,7 +93,7 @@ def test_the_launcher_mirrors_the_decode_kernels_macros():
     from rocmforge.backends.hip.modules import KERNEL_DIR
 
     src = (KERNEL_DIR / "attention.hip").read_text()
-    for macro, value in (("RF_DEC_G", L.DEC_G), ("FA_DEC_WARPS", L.DEC_WARPS), ("FA_DEC_ROWS", L.DEC_ROWS),
+    for macro, value in (("RF_DEC_G", L.DEC_G), ("RF_DEC_WARPS", L.DEC_WARPS), ("FA_DEC_ROWS", L.DEC_ROWS),
                          ("FA_DEC_MAX_SPLITS", L.DEC_SPLITS), ("FA_DEC_E", L.DEC_E)):
         assert f"#define {macro} {value} " in src or f"#define {macro} {value}\n" in src, macro
     assert L.DEC_GROUP % L.DEC_ROWS == 0
@@ -111,6 +111,9 @@ def exes(tmp_path_factory):
     builds.update({(n, g): {"RF_HEAD_DIM": n, "RF_DEC_G": g} for n, g in DECODE_BUILDS})
     # the position read before the wait (its rotation, the rows asked into L2) made stale on purpose
     builds[64, 7, "stale"] = {"RF_HEAD_DIM": 64, "RF_DEC_G": 7, "FA_DEC_POS_HINT(pos)": "(pos[0]-37)"}
+    # other block sizes (the tunable RF_DEC_WARPS): 8 warps, 2 (fewer threads than head dims)
+    builds[64, 7, "w8"] = {"RF_HEAD_DIM": 64, "RF_DEC_G": 7, "RF_DEC_WARPS": 8}
+    builds[128, 2, "w2"] = {"RF_HEAD_DIM": 128, "RF_DEC_G": 2, "RF_DEC_WARPS": 2}
     exes = build(d, "attention.hip", MAIN, {"fa" + "g".join(map(str, k)): v for k, v in builds.items()})
     return {key: exes["fa" + "g".join(map(str, key))] for key in builds}
 
@@ -219,4 +222,14 @@ def test_decode_splits_by_the_position(exes, tmp_path, H, Hkv, C, pos0, n_splits
 def test_decode_does_not_depend_on_the_position_read_before_the_wait(exes, tmp_path, pos0, n_splits, span):
     # the hint 37 rows off (fewer splits, another rotation): the result is the position's, the row written
     _check_case(exes[64, 7, "stale"], tmp_path, 1, 14, 2, 640, pos0, n_splits, (64, 1), True, False, 64,
+                write=True, span=span)
+
+
+@pytest.mark.parametrize("build, H, Hkv, D, pos0, n_splits, span", [
+    ("w8", 14, 2, 64, 150, 5, 64),    # 8 warps: 64 rows a pass, 3 splits merged
+    ("w8", 14, 2, 64, 40, 5, 64),     # ... one split, no merge
+    ("w2", 4, 2, 128, 300, 20, 32),   # 2 warps (64 threads for 128 dims): 10 splits merged
+])
+def test_decode_at_other_block_sizes(exes, tmp_path, build, H, Hkv, D, pos0, n_splits, span):
+    _check_case(exes[D, H // Hkv, build], tmp_path, 1, H, Hkv, 640, pos0, n_splits, (D, 1), True, False, D,
                 write=True, span=span)

@@ -299,8 +299,8 @@ def test_int8_activations_flag_errors_clearly(tmp_path: Path, capsys, monkeypatc
 
 
 def test_bench_prefill_flag_chooses_the_hip_prefill_path(tmp_path: Path, capsys, monkeypatch) -> None:
-    """bench --prefill tiled|blas|mmq|auto: a HIP-backend setting (one line and exit 2 with --backend numpy),
-    passed to HipBackend(prefill=...) as asked."""
+    """bench --prefill tiled|blas|mmq|auto (and --tunables): HIP-backend settings (one line and exit 2 with
+    --backend numpy), passed to HipBackend(prefill=..., tunables=...) as asked."""
     import rocmforge.backends.hip as hip
     from rocmforge.synth import write_tiny_model
 
@@ -318,6 +318,10 @@ def test_bench_prefill_flag_chooses_the_hip_prefill_path(tmp_path: Path, capsys,
         rc, _, err = _run(capsys, "bench", "--model", str(model), "--prefill", choice, "-p", "8", "-n", "0")
         assert rc == 2 and "no CUDA device (test)" in _one_line_error(err)
     rc, _, err = _run(capsys, "bench", "--model", str(model), "--prefill", "tiled", "--int8-activations")
-    assert made == [{"int8_activations": False, "prefill": p} for p in ("tiled", "blas", "mmq", "auto")] + [
-        {"int8_activations": True, "prefill": "tiled"}
+    rc, _, err = _run(capsys, "bench", "--model", str(model), "--tunables", "RF_DEC_WARPS=8,RF_DEC_SPAN=64")
+    assert rc == 2 and "no CUDA device (test)" in _one_line_error(err)
+    plain = {"int8_activations": False, "tunables": None}
+    assert made == [{**plain, "prefill": p} for p in ("tiled", "blas", "mmq", "auto")] + [
+        {"int8_activations": True, "prefill": "tiled", "tunables": None},
+        {**plain, "prefill": "auto", "tunables": {"RF_DEC_WARPS": 8, "RF_DEC_SPAN": 64}},
     ]

@@ -35,14 +35,29 @@ def attn_splits(ctx: Ctx, T: int, H: int, Hkv: int, C: int, head_dim: int) -> tu
     return cdiv(C, chunk), chunk
 
 
-# attention.hip's RF_DEC_G (the most query heads a KV head; the kernel is built for each G), FA_DEC_WARPS,
-# FA_DEC_ROWS; rows a group (the unit dealt to the splits: a multiple of FA_DEC_ROWS); splits at most
-# (FA_DEC_MAX_SPLITS: more make the merge the longer part)
+# attention.hip's RF_DEC_G (the most query heads a KV head; the kernel is built for each G), RF_DEC_WARPS
+# (its default), FA_DEC_ROWS; rows a group (the unit dealt to the splits: a multiple of FA_DEC_ROWS); splits
+# at most (FA_DEC_MAX_SPLITS: more make the merge the longer part)
 DEC_G, DEC_WARPS, DEC_ROWS, DEC_GROUP, DEC_SPLITS = 8, 4, 8, 32, 32
 DEC_E = 8  # attention.hip's FA_DEC_E: the dims a lane holds (16 bytes of an f16 row)
 # rows a decode split takes at least (a multiple of DEC_GROUP): below it a step splits the cache over fewer
 # blocks, down to one block a KV head and no merge
 DEC_SPAN = 32
+
+
+DEC_TUNABLES = ("RF_DEC_WARPS", "RF_DEC_SPAN")  # HipBackend(tunables=...) names that dec_params reads
+
+
+def dec_params(ctx: Ctx) -> tuple[int, int]:
+    """flash_attn_decode's (warps a block, span) from the tunables RF_DEC_WARPS (1, 2, 4 or 8; a build of
+    its own) and RF_DEC_SPAN (a multiple of DEC_GROUP), else DEC_WARPS and DEC_SPAN."""
+    warps = int(ctx.tunables.get("RF_DEC_WARPS", DEC_WARPS))
+    span = int(ctx.tunables.get("RF_DEC_SPAN", DEC_SPAN))
+    if warps not in (1, 2, 4, 8):
+        raise ValueError(f"RF_DEC_WARPS={warps}: choose 1, 2, 4 or 8")
+    if span < DEC_GROUP or span % DEC_GROUP:
+        raise ValueError(f"RF_DEC_SPAN={span}: a positive multiple of {DEC_GROUP}")
+    return warps, span
 
 
 def _lane_aligned(c: DevTensor) -> bool:
@@ -109,10 +124,12 @@ def _decode(ctx: Ctx, out: DevTensor, q: DevTensor, k: DevTensor, v: DevTensor, 
     _, H, D = q.shape
     C, Hkv, _ = k.shape
     n_splits = max(1, min(cdiv(4 * ctx.n_sm, Hkv), cdiv(C, DEC_GROUP), DEC_SPLITS))
-    f = ctx.k("attention.hip", f"flash_attn_decode_{k.dtype}", RF_HEAD_DIM=D, RF_DEC_G=H // Hkv)
-    common = (i32(H), i32(Hkv), i64(k.strides[0]), i64(k.strides[1]), i32(C), i32(DEC_GROUP), i32(DEC_SPAN),
+    warps, span = dec_params(ctx)
+    tuned = {"RF_DEC_WARPS": warps} if warps != DEC_WARPS else {}
+    f = ctx.k("attention.hip", f"flash_attn_decode_{k.dtype}", RF_HEAD_DIM=D, RF_DEC_G=H // Hkv, **tuned)
+    common = (i32(H), i32(Hkv), i64(k.strides[0]), i64(k.strides[1]), i32(C), i32(DEC_GROUP), i32(span),
               f32(scale), *rope_args(rope_q))
-    grid, block = (n_splits, Hkv), (DEC_WARPS * ctx.warp,)
+    grid, block = (n_splits, Hkv), (warps * ctx.warp,)
     head = (q.ptr, k.ptr, v.ptr, pos.ptr, *((kv_new[0].ptr, kv_new[1].ptr) if kv_new else (0, 0)), out.ptr)
     if n_splits == 1:
         f(grid, block, (*head, 0, 0, 0, 0, *common))
