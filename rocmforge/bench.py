@@ -54,7 +54,19 @@ def _record(eng: Engine, n_prompt: int, n_gen: int, samples_ns: list[int], n_dep
         "avg_ns": int(np.mean(samples_ns)), "stddev_ns": int(np.std(samples_ns)),
         "avg_ts": float(np.mean(ts)), "stddev_ts": float(np.std(ts)),
         "samples_ns": samples_ns, "samples_ts": ts,
-    }
+    } | _settings(eng)
+
+
+def _settings(eng: Engine) -> dict:
+    """The backend's settings a record must carry to be read again (not llama-bench's fields): the HIP
+    backend's int8 activations and kernel tunables, where set."""
+    ctx = getattr(eng.backend, "ctx", None)
+    out: dict = {}
+    if ctx is not None and getattr(ctx, "tunables", None):
+        out["tunables"] = dict(ctx.tunables)
+    if ctx is not None and getattr(getattr(ctx, "mat_mul", None), "int8_activations", False):
+        out["int8_activations"] = True
+    return out
 
 
 # a prompt is one graph run: the first compiles kernels and runs eagerly, the second captures the device graph

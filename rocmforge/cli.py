@@ -342,7 +342,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         gbs += f" ({r['pct_copy']:.0f}% of copy)" if "pct_copy" in r else ""
         size = f"{r['model_size'] / 2**20:.1f} MiB | {r['model_n_params'] / 1e6:.1f} M"
         split = f"{r['step_device_us']:.0f} / {r['step_host_us']:.0f}" if "step_device_us" in r else ""
-        print(f"| {r['model_type']} | {size} | {r['backends']} | {r['gpu_info']} | {test} | "
+        backend = r["backends"] + (" int8" if r.get("int8_activations") else "")
+        backend += "".join(f" {k}={v}" for k, v in r.get("tunables", {}).items())
+        print(f"| {r['model_type']} | {size} | {backend} | {r['gpu_info']} | {test} | "
               f"{r['avg_ts']:.2f} ± {r['stddev_ts']:.2f} | {gbs} | {split} |")
     return 0
 

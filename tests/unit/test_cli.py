@@ -281,6 +281,14 @@ def test_bench_depth_fills_the_context_before_each_run_and_reports_progress(tmp_
     rec = bench.run_tg(eng, 2, reps=1)
     assert rec["step_device_us"] == 50.0 and rec["step_host_us"] == pytest.approx(1e6 / rec["avg_ts"] - 50)
     assert rec["pct_copy"] == pytest.approx(100 * rec["avg_gbs"] / 2000.0)
+    assert "tunables" not in rec and "int8_activations" not in rec
+    # a HIP backend's settings ride along with its records
+    from types import SimpleNamespace as NS
+
+    ctx = NS(tunables={"RF_DEC_WARPS": 8}, mat_mul=NS(int8_activations=True))
+    monkeypatch.setattr(eng.backend, "ctx", ctx, raising=False)
+    rec = bench.run_tg(eng, 2, reps=1)
+    assert rec["tunables"] == {"RF_DEC_WARPS": 8} and rec["int8_activations"] is True
 
 
 def test_int8_activations_flag_errors_clearly(tmp_path: Path, capsys, monkeypatch) -> None:
