@@ -47,3 +47,13 @@ def build(d: Path, kernel: str, main: str, builds: dict[str, dict]) -> dict[str,
             pytest.skip(f"{cxx} has no _Float16 (the f16 conversions of simt_emu.h)")
         assert p.returncode == 0, err
     return {name: d / name for name in builds}
+
+
+def mat_vec_reference(w, x, b, residual: bool, glu: bool):
+    """numpy_ref's result of the mat-vec kernels' cases: MUL_MAT_SWIGLU (glu), MUL_MAT_ADD of the residual
+    b, or MUL_MAT of w [N, K] (dequantized) and x [M, K]."""
+    from rocmforge.backends import numpy_ref as R
+
+    if glu:
+        return R.MUL_MAT_SWIGLU(w, x)
+    return R.MUL_MAT_ADD(w, x, b) if residual else R.MUL_MAT(w, x)

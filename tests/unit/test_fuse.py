@@ -126,9 +126,9 @@ def test_fuse_ops_leaves_a_mat_vec_with_two_readers_and_a_read_across_a_write():
     assert not any(t.op is Op.MUL_MAT_ADD for t in f.nodes)
 
 
-@pytest.mark.parametrize("arch,kw", [("llama", {}), ("qwen2", {"tied": False, "qkv_bias": True})])
-def test_fused_engine_computes_what_the_unfused_one_does(tmp_path, arch, kw):
-    path = write_model(tmp_path / "m.gguf", arch, **kw)
+def _fused_and_unfused(path) -> tuple[dict, Engine]:
+    """fuse -> (prompt logits, 5 greedy tokens, their logits, planned weight bytes, bound weight bytes) on
+    the numpy backend, checked equal between fused and unfused; and the fused engine."""
     out = {}
     for flag in (False, True):
         eng = Engine.from_gguf(path, backend="numpy", max_ctx=32, fuse=flag)
@@ -139,6 +139,12 @@ def test_fused_engine_computes_what_the_unfused_one_does(tmp_path, arch, kw):
     np.testing.assert_allclose(out[True][0], out[False][0], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(out[True][2], out[False][2], rtol=1e-6, atol=1e-6)
     assert out[True][1] == out[False][1]
+    return out, eng
+
+
+@pytest.mark.parametrize("arch,kw", [("llama", {}), ("qwen2", {"tied": False, "qkv_bias": True})])
+def test_fused_engine_computes_what_the_unfused_one_does(tmp_path, arch, kw):
+    out, _ = _fused_and_unfused(write_model(tmp_path / "m.gguf", arch, **kw))
     assert out[True][3:] == out[False][3:]  # stacking moves bytes, it adds none
 
 
@@ -149,20 +155,10 @@ def test_mixed_q4_0_q5_0_q8_0_mat_vecs_stack_as_q8_0(tmp_path):
     types |= {"blk.0.attn_v.weight": Q.Q8_0, "blk.1.attn_v.weight": Q.Q4_0}
     path = write_gguf(tmp_path / "m.gguf", "qwen2", kv=model_kv("qwen2"),
                       tensors=model_tensors(tied=False, qkv_bias=True), types=types)
-    out = {}
-    for flag in (False, True):
-        eng = Engine.from_gguf(path, backend="numpy", max_ctx=32, fuse=flag)
-        logits = eng.prefill([1, 5, 9, 3, 7, 2, 11], all_logits=True)
-        steps = [eng.step(logits=True) for _ in range(5)]
-        out[flag] = (logits, [s.token for s in steps], np.stack([s.logits for s in steps]),
-                     eng.device_plan()["weights"], eng.backend.weight_bytes)
-        if flag:
-            stacked = {w.name: w.dtype for w in eng.graph(1).nodes if "rows_of" in w.params}
-            assert {n: d for n, d in stacked.items() if n.endswith("attn_v.weight")} == {
-                "blk.0.attn_q+attn_k+attn_v.weight": "q8_0", "blk.1.attn_q+attn_k+attn_v.weight": "q8_0"}
-    np.testing.assert_allclose(out[True][0], out[False][0], rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(out[True][2], out[False][2], rtol=1e-6, atol=1e-6)
-    assert out[True][1] == out[False][1]
+    out, eng = _fused_and_unfused(path)
+    stacked = {w.name: w.dtype for w in eng.graph(1).nodes if "rows_of" in w.params}
+    assert {n: d for n, d in stacked.items() if n.endswith("attn_v.weight")} == {
+        "blk.0.attn_q+attn_k+attn_v.weight": "q8_0", "blk.1.attn_q+attn_k+attn_v.weight": "q8_0"}
     assert out[True][3:] == out[False][3:]  # the numpy backend keeps f32 weights: the same bytes
     # bound as Q8_0 blocks that dequantize to the parts' values bit for bit; planned at their size
     from rocmforge import quant

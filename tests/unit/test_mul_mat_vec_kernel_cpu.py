@@ -7,10 +7,9 @@ import subprocess
 
 import numpy as np
 import pytest
-from simt_kernels import build
+from simt_kernels import build, mat_vec_reference
 
 from rocmforge import quant
-from rocmforge.backends import numpy_ref as R
 
 TYPES = ["q4_0", "q4_1", "q5_0", "q8_0", "q4_k", "q6_k", "f16"]
 
@@ -77,12 +76,7 @@ def test_the_decode_mat_vec_matches_the_dequantized_product(exes, tmp_path, wtyp
     out = subprocess.run([str(exes["glu" if glu else "plain"]), str(f)], capture_output=True, text=True,
                          check=True, timeout=300).stdout.split()
     got = np.array(out, np.float32).reshape(M, N // 2 if glu else N)
-    if glu:
-        want = R.MUL_MAT_SWIGLU(w, x)
-    elif residual:
-        want = R.MUL_MAT_ADD(w, x, b)
-    else:
-        want = R.MUL_MAT(w, x)
+    want = mat_vec_reference(w, x, b, residual, glu)
     err = float(np.sum((got - want) ** 2) / np.sum(want ** 2))
     assert err < 1e-8, err  # f32 sums in another order (the GLU: silu of them)
     if not glu:  # b read before the wait (RF_MMV_BCONST, b a weight): the same result, bit for bit

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from simt_kernels import build
+from simt_kernels import build, mat_vec_reference
 
 from rocmforge import quant
 from rocmforge.backends import numpy_ref as R
@@ -103,12 +103,7 @@ def test_the_int8_mat_vec_matches_the_product_of_what_it_reads(tmp_path, case):
     out = subprocess.run([str(exe), str(f)], capture_output=True, text=True, check=True, timeout=300).stdout
     got = np.array(out.split(), np.float32).reshape(M, N // 2 if glu else N)
     xd = R.dequantize_x8(xq, K)  # the x the kernel reads
-    if glu:
-        want = R.MUL_MAT_SWIGLU(w, xd)
-    elif residual:
-        want = R.MUL_MAT_ADD(w, xd, b)
-    else:
-        want = R.MUL_MAT(w, xd)
+    want = mat_vec_reference(w, xd, b, residual, glu)
     assert np.isfinite(got).all() and not (got == -7.0).any()
     err = float(np.sum((got - want) ** 2) / np.sum(want ** 2))
     assert err < 1e-9, err  # int32 dots scaled in f32: sums in another order only
