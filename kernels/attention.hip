@@ -262,6 +262,11 @@ __device__ void flash_attn(const float* __restrict__ q, const Tkv* __restrict__ 
 #ifndef FA_DEC_POS_HINT
 #define FA_DEC_POS_HINT(pos) (*(const volatile int*)(pos))  // the position before the wait (tests: another)
 #endif
+#ifndef FA_DEC_PIPE
+// a warp's next pass of K/V rows loaded during this one's arithmetic, where the registers allow (sm_90: at D
+// 128 and G 8 it would spill)
+#define FA_DEC_PIPE (FA_D * FA_DEC_G <= 512)
+#endif
 #ifndef FA_DEC_AHEAD
 #define FA_DEC_AHEAD 2  // passes of a warp's rows asked into L2 before the wait
 #endif
@@ -321,25 +326,32 @@ RF_DEV void fa_dec_merge(const float* part_m, const float* part_l, const float* 
     }
 }
 
-// a lane's FA_DEC_E consecutive elements of a cache row as f32 (16-byte loads: one for f16, two for f32)
+// a lane's FA_DEC_E consecutive elements of a cache row: loaded as they are stored (16-byte loads: one for
+// f16, two for f32), then as f32
 template <typename Tkv>
-RF_DEV void fa_dec_load(const Tkv* p, float (&x)[FA_DEC_E]);
-template <>
-RF_DEV void fa_dec_load<rf_u16>(const rf_u16* p, float (&x)[FA_DEC_E]) {
-    const uint4 w = *(const uint4*)p;
-    const rf_u32 u[4] = {w.x, w.y, w.z, w.w};
+struct FaDecRaw {
+    uint4 u[FA_DEC_E * sizeof(Tkv) / 16];
+};
+template <typename Tkv>
+RF_DEV void fa_dec_load(const Tkv* p, FaDecRaw<Tkv>& r) {
+#pragma unroll
+    for (int i = 0; i < (int)(FA_DEC_E * sizeof(Tkv) / 16); ++i) r.u[i] = ((const uint4*)p)[i];
+}
+RF_DEV void fa_dec_f32(const FaDecRaw<rf_u16>& r, float (&x)[FA_DEC_E]) {
+    const rf_u32 u[4] = {r.u[0].x, r.u[0].y, r.u[0].z, r.u[0].w};
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
         x[2 * i] = rf_h2f_lo(u[i]);
         x[2 * i + 1] = rf_h2f_hi(u[i]);
     }
 }
-template <>
-RF_DEV void fa_dec_load<float>(const float* p, float (&x)[FA_DEC_E]) {
-    const float4 a = *(const float4*)p, b = *(const float4*)(p + 4);
-    const float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+RF_DEV void fa_dec_f32(const FaDecRaw<float>& r, float (&x)[FA_DEC_E]) {
 #pragma unroll
-    for (int i = 0; i < 8; ++i) x[i] = v[i];
+    for (int i = 0; i < 2; ++i) {
+        const rf_u32 u[4] = {r.u[i].x, r.u[i].y, r.u[i].z, r.u[i].w};
+#pragma unroll
+        for (int j = 0; j < 4; ++j) x[4 * i + j] = __uint_as_float(u[j]);
+    }
 }
 
 template <typename Tkv>
@@ -422,17 +434,32 @@ RF_DEV void flash_attn_decode(const float* __restrict__ q, Tkv* __restrict__ k, 
         }
     }
     // i0: the offset in the split's rows (its groups one after another), FA_DEC_ROWS a warp at a time; of
-    // those, the lane's slot takes rows slot, slot + R, ...: L lanes a row, E dims a lane
-    for (int i0 = warp * FA_DEC_ROWS;; i0 += FA_DEC_WARPS * FA_DEC_ROWS) {
-        const int r0 = split * group + i0 % group + i0 / group * group * n_eff;
-        if (r0 >= kv_end) break;
-        float kk[SUB][E], vv[SUB][E];
+    // those, the lane's slot takes rows slot, slot + R, ...: L lanes a row, E dims a lane. A pass's rows are
+    // loaded during the pass before (FA_DEC_PIPE), as stored, and turned to f32 where they are used.
+    const auto first_row = [&](int i) { return split * group + i % group + i / group * group * n_eff; };
+    FaDecRaw<Tkv> rk[SUB], rv[SUB];
+    const auto load_pass = [&](int r0) {
 #pragma unroll
         for (int s = 0; s < SUB; ++s) {
             const int r = r0 + slot + s * R;
             const rf_i64 off = (rf_i64)(r < kv_end ? r : r0) * row_stride + (rf_i64)hk * head_stride + d0;
-            fa_dec_load<Tkv>(k + off, kk[s]);
-            fa_dec_load<Tkv>(v + off, vv[s]);
+            fa_dec_load<Tkv>(k + off, rk[s]);
+            fa_dec_load<Tkv>(v + off, rv[s]);
+        }
+    };
+    int i0 = warp * FA_DEC_ROWS, r0 = first_row(i0);
+    if (FA_DEC_PIPE && r0 < kv_end) load_pass(r0);
+    for (; r0 < kv_end; i0 += FA_DEC_WARPS * FA_DEC_ROWS, r0 = first_row(i0)) {
+        if (!FA_DEC_PIPE) load_pass(r0);
+        float kk[SUB][E], vv[SUB][E];
+#pragma unroll
+        for (int s = 0; s < SUB; ++s) {
+            fa_dec_f32(rk[s], kk[s]);
+            fa_dec_f32(rv[s], vv[s]);
+        }
+        if (FA_DEC_PIPE) {
+            const int r1 = first_row(i0 + FA_DEC_WARPS * FA_DEC_ROWS);
+            if (r1 < kv_end) load_pass(r1);
         }
         // every (row, head) score first: E products and a sum over the row's L lanes each, independent
         float sc[SUB][G];

@@ -114,6 +114,8 @@ def exes(tmp_path_factory):
     # other block sizes (the tunable RF_DEC_WARPS): 8 warps, 2 (fewer threads than head dims)
     builds[64, 7, "w8"] = {"RF_HEAD_DIM": 64, "RF_DEC_G": 7, "RF_DEC_WARPS": 8}
     builds[128, 2, "w2"] = {"RF_HEAD_DIM": 128, "RF_DEC_G": 2, "RF_DEC_WARPS": 2}
+    # each pass's rows loaded in the pass (as at D 128, G 8), not during the pass before
+    builds[64, 7, "nopipe"] = {"RF_HEAD_DIM": 64, "RF_DEC_G": 7, "FA_DEC_PIPE": 0}
     exes = build(d, "attention.hip", MAIN, {"fa" + "g".join(map(str, k)): v for k, v in builds.items()})
     return {key: exes["fa" + "g".join(map(str, key))] for key in builds}
 
@@ -229,6 +231,7 @@ def test_decode_does_not_depend_on_the_position_read_before_the_wait(exes, tmp_p
     ("w8", 14, 2, 64, 150, 5, 64),    # 8 warps: 64 rows a pass, 3 splits merged
     ("w8", 14, 2, 64, 40, 5, 64),     # ... one split, no merge
     ("w2", 4, 2, 128, 300, 20, 32),   # 2 warps (64 threads for 128 dims): 10 splits merged
+    ("nopipe", 14, 2, 64, 300, 2, 32),  # 2 splits of 5 passes, each loaded in its own pass
 ])
 def test_decode_at_other_block_sizes(exes, tmp_path, build, H, Hkv, D, pos0, n_splits, span):
     _check_case(exes[D, H // Hkv, build], tmp_path, 1, H, Hkv, 640, pos0, n_splits, (D, 1), True, False, D,
