@@ -77,7 +77,8 @@ __device__ void mmv_staged(const rf_u8* __restrict__ w, rf_i64 row_bytes, const 
         const int ub = st * UPS;
         for (int u = lane; u < UPS && ub + u < n_units; u += RF_WARP) {
             typename T::X xv;
-            T::load_x(x, ub + u, xv);
+            RfLdx ld;
+            T::load_x(x, ub + u, xv, ld);
 #pragma unroll
             for (int r = 0; r < R; ++r) {
                 typename T::W wv;

@@ -11,7 +11,11 @@
 // Tunables (-D): RF_MMV_ROWS (2), RF_MMV_WARPS (4; kernel_choice.py: 8 for Q4_0/Q8_0 rows of K >= 8192),
 // RF_MMV_UNROLL (1), RF_MMV_FAST (rf_quant.h: 1, the four-shift Q4_0 dot; 2 adds a one-permute Q8_0 dot,
 // normalized MSE ~1e-9 instead of ~1e-13), RF_MMV_BCONST (1: b is a weight, e.g. a bias: no kernel writes
-// it, so the block's b is asked for with its first weights, before the wait; the launcher's choice).
+// it, so the block's b is asked for with its first weights, before the wait; the launcher's choice),
+// RF_MMV_NORM (1: RMS_NORM_MUL_MAT*, an RMS norm of x and its weight wn folded in: the block multiplies the
+// x it loads by wn (read before the wait) and sums its squares beside the dot products, reduces both
+// together, and scales its rows' sums by s = 1 / sqrt(mean(x^2) + eps) at the end: y = s * W (x * wn);
+// the entry points take wn and eps after b_stride).
 // Floor: the weights once, N * row_bytes (x, M * K * 4, y and b stay in L2).
 #include "rf_compat.h"
 #include "rf_quant.h"
@@ -28,6 +32,9 @@
 #ifndef RF_MMV_BCONST
 #define RF_MMV_BCONST 0
 #endif
+#ifndef RF_MMV_NORM
+#define RF_MMV_NORM 0
+#endif
 #ifndef RF_MMV_UNROLL
 #define RF_MMV_UNROLL 1  // 1 uses fewer registers than 2, and is as fast (H100)
 #endif
@@ -37,7 +44,7 @@
 template <class T>
 __device__ void mmv(const rf_u8* __restrict__ w, rf_i64 row_bytes, const float* __restrict__ x,
                     rf_i64 x_stride, float* __restrict__ y, rf_i64 y_stride, int N, int K, const float* b,
-                    rf_i64 b_stride) {
+                    rf_i64 b_stride, const float* __restrict__ wn, float eps) {
     constexpr int R = RF_MMV_ROWS, U = RF_MMV_UNROLL;
     const int tid = threadIdx.x;
     const int row0 = blockIdx.x * R;
@@ -62,10 +69,17 @@ __device__ void mmv(const rf_u8* __restrict__ w, rf_i64 row_bytes, const float* 
             for (int r = 0; r < R; ++r) T::load_w(wr[r], u0 + j * MMV_THREADS, wv[j][r]);
         }
     };
+#if RF_MMV_NORM
+    RfLdxNorm ld{wn, 0.0f};  // x * wn as loaded, and the sum of squares of x
+#else
+    RfLdx ld;
+    (void)wn;
+    (void)eps;
+#endif
     auto finish = [&](int u0) {
         typename T::X xv[U];
 #pragma unroll
-        for (int j = 0; j < U; ++j) T::load_x(x, u0 + j * MMV_THREADS, xv[j]);
+        for (int j = 0; j < U; ++j) T::load_x(x, u0 + j * MMV_THREADS, xv[j], ld);
 #pragma unroll
         for (int j = 0; j < U; ++j) {
 #pragma unroll
@@ -94,7 +108,7 @@ __device__ void mmv(const rf_u8* __restrict__ w, rf_i64 row_bytes, const float* 
     }
     for (; u < n_units; u += MMV_THREADS) {  // the tail, one unit at a time
         typename T::X xv;
-        T::load_x(x, u, xv);
+        T::load_x(x, u, xv, ld);
 #pragma unroll
         for (int r = 0; r < R; ++r) {
             typename T::W wv;
@@ -103,14 +117,29 @@ __device__ void mmv(const rf_u8* __restrict__ w, rf_i64 row_bytes, const float* 
         }
     }
 
-    __shared__ float red[R][RF_MMV_WARPS];
+    __shared__ float red[R + RF_MMV_NORM][RF_MMV_WARPS];  // (RF_MMV_NORM: row R, the sums of squares)
     const int warp = tid / RF_WARP, lane = tid % RF_WARP;
 #pragma unroll
     for (int r = 0; r < R; ++r) {
         const float s = rf_warp_sum(acc[r]);
         if (lane == 0) red[r][warp] = s;
     }
+#if RF_MMV_NORM
+    {
+        const float s = rf_warp_sum(ld.ss);
+        if (lane == 0) red[R][warp] = s;
+    }
+#endif
     __syncthreads();
+    float scale = 1.0f;  // s of the folded norm
+#if RF_MMV_NORM
+    if (tid < R) {
+        float ss = 0.0f;
+#pragma unroll
+        for (int i = 0; i < RF_MMV_WARPS; ++i) ss += red[R][i];
+        scale = rsqrtf(ss / (float)K + eps);
+    }
+#endif
 #if RF_MMV_GLU
     // rows 2i and 2i+1 are gate_i and up_i (an interleaved weight): y[i] = silu(gate_i) * up_i
     static_assert(R % 2 == 0, "RF_MMV_GLU needs an even RF_MMV_ROWS");
@@ -121,6 +150,7 @@ __device__ void mmv(const rf_u8* __restrict__ w, rf_i64 row_bytes, const float* 
             g += red[2 * tid][i];
             u += red[2 * tid + 1][i];
         }
+        if (RF_MMV_NORM) g *= scale, u *= scale;
         y[row0 / 2 + tid] = rf_silu(g) * u;
     }
 #else
@@ -128,16 +158,27 @@ __device__ void mmv(const rf_u8* __restrict__ w, rf_i64 row_bytes, const float* 
         float s = 0.0f;
 #pragma unroll
         for (int i = 0; i < RF_MMV_WARPS; ++i) s += red[tid][i];
+        if (RF_MMV_NORM) s *= scale;
         y[row0 + tid] = b ? s + bv : s;  // (rf_plus_b's sum)
     }
 #endif
 }
 
+#if RF_MMV_NORM
+#define RF_MMV_ENTRY(name, T)                                                                          \
+    RF_KERNEL void __launch_bounds__(MMV_THREADS)                                                      \
+        mul_mat_vec_##name(const rf_u8* w, rf_i64 row_bytes, const float* x, rf_i64 x_stride, float* y, \
+                           rf_i64 y_stride, int N, int K, const float* b, rf_i64 b_stride,             \
+                           const float* wn, float eps) {                                               \
+        mmv<T>(w, row_bytes, x, x_stride, y, y_stride, N, K, b, b_stride, wn, eps);                    \
+    }
+#else
 #define RF_MMV_ENTRY(name, T)                                                                          \
     RF_KERNEL void __launch_bounds__(MMV_THREADS)                                                      \
         mul_mat_vec_##name(const rf_u8* w, rf_i64 row_bytes, const float* x, rf_i64 x_stride, float* y, \
                            rf_i64 y_stride, int N, int K, const float* b, rf_i64 b_stride) {            \
-        mmv<T>(w, row_bytes, x, x_stride, y, y_stride, N, K, b, b_stride);                             \
+        mmv<T>(w, row_bytes, x, x_stride, y, y_stride, N, K, b, b_stride, nullptr, 0.0f);              \
     }
+#endif
 
 RF_WEIGHT_TYPES(RF_MMV_ENTRY)

@@ -75,12 +75,34 @@ RF_DEV float rf_get(const float4& a, int k) { return k == 0 ? a.x : k == 1 ? a.y
 
 #define RF_NIB_LO 0x0F0F0F0F
 
+// How a unit's load_x reads x: RfLdx as it is; RfLdxNorm (mul_mat_vec's RF_MMV_NORM, an RMS norm folded
+// in) times the norm's weight w, element by element, keeping the sum of squares of x as read.
+struct RfLdx {
+    RF_DEV float4 ld4(const float*, const float* p) { return rf_ld4(p); }
+    RF_DEV float ld1(const float* x, int i) { return x[i]; }
+};
+struct RfLdxNorm {
+    const float* w;  // [K], 16-byte aligned
+    float ss;
+    RF_DEV float4 ld4(const float* x, const float* p) {
+        const float4 a = rf_ld4(p), b = rf_ld4(w + (p - x));
+        ss += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w;
+        return make_float4(a.x * b.x, a.y * b.y, a.z * b.z, a.w * b.w);
+    }
+    RF_DEV float ld1(const float* x, int i) {
+        const float a = x[i];
+        ss += a * a;
+        return a * w[i];
+    }
+};
+
 // the x of an 8-element unit u = 4b + i of a 4/5-bit block type (qs byte j holds elements j and 16 + j):
 // elements 4i..4i+3 (lo) and 16+4i..16+4i+3 (hi) of block b
-RF_DEV void rf_load_x_nib(const float* x, int u, float4& lo, float4& hi) {
+template <class L>
+RF_DEV void rf_load_x_nib(const float* x, int u, float4& lo, float4& hi, L& ld) {
     const float* p = x + 32 * (u >> 2) + 4 * (u & 3);
-    lo = rf_ld4(p);
-    hi = rf_ld4(p + 16);
+    lo = ld.ld4(x, p);
+    hi = ld.ld4(x, p + 16);
 }
 
 // 16 * sum(nibble * x) over such a unit: low nibbles of q against lo, high nibbles against hi
@@ -154,8 +176,9 @@ struct QT_Q4_0 {
         w.d = rf_u16f(b);
         w.q = rf_ld_u32_a2(b + 2 + 4 * (u & 3));
     }
-    RF_DEV static void load_x(const float* x, int u, X& v) {
-        rf_load_x_nib(x, u, v.lo, v.hi);
+    template <class L>
+    RF_DEV static void load_x(const float* x, int u, X& v, L& ld) {
+        rf_load_x_nib(x, u, v.lo, v.hi, ld);
 #if RF_MMV_FAST
         const float slo = rf_sum4(v.lo), shi = rf_sum4(v.hi);
         v.sum = slo + shi;
@@ -216,8 +239,9 @@ struct QT_Q4_1 {
         w.dm = rf_ld_u32_a4(b);
         w.q = rf_ld_u32_a4(b + 4 + 4 * (u & 3));
     }
-    RF_DEV static void load_x(const float* x, int u, X& v) {
-        rf_load_x_nib(x, u, v.lo, v.hi);
+    template <class L>
+    RF_DEV static void load_x(const float* x, int u, X& v, L& ld) {
+        rf_load_x_nib(x, u, v.lo, v.hi, ld);
         v.sum = rf_sum4(v.lo) + rf_sum4(v.hi);
     }
     RF_DEV static float dot(const W& w, const X& v) {
@@ -260,7 +284,8 @@ struct QT_Q5_0 {
         w.qh = rf_ld_u32_a2(b + 2) >> (4 * i);  // bit k: element 4i+k; bit 16+k: element 16+4i+k
         w.q = rf_ld_u32_a2(b + 6 + 4 * i);
     }
-    RF_DEV static void load_x(const float* x, int u, X& v) { rf_load_x_nib(x, u, v.lo, v.hi); }
+    template <class L>
+    RF_DEV static void load_x(const float* x, int u, X& v, L& ld) { rf_load_x_nib(x, u, v.lo, v.hi, ld); }
     RF_DEV static float dot(const W& w, const X& v) {
         float s = 0.0f;
 #pragma unroll
@@ -302,9 +327,10 @@ struct QT_Q8_0 {
         w.q0 = rf_ld_u32_a2(b + 2 + 8 * (u & 3));
         w.q1 = rf_ld_u32_a2(b + 6 + 8 * (u & 3));
     }
-    RF_DEV static void load_x(const float* x, int u, X& v) {
-        v.a = rf_ld4(x + 8 * u);
-        v.b = rf_ld4(x + 8 * u + 4);
+    template <class L>
+    RF_DEV static void load_x(const float* x, int u, X& v, L& ld) {
+        v.a = ld.ld4(x, x + 8 * u);
+        v.b = ld.ld4(x, x + 8 * u + 4);
         v.sum = rf_sum4(v.a) + rf_sum4(v.b);
     }
     RF_DEV static float dot(const W& w, const X& v) {
@@ -387,13 +413,14 @@ struct QT_Q4_K {
         w.q = *(const uint2*)(b + 16 + 32 * (r >> 2) + 8 * (r & 3));
         w.c = r >> 2;
     }
-    RF_DEV static void load_x(const float* x, int u, X& v) {
+    template <class L>
+    RF_DEV static void load_x(const float* x, int u, X& v, L& ld) {
         const int r = u & 15;
         const float* p = x + 256 * (u >> 4) + 64 * (r >> 2) + 8 * (r & 3);
-        v.a0 = rf_ld4(p);
-        v.a1 = rf_ld4(p + 4);
-        v.b0 = rf_ld4(p + 32);
-        v.b1 = rf_ld4(p + 36);
+        v.a0 = ld.ld4(x, p);
+        v.a1 = ld.ld4(x, p + 4);
+        v.b0 = ld.ld4(x, p + 32);
+        v.b1 = ld.ld4(x, p + 36);
         v.sa = rf_sum4(v.a0) + rf_sum4(v.a1);
         v.sb = rf_sum4(v.b0) + rf_sum4(v.b1);
     }
@@ -476,10 +503,11 @@ struct QT_Q6_K {
         w.d = rf_u16f(b + 208);
         w.j = j >> 2;
     }
-    RF_DEV static void load_x(const float* x, int u, X& v) {
+    template <class L>
+    RF_DEV static void load_x(const float* x, int u, X& v, L& ld) {
         const int r = u & 15;
         const float* p = x + 256 * (u >> 4) + 128 * (r >> 3) + 4 * (r & 7);
-        for (int k = 0; k < 4; ++k) v.v[k] = rf_ld4(p + 32 * k);
+        for (int k = 0; k < 4; ++k) v.v[k] = ld.ld4(x, p + 32 * k);
     }
     RF_DEV static float dot(const W& w, const X& v) {
         float s = 0.0f;
@@ -538,9 +566,10 @@ struct QT_F32 {
         if (VEC) w.w = rf_ld4((const float*)row + 4 * u);
         else w.w.x = ((const float*)row)[u];
     }
-    RF_DEV static void load_x(const float* x, int u, X& v) {
-        if (VEC) v.x = rf_ld4(x + 4 * u);
-        else v.x.x = x[u];
+    template <class L>
+    RF_DEV static void load_x(const float* x, int u, X& v, L& ld) {
+        if (VEC) v.x = ld.ld4(x, x + 4 * u);
+        else v.x.x = ld.ld1(x, u);
     }
     RF_DEV static float dot(const W& w, const X& v) {
         if (VEC) return w.w.x * v.x.x + w.w.y * v.x.y + w.w.z * v.x.z + w.w.w * v.x.w;
@@ -568,12 +597,13 @@ struct QT_F16 {
         if (VEC) w.q = *(const uint4*)((const rf_u16*)row + 8 * u);
         else w.q.x = ((const rf_u16*)row)[u];
     }
-    RF_DEV static void load_x(const float* x, int u, X& v) {
+    template <class L>
+    RF_DEV static void load_x(const float* x, int u, X& v, L& ld) {
         if (VEC) {
-            v.a = rf_ld4(x + 8 * u);
-            v.b = rf_ld4(x + 8 * u + 4);
+            v.a = ld.ld4(x, x + 8 * u);
+            v.b = ld.ld4(x, x + 8 * u + 4);
         } else {
-            v.a.x = x[u];
+            v.a.x = ld.ld1(x, u);
         }
     }
     RF_DEV static float dot(const W& w, const X& v) {

@@ -169,6 +169,7 @@ static inline rf_u32 __byte_perm(rf_u32 a, rf_u32 b, rf_u32 s) {  // CUDA's byte
 struct alignas(16) float4 {
     float x, y, z, w;
 };
+static inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
 struct alignas(16) uint4 {
     rf_u32 x, y, z, w;
 };

@@ -10,6 +10,7 @@ import pytest
 from simt_kernels import build, mat_vec_reference
 
 from rocmforge import quant
+from rocmforge.backends import numpy_ref as R
 
 TYPES = ["q4_0", "q4_1", "q5_0", "q8_0", "q4_k", "q6_k", "f16"]
 
@@ -27,7 +28,14 @@ int main(int argc, char** argv) {
     if (std::fread(w.data(), 1, w.size(), f) != w.size()) return 2;
     if (std::fread(x.data(), 4, x.size(), f) != x.size()) return 2;
     if (std::fread(b.data(), 4, b.size(), f) != b.size()) return 2;
+    std::vector<float> wn(K);  // RF_MMV_NORM: the folded norm's weight
+    if (std::fread(wn.data(), 4, wn.size(), f) != wn.size()) return 2;
     std::fclose(f);
+#if RF_MMV_NORM
+#define ARGS w.data(), rb, x.data(), K, y.data(), n_out, N, K, bp, bs, wn.data(), 1e-5f
+#else
+#define ARGS w.data(), rb, x.data(), K, y.data(), n_out, N, K, bp, bs
+#endif
     const int n_out = RF_MMV_GLU ? N / 2 : N;
     std::vector<float> y((size_t)M * n_out, -7.0f);  // poisoned
     const float* bp = d[5] ? b.data() : nullptr;
@@ -35,13 +43,13 @@ int main(int argc, char** argv) {
     const rf_dim3 grid{(unsigned)((N + RF_MMV_ROWS - 1) / RF_MMV_ROWS), (unsigned)M, 1};
     emu::launch(grid, MMV_THREADS, [&] {
         switch (d[0]) {
-            case 0: mul_mat_vec_q4_0(w.data(), rb, x.data(), K, y.data(), n_out, N, K, bp, bs); break;
-            case 1: mul_mat_vec_q4_1(w.data(), rb, x.data(), K, y.data(), n_out, N, K, bp, bs); break;
-            case 2: mul_mat_vec_q5_0(w.data(), rb, x.data(), K, y.data(), n_out, N, K, bp, bs); break;
-            case 3: mul_mat_vec_q8_0(w.data(), rb, x.data(), K, y.data(), n_out, N, K, bp, bs); break;
-            case 4: mul_mat_vec_q4_k(w.data(), rb, x.data(), K, y.data(), n_out, N, K, bp, bs); break;
-            case 5: mul_mat_vec_q6_k(w.data(), rb, x.data(), K, y.data(), n_out, N, K, bp, bs); break;
-            default: mul_mat_vec_f16(w.data(), rb, x.data(), K, y.data(), n_out, N, K, bp, bs);
+            case 0: mul_mat_vec_q4_0(ARGS); break;
+            case 1: mul_mat_vec_q4_1(ARGS); break;
+            case 2: mul_mat_vec_q5_0(ARGS); break;
+            case 3: mul_mat_vec_q8_0(ARGS); break;
+            case 4: mul_mat_vec_q4_k(ARGS); break;
+            case 5: mul_mat_vec_q6_k(ARGS); break;
+            default: mul_mat_vec_f16(ARGS);
         }
     });
     for (float v : y) std::printf("%.9g\n", v);
@@ -52,7 +60,9 @@ int main(int argc, char** argv) {
 @pytest.fixture(scope="module")
 def exes(tmp_path_factory):
     return build(tmp_path_factory.mktemp("mmv_emu"), "mul_mat_vec.hip", MAIN,
-                 {"plain": {}, "glu": {"RF_MMV_GLU": 1}, "bconst": {"RF_MMV_BCONST": 1}})
+                 {"plain": {}, "glu": {"RF_MMV_GLU": 1}, "bconst": {"RF_MMV_BCONST": 1},
+                  "norm": {"RF_MMV_NORM": 1}, "normglu": {"RF_MMV_NORM": 1, "RF_MMV_GLU": 1},
+                  "normbconst": {"RF_MMV_NORM": 1, "RF_MMV_BCONST": 1}})
 
 
 @pytest.mark.parametrize("wtype", TYPES)
@@ -68,10 +78,11 @@ def test_the_decode_mat_vec_matches_the_dequantized_product(exes, tmp_path, wtyp
     w = quant.dequantize(raw, qt, (N, K))
     x = rng.standard_normal((M, K)).astype(np.float32)
     b = rng.standard_normal((M, N)).astype(np.float32)
+    wn = (1 + 0.5 * rng.standard_normal(K)).astype(np.float32)
     f = tmp_path / "in.bin"
     with open(f, "wb") as fh:
         np.array([TYPES.index(wtype), N, K, M, raw.size // N, int(residual)], np.int32).tofile(fh)
-        for a in (raw, x, b):
+        for a in (raw, x, b, wn):
             np.ascontiguousarray(a).tofile(fh)
     out = subprocess.run([str(exes["glu" if glu else "plain"]), str(f)], capture_output=True, text=True,
                          check=True, timeout=300).stdout.split()
@@ -83,3 +94,11 @@ def test_the_decode_mat_vec_matches_the_dequantized_product(exes, tmp_path, wtyp
         early = subprocess.run([str(exes["bconst"]), str(f)], capture_output=True, text=True, check=True,
                                timeout=300).stdout.split()
         np.testing.assert_array_equal(np.array(early, np.float32).reshape(got.shape), got)
+    # the RMS norm of x and its weight folded in (RF_MMV_NORM): MUL_MAT* of RMS_NORM_MUL(x, wn)
+    for variant in (["normglu"] if glu else ["norm", "normbconst"]):
+        out = subprocess.run([str(exes[variant]), str(f)], capture_output=True, text=True, check=True,
+                             timeout=300).stdout.split()
+        normed = np.array(out, np.float32).reshape(got.shape)
+        want = mat_vec_reference(w, R.RMS_NORM_MUL(x, wn, eps=1e-5), b, residual, glu)
+        err = float(np.sum((normed - want) ** 2) / np.sum(want ** 2))
+        assert err < 1e-8, (variant, err)
