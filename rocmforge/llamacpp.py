@@ -363,6 +363,9 @@ OP_PART = {
     "QUANTIZE_X8": "mat-vec / mat-mul", "FLASH_ATTN_EXT": "attention", "SOFT_MAX": "attention",
     "ROPE": "attention", "SET_ROWS": "attention", "SET_ROWS_ROPE": "attention", "RMS_NORM": "norm",
     "RMS_NORM_MUL": "norm", "GET_ROWS": "embedding", "ARGMAX": "sampling", "SAMPLE": "sampling",
+    # the norm folded into the mat-vec that reads it (its time is the mat-vec's)
+    "RMS_NORM_MUL_MAT": "mat-vec / mat-mul", "RMS_NORM_MUL_MAT_ADD": "mat-vec / mat-mul",
+    "RMS_NORM_MUL_MAT_SWIGLU": "mat-vec / mat-mul",
     "IDLE": "idle",
 }
 

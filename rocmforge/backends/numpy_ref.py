@@ -60,6 +60,19 @@ def MUL_MAT_SWIGLU(w: np.ndarray, x: np.ndarray, xq: np.ndarray | None = None) -
     return SWIGLU(y[..., 0::2], y[..., 1::2])
 
 
+def RMS_NORM_MUL_MAT(w: np.ndarray, x: np.ndarray, wn: np.ndarray, *, eps: float) -> np.ndarray:
+    return MUL_MAT(w, RMS_NORM_MUL(x, wn, eps=eps))
+
+
+def RMS_NORM_MUL_MAT_ADD(w: np.ndarray, x: np.ndarray, wn: np.ndarray, b: np.ndarray, *,
+                         eps: float) -> np.ndarray:
+    return MUL_MAT_ADD(w, RMS_NORM_MUL(x, wn, eps=eps), b)
+
+
+def RMS_NORM_MUL_MAT_SWIGLU(w: np.ndarray, x: np.ndarray, wn: np.ndarray, *, eps: float) -> np.ndarray:
+    return MUL_MAT_SWIGLU(w, RMS_NORM_MUL(x, wn, eps=eps))
+
+
 def QUANTIZE_X8(x: np.ndarray) -> np.ndarray:
     # x [..., K] f32 -> i32 [..., K * 5 / 16], each row's bytes: int8 [K] (rint(x * 127 / amax) per block
     # of 32, llama.cpp's q8_1 values), then f32 pairs [K / 32]: (scale amax / 127, sum of the int8 values

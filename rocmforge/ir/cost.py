@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .. import quant
 from .graph import Graph, Tensor
-from .ops import ITEMSIZE, MUL_MAT_OPS, Op
+from .ops import ITEMSIZE, MUL_MAT_OPS, NORM_MUL_MAT_OPS, Op
 
 
 @dataclass(frozen=True)
@@ -45,10 +45,12 @@ def node_cost(t: Tensor, n_kv: int | None = None) -> Cost:
     if t.is_leaf or t.op in (Op.VIEW, Op.RESHAPE):
         return Cost(0, 0, 0)
     src = [tensor_bytes(s) for s in t.src]
-    if t.op in MUL_MAT_OPS:  # w, x[, b][, xq]: x or xq is read, both are counted
+    if t.op in MUL_MAT_OPS or t.op in NORM_MUL_MAT_OPS:  # w, x[, wn][, b][, xq]: all read
         w, x = t.src[:2]
         flops = 2 * math.prod(w.shape) * (x.n_elements // w.shape[1])
-        return Cost(sum(src), out, flops + (t.n_elements if t.op is Op.MUL_MAT_ADD else 0))
+        flops += 4 * x.n_elements if t.op in NORM_MUL_MAT_OPS else 0  # the norm: squares, sums, x * wn
+        add = t.op in (Op.MUL_MAT_ADD, Op.RMS_NORM_MUL_MAT_ADD)
+        return Cost(sum(src), out, flops + (t.n_elements if add else 0))
     if t.op is Op.GET_ROWS:
         a, idx = t.src
         row = tensor_bytes(a) // a.shape[0]

@@ -133,6 +133,15 @@ class Graph:
     def mul_mat_add(self, w: Tensor, x: Tensor, b: Tensor, name: str, xq: Tensor | None = None) -> Tensor:
         return self.op(Op.MUL_MAT_ADD, [w, x, b] if xq is None else [w, x, b, xq], name)
 
+    def rms_norm_mul_mat(self, w: Tensor, x: Tensor, wn: Tensor, eps: float, name: str,
+                         b: Tensor | None = None, glu: bool = False) -> Tensor:
+        """MUL_MAT (MUL_MAT_ADD with b, MUL_MAT_SWIGLU with glu) of RMS_NORM_MUL(x, wn) in one op."""
+        if glu:
+            return self.op(Op.RMS_NORM_MUL_MAT_SWIGLU, [w, x, wn], name, eps=float(eps))
+        if b is not None:
+            return self.op(Op.RMS_NORM_MUL_MAT_ADD, [w, x, wn, b], name, eps=float(eps))
+        return self.op(Op.RMS_NORM_MUL_MAT, [w, x, wn], name, eps=float(eps))
+
     def quantize_x8(self, x: Tensor, name: str) -> Tensor:
         return self.op(Op.QUANTIZE_X8, [x], name)
 

@@ -42,6 +42,11 @@ class Op(enum.Enum):
     # f32 [..., F]: SWIGLU of MUL_MAT(w, x)'s even and odd columns (gate and up in one mat-vec)
     MUL_MAT_SWIGLU = "MUL_MAT_SWIGLU"
     QUANTIZE_X8 = "QUANTIZE_X8"  # (x [..., K] f32) -> i32 [..., K * 5 / 16]: int8 rows, block scales, sums
+    # MUL_MAT, MUL_MAT_ADD and MUL_MAT_SWIGLU of RMS_NORM_MUL(x, wn): (w, x, wn [K][, b]; eps), the norm
+    # folded into the mat-vec that reads it (passes.fold_norms: where a backend's kernel computes it so)
+    RMS_NORM_MUL_MAT = "RMS_NORM_MUL_MAT"
+    RMS_NORM_MUL_MAT_ADD = "RMS_NORM_MUL_MAT_ADD"
+    RMS_NORM_MUL_MAT_SWIGLU = "RMS_NORM_MUL_MAT_SWIGLU"
     ADD = "ADD"  # (a, b) -> a + b, b broadcast to a
     MUL = "MUL"  # (a, b) -> a * b, b broadcast to a
     SCALE = "SCALE"  # (a; s) -> a * s
@@ -145,6 +150,25 @@ def _mul_mat_add(s, d, p):
     _need(b in ((out[-1],), out), Op.MUL_MAT_ADD, f"b must be [{out[-1]}] or {out}, got {b}")
     _float(Op.MUL_MAT_ADD, d[2], "b")
     return out, dt
+
+
+# the norm-folded mat-vecs -> the MUL_MAT op each computes of RMS_NORM_MUL(x, wn)
+NORM_MUL_MAT_OPS = {Op.RMS_NORM_MUL_MAT: Op.MUL_MAT, Op.RMS_NORM_MUL_MAT_ADD: Op.MUL_MAT_ADD,
+                    Op.RMS_NORM_MUL_MAT_SWIGLU: Op.MUL_MAT_SWIGLU}
+
+
+def _norm_mul_mat(op: Op):
+    inner = {Op.RMS_NORM_MUL_MAT: _mul_mat, Op.RMS_NORM_MUL_MAT_ADD: _mul_mat_add,
+             Op.RMS_NORM_MUL_MAT_SWIGLU: _mul_mat_swiglu}[op]
+
+    def rule(s, d, p):
+        n = 4 if op is Op.RMS_NORM_MUL_MAT_ADD else 3
+        _need(len(s) == n, op, f"want (w, x, wn{', b' if n == 4 else ''}), got {len(s)} sources")
+        _need("eps" in p, op, "needs eps")
+        _rms_norm_mul([s[1], s[2]], [d[1], d[2]], p)
+        return inner([s[0], s[1], *s[3:]], [d[0], d[1], *d[3:]], p)
+
+    return rule
 
 
 def _rms_norm_mul(s, d, p):
@@ -274,6 +298,8 @@ RULES: dict[Op, Rule] = {
     Op.MUL_MAT: _mul_mat,
     Op.MUL_MAT_ADD: _mul_mat_add,
     Op.MUL_MAT_SWIGLU: _mul_mat_swiglu,
+    **{op: _norm_mul_mat(op) for op in (Op.RMS_NORM_MUL_MAT, Op.RMS_NORM_MUL_MAT_ADD,
+                                        Op.RMS_NORM_MUL_MAT_SWIGLU)},
     Op.QUANTIZE_X8: _quantize_x8,
     Op.ADD: _binary(Op.ADD),
     Op.MUL: _binary(Op.MUL),

@@ -170,6 +170,40 @@ def insert_quantize_x8(graph: Graph, reads_x8: Callable[[Tensor], bool]) -> Grap
     return g
 
 
+def fold_norms(graph: Graph, folds: Callable[[Tensor], bool]) -> Graph:
+    """RMS_NORM_MUL h = (a, wn) whose every reader is a MUL_MAT, MUL_MAT_ADD or MUL_MAT_SWIGLU reading h as
+    its x (no QUANTIZE_X8 source, h not its addend) for which folds(reader) holds (the backend's kernel
+    computes the norm itself): each reader becomes RMS_NORM_MUL_MAT(_ADD, _SWIGLU) of a, wn; h is no longer
+    computed. Not where h is an output, or a is written between h and a reader."""
+    rd = _readers(graph)
+    fused = {Op.MUL_MAT: Op.RMS_NORM_MUL_MAT, Op.MUL_MAT_ADD: Op.RMS_NORM_MUL_MAT_ADD,
+             Op.MUL_MAT_SWIGLU: Op.RMS_NORM_MUL_MAT_SWIGLU}
+
+    def foldable(h: Tensor) -> bool:
+        readers = rd[h.id]
+        if h.op is not Op.RMS_NORM_MUL or not readers or None in readers:
+            return False
+        return all(u.op in fused and len(u.src) == MUL_MAT_OPS[u.op] and u.src[1] is h
+                   and all(s is not h for s in u.src[2:]) and folds(u)
+                   and not _written_between(graph, h, u, h.src[0]) for u in readers)
+
+    norms = {t.id: t for t in graph.nodes if foldable(t)}
+    g = Graph(graph.name)
+    new: dict[int, Tensor] = {}
+    for t in graph.nodes:
+        if t.id in norms:
+            continue
+        if t.op in fused and t.src[1].id in norms:
+            h = t.src[1]
+            a, wn = new[h.src[0].id], new[h.src[1].id]
+            srcs = [new[t.src[0].id], a, wn, *(new[s.id] for s in t.src[2:])]
+            new[t.id] = g.op(fused[t.op], srcs, t.name, eps=h.params["eps"])
+            continue
+        new[t.id] = _emit(g, t, [new[s.id] for s in t.src])
+    _outputs(g, graph, new)
+    return g
+
+
 # ---- pipeline -----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -462,6 +462,43 @@ for _qt, _F, _K, _T in ((Q.Q8_0, 4096, 1024, 1), (Q.Q4_0, 2048, 4096, 1), (Q.Q8_
                       _mul_mat_swiglu(_qt, _F, _K, (_T,), xq=True, mat_mul=C.MatMulOptions(True))))
 CASES.append(Case("MUL_MAT_SWIGLU-Q4_0-768x576-T64-blas",
                   _mul_mat_swiglu(Q.Q4_0, 768, 576, (64,), mat_mul=C.MatMulOptions(prefill="blas"))))
+def _rms_norm_mul_mat(qt: quant.QType, N: int, K: int, xshape: tuple[int, ...], kind: str, **ctx):
+    """RMS_NORM_MUL_MAT (kind "plain"), _ADD ("bias": a weight [N]; "residual": an input of the output's
+    shape) or _SWIGLU ("glu": w [N] of gate/up pairs) of x and the norm's weight wn [K]: mul_mat_vec with the
+    norm folded in at up to 4 tokens, the norm into scratch then the mat-mul otherwise."""
+    ctx = _pin_prefill(ctx, xshape)
+
+    def make(rng):
+        g = Graph()
+        w = g.weight("w", (N, K), qt.name.lower())
+        x = g.input("x", (*xshape, K))
+        wn = g.weight("wn", (K,), "f32")
+        weights = {"w": (quant.random_blocks(qt, (N, K), rng), qt),
+                   "wn": ((1 + 0.5 * rng.standard_normal(K)).astype(np.float32), Q.F32)}
+        inputs = {"x": _normal(rng, (*xshape, K), scale=3.0)}
+        b = None
+        if kind == "bias":
+            b = g.weight("b", (N,), "f32")
+            weights["b"] = (quant.random_blocks(Q.F32, (N,), rng), Q.F32)
+        elif kind == "residual":
+            b = g.input("b", (*xshape, N))
+            inputs["b"] = _normal(rng, (*xshape, N))
+        g.output(g.rms_norm_mul_mat(w, x, wn, 1e-6, "out", b=b, glu=kind == "glu"))
+        return Built(g, inputs, weights, _tol("f32"), ctx)
+
+    return make
+
+
+# the norm folded into the decode mat-vec (every weight kind of unit, 1 and 3 tokens), and a prompt's path
+for _qt, _N, _K in ((Q.Q4_0, 96, 896), (Q.Q5_0, 1152, 896), (Q.Q8_0, 130, 576), (Q.Q4_K, 64, 1024),
+                    (Q.Q6_K, 64, 512), (Q.F16, 40, 264), (Q.F32, 33, 100)):
+    for _kind in ("plain", "bias", "residual", "glu"):
+        for _T in (1, 3, 64):
+            if _kind == "glu" and _N % 2:
+                continue
+            _id = f"RMS_NORM_MUL_MAT{'' if _kind == 'plain' else '_SWIGLU' if _kind == 'glu' else '_ADD'}"
+            CASES.append(Case(f"{_id}-{_qt.name}-{_N}x{_K}-T{_T}-{_kind}",
+                              _rms_norm_mul_mat(_qt, _N, _K, (_T,), _kind)))
 # the f32-activation mat-vec with quantized weights, x's QUANTIZE_X8 given (and not read)
 for _qt in (Q.Q4_0, Q.Q8_0):
     for _add in ("bias", "residual"):

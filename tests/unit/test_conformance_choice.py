@@ -123,3 +123,29 @@ def test_every_kernel_on_int8_x_names_the_option_that_lets_it_be_chosen():
             for i8 in (False, True) for p, m in (("auto", 1), ("mmq", 64))}
     assert pick == {(False, "auto"): "mul_mat_vec", (True, "auto"): "mul_mat_vec_xr",
                     (False, "mmq"): "mul_mat_q", (True, "mmq"): "mul_mat_q"}
+
+
+def test_norm_folded_cases_fold_at_decode_and_not_at_prompts():
+    """RMS_NORM_MUL_MAT* cases run mul_mat_vec with the norm folded in at up to 4 tokens (every weight type,
+    the GLU epilogue included), the norm into scratch then the tiled kernel at 64."""
+    from rocmforge.backends.hip.launch_mul_mat import _folds
+    from rocmforge.ir.ops import NORM_MUL_MAT_OPS
+
+    rng = np.random.default_rng(0)
+    seen = set()
+    for case in T.CASES:
+        if not case.id.startswith("RMS_NORM_MUL_MAT"):
+            continue
+        built = case.make(rng)
+        node = next(n for n in built.graph.nodes if n.op in NORM_MUL_MAT_OPS)
+        w, x = node.src[:2]
+        N, K = w.shape
+        bs, ts = BLOCK[w.dtype]
+        M = x.n_elements // K
+        opts = built.ctx.get("mat_mul", C.MatMulOptions())
+        weight = G.Weight(kernel_type(w.dtype, K, 1 << 20), N, K, K // bs * ts, 1 << 20)
+        choice = C.choose_mul_mat(H100, opts, {}, weight, M)
+        glu = node.op.value.endswith("SWIGLU")
+        assert _folds(choice, glu) == (M <= C.MMV_MAX_TOKENS), case.id
+        seen.add((node.op, M <= C.MMV_MAX_TOKENS))
+    assert seen == {(op, f) for op in NORM_MUL_MAT_OPS for f in (False, True)}

@@ -167,7 +167,7 @@ def test_constant_operands_are_read_early_only_where_they_are_weights(monkeypatc
     from rocmforge.backends.hip.backend import HipBackend
 
     monkeypatch.setattr(pdl, "PdlLauncher", lambda: _direct)
-    be = HipBackend(programmatic_launch=True)
+    be = HipBackend(programmatic_launch=True, tunables={"RF_FOLD_NORMS": 0})  # the norm a launch of its own
     be.ctx.mods = mods = _Modules()
     g = Graph()
     x, v = g.input("x", (1, 256)), g.input("v", (256,))
@@ -232,3 +232,39 @@ def test_staging_copies_every_input_in_one_copy_and_small_outputs_through_pinned
     got = st.result("argmax", small)
     dev.a[64:68] = 0
     assert copies == [1, 2] and got.tolist() == [123]  # a copy: the next run does not change it
+
+
+@pytest.mark.parametrize("fold", [1, 0])
+def test_norms_fold_into_the_decode_mat_vecs_that_read_them(tmp_path, monkeypatch, fold):
+    """Decode graphs: every RMS_NORM_MUL whose readers run mul_mat_vec becomes part of them
+    (RMS_NORM_MUL_MAT*, a build with RF_MMV_NORM whose launch takes wn and eps last); prompts keep their
+    layers' norms (their mat-muls are not mat-vecs); RF_FOLD_NORMS=0 keeps them all."""
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(32, 132))
+    from rocmforge.backends.hip import pdl
+    from rocmforge.backends.hip.backend import HipBackend
+    from rocmforge.ir.ops import NORM_MUL_MAT_OPS
+
+    monkeypatch.setattr(pdl, "PdlLauncher", lambda: _direct)
+    be = HipBackend(tunables={"RF_FOLD_NORMS": fold})
+    be.ctx.mods = mods = _Modules()
+    path = write_tiny_model(tmp_path / "m.gguf", "llama", wtype=Q.Q8_0, n_embd=256, n_ff=512, n_head=4)
+    eng = Engine.from_gguf(path, backend=be, max_ctx=64)
+    decode, prompt = eng.graph(1), eng.graph(8)
+    n_layer = eng.config.n_layer
+    folded = [t for t in decode.nodes if t.op in NORM_MUL_MAT_OPS]
+    norms = [t for t in decode.nodes if t.op is Op.RMS_NORM_MUL]
+    if fold:  # attention and FFN inputs of every layer, the logits
+        assert not norms and len(folded) == 2 * n_layer + 1
+        assert {t.op for t in folded} == {Op.RMS_NORM_MUL_MAT, Op.RMS_NORM_MUL_MAT_SWIGLU}  # (no biases)
+        assert all(t.src[2].kind == "weight" and t.src[2].name.endswith("norm.weight") for t in folded)
+        for st in be._get_plan(decode).steps:
+            if st.node.op in NORM_MUL_MAT_OPS:
+                st.launch(be.ctx, st.out, *st.srcs, **st.node.params)
+        name, args = mods.calls[-1]
+        assert name.startswith("mul_mat_vec_") and args[-1] == np.float32(eng.config.norm_eps)
+        assert any(dict(d).get("RF_MMV_NORM") == 1 for f, d in mods.compiled if f == "mul_mat_vec.hip")
+    else:
+        assert not folded and len(norms) == 2 * n_layer + 1
+    # a prompt's layers run mat-muls (their norms stay); its head is a mat-vec of the last token
+    assert not any(t.op in NORM_MUL_MAT_OPS for t in prompt.nodes if t.name.startswith("blk."))
+    assert sum(t.op is Op.RMS_NORM_MUL for t in prompt.nodes) == 2 * n_layer + (1 - fold)

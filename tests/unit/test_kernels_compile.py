@@ -128,6 +128,8 @@ def _variants(warp: int) -> list[tuple[str, dict]]:
         out.append(("sample.hip", {"RF_WARP": warp, **tun}))
     out.append(("mul_mat_vec.hip", {"RF_WARP": warp, "RF_MMV_GLU": 1}))  # MUL_MAT_SWIGLU's epilogue
     out.append(("mul_mat_vec.hip", {"RF_WARP": warp, "RF_MMV_BCONST": 1}))  # a weight's b read early
+    for extra in ({}, {"RF_MMV_GLU": 1}, {"RF_MMV_BCONST": 1}):  # an RMS norm folded in (RMS_NORM_MUL_MAT*)
+        out.append(("mul_mat_vec.hip", {"RF_WARP": warp, "RF_MMV_NORM": 1, **extra}))
     out.append(("mul_mat_q.hip", {"RF_WARP": warp, "RF_MMQ_WM": 4, "RF_MMQ_WN": 2}))  # another tiling
     out.append(("dev/mul_mat_vec_x.hip", {"RF_WARP": warp, "RF_MMVX_LEVELS": 2}))
     out.append(("mul_mat_vec_xr.hip", {"RF_WARP": warp, "RF_MMV_HI16": 0}))  # Q4_0's dot with shifted nibbles
@@ -168,9 +170,10 @@ def _table_file(kern: MatMulKernel) -> str:
 MUL_MAT_ARGS = {_table_file(k): k.args for k in (*MUL_MAT_KERNELS, *V.DEV_KERNELS)}
 
 
-def _launcher_arg_bytes(args: str) -> list[int]:
+def _launcher_arg_bytes(args: str, norm: bool = False) -> list[int]:
     """Bytes of each argument MUL_MAT_ADD's launcher passes a kernel of this argument list (a residual b),
-    recorded without a GPU (a fake BLAS for "blas"): pointers 8, scalars their size."""
+    recorded without a GPU (a fake BLAS for "blas"): pointers 8, scalars their size; norm: the launcher of
+    RMS_NORM_MUL_MAT_ADD (the norm's weight and eps after them)."""
     M = 1 if args == "mat_vec" else 64
     case = {"wt": "q4_0", "N": 64, "K": 256, "M": M}
     rec = R.Recorder(32)
@@ -181,7 +184,11 @@ def _launcher_arg_bytes(args: str) -> list[int]:
     saved = sys.modules.get("cupy")
     sys.modules["cupy"] = types.SimpleNamespace(empty=rec.empty)  # the BLAS path's scratch, at prepare
     try:
-        prepare_mul_mat(ctx, out, w, x, b=b)(ctx, out, w, x, b)
+        if norm:
+            wn = R.addend({"N": case["K"], "M": 1}, "bias")
+            prepare_mul_mat(ctx, out, w, x, b=b, norm=1e-5)(ctx, out, w, x, wn, b, eps=1e-5)
+        else:
+            prepare_mul_mat(ctx, out, w, x, b=b)(ctx, out, w, x, b)
     finally:
         if saved is None:
             sys.modules.pop("cupy", None)
@@ -257,7 +264,7 @@ def test_nvrtc_sm90(variant):
     for ins in MATRIX_INSTRUCTIONS.get(fname, {}).get("sm_90", ()):
         assert ins in ptx, f"{fname}: no {ins}"
     if fname in MUL_MAT_ARGS:  # (..., b, b_stride) as the launcher passes them (dequantize.hip: its own)
-        want = _launcher_arg_bytes(MUL_MAT_ARGS[fname])
+        want = _launcher_arg_bytes(MUL_MAT_ARGS[fname], bool(defines.get("RF_MMV_NORM")))
         params = _ptx_param_bytes(ptx)
         assert {e: params[e] for e in ENTRY_POINTS[fname]} == {e: want for e in ENTRY_POINTS[fname]}
     nvrtc.nvrtcDestroyProgram(prog)

@@ -215,3 +215,49 @@ def test_optimize_on_a_model_graph_keeps_every_cache_write(tmp_path):
         opt, _ = optimize(g)
         assert _ops(opt, Op.SET_ROWS) == _ops(g, Op.SET_ROWS) and len(_ops(g, Op.SET_ROWS)) == 2 * cfg.n_layer
         assert set(opt.outputs) == {"logits", "argmax"}
+
+
+def _norm_graph(extra_reader: bool = False, output_h: bool = False) -> Graph:
+    """x -> h = RMS_NORM_MUL(x, n) -> MUL_MAT_ADD(wq, h, bq), MUL_MAT_SWIGLU(wg, h), MUL_MAT_ADD(wo, h, x)."""
+    g = Graph()
+    x = g.input("x", (2, 64))
+    h = g.rms_norm_mul(x, g.weight("n", (64,), "f32"), 1e-5, "h")
+    q = g.mul_mat_add(g.weight("wq", (32, 64), "f32"), h, g.weight("bq", (32,), "f32"), "q")
+    s = g.mul_mat_swiglu(g.weight("wg", (48, 64), "f32"), h, "s")
+    o = g.mul_mat_add(g.weight("wo", (64, 64), "f32"), h, x, "o")
+    g.output(q)
+    g.output(s)
+    g.output(g.add(o, h, "oh") if extra_reader else o)
+    if output_h:
+        g.output(h)
+    return g
+
+
+def test_fold_norms_folds_every_mat_vec_reader_and_computes_the_same():
+    from rocmforge.backends.numpy_backend import NumpyBackend
+    from rocmforge.ir.passes import fold_norms
+    from rocmforge.quant import QType
+
+    g = _norm_graph()
+    f = fold_norms(g, lambda t: True)
+    assert not _ops(f, Op.RMS_NORM_MUL)
+    assert sorted(_ops(f, Op.RMS_NORM_MUL_MAT_ADD)) == ["o", "q"]
+    assert _ops(f, Op.RMS_NORM_MUL_MAT_SWIGLU) == ["s"]
+    rng = np.random.default_rng(0)
+    weights = {w.name: rng.standard_normal(w.shape).astype(np.float32) for w in g.leaves("weight")}
+    x = (3 * rng.standard_normal((2, 64))).astype(np.float32)
+    outs = []
+    for graph in (g, f):
+        be = NumpyBackend()
+        be.bind_weights(graph, lambda n: (weights[n], QType.F32))
+        outs.append(be.run(be.prepare(graph), {"x": x})[0])
+    for k in outs[0]:
+        np.testing.assert_allclose(outs[1][k], outs[0][k], rtol=1e-6, atol=1e-6)
+
+
+def test_fold_norms_keeps_a_norm_with_another_reader_an_output_or_a_kernel_that_does_not_fold():
+    from rocmforge.ir.passes import fold_norms
+
+    assert _ops(fold_norms(_norm_graph(extra_reader=True), lambda t: True), Op.RMS_NORM_MUL) == ["h"]
+    assert _ops(fold_norms(_norm_graph(output_h=True), lambda t: True), Op.RMS_NORM_MUL) == ["h"]
+    assert _ops(fold_norms(_norm_graph(), lambda t: t.name != "s"), Op.RMS_NORM_MUL) == ["h"]

@@ -29,7 +29,7 @@ from .context import Ctx
 from .device import available_bytes, copy_bandwidth, gpu_available, probe
 from .kernel_choice import PREFILL, MatMulOptions
 from .launch import LAUNCH, prepare_launch
-from .launch_mul_mat import early_quantize_x8, reads_int8_x, shape_choice
+from .launch_mul_mat import early_quantize_x8, folds_norm, reads_int8_x, shape_choice
 from .modules import ModuleCache
 from .plan import Plan, Staging, Step
 from .plan_launches import PlanLaunches
@@ -206,9 +206,12 @@ class HipBackend(PlanLaunches, TimedRuns):
     def graph_passes(self) -> tuple[tuple[str, passes.Pass], ...]:
         """The graph passes prepare runs: the IR's pipeline, after QUANTIZE_X8 insertion for the MUL_MAT nodes
         whose kernel reads int8 x (the int8 mat-vecs with int8_activations, mul_mat_q for prompts; weights
-        bound before prepare)."""
+        bound before prepare) and the RMS norms folded into the mat-vecs that compute them (mul_mat_vec at up
+        to 4 tokens; RF_FOLD_NORMS=0 keeps them apart)."""
         reads = reads_int8_x(self.ctx, self.weights)
-        return (("insert_quantize_x8", lambda g: passes.insert_quantize_x8(g, reads)), *passes.PIPELINE)
+        folds = folds_norm(self.ctx, self.weights)
+        return (("insert_quantize_x8", lambda g: passes.insert_quantize_x8(g, reads)),
+                ("fold_norms", lambda g: passes.fold_norms(g, folds)), *passes.PIPELINE)
 
     def plan_of(self, graph: Graph) -> alloc.Plan | None:
         """The ir.alloc plan the graph runs with (None before prepare)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ...ir.ops import Op
+from ...ir.ops import NORM_MUL_MAT_OPS, Op
 from .context import Ctx
 from .launch_attention import FLASH_ATTN_EXT
 from .launch_elementwise import ADD, CONT, CPY, MUL, RESHAPE, SCALE, SILU, SWIGLU, VIEW
@@ -22,6 +22,7 @@ from .launch_mul_mat import (
     MUL_MAT_ADD,
     MUL_MAT_SWIGLU,
     QUANTIZE_X8,
+    norm_folds,
     prepare_mul_mat,
     prepare_quantize_x8,
 )
@@ -40,12 +41,25 @@ from .launch_rows import (
 )
 from .tensor import DevTensor
 
+
+def _norm_mul_mat_now(op: Op) -> Callable[..., None]:
+    """RMS_NORM_MUL_MAT(_ADD, _SWIGLU) prepared and launched at once (scripts and tests)."""
+
+    def now(ctx: Ctx, out: DevTensor, *srcs: DevTensor, eps: float) -> None:
+        prepare_norm_mul_mat(ctx, op, out, srcs, eps)(ctx, out, *srcs, eps=eps)
+
+    now.__name__ = op.value
+    return now
+
+
 LAUNCH: dict[str, Callable[..., Any]] = {
     "GET_ROWS": GET_ROWS,
     "MUL_MAT": MUL_MAT,
     "MUL_MAT_ADD": MUL_MAT_ADD,
     "MUL_MAT_SWIGLU": MUL_MAT_SWIGLU,
     "QUANTIZE_X8": QUANTIZE_X8,
+    **{op.value: _norm_mul_mat_now(op) for op in (Op.RMS_NORM_MUL_MAT, Op.RMS_NORM_MUL_MAT_ADD,
+                                                  Op.RMS_NORM_MUL_MAT_SWIGLU)},
     "ADD": ADD,
     "MUL": MUL,
     "SCALE": SCALE,
@@ -107,6 +121,8 @@ def prepare_launch(
         ctx.mods.get("sample.hip", **sample_defines(ctx))
     elif op in MODULES:
         ctx.mods.get(MODULES[op])
+    elif op in NORM_MUL_MAT_OPS:
+        ctx.mods.get("norm.hip")  # (prompts: the norm into scratch first)
     if op is Op.MUL_MAT:
         return prepare_mul_mat(ctx, out, *srcs)
     if op is Op.MUL_MAT_SWIGLU:
@@ -118,4 +134,28 @@ def prepare_launch(
         return prepare_quantize_x8(ctx, out, srcs[0], early)
     if op is Op.RMS_NORM_MUL:
         return prepare_rms_norm_mul(len(weights) > 1 and weights[1])
+    if op in NORM_MUL_MAT_OPS:  # sources w, x, wn[, b]
+        return prepare_norm_mul_mat(ctx, op, out, srcs, params["eps"], len(weights) > 3 and weights[3])
     return LAUNCH[op.value]
+
+
+def prepare_norm_mul_mat(ctx: Ctx, op: Op, out: DevTensor, srcs: Sequence[DevTensor], eps: float,
+                         b_weight: bool = False) -> Callable[..., Any]:
+    """RMS_NORM_MUL_MAT(_ADD, _SWIGLU)'s launcher: mul_mat_vec with the norm folded in where it serves the
+    node (launch_mul_mat.norm_folds), else RMS_NORM_MUL into scratch, then the mat-mul on it (prompts)."""
+    glu = op is Op.RMS_NORM_MUL_MAT_SWIGLU
+    w, x, wn, *rest = srcs
+    b = rest[0] if rest else None
+    M = x.n_elements // w.shape[1]
+    if norm_folds(ctx, w, M, glu):
+        return prepare_mul_mat(ctx, out, w, x, b=b, glu=glu, b_weight=b_weight, norm=eps)
+    inner = prepare_mul_mat(ctx, out, w, x, b=b, glu=glu, b_weight=b_weight)
+
+    def launch(ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, wn: DevTensor,
+               b: DevTensor | None = None, *, eps: float) -> None:
+        h = ctx.empty(x.shape, "f32")
+        RMS_NORM_MUL(ctx, h, x, wn, eps=eps)
+        inner(ctx, out, w, h, *([] if b is None else [b]))
+
+    launch.__name__ = op.value
+    return launch

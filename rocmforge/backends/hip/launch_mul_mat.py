@@ -13,13 +13,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from ...ir.graph import Graph, Tensor
-from ...ir.ops import MUL_MAT_OPS, x8_words, xq_source
+from ...ir.ops import MUL_MAT_OPS, Op, x8_words, xq_source
 from . import blas as blas_mod
 from .context import Ctx
 from .kernel_choice import MulMatChoice, choose_mul_mat
 from .launch_elementwise import EW_BLOCK, contiguous, copy_strided, grid_1d
 from .launch_geometry import Weight, dequantize_grid, quantize_x8_launch, x8_row_bytes
-from .tensor import BLOCK, NATIVE_WEIGHTS, DevTensor, i32, i64
+from .tensor import BLOCK, NATIVE_WEIGHTS, DevTensor, f32, i32, i64
 
 Launcher = Callable[..., None]
 
@@ -86,6 +86,18 @@ def reads_int8_x(ctx: Ctx, weights: Mapping[str, DevTensor]) -> Callable[[Tensor
     return reads
 
 
+def folds_norm(ctx: Ctx, weights: Mapping[str, DevTensor]) -> Callable[[Tensor], bool]:
+    """passes.fold_norms' predicate: the MUL_MAT, MUL_MAT_ADD and MUL_MAT_SWIGLU nodes of a bound weight whose
+    kernel computes an RMS norm of x itself (norm_folds)."""
+
+    def folds(t: Tensor) -> bool:
+        w = weights.get(t.src[0].name) if t.op in MUL_MAT_OPS and t.src[0].kind == "weight" else None
+        glu = t.op is Op.MUL_MAT_SWIGLU
+        return w is not None and norm_folds(ctx, w, t.src[1].n_elements // w.shape[1], glu)
+
+    return folds
+
+
 def early_quantize_x8(ctx: Ctx, graph: Graph, weights: Mapping[str, DevTensor]) -> set[int]:
     """Ids of the QUANTIZE_X8 nodes that start while the kernel before them ends (programmatic launch):
     those whose first reader's mat-vec starts so (before a plainly launched one it would cost time)."""
@@ -111,6 +123,7 @@ def prepare_mul_mat(
     b: DevTensor | None = None,
     glu: bool = False,
     b_weight: bool = False,
+    norm: float | None = None,
 ) -> Launcher:
     """MUL_MAT for these tensors' shapes and types, or with b MUL_MAT_ADD (b f32 or f16: [N], a bias every
     token adds, or out's [..., N], a residual), or with glu MUL_MAT_SWIGLU (w's rows gate/up pairs, out
@@ -119,7 +132,9 @@ def prepare_mul_mat(
     MUL_MAT_ADD. A kernel on int8 x needs xq (QUANTIZE_X8 of x). MUL_MAT_SWIGLU on a mat-vec with a GLU
     epilogue (the table's `glu`) is one launch; on any other kernel the product goes to scratch and
     glu_pairs_f32 follows. b_weight: b is a weight (no kernel writes it): mul_mat_vec reads an f32 one
-    before waiting for the kernel before it (RF_MMV_BCONST)."""
+    before waiting for the kernel before it (RF_MMV_BCONST). norm (eps): RMS_NORM_MUL_MAT* (norm_folds
+    says where): mul_mat_vec computes the RMS norm of x times wn itself; the launcher then takes wn after x
+    (ctx, out, w, x, wn[, b])."""
     K = w.shape[1]
     M = x.n_elements // K
     N = w.shape[0]
@@ -134,6 +149,8 @@ def prepare_mul_mat(
         raise ValueError(f"MUL_MAT_ADD: b {b.shape} is neither [{N}] nor the output's [{M}, {N}]")
     # elements between consecutive tokens' rows of b: 0 for a bias (or a single token's residual), N
     b_stride = 0 if b is None or b.n_elements == N else N
+    if norm is not None and not _folds(choice, glu):
+        raise ValueError(f"RMS_NORM_{op} on {choice.kernel.name}: only mul_mat_vec folds the norm")
     epi = choice.kernel.glu
     epilogue = glu and epi is not None and choice.launch is not None and epi.applies(choice.launch.defines)
     if epilogue:
@@ -144,10 +161,14 @@ def prepare_mul_mat(
             and choice.kernel.name == "mul_mat_vec":  # (an f16 b is converted by a kernel just before)
         choice = replace(choice, launch=replace(choice.launch, defines={**choice.launch.defines,
                                                                         "RF_MMV_BCONST": 1}))
+    if norm is not None:
+        assert choice.launch is not None
+        choice = replace(choice, launch=replace(choice.launch, defines={**choice.launch.defines,
+                                                                        "RF_MMV_NORM": 1}))
     if choice.blas is not None:
         run = _prepare_blas(ctx, choice, M, N, K)
     else:
-        run = _prepare_kernel(ctx, choice, M, N, K, b_stride, N // 2 if epilogue else N)
+        run = _prepare_kernel(ctx, choice, M, N, K, b_stride, N // 2 if epilogue else N, norm)
 
     if glu and not epilogue:  # the product of gate/up pairs into scratch, then one element-wise kernel
         pairs = ctx.k("elementwise.hip", "glu_pairs_f32")
@@ -161,6 +182,15 @@ def prepare_mul_mat(
             pairs(grid_1d(ctx, n_out), (EW_BLOCK,), (y.ptr, out.ptr, i64(n_out)))
 
         return MUL_MAT_SWIGLU_2
+
+    if norm is not None:  # (ctx, out, w, x, wn[, b]; eps)
+
+        def RMS_NORM_MUL_MAT(ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, wn: DevTensor,
+                             b: DevTensor | None = None, *, eps: float) -> None:
+            run(ctx, out, w, x, None, b, wn)
+
+        RMS_NORM_MUL_MAT.__name__ = f"RMS_NORM_{op}"
+        return RMS_NORM_MUL_MAT
 
     if b is None:
 
@@ -179,10 +209,26 @@ def prepare_mul_mat(
     return MUL_MAT_ADD
 
 
+def _folds(choice: MulMatChoice, glu: bool) -> bool:
+    """Whether this choice computes an RMS norm of x folded in (RF_MMV_NORM): mul_mat_vec, with its GLU
+    epilogue for MUL_MAT_SWIGLU."""
+    if choice.kernel.name != "mul_mat_vec" or choice.launch is None:
+        return False
+    epi = choice.kernel.glu
+    return not glu or (epi is not None and epi.applies(choice.launch.defines))
+
+
+def norm_folds(ctx: Ctx, w: DevTensor, M: int, glu: bool) -> bool:
+    """Whether MUL_MAT (MUL_MAT_SWIGLU with glu) of w at M tokens computes an RMS norm of x folded in
+    (passes.fold_norms' predicate; the tunable RF_FOLD_NORMS=0 turns it off)."""
+    return bool(ctx.tunables.get("RF_FOLD_NORMS", 1)) and _folds(mul_mat_choice(ctx, w, M), glu)
+
+
 def _prepare_kernel(ctx: Ctx, choice: MulMatChoice, M: int, N: int, K: int, b_stride: int,
-                    y_stride: int | None = None) -> Callable:
+                    y_stride: int | None = None, norm: float | None = None) -> Callable:
     """The run of a MUL_MAT kernel of ours (mat-vec or tiled mat-mat), compiled now; y_stride: elements
-    between tokens' rows of the output (N; N / 2 for the GLU epilogue)."""
+    between tokens' rows of the output (N; N / 2 for the GLU epilogue); norm: the folded RMS norm's eps
+    (its weight wn given to the run)."""
     y_stride = N if y_stride is None else y_stride
     launch = choice.launch
     assert launch is not None
@@ -191,7 +237,8 @@ def _prepare_kernel(ctx: Ctx, choice: MulMatChoice, M: int, N: int, K: int, b_st
     mat_vec, x_stride = choice.kernel.args == "mat_vec", choice.x_stride
 
     def run(
-        ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, xq: DevTensor | None, b: DevTensor | None
+        ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, xq: DevTensor | None, b: DevTensor | None,
+        wn: DevTensor | None = None,
     ) -> None:
         w = as_weight(ctx, w)
         xp = xq.ptr if int8 else contiguous(ctx, x, "f32", align=16).ptr
@@ -200,7 +247,11 @@ def _prepare_kernel(ctx: Ctx, choice: MulMatChoice, M: int, N: int, K: int, b_st
             args = (w.ptr, i64(w.row_bytes), xp, i64(x_stride), out.ptr, i64(y_stride), i32(N), i32(K))
         else:
             args = (w.ptr, i64(w.row_bytes), xp, out.ptr, i32(M), i32(N), i32(K))
-        ctx.launch(f, launch, (*args, bp, i64(b_stride)))
+        extra = ()
+        if norm is not None:
+            assert wn is not None
+            extra = (contiguous(ctx, wn, "f32", align=16).ptr, f32(norm))
+        ctx.launch(f, launch, (*args, bp, i64(b_stride), *extra))
 
     return run
 
