@@ -60,9 +60,10 @@ PROBABILITY = _checked(float, lambda v: 0 < v <= 1, "a probability in (0, 1]")
 def tunables(text: str) -> dict[str, int]:
     """An argparse type: NAME=INT,... of the HIP backend's tunables (HipBackend(tunables=...)): the kernels'
     compile defines and host-side parameters (kernel_choice: RF_MMV*, RF_MMQ_*; launch_attention:
-    RF_DEC_WARPS, RF_DEC_SPAN); another name is refused rather than ignored."""
+    RF_DEC_WARPS, RF_DEC_SPAN; launch_mul_mat: RF_FOLD_NORMS); another name is refused rather than ignored."""
     from rocmforge.backends.hip.kernel_choice import _DEFINE_PREFIXES, HOST_TUNABLES
     from rocmforge.backends.hip.launch_attention import DEC_TUNABLES
+    from rocmforge.backends.hip.launch_mul_mat import FOLD_TUNABLES
 
     out = {}
     for item in filter(None, text.split(",")):
@@ -70,10 +71,11 @@ def tunables(text: str) -> dict[str, int]:
         name = name.strip()
         if not eq:
             raise argparse.ArgumentTypeError(f"{item!r}: write NAME=INT")
-        if not (name.startswith(_DEFINE_PREFIXES) or name in HOST_TUNABLES or name in DEC_TUNABLES):
+        if not (name.startswith(_DEFINE_PREFIXES) or name in (*HOST_TUNABLES, *DEC_TUNABLES, *FOLD_TUNABLES)):
             raise argparse.ArgumentTypeError(
                 f"{name}: not a tunable (the mat-vec ones start {', '.join(_DEFINE_PREFIXES)}; the decode "
-                f"attention's are {', '.join(DEC_TUNABLES)})")
+                f"attention's are {', '.join(DEC_TUNABLES)}; {', '.join(FOLD_TUNABLES)}: the MiB of weight "
+                f"a norm folds into)")
         try:
             out[name] = int(value)
         except ValueError:

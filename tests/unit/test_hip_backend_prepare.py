@@ -268,3 +268,27 @@ def test_norms_fold_into_the_decode_mat_vecs_that_read_them(tmp_path, monkeypatc
     # a prompt's layers run mat-muls (their norms stay); its head is a mat-vec of the last token
     assert not any(t.op in NORM_MUL_MAT_OPS for t in prompt.nodes if t.name.startswith("blk."))
     assert sum(t.op is Op.RMS_NORM_MUL for t in prompt.nodes) == 2 * n_layer + (1 - fold)
+
+
+@pytest.mark.models
+def test_the_real_qwen2_5_decode_step_folds_its_layer_norms(monkeypatch):
+    """Qwen2.5-0.5B on an H100-shaped fake: both norms of every layer fold (QKV 1.1 MB, gate/up 6 MB of
+    weights), the output norm does not (the 145 MB logits): 5 launches a layer."""
+    from gguf_factory import real_model
+
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(32, 132))
+    from rocmforge.backends.hip import pdl
+    from rocmforge.backends.hip.backend import HipBackend
+
+    monkeypatch.setattr(pdl, "PdlLauncher", lambda: _direct)
+    be = HipBackend()
+    be.ctx.mods = _Modules()
+    eng = Engine.from_gguf(real_model("qwen2.5-0.5b"), backend=be, max_ctx=64)
+    g = eng.graph(1)
+    launching = [t for t in g.nodes if not t.is_leaf and t.op not in (Op.VIEW, Op.RESHAPE)]
+    per_layer = {i: [t.op for t in launching if t.name.startswith(f"blk.{i}.")]
+                 for i in range(eng.config.n_layer)}
+    assert all(len(ops) == 5 and Op.RMS_NORM_MUL not in ops for ops in per_layer.values()), per_layer[0]
+    assert {Op.RMS_NORM_MUL_MAT_ADD, Op.RMS_NORM_MUL_MAT_SWIGLU} <= set(per_layer[0])
+    head = [t.op for t in launching if not t.name.startswith("blk.")]
+    assert head == [Op.GET_ROWS, Op.RMS_NORM_MUL, Op.MUL_MAT, Op.ARGMAX]

@@ -218,10 +218,21 @@ def _folds(choice: MulMatChoice, glu: bool) -> bool:
     return not glu or (epi is not None and epi.applies(choice.launch.defines))
 
 
+# RMS norms fold into mat-vecs of weights up to this many MiB (the tunable RF_FOLD_NORMS; 0: none): there a
+# mat-vec's time is its dependent latency, which the fold does not lengthen, and a norm launch (~2.8 us in a
+# step, H100 trace of stop 29) goes. Larger ones are issue-bound (ncu, Q4_0 11008x4096: 68 instructions a
+# unit and row), where the fold's ~18 more a unit may cost more than the launch; and the logits' 76k blocks
+# would each reduce the norm again. Unmeasured: a first guess to sweep.
+FOLD_NORMS_MIB = 8
+FOLD_TUNABLES = ("RF_FOLD_NORMS",)
+
+
 def norm_folds(ctx: Ctx, w: DevTensor, M: int, glu: bool) -> bool:
     """Whether MUL_MAT (MUL_MAT_SWIGLU with glu) of w at M tokens computes an RMS norm of x folded in
-    (passes.fold_norms' predicate; the tunable RF_FOLD_NORMS=0 turns it off)."""
-    return bool(ctx.tunables.get("RF_FOLD_NORMS", 1)) and _folds(mul_mat_choice(ctx, w, M), glu)
+    (passes.fold_norms' predicate): mul_mat_vec, w at most RF_FOLD_NORMS MiB (FOLD_NORMS_MIB)."""
+    mib = ctx.tunables.get("RF_FOLD_NORMS", FOLD_NORMS_MIB)
+    size = w.shape[0] * (w.shape[1] // BLOCK[w.dtype][0]) * BLOCK[w.dtype][1]
+    return size <= mib * (1 << 20) and _folds(mul_mat_choice(ctx, w, M), glu)
 
 
 def _prepare_kernel(ctx: Ctx, choice: MulMatChoice, M: int, N: int, K: int, b_stride: int,
