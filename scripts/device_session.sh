@@ -2,7 +2,8 @@
 # One device call (~8 min on an H100) that checks the GPU side, in priority order, each stage time-boxed:
 # the GPU test suite; tg128/pp512 of llama-bench (-fa 1) beside `rocmforge bench` on the same synthetic files
 # (the real models' exact layouts, Qwen2-0.5B and LLaMA-7B at Q4_0), for this tree and an older tree OLD
-# where given (VARIANTS: "new old" by default, "int8" adds --int8-activations, "mmq" --prefill mmq, another name runs the tree
+# where given (VARIANTS: "new old" by default, "int8" adds --int8-activations, "mmq" --prefill mmq, "nofold"
+# --tunables RF_FOLD_NORMS=0 (the norms not folded into the mat-vecs), another name runs the tree
 # .devrun/<name>: a branch's archive);
 # greedy tokens of this tree (fused and --no-fuse) against OLD's; per-op trace timings (profile_step.py);
 # bench_matvec against OLD's, bench_matmul (tiled vs cuBLAS prefill), bench_sample. Expects carried: .whl
@@ -21,7 +22,7 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/gpu.
 OLD=${OLD:-$PWD/.devrun/old}
 # the tree a variant runs: new (and int8) this one, old $OLD, any other name .devrun/<name> (e.g. a branch:
 # `git archive decode-chain rocmforge kernels scripts dev pyproject.toml | tar -x -C .devrun/chain`)
-tree() { case $1 in new|int8|mmq) echo $PWD ;; old) echo $OLD ;; *) echo $PWD/.devrun/$1 ;; esac; }
+tree() { case $1 in new|int8|mmq|nofold) echo $PWD ;; old) echo $OLD ;; *) echo $PWD/.devrun/$1 ;; esac; }
 want() { [[ " ${STAGES:-suite bench attn toks profile host matvec matmul sample soak deep} " == *" $1 "* ]]; }
 T0=$(date +%s); el() { echo "[t+$(( $(date +%s) - T0 ))s] $*" | tee -a $OUT/log.txt; }
 MODELS=${MODELS:-} python3 - <<'PY'
@@ -57,6 +58,7 @@ for m in ${MODELS:-$(cd /tmp && ls *-like.gguf qwen2-0.5b-Q4_0.gguf llama-7b-Q4_
   echo "$m llama.cpp $(f $OUT/llb_$m.jsonl)"
   for v in ${VARIANTS:-new old}; do
     D=$(tree $v); X=""; [ $v = int8 ] && X="--int8-activations"; [ $v = mmq ] && X="--prefill mmq"
+    [ $v = nofold ] && X="--tunables RF_FOLD_NORMS=0"
     [ -d "$D" ] || continue
     [ $v = old ] && [ -n "${OLD_MODELS:-}" ] && [[ " $OLD_MODELS " != *" $m "* ]] && continue
     for p in ${PP//,/ }; do  # one prompt length a run (tg128 with the first)
