@@ -3,7 +3,8 @@
 # the GPU test suite; tg128/pp512 of llama-bench (-fa 1) beside `rocmforge bench` on the same synthetic files
 # (the real models' exact layouts, Qwen2-0.5B and LLaMA-7B at Q4_0), for this tree and an older tree OLD
 # where given (VARIANTS: "new old" by default, "int8" adds --int8-activations, "mmq" --prefill mmq, "nofold"
-# --tunables RF_FOLD_NORMS=0 (the norms not folded into the mat-vecs), another name runs the tree
+# --tunables RF_FOLD_NORMS=0 (the norms not folded into the mat-vecs), "tuned:NAME=INT,..." this tree with
+# those --tunables, another name runs the tree
 # .devrun/<name>: a branch's archive);
 # greedy tokens of this tree (fused and --no-fuse) against OLD's; per-op trace timings (profile_step.py);
 # bench_matvec against OLD's, bench_matmul (tiled vs cuBLAS prefill), bench_sample. Expects carried: .whl
@@ -22,7 +23,7 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/gpu.
 OLD=${OLD:-$PWD/.devrun/old}
 # the tree a variant runs: new (and int8) this one, old $OLD, any other name .devrun/<name> (e.g. a branch:
 # `git archive decode-chain rocmforge kernels scripts dev pyproject.toml | tar -x -C .devrun/chain`)
-tree() { case $1 in new|int8|mmq|nofold) echo $PWD ;; old) echo $OLD ;; *) echo $PWD/.devrun/$1 ;; esac; }
+tree() { case $1 in new|int8|mmq|nofold|tuned:*) echo $PWD ;; old) echo $OLD ;; *) echo $PWD/.devrun/$1 ;; esac; }
 want() { [[ " ${STAGES:-suite bench attn toks profile host matvec matmul sample soak deep} " == *" $1 "* ]]; }
 T0=$(date +%s); el() { echo "[t+$(( $(date +%s) - T0 ))s] $*" | tee -a $OUT/log.txt; }
 MODELS=${MODELS:-} python3 - <<'PY'
@@ -56,9 +57,11 @@ for m in ${MODELS:-$(cd /tmp && ls *-like.gguf qwen2-0.5b-Q4_0.gguf llama-7b-Q4_
   timeout 90 $LLB -m /tmp/$m.gguf -ngl 99 -fa 1 -p ${PP:-512} -n 128 -r 3 -o jsonl > $OUT/llb_$m.jsonl \
     2> /tmp/llb_$m.err || tail -2 /tmp/llb_$m.err
   echo "$m llama.cpp $(f $OUT/llb_$m.jsonl)"
-  for v in ${VARIANTS:-new old}; do
-    D=$(tree $v); X=""; [ $v = int8 ] && X="--int8-activations"; [ $v = mmq ] && X="--prefill mmq"
-    [ $v = nofold ] && X="--tunables RF_FOLD_NORMS=0"
+  for vv in ${VARIANTS:-new old}; do
+    D=$(tree $vv); X=""; [ $vv = int8 ] && X="--int8-activations"; [ $vv = mmq ] && X="--prefill mmq"
+    [ $vv = nofold ] && X="--tunables RF_FOLD_NORMS=0"
+    [[ $vv == tuned:* ]] && X="--tunables ${vv#tuned:}"
+    v=${vv//[:=,]/_}  # (in file names)
     [ -d "$D" ] || continue
     [ $v = old ] && [ -n "${OLD_MODELS:-}" ] && [[ " $OLD_MODELS " != *" $m "* ]] && continue
     for p in ${PP//,/ }; do  # one prompt length a run (tg128 with the first)
