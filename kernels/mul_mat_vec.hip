@@ -13,9 +13,9 @@
 // normalized MSE ~1e-9 instead of ~1e-13), RF_MMV_BCONST (1: b is a weight, e.g. a bias: no kernel writes
 // it, so the block's b is asked for with its first weights, before the wait; the launcher's choice),
 // RF_MMV_NORM (1: RMS_NORM_MUL_MAT*, an RMS norm of x and its weight wn folded in: the block multiplies the
-// x it loads by wn (read before the wait) and sums its squares beside the dot products, reduces both
-// together, and scales its rows' sums by s = 1 / sqrt(mean(x^2) + eps) at the end: y = s * W (x * wn);
-// the entry points take wn and eps after b_stride).
+// x it loads by wn (loaded beside it) and sums its squares beside the dot products, reduces both together,
+// and scales its rows' sums by s = 1 / sqrt(mean(x^2) + eps) at the end: y = s * W (x * wn); the entry
+// points take wn and eps after b_stride).
 // Floor: the weights once, N * row_bytes (x, M * K * 4, y and b stay in L2).
 #include "rf_compat.h"
 #include "rf_quant.h"
