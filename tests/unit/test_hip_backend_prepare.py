@@ -292,3 +292,23 @@ def test_the_real_qwen2_5_decode_step_folds_its_layer_norms(monkeypatch):
     assert {Op.RMS_NORM_MUL_MAT_ADD, Op.RMS_NORM_MUL_MAT_SWIGLU} <= set(per_layer[0])
     head = [t.op for t in launching if not t.name.startswith("blk.")]
     assert head == [Op.GET_ROWS, Op.RMS_NORM_MUL, Op.MUL_MAT, Op.ARGMAX]
+
+
+@pytest.mark.parametrize("tunables, want", [
+    ({}, (("RF_DEC_G", 7), ("RF_HEAD_DIM", 64))),
+    ({"RF_DEC_WARPS": 8}, (("RF_DEC_G", 7), ("RF_DEC_WARPS", 8), ("RF_HEAD_DIM", 64))),
+])
+def test_the_decode_attention_is_compiled_at_prepare_not_at_its_first_launch(tunables, want):
+    from rocmforge.backends.hip.context import Ctx
+    from rocmforge.backends.hip.launch import prepare_launch
+    from rocmforge.backends.hip.launch_geometry import Device
+    from rocmforge.backends.hip.tensor import DevTensor
+
+    mods = _Modules()
+    ctx = Ctx(mods, Device(32, 132), tunables)
+    shapes = (("q", (1, 14, 64), "f32"), ("k", (64, 2, 64), "f16"), ("v", (64, 2, 64), "f16"),
+              ("pos", (1,), "i32"))
+    t = {n: DevTensor(_Buf(1 << 20), 0, shape, dt) for n, shape, dt in shapes}
+    out = DevTensor(_Buf(1 << 16), 0, (1, 14, 64), "f32")
+    prepare_launch(ctx, Op.FLASH_ATTN_EXT, out, [t["q"], t["k"], t["v"], t["pos"]], {"scale": 0.125})
+    assert not mods.calls and ("attention.hip", want) in mods.compiled, sorted(mods.compiled)

@@ -15,7 +15,7 @@ from typing import Any
 
 from ...ir.ops import NORM_MUL_MAT_OPS, Op
 from .context import Ctx
-from .launch_attention import FLASH_ATTN_EXT
+from .launch_attention import FLASH_ATTN_EXT, decode_defines, decode_kernel
 from .launch_elementwise import ADD, CONT, CPY, MUL, RESHAPE, SCALE, SILU, SWIGLU, VIEW
 from .launch_mul_mat import (
     MUL_MAT,
@@ -114,7 +114,10 @@ def prepare_launch(
     if op not in (Op.VIEW, Op.RESHAPE):
         ctx.mods.get("elementwise.hip")
     if op is Op.FLASH_ATTN_EXT:
-        ctx.mods.get("attention.hip", RF_HEAD_DIM=srcs[0].shape[-1])
+        (T, H, D), Hkv = srcs[0].shape, srcs[1].shape[1]
+        ctx.mods.get("attention.hip", RF_HEAD_DIM=D)
+        if decode_kernel(ctx, T, H, Hkv, D):  # its build for the head layout (not at the first run)
+            ctx.mods.get("attention.hip", **decode_defines(ctx, H, Hkv, D))
         if len(srcs) == 6:  # its cache writes, where the decode kernel does not take them (set_rows_rope)
             ctx.mods.get("rope.hip")
     elif op is Op.SAMPLE:

@@ -116,6 +116,12 @@ def _mma(ctx: Ctx, out: DevTensor, q: DevTensor, k: DevTensor, v: DevTensor, pos
     f(grid, (MMA_WARPS * ctx.warp,), args)
 
 
+def decode_defines(ctx: Ctx, H: int, Hkv: int, D: int) -> dict[str, int]:
+    """attention.hip's compile defines for flash_attn_decode at this head layout (the build _decode runs)."""
+    warps, _ = dec_params(ctx)
+    return {"RF_HEAD_DIM": D, "RF_DEC_G": H // Hkv, **({"RF_DEC_WARPS": warps} if warps != DEC_WARPS else {})}
+
+
 def _decode(ctx: Ctx, out: DevTensor, q: DevTensor, k: DevTensor, v: DevTensor, pos: DevTensor, scale: float,
             rope_q: tuple | None, kv_new: tuple[DevTensor, DevTensor] | None) -> None:
     """flash_attn_decode: the cache dealt to splits in groups of DEC_GROUP rows, KV heads x splits about
@@ -125,8 +131,7 @@ def _decode(ctx: Ctx, out: DevTensor, q: DevTensor, k: DevTensor, v: DevTensor, 
     C, Hkv, _ = k.shape
     n_splits = max(1, min(cdiv(4 * ctx.n_sm, Hkv), cdiv(C, DEC_GROUP), DEC_SPLITS))
     warps, span = dec_params(ctx)
-    tuned = {"RF_DEC_WARPS": warps} if warps != DEC_WARPS else {}
-    f = ctx.k("attention.hip", f"flash_attn_decode_{k.dtype}", RF_HEAD_DIM=D, RF_DEC_G=H // Hkv, **tuned)
+    f = ctx.k("attention.hip", f"flash_attn_decode_{k.dtype}", **decode_defines(ctx, H, Hkv, D))
     common = (i32(H), i32(Hkv), i64(k.strides[0]), i64(k.strides[1]), i32(C), i32(DEC_GROUP), i32(span),
               f32(scale), *rope_args(rope_q))
     grid, block = (n_splits, Hkv), (warps * ctx.warp,)
