@@ -312,3 +312,9 @@ def test_the_decode_attention_is_compiled_at_prepare_not_at_its_first_launch(tun
     out = DevTensor(_Buf(1 << 16), 0, (1, 14, 64), "f32")
     prepare_launch(ctx, Op.FLASH_ATTN_EXT, out, [t["q"], t["k"], t["v"], t["pos"]], {"scale": 0.125})
     assert not mods.calls and ("attention.hip", want) in mods.compiled, sorted(mods.compiled)
+    # a prompt of 64 on matrix instructions: attention_mma.hip's build
+    mods = _Modules()
+    ctx = Ctx(mods, Device(32, 132, mma=True), tunables)
+    q = DevTensor(_Buf(1 << 20), 0, (64, 14, 64), "f32")
+    prepare_launch(ctx, Op.FLASH_ATTN_EXT, q, [q, t["k"], t["v"], t["pos"]], {"scale": 0.125})
+    assert not mods.calls and ("attention_mma.hip", (("RF_HEAD_DIM", 64),)) in mods.compiled

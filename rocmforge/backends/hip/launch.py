@@ -15,7 +15,7 @@ from typing import Any
 
 from ...ir.ops import NORM_MUL_MAT_OPS, Op
 from .context import Ctx
-from .launch_attention import FLASH_ATTN_EXT, decode_defines, decode_kernel
+from .launch_attention import FLASH_ATTN_EXT, decode_defines, decode_kernel, mma_kernel
 from .launch_elementwise import ADD, CONT, CPY, MUL, RESHAPE, SCALE, SILU, SWIGLU, VIEW
 from .launch_mul_mat import (
     MUL_MAT,
@@ -118,6 +118,8 @@ def prepare_launch(
         ctx.mods.get("attention.hip", RF_HEAD_DIM=D)
         if decode_kernel(ctx, T, H, Hkv, D):  # its build for the head layout (not at the first run)
             ctx.mods.get("attention.hip", **decode_defines(ctx, H, Hkv, D))
+        elif mma_kernel(ctx, T, H, Hkv, D, srcs[1].dtype):  # prompts on matrix instructions
+            ctx.mods.get("attention_mma.hip", RF_HEAD_DIM=D)
         if len(srcs) == 6:  # its cache writes, where the decode kernel does not take them (set_rows_rope)
             ctx.mods.get("rope.hip")
     elif op is Op.SAMPLE:
