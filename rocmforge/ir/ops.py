@@ -158,15 +158,12 @@ NORM_MUL_MAT_OPS = {Op.RMS_NORM_MUL_MAT: Op.MUL_MAT, Op.RMS_NORM_MUL_MAT_ADD: Op
 
 
 def _norm_mul_mat(op: Op):
-    inner = {Op.RMS_NORM_MUL_MAT: _mul_mat, Op.RMS_NORM_MUL_MAT_ADD: _mul_mat_add,
-             Op.RMS_NORM_MUL_MAT_SWIGLU: _mul_mat_swiglu}[op]
-
     def rule(s, d, p):
         n = 4 if op is Op.RMS_NORM_MUL_MAT_ADD else 3
         _need(len(s) == n, op, f"want (w, x, wn{', b' if n == 4 else ''}), got {len(s)} sources")
         _need("eps" in p, op, "needs eps")
         _rms_norm_mul([s[1], s[2]], [d[1], d[2]], p)
-        return inner([s[0], s[1], *s[3:]], [d[0], d[1], *d[3:]], p)
+        return RULES[NORM_MUL_MAT_OPS[op]]([s[0], s[1], *s[3:]], [d[0], d[1], *d[3:]], p)
 
     return rule
 

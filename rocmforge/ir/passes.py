@@ -18,8 +18,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import quant
+from .cost import tensor_bytes
 from .graph import Graph, Tensor, _freeze, contiguous_strides
-from .ops import MUL_MAT_OPS, Op, writes_into
+from .ops import MUL_MAT_OPS, NORM_MUL_MAT_OPS, Op, writes_into
 
 # leaf kinds kept even when unused: they are the graph's interface (inputs fed, state allocated)
 KEEP_LEAVES = ("input", "state")
@@ -176,8 +178,7 @@ def fold_norms(graph: Graph, folds: Callable[[Tensor], bool]) -> Graph:
     computes the norm itself): each reader becomes RMS_NORM_MUL_MAT(_ADD, _SWIGLU) of a, wn; h is no longer
     computed. Not where h is an output, or a is written between h and a reader."""
     rd = _readers(graph)
-    fused = {Op.MUL_MAT: Op.RMS_NORM_MUL_MAT, Op.MUL_MAT_ADD: Op.RMS_NORM_MUL_MAT_ADD,
-             Op.MUL_MAT_SWIGLU: Op.RMS_NORM_MUL_MAT_SWIGLU}
+    fused = {mm: op for op, mm in NORM_MUL_MAT_OPS.items()}  # MUL_MAT -> RMS_NORM_MUL_MAT, ...
 
     def foldable(h: Tensor) -> bool:
         readers = rd[h.id]
@@ -370,8 +371,7 @@ def _replace_groups(graph: Graph, first: dict[int, Any], member: set[int],
     return g
 
 
-# types whose blocks Q8_0 holds exactly (quant.TO_Q8_0), and their bytes a block of 32
-_TO_Q8_0 = {"q4_0": 18, "q5_0": 22, "q8_0": 34}
+_TO_Q8_0 = {t.name.lower() for t in quant.TO_Q8_0}  # types whose blocks Q8_0 holds exactly
 # a group of mat-vecs of these mixed types stacks as Q8_0 where that reads at most this many more bytes (a
 # decode launch costs more: H100, 3-5 us a mat-vec in a step against ~1.4 us for 4 MB at 3 TB/s)
 STACK_PROMOTE_MAX_BYTES = 4 << 20
@@ -383,7 +383,7 @@ def _stack_family(dtype: str) -> str:
 
 def _promotion_bytes(ws: Sequence[Tensor]) -> int:
     """The bytes a stack of these weights reads more as Q8_0 than as they are."""
-    return sum(w.shape[0] * w.shape[1] // 32 * (34 - _TO_Q8_0[w.dtype]) for w in ws)
+    return sum(quant.row_bytes(quant.QType.Q8_0, w.n_elements) - tensor_bytes(w) for w in ws)
 
 
 def stack_mul_mats(graph: Graph) -> Graph:

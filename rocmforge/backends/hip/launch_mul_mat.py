@@ -153,18 +153,18 @@ def prepare_mul_mat(
         raise ValueError(f"RMS_NORM_{op} on {choice.kernel.name}: only mul_mat_vec folds the norm")
     epi = choice.kernel.glu
     epilogue = glu and epi is not None and choice.launch is not None and epi.applies(choice.launch.defines)
+    builds = {}  # the kernel's builds for this node: its GLU epilogue, b read early, the norm folded in
     if epilogue:
-        assert choice.launch is not None and epi is not None
-        glu_defines = {**choice.launch.defines, epi.define: 1}
-        choice = replace(choice, launch=replace(choice.launch, defines=glu_defines))
-    if b_weight and b is not None and b.dtype == "f32" and b.is_contiguous and choice.launch is not None \
+        assert epi is not None
+        builds[epi.define] = 1
+    if b_weight and b is not None and b.dtype == "f32" and b.is_contiguous \
             and choice.kernel.name == "mul_mat_vec":  # (an f16 b is converted by a kernel just before)
-        choice = replace(choice, launch=replace(choice.launch, defines={**choice.launch.defines,
-                                                                        "RF_MMV_BCONST": 1}))
+        builds["RF_MMV_BCONST"] = 1
     if norm is not None:
+        builds["RF_MMV_NORM"] = 1
+    if builds:
         assert choice.launch is not None
-        choice = replace(choice, launch=replace(choice.launch, defines={**choice.launch.defines,
-                                                                        "RF_MMV_NORM": 1}))
+        choice = replace(choice, launch=replace(choice.launch, defines={**choice.launch.defines, **builds}))
     if choice.blas is not None:
         run = _prepare_blas(ctx, choice, M, N, K)
     else:
@@ -231,8 +231,7 @@ def norm_folds(ctx: Ctx, w: DevTensor, M: int, glu: bool) -> bool:
     """Whether MUL_MAT (MUL_MAT_SWIGLU with glu) of w at M tokens computes an RMS norm of x folded in
     (passes.fold_norms' predicate): mul_mat_vec, w at most RF_FOLD_NORMS MiB (FOLD_NORMS_MIB)."""
     mib = ctx.tunables.get("RF_FOLD_NORMS", FOLD_NORMS_MIB)
-    size = w.shape[0] * (w.shape[1] // BLOCK[w.dtype][0]) * BLOCK[w.dtype][1]
-    return size <= mib * (1 << 20) and _folds(mul_mat_choice(ctx, w, M), glu)
+    return w.nbytes <= mib * (1 << 20) and _folds(mul_mat_choice(ctx, w, M), glu)
 
 
 def _prepare_kernel(ctx: Ctx, choice: MulMatChoice, M: int, N: int, K: int, b_stride: int,

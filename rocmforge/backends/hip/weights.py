@@ -9,15 +9,14 @@ from typing import Any
 import numpy as np
 
 from ... import quant
-from ...ir.ops import Op
+from ...ir.ops import MUL_MAT_OPS, NORM_MUL_MAT_OPS, Op
 from .tensor import NATIVE_WEIGHTS, DevTensor
 
 log = logging.getLogger("rocmforge.hip")
 
 # weights read by the weight kernels in their blocks; any other use wants plain f32 (MUL_MAT_ADD's b, a
 # weight when it is a bias, is 1-D: f32 or f16 as stored, else converted to f32)
-WEIGHT_OPS = {Op.MUL_MAT, Op.MUL_MAT_ADD, Op.MUL_MAT_SWIGLU, Op.RMS_NORM_MUL_MAT, Op.RMS_NORM_MUL_MAT_ADD,
-              Op.RMS_NORM_MUL_MAT_SWIGLU, Op.GET_ROWS}
+WEIGHT_OPS = {*MUL_MAT_OPS, *NORM_MUL_MAT_OPS, Op.GET_ROWS}
 
 
 def device_form(qtype: quant.QType, shape: tuple[int, ...], uses: set[Op]) -> str:
