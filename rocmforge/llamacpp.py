@@ -366,6 +366,8 @@ OP_PART = {
     # the norm folded into the mat-vec that reads it (its time is the mat-vec's)
     "RMS_NORM_MUL_MAT": "mat-vec / mat-mul", "RMS_NORM_MUL_MAT_ADD": "mat-vec / mat-mul",
     "RMS_NORM_MUL_MAT_SWIGLU": "mat-vec / mat-mul",
+    # the norm and the int8 copy of its result (llama.cpp: rms_norm, then quantize_q8_1)
+    "RMS_NORM_MUL_QUANTIZE_X8": "norm",
     "IDLE": "idle",
 }
 

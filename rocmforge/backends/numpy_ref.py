@@ -60,16 +60,19 @@ def MUL_MAT_SWIGLU(w: np.ndarray, x: np.ndarray, xq: np.ndarray | None = None) -
     return SWIGLU(y[..., 0::2], y[..., 1::2])
 
 
-def RMS_NORM_MUL_MAT(w: np.ndarray, x: np.ndarray, wn: np.ndarray, *, eps: float) -> np.ndarray:
+def RMS_NORM_MUL_MAT(w: np.ndarray, x: np.ndarray, wn: np.ndarray, xq: np.ndarray | None = None, *,
+                     eps: float) -> np.ndarray:
+    # xq: RMS_NORM_MUL_QUANTIZE_X8(x, wn), what a backend's int8 kernel reads (the reference reads x and wn)
     return MUL_MAT(w, RMS_NORM_MUL(x, wn, eps=eps))
 
 
-def RMS_NORM_MUL_MAT_ADD(w: np.ndarray, x: np.ndarray, wn: np.ndarray, b: np.ndarray, *,
-                         eps: float) -> np.ndarray:
+def RMS_NORM_MUL_MAT_ADD(w: np.ndarray, x: np.ndarray, wn: np.ndarray, b: np.ndarray,
+                         xq: np.ndarray | None = None, *, eps: float) -> np.ndarray:
     return MUL_MAT_ADD(w, RMS_NORM_MUL(x, wn, eps=eps), b)
 
 
-def RMS_NORM_MUL_MAT_SWIGLU(w: np.ndarray, x: np.ndarray, wn: np.ndarray, *, eps: float) -> np.ndarray:
+def RMS_NORM_MUL_MAT_SWIGLU(w: np.ndarray, x: np.ndarray, wn: np.ndarray, xq: np.ndarray | None = None, *,
+                            eps: float) -> np.ndarray:
     return MUL_MAT_SWIGLU(w, RMS_NORM_MUL(x, wn, eps=eps))
 
 
@@ -88,6 +91,11 @@ def QUANTIZE_X8(x: np.ndarray) -> np.ndarray:
     values = q.astype(np.int8).reshape(-1, K).view(np.uint8)
     rows = np.concatenate([values, ds.reshape(-1, K // 16).view(np.uint8)], 1)
     return rows.view(np.int32).reshape(*x.shape[:-1], -1)
+
+
+def RMS_NORM_MUL_QUANTIZE_X8(a: np.ndarray, wn: np.ndarray, *, eps: float) -> np.ndarray:
+    # (a [..., K], wn [K]) -> QUANTIZE_X8 of RMS_NORM_MUL(a, wn): the norm and the int8 copy in one op
+    return QUANTIZE_X8(RMS_NORM_MUL(a, wn, eps=eps))
 
 
 def dequantize_x8(xq: np.ndarray, K: int) -> np.ndarray:

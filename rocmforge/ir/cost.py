@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .. import quant
 from .graph import Graph, Tensor
-from .ops import ITEMSIZE, MUL_MAT_OPS, NORM_MUL_MAT_OPS, Op
+from .ops import ITEMSIZE, MUL_MAT_OPS, NORM_MUL_MAT_OPS, Op, xq_source
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,8 @@ def node_cost(t: Tensor, n_kv: int | None = None) -> Cost:
     if t.op in MUL_MAT_OPS or t.op in NORM_MUL_MAT_OPS:  # w, x[, wn][, b][, xq]: all read
         w, x = t.src[:2]
         flops = 2 * math.prod(w.shape) * (x.n_elements // w.shape[1])
-        flops += 4 * x.n_elements if t.op in NORM_MUL_MAT_OPS else 0  # the norm: squares, sums, x * wn
+        if t.op in NORM_MUL_MAT_OPS and xq_source(t) is None:  # the norm: squares, sums, x * wn
+            flops += 4 * x.n_elements
         add = t.op in (Op.MUL_MAT_ADD, Op.RMS_NORM_MUL_MAT_ADD)
         return Cost(sum(src), out, flops + (t.n_elements if add else 0))
     if t.op is Op.GET_ROWS:
@@ -70,6 +71,8 @@ def node_cost(t: Tensor, n_kv: int | None = None) -> Cost:
         return Cost(sum(src), out, 3 * t.n_elements)
     if t.op is Op.RMS_NORM_MUL:
         return Cost(sum(src), out, 4 * t.n_elements)
+    if t.op is Op.RMS_NORM_MUL_QUANTIZE_X8:  # the norm, then a scale and a rounding an element
+        return Cost(sum(src), out, 6 * t.src[0].n_elements)
     if t.op is Op.ROPE:
         return Cost(sum(src), out, 3 * t.n_elements)
     if t.op is Op.SOFT_MAX:

@@ -134,16 +134,20 @@ class Graph:
         return self.op(Op.MUL_MAT_ADD, [w, x, b] if xq is None else [w, x, b, xq], name)
 
     def rms_norm_mul_mat(self, w: Tensor, x: Tensor, wn: Tensor, eps: float, name: str,
-                         b: Tensor | None = None, glu: bool = False) -> Tensor:
-        """MUL_MAT (MUL_MAT_ADD with b, MUL_MAT_SWIGLU with glu) of RMS_NORM_MUL(x, wn) in one op."""
-        if glu:
-            return self.op(Op.RMS_NORM_MUL_MAT_SWIGLU, [w, x, wn], name, eps=float(eps))
-        if b is not None:
-            return self.op(Op.RMS_NORM_MUL_MAT_ADD, [w, x, wn, b], name, eps=float(eps))
-        return self.op(Op.RMS_NORM_MUL_MAT, [w, x, wn], name, eps=float(eps))
+                         b: Tensor | None = None, glu: bool = False, xq: Tensor | None = None) -> Tensor:
+        """MUL_MAT (MUL_MAT_ADD with b, MUL_MAT_SWIGLU with glu) of RMS_NORM_MUL(x, wn) in one op; xq:
+        RMS_NORM_MUL_QUANTIZE_X8(x, wn), where the backend's kernel reads int8 x."""
+        op = (Op.RMS_NORM_MUL_MAT_SWIGLU if glu
+              else Op.RMS_NORM_MUL_MAT if b is None else Op.RMS_NORM_MUL_MAT_ADD)
+        srcs = [w, x, wn, *([] if b is None or glu else [b]), *([] if xq is None else [xq])]
+        return self.op(op, srcs, name, eps=float(eps))
 
     def quantize_x8(self, x: Tensor, name: str) -> Tensor:
         return self.op(Op.QUANTIZE_X8, [x], name)
+
+    def rms_norm_mul_quantize_x8(self, a: Tensor, wn: Tensor, eps: float, name: str) -> Tensor:
+        """QUANTIZE_X8 of RMS_NORM_MUL(a, wn) in one op."""
+        return self.op(Op.RMS_NORM_MUL_QUANTIZE_X8, [a, wn], name, eps=float(eps))
 
     def add(self, a: Tensor, b: Tensor, name: str) -> Tensor:
         return self.op(Op.ADD, [a, b], name)

@@ -42,8 +42,11 @@ class Op(enum.Enum):
     # f32 [..., F]: SWIGLU of MUL_MAT(w, x)'s even and odd columns (gate and up in one mat-vec)
     MUL_MAT_SWIGLU = "MUL_MAT_SWIGLU"
     QUANTIZE_X8 = "QUANTIZE_X8"  # (x [..., K] f32) -> i32 [..., K * 5 / 16]: int8 rows, block scales, sums
-    # MUL_MAT, MUL_MAT_ADD and MUL_MAT_SWIGLU of RMS_NORM_MUL(x, wn): (w, x, wn [K][, b]; eps), the norm
-    # folded into the mat-vec that reads it (passes.fold_norms: where a backend's kernel computes it so)
+    # (a [..., K], wn [K]; eps) -> QUANTIZE_X8(RMS_NORM_MUL(a, wn)): the xq of a norm-folded mat-vec on int8 x
+    RMS_NORM_MUL_QUANTIZE_X8 = "RMS_NORM_MUL_QUANTIZE_X8"
+    # MUL_MAT, MUL_MAT_ADD and MUL_MAT_SWIGLU of RMS_NORM_MUL(x, wn): (w, x, wn [K][, b][, xq]; eps), the
+    # norm folded into the mat-vec that reads it (passes.fold_norms: where a backend's kernel computes it
+    # so), or into the RMS_NORM_MUL_QUANTIZE_X8 xq its int8 kernel reads (the reference reads x and wn)
     RMS_NORM_MUL_MAT = "RMS_NORM_MUL_MAT"
     RMS_NORM_MUL_MAT_ADD = "RMS_NORM_MUL_MAT_ADD"
     RMS_NORM_MUL_MAT_SWIGLU = "RMS_NORM_MUL_MAT_SWIGLU"
@@ -107,9 +110,21 @@ def _get_rows(s, d, p):
 MUL_MAT_OPS = {Op.MUL_MAT: 2, Op.MUL_MAT_ADD: 3, Op.MUL_MAT_SWIGLU: 2}
 
 
+# the ops that quantize a mat-vec's x to int8 (its xq source)
+QUANTIZE_X8_OPS = frozenset({Op.QUANTIZE_X8, Op.RMS_NORM_MUL_QUANTIZE_X8})
+
+
+def xq_index(op: Op) -> int | None:
+    """The index of the xq source of a MUL_MAT_OPS or NORM_MUL_MAT_OPS node (None: another op)."""
+    if op in MUL_MAT_OPS:
+        return MUL_MAT_OPS[op]
+    return MUL_MAT_OPS[NORM_MUL_MAT_OPS[op]] + 1 if op in NORM_MUL_MAT_OPS else None
+
+
 def xq_source(t: Tensor) -> Tensor | None:
-    """The QUANTIZE_X8 source of a MUL_MAT or MUL_MAT_ADD node (None: it has none, or another op)."""
-    i = MUL_MAT_OPS.get(t.op)
+    """The xq source (QUANTIZE_X8 or RMS_NORM_MUL_QUANTIZE_X8) of a MUL_MAT-family node, norm-folded or
+    not (None: it has none, or another op)."""
+    i = xq_index(t.op)
     return t.src[i] if i is not None and len(t.src) > i else None
 
 
@@ -160,12 +175,19 @@ NORM_MUL_MAT_OPS = {Op.RMS_NORM_MUL_MAT: Op.MUL_MAT, Op.RMS_NORM_MUL_MAT_ADD: Op
 def _norm_mul_mat(op: Op):
     def rule(s, d, p):
         n = 4 if op is Op.RMS_NORM_MUL_MAT_ADD else 3
-        _need(len(s) == n, op, f"want (w, x, wn{', b' if n == 4 else ''}), got {len(s)} sources")
+        want = f"(w, x, wn{', b' if n == 4 else ''}[, xq])"
+        _need(len(s) in (n, n + 1), op, f"want {want}, got {len(s)} sources")
         _need("eps" in p, op, "needs eps")
         _rms_norm_mul([s[1], s[2]], [d[1], d[2]], p)
         return RULES[NORM_MUL_MAT_OPS[op]]([s[0], s[1], *s[3:]], [d[0], d[1], *d[3:]], p)
 
     return rule
+
+
+def _rms_norm_mul_quantize_x8(s, d, p):
+    _need("eps" in p, Op.RMS_NORM_MUL_QUANTIZE_X8, "needs eps")
+    _rms_norm_mul(s, d, p)
+    return _quantize_x8(s[:1], ["f32"], p)
 
 
 def _rms_norm_mul(s, d, p):
@@ -298,6 +320,7 @@ RULES: dict[Op, Rule] = {
     **{op: _norm_mul_mat(op) for op in (Op.RMS_NORM_MUL_MAT, Op.RMS_NORM_MUL_MAT_ADD,
                                         Op.RMS_NORM_MUL_MAT_SWIGLU)},
     Op.QUANTIZE_X8: _quantize_x8,
+    Op.RMS_NORM_MUL_QUANTIZE_X8: _rms_norm_mul_quantize_x8,
     Op.ADD: _binary(Op.ADD),
     Op.MUL: _binary(Op.MUL),
     Op.SCALE: _unary_f32(Op.SCALE),

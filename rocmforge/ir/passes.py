@@ -174,25 +174,49 @@ def insert_quantize_x8(graph: Graph, reads_x8: Callable[[Tensor], bool]) -> Grap
 
 def fold_norms(graph: Graph, folds: Callable[[Tensor], bool]) -> Graph:
     """RMS_NORM_MUL h = (a, wn) whose every reader is a MUL_MAT, MUL_MAT_ADD or MUL_MAT_SWIGLU reading h as
-    its x (no QUANTIZE_X8 source, h not its addend) for which folds(reader) holds (the backend's kernel
-    computes the norm itself): each reader becomes RMS_NORM_MUL_MAT(_ADD, _SWIGLU) of a, wn; h is no longer
-    computed. Not where h is an output, or a is written between h and a reader."""
+    its x (h not its addend) for which folds(reader) holds (the backend's kernel computes the norm itself,
+    or reads an int8 copy that can be made from a and wn), or a QUANTIZE_X8 of h read only as such readers'
+    xq: each reader becomes RMS_NORM_MUL_MAT(_ADD, _SWIGLU) of a, wn (and its xq), each QUANTIZE_X8 of h
+    RMS_NORM_MUL_QUANTIZE_X8 of a, wn; h is no longer computed. Not where h is an output, or a is written
+    between h and a reader."""
     rd = _readers(graph)
     fused = {mm: op for op, mm in NORM_MUL_MAT_OPS.items()}  # MUL_MAT -> RMS_NORM_MUL_MAT, ...
 
+    def mat_vec(u: Tensor | None, h: Tensor) -> bool:
+        # u reads h as its x, and nothing else of h but through its xq (a QUANTIZE_X8 of h, or none)
+        if u is None or u.op not in fused or u.src[1] is not h:
+            return False
+        n = MUL_MAT_OPS[u.op]
+        xq = u.src[n] if len(u.src) > n else None
+        if xq is not None and not (xq.op is Op.QUANTIZE_X8 and xq.src[0] is h):
+            return False
+        return (all(s is not h for s in u.src[2:n]) and folds(u)
+                and not _written_between(graph, h, u, h.src[0]))
+
     def foldable(h: Tensor) -> bool:
         readers = rd[h.id]
-        if h.op is not Op.RMS_NORM_MUL or not readers or None in readers:
+        if h.op is not Op.RMS_NORM_MUL or not readers:
             return False
-        return all(u.op in fused and len(u.src) == MUL_MAT_OPS[u.op] and u.src[1] is h
-                   and all(s is not h for s in u.src[2:]) and folds(u)
-                   and not _written_between(graph, h, u, h.src[0]) for u in readers)
+        for u in readers:
+            if u is not None and u.op is Op.QUANTIZE_X8:  # every reader of it a mat-vec reading it as xq
+                q_readers = rd[u.id]
+                if not q_readers or not all(mat_vec(v, h) and v.src[MUL_MAT_OPS[v.op]] is u
+                                            for v in q_readers):
+                    return False
+            elif not mat_vec(u, h):
+                return False
+        return True
 
     norms = {t.id: t for t in graph.nodes if foldable(t)}
     g = Graph(graph.name)
     new: dict[int, Tensor] = {}
     for t in graph.nodes:
         if t.id in norms:
+            continue
+        if t.op is Op.QUANTIZE_X8 and t.src[0].id in norms:
+            h = t.src[0]
+            a, wn = new[h.src[0].id], new[h.src[1].id]
+            new[t.id] = g.op(Op.RMS_NORM_MUL_QUANTIZE_X8, [a, wn], t.name, eps=h.params["eps"])
             continue
         if t.op in fused and t.src[1].id in norms:
             h = t.src[1]

@@ -456,16 +456,18 @@ for _qt in (Q.Q4_0, Q.Q4_1, Q.Q8_0, Q.Q4_K, Q.Q6_K, Q.F16):
 CASES.append(Case("MUL_MAT_SWIGLU-Q4_0-11008x4096-T1", _mul_mat_swiglu(Q.Q4_0, 11008, 4096, (1,))))
 # on int8 x: mul_mat_vec_xr's epilogue (row groups over warps; whole rows at K = 4096), mul_mat_vec_xq's
 # (Q4_0: 4 rows a warp), and at 3 tokens
-for _qt, _F, _K, _T in ((Q.Q8_0, 4096, 1024, 1), (Q.Q4_0, 2048, 4096, 1), (Q.Q8_0, 2048, 4096, 3),
+for _qt, _F, _K, _T in ((Q.Q8_0, 4096, 1024, 1), (Q.Q4_0, 4096, 4096, 1), (Q.Q8_0, 4096, 4096, 3),
                         (Q.Q4_0, 4096, 576, 2), (Q.Q8_0, 4096, 576, 1)):
     CASES.append(Case(f"MUL_MAT_SWIGLU-{_qt.name}-{_F}x{_K}-T{_T}-int8",
                       _mul_mat_swiglu(_qt, _F, _K, (_T,), xq=True, mat_mul=C.MatMulOptions(True))))
 CASES.append(Case("MUL_MAT_SWIGLU-Q4_0-768x576-T64-blas",
                   _mul_mat_swiglu(Q.Q4_0, 768, 576, (64,), mat_mul=C.MatMulOptions(prefill="blas"))))
-def _rms_norm_mul_mat(qt: quant.QType, N: int, K: int, xshape: tuple[int, ...], kind: str, **ctx):
+def _rms_norm_mul_mat(qt: quant.QType, N: int, K: int, xshape: tuple[int, ...], kind: str, xq: bool = False,
+                      tol: float | None = None, **ctx):
     """RMS_NORM_MUL_MAT (kind "plain"), _ADD ("bias": a weight [N]; "residual": an input of the output's
     shape) or _SWIGLU ("glu": w [N] of gate/up pairs) of x and the norm's weight wn [K]: mul_mat_vec with the
-    norm folded in at up to 4 tokens, the norm into scratch then the mat-mul otherwise."""
+    norm folded in at up to 4 tokens, the norm into scratch then the mat-mul otherwise; xq: with
+    RMS_NORM_MUL_QUANTIZE_X8(x, wn) as its last source, what an int8 kernel reads instead."""
     ctx = _pin_prefill(ctx, xshape)
 
     def make(rng):
@@ -483,8 +485,9 @@ def _rms_norm_mul_mat(qt: quant.QType, N: int, K: int, xshape: tuple[int, ...], 
         elif kind == "residual":
             b = g.input("b", (*xshape, N))
             inputs["b"] = _normal(rng, (*xshape, N))
-        g.output(g.rms_norm_mul_mat(w, x, wn, 1e-6, "out", b=b, glu=kind == "glu"))
-        return Built(g, inputs, weights, _tol("f32"), ctx)
+        xq_node = g.rms_norm_mul_quantize_x8(x, wn, 1e-6, "xq") if xq else None
+        g.output(g.rms_norm_mul_mat(w, x, wn, 1e-6, "out", b=b, glu=kind == "glu", xq=xq_node))
+        return Built(g, inputs, weights, _tol("f32") if tol is None else tol, ctx)
 
     return make
 
@@ -499,6 +502,15 @@ for _qt, _N, _K in ((Q.Q4_0, 96, 896), (Q.Q5_0, 1152, 896), (Q.Q8_0, 130, 576), 
             _id = f"RMS_NORM_MUL_MAT{'' if _kind == 'plain' else '_SWIGLU' if _kind == 'glu' else '_ADD'}"
             CASES.append(Case(f"{_id}-{_qt.name}-{_N}x{_K}-T{_T}-{_kind}",
                               _rms_norm_mul_mat(_qt, _N, _K, (_T,), _kind)))
+# on int8 x: the norm in RMS_NORM_MUL_QUANTIZE_X8's copy, the mat-vec on it alone (mul_mat_vec_xr's whole rows
+# at K = 4096, its row groups at 2304, mul_mat_vec_xq at 576), 1 and 3 tokens
+for _qt, _N, _K in ((Q.Q4_0, 1000, 4096), (Q.Q8_0, 130, 2304), (Q.Q4_0, 96, 576), (Q.Q8_0, 64, 576)):
+    for _kind in ("plain", "bias", "residual", "glu"):
+        for _T in (1, 3):
+            _id = f"RMS_NORM_MUL_MAT{'' if _kind == 'plain' else '_SWIGLU' if _kind == 'glu' else '_ADD'}"
+            _opts = C.MatMulOptions(True, min_n={"mul_mat_vec_xr": 0, "mul_mat_vec_xq": 0})
+            _m = _rms_norm_mul_mat(_qt, _N, _K, (_T,), _kind, xq=True, tol=F16_TOL, mat_mul=_opts)
+            CASES.append(Case(f"{_id}-int8-{_qt.name}-{_N}x{_K}-T{_T}-{_kind}", _m))
 # the f32-activation mat-vec with quantized weights, x's QUANTIZE_X8 given (and not read)
 for _qt in (Q.Q4_0, Q.Q8_0):
     for _add in ("bias", "residual"):
@@ -1115,16 +1127,16 @@ for _args in [
 # ---- QUANTIZE_X8 ----------------------------------------------------------------------------------------
 
 
-def _x8_close(out: np.ndarray, ref: np.ndarray) -> None:
+def _x8_close(out: np.ndarray, ref: np.ndarray, scale_rtol: float = 1e-6) -> None:
     """QUANTIZE_X8's rows against the reference's: the int8 values within one (a rounding tie may go either
-    way on another compiler) and 99.9% equal, the scales to f32 precision, the sums those of the stored
-    values (the output is poisoned first: unwritten values show)."""
+    way on another compiler) and 99.9% equal, the scales to f32 precision (scale_rtol), the sums those of the
+    stored values (the output is poisoned first: unwritten values show)."""
     K = out.shape[-1] * 16 // 5
     o, r = (a.reshape(-1, a.shape[-1]).view(np.uint8) for a in (out, ref))
     q, q_ref = o[:, :K].view(np.int8).astype(np.int32), r[:, :K].view(np.int8).astype(np.int32)
     assert np.abs(q - q_ref).max() <= 1 and np.mean(q == q_ref) > 0.999
     ds, ds_ref = (a[:, K:].copy().view(np.float32).reshape(len(a), -1, 2) for a in (o, r))
-    np.testing.assert_allclose(ds[..., 0], ds_ref[..., 0], rtol=1e-6, atol=0)
+    np.testing.assert_allclose(ds[..., 0], ds_ref[..., 0], rtol=scale_rtol, atol=0)
     s_got = q.reshape(len(q), -1, 32).sum(-1).astype(np.float32) * ds_ref[..., 0]
     np.testing.assert_allclose(ds[..., 1], s_got, rtol=1e-5, atol=1e-6 * np.abs(ds_ref[..., 1]).max())
 
@@ -1142,6 +1154,31 @@ def _quantize_x8(M: int, K: int):
 
 for _M, _K in [(1, 64), (3, 576), (1, 4096), (2, 4160)]:
     CASES.append(Case(f"QUANTIZE_X8-{_M}x{_K}", _quantize_x8(_M, _K)))
+
+
+def _x8_norm_close(out: np.ndarray, ref: np.ndarray) -> None:
+    """_x8_close for a norm's int8 copy: its scales (amax / 127 of the normalized rows) carry the f32 sum of
+    squares of the kernel (per thread, then over the block) and rsqrtf against the reference's float64 norm:
+    a few f32 ulps (~2^-22)."""
+    _x8_close(out, ref, scale_rtol=4e-6)
+
+
+def _norm_quantize_x8(M: int, K: int):
+    def make(rng):
+        g = Graph()
+        wn = g.weight("wn", (K,), "f32")
+        g.output(g.rms_norm_mul_quantize_x8(g.input("x", (M, K)), wn, 1e-6, "out"))
+        x = (rng.standard_normal((M, K)) * rng.uniform(0.1, 10.0, (M, 1))).astype(np.float32)
+        x[0, :32] = 0.0  # an all-zero block: scale 0, values 0
+        weights = {"wn": ((1 + 0.5 * rng.standard_normal(K)).astype(np.float32), Q.F32)}
+        return Built(g, {"x": x}, weights, F32_TOL, check=_x8_norm_close)
+
+    return make
+
+
+# the rows of SmolLM2, Qwen, LLaMA-7B (a row a block, held in registers), 3 tokens, and a longer one
+for _M, _K in [(1, 576), (3, 896), (1, 4096), (2, 8192), (1, 20480)]:
+    CASES.append(Case(f"RMS_NORM_MUL_QUANTIZE_X8-{_M}x{_K}", _norm_quantize_x8(_M, _K)))
 
 
 def _mul_mat_given_xq(qt: quant.QType, N: int, K: int, int8: bool):

@@ -42,6 +42,9 @@ typedef unsigned long long rf_u64;
 #define RF_PDL_BEGIN() \
     do {               \
     } while (0)
+// programmatic dependent launch: one kernel at a time here, nothing to wait for
+static inline void rf_grid_wait() {}
+static inline void rf_grid_dependents() {}
 
 struct rf_dim3 {
     unsigned x = 0, y = 0, z = 0;

@@ -16,7 +16,7 @@ from rocmforge.backends.hip import kernel_choice as C
 from rocmforge.backends.hip import launch_geometry as G
 from rocmforge.backends.hip.launch_mul_mat import kernel_type
 from rocmforge.backends.hip.tensor import BLOCK
-from rocmforge.ir.ops import MUL_MAT_OPS, xq_source
+from rocmforge.ir.ops import MUL_MAT_OPS, Op, xq_source
 from tests.gpu import test_conformance as T
 
 H100 = G.Device(32, 132, 227 * 1024, 228 * 1024, "sm_90", blas="cublas", mma=True)
@@ -127,7 +127,8 @@ def test_every_kernel_on_int8_x_names_the_option_that_lets_it_be_chosen():
 
 def test_norm_folded_cases_fold_at_decode_and_not_at_prompts():
     """RMS_NORM_MUL_MAT* cases run mul_mat_vec with the norm folded in at up to 4 tokens (every weight type,
-    the GLU epilogue included), the norm into scratch then the tiled kernel at 64."""
+    the GLU epilogue included), the norm into scratch then the tiled kernel at 64; those labelled int8 (an
+    RMS_NORM_MUL_QUANTIZE_X8 source given) an int8 mat-vec: xr where K is a multiple of 256, else xq."""
     from rocmforge.backends.hip.launch_mul_mat import _folds
     from rocmforge.ir.ops import NORM_MUL_MAT_OPS
 
@@ -146,6 +147,11 @@ def test_norm_folded_cases_fold_at_decode_and_not_at_prompts():
         weight = G.Weight(kernel_type(w.dtype, K, 1 << 20), N, K, K // bs * ts, 1 << 20)
         choice = C.choose_mul_mat(H100, opts, {}, weight, M)
         glu = node.op.value.endswith("SWIGLU")
+        if case.id.split("-")[1] == "int8":
+            assert xq_source(node).op is Op.RMS_NORM_MUL_QUANTIZE_X8, case.id
+            assert choice.kernel.name == ("mul_mat_vec_xr" if K % 256 == 0 else "mul_mat_vec_xq"), case.id
+            seen.add((node.op, "int8"))
+            continue
         assert _folds(choice, glu) == (M <= C.MMV_MAX_TOKENS), case.id
         seen.add((node.op, M <= C.MMV_MAX_TOKENS))
-    assert seen == {(op, f) for op in NORM_MUL_MAT_OPS for f in (False, True)}
+    assert seen == {(op, f) for op in NORM_MUL_MAT_OPS for f in (False, True, "int8")}

@@ -16,7 +16,7 @@ from gguf import GGMLQuantizationType as Q
 from rocmforge import quant
 from rocmforge.engine import Engine
 from rocmforge.ir.graph import Graph
-from rocmforge.ir.ops import MUL_MAT_OPS, Op, xq_source
+from rocmforge.ir.ops import MUL_MAT_OPS, NORM_MUL_MAT_OPS, QUANTIZE_X8_OPS, Op, xq_source
 from rocmforge.synth import write_tiny_model
 
 
@@ -106,26 +106,35 @@ def test_prepare_inserts_quantize_x8_and_compiles_every_module(tmp_path, monkeyp
     g = eng.graph(1)  # bound and prepared
     ops = [t for t in g.nodes if not t.is_leaf]
     quantized = [t for t in ops if t.op is Op.QUANTIZE_X8]
-    weight_mm = [t for t in ops if t.op in MUL_MAT_OPS and t.src[0].kind == "weight"]
+    normed = [t for t in ops if t.op is Op.RMS_NORM_MUL_QUANTIZE_X8]
+    mat_ops = {*MUL_MAT_OPS, *NORM_MUL_MAT_OPS}
+    weight_mm = [t for t in ops if t.op in mat_ops and t.src[0].kind == "weight"]
     if not int8:
-        assert not quantized and all(xq_source(t) is None for t in weight_mm)
+        assert not quantized and not normed and all(xq_source(t) is None for t in weight_mm)
     else:
         n_layer = eng.config.n_layer
-        assert len(quantized) == 4 * n_layer + 1  # attention and FFN inputs, their outputs, the last norm
-        assert all(xq_source(t).op is Op.QUANTIZE_X8 for t in weight_mm)
+        # the attention's and the SWIGLU's outputs quantized on their own; the norms before attention, the
+        # FFN and the logits each in one launch with their int8 copy (fold_norms), read by norm-folded ops
+        assert len(quantized) == 2 * n_layer and len(normed) == 2 * n_layer + 1
+        assert not any(t.op is Op.RMS_NORM_MUL for t in ops)
+        assert all(xq_source(t).op in QUANTIZE_X8_OPS for t in weight_mm)
+        assert all((xq_source(t).op is Op.RMS_NORM_MUL_QUANTIZE_X8) == (t.op in NORM_MUL_MAT_OPS)
+                   for t in weight_mm)
         plan = be.plan_of(g)
-        assert all(t.id in plan.offsets for t in quantized)
+        assert all(t.id in plan.offsets for t in quantized + normed)
     files = {f for f, _ in mods.compiled}
     want = {"elementwise.hip", "norm.hip", "rope.hip", "attention.hip", "get_rows.hip"}  # rope.hip: KV writes
     want |= {"mul_mat_vec_xr.hip", "quantize_x8.hip"} if int8 else {"mul_mat_vec.hip"}
     assert want <= files, want - files
 
 
-def test_prepare_fused_ops(monkeypatch):
+@pytest.mark.parametrize("fold", [True, False])
+def test_prepare_fused_ops(monkeypatch, fold):
     """x -> RMS_NORM_MUL(x, norm) -> MUL_MAT_ADD(wq, h, bias, QUANTIZE_X8(h)) -> MUL_MAT_ADD(wo, q, x): the
-    launchers are the fused ops' own, norm.hip and the int8 mat-vec are compiled at prepare, and h's
-    QUANTIZE_X8 starts early (its first reader, a MUL_MAT_ADD on mul_mat_vec_xr's whole rows, has it as its
-    fourth source)."""
+    launchers are the fused ops' own, and h's int8 copy starts early (its reader, a MUL_MAT_ADD on
+    mul_mat_vec_xr's whole rows, has it as its last source). fold (the default): the norm and the int8 copy
+    are one launch (RMS_NORM_MUL_QUANTIZE_X8) read by RMS_NORM_MUL_MAT_ADD; RF_FOLD_NORMS=0: RMS_NORM_MUL and
+    QUANTIZE_X8 apart. Either way the norm's weight is read before the wait (w_early, the last argument)."""
     monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(32, 132))
     from rocmforge.backends.hip import kernel_choice as C
     from rocmforge.backends.hip import pdl
@@ -133,7 +142,8 @@ def test_prepare_fused_ops(monkeypatch):
     from rocmforge.backends.hip.launch_mul_mat import early_quantize_x8
 
     monkeypatch.setattr(pdl, "PdlLauncher", lambda: _direct)
-    be = HipBackend(int8_activations=True, programmatic_launch=True)
+    tunables = {} if fold else {"RF_FOLD_NORMS": 0}
+    be = HipBackend(int8_activations=True, programmatic_launch=True, tunables=tunables)
     be.ctx.mods = mods = _Modules()
     be.ctx.mat_mul = C.MatMulOptions(True, min_n={"mul_mat_vec_xr": 0})
     g = Graph()
@@ -147,16 +157,29 @@ def test_prepare_fused_ops(monkeypatch):
     shapes = {t.name: t.shape for t in g.leaves("weight")}
     be.bind_weights(g, lambda name: (quant.random_blocks(qtypes[name], shapes[name], rng), qtypes[name]))
     prepared = be.prepare(g)
-    steps = {st.node.name: st.launch.__name__ for st in be._get_plan(prepared).steps}
-    assert steps == {"h": "RMS_NORM_MUL", "h.x8": "QUANTIZE_X8", "q": "MUL_MAT_ADD", "out": "MUL_MAT_ADD"}
-    want = {"norm.hip", "quantize_x8.hip", "mul_mat_vec_xr.hip", "mul_mat_vec.hip"}
+    plan_steps = be._get_plan(prepared).steps
+    steps = {st.node.name: st.launch.__name__ for st in plan_steps}
+    if fold:
+        assert steps == {"h.x8": "RMS_NORM_MUL_QUANTIZE_X8", "q": "RMS_NORM_MUL_MAT_ADD",
+                         "out": "MUL_MAT_ADD"}
+    else:
+        assert steps == {"h": "RMS_NORM_MUL", "h.x8": "QUANTIZE_X8", "q": "MUL_MAT_ADD", "out": "MUL_MAT_ADD"}
+    want = {"quantize_x8.hip", "mul_mat_vec_xr.hip", "mul_mat_vec.hip"} | (set() if fold else {"norm.hip"})
     assert want <= {f for f, _ in mods.compiled}
-    (hq,) = [t for t in prepared.nodes if t.op is Op.QUANTIZE_X8]
+    (hq,) = [t for t in prepared.nodes if t.name == "h.x8"]
     assert early_quantize_x8(be.ctx, prepared, be.weights) == {hq.id}
-    # the norm's weight is read before the kernel waits for the one before it (w_early, its last argument)
-    (st,) = [st for st in be._get_plan(prepared).steps if st.node.name == "h"]
-    st.launch(be.ctx, st.out, *st.srcs, **st.node.params)
-    assert mods.calls[-1][0] == "rms_norm_mul_f32_f32" and int(mods.calls[-1][1][-1]) == 1
+    for st in plan_steps:
+        st.launch(be.ctx, st.out, *st.srcs, **st.node.params)
+    names = [name for name, _ in mods.calls]
+    norm = "rms_norm_mul_quantize_x8" if fold else "rms_norm_mul_f32_f32"
+    want_calls = [norm, "mul_mat_vec_xr_q4_0", "mul_mat_vec_f16"] if fold else [
+        norm, "quantize_x8", "mul_mat_vec_xr_q4_0", "mul_mat_vec_f16"]
+    assert names == want_calls
+    assert int(mods.calls[0][1][-1]) == 1  # w_early
+    if fold:  # the mat-vec reads the int8 copy the fused launch wrote, not x
+        (q_step,) = [st for st in plan_steps if st.node.name == "q"]
+        xq = [st.out for st in plan_steps if st.node.name == "h.x8"][0]
+        assert mods.calls[1][1][2] == xq.ptr and q_step.srcs[-1].ptr == xq.ptr
 
 
 def test_constant_operands_are_read_early_only_where_they_are_weights(monkeypatch):
@@ -318,3 +341,32 @@ def test_the_decode_attention_is_compiled_at_prepare_not_at_its_first_launch(tun
     q = DevTensor(_Buf(1 << 20), 0, (64, 14, 64), "f32")
     prepare_launch(ctx, Op.FLASH_ATTN_EXT, q, [q, t["k"], t["v"], t["pos"]], {"scale": 0.125})
     assert not mods.calls and ("attention_mma.hip", (("RF_HEAD_DIM", 64),)) in mods.compiled
+
+
+def test_an_int8_decode_layer_of_llama_7b_shapes_is_seven_launches(tmp_path, monkeypatch):
+    """int8 activations on one LLaMA-7B-shaped layer (Q4_0, H100-shaped fake, the table's defaults): Q/K/V
+    (12288 rows) and gate/up (22016) on mul_mat_vec_xr read their norm's int8 copy, one launch each with
+    the norm (RMS_NORM_MUL_QUANTIZE_X8); o and down (4096 rows, under xr's min_n) the f32 mat-vec, with no
+    QUANTIZE_X8 at all: 7 launches a layer, as without int8 activations."""
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(32, 132))
+    from rocmforge.backends.hip import pdl
+    from rocmforge.backends.hip.backend import HipBackend
+
+    monkeypatch.setattr(pdl, "PdlLauncher", lambda: _direct)
+    path = write_tiny_model(tmp_path / "m.gguf", "llama", wtype=Q.Q4_0, n_layer=1, n_embd=4096, n_ff=11008,
+                            n_head=32, n_head_kv=32)
+    layers = {}
+    for int8 in (False, True):
+        be = HipBackend(int8_activations=int8)
+        be.ctx.mods = _Modules()
+        g = Engine.from_gguf(path, backend=be, max_ctx=64).graph(1)
+        launching = [t for t in g.nodes if not t.is_leaf and t.op not in (Op.VIEW, Op.RESHAPE)]
+        layers[int8] = [t for t in launching if t.name.startswith("blk.0.")]
+    ops8 = [t.op for t in layers[True]]
+    assert len(ops8) == len(layers[False]) == 7, ops8
+    assert ops8.count(Op.RMS_NORM_MUL_QUANTIZE_X8) == 2 and Op.QUANTIZE_X8 not in ops8
+    assert Op.RMS_NORM_MUL not in ops8
+    folded = [t for t in layers[True] if t.op in NORM_MUL_MAT_OPS]
+    assert {t.op for t in folded} == {Op.RMS_NORM_MUL_MAT, Op.RMS_NORM_MUL_MAT_SWIGLU}
+    assert all(xq_source(t).op is Op.RMS_NORM_MUL_QUANTIZE_X8 for t in folded)
+    assert sorted(t.src[0].shape[0] for t in folded) == [3 * 4096, 2 * 11008]

@@ -20,6 +20,8 @@ from rocmforge.synth import write_tiny_model
 
 H100 = G.Device(32, 132, 227 * 1024, 228 * 1024, "sm_90")
 INT8 = C.MatMulOptions(int8_activations=True)
+# mul_mat_vec_xr from one row: its geometry at the 4096-row weights it once served (the table's min_n is 8192)
+INT8_XR_ANY_N = C.MatMulOptions(int8_activations=True, min_n={"mul_mat_vec_xr": 0})
 
 
 def _with_quantize_x8(g: Graph, reads) -> Graph:
@@ -91,12 +93,15 @@ def test_quantize_x8_starts_early_where_its_first_reader_does():
         g.output(g.mul_mat(g.weight(name, weights[name].shape, weights[name].dtype), x, name + "_out"))
     g.output(g.mul_mat(g.weight("down", (4096, 11008), "q4_0"), h, "down_out"))
     for pdl in (False, True):
-        ctx = Ctx(mods=None, device=H100, mat_mul=INT8, pdl=pdl)
-        out = _with_quantize_x8(g, reads_int8_x(ctx, weights))
-        quantized = {t.name: t.src[2].name for t in out.nodes if t.op is Op.MUL_MAT and len(t.src) == 3}
-        assert quantized == {"up_out": "x.x8", "gate_out": "x.x8", "down_out": "h.x8"}
-        early = {out.nodes[i].name for i in early_quantize_x8(ctx, out, weights)}
-        assert early == ({"x.x8"} if pdl else set())
+        for opts in (INT8, INT8_XR_ANY_N):
+            ctx = Ctx(mods=None, device=H100, mat_mul=opts, pdl=pdl)
+            out = _with_quantize_x8(g, reads_int8_x(ctx, weights))
+            quantized = {t.name: t.src[2].name for t in out.nodes if t.op is Op.MUL_MAT and len(t.src) == 3}
+            # down's 4096 rows: the f32 mat-vec with the table's min_n
+            down = {"down_out": "h.x8"} if opts is INT8_XR_ANY_N else {}
+            assert quantized == {"up_out": "x.x8", "gate_out": "x.x8", **down}
+            early = {out.nodes[i].name for i in early_quantize_x8(ctx, out, weights)}
+            assert early == ({"x.x8"} if pdl else set())
     ctx = Ctx(mods=None, device=H100, mat_mul=C.MatMulOptions())  # no int8 activations: none
     assert not any(reads_int8_x(ctx, weights)(t) for t in g.nodes if t.op is Op.MUL_MAT)
 
@@ -105,7 +110,8 @@ def _weight(N: int, K: int, kt: str = "q4_0", ptr: int = 1 << 20, pad: int = 0) 
     return G.Weight(kt, N, K, K // 32 * {"q4_0": 18, "q8_0": 34}[kt] + pad, ptr)
 
 
-def _xr(w: G.Weight, dev: G.Device = H100, tunables: dict | None = None, opts=INT8, pdl: bool = False):
+def _xr(w: G.Weight, dev: G.Device = H100, tunables: dict | None = None, opts=INT8_XR_ANY_N,
+        pdl: bool = False):
     """mul_mat_vec_xr's launch for w and one token, or None where MUL_MAT chooses another kernel."""
     c = C.choose_mul_mat(dev, opts, tunables or {}, w, 1, pdl)
     return c.launch if c.kernel is C.MUL_MAT_VEC_XR else None
@@ -117,7 +123,7 @@ def test_early_start_for_whole_rows_with_programmatic_launch():
     of 8 rows (K = 11008, XPF 1) stay plain launches; the other kernels (RF_PDL_BEGIN) always start early."""
 
     def early(w: G.Weight, tunables: dict | None = None, pdl: bool = True) -> bool:
-        c = C.choose_mul_mat(H100, INT8, tunables or {}, w, 1, pdl)
+        c = C.choose_mul_mat(H100, INT8_XR_ANY_N, tunables or {}, w, 1, pdl)
         assert c.quantize is None or c.quantize.pdl == c.launch.pdl
         return c.launch.pdl
 
@@ -158,7 +164,8 @@ def test_xr_applies_to_its_types_where_k_allows():
     only_q4 = dataclasses.replace(C.MUL_MAT_VEC_XR, weight_types=("q4_0",))
     opts = C.MatMulOptions(True, (only_q4, C.MUL_MAT_VEC))
     assert _xr(_weight(11008, 4096, "q8_0"), opts=opts) is None  # a type the row does not serve
-    assert _xr(_weight(C.MUL_MAT_VEC_XR.min_n - 1, 4096)) is None  # too few rows
+    assert C.MUL_MAT_VEC_XR.min_n == 8192
+    assert _xr(_weight(8191, 4096), opts=INT8) is None and _xr(_weight(8192, 4096), opts=INT8)  # too few rows
     assert _xr(_weight(100, 4096), opts=C.MatMulOptions(True, min_n={"mul_mat_vec_xr": 0})) is not None
     for K in (576, 896, 4864 + 32):  # K not a multiple of 256
         assert _xr(_weight(8192, K, ptr=0)) is None

@@ -120,7 +120,7 @@ def test_the_epilogue_is_left_to_glu_pairs_where_a_lane_would_see_half_a_pair():
 
 
 @pytest.mark.parametrize("wtype, F, K, kernel, launches", [
-    ("q4_0", 2048, 4096, "mul_mat_vec_xr_q4_0", 1),  # whole rows: the epilogue
+    ("q4_0", 4096, 4096, "mul_mat_vec_xr_q4_0", 1),  # whole rows: the epilogue
     ("q8_0", 4096, 2304, "mul_mat_vec_xr_q8_0", 1),  # row groups of 8: the epilogue
     ("q4_0", 4096, 576, "mul_mat_vec_xq_q4_0", 1),   # 4 rows a warp: the epilogue
     ("q8_0", 4096, 576, "mul_mat_vec_xq_q8_0", 2),   # a row a warp: into scratch, then glu_pairs_f32

@@ -261,3 +261,50 @@ def test_fold_norms_keeps_a_norm_with_another_reader_an_output_or_a_kernel_that_
     assert _ops(fold_norms(_norm_graph(extra_reader=True), lambda t: True), Op.RMS_NORM_MUL) == ["h"]
     assert _ops(fold_norms(_norm_graph(output_h=True), lambda t: True), Op.RMS_NORM_MUL) == ["h"]
     assert _ops(fold_norms(_norm_graph(), lambda t: t.name != "s"), Op.RMS_NORM_MUL) == ["h"]
+
+
+def test_fold_norms_moves_the_norm_into_the_int8_copy_its_int8_readers_read():
+    """After insert_quantize_x8 (and before CSE: one QUANTIZE_X8 of h a reader), readers on int8 x fold the
+    norm too: each QUANTIZE_X8 of h becomes RMS_NORM_MUL_QUANTIZE_X8 of (x, n), each reader the norm-folded
+    op with it as its xq; readers without xq fold as before; CSE then keeps one int8 copy. The numpy
+    backend computes the same."""
+    from rocmforge.backends.numpy_backend import NumpyBackend
+    from rocmforge.ir.ops import NORM_MUL_MAT_OPS, xq_source
+    from rocmforge.ir.passes import cse, dce, fold_norms, insert_quantize_x8
+    from rocmforge.quant import QType
+
+    g = _norm_graph()
+    with_xq = insert_quantize_x8(g, lambda t: t.name in ("q", "s"))  # o stays on f32 x
+    assert len(_ops(with_xq, Op.QUANTIZE_X8)) == 2
+    f = dce(cse(fold_norms(with_xq, lambda t: True)))
+    assert not _ops(f, Op.RMS_NORM_MUL) and not _ops(f, Op.QUANTIZE_X8)
+    (hq,) = [t for t in f.nodes if t.op is Op.RMS_NORM_MUL_QUANTIZE_X8]
+    assert [s.name for s in hq.src] == ["x", "n"] and hq.params["eps"] == 1e-5
+    folded = {t.name: t for t in f.nodes if t.op in NORM_MUL_MAT_OPS}
+    assert set(folded) == {"q", "s", "o"}
+    assert xq_source(folded["q"]) is hq and xq_source(folded["s"]) is hq and xq_source(folded["o"]) is None
+    assert folded["q"].op is Op.RMS_NORM_MUL_MAT_ADD and folded["q"].src[3].name == "bq"
+    rng = np.random.default_rng(1)
+    weights = {w.name: rng.standard_normal(w.shape).astype(np.float32) for w in g.leaves("weight")}
+    x = (3 * rng.standard_normal((2, 64))).astype(np.float32)
+    outs = []
+    for graph in (g, f):
+        be = NumpyBackend()
+        be.bind_weights(graph, lambda n: (weights[n], QType.F32))
+        outs.append(be.run(be.prepare(graph), {"x": x})[0])
+    for k in outs[0]:
+        np.testing.assert_allclose(outs[1][k], outs[0][k], rtol=1e-6, atol=1e-6)
+
+
+def test_fold_norms_keeps_a_norm_whose_int8_copy_is_read_otherwise():
+    """A QUANTIZE_X8 of h that is an output, or read by a mat-vec whose predicate says no: h stays."""
+    from rocmforge.ir.passes import fold_norms, insert_quantize_x8
+
+    g = _norm_graph()
+    with_xq = insert_quantize_x8(g, lambda t: t.name == "q")
+    (q8,) = _ops(with_xq, Op.QUANTIZE_X8)
+    with_xq.output(next(t for t in with_xq.nodes if t.name == q8))
+    assert _ops(fold_norms(with_xq, lambda t: True), Op.RMS_NORM_MUL) == ["h"]
+    with_xq = insert_quantize_x8(g, lambda t: t.name == "q")
+    assert _ops(fold_norms(with_xq, lambda t: t.name != "q"), Op.RMS_NORM_MUL) == ["h"]
+    assert _ops(fold_norms(with_xq, lambda t: t.name != "q"), Op.QUANTIZE_X8) == [q8]

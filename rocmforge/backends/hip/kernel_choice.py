@@ -212,15 +212,19 @@ KERNEL_TYPES = tuple(
     for s in (("", "_s") if t in _F32_TYPES else ("",))
 )
 
+# From N = 8192: at 4096 rows it is as fast as mul_mat_vec on f32 x (H100, graph us, data/bench/
+# matvec_h100_x8.json against matvec_h100_f32.json: Q4_0 4096x4096 7.55 / 7.54, 4096x11008 17.42 / 17.36;
+# Q8_0 9.74 / 9.78, 21.51 / 21.57) and costs a QUANTIZE_X8 launch besides (LLaMA-7B's attention output and
+# SWIGLU rows, 2 a layer); from 11008 rows it is faster (Q4_0 14.02 / 16.99, 32000x4096 31.00 / 44.22).
 MUL_MAT_VEC_XR = MatMulKernel(
     name="mul_mat_vec_xr",
     weight_types=("q4_0", "q8_0"),
     x="x8",
-    serves="M <= 4, N >= 4096, K % 256 == 0 and <= 21504, rows packed and 16-byte aligned",
+    serves="M <= 4, N >= 8192, K % 256 == 0 and <= 21504, rows packed and 16-byte aligned",
     geometry_doc="grid (resident blocks or fewer, M), RF_MMVR_WARPS warps; staging in shared memory",
     defaults=same_on_every_family(XR_DEFAULTS),
     geometry=mat_vec_xr_geometry,
-    min_n=4096,
+    min_n=8192,
     glu=GluEpilogue("RF_MMVR_GLU"),  # a row group: 8 or 8 / Q (<= 4) whole rows
     option="int8_activations",
 )

@@ -22,8 +22,11 @@ from .launch_mul_mat import (
     MUL_MAT_ADD,
     MUL_MAT_SWIGLU,
     QUANTIZE_X8,
+    RMS_NORM_MUL_QUANTIZE_X8,
+    mul_mat_choice,
     norm_folds,
     prepare_mul_mat,
+    prepare_norm_quantize_x8,
     prepare_quantize_x8,
 )
 from .launch_rows import (
@@ -58,6 +61,7 @@ LAUNCH: dict[str, Callable[..., Any]] = {
     "MUL_MAT_ADD": MUL_MAT_ADD,
     "MUL_MAT_SWIGLU": MUL_MAT_SWIGLU,
     "QUANTIZE_X8": QUANTIZE_X8,
+    "RMS_NORM_MUL_QUANTIZE_X8": RMS_NORM_MUL_QUANTIZE_X8,
     **{op.value: _norm_mul_mat_now(op) for op in (Op.RMS_NORM_MUL_MAT, Op.RMS_NORM_MUL_MAT_ADD,
                                                   Op.RMS_NORM_MUL_MAT_SWIGLU)},
     "ADD": ADD,
@@ -137,21 +141,38 @@ def prepare_launch(
         return prepare_mul_mat(ctx, out, w, x, *xq, b=b, b_weight=len(weights) > 2 and weights[2])
     if op is Op.QUANTIZE_X8:
         return prepare_quantize_x8(ctx, out, srcs[0], early)
+    if op is Op.RMS_NORM_MUL_QUANTIZE_X8:
+        return prepare_norm_quantize_x8(ctx, out, srcs[0], srcs[1], early, len(weights) > 1 and weights[1])
     if op is Op.RMS_NORM_MUL:
         return prepare_rms_norm_mul(len(weights) > 1 and weights[1])
-    if op in NORM_MUL_MAT_OPS:  # sources w, x, wn[, b]
-        return prepare_norm_mul_mat(ctx, op, out, srcs, params["eps"], len(weights) > 3 and weights[3])
+    if op in NORM_MUL_MAT_OPS:  # sources w, x, wn[, b][, xq]
+        b_weight = op is Op.RMS_NORM_MUL_MAT_ADD and len(weights) > 3 and weights[3]
+        return prepare_norm_mul_mat(ctx, op, out, srcs, params["eps"], b_weight)
     return LAUNCH[op.value]
 
 
 def prepare_norm_mul_mat(ctx: Ctx, op: Op, out: DevTensor, srcs: Sequence[DevTensor], eps: float,
                          b_weight: bool = False) -> Callable[..., Any]:
-    """RMS_NORM_MUL_MAT(_ADD, _SWIGLU)'s launcher: mul_mat_vec with the norm folded in where it serves the
-    node (launch_mul_mat.norm_folds), else RMS_NORM_MUL into scratch, then the mat-mul on it (prompts)."""
+    """RMS_NORM_MUL_MAT(_ADD, _SWIGLU)'s launcher: with an xq source (RMS_NORM_MUL_QUANTIZE_X8 of x and wn)
+    the int8 kernel on it alone; else mul_mat_vec with the norm folded in where it serves the node
+    (launch_mul_mat.norm_folds), else RMS_NORM_MUL into scratch, then the mat-mul on it (prompts)."""
     glu = op is Op.RMS_NORM_MUL_MAT_SWIGLU
-    w, x, wn, *rest = srcs
-    b = rest[0] if rest else None
+    n = 4 if op is Op.RMS_NORM_MUL_MAT_ADD else 3
+    w, x, wn = srcs[:3]
+    b = srcs[3] if n == 4 else None
+    xq = srcs[n] if len(srcs) > n else None
     M = x.n_elements // w.shape[1]
+    if xq is not None:  # the norm is in xq: the mat-vec reads nothing else of x
+        if mul_mat_choice(ctx, w, M).quantize is None:
+            raise ValueError(f"{op.value} with xq: the kernel for w {w.shape} at {M} tokens reads f32 x")
+        on_xq = prepare_mul_mat(ctx, out, w, x, xq, b=b, glu=glu, b_weight=b_weight)
+
+        def launch_xq(ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, wn: DevTensor,
+                      *rest: DevTensor, eps: float) -> None:
+            on_xq(ctx, out, w, x, *rest)  # rest: (b, xq) or (xq,), as MUL_MAT_ADD's and MUL_MAT's launchers
+
+        launch_xq.__name__ = op.value
+        return launch_xq
     if norm_folds(ctx, w, M, glu):
         return prepare_mul_mat(ctx, out, w, x, b=b, glu=glu, b_weight=b_weight, norm=eps)
     inner = prepare_mul_mat(ctx, out, w, x, b=b, glu=glu, b_weight=b_weight)

@@ -305,3 +305,13 @@ def mat_vec_xr_geometry(kern, dev, w, M, base, tuned, host, pdl) -> KernelLaunch
 def quantize_x8_launch(K: int, M: int, pdl: bool) -> KernelLaunch:
     """quantize_x8: x [M, K] f32 -> [M, x8_row_bytes(K)] bytes, a float4 a thread."""
     return KernelLaunch("quantize_x8.hip", "quantize_x8", {}, (cdiv(K, 1024), M), (256,), 0, pdl)
+
+
+QX8_NPT = 4  # float4s a thread of rms_norm_mul_quantize_x8 holds (quantize_x8.hip's QX8_NPT)
+
+
+def norm_quantize_x8_launch(K: int, M: int, warp: int, pdl: bool) -> KernelLaunch:
+    """rms_norm_mul_quantize_x8: a [M, K] f32 -> [M, x8_row_bytes(K)] bytes, a block a row of as many warps
+    as hold the row at QX8_NPT float4s a thread (at most 1024 threads; longer rows are read twice)."""
+    threads = min(1024 // warp * warp, cdiv(cdiv(K // 4, QX8_NPT), warp) * warp)
+    return KernelLaunch("quantize_x8.hip", "rms_norm_mul_quantize_x8", {}, (M,), (threads,), 0, pdl)

@@ -13,12 +13,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from ...ir.graph import Graph, Tensor
-from ...ir.ops import MUL_MAT_OPS, Op, x8_words, xq_source
+from ...ir.ops import MUL_MAT_OPS, NORM_MUL_MAT_OPS, Op, x8_words, xq_source
 from . import blas as blas_mod
 from .context import Ctx
 from .kernel_choice import MulMatChoice, choose_mul_mat
 from .launch_elementwise import EW_BLOCK, contiguous, copy_strided, grid_1d
-from .launch_geometry import Weight, dequantize_grid, quantize_x8_launch, x8_row_bytes
+from .launch_geometry import (
+    Weight,
+    dequantize_grid,
+    norm_quantize_x8_launch,
+    quantize_x8_launch,
+    x8_row_bytes,
+)
 from .tensor import BLOCK, NATIVE_WEIGHTS, DevTensor, f32, i32, i64
 
 Launcher = Callable[..., None]
@@ -68,10 +74,16 @@ def shape_choice(ctx: Ctx, dtype: str, N: int, K: int, M: int, ptr: int = 0) -> 
     return choose_mul_mat(ctx.device, ctx.mat_mul, ctx.tunables, Weight(kt, N, K, row_bytes, ptr), M, ctx.pdl)
 
 
+def _bound_weight(t: Tensor, weights: Mapping[str, DevTensor]) -> DevTensor | None:
+    """The bound weight of a MUL_MAT-family node, norm-folded or not (None: another op, or no weight)."""
+    mat = t.op in MUL_MAT_OPS or t.op in NORM_MUL_MAT_OPS
+    return weights.get(t.src[0].name) if mat and t.src[0].kind == "weight" else None
+
+
 def _node_choice(ctx: Ctx, t: Tensor, weights: Mapping[str, DevTensor]) -> MulMatChoice | None:
-    """The choice for a MUL_MAT or MUL_MAT_ADD node of a bound weight (None otherwise: the int8 kernels read
+    """The choice for a MUL_MAT-family node of a bound weight (None otherwise: the int8 kernels read
     weights)."""
-    w = weights.get(t.src[0].name) if t.op in MUL_MAT_OPS and t.src[0].kind == "weight" else None
+    w = _bound_weight(t, weights)
     return None if w is None else mul_mat_choice(ctx, w, t.src[1].n_elements // w.shape[1])
 
 
@@ -80,7 +92,7 @@ def reads_int8_x(ctx: Ctx, weights: Mapping[str, DevTensor]) -> Callable[[Tensor
     x."""
 
     def reads(t: Tensor) -> bool:
-        choice = _node_choice(ctx, t, weights)
+        choice = _node_choice(ctx, t, weights) if t.op in MUL_MAT_OPS else None
         return choice is not None and choice.quantize is not None
 
     return reads
@@ -88,12 +100,17 @@ def reads_int8_x(ctx: Ctx, weights: Mapping[str, DevTensor]) -> Callable[[Tensor
 
 def folds_norm(ctx: Ctx, weights: Mapping[str, DevTensor]) -> Callable[[Tensor], bool]:
     """passes.fold_norms' predicate: the MUL_MAT, MUL_MAT_ADD and MUL_MAT_SWIGLU nodes of a bound weight whose
-    kernel computes an RMS norm of x itself (norm_folds)."""
+    kernel computes an RMS norm of x itself (norm_folds), or reads int8 x (its QUANTIZE_X8 source given):
+    rms_norm_mul_quantize_x8 makes that from the norm's input and weight. None with RF_FOLD_NORMS=0."""
 
     def folds(t: Tensor) -> bool:
-        w = weights.get(t.src[0].name) if t.op in MUL_MAT_OPS and t.src[0].kind == "weight" else None
-        glu = t.op is Op.MUL_MAT_SWIGLU
-        return w is not None and norm_folds(ctx, w, t.src[1].n_elements // w.shape[1], glu)
+        w = _bound_weight(t, weights) if t.op in MUL_MAT_OPS else None
+        if w is None or ctx.tunables.get("RF_FOLD_NORMS", FOLD_NORMS_MIB) == 0:
+            return False
+        M = t.src[1].n_elements // w.shape[1]
+        if xq_source(t) is not None:
+            return mul_mat_choice(ctx, w, M).quantize is not None
+        return norm_folds(ctx, w, M, t.op is Op.MUL_MAT_SWIGLU)
 
     return folds
 
@@ -326,6 +343,32 @@ def prepare_quantize_x8(ctx: Ctx, out: DevTensor, x: DevTensor, early: bool = Fa
         ctx.launch(f, launch, (x.ptr, i64(K), out.ptr, i64(x8_row_bytes(K)), i32(K)))
 
     return QUANTIZE_X8
+
+
+def prepare_norm_quantize_x8(ctx: Ctx, out: DevTensor, a: DevTensor, wn: DevTensor, early: bool = False,
+                             w_early: bool = False) -> Launcher:
+    """RMS_NORM_MUL_QUANTIZE_X8 of a [M, K] and the norm's weight wn [K] into out [M, x8_words(K)] i32,
+    compiled now; early as prepare_quantize_x8's; w_early: wn is a weight (no kernel writes it), read before
+    waiting for the kernel before where it is read in place (f32, contiguous, 16-byte aligned)."""
+    K = a.shape[-1]
+    w_early = w_early and wn.dtype == "f32" and wn.is_contiguous and wn.ptr % 16 == 0
+    launch = norm_quantize_x8_launch(K, a.n_elements // K, ctx.device.warp, early)
+    f = ctx.function(launch)
+
+    def RMS_NORM_MUL_QUANTIZE_X8(ctx: Ctx, out: DevTensor, a: DevTensor, wn: DevTensor, *,
+                                 eps: float) -> None:
+        a = contiguous(ctx, a, "f32", align=16)
+        wn = contiguous(ctx, wn, "f32", align=16)
+        args = (a.ptr, i64(K), wn.ptr, out.ptr, i64(x8_row_bytes(K)), i32(K), f32(eps), i32(int(w_early)))
+        ctx.launch(f, launch, args)
+
+    return RMS_NORM_MUL_QUANTIZE_X8
+
+
+def RMS_NORM_MUL_QUANTIZE_X8(ctx: Ctx, out: DevTensor, a: DevTensor, wn: DevTensor, *, eps: float,
+                             early: bool = False) -> None:
+    """RMS_NORM_MUL_QUANTIZE_X8 prepared and launched at once (scripts and tests)."""
+    prepare_norm_quantize_x8(ctx, out, a, wn, early)(ctx, out, a, wn, eps=eps)
 
 
 def QUANTIZE_X8(ctx: Ctx, out: DevTensor, x: DevTensor, *, early: bool = False) -> None:
