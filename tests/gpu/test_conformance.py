@@ -490,7 +490,8 @@ def _rms_norm_mul_mat(qt: quant.QType, N: int, K: int, xshape: tuple[int, ...], 
     """RMS_NORM_MUL_MAT (kind "plain"), _ADD ("bias": a weight [N]; "residual": an input of the output's
     shape) or _SWIGLU ("glu": w [N] of gate/up pairs) of x and the norm's weight wn [K]: mul_mat_vec with the
     norm folded in at up to 4 tokens, the norm into scratch then the mat-mul otherwise; xq: with
-    RMS_NORM_MUL_QUANTIZE_X8(x, wn) as its last source, what an int8 kernel reads instead (_int8_read_check)."""
+    RMS_NORM_MUL_QUANTIZE_X8(x, wn) as its last source, what an int8 kernel reads instead (checked by
+    _int8_read_check)."""
     ctx = _pin_prefill(ctx, xshape)
 
     def make(rng):
