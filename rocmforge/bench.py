@@ -59,13 +59,14 @@ def _record(eng: Engine, n_prompt: int, n_gen: int, samples_ns: list[int], n_dep
 
 def _settings(eng: Engine) -> dict:
     """The backend's settings a record must carry to be read again (not llama-bench's fields): the HIP
-    backend's int8 activations and kernel tunables, where set."""
+    backend's int8 activations (True, False or "auto") and kernel tunables, where set."""
     ctx = getattr(eng.backend, "ctx", None)
     out: dict = {}
     if ctx is not None and getattr(ctx, "tunables", None):
         out["tunables"] = dict(ctx.tunables)
-    if ctx is not None and getattr(getattr(ctx, "mat_mul", None), "int8_activations", False):
-        out["int8_activations"] = True
+    mat_mul = getattr(ctx, "mat_mul", None) if ctx is not None else None
+    if mat_mul is not None:
+        out["int8_activations"] = mat_mul.int8_activations
     return out
 
 

@@ -261,15 +261,16 @@ def _backend(args: argparse.Namespace) -> Any:
     mat-vecs), bench's --prefill (the prefill MUL_MAT path)."""
     prefill = getattr(args, "prefill", None)
     tuned = getattr(args, "tunables", None)
-    if not args.int8_activations and prefill is None and not tuned:
+    int8 = INT8_SETTING[args.int8_activations]
+    if int8 == "auto" and prefill is None and not tuned:
         return args.backend
     if args.backend == "numpy":
-        flag = "--int8-activations" if args.int8_activations else "--prefill" if prefill else "--tunables"
+        flag = "--int8-activations" if int8 != "auto" else "--prefill" if prefill else "--tunables"
         raise ValueError(f"{flag} is a HIP-backend setting; it does not apply to --backend numpy")
     from rocmforge.backends.hip import HipBackend
 
     # without a usable GPU (or with --prefill blas, a vendor BLAS): RuntimeError saying what is missing
-    return HipBackend(int8_activations=args.int8_activations, prefill=prefill or "auto", tunables=tuned)
+    return HipBackend(int8_activations=int8, prefill=prefill or "auto", tunables=tuned)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -344,7 +345,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         gbs += f" ({r['pct_copy']:.0f}% of copy)" if "pct_copy" in r else ""
         size = f"{r['model_size'] / 2**20:.1f} MiB | {r['model_n_params'] / 1e6:.1f} M"
         split = f"{r['step_device_us']:.0f} / {r['step_host_us']:.0f}" if "step_device_us" in r else ""
-        backend = r["backends"] + (" int8" if r.get("int8_activations") else "")
+        int8 = r.get("int8_activations", False)  # (absent in records of before the "auto" default: off)
+        backend = r["backends"] + ("" if int8 == "auto" else " int8" if int8 else " f32-x")
         backend += "".join(f" {k}={v}" for k, v in r.get("tunables", {}).items())
         print(f"| {r['model_type']} | {size} | {backend} | {r['gpu_info']} | {test} | "
               f"{r['avg_ts']:.2f} ± {r['stddev_ts']:.2f} | {gbs} | {split} |")
@@ -363,10 +365,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(report.rebuild(args.from_dir))
         return 0
     backend: Any = args.backend
-    if args.int8_activations:
+    if args.int8_activations != "auto":
         _backend(args)  # refused here, before any run, where it does not apply
         backend = lambda: _backend(args)  # noqa: E731 (one backend object per model)
-    flags = ["--backend", args.backend] + (["--int8-activations"] if args.int8_activations else [])
+    flags = ["--backend", args.backend] + (
+        [f"--{'' if args.int8_activations == 'on' else 'no-'}int8-activations"]
+        if args.int8_activations != "auto" else [])
     page = report.run_report(args.model or [hub.DEFAULT_MODEL], args.out, backend=backend,
                              backend_flags=flags, n_prompt=512 if args.p is None else args.p,
                              n_gen=128 if args.n is None else args.n, reps=3 if args.r is None else args.r,
@@ -375,8 +379,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-INT8_HELP = ("HIP backend: quantize activations to int8 for Q4_0/Q8_0 mat-vecs of >= 8192 rows "
-             "(faster, as llama.cpp's q8_1; slightly less exact)")
+INT8_HELP = ("HIP backend: activations quantized to int8 for Q4_0/Q8_0 decode mat-vecs of >= 8192 rows (as "
+             "llama.cpp's q8_1; slightly less exact); --no-int8-activations: never; neither: where the rows "
+             "are long enough for it to pay on this GPU (LLaMA-7B's on an H100)")
+# the flags' values -> HipBackend(int8_activations=...)
+INT8_SETTING = {"on": True, "off": False, "auto": "auto"}
+
+
+def _int8_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--int8-activations", dest="int8_activations", action="store_const", const="on",
+                   default="auto", help=INT8_HELP)
+    p.add_argument("--no-int8-activations", dest="int8_activations", action="store_const", const="off",
+                   help=argparse.SUPPRESS)
 
 
 PREFILL_HELP = ("HIP backend: MUL_MAT of more than 4 tokens on the vendor BLAS (blas: cuBLAS / hipBLAS GEMMs "
@@ -410,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--model", default=hub.DEFAULT_MODEL, metavar="NAME|PATH",
                      help=f"known model name or GGUF path (default: {hub.DEFAULT_MODEL})")
     gen.add_argument("--backend", default="auto", choices=("auto", "numpy", "hip"))
-    gen.add_argument("--int8-activations", action="store_true", help=INT8_HELP)
+    _int8_flag(gen)
     gen.add_argument("--max-tokens", type=POSITIVE, default=64)
     gen.add_argument("--max-ctx", type=POSITIVE, default=2048, help="KV cache size in tokens")
     gen.add_argument("--temp", type=TEMPERATURE, default=0.0, help="0 = greedy")
@@ -425,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="llama-bench-style pp/tg runs (JSONL with llama-bench's fields)")
     b.add_argument("--model", default=hub.DEFAULT_MODEL, metavar="NAME|PATH")
     b.add_argument("--backend", default="auto", choices=("auto", "numpy", "hip"))
-    b.add_argument("--int8-activations", action="store_true", help=INT8_HELP)
+    _int8_flag(b)
     b.add_argument("--prefill", choices=("auto", "tiled", "blas", "mmq"), default=None, help=PREFILL_HELP)
     b.add_argument("--tunables", type=tunables, default=None, metavar="NAME=INT,...",
                    help="HIP backend: kernel tunables, e.g. RF_DEC_WARPS=8,RF_DEC_SPAN=64 (the decode "
@@ -447,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("-f", "--file", required=True, metavar="TEXT", help="UTF-8 text file")
     pp.add_argument("--model", default=hub.DEFAULT_MODEL, metavar="NAME|PATH")
     pp.add_argument("--backend", default="auto", choices=("auto", "numpy", "hip"))
-    pp.add_argument("--int8-activations", action="store_true", help=INT8_HELP)
+    _int8_flag(pp)
     pp.add_argument("-c", "--ctx-size", type=_checked(int, lambda v: v >= 4 and v % 2 == 0,
                                                       "an even number >= 4"), default=512,
                     help="tokens per chunk (llama-perplexity's -c)")
@@ -478,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--model", action="append", metavar="NAME|PATH",
                     help=f"known model name or GGUF path; repeat for several (default: {hub.DEFAULT_MODEL})")
     rp.add_argument("--backend", default="auto", choices=("auto", "numpy", "hip"))
-    rp.add_argument("--int8-activations", action="store_true", help=INT8_HELP)
+    _int8_flag(rp)
     rp.add_argument("--llama-dir", metavar="DIR", help="where llama-bench is (default: $ROCMFORGE_LLAMA_DIR, "
                                                        "else PATH; without it only rocmforge runs)")
     rp.add_argument("--llama-timeout", type=_checked(float, lambda v: v > 0, "a positive number of seconds"),

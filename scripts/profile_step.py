@@ -30,8 +30,8 @@ from rocmforge.engine import Engine  # noqa: E402
 MAT_OPS = ("MUL_MAT", "MUL_MAT_ADD", "MUL_MAT_SWIGLU")  # the mat-vecs (with an addend; with SwiGLU)
 
 
-def profile(path: str, steps: int, prompt: int, mode: str, int8: bool) -> dict:
-    be = HipBackend(int8_activations=int8, timing=mode)
+def profile(path: str, steps: int, prompt: int, mode: str, int8: str) -> dict:
+    be = HipBackend(int8_activations={"on": True, "off": False}.get(int8, "auto"), timing=mode)
     eng = Engine.from_gguf(path, backend=be, max_ctx=prompt + 3 * steps + 16)
     ids = [(7 * i + 3) % eng.config.n_vocab for i in range(prompt)]
     eng.prefill(ids)
@@ -128,7 +128,8 @@ def main() -> int:
     ap.add_argument("models", nargs="+")
     ap.add_argument("--steps", type=int, default=9)
     ap.add_argument("--prompt", type=int, default=64)
-    ap.add_argument("--int8", action="store_true", help="HipBackend(int8_activations=True)")
+    ap.add_argument("--int8", default="auto", choices=("auto", "on", "off"),
+                    help="HipBackend(int8_activations=...): True (on), False (off) or auto (the default)")
     ap.add_argument("--modes", default="trace,graph,eager", help="comma-separated: trace, graph, eager")
     ap.add_argument("--llama-ncu", action="store_true",
                     help="also time llama.cpp's kernels of a decode token at the same depth under ncu "
@@ -147,7 +148,8 @@ def main() -> int:
             recs.append(r)
             if r["measured_in"] != [mode]:
                 print(f"    {mode} timing fell back: {r['measured_in']}, {r['timing_failures']}", flush=True)
-            print(f"{r['device']} | {r['model']} | {mode}{' int8' if a.int8 else ''} | per-op sum "
+            int8 = "" if a.int8 == "auto" else f" int8 {a.int8}"
+            print(f"{r['device']} | {r['model']} | {mode}{int8} | per-op sum "
                   f"{r['sum_us']:.1f} us | replayed step {r['wall_us']:.1f} us | "
                   f"ratio {r['sum_over_wall']:.3f}"
                   f" | prompt {a.prompt}: sum {r['prefill_sum_us']:.1f} wall {r['prefill_wall_us']:.1f}",

@@ -302,8 +302,12 @@ def test_int8_activations_flag_errors_clearly(tmp_path: Path, capsys, monkeypatc
     assert rc == 2 and "does not apply to --backend numpy" in _one_line_error(err)
     monkeypatch.setattr(hip_backend, "gpu_available", lambda: (False, "no CUDA device (test)"))
     for cmd in (["generate", "--model", str(model), "hi"], ["bench", "--model", str(model), "-p", "4"]):
-        rc, out, err = _run(capsys, *cmd, "--int8-activations")
-        assert rc == 2 and "no CUDA device (test)" in _one_line_error(err), err
+        for flag in ("--int8-activations", "--no-int8-activations"):
+            rc, out, err = _run(capsys, *cmd, flag)
+            assert rc == 2 and "no CUDA device (test)" in _one_line_error(err), err
+    rc, _, err = _run(capsys, "generate", "--model", str(model), "--backend", "numpy",
+                      "--no-int8-activations", "hi")
+    assert rc == 2 and "does not apply to --backend numpy" in _one_line_error(err)
 
 
 def test_bench_prefill_flag_chooses_the_hip_prefill_path(tmp_path: Path, capsys, monkeypatch) -> None:
@@ -328,8 +332,10 @@ def test_bench_prefill_flag_chooses_the_hip_prefill_path(tmp_path: Path, capsys,
     rc, _, err = _run(capsys, "bench", "--model", str(model), "--prefill", "tiled", "--int8-activations")
     rc, _, err = _run(capsys, "bench", "--model", str(model), "--tunables", "RF_DEC_WARPS=8,RF_DEC_SPAN=64")
     assert rc == 2 and "no CUDA device (test)" in _one_line_error(err)
-    plain = {"int8_activations": False, "tunables": None}
+    rc, _, err = _run(capsys, "bench", "--model", str(model), "--prefill", "tiled", "--no-int8-activations")
+    plain = {"int8_activations": "auto", "tunables": None}
     assert made == [{**plain, "prefill": p} for p in ("tiled", "blas", "mmq", "auto")] + [
         {"int8_activations": True, "prefill": "tiled", "tunables": None},
         {**plain, "prefill": "auto", "tunables": {"RF_DEC_WARPS": 8, "RF_DEC_SPAN": 64}},
+        {"int8_activations": False, "prefill": "tiled", "tunables": None},
     ]

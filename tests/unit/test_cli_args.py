@@ -104,8 +104,8 @@ def test_bad_input_is_one_line_and_exit_2(model, capsys, argv, message):
 
 
 # options whose every value is valid (flags) or that the rows above cannot reach with a bad value alone
-NO_BAD_VALUE = {"--int8-activations", "--chat", "--force", "-q", "--quiet", "--json", "--no-fuse",
-                "--llama-cpp", "--version", "-h", "--help"}
+NO_BAD_VALUE = {"--int8-activations", "--no-int8-activations", "--chat", "--force", "-q", "--quiet", "--json",
+                "--no-fuse", "--llama-cpp", "--version", "-h", "--help"}
 
 
 def test_every_option_of_every_command_has_a_bad_input_row():

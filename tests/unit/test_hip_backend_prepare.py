@@ -344,7 +344,8 @@ def test_the_decode_attention_is_compiled_at_prepare_not_at_its_first_launch(tun
 
 
 def test_an_int8_decode_layer_of_llama_7b_shapes_is_seven_launches(tmp_path, monkeypatch):
-    """int8 activations on one LLaMA-7B-shaped layer (Q4_0, H100-shaped fake, the table's defaults): Q/K/V
+    """int8 activations (on, and the default "auto") on one LLaMA-7B-shaped layer (Q4_0, H100-shaped fake, the
+    table's defaults): Q/K/V
     (12288 rows) and gate/up (22016) on mul_mat_vec_xr read their norm's int8 copy, one launch each with
     the norm (RMS_NORM_MUL_QUANTIZE_X8); o and down (4096 rows, under xr's min_n) the f32 mat-vec, with no
     QUANTIZE_X8 at all: 7 launches a layer, as without int8 activations."""
@@ -356,12 +357,13 @@ def test_an_int8_decode_layer_of_llama_7b_shapes_is_seven_launches(tmp_path, mon
     path = write_tiny_model(tmp_path / "m.gguf", "llama", wtype=Q.Q4_0, n_layer=1, n_embd=4096, n_ff=11008,
                             n_head=32, n_head_kv=32)
     layers = {}
-    for int8 in (False, True):
+    for int8 in (False, True, "auto"):  # "auto" (the default): these 4096-long rows on int8 x, on an sm_90
         be = HipBackend(int8_activations=int8)
         be.ctx.mods = _Modules()
         g = Engine.from_gguf(path, backend=be, max_ctx=64).graph(1)
         launching = [t for t in g.nodes if not t.is_leaf and t.op not in (Op.VIEW, Op.RESHAPE)]
         layers[int8] = [t for t in launching if t.name.startswith("blk.0.")]
+    assert [(t.op, t.name) for t in layers["auto"]] == [(t.op, t.name) for t in layers[True]]
     ops8 = [t.op for t in layers[True]]
     assert len(ops8) == len(layers[False]) == 7, ops8
     assert ops8.count(Op.RMS_NORM_MUL_QUANTIZE_X8) == 2 and Op.QUANTIZE_X8 not in ops8

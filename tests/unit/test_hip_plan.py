@@ -284,3 +284,23 @@ def test_prepare_compiles_the_modules_a_run_uses():
         ("elementwise.hip", {}),
         ("norm.hip", {}),
     ]
+
+
+def test_int8_auto_chooses_int8_x_where_the_rows_are_long_enough_on_the_family():
+    """int8_activations="auto": the int8 kernels for rows of at least INT8_AUTO_MIN_K (sm_90: 4096, LLaMA-7B's
+    Q/K/V, gate/up, logits), the f32 mat-vec for the small models' (896) and on families without a measured
+    threshold; the options refuse other values."""
+    auto = C.MatMulOptions(int8_activations="auto")
+    assert C.INT8_AUTO_MIN_K["sm_90"] == 4096
+
+    def kernel(w, dev=H100):
+        return C.choose_mul_mat(dev, auto, {}, w, 1).kernel.name
+
+    assert kernel(_weight(12288, 4096)) == kernel(_weight(32000, 4096, "q8_0")) == "mul_mat_vec_xr"
+    assert kernel(_weight(4096, 11008)) == "mul_mat_vec"  # under xr's min_n: f32 x
+    assert kernel(G.Weight("q4_0", 151936, 896, 896 // 32 * 18, 0)) == "mul_mat_vec"  # Qwen's logits
+    rdna3 = G.Device(32, 42, 64 * 1024, 64 * 1024, "gfx1100")
+    assert kernel(_weight(12288, 4096), rdna3) == "mul_mat_vec"
+    assert C.choose_mul_mat(rdna3, INT8, {}, _weight(12288, 4096), 1).kernel.name == "mul_mat_vec_xr"
+    with pytest.raises(ValueError, match="int8_activations"):
+        C.MatMulOptions(int8_activations="yes")

@@ -55,12 +55,14 @@ class HipBackend(PlanLaunches, TimedRuns):
         self,
         device: int = 0,
         tunables: Mapping[str, int] | None = None,
-        int8_activations: bool = False,
+        int8_activations: bool | str = "auto",
         programmatic_launch: bool | None = None,
         timing: str | None = None,
         prefill: str = "auto",
     ) -> None:
-        """int8_activations: decode mat-vecs of Q4_0/Q8_0 weights on x quantized to int8. programmatic_launch
+        """int8_activations: decode mat-vecs of Q4_0/Q8_0 weights on x quantized to int8: True, False, or
+        "auto" (where the weight's rows are long enough for it to pay, kernel_choice.INT8_AUTO_MIN_K:
+        LLaMA-7B's on an H100, not the small models'). programmatic_launch
         (CUDA sm_90+ with cuda-bindings; None: where available): those kernels start while the kernel before
         them ends (pdl.py). timing: how timed runs measure each op (profile.TIMING_MODES, timing.py):
         "trace" (the untimed replayed graph, its kernels timestamped by CUPTI: what untimed steps run),
@@ -104,8 +106,9 @@ class HipBackend(PlanLaunches, TimedRuns):
         if blas is None and prefill == "auto" and not self.is_hip:  # on ROCm the default is the tiled kernel
             log.warning("no vendor BLAS (%s): prefill runs the tiled kernel", self.blas_unavailable)
         # int8_activations: decode mat-vecs of Q4_0/Q8_0 weights with x quantized to int8 (as llama.cpp's
-        # q8_1) once per activation, shared by the mat-vecs that read it: faster where the weights are large
-        # (bench_matvec.py), normalized MSE ~3e-5 instead of ~1e-11
+        # q8_1) once per activation, shared by the mat-vecs that read it (with the norm before it, one
+        # launch):
+        # faster where the weights are large (bench_matvec.py), normalized MSE ~3e-5 instead of ~1e-11
         self.ctx = Ctx(
             ModuleCache(self.arch, {"RF_WARP": self.warp}),
             replace(device_shape, blas=blas.name if blas is not None else ""),

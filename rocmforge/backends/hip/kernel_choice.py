@@ -294,16 +294,25 @@ MUL_MAT_KERNELS = (MUL_MAT_VEC_XR, MUL_MAT_VEC_XQ, MUL_MAT_VEC, MUL_MAT_Q, MUL_M
 PREFILL = ("auto", "tiled", "blas", "mmq")
 
 
+# int8_activations="auto" (HipBackend's default): the decode kernels on int8 x where a weight's rows are at
+# least this long, per device family (none: never). H100, 2026-12-08, one call (rocmforge bench -r 3 beside
+# llama-bench -fa 1): LLaMA-7B Q4_0 tg128 494.0 t/s on int8 x against 363.8 on f32 x (llama.cpp 352.1);
+# Qwen2-0.5B Q4_0 (rows of 896) 1324.0 against 1414.6: the small models' rows stay on f32 x. Unmeasured
+# elsewhere (gfx1100's int8 kernels compile; never timed).
+INT8_AUTO_MIN_K = {"sm_90": 4096}
+
+
 @dataclass(frozen=True)
 class MatMulOptions:
-    """What MUL_MAT may choose from. int8_activations (HipBackend's option) allows the kernels on int8 x;
+    """What MUL_MAT may choose from. int8_activations (HipBackend's option) allows the kernels on int8 x:
+    True everywhere they serve, "auto" where the weight's rows reach INT8_AUTO_MIN_K of the device family;
     kernels: the table, in order of preference; min_n: kernel name -> the fewest rows it serves, overriding
     the table's (tests run the int8 kernels on small weights). prefill (HipBackend's option), for more than
     MMV_MAX_TOKENS tokens: "auto" (mul_mat_q or the vendor BLAS where the table's defaults say so), "tiled"
     (mul_mat), "blas" (the vendor BLAS wherever the device has one), "mmq" (mul_mat_q on int8 matrix
     instructions for quantized weights, where the device has them)."""
 
-    int8_activations: bool = False
+    int8_activations: bool | str = False
     kernels: tuple[MatMulKernel, ...] = MUL_MAT_KERNELS
     min_n: Mapping[str, int] = field(default_factory=dict)
     prefill: str = "auto"
@@ -311,6 +320,17 @@ class MatMulOptions:
     def __post_init__(self) -> None:
         if self.prefill not in PREFILL:
             raise ValueError(f"prefill {self.prefill!r}: choose one of {', '.join(PREFILL)}")
+        if not (isinstance(self.int8_activations, bool) or self.int8_activations == "auto"):
+            raise ValueError(f"int8_activations {self.int8_activations!r}: True, False or 'auto'")
+
+
+def int8_allowed(device: Device, options: MatMulOptions, w: Weight) -> bool:
+    """Whether the kernels on int8 x may serve w: int8_activations True, or "auto" with w's rows at least
+    INT8_AUTO_MIN_K of the device's family long."""
+    if options.int8_activations == "auto":
+        min_k = INT8_AUTO_MIN_K.get(device.family)
+        return min_k is not None and w.K >= min_k
+    return bool(options.int8_activations)
 
 
 def blas_allowed(device: Device, options: MatMulOptions, base: Mapping[str, Any], M: int) -> bool:
@@ -343,7 +363,7 @@ def choose_mul_mat(
     launch is on."""
     defines = kernel_defines(tunables)
     for kern in options.kernels:
-        if kern.option == "int8_activations" and not options.int8_activations:
+        if kern.option == "int8_activations" and not int8_allowed(device, options, w):
             continue
         if w.type not in kern.weight_types or (kern.max_tokens is not None and M > kern.max_tokens):
             continue
