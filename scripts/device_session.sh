@@ -2,7 +2,8 @@
 # One device call (~8 min on an H100) that checks the GPU side, in priority order, each stage time-boxed:
 # the GPU test suite; tg128/pp512 of llama-bench (-fa 1) beside `rocmforge bench` on the same synthetic files
 # (the real models' exact layouts, Qwen2-0.5B and LLaMA-7B at Q4_0), for this tree and an older tree OLD
-# where given (VARIANTS: "new old" by default, "int8" adds --int8-activations, "mmq" --prefill mmq, "nofold"
+# where given (VARIANTS: "new old" by default, "int8" adds --int8-activations, "f32x" --no-int8-activations
+# (the default is int8 x where rows reach 4096 on sm_90), "mmq" --prefill mmq, "nofold"
 # --tunables RF_FOLD_NORMS=0 (the norms not folded into the mat-vecs), "tuned:NAME=INT,..." this tree with
 # those --tunables, another name runs the tree
 # .devrun/<name>: a branch's archive);
@@ -23,7 +24,7 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/gpu.
 OLD=${OLD:-$PWD/.devrun/old}
 # the tree a variant runs: new (and int8) this one, old $OLD, any other name .devrun/<name> (e.g. a branch:
 # `git archive decode-chain rocmforge kernels scripts dev pyproject.toml | tar -x -C .devrun/chain`)
-tree() { case $1 in new|int8|mmq|nofold|tuned:*) echo $PWD ;; old) echo $OLD ;; *) echo $PWD/.devrun/$1 ;; esac; }
+tree() { case $1 in new|int8|f32x|mmq|nofold|tuned:*) echo $PWD ;; old) echo $OLD ;; *) echo $PWD/.devrun/$1 ;; esac; }
 want() { [[ " ${STAGES:-suite bench attn toks profile host matvec matmul sample soak deep} " == *" $1 "* ]]; }
 T0=$(date +%s); el() { echo "[t+$(( $(date +%s) - T0 ))s] $*" | tee -a $OUT/log.txt; }
 MODELS=${MODELS:-} python3 - <<'PY'
@@ -59,6 +60,7 @@ for m in ${MODELS:-$(cd /tmp && ls *-like.gguf qwen2-0.5b-Q4_0.gguf llama-7b-Q4_
   echo "$m llama.cpp $(f $OUT/llb_$m.jsonl)"
   for vv in ${VARIANTS:-new old}; do
     D=$(tree $vv); X=""; [ $vv = int8 ] && X="--int8-activations"; [ $vv = mmq ] && X="--prefill mmq"
+    [ $vv = f32x ] && X="--no-int8-activations"
     [ $vv = nofold ] && X="--tunables RF_FOLD_NORMS=0"
     [[ $vv == tuned:* ]] && X="--tunables ${vv#tuned:}"
     v=${vv//[:=,]/_}  # (in file names)

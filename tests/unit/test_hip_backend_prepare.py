@@ -372,3 +372,49 @@ def test_an_int8_decode_layer_of_llama_7b_shapes_is_seven_launches(tmp_path, mon
     assert {t.op for t in folded} == {Op.RMS_NORM_MUL_MAT, Op.RMS_NORM_MUL_MAT_SWIGLU}
     assert all(xq_source(t).op is Op.RMS_NORM_MUL_QUANTIZE_X8 for t in folded)
     assert sorted(t.src[0].shape[0] for t in folded) == [3 * 4096, 2 * 11008]
+
+
+def test_transient_scratch_is_one_buffer_a_plan_not_one_a_node(tmp_path, monkeypatch):
+    """A prompt's launchers take scratch that nothing reads after their node (MUL_MAT_SWIGLU's product before
+    glu_pairs_f32, split partials, contiguous copies) from buffers their plan's nodes share, as large as the
+    largest any node takes: a 4-layer prompt of 64 tokens holds one layer's SWIGLU product, not four; the
+    decode plan's are its own; node-persistent scratch (tickets) stays a node's."""
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(32, 132))
+    from rocmforge.backends.hip import pdl
+    from rocmforge.backends.hip.backend import HipBackend
+    from rocmforge.backends.hip.context import Ctx
+    from rocmforge.backends.hip.launch_geometry import Device
+
+    ctx = Ctx(_Modules(), Device(32, 132))
+    ctx.begin_node(("p", 1))
+    a, b = ctx.empty((10,), "f32", transient=True), ctx.empty((3,), "f32", transient=True)
+    own = ctx.empty((4,), "f32")
+    ctx.begin_node(("p", 2))
+    a2, own2 = ctx.empty((20,), "f32", transient=True), ctx.empty((4,), "f32")
+    ctx.begin_node(("q", 1))
+    a3 = ctx.empty((5,), "f32", transient=True)
+    ctx.begin_node(("p", 3))
+    a4 = ctx.empty((8,), "f32", transient=True)
+    assert a.buf is not b.buf and own.buf is not own2.buf and a3.buf is not a2.buf
+    assert a2.buf is a4.buf and a2.buf.nbytes == 80  # grown to node 2's, then shared by node 3
+    ctx.begin_node(None)
+
+    monkeypatch.setattr(pdl, "PdlLauncher", lambda: _direct)
+    path = write_tiny_model(tmp_path / "m.gguf", "llama", wtype=Q.Q4_0, n_layer=4, n_embd=256, n_ff=1024,
+                            n_head=4)
+    be = HipBackend(prefill="tiled")
+    be.ctx.mods = _Modules()
+    eng = Engine.from_gguf(path, backend=be, max_ctx=128)
+    g = eng.graph(64)
+    plan = be._get_plan(g)
+    for st in plan.steps:
+        if st.launch is not None:
+            be.ctx.begin_node((id(plan), st.node.id))
+            st.launch(be.ctx, st.out, *st.srcs, **st.node.params)
+    be.ctx.begin_node(None)
+    swiglu = [t for t in g.nodes if t.op is Op.MUL_MAT_SWIGLU]
+    assert len(swiglu) == 4
+    product = 64 * 2 * 1024 * 4  # M x N (gate and up) f32, into scratch before glu_pairs_f32
+    transient = {k: b for k, b in be.ctx._scratch.items() if k[1] == "transient"}
+    assert max(b.nbytes for b in transient.values()) == product
+    assert be.ctx.scratch_bytes < 2 * product  # (4 x product, one a node, before)

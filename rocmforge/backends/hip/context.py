@@ -48,6 +48,7 @@ class Ctx:
     _scratch: dict[Any, Any] = field(default_factory=dict)  # (node key, k) -> persistent scratch
     _node: Any = None
     _n_scratch: int = 0
+    _n_transient: int = 0
     _smem_set: dict[int, int] = field(default_factory=dict)  # id(function) -> opted-in shared memory
 
     @property
@@ -90,17 +91,28 @@ class Ctx:
         else:
             f(launch.grid, launch.block, args, shared_mem=launch.smem)
 
-    def empty(self, shape: Sequence[int], dtype: str) -> DevTensor:
+    def empty(self, shape: Sequence[int], dtype: str, transient: bool = False) -> DevTensor:
         """Scratch for a launcher. Inside a node (begin_node) it is the node's own buffer, kept across
-        runs: no allocation per step, and fixed pointers, so a captured device graph can replay it."""
+        runs: no allocation per step, and fixed pointers, so a captured device graph can replay it.
+        transient: nothing reads it once the node's own kernels have run (a product into scratch before its
+        epilogue kernel, a contiguous copy, split partials merged in the same kernel): the nodes of a plan
+        share it (its k-th transient buffer, as large as the largest any node takes; a node's kernels
+        touch it after waiting for the kernel before them), instead of one a node (a 7B prompt's
+        MUL_MAT_SWIGLU products alone were 32 x M x 88 KB). It grows in a plan's first (eager) run only:
+        later runs take the same sizes."""
         import cupy
 
         shape = tuple(int(n) for n in shape)
         nbytes = max(1, math.prod(shape)) * ITEMSIZE[dtype]
         if self._node is None:
             return DevTensor(cupy.empty(nbytes, dtype=np.uint8), 0, shape, dtype)
-        key = (self._node, self._n_scratch)
-        self._n_scratch += 1
+        if transient:
+            plan = self._node[0] if isinstance(self._node, tuple) else self._node
+            key = (plan, "transient", self._n_transient)
+            self._n_transient += 1
+        else:
+            key = (self._node, self._n_scratch)
+            self._n_scratch += 1
         buf = self._scratch.get(key)
         if buf is None or buf.nbytes < nbytes:
             buf = self._scratch[key] = cupy.empty(nbytes, dtype=np.uint8)
@@ -119,8 +131,9 @@ class Ctx:
         return t
 
     def begin_node(self, key: Any) -> None:
-        """Scratch taken until the next begin_node belongs to the node `key` (None: temporary)."""
-        self._node, self._n_scratch = key, 0
+        """Scratch taken until the next begin_node belongs to the node `key` (None: temporary); a tuple
+        key's first item names its plan (transient scratch is the plan's)."""
+        self._node, self._n_scratch, self._n_transient = key, 0, 0
 
     def blas_scratch(self, nbytes: int) -> Any:
         """The scratch every mul_mat_blas node shares (x's and weight tiles' f16 rows: one node's at a time,

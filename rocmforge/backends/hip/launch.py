@@ -179,7 +179,7 @@ def prepare_norm_mul_mat(ctx: Ctx, op: Op, out: DevTensor, srcs: Sequence[DevTen
 
     def launch(ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, wn: DevTensor,
                b: DevTensor | None = None, *, eps: float) -> None:
-        h = ctx.empty(x.shape, "f32")
+        h = ctx.empty(x.shape, "f32", transient=True)
         RMS_NORM_MUL(ctx, h, x, wn, eps=eps)
         inner(ctx, out, w, h, *([] if b is None else [b]))
 

@@ -70,9 +70,9 @@ def _split_scratch(ctx: Ctx, n_splits: int, rows: int, D: int, tiles: int) -> tu
     """Pointers to the split kernels' partials, part_o [n_splits, rows, D], part_m and part_l [n_splits,
     rows], and their tickets, one a tile of blocks that merges (zero when taken, left zero by every
     launch)."""
-    po = ctx.empty((n_splits, rows, D), "f32")
-    pm = ctx.empty((n_splits, rows), "f32")
-    pl = ctx.empty((n_splits, rows), "f32")
+    po = ctx.empty((n_splits, rows, D), "f32", transient=True)  # (merged by the same kernel)
+    pm = ctx.empty((n_splits, rows), "f32", transient=True)
+    pl = ctx.empty((n_splits, rows), "f32", transient=True)
     return po.ptr, pm.ptr, pl.ptr, ctx.zeros((tiles,), "i32").ptr
 
 

@@ -69,7 +69,7 @@ def contiguous(ctx: Ctx, a: DevTensor, dtype: str | None = None, align: int = 4)
     dtype = dtype or a.dtype
     if a.is_contiguous and a.dtype == dtype and a.ptr % align == 0:
         return a
-    out = ctx.empty(a.shape, dtype)
+    out = ctx.empty(a.shape, dtype, transient=True)  # (read by the node's own kernel alone)
     copy_strided(ctx, out, a)
     return out
 

@@ -194,7 +194,7 @@ def prepare_mul_mat(
         def MUL_MAT_SWIGLU_2(
             ctx: Ctx, out: DevTensor, w: DevTensor, x: DevTensor, xq: DevTensor | None = None
         ) -> None:
-            y = ctx.empty((M, N), "f32")
+            y = ctx.empty((M, N), "f32", transient=True)
             run(ctx, y, w, x, xq, None)
             pairs(grid_1d(ctx, n_out), (EW_BLOCK,), (y.ptr, out.ptr, i64(n_out)))
 

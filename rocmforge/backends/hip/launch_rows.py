@@ -165,7 +165,7 @@ def ARGMAX(ctx: Ctx, out: DevTensor, a: DevTensor) -> None:
     if nb == 1:
         f((1, rows), (row_block(ctx, n),), (a.ptr, out.ptr, i32(n), 0, 0, 0))
         return
-    pv, pi = ctx.empty((rows, nb), "f32"), ctx.empty((rows, nb), "i32")
+    pv, pi = ctx.empty((rows, nb), "f32", transient=True), ctx.empty((rows, nb), "i32", transient=True)
     tickets = ctx.zeros((rows,), "i32")  # left zero by every launch
     f((nb, rows), (256,), (a.ptr, out.ptr, i32(n), pv.ptr, pi.ptr, tickets.ptr))
 
