@@ -233,17 +233,12 @@ def _norm_graph(extra_reader: bool = False, output_h: bool = False) -> Graph:
     return g
 
 
-def test_fold_norms_folds_every_mat_vec_reader_and_computes_the_same():
+def _same_on_numpy(g: Graph, f: Graph, seed: int) -> None:
+    """g and its rewrite f compute the same outputs on the numpy backend (f32 weights, x [2, 64])."""
     from rocmforge.backends.numpy_backend import NumpyBackend
-    from rocmforge.ir.passes import fold_norms
     from rocmforge.quant import QType
 
-    g = _norm_graph()
-    f = fold_norms(g, lambda t: True)
-    assert not _ops(f, Op.RMS_NORM_MUL)
-    assert sorted(_ops(f, Op.RMS_NORM_MUL_MAT_ADD)) == ["o", "q"]
-    assert _ops(f, Op.RMS_NORM_MUL_MAT_SWIGLU) == ["s"]
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     weights = {w.name: rng.standard_normal(w.shape).astype(np.float32) for w in g.leaves("weight")}
     x = (3 * rng.standard_normal((2, 64))).astype(np.float32)
     outs = []
@@ -253,6 +248,17 @@ def test_fold_norms_folds_every_mat_vec_reader_and_computes_the_same():
         outs.append(be.run(be.prepare(graph), {"x": x})[0])
     for k in outs[0]:
         np.testing.assert_allclose(outs[1][k], outs[0][k], rtol=1e-6, atol=1e-6)
+
+
+def test_fold_norms_folds_every_mat_vec_reader_and_computes_the_same():
+    from rocmforge.ir.passes import fold_norms
+
+    g = _norm_graph()
+    f = fold_norms(g, lambda t: True)
+    assert not _ops(f, Op.RMS_NORM_MUL)
+    assert sorted(_ops(f, Op.RMS_NORM_MUL_MAT_ADD)) == ["o", "q"]
+    assert _ops(f, Op.RMS_NORM_MUL_MAT_SWIGLU) == ["s"]
+    _same_on_numpy(g, f, 0)
 
 
 def test_fold_norms_keeps_a_norm_with_another_reader_an_output_or_a_kernel_that_does_not_fold():
@@ -268,10 +274,8 @@ def test_fold_norms_moves_the_norm_into_the_int8_copy_its_int8_readers_read():
     norm too: each QUANTIZE_X8 of h becomes RMS_NORM_MUL_QUANTIZE_X8 of (x, n), each reader the norm-folded
     op with it as its xq; readers without xq fold as before; CSE then keeps one int8 copy. The numpy
     backend computes the same."""
-    from rocmforge.backends.numpy_backend import NumpyBackend
     from rocmforge.ir.ops import NORM_MUL_MAT_OPS, xq_source
     from rocmforge.ir.passes import cse, dce, fold_norms, insert_quantize_x8
-    from rocmforge.quant import QType
 
     g = _norm_graph()
     with_xq = insert_quantize_x8(g, lambda t: t.name in ("q", "s"))  # o stays on f32 x
@@ -284,16 +288,7 @@ def test_fold_norms_moves_the_norm_into_the_int8_copy_its_int8_readers_read():
     assert set(folded) == {"q", "s", "o"}
     assert xq_source(folded["q"]) is hq and xq_source(folded["s"]) is hq and xq_source(folded["o"]) is None
     assert folded["q"].op is Op.RMS_NORM_MUL_MAT_ADD and folded["q"].src[3].name == "bq"
-    rng = np.random.default_rng(1)
-    weights = {w.name: rng.standard_normal(w.shape).astype(np.float32) for w in g.leaves("weight")}
-    x = (3 * rng.standard_normal((2, 64))).astype(np.float32)
-    outs = []
-    for graph in (g, f):
-        be = NumpyBackend()
-        be.bind_weights(graph, lambda n: (weights[n], QType.F32))
-        outs.append(be.run(be.prepare(graph), {"x": x})[0])
-    for k in outs[0]:
-        np.testing.assert_allclose(outs[1][k], outs[0][k], rtol=1e-6, atol=1e-6)
+    _same_on_numpy(g, f, 1)
 
 
 def test_fold_norms_keeps_a_norm_whose_int8_copy_is_read_otherwise():
