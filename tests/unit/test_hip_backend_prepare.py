@@ -418,3 +418,34 @@ def test_transient_scratch_is_one_buffer_a_plan_not_one_a_node(tmp_path, monkeyp
     transient = {k: b for k, b in be.ctx._scratch.items() if k[1] == "transient"}
     assert max(b.nbytes for b in transient.values()) == product
     assert be.ctx.scratch_bytes < 2 * product  # (4 x product, one a node, before)
+
+
+def test_mmq_prompts_take_the_norm_in_their_int8_copy_too(tmp_path, monkeypatch):
+    """prefill="mmq": a prompt's mat-muls read int8 x (mul_mat_q), so its norms fold into the int8 copy as
+    the decode mat-vecs' do (RMS_NORM_MUL_QUANTIZE_X8, a block a token) and the folded ops launch
+    mul_mat_q on it."""
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(32, 132))
+    from rocmforge.backends.hip import pdl
+    from rocmforge.backends.hip.backend import HipBackend
+
+    monkeypatch.setattr(pdl, "PdlLauncher", lambda: _direct)
+    path = write_tiny_model(tmp_path / "m.gguf", "llama", wtype=Q.Q4_0, n_layer=2, n_embd=256, n_ff=512,
+                            n_head=4)
+    be = HipBackend(prefill="mmq")
+    be.ctx.mods = mods = _Modules()
+    eng = Engine.from_gguf(path, backend=be, max_ctx=128)
+    g = eng.graph(64)
+    blk = [t for t in g.nodes if t.name.startswith("blk.") and not t.is_leaf]
+    assert sum(t.op is Op.RMS_NORM_MUL_QUANTIZE_X8 for t in blk) == 2 * 2
+    assert not any(t.op is Op.RMS_NORM_MUL for t in blk)
+    folded = [t for t in blk if t.op in NORM_MUL_MAT_OPS]
+    assert folded and all(xq_source(t).op is Op.RMS_NORM_MUL_QUANTIZE_X8 for t in folded)
+    plan = be._get_plan(g)
+    for st in plan.steps:
+        if st.launch is not None and st.node in folded[:1] + [xq_source(folded[0])]:
+            be.ctx.begin_node((id(plan), st.node.id))
+            st.launch(be.ctx, st.out, *st.srcs, **st.node.params)
+    be.ctx.begin_node(None)
+    names = [name for name, _ in mods.calls]
+    assert names[0] == "rms_norm_mul_quantize_x8" and names[1].startswith("mul_mat_q")
+    assert mods.calls[1][1][2] == mods.calls[0][1][3]  # mul_mat_q's x: the copy the norm wrote
