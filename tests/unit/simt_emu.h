@@ -12,6 +12,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -87,6 +88,14 @@ void launch(rf_dim3 grid, unsigned block, F kernel) {
 template <class F>
 void launch(unsigned grid, unsigned block, F kernel) {
     launch(rf_dim3{grid, 1, 1}, block, kernel);
+}
+}  // namespace emu
+
+namespace emu {
+// a harness's input: v.size() elements of f into v; false on a short read
+template <class T>
+bool read(std::FILE* f, std::vector<T>& v) {
+    return std::fread(v.data(), sizeof(T), v.size(), f) == v.size();
 }
 }  // namespace emu
 

@@ -19,7 +19,7 @@ int main(int argc, char** argv) {
     const int rows = d[0], n = d[1], nb = d[2];
     std::vector<float> a((size_t)rows * n), pv((size_t)rows * nb);
     std::vector<int> pi(pv.size()), tickets(rows, 0);
-    if (std::fread(a.data(), 4, a.size(), f) != a.size()) return 2;
+    if (!emu::read(f, a)) return 2;
     std::fclose(f);
     for (int run = 0; run < 2; ++run) {
         std::vector<int> out(rows, -1);

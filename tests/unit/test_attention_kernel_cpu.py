@@ -24,12 +24,12 @@ int main(int argc, char** argv) {
     std::vector<float> q((size_t)T * H * RF_HEAD_DIM), k((size_t)C * Hkv * RF_HEAD_DIM), v(k.size());
     std::vector<int> pos(T);
     for (auto* a : {&q, &k, &v})
-        if (std::fread(a->data(), 4, a->size(), f) != a->size()) return 2;
+        if (!emu::read(f, *a)) return 2;
     if (std::fread(pos.data(), 4, T, f) != (size_t)T) return 2;
     // with d[10]: the step's K and V rows, which the decode kernel writes into cache row pos[0] itself
     std::vector<float> kn(d[10] ? (size_t)Hkv * RF_HEAD_DIM : 0), vn(kn.size());
     for (auto* a : {&kn, &vn})
-        if (std::fread(a->data(), 4, a->size(), f) != a->size()) return 2;
+        if (!emu::read(f, *a)) return 2;
     const float* knp = d[10] ? kn.data() : nullptr;
     const float* vnp = d[10] ? vn.data() : nullptr;
     std::fclose(f);

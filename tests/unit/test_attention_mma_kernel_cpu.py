@@ -26,9 +26,9 @@ int main(int argc, char** argv) {
     std::vector<float> q((size_t)T * H * RF_HEAD_DIM);
     std::vector<rf_u16> k((size_t)C * W), v(k.size());
     std::vector<int> pos(T);
-    if (std::fread(q.data(), 4, q.size(), f) != q.size()) return 2;
+    if (!emu::read(f, q)) return 2;
     for (auto* a : {&k, &v})
-        if (std::fread(a->data(), 2, a->size(), f) != a->size()) return 2;
+        if (!emu::read(f, *a)) return 2;
     if (std::fread(pos.data(), 4, T, f) != (size_t)T) return 2;
     std::fclose(f);
     std::vector<float> out(q.size(), std::numeric_limits<float>::quiet_NaN());

@@ -25,11 +25,11 @@ int main(int argc, char** argv) {
     const int N = d[1], K = d[2], M = d[3], rb = d[4];
     std::vector<rf_u8> w((size_t)N * rb);
     std::vector<float> x((size_t)M * K), b((size_t)M * N);
-    if (std::fread(w.data(), 1, w.size(), f) != w.size()) return 2;
-    if (std::fread(x.data(), 4, x.size(), f) != x.size()) return 2;
-    if (std::fread(b.data(), 4, b.size(), f) != b.size()) return 2;
+    if (!emu::read(f, w)) return 2;
+    if (!emu::read(f, x)) return 2;
+    if (!emu::read(f, b)) return 2;
     std::vector<float> wn(K);  // RF_MMV_NORM: the folded norm's weight
-    if (std::fread(wn.data(), 4, wn.size(), f) != wn.size()) return 2;
+    if (!emu::read(f, wn)) return 2;
     std::fclose(f);
 #if RF_MMV_NORM
 #define ARGS w.data(), rb, x.data(), K, y.data(), n_out, N, K, bp, bs, wn.data(), 1e-5f

@@ -28,9 +28,9 @@ int main(int argc, char** argv) {
     const int N = d[0], K = d[1], M = d[2], rb = d[3], xb = K + K / 4;
     std::vector<rf_u8> w((size_t)N * rb), xq((size_t)M * xb);
     std::vector<float> b((size_t)M * N);
-    if (std::fread(w.data(), 1, w.size(), f) != w.size()) return 2;
-    if (std::fread(xq.data(), 1, xq.size(), f) != xq.size()) return 2;
-    if (std::fread(b.data(), 4, b.size(), f) != b.size()) return 2;
+    if (!emu::read(f, w)) return 2;
+    if (!emu::read(f, xq)) return 2;
+    if (!emu::read(f, b)) return 2;
     std::fclose(f);
     const int n_out = d[7] ? N / 2 : N;
     std::vector<float> y((size_t)M * n_out, -7.0f);  // poisoned

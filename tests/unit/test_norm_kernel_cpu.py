@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
     if (std::fread(d, 4, 4, f) != 4) return 2;
     const int rows = d[0], n = d[1];
     std::vector<float> a((size_t)rows * n), w(n), out(a.size(), std::numeric_limits<float>::quiet_NaN());
-    if (std::fread(a.data(), 4, a.size(), f) != a.size()) return 2;
+    if (!emu::read(f, a)) return 2;
     if (std::fread(w.data(), 4, n, f) != (size_t)n) return 2;
     std::fclose(f);
     emu::launch(rf_dim3{(unsigned)rows, 1, 1}, d[2], [&] {

@@ -29,8 +29,8 @@ int main(int argc, char** argv) {
     if (std::fread(d, 4, 5, f) != 5) return 2;
     const int M = d[0], K = d[1], xb = K + K / 4;
     std::vector<float> a((size_t)M * K), wn(K);
-    if (std::fread(a.data(), 4, a.size(), f) != a.size()) return 2;
-    if (std::fread(wn.data(), 4, wn.size(), f) != wn.size()) return 2;
+    if (!emu::read(f, a)) return 2;
+    if (!emu::read(f, wn)) return 2;
     std::fclose(f);
     std::vector<rf_u8> xq((size_t)M * xb, 0xA5);  // poisoned
     if (d[3])

@@ -20,9 +20,9 @@ int main(int argc, char** argv) {
     const int T = d[0], W = d[1], ss = d[2], R = d[3], n_rot = d[4], D = d[5], nd = d[6], neox = d[7];
     std::vector<float> src((size_t)(T - 1) * ss + W), dst((size_t)R * W);
     std::vector<int> idx(T);
-    if (std::fread(src.data(), 4, src.size(), f) != src.size()) return 2;
+    if (!emu::read(f, src)) return 2;
     if (std::fread(idx.data(), 4, T, f) != (size_t)T) return 2;
-    if (std::fread(dst.data(), 4, dst.size(), f) != dst.size()) return 2;
+    if (!emu::read(f, dst)) return 2;
     std::fclose(f);
     if (d[8]) {  // an f16 cache: the same values rounded, written as f16, printed back as f32
         std::vector<rf_u16> dh(dst.size());

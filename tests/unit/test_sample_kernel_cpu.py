@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
     if (std::fread(&n, 4, 1, f) != 1 || std::fread(&V, 4, 1, f) != 1) return 2;
     if (std::fread(params, 4, 8, f) != 8) return 2;
     std::vector<float> x((size_t)n * V);
-    if (std::fread(x.data(), 4, x.size(), f) != x.size()) return 2;
+    if (!emu::read(f, x)) return 2;
     std::fclose(f);
     std::vector<int> out(n, -12345);
     emu::launch(n, RF_SAMPLE_BLOCK, [&] { sample_f32(x.data(), params, out.data(), V); });
