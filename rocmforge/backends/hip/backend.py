@@ -107,8 +107,7 @@ class HipBackend(PlanLaunches, TimedRuns):
             log.warning("no vendor BLAS (%s): prefill runs the tiled kernel", self.blas_unavailable)
         # int8_activations: decode mat-vecs of Q4_0/Q8_0 weights with x quantized to int8 (as llama.cpp's
         # q8_1) once per activation, shared by the mat-vecs that read it (with the norm before it, one
-        # launch):
-        # faster where the weights are large (bench_matvec.py), normalized MSE ~3e-5 instead of ~1e-11
+        # launch): faster where the weights are large (bench_matvec.py), normalized MSE ~3e-5, not ~1e-11
         self.ctx = Ctx(
             ModuleCache(self.arch, {"RF_WARP": self.warp}),
             replace(device_shape, blas=blas.name if blas is not None else ""),
